@@ -1,0 +1,33 @@
+# netconf-migrator: build, test and lint targets (kubebuilder-style).
+SHELL := /usr/bin/env bash -o pipefail
+GO ?= go
+BIN ?= bin
+# How long each fuzz target runs inside `make test`.
+FUZZTIME ?= 10s
+PKGS := ./...
+
+.PHONY: all build test unit fuzz lint bench manifests clean
+
+all: build
+
+build: ## Build the netconf-migrator binary into bin/.
+	$(GO) build -o $(BIN)/netconf-migrator ./cmd/netconf-migrator
+
+test: lint unit fuzz ## Everything CI runs.
+
+unit:
+	$(GO) test -count=1 $(PKGS)
+
+fuzz: ## Run each fuzz target for FUZZTIME.
+	$(GO) test ./apis/netconf -run '^$$' -fuzz '^FuzzNormalize$$' -fuzztime $(FUZZTIME)
+
+lint: ## gofmt and go vet.
+	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
+	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
+	$(GO) vet $(PKGS)
+
+bench: ## Go benchmarks of the normalizer.
+	$(GO) test ./apis/netconf -run '^$$' -bench . -benchmem -count 5
+
+clean:
+	rm -rf $(BIN)

@@ -1,0 +1,457 @@
+package netconf
+
+import (
+	"bytes"
+	"encoding/json"
+	"fmt"
+	"strconv"
+)
+
+const (
+	// maxWrapperLevels bounds NetConf wrappers inside wrappers.
+	maxWrapperLevels = 4
+	// maxEncodings bounds how often a config may be JSON-string encoded.
+	maxEncodings = 3
+	// clip bounds how much of a value a reason quotes.
+	clip = 80
+)
+
+func isWrapperKey(k string) bool { return k == "NetConf" || k == "netConf" || k == "netconf" }
+
+// Normalize classifies config and, for nested and double-encoded configs,
+// returns the flat form. Flat, empty, truncated and invalid configs are
+// returned unchanged (the same slice). It never panics and never returns a
+// changed config that loses or alters a value of the input.
+func Normalize(config []byte) Result {
+	s := skipSpace(config, 0)
+	if s == len(config) {
+		return Result{Form: FormEmpty, Config: config}
+	}
+	switch config[s] {
+	case '{':
+	case '"':
+		return normalizeEncoded(config)
+	default:
+		if e := validDocument(config); e.kind != errNone {
+			return invalid(config, e.reason())
+		}
+		return invalid(config, &Reason{Code: ReasonNotObject,
+			Message: "the config is a JSON " + kindName(config[s]) + ", not an object"})
+	}
+	t, e := scanTop(config, s)
+	if e.kind == errNone {
+		if rest := skipSpace(config, t.end); rest != len(config) {
+			e = scanErr{errSyntax, rest}
+		}
+	}
+	if e.kind != errNone {
+		return invalid(config, e.reason())
+	}
+	if t.wrappers == 0 && t.pluginsEnd == 0 { // the common case: nothing to do
+		if t.truncated() {
+			return Result{Form: FormTruncated, Config: config, Reason: truncatedReason("")}
+		}
+		return Result{Form: FormFlat, Config: config}
+	}
+	return normalizeObject(config, s, t)
+}
+
+func invalid(config []byte, r *Reason) Result {
+	return Result{Form: FormInvalid, Config: config, Reason: r}
+}
+
+func truncatedReason(where string) *Reason {
+	return &Reason{Code: ReasonTruncated, Message: where + `bridge config has no "bridge" key and nothing beyond the CNI base keys, ` +
+		"the shape cni v1.2.0/v1.3.x writes for a struct that embeds types.NetConf; the bridge plugin would attach pods to cni0. " +
+		"It cannot be repaired from the config alone: restore it from its source (for Harvester, the network's cluster network and VLAN)"}
+}
+
+func kindName(c byte) string {
+	switch c {
+	case '[':
+		return "array"
+	case '"':
+		return "string"
+	case 't', 'f':
+		return "boolean"
+	case 'n':
+		return "null"
+	default:
+		return "number"
+	}
+}
+
+// topInfo holds what one scan of an object learns about its own keys.
+type topInfo struct {
+	end                      int
+	wrappers                 int // wrapper keys whose value is an object
+	pluginsStart, pluginsEnd int // the plugins array, when there is one
+	typeBridge               bool
+	hasBridge                bool
+	otherKeys                bool // a key outside the CNI base keys
+	ipamSet                  bool // ipam present and not {}
+}
+
+func (t *topInfo) truncated() bool {
+	return t.typeBridge && !t.hasBridge && !t.otherKeys && !t.ipamSet
+}
+
+func (t *topInfo) observe(key string, val []byte, valStart int) {
+	switch key {
+	case "cniVersion", "name", "dns", "capabilities", "args", "runtimeConfig", "prevResult", "cni.dev/valid-attachments":
+	case "type":
+		if val[0] == '"' {
+			if bytes.IndexByte(val, '\\') < 0 {
+				t.typeBridge = string(val) == `"bridge"`
+			} else {
+				s, _ := unquote(val)
+				t.typeBridge = s == "bridge"
+			}
+		}
+	case "ipam":
+		t.ipamSet = !(val[0] == '{' && isEmptyValue(val))
+	case "bridge":
+		t.hasBridge = true
+		t.otherKeys = true
+	case "plugins":
+		t.otherKeys = true
+		if val[0] == '[' {
+			t.pluginsStart, t.pluginsEnd = valStart, valStart+len(val)
+		}
+	case "NetConf", "netConf", "netconf":
+		t.otherKeys = true
+		if val[0] == '{' {
+			t.wrappers++
+		}
+	default:
+		t.otherKeys = true
+	}
+}
+
+// scanTop validates the object at d[i] == '{' like scanObject and observes its keys.
+func scanTop(d []byte, i int) (topInfo, scanErr) {
+	var t topInfo
+	i = skipSpace(d, i+1)
+	if i < len(d) && d[i] == '}' {
+		t.end = i + 1
+		return t, scanErr{}
+	}
+	for {
+		if i >= len(d) {
+			return t, scanErr{errEOF, i}
+		}
+		if d[i] != '"' {
+			return t, scanErr{errSyntax, i}
+		}
+		kStart := i
+		kEnd, escaped, e := scanString(d, i)
+		if e.kind != errNone {
+			return t, e
+		}
+		i = skipSpace(d, kEnd)
+		if i >= len(d) {
+			return t, scanErr{errEOF, i}
+		}
+		if d[i] != ':' {
+			return t, scanErr{errSyntax, i}
+		}
+		vStart := skipSpace(d, i+1)
+		if i, e = scanValue(d, vStart, 1); e.kind != errNone {
+			return t, e
+		}
+		if escaped {
+			k, _ := unquote(d[kStart:kEnd])
+			t.observe(k, d[vStart:i], vStart)
+		} else {
+			t.observe(string(d[kStart+1:kEnd-1]), d[vStart:i], vStart)
+		}
+		i = skipSpace(d, i)
+		if i >= len(d) {
+			return t, scanErr{errEOF, i}
+		}
+		switch d[i] {
+		case ',':
+			i = skipSpace(d, i+1)
+		case '}':
+			t.end = i + 1
+			return t, scanErr{}
+		default:
+			return t, scanErr{errSyntax, i}
+		}
+	}
+}
+
+// normalizeObject handles a valid object with a wrapper key or a plugins array.
+func normalizeObject(config []byte, s int, t topInfo) Result {
+	st := detectStyle(config[s:t.end])
+	form := FormConflist
+	doc := config
+	changed := false
+	if t.wrappers > 0 {
+		form, changed = FormNested, true
+		ms, r := flatten(config[s:t.end], 1)
+		if r != nil {
+			return invalid(config, r)
+		}
+		body := st.format(renderObject(ordered(ms)), "")
+		doc = make([]byte, 0, s+len(body)+len(config)-t.end)
+		doc = append(append(append(doc, config[:s]...), body...), config[t.end:]...)
+		t, _ = scanTop(doc, s)
+	}
+	if t.pluginsEnd != 0 {
+		flatPlugins, flattened, r := flattenPlugins(doc, t.pluginsStart, st)
+		if r != nil {
+			if r.Code == ReasonTruncated {
+				return Result{Form: FormTruncated, Config: config, Reason: r}
+			}
+			return invalid(config, r)
+		}
+		doc, changed = flatPlugins, changed || flattened
+	}
+	if !changed {
+		return Result{Form: FormConflist, Config: config}
+	}
+	if t.truncated() {
+		// Flattening worked, but the result would attach pods to cni0.
+		return Result{Form: FormTruncated, Config: config, Reason: truncatedReason("after flattening, the ")}
+	}
+	return Result{Form: form, Changed: true, Config: doc}
+}
+
+// flatten merges the wrapper of obj (level counts wrappers from the top)
+// into its parent, following the merge rules of the normalization contract.
+func flatten(obj []byte, level int) ([]member, *Reason) {
+	ms := parseMembers(obj)
+	if _, dup := index(ms); dup != "" {
+		return nil, &Reason{Code: ReasonDuplicateKey, Key: dup,
+			Message: fmt.Sprintf("key %q appears twice in one object; JSON decoders disagree on which value wins", dup)}
+	}
+	w := -1
+	for i, m := range ms {
+		if !isWrapperKey(m.key) || m.val[0] != '{' {
+			continue
+		}
+		if w < 0 {
+			w = i
+		} else if !jsonEqual(ms[w].val, m.val) {
+			return nil, &Reason{Code: ReasonConflict, Key: m.key,
+				Message: fmt.Sprintf("wrapper keys %q and %q hold different configs", ms[w].key, m.key)}
+		}
+	}
+	if w < 0 {
+		return ms, nil
+	}
+	if level > maxWrapperLevels {
+		return nil, &Reason{Code: ReasonWrappedTooDeep, Key: ms[w].key,
+			Message: fmt.Sprintf("NetConf wrappers nested more than %d levels deep", maxWrapperLevels)}
+	}
+	inner, r := flatten(ms[w].val, level+1)
+	if r != nil {
+		return nil, r
+	}
+	outerKeys := make(map[string]bool, len(ms))
+	for _, m := range ms {
+		outerKeys[m.key] = true
+	}
+	innerIdx, _ := index(inner) // inner has no duplicates: flatten checked it
+	out := make([]member, 0, len(ms)+len(inner))
+	for i, m := range ms {
+		if isWrapperKey(m.key) && m.val[0] == '{' {
+			if i == w { // the wrapper's own keys take its place
+				for _, im := range inner {
+					if !outerKeys[im.key] {
+						out = append(out, im)
+					}
+				}
+			}
+			continue
+		}
+		if j, both := innerIdx[m.key]; both {
+			v, r := merge(m, inner[j], ms[w].key)
+			if r != nil {
+				return nil, r
+			}
+			m.val = v
+		}
+		out = append(out, m)
+	}
+	return out, nil
+}
+
+// merge decides the value of a key present both outside and inside a wrapper.
+func merge(outer, inner member, wrapper string) ([]byte, *Reason) {
+	switch {
+	case jsonEqual(outer.val, inner.val):
+		return outer.val, nil
+	case isEmptyValue(outer.val) && !isEmptyValue(inner.val):
+		return inner.val, nil
+	case isEmptyValue(inner.val):
+		return outer.val, nil
+	}
+	return nil, &Reason{Code: ReasonConflict, Key: outer.key,
+		Message: fmt.Sprintf("key %q is %s inside %s but %s outside it; refusing to guess which one the network needs",
+			outer.key, quoteClipped(inner.val), wrapper, quoteClipped(outer.val))}
+}
+
+func quoteClipped(v []byte) string {
+	if len(v) > clip {
+		return string(v[:clip]) + "…"
+	}
+	return string(v)
+}
+
+// ordered puts cniVersion, name and type first, then the rest in document order.
+func ordered(ms []member) []member {
+	out := make([]member, 0, len(ms))
+	for _, k := range [...]string{"cniVersion", "name", "type"} {
+		for _, m := range ms {
+			if m.key == k {
+				out = append(out, m)
+			}
+		}
+	}
+	for _, m := range ms {
+		if m.key != "cniVersion" && m.key != "name" && m.key != "type" {
+			out = append(out, m)
+		}
+	}
+	return out
+}
+
+func renderObject(ms []member) []byte {
+	n := 2
+	for _, m := range ms {
+		n += len(m.rawKey) + len(m.val) + 2
+	}
+	b := make([]byte, 0, n)
+	b = append(b, '{')
+	for i, m := range ms {
+		if i > 0 {
+			b = append(b, ',')
+		}
+		b = append(append(append(b, m.rawKey...), ':'), m.val...)
+	}
+	return append(b, '}')
+}
+
+// flattenPlugins flattens, in place, each element of the plugins array at
+// d[start] that is nested. It returns d itself when none is.
+func flattenPlugins(d []byte, start int, st style) ([]byte, bool, *Reason) {
+	var out []byte
+	last := 0
+	for k, el := range parseElements(d, start) {
+		v := d[el.start:el.end]
+		if v[0] != '{' {
+			continue
+		}
+		where := "plugins[" + strconv.Itoa(k) + "]: "
+		t, _ := scanTop(v, 0)
+		if t.wrappers == 0 {
+			if t.truncated() {
+				return nil, false, truncatedReason(where + "the ")
+			}
+			continue
+		}
+		ms, r := flatten(v, 1)
+		if r != nil {
+			r.Message = where + r.Message
+			return nil, false, r
+		}
+		body := st.format(renderObject(ordered(ms)), linePrefix(d, el.start))
+		if t2, _ := scanTop(body, 0); t2.truncated() {
+			return nil, false, truncatedReason(where + "after flattening, the ")
+		}
+		out = append(append(out, d[last:el.start]...), body...)
+		last = el.end
+	}
+	if out == nil {
+		return d, false, nil
+	}
+	return append(out, d[last:]...), true, nil
+}
+
+// style is how a document is laid out: compact, or indented by a unit.
+type style struct {
+	indented bool
+	unit     string
+}
+
+func detectStyle(obj []byte) style {
+	nl := bytes.IndexByte(obj, '\n')
+	if nl < 0 {
+		return style{}
+	}
+	i := nl + 1
+	for i < len(obj) && (obj[i] == ' ' || obj[i] == '\t') {
+		i++
+	}
+	return style{indented: true, unit: string(obj[nl+1 : i])}
+}
+
+// format lays out a valid JSON value in the style; prefix is the indentation
+// of the line the value starts on.
+func (st style) format(v []byte, prefix string) []byte {
+	var buf bytes.Buffer
+	buf.Grow(len(v) + len(v)/4)
+	var err error
+	if st.indented {
+		err = json.Indent(&buf, v, prefix, st.unit)
+	} else {
+		err = json.Compact(&buf, v)
+	}
+	if err != nil { // v is built from validated values; keep it as is rather than fail
+		return v
+	}
+	return buf.Bytes()
+}
+
+func linePrefix(d []byte, at int) string {
+	ls := bytes.LastIndexByte(d[:at], '\n') + 1
+	i := ls
+	for i < at && (d[i] == ' ' || d[i] == '\t') {
+		i++
+	}
+	return string(d[ls:i])
+}
+
+// normalizeEncoded decodes a config that is a JSON string holding JSON.
+func normalizeEncoded(config []byte) Result {
+	cur := config
+	n := 0
+	for {
+		s := skipSpace(cur, 0)
+		if s == len(cur) {
+			return invalid(config, &Reason{Code: ReasonNotObject, Message: "the config is a JSON string holding an empty string, not an object"})
+		}
+		if e := validDocument(cur); e.kind != errNone {
+			r := e.reason()
+			if n > 0 {
+				r.Message = "after " + strconv.Itoa(n) + " decoding(s): " + r.Message
+			}
+			return invalid(config, r)
+		}
+		if cur[s] != '"' {
+			break
+		}
+		n++
+		if n > maxEncodings {
+			return invalid(config, &Reason{Code: ReasonEncodedTooDeep,
+				Message: fmt.Sprintf("the config is JSON-encoded as a string more than %d times", maxEncodings)})
+		}
+		end, _, _ := scanString(cur, s)
+		str, ok := unquote(cur[s:end])
+		if !ok {
+			return invalid(config, &Reason{Code: ReasonBadStringEscape,
+				Message: "the encoded config holds a lone UTF-16 surrogate escape, which cannot be decoded without changing it"})
+		}
+		cur = []byte(str)
+	}
+	inner := Normalize(cur)
+	switch inner.Form {
+	case FormTruncated, FormInvalid:
+		r := *inner.Reason
+		r.Message = fmt.Sprintf("double-encoded config (%d encoding(s)) whose content is %s: %s", n, inner.Form, r.Message)
+		return Result{Form: inner.Form, Inner: inner.Form, Encodings: n, Config: config, Reason: &r}
+	}
+	return Result{Form: FormDoubleEncoded, Inner: inner.Form, Encodings: n, Changed: true, Config: inner.Config}
+}

@@ -1,0 +1,14 @@
+// Command netconf-migrator normalizes CNI NetConf payloads in Kubernetes
+// NetworkAttachmentDefinitions: as a mutating webhook, as a one-shot migration
+// of stored objects, and offline on manifest files.
+package main
+
+import (
+	"os"
+
+	"github.com/harvester/netconf-migrator/internal/cli"
+)
+
+func main() {
+	os.Exit(cli.Execute(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+}
