@@ -1,0 +1,174 @@
+// Package report defines the JSON report that convert and migrate write,
+// and the human summary they print, so both commands speak the same shape.
+package report
+
+import (
+	"encoding/json"
+	"fmt"
+	"io"
+	"os"
+	"sort"
+	"sync"
+
+	"github.com/harvester/netconf-migrator/apis/netconf"
+)
+
+// Action says what was done with one NAD.
+type Action string
+
+const (
+	ActionNormalized     Action = "normalized"
+	ActionWouldNormalize Action = "would-normalize"
+	ActionReported       Action = "reported"
+	ActionUnchanged      Action = "unchanged"
+	ActionFailed         Action = "failed"
+	ActionSkipped        Action = "skipped"
+	ActionRestored       Action = "restored"
+	ActionWouldRestore   Action = "would-restore"
+)
+
+// Item is one NAD that needs attention or was changed.
+type Item struct {
+	Namespace  string              `json:"namespace"`
+	Name       string              `json:"name"`
+	Source     string              `json:"source,omitempty"` // file and document, for convert
+	Form       netconf.Form        `json:"form"`
+	Action     Action              `json:"action"`
+	Reason     string              `json:"reason,omitempty"`
+	Violations []netconf.Violation `json:"violations,omitempty"`
+}
+
+// Ref is the object as logs and summaries name it: namespace/name, or name alone.
+func (i Item) Ref() string {
+	if i.Namespace == "" {
+		return i.Name
+	}
+	return i.Namespace + "/" + i.Name
+}
+
+// Clean reports whether the item needs no mention: unchanged and without violations.
+func (i Item) Clean() bool {
+	return i.Action == ActionUnchanged && i.Reason == "" && len(i.Violations) == 0
+}
+
+// Summary counts every NAD seen, by form and by action.
+type Summary struct {
+	Total   int                  `json:"total"`
+	Forms   map[netconf.Form]int `json:"forms"`
+	Actions map[Action]int       `json:"actions"`
+}
+
+// Report is the document written by --report. Safe for concurrent use.
+type Report struct {
+	mu      sync.Mutex
+	Summary Summary `json:"summary"`
+	Items   []Item  `json:"items"`
+}
+
+// New returns an empty report.
+func New() *Report {
+	return &Report{Summary: Summary{Forms: map[netconf.Form]int{}, Actions: map[Action]int{}}, Items: []Item{}}
+}
+
+// Add counts an item and keeps it when it is not clean.
+func (r *Report) Add(it Item) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.Summary.Total++
+	r.Summary.Forms[it.Form]++
+	r.Summary.Actions[it.Action]++
+	if !it.Clean() {
+		r.Items = append(r.Items, it)
+	}
+}
+
+// Count returns how many NADs were given an action.
+func (r *Report) Count(a Action) int {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.Summary.Actions[a]
+}
+
+// NeedsAttention reports whether any NAD failed or needs a person.
+func (r *Report) NeedsAttention() bool {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.Summary.Actions[ActionFailed]+r.Summary.Actions[ActionReported] > 0
+}
+
+func (r *Report) sorted() []Item {
+	items := append([]Item(nil), r.Items...)
+	sort.SliceStable(items, func(a, b int) bool {
+		if items[a].Namespace != items[b].Namespace {
+			return items[a].Namespace < items[b].Namespace
+		}
+		if items[a].Name != items[b].Name {
+			return items[a].Name < items[b].Name
+		}
+		return items[a].Source < items[b].Source
+	})
+	return items
+}
+
+// MarshalJSON writes items sorted, so reports diff cleanly.
+func (r *Report) MarshalJSON() ([]byte, error) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return json.Marshal(struct {
+		Summary Summary `json:"summary"`
+		Items   []Item  `json:"items"`
+	}{r.Summary, r.sorted()})
+}
+
+// WriteFile writes the report as indented JSON.
+func (r *Report) WriteFile(path string) error {
+	b, err := json.MarshalIndent(r, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding report: %w", err)
+	}
+	if err := os.WriteFile(path, append(b, '\n'), 0o644); err != nil {
+		return fmt.Errorf("writing report %s: %w", path, err)
+	}
+	return nil
+}
+
+// WriteSummary prints counts per form and per action, then one line per NAD
+// needing attention as "namespace/name: form (reason)".
+func (r *Report) WriteSummary(w io.Writer) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	fmt.Fprintf(w, "%d NetworkAttachmentDefinition(s)\n", r.Summary.Total)
+	fmt.Fprint(w, "  forms:  ")
+	sep := ""
+	for _, f := range netconf.Forms {
+		if n := r.Summary.Forms[f]; n > 0 {
+			fmt.Fprintf(w, "%s%s=%d", sep, f, n)
+			sep = " "
+		}
+	}
+	fmt.Fprint(w, "\n  actions: ")
+	sep = ""
+	for _, a := range []Action{ActionNormalized, ActionWouldNormalize, ActionRestored, ActionWouldRestore, ActionUnchanged, ActionReported, ActionFailed, ActionSkipped} {
+		if n := r.Summary.Actions[a]; n > 0 {
+			fmt.Fprintf(w, "%s%s=%d", sep, a, n)
+			sep = " "
+		}
+	}
+	fmt.Fprintln(w)
+	for _, it := range r.sorted() {
+		line := fmt.Sprintf("%s: %s", it.Ref(), it.Form)
+		if it.Reason != "" {
+			line += " (" + it.Reason + ")"
+		}
+		if it.Action != ActionUnchanged {
+			line += " [" + string(it.Action) + "]"
+		}
+		if it.Source != "" {
+			line += " in " + it.Source
+		}
+		fmt.Fprintln(w, line)
+		for _, v := range it.Violations {
+			fmt.Fprintf(w, "    %s\n", v)
+		}
+	}
+}

@@ -1,0 +1,114 @@
+// Package cli wires the netconf-migrator commands. Each command lives in its
+// own file and registers itself; the work is done in the packages it calls.
+package cli
+
+import (
+	"errors"
+	"fmt"
+	"io"
+
+	"github.com/go-logr/logr"
+	"github.com/spf13/cobra"
+
+	"github.com/harvester/netconf-migrator/internal/logging"
+	"github.com/harvester/netconf-migrator/internal/version"
+)
+
+// Exit codes shared by every command.
+const (
+	ExitOK        = 0
+	ExitAttention = 1 // something needs a person: a check failed, NADs failed or are truncated/invalid
+	ExitUsage     = 2 // usage errors, unreadable input, failed preflight
+)
+
+// ExitError carries an exit code out of a command.
+type ExitError struct {
+	Code int
+	Err  error
+}
+
+func (e *ExitError) Error() string {
+	if e.Err == nil {
+		return fmt.Sprintf("exit %d", e.Code)
+	}
+	return e.Err.Error()
+}
+func (e *ExitError) Unwrap() error { return e.Err }
+
+// usageError marks an error as exit code 2.
+func usageError(format string, args ...any) error {
+	return &ExitError{Code: ExitUsage, Err: fmt.Errorf(format, args...)}
+}
+
+// IO bundles the streams a command uses, so tests can drive commands in-process.
+type IO struct {
+	In       io.Reader
+	Out, Err io.Writer
+}
+
+// globals are the flags every command shares.
+type globals struct {
+	log logging.Options
+	io  IO
+}
+
+// Logger builds the configured logger on the error stream.
+func (g *globals) Logger() (logr.Logger, error) {
+	return logging.New(g.io.Err, g.log)
+}
+
+var commands []func(*globals) *cobra.Command
+
+// register adds a command constructor; each command file calls it from init.
+func register(c func(*globals) *cobra.Command) { commands = append(commands, c) }
+
+// NewRootCommand builds the command tree.
+func NewRootCommand(streams IO) *cobra.Command {
+	g := &globals{io: streams}
+	root := &cobra.Command{
+		Use:           "netconf-migrator",
+		Short:         "Normalize CNI NetConf payloads in NetworkAttachmentDefinitions",
+		Long:          "netconf-migrator rewrites legacy nested and double-encoded CNI configs in NetworkAttachmentDefinitions into the flat CNI form: as a mutating webhook, as a migration of stored objects, and offline on manifest files.",
+		SilenceUsage:  true,
+		SilenceErrors: true,
+	}
+	root.SetIn(streams.In)
+	root.SetOut(streams.Out)
+	root.SetErr(streams.Err)
+	root.PersistentFlags().StringVar(&g.log.Format, "log-format", "json", "log format: json or console")
+	root.PersistentFlags().IntVarP(&g.log.Verbosity, "v", "v", logging.Info, "log verbosity (1 shows configs and diffs)")
+	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &ExitError{Code: ExitUsage, Err: err} })
+	for _, c := range commands {
+		root.AddCommand(c(g))
+	}
+	root.AddCommand(&cobra.Command{
+		Use:   "version",
+		Short: "Print the version",
+		Args:  cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			_, err := fmt.Fprintln(cmd.OutOrStdout(), version.String())
+			return err
+		},
+	})
+	return root
+}
+
+// Execute runs the command line and returns the process exit code.
+func Execute(args []string, in io.Reader, out, errOut io.Writer) int {
+	root := NewRootCommand(IO{In: in, Out: out, Err: errOut})
+	root.SetArgs(args)
+	err := root.Execute()
+	if err == nil {
+		return ExitOK
+	}
+	var ee *ExitError
+	if errors.As(err, &ee) {
+		if ee.Err != nil {
+			fmt.Fprintln(errOut, "Error:", ee.Err)
+		}
+		return ee.Code
+	}
+	fmt.Fprintln(errOut, "Error:", err)
+	// cobra's own argument and unknown-command errors are usage errors.
+	return ExitUsage
+}
