@@ -61,9 +61,9 @@ func invalid(config []byte, r *Reason) Result {
 }
 
 func truncatedReason(where string) *Reason {
-	return &Reason{Code: ReasonTruncated, Message: where + `bridge config has no "bridge" key and nothing beyond the CNI base keys, ` +
-		"the shape cni v1.2.0/v1.3.x writes for a struct that embeds types.NetConf; the bridge plugin would attach pods to cni0. " +
-		"It cannot be repaired from the config alone: restore it from its source (for Harvester, the network's cluster network and VLAN)"}
+	return &Reason{Code: ReasonTruncated, Message: where + `bridge config has no "bridge" key and nothing beyond the CNI base keys ` +
+		"(what cni v1.2.0/v1.3.x writes for a struct embedding types.NetConf), so pods would attach to cni0; " +
+		"restore it from its source, for Harvester the network's cluster network and VLAN"}
 }
 
 func kindName(c byte) string {

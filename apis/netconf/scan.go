@@ -36,11 +36,11 @@ func (e scanErr) reason() *Reason {
 	case errDepth:
 		return &Reason{Code: ReasonTooDeep, Message: "arrays or objects nested more than " + strconv.Itoa(maxDepth) + " levels deep at byte " + strconv.Itoa(e.off)}
 	case errEOF:
-		return &Reason{Code: ReasonNotJSON, Message: "not JSON: unexpected end of input at byte " + strconv.Itoa(e.off) + " (the config is cut off)"}
+		return &Reason{Code: ReasonNotJSON, Message: "unexpected end of input at byte " + strconv.Itoa(e.off) + " (the config is cut off)"}
 	case errControl:
-		return &Reason{Code: ReasonNotJSON, Message: "not JSON: control character in string at byte " + strconv.Itoa(e.off)}
+		return &Reason{Code: ReasonNotJSON, Message: "control character in a string at byte " + strconv.Itoa(e.off)}
 	default:
-		return &Reason{Code: ReasonNotJSON, Message: "not JSON: invalid character at byte " + strconv.Itoa(e.off)}
+		return &Reason{Code: ReasonNotJSON, Message: "invalid character at byte " + strconv.Itoa(e.off)}
 	}
 }
 

@@ -146,7 +146,9 @@ func validateBridge(get func(string) ([]byte, bool), profile Profile, path strin
 
 	// mtu
 	if v, ok := get("mtu"); ok && harvester {
-		if n, isInt := integer(v); !isInt || (n != 0 && (n < 576 || n > 9000)) {
+		if n, isInt := integer(v); !isInt {
+			add(RuleMTU, "mtu", v, "mtu must be an integer")
+		} else if n != 0 && (n < 576 || n > 9000) {
 			add(RuleMTU, "mtu", v, "mtu must be 0 or between 576 and 9000 (Harvester: nad MTU does not match cluster network MTU)")
 		}
 	}

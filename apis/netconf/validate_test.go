@@ -35,6 +35,7 @@ func TestValidate(t *testing.T) {
 		{"mtu", `{` + ok + `,"bridge":"a-br","mtu":100}`, ProfileHarvester, []string{"mtu mtu"}},
 		{"mtu zero and bounds", `{` + ok + `,"bridge":"a-br","mtu":0}`, ProfileHarvester, nil},
 		{"mtu 9000", `{` + ok + `,"bridge":"a-br","mtu":9000}`, ProfileHarvester, nil},
+		{"mtu as float", `{` + ok + `,"bridge":"a-br","mtu":1500.0}`, ProfileHarvester, []string{"mtu mtu"}},
 		{"mtu 9001", `{` + ok + `,"bridge":"a-br","mtu":9001}`, ProfileHarvester, []string{"mtu mtu"}},
 		{"whereabouts range and exclude", `{` + ok + `,"bridge":"a-br","ipam":{"type":"whereabouts","range":"10.0.0.0/33","exclude":["10.0.0.1/32","nope"]}}`, ProfileGeneric,
 			[]string{"ipam-range ipam.range", "ipam-range ipam.exclude[1]"}},
