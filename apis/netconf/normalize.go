@@ -222,7 +222,7 @@ func normalizeObject(config []byte, s int, t topInfo) Result {
 // into its parent, following the merge rules of the normalization contract.
 func flatten(obj []byte, level int) ([]member, *Reason) {
 	ms := parseMembers(obj)
-	if _, dup := index(ms); dup != "" {
+	if dup := duplicate(ms); dup != "" {
 		return nil, &Reason{Code: ReasonDuplicateKey, Key: dup,
 			Message: fmt.Sprintf("key %q appears twice in one object; JSON decoders disagree on which value wins", dup)}
 	}
@@ -249,24 +249,19 @@ func flatten(obj []byte, level int) ([]member, *Reason) {
 	if r != nil {
 		return nil, r
 	}
-	outerKeys := make(map[string]bool, len(ms))
-	for _, m := range ms {
-		outerKeys[m.key] = true
-	}
-	innerIdx, _ := index(inner) // inner has no duplicates: flatten checked it
 	out := make([]member, 0, len(ms)+len(inner))
 	for i, m := range ms {
 		if isWrapperKey(m.key) && m.val[0] == '{' {
 			if i == w { // the wrapper's own keys take its place
 				for _, im := range inner {
-					if !outerKeys[im.key] {
+					if find(ms, im.key) < 0 {
 						out = append(out, im)
 					}
 				}
 			}
 			continue
 		}
-		if j, both := innerIdx[m.key]; both {
+		if j := find(inner, m.key); j >= 0 {
 			v, r := merge(m, inner[j], ms[w].key)
 			if r != nil {
 				return nil, r
@@ -280,13 +275,15 @@ func flatten(obj []byte, level int) ([]member, *Reason) {
 
 // merge decides the value of a key present both outside and inside a wrapper.
 func merge(outer, inner member, wrapper string) ([]byte, *Reason) {
+	// Emptiness first: it is cheap, and an empty and a non-empty value are never equal.
+	outerEmpty, innerEmpty := isEmptyValue(outer.val), isEmptyValue(inner.val)
 	switch {
-	case jsonEqual(outer.val, inner.val):
-		return outer.val, nil
-	case isEmptyValue(outer.val) && !isEmptyValue(inner.val):
+	case outerEmpty && !innerEmpty:
 		return inner.val, nil
-	case isEmptyValue(inner.val):
+	case innerEmpty && !outerEmpty:
 		return outer.val, nil
+	case outerEmpty || jsonEqual(outer.val, inner.val):
+		return outer.val, nil // equal, or both empty: the outer value keeps its place
 	}
 	return nil, &Reason{Code: ReasonConflict, Key: outer.key,
 		Message: fmt.Sprintf("key %q is %s inside %s but %s outside it; refusing to guess which one the network needs",
@@ -318,6 +315,7 @@ func ordered(ms []member) []member {
 	return out
 }
 
+// renderObject writes members as a compact object.
 func renderObject(ms []member) []byte {
 	n := 2
 	for _, m := range ms {
@@ -329,9 +327,32 @@ func renderObject(ms []member) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = append(append(append(b, m.rawKey...), ':'), m.val...)
+		b = appendCompact(append(append(b, m.rawKey...), ':'), m.val)
 	}
 	return append(b, '}')
+}
+
+// appendCompact appends a validated value without the space between its
+// tokens; strings are copied whole, escapes and all.
+func appendCompact(dst, v []byte) []byte {
+	for i := 0; i < len(v); {
+		switch c := v[i]; {
+		case c == '"':
+			end, _, _ := scanString(v, i)
+			dst = append(dst, v[i:end]...)
+			i = end
+		case isSpace(c):
+			i++
+		default:
+			j := i + 1
+			for j < len(v) && v[j] != '"' && !isSpace(v[j]) {
+				j++
+			}
+			dst = append(dst, v[i:j]...)
+			i = j
+		}
+	}
+	return dst
 }
 
 // flattenPlugins flattens, in place, each element of the plugins array at
@@ -339,30 +360,33 @@ func renderObject(ms []member) []byte {
 func flattenPlugins(d []byte, start int, st style) ([]byte, bool, *Reason) {
 	var out []byte
 	last := 0
-	for k, el := range parseElements(d, start) {
-		v := d[el.start:el.end]
-		if v[0] != '{' {
-			continue
-		}
-		where := "plugins[" + strconv.Itoa(k) + "]: "
-		t, _ := scanTop(v, 0)
-		if t.wrappers == 0 {
-			if t.truncated() {
-				return nil, false, truncatedReason(where + "the ")
+	where := func(k int) string { return "plugins[" + strconv.Itoa(k) + "]: " }
+	// Walk the elements in place: a clean conflist must not allocate.
+	i := skipSpace(d, start+1)
+	for k := 0; d[i] != ']'; k++ {
+		end, _ := scanValue(d, i, 0)
+		if v := d[i:end]; v[0] == '{' {
+			t, _ := scanTop(v, 0)
+			if t.wrappers == 0 && t.truncated() {
+				return nil, false, truncatedReason(where(k) + "the ")
 			}
-			continue
+			if t.wrappers > 0 {
+				ms, r := flatten(v, 1)
+				if r != nil {
+					r.Message = where(k) + r.Message
+					return nil, false, r
+				}
+				body := st.format(renderObject(ordered(ms)), linePrefix(d, i))
+				if t2, _ := scanTop(body, 0); t2.truncated() {
+					return nil, false, truncatedReason(where(k) + "after flattening, the ")
+				}
+				out = append(append(out, d[last:i]...), body...)
+				last = end
+			}
 		}
-		ms, r := flatten(v, 1)
-		if r != nil {
-			r.Message = where + r.Message
-			return nil, false, r
+		if i = skipSpace(d, end); d[i] == ',' {
+			i = skipSpace(d, i+1)
 		}
-		body := st.format(renderObject(ordered(ms)), linePrefix(d, el.start))
-		if t2, _ := scanTop(body, 0); t2.truncated() {
-			return nil, false, truncatedReason(where + "after flattening, the ")
-		}
-		out = append(append(out, d[last:el.start]...), body...)
-		last = el.end
 	}
 	if out == nil {
 		return d, false, nil
@@ -388,19 +412,16 @@ func detectStyle(obj []byte) style {
 	return style{indented: true, unit: string(obj[nl+1 : i])}
 }
 
-// format lays out a valid JSON value in the style; prefix is the indentation
-// of the line the value starts on.
+// format lays out a compact JSON value in the style; prefix is the
+// indentation of the line the value starts on.
 func (st style) format(v []byte, prefix string) []byte {
-	var buf bytes.Buffer
-	buf.Grow(len(v) + len(v)/4)
-	var err error
-	if st.indented {
-		err = json.Indent(&buf, v, prefix, st.unit)
-	} else {
-		err = json.Compact(&buf, v)
-	}
-	if err != nil { // v is built from validated values; keep it as is rather than fail
+	if !st.indented {
 		return v
+	}
+	var buf bytes.Buffer
+	buf.Grow(len(v) + len(v)/2)
+	if err := json.Indent(&buf, v, prefix, st.unit); err != nil {
+		return v // v is built from validated values; keep it compact rather than fail
 	}
 	return buf.Bytes()
 }

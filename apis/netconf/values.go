@@ -18,7 +18,7 @@ type member struct {
 
 // parseMembers splits a validated object into its members, in order.
 func parseMembers(obj []byte) []member {
-	var ms []member
+	ms := make([]member, 0, 16)
 	i := skipSpace(obj, 1)
 	if obj[i] == '}' {
 		return ms
@@ -199,6 +199,31 @@ func jsonEqual(a, b []byte) bool {
 }
 
 func isNumberStart(c byte) bool { return c == '-' || isDigit(c) }
+
+// find returns the position of key in ms, or -1. Configs have a handful of
+// keys, where a linear scan beats building a map.
+func find(ms []member, key string) int {
+	for i := range ms {
+		if ms[i].key == key {
+			return i
+		}
+	}
+	return -1
+}
+
+// duplicate names the first key that appears twice, or "".
+func duplicate(ms []member) string {
+	if len(ms) > 32 {
+		_, dup := index(ms)
+		return dup
+	}
+	for i := 1; i < len(ms); i++ {
+		if find(ms[:i], ms[i].key) >= 0 {
+			return ms[i].key
+		}
+	}
+	return ""
+}
 
 // index maps keys to their position and names the first duplicate key.
 func index(ms []member) (map[string]int, string) {
