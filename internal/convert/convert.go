@@ -246,7 +246,6 @@ func readFile(path string, stdin io.Reader) (*file, error) {
 	return f, nil
 }
 
-
 // parseDoc parses one YAML (or JSON) document; nil for one with no content.
 func parseDoc(b []byte) (*yaml.Node, error) {
 	var n yaml.Node
