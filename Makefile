@@ -6,7 +6,7 @@ BIN ?= bin
 FUZZTIME ?= 10s
 PKGS := ./...
 
-.PHONY: all build test unit fuzz lint bench manifests clean
+.PHONY: all build test unit fuzz lint bench generate manifests clean
 
 all: build
 
@@ -31,3 +31,6 @@ bench: ## Go benchmarks of the normalizer.
 
 clean:
 	rm -rf $(BIN)
+
+generate: ## Regenerate deep-copy functions.
+	$(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0 object:headerFile=hack/boilerplate.go.txt paths=./apis/...
