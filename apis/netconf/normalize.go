@@ -18,6 +18,10 @@ const (
 
 func isWrapperKey(k string) bool { return k == "NetConf" || k == "netConf" || k == "netconf" }
 
+// isWrapper reports whether a member is a NetConf wrapper: a wrapper key
+// holding an object. A wrapper key holding anything else is an ordinary key.
+func isWrapper(m member) bool { return isWrapperKey(m.key) && m.val[0] == '{' }
+
 // Normalize classifies config and, for nested and double-encoded configs,
 // returns the flat form. Flat, empty, truncated and invalid configs are
 // returned unchanged (the same slice). It never panics and never returns a
@@ -228,7 +232,7 @@ func flatten(obj []byte, level int) ([]member, *Reason) {
 	}
 	w := -1
 	for i, m := range ms {
-		if !isWrapperKey(m.key) || m.val[0] != '{' {
+		if !isWrapper(m) {
 			continue
 		}
 		if w < 0 {
@@ -249,12 +253,21 @@ func flatten(obj []byte, level int) ([]member, *Reason) {
 	if r != nil {
 		return nil, r
 	}
+	// outside reports whether key is a member of the parent other than a wrapper.
+	outside := func(key string) bool {
+		for _, m := range ms {
+			if m.key == key && !isWrapper(m) {
+				return true
+			}
+		}
+		return false
+	}
 	out := make([]member, 0, len(ms)+len(inner))
 	for i, m := range ms {
-		if isWrapperKey(m.key) && m.val[0] == '{' {
+		if isWrapper(m) {
 			if i == w { // the wrapper's own keys take its place
 				for _, im := range inner {
-					if find(ms, im.key) < 0 {
+					if !outside(im.key) {
 						out = append(out, im)
 					}
 				}

@@ -111,6 +111,8 @@ func TestNormalizeCases(t *testing.T) {
 			form: FormNested, want: `{"type":"bridge","bridge":"a-br","dns":{"nameservers":["1.1.1.1"]}}`},
 		{name: "null and empty string count as empty", in: `{"NetConf":{"type":"bridge","bridge":""},"bridge":"a-br","name":null,"x":1}`,
 			form: FormNested, want: `{"name":null,"type":"bridge","bridge":"a-br","x":1}`},
+		{name: "a wrapper key holding a non-object inside the wrapper survives", in: `{"NetConf":{"NetConf":0,"type":"bridge"},"bridge":"z-br"}`,
+			form: FormNested, want: `{"type":"bridge","NetConf":0,"bridge":"z-br"}`},
 		{name: "two equal wrappers", in: `{"NetConf":{"type":"bridge"},"netconf":{"type":"bridge"},"bridge":"x-br"}`,
 			form: FormNested, want: `{"type":"bridge","bridge":"x-br"}`},
 		{name: "four wrapper levels flatten", in: wrapped(4), form: FormNested, want: `{"cniVersion":"0.3.1","type":"bridge","bridge":"w-br"}`},
