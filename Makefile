@@ -6,7 +6,7 @@ BIN ?= bin
 FUZZTIME ?= 10s
 PKGS := ./...
 
-.PHONY: all build test unit fuzz lint bench generate manifests clean
+.PHONY: all build test test-assets unit fuzz lint bench generate manifests clean
 
 all: build
 
@@ -15,8 +15,13 @@ build: ## Build the netconf-migrator binary into bin/.
 
 test: lint unit fuzz ## Everything CI runs.
 
-unit:
-	$(GO) test -count=1 $(PKGS)
+# The suites against a real etcd and kube-apiserver find them through
+# KUBEBUILDER_ASSETS; the script installs or builds them once per version.
+test-assets: ## Install etcd and kubectl, build kube-apiserver (cached).
+	@hack/setup-test-assets.sh >/dev/null
+
+unit: test-assets
+	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" $(GO) test -count=1 $(PKGS)
 
 fuzz: ## Run each fuzz target for FUZZTIME.
 	$(GO) test ./apis/netconf -run '^$$' -fuzz '^FuzzNormalize$$' -fuzztime $(FUZZTIME)

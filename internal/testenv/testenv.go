@@ -1,0 +1,267 @@
+// Package testenv starts a real etcd and kube-apiserver (controller-runtime's
+// envtest) with the NetworkAttachmentDefinition CRD installed, for the
+// webhook and migration suites. The binaries come from
+// hack/setup-test-assets.sh; when they are missing the suite fails, it
+// never skips.
+package testenv
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"regexp"
+	"testing"
+	"time"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
+
+	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+)
+
+// Env is a running control plane.
+type Env struct {
+	// Config is an admin (system:masters) REST config.
+	Config *rest.Config
+	// Client is an uncached client whose scheme knows core types, CRDs and NADs.
+	Client client.Client
+	Scheme *runtime.Scheme
+	// KubeconfigPath is an admin kubeconfig file for kubectl and --kubeconfig.
+	KubeconfigPath string
+	// Webhook holds the serving address and certificates envtest made when
+	// Options.Webhooks was set.
+	Webhook *envtest.WebhookInstallOptions
+
+	env *envtest.Environment
+	dir string
+}
+
+// Options shape the control plane.
+type Options struct {
+	// Webhooks are registered with the API server, pointing at a local port
+	// with serving certificates that envtest writes (see Env.Webhook).
+	Webhooks *envtest.WebhookInstallOptions
+	// ShowOutput attaches the control plane's output to this process.
+	ShowOutput bool
+}
+
+// RepoRoot finds the module root from the working directory.
+func RepoRoot() (string, error) {
+	dir, err := os.Getwd()
+	if err != nil {
+		return "", fmt.Errorf("finding the repository root: %w", err)
+	}
+	for {
+		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+			return dir, nil
+		}
+		parent := filepath.Dir(dir)
+		if parent == dir {
+			return "", errors.New("finding the repository root: no go.mod above the working directory")
+		}
+		dir = parent
+	}
+}
+
+// AssetsDir returns the directory holding etcd and kube-apiserver:
+// KUBEBUILDER_ASSETS when set, else the cache hack/setup-test-assets.sh fills.
+func AssetsDir(root string) (string, error) {
+	dir := os.Getenv("KUBEBUILDER_ASSETS")
+	if dir == "" {
+		mod, err := os.ReadFile(filepath.Join(root, "go.mod"))
+		if err != nil {
+			return "", fmt.Errorf("reading go.mod: %w", err)
+		}
+		m := regexp.MustCompile(`(?m)^\s*k8s\.io/apimachinery v0\.(\d+)\.(\d+)`).FindSubmatch(mod)
+		if m == nil {
+			return "", errors.New("go.mod names no k8s.io/apimachinery v0.x version")
+		}
+		cache := os.Getenv("NETCONF_MIGRATOR_CACHE")
+		if cache == "" {
+			base, err := os.UserCacheDir()
+			if err != nil {
+				return "", fmt.Errorf("finding the cache directory: %w", err)
+			}
+			cache = filepath.Join(base, "netconf-migrator")
+		}
+		dir = filepath.Join(cache, "k8s", fmt.Sprintf("v1.%s.%s", m[1], m[2]))
+	}
+	for _, bin := range []string{"etcd", "kube-apiserver"} {
+		if os.Getenv("TEST_ASSET_"+map[string]string{"etcd": "ETCD", "kube-apiserver": "KUBE_APISERVER"}[bin]) != "" {
+			continue
+		}
+		if _, err := os.Stat(filepath.Join(dir, bin)); err != nil {
+			return "", fmt.Errorf("%s is missing from %s: run hack/setup-test-assets.sh (make test does) to install etcd and build kube-apiserver", bin, dir)
+		}
+	}
+	return dir, nil
+}
+
+// LoadCRD reads the NAD CRD shipped in config/crd.
+func LoadCRD(root string) (*apiextensionsv1.CustomResourceDefinition, error) {
+	path := filepath.Join(root, "config", "crd", "bases", "k8s.cni.cncf.io_network-attachment-definitions.yaml")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading the NAD CRD: %w", err)
+	}
+	crd := &apiextensionsv1.CustomResourceDefinition{}
+	if err := yaml.UnmarshalStrict(raw, crd); err != nil {
+		return nil, fmt.Errorf("decoding %s: %w", path, err)
+	}
+	return crd, nil
+}
+
+// NewScheme returns a scheme with core types, CRDs and NADs.
+func NewScheme() (*runtime.Scheme, error) {
+	s := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, apiextensionsv1.AddToScheme, nadv1.AddToScheme} {
+		if err := add(s); err != nil {
+			return nil, err
+		}
+	}
+	return s, nil
+}
+
+// Start starts etcd and kube-apiserver, installs the NAD CRD and waits until
+// it is Established.
+func Start(opts Options) (*Env, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	assets, err := AssetsDir(root)
+	if err != nil {
+		return nil, err
+	}
+	crd, err := LoadCRD(root)
+	if err != nil {
+		return nil, err
+	}
+	scheme, err := NewScheme()
+	if err != nil {
+		return nil, err
+	}
+	te := &envtest.Environment{
+		Scheme:                   scheme,
+		BinaryAssetsDirectory:    assets,
+		CRDInstallOptions:        envtest.CRDInstallOptions{CRDs: []*apiextensionsv1.CustomResourceDefinition{crd}},
+		AttachControlPlaneOutput: opts.ShowOutput || os.Getenv("KUBEBUILDER_ATTACH_CONTROL_PLANE_OUTPUT") == "true",
+		ControlPlaneStartTimeout: 2 * time.Minute, // a loaded 2-core machine starts slowly
+	}
+	if opts.Webhooks != nil {
+		te.WebhookInstallOptions = *opts.Webhooks
+	}
+	cfg, err := te.Start()
+	if err != nil {
+		return nil, fmt.Errorf("starting etcd and kube-apiserver from %s: %w", assets, err)
+	}
+	e := &Env{Config: cfg, Scheme: scheme, env: te}
+	if opts.Webhooks != nil {
+		e.Webhook = &te.WebhookInstallOptions
+	}
+	fail := func(err error) (*Env, error) { return nil, errors.Join(err, e.Stop()) }
+	if e.Client, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
+		return fail(fmt.Errorf("creating a client: %w", err))
+	}
+	if err := WaitEstablished(context.Background(), e.Client, crd.Name); err != nil {
+		return fail(err)
+	}
+	if e.dir, err = os.MkdirTemp("", "netconf-migrator-testenv-"); err != nil {
+		return fail(err)
+	}
+	e.KubeconfigPath = filepath.Join(e.dir, "kubeconfig")
+	if err := os.WriteFile(e.KubeconfigPath, te.KubeConfig, 0o600); err != nil {
+		return fail(fmt.Errorf("writing the kubeconfig: %w", err))
+	}
+	return e, nil
+}
+
+// WaitEstablished waits until the named CRD reports Established.
+func WaitEstablished(ctx context.Context, c client.Client, name string) error {
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		crd := &apiextensionsv1.CustomResourceDefinition{}
+		if err := c.Get(ctx, client.ObjectKey{Name: name}, crd); err != nil {
+			return false, client.IgnoreNotFound(err)
+		}
+		for _, cond := range crd.Status.Conditions {
+			if cond.Type == apiextensionsv1.Established && cond.Status == apiextensionsv1.ConditionTrue {
+				return true, nil
+			}
+		}
+		return false, nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for CRD %s to be Established: %w", name, err)
+	}
+	return nil
+}
+
+// Stop stops the control plane and removes its files.
+func (e *Env) Stop() error {
+	err := e.env.Stop()
+	if e.dir != "" {
+		err = errors.Join(err, os.RemoveAll(e.dir))
+	}
+	return err
+}
+
+// Main is a TestMain body: it starts the control plane once for a package's
+// tests, stores it in *env, runs them and stops it. A control plane that
+// does not start fails the package.
+func Main(m *testing.M, opts Options, env **Env) int {
+	e, err := Start(opts)
+	if err != nil {
+		fmt.Fprintln(os.Stderr, "FAIL: the test control plane did not start:", err)
+		return 1
+	}
+	*env = e
+	code := m.Run()
+	if err := e.Stop(); err != nil {
+		fmt.Fprintln(os.Stderr, "Stopping the test control plane:", err)
+	}
+	return code
+}
+
+// Kubectl runs kubectl against the control plane with the admin kubeconfig.
+func (e *Env) Kubectl(ctx context.Context, stdin []byte, args ...string) (stdout, stderr string, err error) {
+	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", e.KubeconfigPath}, args...)...)
+	var out, errOut bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
+	err = cmd.Run()
+	return out.String(), errOut.String(), err
+}
+
+// CreateNamespace creates a namespace, tolerating one that exists.
+func (e *Env) CreateNamespace(ctx context.Context, name string, labels map[string]string) error {
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: name, Labels: labels}}
+	if err := e.Client.Create(ctx, ns); err != nil && !apierrors.IsAlreadyExists(err) {
+		return fmt.Errorf("creating namespace %s: %w", name, err)
+	}
+	return nil
+}
+
+// AddUser returns a REST config for a user with the given groups, so tests
+// can exercise RBAC (the API server runs with RBAC authorization).
+func (e *Env) AddUser(name string, groups ...string) (*rest.Config, error) {
+	u, err := e.env.AddUser(envtest.User{Name: name, Groups: groups}, e.Config)
+	if err != nil {
+		return nil, fmt.Errorf("adding user %s: %w", name, err)
+	}
+	return u.Config(), nil
+}
