@@ -1,0 +1,164 @@
+package webhooks
+
+import (
+	"context"
+	"crypto/tls"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	"github.com/open-policy-agent/cert-controller/pkg/rotator"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+)
+
+// Certificate modes.
+const (
+	// CertModeExternal serves certificates that something else (cert-manager,
+	// a mounted Secret, envtest) puts in the cert dir.
+	CertModeExternal = "external"
+	// CertModeSelfSigned keeps a CA and a serving certificate in a Secret,
+	// renews them, and injects the CA into our MutatingWebhookConfiguration.
+	CertModeSelfSigned = "self-signed"
+)
+
+// ServerOptions configure the webhook process.
+type ServerOptions struct {
+	Host        string // bind address; empty means all
+	Port        int
+	CertDir     string
+	CertMode    string
+	EnableHTTP2 bool
+
+	// Self-signed mode.
+	SecretName        string
+	Namespace         string
+	ServiceName       string
+	WebhookConfigName string
+	ExtraDNSNames     []string
+	// CertCheckInterval is how often the keeper looks at the Secret.
+	CertCheckInterval time.Duration
+
+	HealthProbeBindAddress string
+	MetricsBindAddress     string
+
+	Handler Options
+}
+
+// TLSOptions applies the project's TLS floor: 1.2 at least, and HTTP/2 off
+// unless asked for (HTTP/2 rapid-reset exposure, CVE-2023-44487).
+func TLSOptions(enableHTTP2 bool) func(*tls.Config) {
+	return func(c *tls.Config) {
+		c.MinVersion = tls.VersionTLS12
+		if !enableHTTP2 {
+			c.NextProtos = []string{"http/1.1"}
+		}
+	}
+}
+
+// NewManager builds the webhook process: the admission server, health and
+// readiness probes, metrics, and in self-signed mode the certificate rotation.
+func NewManager(cfg *rest.Config, o ServerOptions, log logr.Logger) (manager.Manager, error) {
+	scheme := runtime.NewScheme()
+	if err := clientgoscheme.AddToScheme(scheme); err != nil {
+		return nil, err
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                 scheme,
+		Logger:                 log,
+		Metrics:                metricsserver.Options{BindAddress: o.MetricsBindAddress},
+		HealthProbeBindAddress: o.HealthProbeBindAddress,
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the manager: %w", err)
+	}
+	srv := webhook.NewServer(webhook.Options{
+		Host:    o.Host,
+		Port:    o.Port,
+		CertDir: o.CertDir,
+		TLSOpts: []func(*tls.Config){TLSOptions(o.EnableHTTP2)},
+	})
+	srv.Register(Path, &webhook.Admission{Handler: NewHandler(o.Handler, log.WithName("admission"))})
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, err
+	}
+	// Ready once the server answers TLS with the certificate it serves.
+	if err := mgr.AddReadyzCheck("webhook", srv.StartedChecker()); err != nil {
+		return nil, err
+	}
+
+	switch o.CertMode {
+	case CertModeExternal, "":
+		if err := mgr.Add(srv); err != nil {
+			return nil, err
+		}
+	case CertModeSelfSigned:
+		if err := addSelfSigned(mgr, srv, o, log.WithName("certs")); err != nil {
+			return nil, err
+		}
+	default:
+		return nil, fmt.Errorf("unknown certificate mode %q (want %s or %s)", o.CertMode, CertModeExternal, CertModeSelfSigned)
+	}
+	return mgr, nil
+}
+
+func addSelfSigned(mgr manager.Manager, srv webhook.Server, o ServerOptions, log logr.Logger) error {
+	if o.Namespace == "" || o.SecretName == "" || o.WebhookConfigName == "" || o.ServiceName == "" {
+		return errors.New("self-signed certificates need the namespace, the Secret name, the Service name and the MutatingWebhookConfiguration name")
+	}
+	key := types.NamespacedName{Namespace: o.Namespace, Name: o.SecretName}
+	direct, err := client.New(mgr.GetConfig(), client.Options{Scheme: mgr.GetScheme()})
+	if err != nil {
+		return fmt.Errorf("creating a client: %w", err)
+	}
+	interval := o.CertCheckInterval
+	if interval == 0 {
+		interval = 5 * time.Second
+	}
+	keeper := &certKeeper{client: direct, key: key, dir: o.CertDir, interval: interval, log: log}
+	// The rotator reads the Secret on start: it must exist first.
+	if err := keeper.ensureSecret(context.Background()); err != nil {
+		return err
+	}
+	ready := make(chan struct{})
+	err = rotator.AddRotator(mgr, &rotator.CertRotator{
+		SecretKey:      key,
+		CertDir:        o.CertDir,
+		CAName:         "netconf-migrator-ca",
+		CAOrganization: "netconf-migrator",
+		DNSName:        fmt.Sprintf("%s.%s.svc", o.ServiceName, o.Namespace),
+		ExtraDNSNames:  append([]string{fmt.Sprintf("%s.%s.svc.cluster.local", o.ServiceName, o.Namespace)}, o.ExtraDNSNames...),
+		IsReady:        ready,
+		Webhooks:       []rotator.WebhookInfo{{Name: o.WebhookConfigName, Type: rotator.Mutating}},
+		FieldOwner:     "netconf-migrator",
+		// Server certificates live a year and are renewed 90 days before
+		// they expire; checked hourly rather than the library's 12 hours.
+		RotationCheckFrequency: time.Hour,
+	})
+	if err != nil {
+		return fmt.Errorf("adding the certificate rotator: %w", err)
+	}
+	if err := mgr.Add(keeper); err != nil {
+		return err
+	}
+	// The server loads its certificate when it starts, so it starts once the
+	// rotator has written one; until then /readyz fails.
+	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		select {
+		case <-ready:
+		case <-ctx.Done():
+			return nil
+		}
+		log.Info("Starting the webhook server with the self-signed certificate")
+		return srv.Start(ctx)
+	}))
+}
