@@ -25,6 +25,7 @@ unit: test-assets
 
 fuzz: ## Run each fuzz target for FUZZTIME.
 	$(GO) test ./apis/netconf -run '^$$' -fuzz '^FuzzNormalize$$' -fuzztime $(FUZZTIME)
+	$(GO) test ./webhooks -run '^$$' -fuzz '^FuzzAdmissionReview$$' -fuzztime $(FUZZTIME)
 
 lint: ## gofmt and go vet.
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \

@@ -1,0 +1,190 @@
+package testenv
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"reflect"
+	"strings"
+	"sync"
+
+	admissionv1 "k8s.io/api/admission/v1"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+)
+
+// Harvester's validating webhook, as its v1.5 release behaves for
+// NetworkAttachmentDefinitions (see ../shared/spec/harvester.md): it decodes
+// spec.config with a flat struct, so a nested payload has no bridge and is
+// denied. It stands in for the part of a Harvester cluster our webhook must
+// work beside; it is not a copy of Harvester's code.
+const (
+	HarvesterValidatorName   = "validator.harvester-system.harvester-network-webhook"
+	HarvesterValidatorConfig = "harvester-network-webhook"
+	// HarvesterNamespaceLabel marks the namespaces the validator watches, so
+	// suites can keep non-bridge NADs elsewhere.
+	HarvesterNamespaceLabel = "netconf-migrator.test/harvester"
+	// AnnotationUsedByVM marks a NAD as attached to a running VM: the
+	// validator then denies any UPDATE that changes the decoded config.
+	AnnotationUsedByVM = "netconf-migrator.test/used-by-vm"
+
+	MsgVLANRange    = "VLAN ID must >=0 and <=4094"
+	MsgBridgeLength = "the length of the brName could not be more than 15"
+	MsgBridgeSuffix = "the suffix of the brName should be -br"
+)
+
+// harvesterNetConf is the flat struct Harvester decodes spec.config into.
+type harvesterNetConf struct {
+	BrName      string `json:"bridge"`
+	Vlan        int    `json:"vlan"`
+	PromiscMode bool   `json:"promiscMode"`
+	IPAM        any    `json:"ipam"`
+	MTU         int    `json:"mtu"`
+}
+
+type harvesterValidator struct {
+	mu    sync.Mutex
+	calls int
+}
+
+func (v *harvesterValidator) Handle(_ context.Context, req admission.Request) admission.Response {
+	v.mu.Lock()
+	v.calls++
+	v.mu.Unlock()
+	var obj, old struct {
+		Metadata metav1.ObjectMeta `json:"metadata"`
+		Spec     struct {
+			Config string `json:"config"`
+		} `json:"spec"`
+	}
+	if err := json.Unmarshal(req.Object.Raw, &obj); err != nil {
+		return harvesterDenied(err.Error())
+	}
+	var conf harvesterNetConf
+	if err := json.Unmarshal([]byte(obj.Spec.Config), &conf); err != nil {
+		return harvesterDenied(fmt.Sprintf("unmarshal config failed, error: %s", err))
+	}
+	switch req.Operation {
+	case admissionv1.Create:
+		if conf.Vlan < 0 || conf.Vlan > 4094 {
+			return harvesterDenied(MsgVLANRange)
+		}
+		if len(conf.BrName) > 15 {
+			return harvesterDenied(MsgBridgeLength)
+		}
+		if !strings.HasSuffix(conf.BrName, "-br") {
+			return harvesterDenied(MsgBridgeSuffix)
+		}
+	case admissionv1.Update:
+		if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
+			return harvesterDenied(err.Error())
+		}
+		var oldConf harvesterNetConf
+		_ = json.Unmarshal([]byte(old.Spec.Config), &oldConf)
+		if reflect.DeepEqual(conf, oldConf) {
+			return admission.Allowed("")
+		}
+		if vm := obj.Metadata.Annotations[AnnotationUsedByVM]; vm != "" {
+			return harvesterDenied(fmt.Sprintf("it's still used by VM(s) %s which must be stopped at first", vm))
+		}
+	}
+	return admission.Allowed("")
+}
+
+// harvesterDenied answers the way Harvester's webhook framework does: a
+// denial with code 500, which clients see as InternalError.
+func harvesterDenied(msg string) admission.Response {
+	resp := admission.Denied(msg)
+	resp.Result.Code = http.StatusInternalServerError
+	resp.Result.Reason = metav1.StatusReasonInternalError
+	return resp
+}
+
+// HarvesterValidator is a running stand-in for Harvester's validator.
+type HarvesterValidator struct {
+	handler *harvesterValidator
+	cancel  context.CancelFunc
+	done    chan error
+}
+
+// Calls reports how many admission requests the validator has answered.
+func (h *HarvesterValidator) Calls() int {
+	h.handler.mu.Lock()
+	defer h.handler.mu.Unlock()
+	return h.handler.calls
+}
+
+// Stop stops the server; the ValidatingWebhookConfiguration stays.
+func (h *HarvesterValidator) Stop() error {
+	h.cancel()
+	return <-h.done
+}
+
+// StartHarvesterValidator serves the validator over TLS with envtest's
+// webhook certificate on a free port and registers it, failurePolicy Fail as
+// in Harvester, for NADs in namespaces labelled HarvesterNamespaceLabel=true.
+// It needs Options.Webhooks.
+func (e *Env) StartHarvesterValidator(ctx context.Context) (*HarvesterValidator, error) {
+	if e.Webhook == nil {
+		return nil, errors.New("the Harvester validator needs the control plane started with Options.Webhooks")
+	}
+	port, err := FreePort(e.Webhook.LocalServingHost)
+	if err != nil {
+		return nil, err
+	}
+	srv := webhook.NewServer(webhook.Options{
+		Host:    e.Webhook.LocalServingHost,
+		Port:    port,
+		CertDir: e.Webhook.LocalServingCertDir,
+		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }},
+	})
+	h := &harvesterValidator{}
+	srv.Register("/validate", &webhook.Admission{Handler: h})
+	sctx, cancel := context.WithCancel(ctx)
+	v := &HarvesterValidator{handler: h, cancel: cancel, done: make(chan error, 1)}
+	go func() { v.done <- srv.Start(sctx) }()
+
+	vwc := &admissionregistrationv1.ValidatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: HarvesterValidatorConfig},
+		Webhooks: []admissionregistrationv1.ValidatingWebhook{{
+			Name:                    HarvesterValidatorName,
+			AdmissionReviewVersions: []string{"v1"},
+			ClientConfig: admissionregistrationv1.WebhookClientConfig{
+				URL:      ptr.To(fmt.Sprintf("https://%s/validate", net.JoinHostPort(e.Webhook.LocalServingHost, fmt.Sprint(port)))),
+				CABundle: e.Webhook.LocalServingCAData,
+			},
+			Rules: []admissionregistrationv1.RuleWithOperations{{
+				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+				Rule: admissionregistrationv1.Rule{
+					APIGroups: []string{"k8s.cni.cncf.io"}, APIVersions: []string{"v1"},
+					Resources: []string{"network-attachment-definitions"},
+				},
+			}},
+			FailurePolicy:     ptr.To(admissionregistrationv1.Fail),
+			SideEffects:       ptr.To(admissionregistrationv1.SideEffectClassNone),
+			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{HarvesterNamespaceLabel: "true"}},
+			TimeoutSeconds:    ptr.To[int32](10),
+		}},
+	}
+	if err := e.Client.Create(ctx, vwc); err != nil {
+		return nil, errors.Join(fmt.Errorf("registering the Harvester validator: %w", err), v.Stop())
+	}
+	return v, nil
+}
+
+// FreePort asks the kernel for a free TCP port on host.
+func FreePort(host string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("finding a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
+}

@@ -1,0 +1,118 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/harvester/netconf-migrator/internal/testenv"
+)
+
+// kustomize builds a config/ directory with kubectl's kustomize.
+func kustomize(t testing.TB, dir string) []byte {
+	t.Helper()
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	var out, errOut bytes.Buffer
+	cmd := exec.Command("kubectl", "kustomize", filepath.Join(root, "config", dir))
+	cmd.Stdout, cmd.Stderr = &out, &errOut
+	if err := cmd.Run(); err != nil {
+		t.Fatalf("kubectl kustomize config/%s: %v\n%s", dir, err, errOut.String())
+	}
+	return out.Bytes()
+}
+
+// TestManifestsServerDryRun applies every kustomization in config/ to the API
+// server with server-side dry-run: schemas, defaulting and admission all see
+// them, nothing is stored.
+func TestManifestsServerDryRun(t *testing.T) {
+	ctx := context.Background()
+	if err := env.CreateNamespace(ctx, ownNamespace, nil); err != nil {
+		t.Fatal(err)
+	}
+	// cert-manager is not part of the test control plane; its two kinds are
+	// registered schemaless so the rest of the overlay is checked for real.
+	for _, kind := range []string{"Certificate", "Issuer"} {
+		installSchemaless(t, "cert-manager.io", kind)
+	}
+	for _, dir := range []string{"crd", "default", "cert-manager"} {
+		t.Run(dir, func(t *testing.T) {
+			out, errOut, err := env.Kubectl(ctx, kustomize(t, dir), "apply", "--dry-run=server", "-f", "-")
+			if err != nil {
+				t.Fatalf("kubectl apply --dry-run=server on config/%s: %v\n%s%s", dir, err, out, errOut)
+			}
+		})
+	}
+
+	t.Run("the webhook Pod passes the restricted Pod Security Standard", func(t *testing.T) {
+		var dep appsv1.Deployment
+		for _, doc := range strings.Split(string(kustomize(t, "default")), "\n---\n") {
+			if strings.Contains(doc, "kind: Deployment\n") {
+				if err := yaml.UnmarshalStrict([]byte(doc), &dep); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if dep.Name == "" {
+			t.Fatal("config/default has no Deployment")
+		}
+		if *dep.Spec.Replicas != 2 {
+			t.Errorf("replicas = %d, want 2", *dep.Spec.Replicas)
+		}
+		const ns = "pss-restricted"
+		if err := env.CreateNamespace(ctx, ns, map[string]string{"pod-security.kubernetes.io/enforce": "restricted"}); err != nil {
+			t.Fatal(err)
+		}
+		if err := env.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: dep.Spec.Template.Spec.ServiceAccountName}}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "webhook"}, Spec: dep.Spec.Template.Spec}
+		if err := env.Client.Create(ctx, pod, client.DryRunAll); err != nil {
+			t.Fatalf("the restricted Pod Security Standard refuses the webhook Pod: %v", err)
+		}
+		// And the check can fail: the same Pod with privilege escalation.
+		bad := pod.DeepCopy()
+		bad.Spec.Containers[0].SecurityContext.AllowPrivilegeEscalation = ptr.To(true)
+		if err := env.Client.Create(ctx, bad, client.DryRunAll); err == nil {
+			t.Fatal("Pod Security admission is not enforcing in the test control plane")
+		}
+	})
+}
+
+func installSchemaless(t testing.TB, group, kind string) {
+	t.Helper()
+	plural := strings.ToLower(kind) + "s"
+	crd := &apiextensionsv1.CustomResourceDefinition{
+		ObjectMeta: metav1.ObjectMeta{Name: plural + "." + group},
+		Spec: apiextensionsv1.CustomResourceDefinitionSpec{
+			Group: group, Scope: apiextensionsv1.NamespaceScoped,
+			Names: apiextensionsv1.CustomResourceDefinitionNames{Kind: kind, ListKind: kind + "List", Plural: plural, Singular: strings.ToLower(kind)},
+			Versions: []apiextensionsv1.CustomResourceDefinitionVersion{{
+				Name: "v1", Served: true, Storage: true,
+				Schema: &apiextensionsv1.CustomResourceValidation{OpenAPIV3Schema: &apiextensionsv1.JSONSchemaProps{
+					Type: "object", XPreserveUnknownFields: ptr.To(true),
+				}},
+			}},
+		},
+	}
+	if err := env.Client.Create(context.Background(), crd); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	if err := testenv.WaitEstablished(context.Background(), env.Client, crd.Name); err != nil {
+		t.Fatal(err)
+	}
+}
