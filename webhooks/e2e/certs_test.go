@@ -2,8 +2,8 @@ package e2e
 
 import (
 	"bytes"
-	"strconv"
 	"context"
+	"strconv"
 	"testing"
 	"time"
 
