@@ -5,7 +5,7 @@ package webhooks
 
 import (
 	"context"
-	"encoding/json"
+	"errors"
 	"fmt"
 	"net/http"
 	"strings"
@@ -86,16 +86,35 @@ func NewHandler(opts Options, log logr.Logger) *Handler {
 
 // nadView is the part of a NAD the handler reads.
 type nadView struct {
-	Metadata struct {
-		Name         string            `json:"name"`
-		GenerateName string            `json:"generateName"`
-		Namespace    string            `json:"namespace"`
-		Labels       map[string]string `json:"labels"`
-		Annotations  map[string]string `json:"annotations"`
-	} `json:"metadata"`
-	Spec struct {
-		Config *string `json:"config"`
-	} `json:"spec"`
+	name, generateName, namespace string
+	skip                          bool // carries LabelSkip=true
+	hasAnnotations                bool
+	config                        string
+}
+
+// readNAD reads the few fields the handler needs with the normalizer's
+// scanner instead of decoding the whole object (managedFields included):
+// the handler runs on every NAD write in the cluster.
+func readNAD(raw []byte) (nadView, error) {
+	var v nadView
+	nad, err := netconf.Document(raw)
+	if err != nil {
+		return v, err
+	}
+	meta := nad.Field("metadata")
+	v.name, _ = meta.Field("name").String()
+	v.generateName, _ = meta.Field("generateName").String()
+	v.namespace, _ = meta.Field("namespace").String()
+	skip, _ := meta.Field("labels").Field(LabelSkip).String()
+	v.skip = skip == "true"
+	v.hasAnnotations = !meta.Field("annotations").IsNull()
+	if c := nad.Field("spec").Field("config"); !c.IsNull() {
+		var ok bool
+		if v.config, ok = c.String(); !ok {
+			return v, errors.New("spec.config is not a string")
+		}
+	}
+	return v, nil
 }
 
 // Handle implements admission.Handler.
@@ -103,37 +122,34 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 	if req.Operation != admissionv1.Create && req.Operation != admissionv1.Update {
 		return admission.Allowed("")
 	}
-	var nad nadView
-	if err := json.Unmarshal(req.Object.Raw, &nad); err != nil {
+	nad, err := readNAD(req.Object.Raw)
+	if err != nil {
 		// Not a 5xx: the request itself is malformed, and failurePolicy
 		// Ignore must not turn a bad request into an admitted one silently.
 		observe(netconf.FormInvalid, OutcomeDenied)
 		return admission.Errored(http.StatusBadRequest, fmt.Errorf("decoding the NetworkAttachmentDefinition: %w", err))
 	}
-	ns := nad.Metadata.Namespace
+	ns := nad.namespace
 	if ns == "" {
 		ns = req.Namespace
 	}
-	name := nad.Metadata.Name
+	name := nad.name
 	if name == "" {
 		name = req.Name
 	}
-	if name == "" && nad.Metadata.GenerateName != "" {
-		name = nad.Metadata.GenerateName + "*"
+	if name == "" && nad.generateName != "" {
+		name = nad.generateName + "*"
 	}
 	ref := logging.Ref(ns, name)
 	log := h.log.WithValues(logging.KeyObject, ref, "operation", req.Operation)
 	if req.DryRun != nil && *req.DryRun {
 		log = log.WithValues("dryRun", true)
 	}
-	if nad.Metadata.Labels[LabelSkip] == "true" {
+	if nad.skip {
 		log.V(logging.Debug).Info("Skipping NetworkAttachmentDefinition with the opt-out label")
 		return admission.Allowed("")
 	}
-	config := ""
-	if nad.Spec.Config != nil {
-		config = *nad.Spec.Config
-	}
+	config := nad.config
 	res := netconf.Normalize([]byte(config))
 	log = log.WithValues(logging.KeyForm, res.Form)
 
@@ -173,7 +189,7 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 	}
 
 	patches := []jsonpatch.JsonPatchOperation{{Operation: "replace", Path: "/spec/config", Value: string(res.Config)}}
-	if nad.Metadata.Annotations == nil {
+	if !nad.hasAnnotations {
 		patches = append(patches, jsonpatch.JsonPatchOperation{Operation: "add", Path: "/metadata/annotations",
 			Value: map[string]string{AnnotationNormalizedFrom: string(res.Form)}})
 	} else {

@@ -18,9 +18,9 @@ const (
 
 func isWrapperKey(k string) bool { return k == "NetConf" || k == "netConf" || k == "netconf" }
 
-// isWrapper reports whether a member is a NetConf wrapper: a wrapper key
+// isWrapper reports whether a Member is a NetConf wrapper: a wrapper key
 // holding an object. A wrapper key holding anything else is an ordinary key.
-func isWrapper(m member) bool { return isWrapperKey(m.key) && m.val[0] == '{' }
+func isWrapper(m Member) bool { return isWrapperKey(m.Key) && m.Value[0] == '{' }
 
 // Normalize classifies config and, for nested and double-encoded configs,
 // returns the flat form. Flat, empty, truncated and invalid configs are
@@ -224,7 +224,7 @@ func normalizeObject(config []byte, s int, t topInfo) Result {
 
 // flatten merges the wrapper of obj (level counts wrappers from the top)
 // into its parent, following the merge rules of the normalization contract.
-func flatten(obj []byte, level int) ([]member, *Reason) {
+func flatten(obj []byte, level int) ([]Member, *Reason) {
 	ms := parseMembers(obj)
 	if dup := duplicate(ms); dup != "" {
 		return nil, &Reason{Code: ReasonDuplicateKey, Key: dup,
@@ -237,49 +237,49 @@ func flatten(obj []byte, level int) ([]member, *Reason) {
 		}
 		if w < 0 {
 			w = i
-		} else if !jsonEqual(ms[w].val, m.val) {
-			return nil, &Reason{Code: ReasonConflict, Key: m.key,
-				Message: fmt.Sprintf("wrapper keys %q and %q hold different configs", ms[w].key, m.key)}
+		} else if !jsonEqual(ms[w].Value, m.Value) {
+			return nil, &Reason{Code: ReasonConflict, Key: m.Key,
+				Message: fmt.Sprintf("wrapper keys %q and %q hold different configs", ms[w].Key, m.Key)}
 		}
 	}
 	if w < 0 {
 		return ms, nil
 	}
 	if level > maxWrapperLevels {
-		return nil, &Reason{Code: ReasonWrappedTooDeep, Key: ms[w].key,
+		return nil, &Reason{Code: ReasonWrappedTooDeep, Key: ms[w].Key,
 			Message: fmt.Sprintf("NetConf wrappers nested more than %d levels deep", maxWrapperLevels)}
 	}
-	inner, r := flatten(ms[w].val, level+1)
+	inner, r := flatten(ms[w].Value, level+1)
 	if r != nil {
 		return nil, r
 	}
-	// outside reports whether key is a member of the parent other than a wrapper.
+	// outside reports whether key is a Member of the parent other than a wrapper.
 	outside := func(key string) bool {
 		for _, m := range ms {
-			if m.key == key && !isWrapper(m) {
+			if m.Key == key && !isWrapper(m) {
 				return true
 			}
 		}
 		return false
 	}
-	out := make([]member, 0, len(ms)+len(inner))
+	out := make([]Member, 0, len(ms)+len(inner))
 	for i, m := range ms {
 		if isWrapper(m) {
 			if i == w { // the wrapper's own keys take its place
 				for _, im := range inner {
-					if !outside(im.key) {
+					if !outside(im.Key) {
 						out = append(out, im)
 					}
 				}
 			}
 			continue
 		}
-		if j := find(inner, m.key); j >= 0 {
-			v, r := merge(m, inner[j], ms[w].key)
+		if j := find(inner, m.Key); j >= 0 {
+			v, r := merge(m, inner[j], ms[w].Key)
 			if r != nil {
 				return nil, r
 			}
-			m.val = v
+			m.Value = v
 		}
 		out = append(out, m)
 	}
@@ -287,20 +287,20 @@ func flatten(obj []byte, level int) ([]member, *Reason) {
 }
 
 // merge decides the value of a key present both outside and inside a wrapper.
-func merge(outer, inner member, wrapper string) ([]byte, *Reason) {
+func merge(outer, inner Member, wrapper string) ([]byte, *Reason) {
 	// Emptiness first: it is cheap, and an empty and a non-empty value are never equal.
-	outerEmpty, innerEmpty := isEmptyValue(outer.val), isEmptyValue(inner.val)
+	outerEmpty, innerEmpty := isEmptyValue(outer.Value), isEmptyValue(inner.Value)
 	switch {
 	case outerEmpty && !innerEmpty:
-		return inner.val, nil
+		return inner.Value, nil
 	case innerEmpty && !outerEmpty:
-		return outer.val, nil
-	case outerEmpty || jsonEqual(outer.val, inner.val):
-		return outer.val, nil // equal, or both empty: the outer value keeps its place
+		return outer.Value, nil
+	case outerEmpty || jsonEqual(outer.Value, inner.Value):
+		return outer.Value, nil // equal, or both empty: the outer value keeps its place
 	}
-	return nil, &Reason{Code: ReasonConflict, Key: outer.key,
+	return nil, &Reason{Code: ReasonConflict, Key: outer.Key,
 		Message: fmt.Sprintf("key %q is %s inside %s but %s outside it; refusing to guess which one the network needs",
-			outer.key, quoteClipped(inner.val), wrapper, quoteClipped(outer.val))}
+			outer.Key, quoteClipped(inner.Value), wrapper, quoteClipped(outer.Value))}
 }
 
 func quoteClipped(v []byte) string {
@@ -311,17 +311,17 @@ func quoteClipped(v []byte) string {
 }
 
 // ordered puts cniVersion, name and type first, then the rest in document order.
-func ordered(ms []member) []member {
-	out := make([]member, 0, len(ms))
+func ordered(ms []Member) []Member {
+	out := make([]Member, 0, len(ms))
 	for _, k := range [...]string{"cniVersion", "name", "type"} {
 		for _, m := range ms {
-			if m.key == k {
+			if m.Key == k {
 				out = append(out, m)
 			}
 		}
 	}
 	for _, m := range ms {
-		if m.key != "cniVersion" && m.key != "name" && m.key != "type" {
+		if m.Key != "cniVersion" && m.Key != "name" && m.Key != "type" {
 			out = append(out, m)
 		}
 	}
@@ -329,10 +329,10 @@ func ordered(ms []member) []member {
 }
 
 // renderObject writes members as a compact object.
-func renderObject(ms []member) []byte {
+func renderObject(ms []Member) []byte {
 	n := 2
 	for _, m := range ms {
-		n += len(m.rawKey) + len(m.val) + 2
+		n += len(m.rawKey) + len(m.Value) + 2
 	}
 	b := make([]byte, 0, n)
 	b = append(b, '{')
@@ -340,7 +340,7 @@ func renderObject(ms []member) []byte {
 		if i > 0 {
 			b = append(b, ',')
 		}
-		b = appendCompact(append(append(b, m.rawKey...), ':'), m.val)
+		b = appendCompact(append(append(b, m.rawKey...), ':'), m.Value)
 	}
 	return append(b, '}')
 }

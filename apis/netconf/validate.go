@@ -77,7 +77,7 @@ func validateObject(obj []byte, profile Profile, path string) []Violation {
 	}
 	get := func(k string) ([]byte, bool) {
 		if i, ok := idx[k]; ok {
-			return ms[i].val, true
+			return ms[i].Value, true
 		}
 		return nil, false
 	}
@@ -189,12 +189,12 @@ func validateTrunk(v []byte, vlan int64, path string) []Violation {
 		maxI, hasMax := idx["maxID"]
 		switch {
 		case hasID:
-			if _, ok := inRange(ms[id].val); !ok {
+			if _, ok := inRange(ms[id].Value); !ok {
 				vs = append(vs, bad(e, "id parameter")...)
 			}
 		case hasMin && hasMax:
-			lo, okLo := inRange(ms[minI].val)
-			hi, okHi := inRange(ms[maxI].val)
+			lo, okLo := inRange(ms[minI].Value)
+			hi, okHi := inRange(ms[maxI].Value)
 			if !okLo {
 				vs = append(vs, bad(e, "minID parameter")...)
 			}
@@ -215,18 +215,18 @@ func validateWhereabouts(ipam []byte, path string) []Violation {
 	ms := parseMembers(ipam)
 	idx, _ := index(ms)
 	t, ok := idx["type"]
-	if !ok || string(ms[t].val) != `"whereabouts"` {
+	if !ok || string(ms[t].Value) != `"whereabouts"` {
 		return nil
 	}
 	var vs []Violation
 	msg := "invalid CIDR (do you have the 'range' parameter set for Whereabouts?)"
 	if r, ok := idx["range"]; !ok {
 		vs = append(vs, Violation{Rule: RuleIPAMRange, Key: path + "ipam.range", Message: msg})
-	} else if s, isStr := str(ms[r].val); !isStr || !validRange(s) {
-		vs = append(vs, Violation{Rule: RuleIPAMRange, Key: path + "ipam.range", Value: quoteClipped(ms[r].val), Message: msg})
+	} else if s, isStr := str(ms[r].Value); !isStr || !validRange(s) {
+		vs = append(vs, Violation{Rule: RuleIPAMRange, Key: path + "ipam.range", Value: quoteClipped(ms[r].Value), Message: msg})
 	}
-	if x, ok := idx["exclude"]; ok && ms[x].val[0] == '[' {
-		ex := ms[x].val
+	if x, ok := idx["exclude"]; ok && ms[x].Value[0] == '[' {
+		ex := ms[x].Value
 		for k, el := range parseElements(ex, 0) {
 			e := ex[el.start:el.end]
 			if s, isStr := str(e); !isStr || !validCIDR(s) {

@@ -9,32 +9,32 @@ import (
 // The helpers below work on raw spans of a document that the scanner has
 // already validated, so they do not re-check syntax.
 
-// member is one key/value pair of an object, kept as written.
-type member struct {
-	key    string // decoded
+// Member is one key of a JSON object, decoded, with its value as written.
+type Member struct {
+	Key    string // decoded
+	Value  []byte // as written, no surrounding space
 	rawKey []byte // as written, quotes included
-	val    []byte // as written, no surrounding space
 }
 
 // parseMembers splits a validated object into its members, in order.
-func parseMembers(obj []byte) []member {
-	ms := make([]member, 0, 16)
+func parseMembers(obj []byte) []Member {
+	ms := make([]Member, 0, 8)
 	i := skipSpace(obj, 1)
 	if obj[i] == '}' {
 		return ms
 	}
 	for {
 		kEnd, escaped, _ := scanString(obj, i)
-		m := member{rawKey: obj[i:kEnd]}
+		m := Member{rawKey: obj[i:kEnd]}
 		if escaped {
-			m.key, _ = unquote(m.rawKey)
+			m.Key, _ = unquote(m.rawKey)
 		} else {
-			m.key = string(obj[i+1 : kEnd-1])
+			m.Key = string(obj[i+1 : kEnd-1])
 		}
 		i = skipSpace(obj, kEnd)
 		i = skipSpace(obj, i+1) // ':'
 		vEnd, _ := scanValue(obj, i, 0)
-		m.val = obj[i:vEnd]
+		m.Value = obj[i:vEnd]
 		ms = append(ms, m)
 		i = skipSpace(obj, vEnd)
 		if obj[i] == '}' {
@@ -174,8 +174,8 @@ func jsonEqual(a, b []byte) bool {
 			return false
 		}
 		for _, m := range mb {
-			j, found := ia[m.key]
-			if !found || !jsonEqual(ma[j].val, m.val) {
+			j, found := ia[m.Key]
+			if !found || !jsonEqual(ma[j].Value, m.Value) {
 				return false
 			}
 		}
@@ -202,9 +202,9 @@ func isNumberStart(c byte) bool { return c == '-' || isDigit(c) }
 
 // find returns the position of key in ms, or -1. Configs have a handful of
 // keys, where a linear scan beats building a map.
-func find(ms []member, key string) int {
+func find(ms []Member, key string) int {
 	for i := range ms {
-		if ms[i].key == key {
+		if ms[i].Key == key {
 			return i
 		}
 	}
@@ -212,28 +212,28 @@ func find(ms []member, key string) int {
 }
 
 // duplicate names the first key that appears twice, or "".
-func duplicate(ms []member) string {
+func duplicate(ms []Member) string {
 	if len(ms) > 32 {
 		_, dup := index(ms)
 		return dup
 	}
 	for i := 1; i < len(ms); i++ {
-		if find(ms[:i], ms[i].key) >= 0 {
-			return ms[i].key
+		if find(ms[:i], ms[i].Key) >= 0 {
+			return ms[i].Key
 		}
 	}
 	return ""
 }
 
 // index maps keys to their position and names the first duplicate key.
-func index(ms []member) (map[string]int, string) {
+func index(ms []Member) (map[string]int, string) {
 	idx := make(map[string]int, len(ms))
 	dup := ""
 	for i, m := range ms {
-		if _, found := idx[m.key]; found && dup == "" {
-			dup = m.key
+		if _, found := idx[m.Key]; found && dup == "" {
+			dup = m.Key
 		}
-		idx[m.key] = i
+		idx[m.Key] = i
 	}
 	return idx, dup
 }

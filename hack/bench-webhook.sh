@@ -1,0 +1,58 @@
+#!/usr/bin/env bash
+# Runs the webhook benchmarks and prints markdown tables of medians with
+# ratios against baselines measured in the same run:
+#   BenchmarkHandler        our handler vs one that only decodes the review
+#                           and allows it, both behind controller-runtime's
+#                           admission HTTP wrapper
+#   BenchmarkCreateLatency  NAD creates through the real API server with no
+#                           webhook, with an allow-only webhook, with ours
+# Usage: hack/bench-webhook.sh [count] [creates per run]   (default 5, 2000)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+count=${1:-5}
+creates=${2:-2000}
+assets=$(hack/setup-test-assets.sh)
+handler=$(go test ./webhooks -run '^$' -bench '^BenchmarkHandler$' -benchmem -count "$count")
+echo "$handler" >&2
+latency=$(KUBEBUILDER_ASSETS="$assets" go test ./webhooks/e2e -run '^$' -bench '^BenchmarkCreateLatency$' -benchtime "${creates}x" -count "$count" | grep '^Benchmark')
+echo "$latency" >&2
+awk_median='
+function median(key,   m, i, j, t, a) {
+  m = n[key]; for (i = 1; i <= m; i++) a[i] = v[key, i] + 0
+  for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+  return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+}'
+echo "$handler" | awk "$awk_median"'
+/^BenchmarkHandler\// {
+  split($1, p, "/"); sub(/-[0-9]+$/, "", p[3]); key = p[2] SUBSEP p[3]
+  n[key]++; v[key, n[key]] = $3
+  for (i = 4; i <= NF; i++) if ($(i+1) == "allocs/op") allocs[key] = $i
+  if (!(p[2] in seen)) { seen[p[2]] = 1; order[++np] = p[2] }
+}
+END {
+  print "| NAD | ours ns/op | allocs/op | decode-and-allow ns/op | allocs/op | ours / decode-and-allow |"
+  print "|---|---:|---:|---:|---:|---:|"
+  for (k = 1; k <= np; k++) {
+    pl = order[k]; o = median(pl SUBSEP "ours"); d = median(pl SUBSEP "decode-and-allow")
+    printf "| %s | %.0f | %s | %.0f | %s | %.2fx |\n", pl, o, allocs[pl SUBSEP "ours"], d, allocs[pl SUBSEP "decode-and-allow"], o / d
+  }
+}'
+echo
+echo "$latency" | awk "$awk_median"'
+/^BenchmarkCreateLatency\// {
+  split($1, p, "/"); sub(/-[0-9]+$/, "", p[3]); sub(/clients=/, "", p[3]); mode = p[2]; c = p[3]
+  for (i = 4; i <= NF; i++) { if ($(i+1) == "p50-µs") { n[mode, c, "p50"]++; v[mode, c, "p50", n[mode, c, "p50"]] = $i }
+                              if ($(i+1) == "p99-µs") { n[mode, c, "p99"]++; v[mode, c, "p99", n[mode, c, "p99"]] = $i } }
+  if (!(c in seenc)) { seenc[c] = 1; cs[++nc] = c }
+}
+END {
+  print "| clients | none p50 / p99 (µs) | allow-only p50 / p99 | ours p50 / p99 | ours / none p50 | ours / none p99 | ours / allow-only p50 |"
+  print "|---:|---:|---:|---:|---:|---:|---:|"
+  for (k = 1; k <= nc; k++) {
+    c = cs[k]
+    n50 = median("none" SUBSEP c SUBSEP "p50"); n99 = median("none" SUBSEP c SUBSEP "p99")
+    a50 = median("allow-only" SUBSEP c SUBSEP "p50"); a99 = median("allow-only" SUBSEP c SUBSEP "p99")
+    o50 = median("ours" SUBSEP c SUBSEP "p50"); o99 = median("ours" SUBSEP c SUBSEP "p99")
+    printf "| %s | %.0f / %.0f | %.0f / %.0f | %.0f / %.0f | %.2fx | %.2fx | %.2fx |\n", c, n50, n99, a50, a99, o50, o99, o50 / n50, o99 / n99, o50 / a50
+  }
+}'

@@ -1,0 +1,135 @@
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"fmt"
+	"slices"
+	"sync"
+	"sync/atomic"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	"github.com/harvester/netconf-migrator/webhooks"
+)
+
+// BenchmarkCreateLatency creates nested NADs through the API server from 1
+// and 16 concurrent clients, and reports the p50 and p99 latency of a create:
+//
+//	none        no webhook configuration at all (the baseline)
+//	allow-only  the shipped configuration calling a server that only decodes
+//	            the review and allows it: what any webhook costs here
+//	ours        the shipped configuration calling our webhook
+//
+// hack/bench-webhook.sh turns the runs into ratios.
+func BenchmarkCreateLatency(b *testing.B) {
+	cfg := rest.CopyConfig(env.Config)
+	cfg.QPS, cfg.Burst = -1, 0 // measure the API server, not client-side throttling
+	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ctx := context.Background()
+	run := 0
+	for _, mode := range []string{"none", "allow-only", "ours"} {
+		stop := func() {}
+		switch mode {
+		case "none":
+			removeShipped(b)
+		case "allow-only":
+			stop = startAllowOnly(b)
+		case "ours":
+			w := startOurs(b, webhooks.ServerOptions{})
+			stop = func() { w.stop(b) }
+			installShipped(b)
+		}
+		for _, clients := range []int{1, 16} {
+			b.Run(fmt.Sprintf("%s/clients=%d", mode, clients), func(b *testing.B) {
+				run++
+				ns := fmt.Sprintf("bench-create-%d", run)
+				if err := env.CreateNamespace(ctx, ns, nil); err != nil {
+					b.Fatal(err)
+				}
+				lat := make([]time.Duration, b.N)
+				var next atomic.Int64
+				var wg sync.WaitGroup
+				errs := make(chan error, clients)
+				b.ResetTimer()
+				for range clients {
+					wg.Go(func() {
+						for {
+							i := int(next.Add(1) - 1)
+							if i >= b.N {
+								return
+							}
+							nad := newNAD(ns, fmt.Sprintf("n-%d", i), nestedProbe)
+							start := time.Now()
+							if err := c.Create(ctx, nad); err != nil {
+								errs <- err
+								return
+							}
+							lat[i] = time.Since(start)
+						}
+					})
+				}
+				wg.Wait()
+				b.StopTimer()
+				close(errs)
+				for err := range errs {
+					b.Fatal(err)
+				}
+				slices.Sort(lat)
+				b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
+				b.ReportMetric(float64(lat[min(len(lat)-1, len(lat)*99/100)].Microseconds()), "p99-µs")
+				if err := env.Client.DeleteAllOf(ctx, &nadv1.NetworkAttachmentDefinition{}, client.InNamespace(ns)); err != nil {
+					b.Fatal(err)
+				}
+			})
+		}
+		stop()
+	}
+}
+
+// startAllowOnly serves, where our webhook would be, a handler that only
+// lets the decoded review through, registers the shipped configuration and
+// waits until the API server calls it. The returned function stops it.
+func startAllowOnly(b *testing.B) func() {
+	b.Helper()
+	var calls atomic.Int64
+	srv := webhook.NewServer(webhook.Options{
+		Host: env.Webhook.LocalServingHost, Port: env.Webhook.LocalServingPort, CertDir: env.Webhook.LocalServingCertDir,
+		TLSOpts: []func(*tls.Config){webhooks.TLSOptions(false)},
+	})
+	srv.Register(webhooks.Path, &webhook.Admission{Handler: admission.HandlerFunc(func(context.Context, admission.Request) admission.Response {
+		calls.Add(1)
+		return admission.Allowed("")
+	})})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Start(ctx) }()
+	if err := env.Client.Create(ctx, shippedMWC(b)); err != nil && !apierrors.IsAlreadyExists(err) {
+		b.Fatal(err)
+	}
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		nad := newNAD(probeNamespace, "", nestedProbe)
+		nad.GenerateName = "probe-"
+		return calls.Load() > 0, env.Client.Create(ctx, nad, client.DryRunAll)
+	})
+	if err != nil {
+		b.Fatalf("waiting for the allow-only webhook: %v", err)
+	}
+	return func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+	}
+}
