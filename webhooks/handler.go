@@ -15,6 +15,7 @@ import (
 	admissionv1 "k8s.io/api/admission/v1"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
+	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
 	"github.com/harvester/netconf-migrator/internal/configdiff"
 	"github.com/harvester/netconf-migrator/internal/logging"
@@ -24,10 +25,10 @@ const (
 	// Path is where the API server posts AdmissionReviews.
 	Path = "/mutate-k8s-cni-cncf-io-v1-network-attachment-definition"
 	// AnnotationNormalizedFrom records the form a config was rewritten from.
-	AnnotationNormalizedFrom = "netconf-migrator.harvesterhci.io/normalized-from"
+	AnnotationNormalizedFrom = nadv1.AnnotationNormalizedFrom
 	// LabelSkip opts a single NAD out: the webhook configuration's
 	// objectSelector excludes it, and the handler lets it through untouched.
-	LabelSkip = "netconf-migrator.harvesterhci.io/skip"
+	LabelSkip = nadv1.LabelSkip
 )
 
 // Policy says what to do with a config that cannot be normalized safely.

@@ -25,6 +25,17 @@ const (
 	CRDName = Resource + "." + "k8s.cni.cncf.io"
 )
 
+// What netconf-migrator writes on the NADs it touches.
+const (
+	// AnnotationNormalizedFrom records the form a config was rewritten from.
+	AnnotationNormalizedFrom = "netconf-migrator.harvesterhci.io/normalized-from"
+	// AnnotationOriginalConfig keeps, on NADs the migration job rewrote, the
+	// config as it was, for rollback.
+	AnnotationOriginalConfig = "netconf-migrator.harvesterhci.io/original-config"
+	// LabelSkip opts a single NAD out of the webhook.
+	LabelSkip = "netconf-migrator.harvesterhci.io/skip"
+)
+
 // GroupVersionResource of NetworkAttachmentDefinitions.
 var GroupVersionResource = GroupVersion.WithResource(Resource)
 

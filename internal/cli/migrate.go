@@ -1,0 +1,210 @@
+package cli
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"os"
+	"os/signal"
+	"syscall"
+	"time"
+
+	"github.com/spf13/cobra"
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	"github.com/harvester/netconf-migrator/apis/netconf"
+	"github.com/harvester/netconf-migrator/apis/report"
+	"github.com/harvester/netconf-migrator/internal/logging"
+	"github.com/harvester/netconf-migrator/internal/version"
+	"github.com/harvester/netconf-migrator/migration"
+)
+
+func init() {
+	register(func(g *globals) *cobra.Command { return newRunCommand(g, migration.ModeMigrate) })
+	register(func(g *globals) *cobra.Command { return newRunCommand(g, migration.ModeRollback) })
+}
+
+// runFlags are the flags migrate and rollback share.
+type runFlags struct {
+	kubeconfig, namespace, selector, dryRun, output, reportPath, profile, terminationPath string
+	pageSize                                                                             int64
+	concurrency, burst                                                                   int
+	qps                                                                                  float32
+	progress                                                                             time.Duration
+}
+
+func newRunCommand(g *globals, mode migration.Mode) *cobra.Command {
+	var f runFlags
+	cmd := &cobra.Command{Args: cobra.NoArgs}
+	switch mode {
+	case migration.ModeMigrate:
+		cmd.Use = "migrate"
+		cmd.Short = "Rewrite the NetworkAttachmentDefinitions stored in a cluster into the flat CNI form"
+		cmd.Long = `migrate lists NetworkAttachmentDefinitions page by page and rewrites nested and
+double-encoded spec.config payloads into the flat CNI form. Each write carries the
+resourceVersion it was computed from: another writer is never overwritten, the NAD is
+read again and recomputed. The original config is kept in the annotation
+` + nadv1.AnnotationOriginalConfig + ` for rollback. A second run finds nothing to do; a
+run that is killed can be started again.
+
+Exit codes: 0 every NAD is clean or was fixed; 1 some NADs failed or need a person
+(truncated, invalid, denied); 2 usage or preflight error.`
+		cmd.Example = `  # What would change, as a diff, without writing
+  netconf-migrator migrate --dry-run=client -o diff
+
+  # Let the API server and every webhook judge the writes, store nothing
+  netconf-migrator migrate --dry-run=server --report nads.json
+
+  # Migrate one namespace
+  netconf-migrator migrate -n harvester-system`
+	case migration.ModeRollback:
+		cmd.Use = "rollback"
+		cmd.Short = "Restore the configs that migrate rewrote"
+		cmd.Long = `rollback restores the annotation ` + nadv1.AnnotationOriginalConfig + ` into spec.config on
+every NetworkAttachmentDefinition that migrate rewrote and that nobody changed since,
+and removes netconf-migrator's annotations. NADs changed since are reported, never
+overwritten.
+
+Exit codes: 0 done; 1 some NADs failed or were changed since; 2 usage or preflight error.`
+	}
+	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return run(cmd.Context(), g, mode, f) }
+	fl := cmd.Flags()
+	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: KUBECONFIG, ~/.kube/config, then in-cluster)")
+	fl.StringVarP(&f.namespace, "namespace", "n", "", "only this namespace (default: all namespaces)")
+	fl.StringVarP(&f.selector, "selector", "l", "", "only NADs matching this label selector")
+	fl.Int64Var(&f.pageSize, "page-size", 500, "NADs per list request")
+	fl.IntVar(&f.concurrency, "concurrency", 4, "NADs written at once")
+	fl.Float32Var(&f.qps, "qps", 50, "client requests per second to the API server")
+	fl.IntVar(&f.burst, "burst", 100, "client burst above --qps")
+	fl.StringVar(&f.dryRun, "dry-run", string(migration.DryRunNone), "none; client (send nothing); server (the API server and its webhooks see every write, nothing is stored)")
+	fl.StringVarP(&f.output, "output", "o", "", "diff: print a unified diff of spec.config for every change")
+	fl.StringVar(&f.reportPath, "report", "", "write the JSON report (same shape as convert --report) to this file")
+	fl.StringVar(&f.profile, "profile", string(netconf.ProfileHarvester), "validation profile: harvester or generic")
+	fl.DurationVar(&f.progress, "progress-interval", 10*time.Second, "how often a progress line is logged")
+	fl.StringVar(&f.terminationPath, "termination-message-path", "/dev/termination-log", "where a Pod's termination message goes; written only when the file exists")
+	return cmd
+}
+
+func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error {
+	log, err := g.Logger()
+	if err != nil {
+		return usageError("%w", err)
+	}
+	dry, err := migration.ParseDryRun(f.dryRun)
+	if err != nil {
+		return usageError("--dry-run: %w", err)
+	}
+	if f.output != "" && f.output != "diff" {
+		return usageError("unknown output %q (want diff)", f.output)
+	}
+	profile, err := netconf.ParseProfile(f.profile)
+	if err != nil {
+		return usageError("%w", err)
+	}
+	sel, err := labels.Parse(f.selector)
+	if err != nil {
+		return usageError("--selector: %w", err)
+	}
+	if f.pageSize <= 0 || f.concurrency <= 0 || f.qps <= 0 || f.burst <= 0 {
+		return usageError("--page-size, --concurrency, --qps and --burst must be positive")
+	}
+	cfg, err := loadConfig(f.kubeconfig)
+	if err != nil {
+		return usageError("loading the kubeconfig: %w", err)
+	}
+	cfg.QPS, cfg.Burst = f.qps, f.burst
+	cfg.UserAgent = "netconf-migrator/" + version.Version
+	if ctx == nil {
+		ctx = context.Background()
+	}
+	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
+	defer stop()
+
+	if err := migration.Preflight(ctx, cfg, f.namespace); err != nil {
+		return &ExitError{Code: ExitUsage, Err: err}
+	}
+	scheme := runtime.NewScheme()
+	if err := corev1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	if err := nadv1.AddToScheme(scheme); err != nil {
+		return err
+	}
+	c, err := client.New(cfg, client.Options{Scheme: scheme})
+	if err != nil {
+		return usageError("creating a client: %w", err)
+	}
+	host, _ := os.Hostname()
+	m := &migration.Migrator{
+		Store: migration.ClientStore{Client: c},
+		Events: migration.ClientEvents{Client: c, Host: host, OnError: func(err error) {
+			log.V(logging.Debug).Info("Recording an event failed", logging.KeyReason, err.Error())
+		}},
+		Log: log,
+		Opts: migration.Options{
+			Mode: mode, Namespace: f.namespace, Selector: sel, PageSize: f.pageSize, Concurrency: f.concurrency,
+			DryRun: dry, Profile: profile, ProgressInterval: f.progress,
+		},
+	}
+	if f.output == "diff" {
+		m.Opts.Diff = g.io.Out
+	}
+	start := time.Now()
+	log.Info("Starting", "mode", mode, "namespace", f.namespace, "selector", f.selector, "dryRun", dry, "pageSize", f.pageSize, "concurrency", f.concurrency)
+	rep, runErr := m.Run(ctx)
+	rep.WriteSummary(g.io.Err)
+	code := ExitOK
+	if runErr != nil || rep.NeedsAttention() {
+		code = ExitAttention
+	}
+	log.Info("Finished", logging.KeyDuration, time.Since(start).Round(time.Millisecond).String(), logging.KeyCount, rep.Summary.Total, "exitCode", code)
+	var errs []error
+	if f.reportPath != "" {
+		if err := rep.WriteFile(f.reportPath); err != nil {
+			errs = append(errs, err)
+		}
+	}
+	writeTermination(f.terminationPath, rep, code, runErr)
+	if runErr != nil {
+		errs = append(errs, runErr)
+	}
+	if code != ExitOK || len(errs) > 0 {
+		return &ExitError{Code: max(code, ExitAttention), Err: errors.Join(errs...)}
+	}
+	return nil
+}
+
+// loadConfig resolves the kubeconfig like kubectl: the flag, KUBECONFIG,
+// ~/.kube/config, then the in-cluster service account.
+func loadConfig(path string) (*rest.Config, error) {
+	rules := clientcmd.NewDefaultClientConfigLoadingRules()
+	rules.ExplicitPath = path
+	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
+}
+
+// writeTermination leaves a short JSON summary where Kubernetes reads a
+// container's termination message, when running in a Pod.
+func writeTermination(path string, rep *report.Report, code int, runErr error) {
+	if path == "" {
+		return
+	}
+	if _, err := os.Stat(path); err != nil {
+		return
+	}
+	msg := map[string]any{"total": rep.Summary.Total, "actions": rep.Summary.Actions, "exitCode": code}
+	if runErr != nil {
+		msg["error"] = runErr.Error()
+	}
+	b, err := json.Marshal(msg)
+	if err != nil || len(b) > 4096 {
+		b = fmt.Appendf(nil, `{"exitCode":%d}`, code)
+	}
+	_ = os.WriteFile(path, b, 0o644)
+}

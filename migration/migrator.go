@@ -1,0 +1,422 @@
+package migration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"sync"
+	"sync/atomic"
+	"time"
+
+	"github.com/go-logr/logr"
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+
+	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	"github.com/harvester/netconf-migrator/apis/netconf"
+	"github.com/harvester/netconf-migrator/apis/report"
+	"github.com/harvester/netconf-migrator/internal/configdiff"
+	"github.com/harvester/netconf-migrator/internal/logging"
+)
+
+// Mode is what a run does to each NAD.
+type Mode string
+
+const (
+	// ModeMigrate rewrites nested and double-encoded configs.
+	ModeMigrate Mode = "migrate"
+	// ModeRollback restores the configs a migration rewrote.
+	ModeRollback Mode = "rollback"
+)
+
+// DryRun is kubectl's --dry-run.
+type DryRun string
+
+const (
+	DryRunNone   DryRun = "none"
+	DryRunClient DryRun = "client" // nothing is sent
+	DryRunServer DryRun = "server" // the API server and its webhooks see every write; nothing is stored
+)
+
+// ParseDryRun accepts none, client or server.
+func ParseDryRun(s string) (DryRun, error) {
+	switch d := DryRun(s); d {
+	case DryRunNone, DryRunClient, DryRunServer:
+		return d, nil
+	}
+	return "", fmt.Errorf("unknown dry-run mode %q (want none, client or server)", s)
+}
+
+// Event reasons.
+const (
+	ReasonNormalized     = "Normalized"
+	ReasonNormalizeFail  = "NormalizeFailed"
+	ReasonRestored       = "Restored"
+	ReasonRestoreFailed  = "RestoreFailed"
+	ReasonChangedSince   = "ChangedSinceMigration"
+	defaultPageSize      = 500
+	defaultConcurrency   = 4
+	defaultMaxConflicts  = 10
+	defaultProgressEvery = 10 * time.Second
+)
+
+// Options shape a run.
+type Options struct {
+	Mode      Mode
+	Namespace string          // empty: all namespaces
+	Selector  labels.Selector // nil: every NAD
+	PageSize  int64
+	// Concurrency is how many NADs are written at once.
+	Concurrency int
+	DryRun      DryRun
+	Profile     netconf.Profile
+	Backoff     Backoff
+	// MaxConflicts bounds how often one NAD is read again after another
+	// writer won the race.
+	MaxConflicts int
+	// Diff, when set, receives a unified diff of spec.config for every change.
+	Diff io.Writer
+	// ProgressInterval is how often a progress line is logged.
+	ProgressInterval time.Duration
+}
+
+// Progress counts what a run has done so far.
+type Progress struct {
+	Seen, Changed, Failed, Pages int64
+}
+
+// Migrator is the engine: it lists NADs page by page and hands them to
+// workers that normalize (or restore) and write them.
+type Migrator struct {
+	Store  Store
+	Events Events // may be nil
+	Log    logr.Logger
+	Opts   Options
+
+	seen, changed, failed, pages atomic.Int64
+	diffMu                       sync.Mutex
+}
+
+// ErrList is returned when NADs cannot be listed: the run stopped early.
+var ErrList = errors.New("listing NetworkAttachmentDefinitions")
+
+func (m *Migrator) defaults() {
+	o := &m.Opts
+	if o.Mode == "" {
+		o.Mode = ModeMigrate
+	}
+	if o.PageSize <= 0 {
+		o.PageSize = defaultPageSize
+	}
+	if o.Concurrency <= 0 {
+		o.Concurrency = defaultConcurrency
+	}
+	if o.DryRun == "" {
+		o.DryRun = DryRunNone
+	}
+	if o.Profile == "" {
+		o.Profile = netconf.ProfileHarvester
+	}
+	if o.Backoff == (Backoff{}) {
+		o.Backoff = DefaultBackoff
+	}
+	if o.MaxConflicts <= 0 {
+		o.MaxConflicts = defaultMaxConflicts
+	}
+	if o.ProgressInterval <= 0 {
+		o.ProgressInterval = defaultProgressEvery
+	}
+}
+
+// Progress returns the counters so far.
+func (m *Migrator) Progress() Progress {
+	return Progress{Seen: m.seen.Load(), Changed: m.changed.Load(), Failed: m.failed.Load(), Pages: m.pages.Load()}
+}
+
+// Run visits every NAD in scope once and returns the report. A NAD that
+// fails never stops the run; an error is returned only when listing fails
+// for good, with the report of what was done until then.
+func (m *Migrator) Run(ctx context.Context) (*report.Report, error) {
+	m.defaults()
+	rep := report.New()
+	work := make(chan *nadv1.NetworkAttachmentDefinition, m.Opts.Concurrency)
+	var wg sync.WaitGroup
+	for range m.Opts.Concurrency {
+		wg.Go(func() {
+			for nad := range work {
+				var it report.Item
+				if m.Opts.Mode == ModeRollback {
+					it = m.rollback(ctx, nad)
+				} else {
+					it = m.migrate(ctx, nad)
+				}
+				rep.Add(it)
+				m.seen.Add(1)
+				switch it.Action {
+				case report.ActionNormalized, report.ActionWouldNormalize, report.ActionRestored, report.ActionWouldRestore:
+					m.changed.Add(1)
+				case report.ActionFailed:
+					m.failed.Add(1)
+				}
+			}
+		})
+	}
+	stopProgress := m.reportProgress()
+	err := m.list(ctx, work)
+	close(work)
+	wg.Wait()
+	stopProgress()
+	return rep, err
+}
+
+// list feeds every NAD in scope to work, page by page, so memory holds at
+// most one page and the workers' NADs whatever the number of NADs.
+func (m *Migrator) list(ctx context.Context, work chan<- *nadv1.NetworkAttachmentDefinition) error {
+	// After an expired continue token the listing starts again; NADs
+	// already handed out are not visited twice.
+	var done map[types.UID]struct{}
+	cont := ""
+	for {
+		var page *nadv1.NetworkAttachmentDefinitionList
+		_, err := m.Opts.Backoff.retry(ctx, func() error {
+			var err error
+			page, err = m.Store.List(ctx, m.Opts.Namespace, m.Opts.Selector, m.Opts.PageSize, cont)
+			return err
+		})
+		if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
+			m.Log.Info("Listing again from the start: the continue token expired", logging.KeyReason, err.Error())
+			if done == nil {
+				done = map[types.UID]struct{}{}
+			}
+			cont = ""
+			continue
+		}
+		if err != nil {
+			return fmt.Errorf("%w (page %d): %w", ErrList, m.pages.Load()+1, err)
+		}
+		m.pages.Add(1)
+		for i := range page.Items {
+			nad := &page.Items[i]
+			if done != nil {
+				if _, ok := done[nad.UID]; ok {
+					continue
+				}
+				done[nad.UID] = struct{}{}
+			}
+			select {
+			case work <- nad:
+			case <-ctx.Done():
+				return ctx.Err()
+			}
+		}
+		if cont = page.Continue; cont == "" {
+			return nil
+		}
+	}
+}
+
+func (m *Migrator) reportProgress() (stop func()) {
+	t := time.NewTicker(m.Opts.ProgressInterval)
+	quit := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			select {
+			case <-t.C:
+				p := m.Progress()
+				m.Log.Info("Visiting NetworkAttachmentDefinitions", "seen", p.Seen, "changed", p.Changed, "failed", p.Failed, "pages", p.Pages)
+			case <-quit:
+				return
+			}
+		}
+	}()
+	return func() { t.Stop(); close(quit); <-done }
+}
+
+// migrate normalizes one NAD and writes it, reading it again after a
+// conflict so another writer's change is never overwritten.
+func (m *Migrator) migrate(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition) report.Item {
+	it := report.Item{Namespace: nad.Namespace, Name: nad.Name}
+	log := m.Log.WithValues(logging.KeyObject, it.Ref())
+	for conflicts := 0; ; conflicts++ {
+		res := netconf.Normalize([]byte(nad.Spec.Config))
+		it.Form = res.Form
+		log := log.WithValues(logging.KeyForm, res.Form)
+		switch {
+		case res.Form == netconf.FormTruncated || res.Form == netconf.FormInvalid:
+			it.Action, it.Reason = report.ActionReported, fmt.Sprintf("%s: %s", res.Reason.Code, res.Reason.Message)
+			log.Info("Leaving NetworkAttachmentDefinition that cannot be normalized safely", logging.KeyOutcome, it.Action, logging.KeyReason, it.Reason)
+			return it
+		case !res.Changed:
+			it.Action = report.ActionUnchanged
+			if res.Form != netconf.FormEmpty {
+				it.Violations = netconf.Validate(res.Config, m.Opts.Profile)
+			}
+			return it
+		}
+		it.Violations = netconf.Validate(res.Config, m.Opts.Profile)
+		if m.Opts.DryRun == DryRunClient {
+			it.Action = report.ActionWouldNormalize
+			m.diff(it.Ref(), nad.Spec.Config, string(res.Config))
+			log.Info("Would rewrite NetworkAttachmentDefinition config to the flat form", logging.KeyOutcome, it.Action)
+			return it
+		}
+		upd := nad.DeepCopy()
+		upd.Spec.Config = string(res.Config)
+		if upd.Annotations == nil {
+			upd.Annotations = map[string]string{}
+		}
+		upd.Annotations[nadv1.AnnotationOriginalConfig] = nad.Spec.Config
+		upd.Annotations[nadv1.AnnotationNormalizedFrom] = string(res.Form)
+		err := m.write(ctx, upd)
+		switch {
+		case err == nil:
+			it.Action = report.ActionNormalized
+			if m.Opts.DryRun == DryRunServer {
+				it.Action = report.ActionWouldNormalize
+			}
+			m.diff(it.Ref(), nad.Spec.Config, string(res.Config))
+			log.Info("Rewrote NetworkAttachmentDefinition config to the flat form", logging.KeyOutcome, it.Action)
+			if m.Opts.DryRun == DryRunNone {
+				m.event(ctx, upd, corev1.EventTypeNormal, ReasonNormalized,
+					fmt.Sprintf("netconf-migrator rewrote spec.config from the %s form to the flat CNI form; the original is in the annotation %s", res.Form, nadv1.AnnotationOriginalConfig))
+			}
+			return it
+		case Classify(err) == Conflict && conflicts < m.Opts.MaxConflicts:
+			log.V(logging.Debug).Info("Reading NetworkAttachmentDefinition again after a conflicting write", logging.KeyReason, err.Error())
+			fresh, gone, ferr := m.get(ctx, nad)
+			if gone {
+				return m.skipped(log, it)
+			}
+			if ferr != nil {
+				return m.fail(ctx, log, nad, it, ReasonNormalizeFail, ferr)
+			}
+			if fresh.Spec.Config == upd.Spec.Config && fresh.Annotations[nadv1.AnnotationOriginalConfig] == nad.Spec.Config {
+				// Our own write landed before its answer was lost.
+				it.Action = report.ActionNormalized
+				m.diff(it.Ref(), nad.Spec.Config, upd.Spec.Config)
+				return it
+			}
+			nad = fresh
+			continue
+		case Classify(err) == Gone:
+			return m.skipped(log, it)
+		default:
+			return m.fail(ctx, log, nad, it, ReasonNormalizeFail, err)
+		}
+	}
+}
+
+// rollback restores the original config of a NAD the migration rewrote,
+// only when its config is still exactly what the migration wrote.
+func (m *Migrator) rollback(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition) report.Item {
+	it := report.Item{Namespace: nad.Namespace, Name: nad.Name}
+	log := m.Log.WithValues(logging.KeyObject, it.Ref())
+	for conflicts := 0; ; conflicts++ {
+		it.Form = netconf.Normalize([]byte(nad.Spec.Config)).Form
+		orig, ok := nad.Annotations[nadv1.AnnotationOriginalConfig]
+		if !ok {
+			it.Action, it.Violations = report.ActionUnchanged, nil
+			return it
+		}
+		if wrote := netconf.Normalize([]byte(orig)); !wrote.Changed || string(wrote.Config) != nad.Spec.Config {
+			it.Action = report.ActionReported
+			it.Reason = "spec.config changed since netconf-migrator rewrote it; the original stays in the annotation " + nadv1.AnnotationOriginalConfig + " and is not restored"
+			log.Info("Leaving NetworkAttachmentDefinition changed since the migration", logging.KeyOutcome, it.Action)
+			if m.Opts.DryRun == DryRunNone {
+				m.event(ctx, nad, corev1.EventTypeWarning, ReasonChangedSince, it.Reason)
+			}
+			return it
+		}
+		if m.Opts.DryRun == DryRunClient {
+			it.Action = report.ActionWouldRestore
+			m.diff(it.Ref(), nad.Spec.Config, orig)
+			return it
+		}
+		upd := nad.DeepCopy()
+		upd.Spec.Config = orig
+		delete(upd.Annotations, nadv1.AnnotationOriginalConfig)
+		delete(upd.Annotations, nadv1.AnnotationNormalizedFrom)
+		err := m.write(ctx, upd)
+		switch {
+		case err == nil:
+			it.Action = report.ActionRestored
+			if m.Opts.DryRun == DryRunServer {
+				it.Action = report.ActionWouldRestore
+			}
+			m.diff(it.Ref(), nad.Spec.Config, orig)
+			log.Info("Restored the original NetworkAttachmentDefinition config", logging.KeyOutcome, it.Action)
+			if m.Opts.DryRun == DryRunNone {
+				m.event(ctx, upd, corev1.EventTypeNormal, ReasonRestored, "netconf-migrator restored the spec.config it had rewritten")
+			}
+			return it
+		case Classify(err) == Conflict && conflicts < m.Opts.MaxConflicts:
+			fresh, gone, ferr := m.get(ctx, nad)
+			if gone {
+				return m.skipped(log, it)
+			}
+			if ferr != nil {
+				return m.fail(ctx, log, nad, it, ReasonRestoreFailed, ferr)
+			}
+			nad = fresh
+			continue
+		case Classify(err) == Gone:
+			return m.skipped(log, it)
+		default:
+			return m.fail(ctx, log, nad, it, ReasonRestoreFailed, err)
+		}
+	}
+}
+
+func (m *Migrator) write(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition) error {
+	_, err := m.Opts.Backoff.retry(ctx, func() error {
+		return m.Store.Update(ctx, nad.DeepCopy(), m.Opts.DryRun == DryRunServer)
+	})
+	return err
+}
+
+func (m *Migrator) get(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition) (fresh *nadv1.NetworkAttachmentDefinition, gone bool, err error) {
+	_, err = m.Opts.Backoff.retry(ctx, func() error {
+		var err error
+		fresh, err = m.Store.Get(ctx, nad.Namespace, nad.Name)
+		return err
+	})
+	if apierrors.IsNotFound(err) {
+		return nil, true, nil
+	}
+	return fresh, false, err
+}
+
+func (m *Migrator) skipped(log logr.Logger, it report.Item) report.Item {
+	it.Action, it.Reason = report.ActionSkipped, "deleted during the run"
+	log.Info("Skipping NetworkAttachmentDefinition deleted during the run", logging.KeyOutcome, it.Action)
+	return it
+}
+
+func (m *Migrator) fail(ctx context.Context, log logr.Logger, nad *nadv1.NetworkAttachmentDefinition, it report.Item, reason string, err error) report.Item {
+	it.Action, it.Reason = report.ActionFailed, err.Error()
+	log.Error(err, "Writing NetworkAttachmentDefinition failed", logging.KeyOutcome, it.Action)
+	if m.Opts.DryRun == DryRunNone {
+		m.event(ctx, nad, corev1.EventTypeWarning, reason, "netconf-migrator could not write spec.config: "+err.Error())
+	}
+	return it
+}
+
+func (m *Migrator) event(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition, eventType, reason, msg string) {
+	if m.Events != nil {
+		m.Events.Event(ctx, nad, eventType, reason, msg)
+	}
+}
+
+func (m *Migrator) diff(ref, before, after string) {
+	if m.Opts.Diff == nil {
+		return
+	}
+	m.diffMu.Lock()
+	defer m.diffMu.Unlock()
+	_, _ = io.WriteString(m.Opts.Diff, configdiff.Unified(ref, before, after))
+}

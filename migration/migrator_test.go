@@ -1,0 +1,347 @@
+package migration
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"net/http"
+	"sort"
+	"strconv"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
+
+	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	"github.com/harvester/netconf-migrator/apis/report"
+)
+
+// memStore is an in-memory Store with resourceVersions and fault injection,
+// for the engine's own tests; the suites in migration/e2e use a real API
+// server.
+type memStore struct {
+	mu      sync.Mutex
+	rv      int
+	nads    map[string]*nadv1.NetworkAttachmentDefinition
+	updates map[string]int // attempts per NAD
+	dryRuns int
+	// beforeUpdate may return an error to inject, or change the stored
+	// object (another writer) before the write is judged.
+	beforeUpdate func(s *memStore, key string, attempt int) error
+	// afterUpdate may drop the answer of a write that was stored.
+	afterUpdate func(key string, attempt int) error
+	expireOnce  bool
+}
+
+var nadGR = schema.GroupResource{Group: "k8s.cni.cncf.io", Resource: "network-attachment-definitions"}
+
+func newMemStore(configs map[string]string) *memStore {
+	s := &memStore{nads: map[string]*nadv1.NetworkAttachmentDefinition{}, updates: map[string]int{}}
+	for key, c := range configs {
+		ns, name, _ := strings.Cut(key, "/")
+		s.rv++
+		s.nads[key] = &nadv1.NetworkAttachmentDefinition{
+			ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, UID: types.UID(key), ResourceVersion: strconv.Itoa(s.rv)},
+			Spec:       nadv1.NetworkAttachmentDefinitionSpec{Config: c},
+		}
+	}
+	return s
+}
+
+func (s *memStore) keys() []string {
+	var ks []string
+	for k := range s.nads {
+		ks = append(ks, k)
+	}
+	sort.Strings(ks)
+	return ks
+}
+
+func (s *memStore) List(_ context.Context, ns string, sel labels.Selector, limit int64, cont string) (*nadv1.NetworkAttachmentDefinitionList, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if cont != "" && s.expireOnce {
+		s.expireOnce = false
+		return nil, apierrors.NewResourceExpired("the continue token is too old")
+	}
+	start, _ := strconv.Atoi(cont)
+	list := &nadv1.NetworkAttachmentDefinitionList{}
+	ks := s.keys()
+	i := start
+	for ; i < len(ks) && int64(len(list.Items)) < limit; i++ {
+		n := s.nads[ks[i]]
+		if (ns == "" || n.Namespace == ns) && (sel == nil || sel.Matches(labels.Set(n.Labels))) {
+			list.Items = append(list.Items, *n.DeepCopy())
+		}
+	}
+	if i < len(ks) {
+		list.Continue = strconv.Itoa(i)
+	}
+	return list, nil
+}
+
+func (s *memStore) Get(_ context.Context, ns, name string) (*nadv1.NetworkAttachmentDefinition, error) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	n, ok := s.nads[ns+"/"+name]
+	if !ok {
+		return nil, apierrors.NewNotFound(nadGR, name)
+	}
+	return n.DeepCopy(), nil
+}
+
+func (s *memStore) Update(_ context.Context, nad *nadv1.NetworkAttachmentDefinition, dryRun bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := nad.Namespace + "/" + nad.Name
+	s.updates[key]++
+	attempt := s.updates[key]
+	if s.beforeUpdate != nil {
+		if err := s.beforeUpdate(s, key, attempt); err != nil {
+			return err
+		}
+	}
+	cur, ok := s.nads[key]
+	if !ok {
+		return apierrors.NewNotFound(nadGR, nad.Name)
+	}
+	if cur.ResourceVersion != nad.ResourceVersion {
+		return apierrors.NewConflict(nadGR, nad.Name, errors.New("the object has been modified"))
+	}
+	if dryRun {
+		s.dryRuns++
+		return nil
+	}
+	s.rv++
+	stored := nad.DeepCopy()
+	stored.ResourceVersion = strconv.Itoa(s.rv)
+	s.nads[key] = stored
+	if s.afterUpdate != nil {
+		return s.afterUpdate(key, attempt)
+	}
+	return nil
+}
+
+// otherWriter changes a stored NAD the way another client would.
+func (s *memStore) otherWriter(key, config string, label string) {
+	s.rv++
+	n := s.nads[key]
+	n.Spec.Config = config
+	if n.Labels == nil {
+		n.Labels = map[string]string{}
+	}
+	n.Labels["writer"] = label
+	n.ResourceVersion = strconv.Itoa(s.rv)
+}
+
+var fastBackoff = Backoff{Initial: time.Millisecond, Max: 4 * time.Millisecond, Budget: 50 * time.Millisecond}
+
+func run(t *testing.T, s *memStore, o Options) *report.Report {
+	t.Helper()
+	if o.Backoff == (Backoff{}) {
+		o.Backoff = fastBackoff
+	}
+	ev := &recordedEvents{}
+	m := &Migrator{Store: s, Events: ev, Log: logr.Discard(), Opts: o}
+	rep, err := m.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	return rep
+}
+
+type recordedEvents struct {
+	mu     sync.Mutex
+	events []string
+}
+
+func (r *recordedEvents) Event(_ context.Context, nad *nadv1.NetworkAttachmentDefinition, typ, reason, _ string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.events = append(r.events, nad.Namespace+"/"+nad.Name+" "+typ+" "+reason)
+}
+
+func action(rep *report.Report, ref string) (report.Item, bool) {
+	for _, it := range rep.Items {
+		if it.Ref() == ref {
+			return it, true
+		}
+	}
+	return report.Item{}, false
+}
+
+const (
+	nested  = `{"NetConf":{"cniVersion":"0.3.1","type":"bridge"},"bridge":"a-br","vlan":1}`
+	flatOf  = `{"cniVersion":"0.3.1","type":"bridge","bridge":"a-br","vlan":1}`
+	nested2 = `{"NetConf":{"cniVersion":"0.3.1","type":"bridge"},"bridge":"a-br","vlan":2}`
+	flat2   = `{"cniVersion":"0.3.1","type":"bridge","bridge":"a-br","vlan":2}`
+)
+
+func TestMigrateForms(t *testing.T) {
+	s := newMemStore(map[string]string{
+		"a/nested": nested, "a/flat": flatOf, "b/double": `"` + strings.ReplaceAll(flatOf, `"`, `\"`) + `"`,
+		"b/truncated": `{"cniVersion":"0.3.1","ipam":{},"type":"bridge"}`, "c/invalid": `{"NetConf":{"bridge":"x-br"},"bridge":"y-br"}`,
+		"c/empty": ``,
+	})
+	flatRV := s.nads["a/flat"].ResourceVersion
+	var diff bytes.Buffer
+	rep := run(t, s, Options{PageSize: 2, Concurrency: 3, Diff: &diff})
+	if rep.Summary.Total != 6 {
+		t.Fatalf("visited %d NADs, want 6", rep.Summary.Total)
+	}
+	want := map[string]report.Action{"a/nested": report.ActionNormalized, "b/double": report.ActionNormalized, "b/truncated": report.ActionReported, "c/invalid": report.ActionReported}
+	for ref, a := range want {
+		if it, _ := action(rep, ref); it.Action != a {
+			t.Errorf("%s: action %q, want %q", ref, it.Action, a)
+		}
+	}
+	if n := s.nads["a/nested"]; n.Spec.Config != flatOf || n.Annotations[nadv1.AnnotationOriginalConfig] != nested || n.Annotations[nadv1.AnnotationNormalizedFrom] != "nested" {
+		t.Errorf("a/nested stored as %s %v", n.Spec.Config, n.Annotations)
+	}
+	if s.nads["a/flat"].ResourceVersion != flatRV || s.updates["a/flat"] != 0 {
+		t.Error("a flat NAD was written")
+	}
+	if it, _ := action(rep, "c/invalid"); !strings.Contains(it.Reason, "conflict") {
+		t.Errorf("invalid reason %q does not say why", it.Reason)
+	}
+	if !strings.Contains(diff.String(), "a/nested") || !strings.Contains(diff.String(), "b/double") {
+		t.Errorf("diff lacks the changes:\n%s", diff.String())
+	}
+	// A second run finds nothing to do.
+	rep = run(t, s, Options{})
+	if n := rep.Count(report.ActionNormalized); n != 0 {
+		t.Errorf("second run normalized %d NADs", n)
+	}
+}
+
+func TestMigrateNeverOverwritesAnotherWriter(t *testing.T) {
+	s := newMemStore(map[string]string{"a/n": nested})
+	s.beforeUpdate = func(s *memStore, key string, attempt int) error {
+		if attempt == 1 { // another client writes between our read and our write
+			s.otherWriter(key, nested2, "was-here")
+		}
+		return nil
+	}
+	rep := run(t, s, Options{})
+	n := s.nads["a/n"]
+	if n.Labels["writer"] != "was-here" || n.Spec.Config != flat2 || n.Annotations[nadv1.AnnotationOriginalConfig] != nested2 {
+		t.Errorf("stored %s %v %v: the other writer's change was lost or not normalized", n.Spec.Config, n.Labels, n.Annotations)
+	}
+	if it, _ := action(rep, "a/n"); it.Action != report.ActionNormalized || s.updates["a/n"] != 2 {
+		t.Errorf("action %q after %d writes", it.Action, s.updates["a/n"])
+	}
+}
+
+func TestMigrateErrors(t *testing.T) {
+	denial := apierrors.NewInternalError(errors.New(`admission webhook "validator.harvester-system.harvester-network-webhook" denied the request: it's still used by VM(s) default/vm1 which must be stopped at first`))
+	unavailable := apierrors.NewServiceUnavailable("the webhook is restarting")
+	tooMany := apierrors.NewTooManyRequests("slow down", 0)
+	for _, tc := range []struct {
+		name     string
+		inject   func(attempt int) error
+		dropped  bool // the write is stored but its answer is lost
+		want     report.Action
+		attempts int // exact; 0: more than one, bounded
+		reason   string
+	}{
+		{name: "denial arriving as 500 is final", inject: func(int) error { return denial }, want: report.ActionFailed, attempts: 1, reason: "must be stopped at first"},
+		{name: "forbidden is final", inject: func(int) error { return apierrors.NewForbidden(nadGR, "n", errors.New("no")) }, want: report.ActionFailed, attempts: 1},
+		{name: "invalid is final", inject: func(int) error { return apierrors.NewInvalid(schema.GroupKind{Group: nadGR.Group, Kind: "NetworkAttachmentDefinition"}, "n", nil) }, want: report.ActionFailed, attempts: 1},
+		{name: "503 twice then success", inject: func(a int) error {
+			if a <= 2 {
+				return unavailable
+			}
+			return nil
+		}, want: report.ActionNormalized, attempts: 3},
+		{name: "429 then success", inject: func(a int) error {
+			if a == 1 {
+				return tooMany
+			}
+			return nil
+		}, want: report.ActionNormalized, attempts: 2},
+		{name: "connection errors until the budget is spent", inject: func(int) error { return fmt.Errorf("dial tcp: %w", errors.New("connection refused")) }, want: report.ActionFailed, reason: "giving up"},
+		{name: "deleted during the run", inject: func(int) error { return apierrors.NewNotFound(nadGR, "n") }, want: report.ActionSkipped, attempts: 1},
+		{name: "answer of a stored write lost", dropped: true, want: report.ActionNormalized, attempts: 2},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s := newMemStore(map[string]string{"a/n": nested})
+			if tc.inject != nil {
+				s.beforeUpdate = func(_ *memStore, _ string, a int) error { return tc.inject(a) }
+			}
+			if tc.dropped {
+				s.afterUpdate = func(_ string, a int) error {
+					if a == 1 {
+						return errors.New("read tcp: connection reset by peer")
+					}
+					return nil
+				}
+			}
+			rep := run(t, s, Options{})
+			it, _ := action(rep, "a/n")
+			if it.Action != tc.want || !strings.Contains(it.Reason, tc.reason) {
+				t.Errorf("action %q reason %q, want %q with %q", it.Action, it.Reason, tc.want, tc.reason)
+			}
+			if got := s.updates["a/n"]; tc.attempts > 0 && got != tc.attempts || tc.attempts == 0 && (got < 2 || got > 60) {
+				t.Errorf("%d write attempts, want %d", got, tc.attempts)
+			}
+			if tc.want == report.ActionNormalized && s.nads["a/n"].Spec.Config != flatOf {
+				t.Errorf("stored %s", s.nads["a/n"].Spec.Config)
+			}
+			if tc.want == report.ActionFailed && s.nads["a/n"].Spec.Config != nested {
+				t.Errorf("a failed NAD was changed: %s", s.nads["a/n"].Spec.Config)
+			}
+		})
+	}
+	if Classify(apierrors.NewGenericServerResponse(http.StatusInternalServerError, "update", nadGR, "n", "etcd leader changed", 0, true)) != Retry {
+		t.Error("a plain 500 must be retried")
+	}
+}
+
+func TestExpiredContinueTokenVisitsEachNADOnce(t *testing.T) {
+	configs := map[string]string{}
+	for i := range 10 {
+		configs[fmt.Sprintf("ns/n%02d", i)] = nested
+	}
+	s := newMemStore(configs)
+	s.expireOnce = true
+	rep := run(t, s, Options{PageSize: 3})
+	if rep.Summary.Total != 10 || rep.Count(report.ActionNormalized) != 10 {
+		t.Errorf("visited %d, normalized %d; want 10 and 10", rep.Summary.Total, rep.Count(report.ActionNormalized))
+	}
+}
+
+func TestDryRunsAndScope(t *testing.T) {
+	s := newMemStore(map[string]string{"a/n": nested, "b/n": nested})
+	rep := run(t, s, Options{DryRun: DryRunClient})
+	if rep.Count(report.ActionWouldNormalize) != 2 || s.updates["a/n"]+s.updates["b/n"] != 0 {
+		t.Errorf("client dry-run: %v, %d writes", rep.Summary.Actions, s.updates["a/n"])
+	}
+	rep = run(t, s, Options{DryRun: DryRunServer, Namespace: "a"})
+	if rep.Summary.Total != 1 || rep.Count(report.ActionWouldNormalize) != 1 || s.dryRuns != 1 || s.nads["a/n"].Spec.Config != nested {
+		t.Errorf("server dry-run in namespace a: %v, %d dry-run writes, stored %s", rep.Summary.Actions, s.dryRuns, s.nads["a/n"].Spec.Config)
+	}
+}
+
+func TestRollback(t *testing.T) {
+	s := newMemStore(map[string]string{"a/keep": nested, "a/changed": nested, "a/untouched": flatOf})
+	run(t, s, Options{})
+	s.otherWriter("a/changed", flat2, "later")
+	rep := run(t, s, Options{Mode: ModeRollback})
+	if n := s.nads["a/keep"]; n.Spec.Config != nested || len(n.Annotations) != 0 {
+		t.Errorf("a/keep after rollback: %s %v", n.Spec.Config, n.Annotations)
+	}
+	if it, _ := action(rep, "a/changed"); it.Action != report.ActionReported || s.nads["a/changed"].Spec.Config != flat2 {
+		t.Errorf("a NAD changed since was %q and holds %s", it.Action, s.nads["a/changed"].Spec.Config)
+	}
+	if rep.Count(report.ActionRestored) != 1 || s.updates["a/untouched"] != 0 {
+		t.Errorf("restored %d, untouched written %d times", rep.Count(report.ActionRestored), s.updates["a/untouched"])
+	}
+}

@@ -1,0 +1,92 @@
+package migration
+
+import (
+	"context"
+	"fmt"
+	"strings"
+
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
+	authorizationv1 "k8s.io/api/authorization/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/kubernetes"
+	"k8s.io/client-go/rest"
+
+	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+)
+
+// PreflightError is a reason not to start, in one sentence.
+type PreflightError struct{ Msg string }
+
+func (e *PreflightError) Error() string { return e.Msg }
+
+// Preflight checks, before anything is written, that the NAD CRD is
+// installed and Established and that this identity may list and update NADs
+// in the scope.
+func Preflight(ctx context.Context, cfg *rest.Config, namespace string) error {
+	ext, err := apiextensionsclient.NewForConfig(cfg)
+	if err != nil {
+		return &PreflightError{Msg: fmt.Sprintf("Cannot build a client for %s: %v.", cfg.Host, err)}
+	}
+	crd, err := ext.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, nadv1.CRDName, metav1.GetOptions{})
+	switch {
+	case apierrors.IsNotFound(err):
+		return &PreflightError{Msg: fmt.Sprintf("The CustomResourceDefinition %s is not installed, so there are no NetworkAttachmentDefinitions to migrate (is Multus installed?).", nadv1.CRDName)}
+	case apierrors.IsForbidden(err):
+		return &PreflightError{Msg: fmt.Sprintf("This identity may not read the CustomResourceDefinition %s: %v.", nadv1.CRDName, apiMessage(err))}
+	case err != nil:
+		return &PreflightError{Msg: fmt.Sprintf("Cannot read the CustomResourceDefinition %s from %s: %v.", nadv1.CRDName, cfg.Host, err)}
+	}
+	established := false
+	for _, c := range crd.Status.Conditions {
+		if c.Type == apiextensionsv1.Established && c.Status == apiextensionsv1.ConditionTrue {
+			established = true
+		}
+	}
+	if !established {
+		return &PreflightError{Msg: fmt.Sprintf("The CustomResourceDefinition %s is not Established yet; try again once the API server serves it.", nadv1.CRDName)}
+	}
+	served := false
+	for _, v := range crd.Spec.Versions {
+		served = served || (v.Name == nadv1.GroupVersion.Version && v.Served)
+	}
+	if !served {
+		return &PreflightError{Msg: fmt.Sprintf("The CustomResourceDefinition %s does not serve version %s.", nadv1.CRDName, nadv1.GroupVersion.Version)}
+	}
+
+	kube, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return &PreflightError{Msg: fmt.Sprintf("Cannot build a client for %s: %v.", cfg.Host, err)}
+	}
+	var denied []string
+	for _, verb := range []string{"list", "get", "update"} {
+		ssar := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
+			ResourceAttributes: &authorizationv1.ResourceAttributes{
+				Namespace: namespace, Verb: verb, Group: nadv1.GroupVersion.Group, Version: nadv1.GroupVersion.Version, Resource: nadv1.Resource,
+			},
+		}}
+		res, err := kube.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, ssar, metav1.CreateOptions{})
+		if err != nil {
+			return &PreflightError{Msg: fmt.Sprintf("Cannot check this identity's permissions on NetworkAttachmentDefinitions: %v.", apiMessage(err))}
+		}
+		if !res.Status.Allowed {
+			denied = append(denied, verb)
+		}
+	}
+	if len(denied) > 0 {
+		scope := "in all namespaces"
+		if namespace != "" {
+			scope = "in namespace " + namespace
+		}
+		return &PreflightError{Msg: fmt.Sprintf("This identity may not %s NetworkAttachmentDefinitions %s; grant the netconf-migrator-job ClusterRole (config/job).", strings.Join(denied, " or "), scope)}
+	}
+	return nil
+}
+
+func apiMessage(err error) string {
+	if s, ok := err.(apierrors.APIStatus); ok {
+		return s.Status().Message
+	}
+	return err.Error()
+}

@@ -1,0 +1,105 @@
+package migration
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"math/rand/v2"
+	"strings"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+)
+
+// Class says what to do after an error from the API server.
+type Class int
+
+const (
+	// Final errors are the answer for this NAD: retrying cannot help.
+	Final Class = iota
+	// Conflict means another writer was first: read again and recompute.
+	Conflict
+	// Gone means the NAD was deleted: nothing to do.
+	Gone
+	// Retry errors are transient: wait and try the same write again.
+	Retry
+)
+
+// Classify sorts an error from the API server.
+//
+// An admission denial is final even when it arrives as HTTP 500:
+// Harvester's validator answers "must be stopped at first" with
+// InternalError, and a client that retried every 5xx would retry it
+// forever.
+func Classify(err error) Class {
+	switch {
+	case err == nil:
+		return Final
+	case apierrors.IsConflict(err):
+		return Conflict
+	case apierrors.IsNotFound(err):
+		return Gone
+	case IsAdmissionDenial(err):
+		return Final
+	case apierrors.IsForbidden(err), apierrors.IsInvalid(err), apierrors.IsBadRequest(err),
+		apierrors.IsUnauthorized(err), apierrors.IsMethodNotSupported(err), apierrors.IsNotAcceptable(err),
+		apierrors.IsRequestEntityTooLargeError(err), apierrors.IsUnsupportedMediaType(err), apierrors.IsAlreadyExists(err):
+		return Final
+	case errors.Is(err, context.Canceled):
+		return Final
+	}
+	// 429, other 5xx, timeouts, dropped connections: a webhook restarting
+	// during certificate rotation or an API server under load.
+	return Retry
+}
+
+// IsAdmissionDenial reports whether an admission webhook refused the write.
+func IsAdmissionDenial(err error) bool {
+	var se apierrors.APIStatus
+	if !errors.As(err, &se) {
+		return false
+	}
+	msg := se.Status().Message
+	return strings.Contains(msg, "admission webhook") && strings.Contains(msg, "denied the request")
+}
+
+// Backoff is how long transient errors are retried: exponential from
+// Initial, capped at Max per wait, until Budget is spent. The defaults ride
+// out a webhook that is down for a minute or two.
+type Backoff struct {
+	Initial, Max, Budget time.Duration
+}
+
+// DefaultBackoff waits 0.5s, 1s, 2s ... 16s, 16s ... for at most 3 minutes.
+var DefaultBackoff = Backoff{Initial: 500 * time.Millisecond, Max: 16 * time.Second, Budget: 3 * time.Minute}
+
+// retry runs op until it succeeds, fails for good, or the budget is spent.
+// It returns op's last error and how many attempts were made.
+func (b Backoff) retry(ctx context.Context, op func() error) (attempts int, err error) {
+	wait, spent := b.Initial, time.Duration(0)
+	for {
+		attempts++
+		err = op()
+		if err == nil || Classify(err) != Retry {
+			return attempts, err
+		}
+		d := wait
+		if s, ok := apierrors.SuggestsClientDelay(err); ok && s > 0 {
+			d = time.Duration(s) * time.Second // 429 Retry-After
+		} else {
+			d += time.Duration(rand.Int64N(int64(d)/4 + 1)) // jitter spreads the workers
+		}
+		if spent+d > b.Budget {
+			return attempts, fmt.Errorf("giving up after %d attempts over %s: %w", attempts, spent.Round(time.Millisecond), err)
+		}
+		select {
+		case <-ctx.Done():
+			return attempts, fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		case <-time.After(d):
+		}
+		spent += d
+		if wait *= 2; wait > b.Max {
+			wait = b.Max
+		}
+	}
+}

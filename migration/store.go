@@ -1,0 +1,101 @@
+// Package migration rewrites the NetworkAttachmentDefinitions already
+// stored: the engine behind `netconf-migrator migrate` and `rollback`. It
+// reaches the API server only through the Store and Events interfaces, so
+// tests can put faults between them.
+package migration
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/labels"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+)
+
+// Store reads and writes NADs.
+type Store interface {
+	// List returns one page; continueToken is empty for the first page.
+	List(ctx context.Context, namespace string, selector labels.Selector, limit int64, continueToken string) (*nadv1.NetworkAttachmentDefinitionList, error)
+	Get(ctx context.Context, namespace, name string) (*nadv1.NetworkAttachmentDefinition, error)
+	// Update writes nad if its resourceVersion is still current. With
+	// dryRun the API server and its webhooks see the write; nothing is
+	// stored.
+	Update(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition, dryRun bool) error
+}
+
+// Events records what happened to a NAD where `kubectl describe` shows it.
+type Events interface {
+	Event(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition, eventType, reason, message string)
+}
+
+// FieldManager names our writes in managedFields.
+const FieldManager = "netconf-migrator"
+
+// ClientStore is a Store over an uncached controller-runtime client.
+type ClientStore struct {
+	Client client.Client
+}
+
+func (s ClientStore) List(ctx context.Context, namespace string, selector labels.Selector, limit int64, continueToken string) (*nadv1.NetworkAttachmentDefinitionList, error) {
+	list := &nadv1.NetworkAttachmentDefinitionList{}
+	opts := []client.ListOption{client.Limit(limit), client.Continue(continueToken)}
+	if namespace != "" {
+		opts = append(opts, client.InNamespace(namespace))
+	}
+	if selector != nil && !selector.Empty() {
+		opts = append(opts, client.MatchingLabelsSelector{Selector: selector})
+	}
+	if err := s.Client.List(ctx, list, opts...); err != nil {
+		return nil, err
+	}
+	return list, nil
+}
+
+func (s ClientStore) Get(ctx context.Context, namespace, name string) (*nadv1.NetworkAttachmentDefinition, error) {
+	nad := &nadv1.NetworkAttachmentDefinition{}
+	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, nad); err != nil {
+		return nil, err
+	}
+	return nad, nil
+}
+
+func (s ClientStore) Update(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition, dryRun bool) error {
+	opts := []client.UpdateOption{client.FieldOwner(FieldManager)}
+	if dryRun {
+		opts = append(opts, client.DryRunAll)
+	}
+	return s.Client.Update(ctx, nad, opts...)
+}
+
+// ClientEvents writes core/v1 Events with the client; a failure to record
+// one is logged by the caller's logger and never fails a NAD.
+type ClientEvents struct {
+	Client client.Client
+	// Host names where the events come from (the Pod, or the machine).
+	Host string
+	// OnError is told of events that could not be written.
+	OnError func(error)
+}
+
+func (e ClientEvents) Event(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition, eventType, reason, message string) {
+	now := metav1.NewTime(time.Now())
+	ev := &corev1.Event{
+		ObjectMeta: metav1.ObjectMeta{Namespace: nad.Namespace, GenerateName: nad.Name + "."},
+		InvolvedObject: corev1.ObjectReference{
+			APIVersion: nadv1.GroupVersion.String(), Kind: "NetworkAttachmentDefinition",
+			Namespace: nad.Namespace, Name: nad.Name, UID: nad.UID, ResourceVersion: nad.ResourceVersion,
+		},
+		Reason: reason, Message: message, Type: eventType,
+		Source:         corev1.EventSource{Component: FieldManager, Host: e.Host},
+		FirstTimestamp: now, LastTimestamp: now, Count: 1,
+		ReportingController: "harvesterhci.io/netconf-migrator", ReportingInstance: e.Host,
+	}
+	if err := e.Client.Create(ctx, ev); err != nil && e.OnError != nil {
+		e.OnError(fmt.Errorf("recording event %s on %s/%s: %w", reason, nad.Namespace, nad.Name, err))
+	}
+}
