@@ -254,7 +254,9 @@ func TestMigrateErrors(t *testing.T) {
 	}{
 		{name: "denial arriving as 500 is final", inject: func(int) error { return denial }, want: report.ActionFailed, attempts: 1, reason: "must be stopped at first"},
 		{name: "forbidden is final", inject: func(int) error { return apierrors.NewForbidden(nadGR, "n", errors.New("no")) }, want: report.ActionFailed, attempts: 1},
-		{name: "invalid is final", inject: func(int) error { return apierrors.NewInvalid(schema.GroupKind{Group: nadGR.Group, Kind: "NetworkAttachmentDefinition"}, "n", nil) }, want: report.ActionFailed, attempts: 1},
+		{name: "invalid is final", inject: func(int) error {
+			return apierrors.NewInvalid(schema.GroupKind{Group: nadGR.Group, Kind: "NetworkAttachmentDefinition"}, "n", nil)
+		}, want: report.ActionFailed, attempts: 1},
 		{name: "503 twice then success", inject: func(a int) error {
 			if a <= 2 {
 				return unavailable

@@ -34,10 +34,10 @@ func init() {
 // runFlags are the flags migrate and rollback share.
 type runFlags struct {
 	kubeconfig, namespace, selector, dryRun, output, reportPath, profile, terminationPath string
-	pageSize                                                                             int64
-	concurrency, burst                                                                   int
-	qps                                                                                  float32
-	progress                                                                             time.Duration
+	pageSize                                                                              int64
+	concurrency, burst                                                                    int
+	qps                                                                                   float32
+	progress                                                                              time.Duration
 }
 
 func newRunCommand(g *globals, mode migration.Mode) *cobra.Command {
