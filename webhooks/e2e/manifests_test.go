@@ -9,6 +9,7 @@ import (
 	"testing"
 
 	appsv1 "k8s.io/api/apps/v1"
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -49,7 +50,7 @@ func TestManifestsServerDryRun(t *testing.T) {
 	for _, kind := range []string{"Certificate", "Issuer"} {
 		installSchemaless(t, "cert-manager.io", kind)
 	}
-	for _, dir := range []string{"crd", "default", "cert-manager"} {
+	for _, dir := range []string{"crd", "default", "cert-manager", "job"} {
 		t.Run(dir, func(t *testing.T) {
 			out, errOut, err := env.Kubectl(ctx, kustomize(t, dir), "apply", "--dry-run=server", "-f", "-")
 			if err != nil {
@@ -83,6 +84,21 @@ func TestManifestsServerDryRun(t *testing.T) {
 		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "webhook"}, Spec: dep.Spec.Template.Spec}
 		if err := env.Client.Create(ctx, pod, client.DryRunAll); err != nil {
 			t.Fatalf("the restricted Pod Security Standard refuses the webhook Pod: %v", err)
+		}
+		var job batchv1.Job
+		for _, doc := range strings.Split(string(kustomize(t, "job")), "\n---\n") {
+			if strings.Contains(doc, "kind: Job\n") {
+				if err := yaml.UnmarshalStrict([]byte(doc), &job); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if err := env.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: job.Spec.Template.Spec.ServiceAccountName}}); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		jobPod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "migrate"}, Spec: job.Spec.Template.Spec}
+		if err := env.Client.Create(ctx, jobPod, client.DryRunAll); err != nil {
+			t.Fatalf("the restricted Pod Security Standard refuses the migration Job's Pod: %v", err)
 		}
 		// And the check can fail: the same Pod with privilege escalation.
 		bad := pod.DeepCopy()
