@@ -1,0 +1,175 @@
+// Package e2e runs `netconf-migrator migrate` and `rollback` against a real
+// etcd and kube-apiserver: paging, resourceVersion conflicts, admission
+// denials, RBAC and killed processes are what it proves.
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"encoding/json"
+	"fmt"
+	"os"
+	"path/filepath"
+	"sync"
+	"testing"
+
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/clientcmd"
+	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+
+	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	"github.com/harvester/netconf-migrator/apis/report"
+	"github.com/harvester/netconf-migrator/internal/cli"
+	"github.com/harvester/netconf-migrator/internal/testenv"
+)
+
+var env *testenv.Env
+
+func TestMain(m *testing.M) {
+	// Webhook certificates are made for the Harvester validator stand-in.
+	os.Exit(testenv.Main(m, testenv.Options{Webhooks: &envtest.WebhookInstallOptions{}}, &env))
+}
+
+// fastClient is an admin client without client-side rate limits, for
+// seeding and checking.
+func fastClient(t testing.TB) client.Client {
+	t.Helper()
+	cfg := rest.CopyConfig(env.Config)
+	cfg.QPS, cfg.Burst = -1, 0
+	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	return c
+}
+
+// seed creates NADs from 16 goroutines.
+func seed(t testing.TB, nads []*nadv1.NetworkAttachmentDefinition) {
+	t.Helper()
+	c := fastClient(t)
+	ch := make(chan *nadv1.NetworkAttachmentDefinition)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for range 16 {
+		wg.Go(func() {
+			for n := range ch {
+				if err := c.Create(context.Background(), n); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = fmt.Errorf("creating %s/%s: %w", n.Namespace, n.Name, err)
+					}
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for _, n := range nads {
+		ch <- n
+	}
+	close(ch)
+	wg.Wait()
+	if firstErr != nil {
+		t.Fatal(firstErr)
+	}
+}
+
+func newNAD(ns, name, config string, labels map[string]string) *nadv1.NetworkAttachmentDefinition {
+	return &nadv1.NetworkAttachmentDefinition{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels},
+		Spec:       nadv1.NetworkAttachmentDefinitionSpec{Config: config},
+	}
+}
+
+// listAll returns every NAD in the namespaces, by namespace/name.
+func listAll(t testing.TB, namespaces ...string) map[string]nadv1.NetworkAttachmentDefinition {
+	t.Helper()
+	out := map[string]nadv1.NetworkAttachmentDefinition{}
+	c := fastClient(t)
+	for _, ns := range namespaces {
+		list := &nadv1.NetworkAttachmentDefinitionList{}
+		if err := c.List(context.Background(), list, client.InNamespace(ns)); err != nil {
+			t.Fatal(err)
+		}
+		for _, n := range list.Items {
+			out[n.Namespace+"/"+n.Name] = n
+		}
+	}
+	return out
+}
+
+type result struct {
+	code        int
+	out, errOut string
+	report      *report.Report
+	hasReport   bool
+}
+
+// runCLI runs the command in-process, as a user would, with the admin
+// kubeconfig unless args name another, and reads its report.
+func runCLI(t testing.TB, args ...string) result {
+	t.Helper()
+	reportPath := filepath.Join(t.TempDir(), "report.json")
+	full := append([]string{}, args...)
+	hasKubeconfig := false
+	for _, a := range args {
+		hasKubeconfig = hasKubeconfig || a == "--kubeconfig"
+	}
+	if !hasKubeconfig {
+		full = append(full, "--kubeconfig", env.KubeconfigPath)
+	}
+	full = append(full, "--report", reportPath, "--termination-message-path", "")
+	var out, errOut bytes.Buffer
+	code := cli.Execute(full, nil, &out, &errOut)
+	r := result{code: code, out: out.String(), errOut: errOut.String()}
+	// A run that wrote no report (usage and preflight errors) leaves an
+	// empty one, so count checks fail instead of panicking.
+	r.report = report.New()
+	if raw, err := os.ReadFile(reportPath); err == nil {
+		r.hasReport = true
+		if err := json.Unmarshal(raw, r.report); err != nil {
+			t.Fatalf("decoding the report: %v", err)
+		}
+	}
+	if testing.Verbose() {
+		t.Logf("netconf-migrator %v: exit %d\n%s", args, code, errOut.String())
+	}
+	return r
+}
+
+// kubeconfigAs writes a kubeconfig that impersonates user (and groups) with
+// the admin credentials, as `kubectl --as` does.
+func kubeconfigAs(t testing.TB, user string, groups ...string) string {
+	t.Helper()
+	cfg, err := clientcmd.LoadFromFile(env.KubeconfigPath)
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, a := range cfg.AuthInfos {
+		a.Impersonate, a.ImpersonateGroups = user, groups
+	}
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
+
+// kubeconfigFor writes a kubeconfig that reaches the API server at host
+// without credentials (through a proxy that adds them).
+func kubeconfigFor(t testing.TB, host string) string {
+	t.Helper()
+	cfg := clientcmdapi.NewConfig()
+	cfg.Clusters["proxy"] = &clientcmdapi.Cluster{Server: host}
+	cfg.AuthInfos["none"] = &clientcmdapi.AuthInfo{}
+	cfg.Contexts["proxy"] = &clientcmdapi.Context{Cluster: "proxy", AuthInfo: "none"}
+	cfg.CurrentContext = "proxy"
+	path := filepath.Join(t.TempDir(), "kubeconfig")
+	if err := clientcmd.WriteToFile(*cfg, path); err != nil {
+		t.Fatal(err)
+	}
+	return path
+}
