@@ -1,0 +1,182 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"io"
+	"math/rand/v2"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"syscall"
+	"testing"
+	"time"
+
+	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	"github.com/harvester/netconf-migrator/apis/netconf"
+	"github.com/harvester/netconf-migrator/apis/report"
+	"github.com/harvester/netconf-migrator/internal/testenv"
+)
+
+// buildBinary builds cmd/netconf-migrator into the test's temp dir, so a
+// test can run and kill it as a separate process.
+func buildBinary(t testing.TB) string {
+	t.Helper()
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "netconf-migrator")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/netconf-migrator")
+	cmd.Dir = root
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}
+
+// TestKilledRuns SIGKILLs migrate at random points of a 5,000-NAD run, then
+// lets a run finish. After every kill each NAD is either its original or
+// its normalized self, with nothing lost and nothing half-written.
+func TestKilledRuns(t *testing.T) {
+	if testing.Short() {
+		t.Skip("5,000 NADs")
+	}
+	ctx := context.Background()
+	const ns, n = "killed", 5000
+	if err := env.CreateNamespace(ctx, ns, nil); err != nil {
+		t.Fatal(err)
+	}
+	nads := population(ns, n, nil)
+	seed(t, nads)
+	originals := map[string]string{}
+	changing := 0
+	for _, nad := range nads {
+		originals[ns+"/"+nad.Name] = nad.Spec.Config
+		if netconf.Normalize([]byte(nad.Spec.Config)).Changed {
+			changing++
+		}
+	}
+	bin := buildBinary(t)
+
+	seedValue := uint64(time.Now().UnixNano())
+	rng := rand.New(rand.NewPCG(seedValue, 0))
+	t.Logf("kill points from seed %d", seedValue)
+
+	// At --qps 50 the writes take about 13s; each kill lands within 3s of
+	// the run starting its work, so three kills leave work for the last run.
+	midRun := 0
+	prev := 0
+	for kill := 1; kill <= 3; kill++ {
+		delay := time.Duration(200+rng.IntN(2800)) * time.Millisecond
+		exited := runAndKill(t, bin, delay, "migrate", "-n", ns, "--qps", "50", "--burst", "10", "--page-size", "500")
+		done := checkEachOriginalOrNormalized(t, ns, originals)
+		t.Logf("kill %d after %v: %d of %d NADs normalized (exited by itself: %v)", kill, delay, done, changing, exited)
+		if done > prev && done < changing && !exited {
+			midRun++
+		}
+		prev = done
+	}
+	if midRun == 0 {
+		t.Fatal("no kill landed in the middle of the writes: the test proves nothing")
+	}
+
+	r := runCLI(t, "migrate", "-n", ns)
+	if r.code != 1 || r.report.Summary.Actions[report.ActionReported] != n/100 {
+		t.Fatalf("final run: exit %d, %v; want exit 1 with the %d truncated NADs reported\n%s", r.code, r.report.Summary.Actions, n/100, r.errOut)
+	}
+	if got := r.report.Summary.Actions[report.ActionNormalized]; got != changing-prev {
+		t.Errorf("the final run normalized %d NADs, want the %d left", got, changing-prev)
+	}
+	if done := checkEachOriginalOrNormalized(t, ns, originals); done != changing {
+		t.Errorf("%d of %d NADs normalized after the final run", done, changing)
+	}
+	if r := runCLI(t, "migrate", "-n", ns); r.report.Summary.Actions[report.ActionNormalized] != 0 {
+		t.Errorf("a run after the final one normalized %d NADs", r.report.Summary.Actions[report.ActionNormalized])
+	}
+}
+
+// runAndKill starts the binary with the admin kubeconfig and SIGKILLs it
+// delay after it logs that it starts working (preflight done). It reports
+// whether the process exited on its own first.
+func runAndKill(t *testing.T, bin string, delay time.Duration, args ...string) (exited bool) {
+	t.Helper()
+	cmd := exec.Command(bin, append(args, "--kubeconfig", env.KubeconfigPath, "--termination-message-path", "")...)
+	cmd.Stdout = io.Discard
+	stderr, err := cmd.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	started := make(chan struct{})
+	go func() {
+		sc := bufio.NewScanner(stderr)
+		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+		once := false
+		for sc.Scan() {
+			if !once && strings.Contains(sc.Text(), `"msg":"Starting"`) {
+				once = true
+				close(started)
+			}
+		}
+		if !once {
+			close(started)
+		}
+	}()
+	waitErr := make(chan error, 1)
+	<-started
+	timer := time.NewTimer(delay)
+	go func() { waitErr <- cmd.Wait() }()
+	select {
+	case err := <-waitErr:
+		timer.Stop()
+		t.Logf("the run exited by itself before the kill: %v", err)
+		return true
+	case <-timer.C:
+	}
+	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil && err != os.ErrProcessDone {
+		t.Fatal(err)
+	}
+	err = <-waitErr
+	if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() || ws.Signal() != syscall.SIGKILL {
+		t.Logf("the run ended with %v, not by the kill", err)
+		return true
+	}
+	return false
+}
+
+// checkEachOriginalOrNormalized fails the test for any NAD lost or holding
+// anything but its original config or the normalized one with matching
+// annotations, and returns how many are normalized.
+func checkEachOriginalOrNormalized(t *testing.T, ns string, originals map[string]string) (normalized int) {
+	t.Helper()
+	stored := listAll(t, ns)
+	if len(stored) != len(originals) {
+		t.Errorf("%d NADs stored, want %d", len(stored), len(originals))
+	}
+	for ref, orig := range originals {
+		got, ok := stored[ref]
+		if !ok {
+			t.Errorf("%s is lost", ref)
+			continue
+		}
+		res := netconf.Normalize([]byte(orig))
+		switch {
+		case got.Spec.Config == orig:
+			if _, ok := got.Annotations[nadv1.AnnotationOriginalConfig]; ok {
+				t.Errorf("%s holds its original config and an original-config annotation", ref)
+			}
+		case res.Changed && got.Spec.Config == string(res.Config):
+			if got.Annotations[nadv1.AnnotationOriginalConfig] != orig || got.Annotations[nadv1.AnnotationNormalizedFrom] != string(res.Form) {
+				t.Errorf("%s is normalized with annotations %v", ref, got.Annotations)
+			}
+			normalized++
+		default:
+			t.Errorf("%s holds %q: neither its original %q nor its normalized form", ref, got.Spec.Config, orig)
+		}
+	}
+	return normalized
+}
