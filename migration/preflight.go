@@ -22,9 +22,11 @@ type PreflightError struct{ Msg string }
 func (e *PreflightError) Error() string { return e.Msg }
 
 // Preflight checks, before anything is written, that the NAD CRD is
-// installed and Established and that this identity may list and update NADs
-// in the scope.
-func Preflight(ctx context.Context, cfg *rest.Config, namespace string) error {
+// installed and Established and that this identity may list and get NADs in
+// the scope, and update them when the run writes (a server dry run is
+// authorized as a write; a client dry run reads only, so a read-only
+// identity can see what a migration would do).
+func Preflight(ctx context.Context, cfg *rest.Config, namespace string, writes bool) error {
 	ext, err := apiextensionsclient.NewForConfig(cfg)
 	if err != nil {
 		return &PreflightError{Msg: fmt.Sprintf("Cannot build a client for %s: %v.", cfg.Host, err)}
@@ -60,7 +62,11 @@ func Preflight(ctx context.Context, cfg *rest.Config, namespace string) error {
 		return &PreflightError{Msg: fmt.Sprintf("Cannot build a client for %s: %v.", cfg.Host, err)}
 	}
 	var denied []string
-	for _, verb := range []string{"list", "get", "update"} {
+	verbs := []string{"list", "get"}
+	if writes {
+		verbs = append(verbs, "update")
+	}
+	for _, verb := range verbs {
 		ssar := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
 			ResourceAttributes: &authorizationv1.ResourceAttributes{
 				Namespace: namespace, Verb: verb, Group: nadv1.GroupVersion.Group, Version: nadv1.GroupVersion.Version, Resource: nadv1.Resource,

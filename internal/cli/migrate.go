@@ -127,7 +127,7 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
-	if err := migration.Preflight(ctx, cfg, f.namespace); err != nil {
+	if err := migration.Preflight(ctx, cfg, f.namespace, dry != migration.DryRunClient); err != nil {
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
 	scheme := runtime.NewScheme()

@@ -114,14 +114,17 @@ func runCLI(t testing.TB, args ...string) result {
 	t.Helper()
 	reportPath := filepath.Join(t.TempDir(), "report.json")
 	full := append([]string{}, args...)
-	hasKubeconfig := false
+	has := map[string]bool{}
 	for _, a := range args {
-		hasKubeconfig = hasKubeconfig || a == "--kubeconfig"
+		has[a] = true
 	}
-	if !hasKubeconfig {
+	if !has["--kubeconfig"] {
 		full = append(full, "--kubeconfig", env.KubeconfigPath)
 	}
-	full = append(full, "--report", reportPath, "--termination-message-path", "")
+	if !has["--termination-message-path"] {
+		full = append(full, "--termination-message-path", "")
+	}
+	full = append(full, "--report", reportPath)
 	var out, errOut bytes.Buffer
 	code := cli.Execute(full, nil, &out, &errOut)
 	r := result{code: code, out: out.String(), errOut: errOut.String()}

@@ -1,0 +1,194 @@
+package e2e
+
+import (
+	"context"
+	"encoding/json"
+	"os"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	"github.com/harvester/netconf-migrator/apis/report"
+	"github.com/harvester/netconf-migrator/internal/cli"
+	"github.com/harvester/netconf-migrator/internal/testenv"
+)
+
+const (
+	jobNamespace = "netconf-migrator-system"
+	jobSA        = "system:serviceaccount:" + jobNamespace + ":netconf-migrator-job"
+)
+
+var jobGroups = []string{"system:serviceaccounts", "system:serviceaccounts:" + jobNamespace, "system:authenticated"}
+
+// TestJobRBAC applies the Job's shipped ServiceAccount, ClusterRole and
+// binding, then acts as that ServiceAccount: a full migrate and rollback
+// work, anything else is denied.
+func TestJobRBAC(t *testing.T) {
+	ctx := context.Background()
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"config/namespace/namespace.yaml", "config/job/rbac.yaml"} {
+		if _, stderr, err := env.Kubectl(ctx, nil, "apply", "--server-side", "-f", filepath.Join(root, f)); err != nil {
+			t.Fatalf("kubectl apply %s: %v\n%s", f, err, stderr)
+		}
+	}
+	const ns = "rbac"
+	if err := env.CreateNamespace(ctx, ns, nil); err != nil {
+		t.Fatal(err)
+	}
+	labels := map[string]string{suiteLabel: "rbac"}
+	seed(t, population(ns, 200, labels))
+	asJob := kubeconfigAs(t, jobSA, jobGroups...)
+
+	// All namespaces, as the Job runs, narrowed to this suite by label.
+	// The kubelet creates the termination-log file; the run fills it.
+	termination := filepath.Join(t.TempDir(), "termination-log")
+	if err := os.WriteFile(termination, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := runCLI(t, "migrate", "-l", suiteLabel+"=rbac", "--kubeconfig", asJob, "--termination-message-path", termination)
+	if r.code != 1 {
+		t.Fatalf("exit %d, want 1 (two truncated NADs)\n%s", r.code, r.errOut)
+	}
+	var msg struct {
+		Total, ExitCode int
+		Actions         map[string]int
+	}
+	if raw, err := os.ReadFile(termination); err != nil || json.Unmarshal(raw, &msg) != nil || msg.Total != 200 || msg.ExitCode != 1 || msg.Actions["normalized"] != 24 {
+		t.Errorf("termination message %+v (%v), want total 200, exit 1, 24 normalized", msg, err)
+	}
+	if got := r.report.Summary.Actions[report.ActionNormalized]; got != 24 {
+		t.Errorf("normalized %d, want 24: %v", got, r.report.Summary.Actions)
+	}
+	if got := r.report.Summary.Actions[report.ActionFailed]; got != 0 {
+		t.Errorf("%d failed as the Job's ServiceAccount: %v", got, r.report.Items)
+	}
+	var events corev1.EventList
+	if err := fastClient(t).List(ctx, &events, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	if len(events.Items) != 24 {
+		t.Errorf("%d events recorded as the Job's ServiceAccount, want 24", len(events.Items))
+	}
+	if r := runCLI(t, "rollback", "-l", suiteLabel+"=rbac", "--kubeconfig", asJob); r.code != 0 || r.report.Summary.Actions[report.ActionRestored] != 24 {
+		t.Errorf("rollback as the Job: exit %d, %v\n%s", r.code, r.report.Summary.Actions, r.errOut)
+	}
+
+	cfg := rest.CopyConfig(env.Config)
+	cfg.Impersonate = rest.ImpersonationConfig{UserName: jobSA, Groups: jobGroups}
+	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	nad := &nadv1.NetworkAttachmentDefinition{}
+	if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: "nad-00001"}, nad); err != nil {
+		t.Fatalf("the Job cannot read a NAD: %v", err)
+	}
+	otherCRD := &apiextensionsv1.CustomResourceDefinition{}
+	for name, op := range map[string]func() error{
+		"list secrets": func() error { return c.List(ctx, &corev1.SecretList{}, client.InNamespace(jobNamespace)) },
+		"get a secret": func() error {
+			return c.Get(ctx, types.NamespacedName{Namespace: "kube-system", Name: "x"}, &corev1.Secret{})
+		},
+		"list pods":    func() error { return c.List(ctx, &corev1.PodList{}) },
+		"create a NAD": func() error { return c.Create(ctx, newNAD(ns, "new", flatConfig("new"), nil)) },
+		"delete a NAD": func() error { return c.Delete(ctx, nad.DeepCopy()) },
+		"patch a NAD": func() error {
+			return c.Patch(ctx, nad.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"x":"y"}}}`)))
+		},
+		"list CRDs":           func() error { return c.List(ctx, &apiextensionsv1.CustomResourceDefinitionList{}) },
+		"get another CRD":     func() error { return c.Get(ctx, types.NamespacedName{Name: "other.example.com"}, otherCRD) },
+		"update the NAD CRD":  func() error { return updateNADCRD(ctx, c) },
+		"list events":         func() error { return c.List(ctx, &corev1.EventList{}, client.InNamespace(ns)) },
+		"create a configmap":  func() error { return c.Create(ctx, &corev1.ConfigMap{ObjectMeta: nad.ObjectMeta}) },
+		"list NAD namespaces": func() error { return c.List(ctx, &corev1.NamespaceList{}) },
+	} {
+		if err := op(); !apierrors.IsForbidden(err) {
+			t.Errorf("the Job's ServiceAccount may %s: %v", name, err)
+		}
+	}
+}
+
+func updateNADCRD(ctx context.Context, c client.Client) error {
+	crd := &apiextensionsv1.CustomResourceDefinition{}
+	if err := c.Get(ctx, types.NamespacedName{Name: nadv1.CRDName}, crd); err != nil {
+		return err
+	}
+	return c.Update(ctx, crd)
+}
+
+// TestPreflight wants exit 2 and one sentence for an identity without the
+// Job's role and for a cluster without the NAD CRD.
+func TestPreflight(t *testing.T) {
+	r := runCLI(t, "migrate", "--kubeconfig", kubeconfigAs(t, "nobody", "system:authenticated"))
+	if r.code != 2 || !strings.Contains(r.errOut, "may not read the CustomResourceDefinition "+nadv1.CRDName) {
+		t.Errorf("no permissions: exit %d\n%s", r.code, r.errOut)
+	}
+	if r.hasReport {
+		t.Error("a preflight failure wrote a report")
+	}
+
+	// May read the CRD and review itself, may only list NADs.
+	ctx := context.Background()
+	c := fastClient(t)
+	role := &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: "preflight-lister"},
+		Rules: []rbacv1.PolicyRule{
+			{APIGroups: []string{"apiextensions.k8s.io"}, Resources: []string{"customresourcedefinitions"}, ResourceNames: []string{nadv1.CRDName}, Verbs: []string{"get"}},
+			{APIGroups: []string{"authorization.k8s.io"}, Resources: []string{"selfsubjectaccessreviews"}, Verbs: []string{"create"}},
+			{APIGroups: []string{nadv1.GroupVersion.Group}, Resources: []string{"network-attachment-definitions"}, Verbs: []string{"get", "list"}},
+		},
+	}
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "preflight-lister"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: "lister"}},
+	}
+	for _, o := range []client.Object{role, binding} {
+		if err := c.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r = runCLI(t, "migrate", "--kubeconfig", kubeconfigAs(t, "lister", "system:authenticated"))
+	if want := "This identity may not update NetworkAttachmentDefinitions in all namespaces"; r.code != 2 || !strings.Contains(r.errOut, want) {
+		t.Errorf("list only: exit %d, want 2 and %q\n%s", r.code, want, r.errOut)
+	}
+	// --dry-run=client sends no write: a read-only identity may see what a
+	// migration would do. A server dry run is authorized as a write.
+	if r := runCLI(t, "migrate", "--dry-run=client", "-l", "nothing=here", "--kubeconfig", kubeconfigAs(t, "lister", "system:authenticated")); r.code != 0 {
+		t.Errorf("list only, client dry run: exit %d, want 0\n%s", r.code, r.errOut)
+	}
+	if r := runCLI(t, "migrate", "--dry-run=server", "-l", "nothing=here", "--kubeconfig", kubeconfigAs(t, "lister", "system:authenticated")); r.code != 2 {
+		t.Errorf("list only, server dry run: exit %d, want 2\n%s", r.code, r.errOut)
+	}
+
+	if testing.Short() {
+		return
+	}
+	bare, err := testenv.Start(testenv.Options{WithoutNADCRD: true})
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer func() {
+		if err := bare.Stop(); err != nil {
+			t.Error(err)
+		}
+	}()
+	var out, errOut strings.Builder
+	code := cli.Execute([]string{"migrate", "--kubeconfig", bare.KubeconfigPath, "--termination-message-path", ""}, nil, &out, &errOut)
+	if code != 2 || !strings.Contains(errOut.String(), "is not installed") || !strings.Contains(errOut.String(), nadv1.CRDName) {
+		t.Errorf("no NAD CRD: exit %d\n%s", code, errOut.String())
+	}
+}
