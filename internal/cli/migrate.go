@@ -38,6 +38,7 @@ type runFlags struct {
 	concurrency, burst                                                                    int
 	qps                                                                                   float32
 	progress                                                                              time.Duration
+	events                                                                                bool
 }
 
 func newRunCommand(g *globals, mode migration.Mode) *cobra.Command {
@@ -87,6 +88,7 @@ Exit codes: 0 done; 1 some NADs failed or were changed since; 2 usage or preflig
 	fl.StringVarP(&f.output, "output", "o", "", "diff: print a unified diff of spec.config for every change")
 	fl.StringVar(&f.reportPath, "report", "", "write the JSON report (same shape as convert --report) to this file")
 	fl.StringVar(&f.profile, "profile", string(netconf.ProfileHarvester), "validation profile: harvester or generic")
+	fl.BoolVar(&f.events, "events", true, "record a Kubernetes Event on every rewritten or failed NAD (one more API request per NAD)")
 	fl.DurationVar(&f.progress, "progress-interval", 10*time.Second, "how often a progress line is logged")
 	fl.StringVar(&f.terminationPath, "termination-message-path", "/dev/termination-log", "where a Pod's termination message goes; written only when the file exists")
 	return cmd
@@ -152,6 +154,9 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 			Mode: mode, Namespace: f.namespace, Selector: sel, PageSize: f.pageSize, Concurrency: f.concurrency,
 			DryRun: dry, Profile: profile, ProgressInterval: f.progress,
 		},
+	}
+	if !f.events {
+		m.Events = nil
 	}
 	if f.output == "diff" {
 		m.Opts.Diff = g.io.Out

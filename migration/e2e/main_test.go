@@ -13,12 +13,14 @@ import (
 	"sync"
 	"testing"
 
+	"github.com/go-logr/logr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/report"
@@ -29,6 +31,7 @@ import (
 var env *testenv.Env
 
 func TestMain(m *testing.M) {
+	ctrllog.SetLogger(logr.Discard())
 	// Webhook certificates are made for the Harvester validator stand-in.
 	os.Exit(testenv.Main(m, testenv.Options{Webhooks: &envtest.WebhookInstallOptions{}}, &env))
 }

@@ -82,8 +82,14 @@ func TestJobRBAC(t *testing.T) {
 	if len(events.Items) != 24 {
 		t.Errorf("%d events recorded as the Job's ServiceAccount, want 24", len(events.Items))
 	}
-	if r := runCLI(t, "rollback", "-l", suiteLabel+"=rbac", "--kubeconfig", asJob); r.code != 0 || r.report.Summary.Actions[report.ActionRestored] != 24 {
+	if r := runCLI(t, "rollback", "-l", suiteLabel+"=rbac", "--kubeconfig", asJob, "--events=false"); r.code != 0 || r.report.Summary.Actions[report.ActionRestored] != 24 {
 		t.Errorf("rollback as the Job: exit %d, %v\n%s", r.code, r.report.Summary.Actions, r.errOut)
+	}
+	if err := fastClient(t).List(ctx, &events, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	if len(events.Items) != 24 {
+		t.Errorf("rollback --events=false recorded %d events", len(events.Items)-24)
 	}
 
 	cfg := rest.CopyConfig(env.Config)

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Runs the migration benchmarks against a real etcd and kube-apiserver and
+# prints markdown tables of medians, each a ratio against a baseline
+# measured in the same run:
+#   BenchmarkMigrateVsFloor  migrate on 10,000 NADs (10% nested, 2%
+#                            double-encoded, 1% truncated) vs a minimal
+#                            client doing the same list pages and updates
+#   BenchmarkPeakMemory      peak RSS of the binary at 10,000 vs 1,000 NADs
+#   BenchmarkKubectlLoop     per-NAD time vs `kubectl get | jq | kubectl
+#                            replace` once per object, on 500 NADs
+# Usage: hack/bench-migrate.sh [count] [kubectl-loop count]   (default 3, 1)
+set -euo pipefail
+cd "$(dirname "$0")/.."
+count=${1:-3}
+loops=${2:-1}
+if ! command -v jq >/dev/null; then
+  echo "bench-migrate: installing jq for the kubectl loop baseline" >&2
+  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq jq >/dev/null; else sudo apt-get install -y -qq jq >/dev/null; fi
+fi
+assets=$(hack/setup-test-assets.sh)
+export KUBEBUILDER_ASSETS="$assets" PATH="$assets:$PATH"
+run() { go test ./migration/e2e -run '^$' -bench "$1" -benchtime 1x -count "$2" -timeout 2h | grep '^Benchmark' | tee /dev/stderr; }
+floor=$(run '^BenchmarkMigrateVsFloor$' "$count")
+memory=$(run '^BenchmarkPeakMemory$' "$count")
+loop=$(run '^BenchmarkKubectlLoop$' "$loops")
+
+# median of the values that follow unit $2 in lines matching $1
+median() {
+  awk -v pat="$1" -v unit="$2" '$0 ~ pat { for (i = 2; i <= NF; i++) if ($i == unit) print $(i-1) }' |
+    sort -g | awk '{ a[NR] = $1 } END { if (NR % 2) print a[(NR + 1) / 2]; else print (a[NR / 2] + a[NR / 2 + 1]) / 2 }'
+}
+echo "| run | migrate s | floor s | migrate / floor |"
+echo "|---|---:|---:|---:|"
+for sub in 'qps=50/events=true' 'qps=2000/events=true' 'qps=2000/events=false'; do
+  pat="MigrateVsFloor/${sub//\//\\/}-"
+  printf '| %s | %s | %s | %.2fx |\n' "$sub" \
+    "$(echo "$floor" | median "$pat" migrate-s)" "$(echo "$floor" | median "$pat" floor-s)" \
+    "$(echo "$floor" | median "$pat" migrate/floor)"
+done
+echo
+echo "| peak RSS 1,000 NADs (MiB) | peak RSS 10,000 NADs (MiB) | 10,000 / 1,000 |"
+echo "|---:|---:|---:|"
+printf '| %.1f | %.1f | %.2fx |\n' "$(echo "$memory" | median PeakMemory rss-1k-MiB)" \
+  "$(echo "$memory" | median PeakMemory rss-10k-MiB)" "$(echo "$memory" | median PeakMemory 10k/1k)"
+echo
+echo "| migrate ms per NAD | kubectl loop ms per NAD | speedup |"
+echo "|---:|---:|---:|"
+printf '| %.1f | %.1f | %.0fx |\n' "$(echo "$loop" | median KubectlLoop migrate-ms/NAD)" \
+  "$(echo "$loop" | median KubectlLoop kubectl-ms/NAD)" "$(echo "$loop" | median KubectlLoop speedup)"

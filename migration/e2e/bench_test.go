@@ -1,0 +1,279 @@
+package e2e
+
+import (
+	"context"
+	"fmt"
+	"io"
+	"os"
+	"os/exec"
+	"strconv"
+	"sync"
+	"syscall"
+	"testing"
+	"time"
+
+	corev1 "k8s.io/api/core/v1"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	"github.com/harvester/netconf-migrator/apis/netconf"
+	"github.com/harvester/netconf-migrator/internal/cli"
+)
+
+// The benchmarks share seeded namespaces: seeding 10,000 NADs costs more
+// than a run.
+var (
+	seeded   = map[string]bool{}
+	seededMu sync.Mutex
+)
+
+// seedPopulation creates population(ns, n) once per process and returns the
+// NADs as created.
+func seedPopulation(b *testing.B, ns string, n int) []*nadv1.NetworkAttachmentDefinition {
+	b.Helper()
+	nads := population(ns, n, nil)
+	seededMu.Lock()
+	defer seededMu.Unlock()
+	if !seeded[ns] {
+		if err := env.CreateNamespace(context.Background(), ns, nil); err != nil {
+			b.Fatal(err)
+		}
+		seed(b, nads)
+		seeded[ns] = true
+	}
+	return nads
+}
+
+// reset puts every NAD in ns back to its seeded config and removes the
+// events of the last run, so every timed run does the same work.
+func reset(b *testing.B, ns string, nads []*nadv1.NetworkAttachmentDefinition) {
+	b.Helper()
+	ctx := context.Background()
+	c := fastClient(b)
+	want := map[string]string{}
+	for _, n := range nads {
+		want[n.Name] = n.Spec.Config
+	}
+	var todo []nadv1.NetworkAttachmentDefinition
+	for _, n := range listAll(b, ns) {
+		if n.Spec.Config != want[n.Name] || len(n.Annotations) > 0 {
+			todo = append(todo, n)
+		}
+	}
+	parallel(b, len(todo), func(i int) error {
+		n := todo[i]
+		n.Spec.Config, n.Annotations = want[n.Name], nil
+		return c.Update(ctx, &n)
+	})
+	if err := c.DeleteAllOf(ctx, &corev1.Event{}, client.InNamespace(ns)); err != nil {
+		b.Fatal(err)
+	}
+}
+
+func parallel(b testing.TB, n int, f func(i int) error) {
+	b.Helper()
+	var wg sync.WaitGroup
+	errs := make(chan error, n)
+	ch := make(chan int)
+	for range 16 {
+		wg.Go(func() {
+			for i := range ch {
+				if err := f(i); err != nil {
+					errs <- err
+				}
+			}
+		})
+	}
+	for i := range n {
+		ch <- i
+	}
+	close(ch)
+	wg.Wait()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+}
+
+// floorRun is the least any migration can do: the same list pages and the
+// same updates (configs computed beforehand, the same annotations) from the
+// same number of workers under the same client QPS, and nothing else.
+func floorRun(b *testing.B, ns string, qps float32, burst int, updates map[string]*nadv1.NetworkAttachmentDefinition) {
+	b.Helper()
+	ctx := context.Background()
+	cfg := rest.CopyConfig(env.Config)
+	cfg.QPS, cfg.Burst = qps, burst
+	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		b.Fatal(err)
+	}
+	work := make(chan *nadv1.NetworkAttachmentDefinition, 4)
+	var wg sync.WaitGroup
+	var failed error
+	var mu sync.Mutex
+	for range 4 {
+		wg.Go(func() {
+			for n := range work {
+				if err := c.Update(ctx, n); err != nil {
+					mu.Lock()
+					failed = err
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	cont := ""
+	for {
+		page := &nadv1.NetworkAttachmentDefinitionList{}
+		if err := c.List(ctx, page, client.InNamespace(ns), client.Limit(500), client.Continue(cont)); err != nil {
+			b.Fatal(err)
+		}
+		for i := range page.Items {
+			n := &page.Items[i]
+			if u, ok := updates[n.Name]; ok {
+				n.Spec.Config, n.Annotations = u.Spec.Config, u.Annotations
+				work <- n
+			}
+		}
+		if cont = page.Continue; cont == "" {
+			break
+		}
+	}
+	close(work)
+	wg.Wait()
+	if failed != nil {
+		b.Fatal(failed)
+	}
+}
+
+// expectedUpdates is what migrate writes for the population.
+func expectedUpdates(nads []*nadv1.NetworkAttachmentDefinition) map[string]*nadv1.NetworkAttachmentDefinition {
+	out := map[string]*nadv1.NetworkAttachmentDefinition{}
+	for _, n := range nads {
+		res := netconf.Normalize([]byte(n.Spec.Config))
+		if !res.Changed {
+			continue
+		}
+		u := n.DeepCopy()
+		u.Spec.Config = string(res.Config)
+		u.Annotations = map[string]string{nadv1.AnnotationOriginalConfig: n.Spec.Config, nadv1.AnnotationNormalizedFrom: string(res.Form)}
+		out[n.Name] = u
+	}
+	return out
+}
+
+// BenchmarkMigrateVsFloor times `migrate` (in process, preflight, events
+// and report included) on 10,000 NADs against floorRun, alternating the two
+// in every iteration, at the default QPS and with the API server as the
+// only limit. Run with -benchtime 1x.
+func BenchmarkMigrateVsFloor(b *testing.B) {
+	const ns, n = "bench-10k", 10000
+	nads := seedPopulation(b, ns, n)
+	updates := expectedUpdates(nads)
+	for _, tc := range []struct {
+		qps    int
+		events bool
+	}{{50, true}, {2000, true}, {2000, false}} {
+		b.Run(fmt.Sprintf("qps=%d/events=%v", tc.qps, tc.events), func(b *testing.B) {
+			burst := 2 * tc.qps
+			var ours, floor time.Duration
+			for range b.N {
+				reset(b, ns, nads)
+				start := time.Now()
+				code := cli.Execute([]string{"migrate", "-n", ns, "--kubeconfig", env.KubeconfigPath, "--termination-message-path", "",
+					"--qps", strconv.Itoa(tc.qps), "--burst", strconv.Itoa(burst), "--events=" + strconv.FormatBool(tc.events),
+					"--progress-interval", "1h"}, nil, io.Discard, io.Discard)
+				ours += time.Since(start)
+				if code != 1 { // the truncated NADs need a person
+					b.Fatalf("migrate: exit %d", code)
+				}
+				reset(b, ns, nads)
+				start = time.Now()
+				floorRun(b, ns, float32(tc.qps), burst, updates)
+				floor += time.Since(start)
+			}
+			b.ReportMetric(ours.Seconds()/float64(b.N), "migrate-s")
+			b.ReportMetric(floor.Seconds()/float64(b.N), "floor-s")
+			b.ReportMetric(float64(ours)/float64(floor), "migrate/floor")
+			b.ReportMetric(float64(len(updates)), "updates")
+			b.ReportMetric(0, "ns/op")
+		})
+	}
+}
+
+// BenchmarkPeakMemory runs the built binary on 1,000 and on 10,000 NADs and
+// compares the peak resident set sizes the kernel reports.
+func BenchmarkPeakMemory(b *testing.B) {
+	bin := buildBinary(b)
+	small := seedPopulation(b, "bench-1k", 1000)
+	large := seedPopulation(b, "bench-10k", 10000)
+	var rss1k, rss10k int64
+	for range b.N {
+		reset(b, "bench-1k", small)
+		rss1k += maxRSS(b, bin, "bench-1k")
+		reset(b, "bench-10k", large)
+		rss10k += maxRSS(b, bin, "bench-10k")
+	}
+	b.ReportMetric(float64(rss1k)/float64(b.N)/1024, "rss-1k-MiB")
+	b.ReportMetric(float64(rss10k)/float64(b.N)/1024, "rss-10k-MiB")
+	b.ReportMetric(float64(rss10k)/float64(rss1k), "10k/1k")
+	b.ReportMetric(0, "ns/op")
+}
+
+// maxRSS runs migrate on ns as a process and returns its peak RSS in KiB.
+func maxRSS(b *testing.B, bin, ns string) int64 {
+	b.Helper()
+	cmd := exec.Command(bin, "migrate", "-n", ns, "--kubeconfig", env.KubeconfigPath, "--termination-message-path", "", "--qps", "2000", "--burst", "4000")
+	cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+	if err := cmd.Run(); cmd.ProcessState == nil || cmd.ProcessState.ExitCode() != 1 {
+		b.Fatalf("migrate -n %s: %v", ns, err)
+	}
+	return cmd.ProcessState.SysUsage().(*syscall.Rusage).Maxrss
+}
+
+// kubectlLoop is the per-object migration Harvester shipped before: for
+// every NAD, kubectl get, a jq rewrite of spec.config, kubectl replace.
+const kubectlLoop = `
+set -euo pipefail
+for name in $(kubectl get network-attachment-definitions -n "$NS" -o jsonpath='{.items[*].metadata.name}'); do
+  kubectl get network-attachment-definitions -n "$NS" "$name" -o json |
+    jq '.spec.config |= (try (fromjson | if type == "string" then fromjson else . end
+                             | if has("NetConf") then (.NetConf + del(.NetConf)) else . end | tojson) catch .)' |
+    kubectl replace -f - >/dev/null
+done
+`
+
+// BenchmarkKubectlLoop compares the time per NAD of kubectlLoop with that
+// of the migrate binary (process start and preflight included) on 500 NADs.
+func BenchmarkKubectlLoop(b *testing.B) {
+	if _, err := exec.LookPath("jq"); err != nil {
+		b.Skip("jq is not installed (hack/bench-migrate.sh installs it)")
+	}
+	bin := buildBinary(b)
+	const ns, n = "bench-500", 500
+	nads := seedPopulation(b, ns, n)
+	var ours, loop time.Duration
+	for range b.N {
+		reset(b, ns, nads)
+		start := time.Now()
+		cmd := exec.Command(bin, "migrate", "-n", ns, "--kubeconfig", env.KubeconfigPath, "--termination-message-path", "")
+		cmd.Stdout, cmd.Stderr = io.Discard, io.Discard
+		if err := cmd.Run(); cmd.ProcessState.ExitCode() != 1 {
+			b.Fatalf("migrate: %v", err)
+		}
+		ours += time.Since(start)
+		reset(b, ns, nads)
+		start = time.Now()
+		sh := exec.Command("bash", "-c", kubectlLoop)
+		sh.Env = append(os.Environ(), "KUBECONFIG="+env.KubeconfigPath, "NS="+ns)
+		if out, err := sh.CombinedOutput(); err != nil {
+			b.Fatalf("the kubectl loop: %v\n%s", err, out)
+		}
+		loop += time.Since(start)
+	}
+	b.ReportMetric(float64(ours.Milliseconds())/float64(b.N*n), "migrate-ms/NAD")
+	b.ReportMetric(float64(loop.Milliseconds())/float64(b.N*n), "kubectl-ms/NAD")
+	b.ReportMetric(float64(loop)/float64(ours), "speedup")
+	b.ReportMetric(0, "ns/op")
+}
