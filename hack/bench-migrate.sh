@@ -13,9 +13,14 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 count=${1:-3}
 loops=${2:-1}
-if ! command -v jq >/dev/null; then
-  echo "bench-migrate: installing jq for the kubectl loop baseline" >&2
-  if [ "$(id -u)" = 0 ]; then apt-get install -y -qq jq >/dev/null; else sudo apt-get install -y -qq jq >/dev/null; fi
+# jq for the kubectl loop baseline, GNU time for peak RSS.
+missing=()
+command -v jq >/dev/null || missing+=(jq)
+[ -x /usr/bin/time ] || missing+=(time)
+if [ ${#missing[@]} -gt 0 ]; then
+  echo "bench-migrate: installing ${missing[*]}" >&2
+  sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
+  $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
 fi
 assets=$(hack/setup-test-assets.sh)
 export KUBEBUILDER_ASSETS="$assets" PATH="$assets:$PATH"
