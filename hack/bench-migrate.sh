@@ -24,7 +24,13 @@ if [ ${#missing[@]} -gt 0 ]; then
 fi
 assets=$(hack/setup-test-assets.sh)
 export KUBEBUILDER_ASSETS="$assets" PATH="$assets:$PATH"
-run() { go test ./migration/e2e -run '^$' -bench "$1" -benchtime 1x -count "$2" -timeout 2h | grep '^Benchmark' | tee /dev/stderr; }
+run() {
+  local out
+  out=$(go test ./migration/e2e -run '^$' -bench "$1" -benchtime 1x -count "$2" -timeout 2h 2>&1 | grep -v '^{') ||
+    { echo "$out" >&2; return 1; }
+  echo "$out" | grep '^Benchmark' >&2
+  echo "$out" | grep '^Benchmark'
+}
 floor=$(run '^BenchmarkMigrateVsFloor$' "$count")
 memory=$(run '^BenchmarkPeakMemory$' "$count")
 loop=$(run '^BenchmarkKubectlLoop$' "$loops")
