@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"encoding/json"
 	"fmt"
 	"slices"
 	"sync"
@@ -10,7 +11,10 @@ import (
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
+	admissionv1 "k8s.io/api/admission/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -27,6 +31,11 @@ import (
 //	none        no webhook configuration at all (the baseline)
 //	allow-only  the shipped configuration calling a server that only decodes
 //	            the review and allows it: what any webhook costs here
+//	fixed-patch the shipped configuration calling a server that answers every
+//	            review with the response our handler gives for this NAD (the
+//	            same patch and warning), computed once: what any webhook that
+//	            rewrites the config costs, since the API server applies the
+//	            patch and decodes the result
 //	ours        the shipped configuration calling our webhook
 //
 // hack/bench-webhook.sh turns the runs into ratios.
@@ -39,13 +48,16 @@ func BenchmarkCreateLatency(b *testing.B) {
 	}
 	ctx := context.Background()
 	run := 0
-	for _, mode := range []string{"none", "allow-only", "ours"} {
+	for _, mode := range []string{"none", "allow-only", "fixed-patch", "ours"} {
 		stop := func() {}
 		switch mode {
 		case "none":
 			removeShipped(b)
 		case "allow-only":
-			stop = startAllowOnly(b)
+			stop = startBaseline(b, func(context.Context, admission.Request) admission.Response { return admission.Allowed("") })
+		case "fixed-patch":
+			resp := oursResponse(b, newNAD("bench", "n-0", nestedProbe))
+			stop = startBaseline(b, func(context.Context, admission.Request) admission.Response { return resp })
 		case "ours":
 			w := startOurs(b, webhooks.ServerOptions{})
 			stop = func() { w.stop(b) }
@@ -98,19 +110,37 @@ func BenchmarkCreateLatency(b *testing.B) {
 	}
 }
 
-// startAllowOnly serves, where our webhook would be, a handler that only
-// lets the decoded review through, registers the shipped configuration and
-// waits until the API server calls it. The returned function stops it.
-func startAllowOnly(b *testing.B) func() {
+// oursResponse is our handler's response to a CREATE of nad, checked to be
+// a patch so that the fixed-patch baseline does what ours does.
+func oursResponse(b testing.TB, nad *nadv1.NetworkAttachmentDefinition) admission.Response {
+	b.Helper()
+	raw, err := json.Marshal(nad)
+	if err != nil {
+		b.Fatal(err)
+	}
+	req := admission.Request{AdmissionRequest: admissionv1.AdmissionRequest{
+		Operation: admissionv1.Create, Namespace: nad.Namespace, Name: nad.Name, Object: runtime.RawExtension{Raw: raw},
+	}}
+	resp := webhooks.NewHandler(webhooks.Options{}, logr.Discard()).Handle(context.Background(), req)
+	if !resp.Allowed || len(resp.Patches) == 0 || len(resp.Warnings) == 0 {
+		b.Fatalf("our handler did not patch %s with a warning: %+v", nad.Name, resp)
+	}
+	return resp
+}
+
+// startBaseline serves handle where our webhook would be, registers the
+// shipped configuration and waits until the API server calls it. The
+// returned function stops it.
+func startBaseline(b testing.TB, handle admission.HandlerFunc) func() {
 	b.Helper()
 	var calls atomic.Int64
 	srv := webhook.NewServer(webhook.Options{
 		Host: env.Webhook.LocalServingHost, Port: env.Webhook.LocalServingPort, CertDir: env.Webhook.LocalServingCertDir,
 		TLSOpts: []func(*tls.Config){webhooks.TLSOptions(false)},
 	})
-	srv.Register(webhooks.Path, &webhook.Admission{Handler: admission.HandlerFunc(func(context.Context, admission.Request) admission.Response {
+	srv.Register(webhooks.Path, &webhook.Admission{Handler: admission.HandlerFunc(func(ctx context.Context, req admission.Request) admission.Response {
 		calls.Add(1)
-		return admission.Allowed("")
+		return handle(ctx, req)
 	})})
 	ctx, cancel := context.WithCancel(context.Background())
 	done := make(chan error, 1)
@@ -124,7 +154,7 @@ func startAllowOnly(b *testing.B) func() {
 		return calls.Load() > 0, env.Client.Create(ctx, nad, client.DryRunAll)
 	})
 	if err != nil {
-		b.Fatalf("waiting for the allow-only webhook: %v", err)
+		b.Fatalf("waiting for the baseline webhook: %v", err)
 	}
 	return func() {
 		cancel()
