@@ -1,0 +1,81 @@
+# netconf-migrator's step for a Harvester upgrade.
+#
+# Harvester's upgrade_manifests.sh (run under `bash -e` by the
+# <upgrade>-apply-manifests Job in harvester-system) sources
+# migrations/upgrade_manifests/<previous version>/pre-hook.sh, when it exists,
+# before it upgrades the Harvester charts. Ship this file there (or source it
+# from the pre-hook already there) and the netconf-migrator binary in the
+# upgrade image: the NADs stored in the cluster are then migrated to the flat
+# CNI form before the new Harvester starts, with the upgrade Job's own
+# service account.
+#
+# The file is sourced, not run: it never calls exit, never changes the shell's
+# options, keeps its variables local and catches every failure, because under
+# `bash -e` any failing command would stop the upgrade. By default it never
+# stops the upgrade (a NAD that cannot be migrated is as broken after the
+# upgrade as before it); it reports instead, into the ConfigMap
+# netconf-migrator-report in harvester-system, where support bundles find it.
+#
+# Settings, from the environment:
+#   NETCONF_MIGRATOR_BIN               the binary (default: netconf-migrator on PATH)
+#   NETCONF_MIGRATOR_ARGS              more arguments for migrate, split on spaces
+#                                      (default: none: every namespace)
+#   NETCONF_MIGRATOR_REPORT_NAMESPACE  where the report ConfigMap goes (harvester-system)
+#   NETCONF_MIGRATOR_STRICT            "true": stop the upgrade when migrate cannot run,
+#                                      or when a NAD failed or needs a person
+
+netconf_migrator_pre_hook() {
+  local bin=${NETCONF_MIGRATOR_BIN:-netconf-migrator}
+  local ns=${NETCONF_MIGRATOR_REPORT_NAMESPACE:-harvester-system}
+  local strict=${NETCONF_MIGRATOR_STRICT:-false}
+  local -a args=()
+  read -r -a args <<<"${NETCONF_MIGRATOR_ARGS:-}" || true
+
+  echo "netconf-migrator: migrating NetworkAttachmentDefinitions to the flat CNI form"
+  if ! command -v "$bin" >/dev/null 2>&1; then
+    echo "netconf-migrator: $bin is not in this image; NADs were not migrated (run its Job after the upgrade)" >&2
+    [ "$strict" = true ] && return 2
+    return 0
+  fi
+
+  local dir
+  if ! dir=$(mktemp -d); then
+    echo "netconf-migrator: cannot create a temporary directory; NADs were not migrated" >&2
+    [ "$strict" = true ] && return 2
+    return 0
+  fi
+  local rc=0
+  # The termination message of this container is the upgrade script's own.
+  "$bin" migrate --report "$dir/report.json" --progress-interval 30s --termination-message-path "" "${args[@]}" || rc=$?
+
+  if [ -s "$dir/report.json" ]; then
+    # Replaced on every upgrade: it always describes the last run.
+    if kubectl create configmap netconf-migrator-report -n "$ns" \
+        --from-file=report.json="$dir/report.json" --dry-run=client -o yaml |
+      kubectl label --local -f - -o yaml app.kubernetes.io/name=netconf-migrator |
+      kubectl apply -f - >/dev/null; then
+      echo "netconf-migrator: report stored in ConfigMap $ns/netconf-migrator-report"
+    else
+      echo "netconf-migrator: could not store the report in ConfigMap $ns/netconf-migrator-report" >&2
+    fi
+  fi
+  rm -rf "$dir"
+
+  case $rc in
+  0)
+    echo "netconf-migrator: every NAD is in the flat form"
+    ;;
+  1)
+    echo "netconf-migrator: some NADs failed or need a person (see the lines above and the report ConfigMap);" \
+      "NADs in use by running VMs can be migrated after the upgrade by stopping the VMs and running the Job" >&2
+    [ "$strict" = true ] && return 1
+    ;;
+  *)
+    echo "netconf-migrator: migrate could not run (exit code $rc); NADs were not migrated" >&2
+    [ "$strict" = true ] && return "$rc"
+    ;;
+  esac
+  return 0
+}
+
+netconf_migrator_pre_hook
