@@ -35,8 +35,16 @@ lint: ## gofmt and go vet.
 bench: ## Go benchmarks of the normalizer.
 	$(GO) test ./apis/netconf -run '^$$' -bench . -benchmem -count 5
 
+# The install bundles, rendered from config/ with kubectl's kustomize (the
+# kubectl the test assets script checks for).
+manifests: test-assets ## Render dist/install.yaml, dist/install-cert-manager.yaml, dist/migrate-job.yaml.
+	@mkdir -p dist
+	kubectl kustomize config/default > dist/install.yaml
+	kubectl kustomize config/cert-manager > dist/install-cert-manager.yaml
+	kubectl kustomize config/job > dist/migrate-job.yaml
+
 clean:
-	rm -rf $(BIN)
+	rm -rf $(BIN) dist
 
 generate: ## Regenerate deep-copy functions.
 	$(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0 object:headerFile=hack/boilerplate.go.txt paths=./apis/...
