@@ -13,15 +13,7 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 count=${1:-3}
 loops=${2:-1}
-# jq for the kubectl loop baseline, GNU time for peak RSS.
-missing=()
-command -v jq >/dev/null || missing+=(jq)
-[ -x /usr/bin/time ] || missing+=(time)
-if [ ${#missing[@]} -gt 0 ]; then
-  echo "bench-migrate: installing ${missing[*]}" >&2
-  sudo=; [ "$(id -u)" = 0 ] || sudo=sudo
-  $sudo apt-get install -y -qq "${missing[@]}" >/dev/null
-fi
+# setup-test-assets.sh also installs jq (the kubectl loop) and GNU time (peak RSS).
 assets=$(hack/setup-test-assets.sh)
 export KUBEBUILDER_ASSETS="$assets" PATH="$assets:$PATH"
 run() {

@@ -5,6 +5,8 @@
 #   kube-apiserver  built from the k8s.io/kubernetes Go module at the minor
 #                   version of our k8s.io libraries, cached by version
 #   kubectl         Debian's kubectl package
+#   jq, GNU time    for the migration benchmarks (the kubectl-loop baseline and
+#                   peak memory), which `make test` runs once, small
 # Prints the assets directory (etcd + kube-apiserver, for KUBEBUILDER_ASSETS)
 # as the last line of stdout; progress goes to stderr.
 set -euo pipefail
@@ -39,6 +41,8 @@ fi
 if ! command -v kubectl >/dev/null 2>&1; then
   apt_install kubectl
 fi
+command -v jq >/dev/null 2>&1 || apt_install jq
+[[ -x /usr/bin/time ]] || apt_install time
 ln -sf "$(command -v etcd)" "$assets/etcd"
 
 if [[ ! -x $assets/kube-apiserver ]]; then
