@@ -130,6 +130,8 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	defer stop()
 
 	if err := migration.Preflight(ctx, cfg, f.namespace, dry != migration.DryRunClient); err != nil {
+		// A Job's Pod status then says why the run never started.
+		writeTermination(f.terminationPath, report.New(), ExitUsage, err)
 		return &ExitError{Code: ExitUsage, Err: err}
 	}
 	scheme := runtime.NewScheme()
@@ -205,7 +207,11 @@ func writeTermination(path string, rep *report.Report, code int, runErr error) {
 	}
 	msg := map[string]any{"total": rep.Summary.Total, "actions": rep.Summary.Actions, "exitCode": code}
 	if runErr != nil {
-		msg["error"] = runErr.Error()
+		e := runErr.Error()
+		if len(e) > 1024 { // the kubelet keeps 4096 bytes of the message
+			e = e[:1024] + "..."
+		}
+		msg["error"] = e
 	}
 	b, err := json.Marshal(msg)
 	if err != nil || len(b) > 4096 {

@@ -138,12 +138,25 @@ func updateNADCRD(ctx context.Context, c client.Client) error {
 // TestPreflight wants exit 2 and one sentence for an identity without the
 // Job's role and for a cluster without the NAD CRD.
 func TestPreflight(t *testing.T) {
-	r := runCLI(t, "migrate", "--kubeconfig", kubeconfigAs(t, "nobody", "system:authenticated"))
+	termination := filepath.Join(t.TempDir(), "termination-log")
+	if err := os.WriteFile(termination, nil, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	r := runCLI(t, "migrate", "--kubeconfig", kubeconfigAs(t, "nobody", "system:authenticated"), "--termination-message-path", termination)
 	if r.code != 2 || !strings.Contains(r.errOut, "may not read the CustomResourceDefinition "+nadv1.CRDName) {
 		t.Errorf("no permissions: exit %d\n%s", r.code, r.errOut)
 	}
 	if r.hasReport {
 		t.Error("a preflight failure wrote a report")
+	}
+	// In a Pod, the termination message says why the run never started.
+	var msg struct {
+		ExitCode int    `json:"exitCode"`
+		Error    string `json:"error"`
+	}
+	if raw, err := os.ReadFile(termination); err != nil || json.Unmarshal(raw, &msg) != nil || msg.ExitCode != 2 ||
+		!strings.Contains(msg.Error, "may not read the CustomResourceDefinition") {
+		t.Errorf("termination message after a preflight failure: %q (%v), want exit code 2 and the reason", raw, err)
 	}
 
 	// May read the CRD and review itself, may only list NADs.
