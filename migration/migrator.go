@@ -13,7 +13,6 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/labels"
-	"k8s.io/apimachinery/pkg/types"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
@@ -175,9 +174,14 @@ func (m *Migrator) Run(ctx context.Context) (*report.Report, error) {
 // list feeds every NAD in scope to work, page by page, so memory holds at
 // most one page and the workers' NADs whatever the number of NADs.
 func (m *Migrator) list(ctx context.Context, work chan<- *nadv1.NetworkAttachmentDefinition) error {
-	// After an expired continue token the listing starts again; NADs
-	// already handed out are not visited twice.
-	var done map[types.UID]struct{}
+	// After an expired continue token the listing starts again from the
+	// top. The API server lists in key order (namespace/name), so the NADs
+	// handed out before are the ones up to the last key: skipping them
+	// visits each NAD once with no memory of the NADs seen. NADs created
+	// meanwhile with keys before it were not in the first snapshot either;
+	// the webhook sees those writes.
+	var last string
+	restarted := false
 	cont := ""
 	for {
 		var page *nadv1.NetworkAttachmentDefinitionList
@@ -186,12 +190,9 @@ func (m *Migrator) list(ctx context.Context, work chan<- *nadv1.NetworkAttachmen
 			page, err = m.Store.List(ctx, m.Opts.Namespace, m.Opts.Selector, m.Opts.PageSize, cont)
 			return err
 		})
-		if apierrors.IsResourceExpired(err) || apierrors.IsGone(err) {
-			m.Log.Info("Listing again from the start: the continue token expired", logging.KeyReason, err.Error())
-			if done == nil {
-				done = map[types.UID]struct{}{}
-			}
-			cont = ""
+		if cont != "" && (apierrors.IsResourceExpired(err) || apierrors.IsGone(err)) {
+			m.Log.Info("Listing again from the start: the continue token expired", logging.KeyReason, err.Error(), "after", last)
+			restarted, cont = true, ""
 			continue
 		}
 		if err != nil {
@@ -200,12 +201,11 @@ func (m *Migrator) list(ctx context.Context, work chan<- *nadv1.NetworkAttachmen
 		m.pages.Add(1)
 		for i := range page.Items {
 			nad := &page.Items[i]
-			if done != nil {
-				if _, ok := done[nad.UID]; ok {
-					continue
-				}
-				done[nad.UID] = struct{}{}
+			key := nad.Namespace + "/" + nad.Name
+			if restarted && key <= last {
+				continue
 			}
+			last = key
 			select {
 			case work <- nad:
 			case <-ctx.Done():

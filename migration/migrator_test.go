@@ -38,7 +38,10 @@ type memStore struct {
 	beforeUpdate func(s *memStore, key string, attempt int) error
 	// afterUpdate may drop the answer of a write that was stored.
 	afterUpdate func(key string, attempt int) error
-	expireOnce  bool
+	// expireAt makes the continue token of that list call (2 is the first
+	// with a token) expire, once.
+	expireAt  int
+	listCalls int
 }
 
 var nadGR = schema.GroupResource{Group: "k8s.cni.cncf.io", Resource: "network-attachment-definitions"}
@@ -68,8 +71,8 @@ func (s *memStore) keys() []string {
 func (s *memStore) List(_ context.Context, ns string, sel labels.Selector, limit int64, cont string) (*nadv1.NetworkAttachmentDefinitionList, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
-	if cont != "" && s.expireOnce {
-		s.expireOnce = false
+	s.listCalls++
+	if cont != "" && s.listCalls == s.expireAt {
 		return nil, apierrors.NewResourceExpired("the continue token is too old")
 	}
 	start, _ := strconv.Atoi(cont)
@@ -308,15 +311,28 @@ func TestMigrateErrors(t *testing.T) {
 }
 
 func TestExpiredContinueTokenVisitsEachNADOnce(t *testing.T) {
-	configs := map[string]string{}
-	for i := range 10 {
-		configs[fmt.Sprintf("ns/n%02d", i)] = nested
-	}
-	s := newMemStore(configs)
-	s.expireOnce = true
-	rep := run(t, s, Options{PageSize: 3})
-	if rep.Summary.Total != 10 || rep.Count(report.ActionNormalized) != 10 {
-		t.Errorf("visited %d, normalized %d; want 10 and 10", rep.Summary.Total, rep.Count(report.ActionNormalized))
+	// 10 NADs in pages of 3: 4 pages. The token expires on list call 2 or 3.
+	for _, expireAt := range []int{2, 3} {
+		configs := map[string]string{}
+		for i := range 10 {
+			configs[fmt.Sprintf("ns/n%02d", i)] = nested
+		}
+		s := newMemStore(configs)
+		s.expireAt = expireAt
+		rep := run(t, s, Options{PageSize: 3})
+		if rep.Summary.Total != 10 || rep.Count(report.ActionNormalized) != 10 {
+			t.Errorf("expiring at call %d: visited %d, normalized %d; want 10 and 10", expireAt, rep.Summary.Total, rep.Count(report.ActionNormalized))
+		}
+		for key, n := range s.updates {
+			if n != 1 {
+				t.Errorf("expiring at call %d: %s written %d times", expireAt, key, n)
+			}
+		}
+		// The expired token is not retried: the pages before it, the
+		// expired call, then all four pages again.
+		if want := expireAt - 1 + 1 + 4; s.listCalls != want {
+			t.Errorf("expiring at call %d: %d list calls, want %d", expireAt, s.listCalls, want)
+		}
 	}
 }
 

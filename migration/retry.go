@@ -47,6 +47,10 @@ func Classify(err error) Class {
 		return Final
 	case errors.Is(err, context.Canceled):
 		return Final
+	case apierrors.IsResourceExpired(err) || apierrors.IsGone(err):
+		// An expired continue token stays expired: the listing starts
+		// again instead of retrying it.
+		return Final
 	}
 	// 429, other 5xx, timeouts, dropped connections: a webhook restarting
 	// during certificate rotation or an API server under load.

@@ -58,6 +58,8 @@ type Options struct {
 	ShowOutput bool
 	// WithoutNADCRD leaves the NAD CRD out, as on a cluster without Multus.
 	WithoutNADCRD bool
+	// APIServerFlags are set on kube-apiserver's command line.
+	APIServerFlags map[string]string
 }
 
 // RepoRoot finds the module root from the working directory.
@@ -161,6 +163,9 @@ func Start(opts Options) (*Env, error) {
 		BinaryAssetsDirectory:    assets,
 		AttachControlPlaneOutput: opts.ShowOutput || os.Getenv("KUBEBUILDER_ATTACH_CONTROL_PLANE_OUTPUT") == "true",
 		ControlPlaneStartTimeout: 2 * time.Minute, // a loaded 2-core machine starts slowly
+	}
+	for k, v := range opts.APIServerFlags {
+		te.ControlPlane.GetAPIServer().Configure().Set(k, v)
 	}
 	if !opts.WithoutNADCRD {
 		te.CRDInstallOptions = envtest.CRDInstallOptions{CRDs: []*apiextensionsv1.CustomResourceDefinition{crd}}
@@ -270,4 +275,10 @@ func (e *Env) AddUser(name string, groups ...string) (*rest.Config, error) {
 		return nil, fmt.Errorf("adding user %s: %w", name, err)
 	}
 	return u.Config(), nil
+}
+
+// EtcdURL is where etcd serves clients (and, in etcd 3.4, its JSON
+// gateway), for tests that act on etcd below the API server.
+func (e *Env) EtcdURL() string {
+	return e.env.ControlPlane.Etcd.URL.String()
 }
