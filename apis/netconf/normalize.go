@@ -226,7 +226,7 @@ func normalizeObject(config []byte, s int, t topInfo) Result {
 // into its parent, following the merge rules of the normalization contract.
 func flatten(obj []byte, level int) ([]Member, *Reason) {
 	ms := parseMembers(obj)
-	if dup := duplicate(ms); dup != "" {
+	if dup, found := duplicate(ms); found {
 		return nil, &Reason{Code: ReasonDuplicateKey, Key: dup,
 			Message: fmt.Sprintf("key %q appears twice in one object; JSON decoders disagree on which value wins", dup)}
 	}

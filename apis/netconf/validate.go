@@ -70,8 +70,8 @@ func Validate(config []byte, profile Profile) []Violation {
 func validateObject(obj []byte, profile Profile, path string) []Violation {
 	var vs []Violation
 	ms := parseMembers(bytes.TrimRight(obj, " \t\r\n"))
-	idx, dup := index(ms)
-	if dup != "" {
+	idx, dup, hasDup := index(ms)
+	if hasDup {
 		vs = append(vs, Violation{Rule: RuleDuplicateKey, Key: path + dup,
 			Message: "the key appears twice; decoders disagree on which value wins"})
 	}
@@ -183,7 +183,7 @@ func validateTrunk(v []byte, vlan int64, path string) []Violation {
 			continue
 		}
 		ms := parseMembers(e)
-		idx, _ := index(ms)
+		idx, _, _ := index(ms)
 		id, hasID := idx["id"]
 		minI, hasMin := idx["minID"]
 		maxI, hasMax := idx["maxID"]
@@ -213,7 +213,7 @@ func validateTrunk(v []byte, vlan int64, path string) []Violation {
 
 func validateWhereabouts(ipam []byte, path string) []Violation {
 	ms := parseMembers(ipam)
-	idx, _ := index(ms)
+	idx, _, _ := index(ms)
 	t, ok := idx["type"]
 	if !ok || string(ms[t].Value) != `"whereabouts"` {
 		return nil

@@ -45,6 +45,7 @@ func TestValidate(t *testing.T) {
 		{"other ipam is not checked", `{` + ok + `,"bridge":"a-br","ipam":{"type":"host-local","range":"x"}}`, ProfileGeneric, nil},
 		{"cniVersion not a string", `{"cniVersion":1,"type":"macvlan"}`, ProfileGeneric, []string{"cni-version cniVersion"}},
 		{"duplicate key", `{"type":"bridge","bridge":"a-br","bridge":"b-br"}`, ProfileGeneric, []string{"duplicate-key bridge"}},
+		{"duplicate empty key", `{"type":"bridge","bridge":"a-br","":1,"":2}`, ProfileGeneric, []string{"duplicate-key "}},
 		{"conflist plugins checked with their path", `{"cniVersion":"1.0.0","name":"c","plugins":[{"type":"tuning"},{"type":"bridge","bridge":"x","vlan":5000}]}`, ProfileHarvester,
 			[]string{"bridge-suffix plugins[1].bridge", "vlan plugins[1].vlan"}},
 		{"everything at once", `{"cniVersion":1,"type":"bridge","bridge":"this-is-too-long","vlan":9999,"hairpinMode":true,"promiscMode":true,"mtu":1}`, ProfileHarvester,

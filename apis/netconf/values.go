@@ -168,9 +168,9 @@ func jsonEqual(a, b []byte) bool {
 		if len(ma) != len(mb) {
 			return false
 		}
-		ia, dupA := index(ma)
-		_, dupB := index(mb)
-		if dupA != "" || dupB != "" {
+		ia, _, dupA := index(ma)
+		_, _, dupB := index(mb)
+		if dupA || dupB {
 			return false
 		}
 		for _, m := range mb {
@@ -211,31 +211,31 @@ func find(ms []Member, key string) int {
 	return -1
 }
 
-// duplicate names the first key that appears twice, or "".
-func duplicate(ms []Member) string {
+// duplicate names the first key that appears twice; found is false when
+// none does ("" is a key like any other).
+func duplicate(ms []Member) (key string, found bool) {
 	if len(ms) > 32 {
-		_, dup := index(ms)
-		return dup
+		_, key, found = index(ms)
+		return key, found
 	}
 	for i := 1; i < len(ms); i++ {
 		if find(ms[:i], ms[i].Key) >= 0 {
-			return ms[i].Key
+			return ms[i].Key, true
 		}
 	}
-	return ""
+	return "", false
 }
 
 // index maps keys to their position and names the first duplicate key.
-func index(ms []Member) (map[string]int, string) {
-	idx := make(map[string]int, len(ms))
-	dup := ""
+func index(ms []Member) (idx map[string]int, dup string, hasDup bool) {
+	idx = make(map[string]int, len(ms))
 	for i, m := range ms {
-		if _, found := idx[m.Key]; found && dup == "" {
-			dup = m.Key
+		if _, found := idx[m.Key]; found && !hasDup {
+			dup, hasDup = m.Key, true
 		}
 		idx[m.Key] = i
 	}
-	return idx, dup
+	return idx, dup, hasDup
 }
 
 // decimal is a number reduced to sign, significant digits and a power of ten,
