@@ -70,7 +70,7 @@ go through unchanged and the migration job fixes them later.`,
 	f.StringVar(&o.SecretName, "secret-name", "netconf-migrator-webhook-cert", "Secret holding the self-signed CA and serving certificate")
 	f.StringVar(&o.Namespace, "namespace", os.Getenv("POD_NAMESPACE"), "namespace of the Secret and the Service (default $POD_NAMESPACE)")
 	f.StringVar(&o.ServiceName, "service-name", "netconf-migrator-webhook", "Service in front of the webhook, named in the certificate")
-	f.StringVar(&o.WebhookConfigName, "webhook-config-name", "netconf-migrator", "MutatingWebhookConfiguration whose caBundle is injected")
+	f.StringVar(&o.WebhookConfigName, "webhook-config-name", "00-netconf-migrator", "MutatingWebhookConfiguration whose caBundle is injected")
 	f.StringSliceVar(&o.ExtraDNSNames, "extra-dns-names", nil, "more DNS names for the self-signed certificate")
 	f.BoolVar(&o.EnableHTTP2, "enable-http2", false, "serve HTTP/2 (off by default)")
 	f.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")

@@ -11,7 +11,9 @@ import (
 	"reflect"
 	"strings"
 	"sync"
+	"unicode"
 
+	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -177,6 +179,124 @@ func (e *Env) StartHarvesterValidator(ctx context.Context) (*HarvesterValidator,
 		return nil, errors.Join(fmt.Errorf("registering the Harvester validator: %w", err), v.Stop())
 	}
 	return v, nil
+}
+
+// Harvester's mutating webhook, as harvester.md and its public source
+// describe it: configuration harvester-network-webhook (the API server calls
+// mutating configurations in name order), failurePolicy Ignore, no
+// reinvocation. On CREATE it decodes spec.config with its flat struct, finds
+// the cluster network from the bridge name and sets the top-level "mtu"
+// without re-encoding the other keys. Its admission framework turns any
+// error into a denial (HTTP 500, InternalError): a config it cannot decode,
+// such as a double-encoded one, is refused, failurePolicy notwithstanding.
+const (
+	HarvesterMutatorName   = "mutator.harvester-system.harvester-network-webhook"
+	HarvesterMutatorConfig = "harvester-network-webhook"
+	// HarvesterMTU is the cluster network MTU the stand-in sets.
+	HarvesterMTU = 9000
+)
+
+type harvesterMutator struct{}
+
+func (harvesterMutator) Handle(_ context.Context, req admission.Request) admission.Response {
+	if req.Operation != admissionv1.Create {
+		return admission.Allowed("")
+	}
+	var obj struct {
+		Metadata metav1.ObjectMeta `json:"metadata"`
+		Spec     struct {
+			Config string `json:"config"`
+		} `json:"spec"`
+	}
+	if err := json.Unmarshal(req.Object.Raw, &obj); err != nil {
+		return harvesterDenied(err.Error())
+	}
+	fail := func(err string) admission.Response {
+		return harvesterDenied(fmt.Sprintf("could not create nad %s/%s because %s", req.Namespace, obj.Metadata.Name, err))
+	}
+	var conf harvesterNetConf
+	if err := json.Unmarshal([]byte(obj.Spec.Config), &conf); err != nil {
+		return fail(err.Error())
+	}
+	if !strings.HasSuffix(conf.BrName, "-br") || len(conf.BrName) <= 3 {
+		return fail(fmt.Sprintf("the suffix of the bridge name %q is not -br", conf.BrName))
+	}
+	if conf.MTU == HarvesterMTU {
+		return admission.Allowed("")
+	}
+	var keys map[string]json.RawMessage
+	if err := json.Unmarshal([]byte(obj.Spec.Config), &keys); err != nil {
+		return fail(err.Error())
+	}
+	if _, ok := keys["mtu"]; ok {
+		return admission.Allowed("") // a different mtu: the validator's business
+	}
+	// Appended as sjson.Set appends a new key: the other bytes stay.
+	config := strings.TrimRightFunc(obj.Spec.Config, unicode.IsSpace)
+	config = strings.TrimSuffix(config, "}") + fmt.Sprintf(`,"mtu":%d}`, HarvesterMTU)
+	return admission.Patched("", jsonpatch.JsonPatchOperation{Operation: "replace", Path: "/spec/config", Value: config})
+}
+
+// HarvesterMutator is a running stand-in for Harvester's mutator.
+type HarvesterMutator struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Stop stops the server; the MutatingWebhookConfiguration stays.
+func (h *HarvesterMutator) Stop() error {
+	h.cancel()
+	return <-h.done
+}
+
+// StartHarvesterMutator serves the mutator over TLS with envtest's webhook
+// certificate on a free port and registers it, for NADs in namespaces
+// labelled HarvesterNamespaceLabel=true. It needs Options.Webhooks.
+func (e *Env) StartHarvesterMutator(ctx context.Context) (*HarvesterMutator, error) {
+	if e.Webhook == nil {
+		return nil, errors.New("the Harvester mutator needs the control plane started with Options.Webhooks")
+	}
+	port, err := FreePort(e.Webhook.LocalServingHost)
+	if err != nil {
+		return nil, err
+	}
+	srv := webhook.NewServer(webhook.Options{
+		Host:    e.Webhook.LocalServingHost,
+		Port:    port,
+		CertDir: e.Webhook.LocalServingCertDir,
+		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }},
+	})
+	srv.Register("/mutate", &webhook.Admission{Handler: harvesterMutator{}})
+	sctx, cancel := context.WithCancel(ctx)
+	m := &HarvesterMutator{cancel: cancel, done: make(chan error, 1)}
+	go func() { m.done <- srv.Start(sctx) }()
+
+	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{
+		ObjectMeta: metav1.ObjectMeta{Name: HarvesterMutatorConfig},
+		Webhooks: []admissionregistrationv1.MutatingWebhook{{
+			Name:                    HarvesterMutatorName,
+			AdmissionReviewVersions: []string{"v1"},
+			ClientConfig: admissionregistrationv1.WebhookClientConfig{
+				URL:      ptr.To(fmt.Sprintf("https://%s/mutate", net.JoinHostPort(e.Webhook.LocalServingHost, fmt.Sprint(port)))),
+				CABundle: e.Webhook.LocalServingCAData,
+			},
+			Rules: []admissionregistrationv1.RuleWithOperations{{
+				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+				Rule: admissionregistrationv1.Rule{
+					APIGroups: []string{"k8s.cni.cncf.io"}, APIVersions: []string{"v1"},
+					Resources: []string{"network-attachment-definitions"},
+				},
+			}},
+			FailurePolicy:     ptr.To(admissionregistrationv1.Ignore),
+			SideEffects:       ptr.To(admissionregistrationv1.SideEffectClassNone),
+			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{HarvesterNamespaceLabel: "true"}},
+			TimeoutSeconds:    ptr.To[int32](10),
+		}},
+	}
+	if err := e.Client.Create(ctx, mwc); err != nil {
+		return nil, errors.Join(fmt.Errorf("registering the Harvester mutator: %w", err), m.Stop())
+	}
+	return m, nil
 }
 
 // FreePort asks the kernel for a free TCP port on host.

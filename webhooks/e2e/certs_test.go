@@ -4,25 +4,31 @@ import (
 	"bytes"
 	"context"
 	"strconv"
+	"strings"
 	"testing"
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apiserver/pkg/authentication/serviceaccount"
+	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	"github.com/harvester/netconf-migrator/internal/testenv"
 	"github.com/harvester/netconf-migrator/webhooks"
 )
 
-// TestSelfSignedCertificates runs the webhook with --cert-mode=self-signed:
-// nothing but the process makes the certificates the API server trusts. It
-// serves the webhook's own namespace, which the shipped configuration
-// excludes, so the two never both answer for one NAD.
+// TestSelfSignedCertificates runs the webhook with --cert-mode=self-signed
+// as config/default deploys it: the Deployment's flags, its ServiceAccount
+// and nothing but the shipped RBAC (through impersonation). Nothing but the
+// process makes the certificates the API server trusts. It serves the
+// webhook's own namespace, which the shipped configuration excludes.
 func TestSelfSignedCertificates(t *testing.T) {
 	ctx := context.Background()
 	if err := env.CreateNamespace(ctx, ownNamespace, nil); err != nil {
@@ -33,8 +39,16 @@ func TestSelfSignedCertificates(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	dep, sa := applyShippedRBAC(t)
+	flags := deploymentFlags(t, dep)
+	if flags["cert-mode"] != webhooks.CertModeSelfSigned {
+		t.Fatalf("the Deployment runs --cert-mode=%s", flags["cert-mode"])
+	}
+	removeShipped(t) // its name is the one the Deployment's flags give
 	mwc := shippedMWC(t)
-	mwc.Name = "netconf-migrator-self-signed"
+	if mwc.Name != flags["webhook-config-name"] {
+		t.Fatalf("the Deployment injects the caBundle into %q, the shipped configuration is %q", flags["webhook-config-name"], mwc.Name)
+	}
 	for i := range mwc.Webhooks {
 		mwc.Webhooks[i].ClientConfig.URL = ptr.To("https://localhost:" + itoa(port) + webhooks.Path)
 		mwc.Webhooks[i].ClientConfig.CABundle = nil // the process injects it
@@ -48,11 +62,16 @@ func TestSelfSignedCertificates(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	secretKey := client.ObjectKey{Namespace: ownNamespace, Name: "netconf-migrator-webhook-cert"}
-	w := startOurs(t, webhooks.ServerOptions{
+	secretKey := client.ObjectKey{Namespace: ownNamespace, Name: flags["secret-name"]}
+	asSA := rest.CopyConfig(env.Config)
+	asSA.Impersonate = rest.ImpersonationConfig{
+		UserName: serviceaccount.MakeUsername(ownNamespace, sa),
+		Groups:   serviceaccount.MakeGroupNames(ownNamespace),
+	}
+	w := startOursAs(t, asSA, webhooks.ServerOptions{
 		Host: host, Port: port, CertDir: t.TempDir(), CertMode: webhooks.CertModeSelfSigned,
-		SecretName: secretKey.Name, Namespace: ownNamespace, ServiceName: "netconf-migrator-webhook",
-		WebhookConfigName: mwc.Name, ExtraDNSNames: []string{"localhost"},
+		SecretName: secretKey.Name, Namespace: ownNamespace, ServiceName: flags["service-name"],
+		WebhookConfigName: flags["webhook-config-name"], ExtraDNSNames: []string{"localhost"},
 		CertCheckInterval: 200 * time.Millisecond,
 	})
 	defer w.stop(t)
@@ -112,3 +131,41 @@ func TestSelfSignedCertificates(t *testing.T) {
 }
 
 func itoa(i int) string { return strconv.Itoa(i) }
+
+// applyShippedRBAC creates, for real, the ServiceAccount and RBAC objects of
+// config/default, and returns its Deployment and the ServiceAccount's name.
+func applyShippedRBAC(t *testing.T) (appsv1.Deployment, string) {
+	t.Helper()
+	var dep appsv1.Deployment
+	var rbac []string
+	for _, doc := range strings.Split(string(kustomize(t, "default")), "\n---\n") {
+		switch {
+		case strings.Contains(doc, "kind: Deployment\n"):
+			if err := yaml.UnmarshalStrict([]byte(doc), &dep); err != nil {
+				t.Fatal(err)
+			}
+		case strings.Contains(doc, "kind: ServiceAccount\n"), strings.Contains(doc, "apiVersion: rbac.authorization.k8s.io/v1\n"):
+			rbac = append(rbac, doc)
+		}
+	}
+	if dep.Name == "" || len(rbac) < 5 {
+		t.Fatalf("config/default has no Deployment or too little RBAC (%d objects)", len(rbac))
+	}
+	out, errOut, err := env.Kubectl(context.Background(), []byte(strings.Join(rbac, "\n---\n")), "apply", "-f", "-")
+	if err != nil {
+		t.Fatalf("kubectl apply of the shipped RBAC: %v\n%s%s", err, out, errOut)
+	}
+	return dep, dep.Spec.Template.Spec.ServiceAccountName
+}
+
+// deploymentFlags returns the --name=value flags of the first container.
+func deploymentFlags(t *testing.T, dep appsv1.Deployment) map[string]string {
+	t.Helper()
+	flags := map[string]string{}
+	for _, a := range dep.Spec.Template.Spec.Containers[0].Args {
+		if k, v, ok := strings.Cut(strings.TrimPrefix(a, "--"), "="); ok {
+			flags[k] = v
+		}
+	}
+	return flags
+}

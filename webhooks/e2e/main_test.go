@@ -98,7 +98,7 @@ func installShipped(t testing.TB) {
 // server stops calling it.
 func removeShipped(t testing.TB) {
 	t.Helper()
-	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: "netconf-migrator"}}
+	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{ObjectMeta: metav1.ObjectMeta{Name: shippedMWC(t).Name}}
 	if err := env.Client.Delete(context.Background(), mwc); err != nil && !apierrors.IsNotFound(err) {
 		t.Fatal(err)
 	}
@@ -157,6 +157,12 @@ func (s *syncBuffer) String() string {
 // (--cert-mode=external) and waits until /readyz answers.
 func startOurs(t testing.TB, o webhooks.ServerOptions) *ours {
 	t.Helper()
+	return startOursAs(t, env.Config, o)
+}
+
+// startOursAs is startOurs talking to the API server with cfg.
+func startOursAs(t testing.TB, cfg *rest.Config, o webhooks.ServerOptions) *ours {
+	t.Helper()
 	host := env.Webhook.LocalServingHost
 	probePort, err := testenv.FreePort(host)
 	if err != nil {
@@ -182,7 +188,7 @@ func startOurs(t testing.TB, o webhooks.ServerOptions) *ours {
 		l, _ := logging.New(testWriter{}, logging.Options{Format: "json"})
 		ctrl.SetLogger(l)
 	})
-	mgr, err := webhooks.NewManager(env.Config, o, log)
+	mgr, err := webhooks.NewManager(cfg, o, log)
 	if err != nil {
 		t.Fatal(err)
 	}
