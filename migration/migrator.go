@@ -5,6 +5,7 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -397,8 +398,18 @@ func (m *Migrator) skipped(log logr.Logger, it report.Item) report.Item {
 	return it
 }
 
+// hintUnreadableOld is added to the denial of an update of a stored
+// double-encoded config by a webhook that cannot decode the old object
+// (Harvester's network webhooks decode it with a flat struct): that webhook
+// refuses every update of the NAD, whatever the new config.
+const hintUnreadableOld = " (an admission webhook cannot decode the stored double-encoded config and refuses every update of this NAD;" +
+	" recreate it from `netconf-migrator convert` output with `kubectl replace --force` while no VM uses it)"
+
 func (m *Migrator) fail(ctx context.Context, log logr.Logger, nad *nadv1.NetworkAttachmentDefinition, it report.Item, reason string, err error) report.Item {
 	it.Action, it.Reason = report.ActionFailed, err.Error()
+	if it.Form == netconf.FormDoubleEncoded && IsAdmissionDenial(err) && strings.Contains(err.Error(), "cannot unmarshal string") {
+		it.Reason += hintUnreadableOld
+	}
 	log.Error(err, "Writing NetworkAttachmentDefinition failed", logging.KeyOutcome, it.Action)
 	if m.Opts.DryRun == DryRunNone {
 		m.event(ctx, nad, corev1.EventTypeWarning, reason, "netconf-migrator could not write spec.config: "+err.Error())

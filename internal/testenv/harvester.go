@@ -186,9 +186,11 @@ func (e *Env) StartHarvesterValidator(ctx context.Context) (*HarvesterValidator,
 // mutating configurations in name order), failurePolicy Ignore, no
 // reinvocation. On CREATE it decodes spec.config with its flat struct, finds
 // the cluster network from the bridge name and sets the top-level "mtu"
-// without re-encoding the other keys. Its admission framework turns any
-// error into a denial (HTTP 500, InternalError): a config it cannot decode,
-// such as a double-encoded one, is refused, failurePolicy notwithstanding.
+// without re-encoding the other keys; on UPDATE it decodes the old and the
+// new config (to keep its labels). Its admission framework turns any error
+// into a denial (HTTP 500, InternalError): a config it cannot decode, such
+// as a double-encoded one, is refused, failurePolicy notwithstanding, and a
+// stored one it cannot decode makes every update of the NAD fail.
 const (
 	HarvesterMutatorName   = "mutator.harvester-system.harvester-network-webhook"
 	HarvesterMutatorConfig = "harvester-network-webhook"
@@ -199,10 +201,7 @@ const (
 type harvesterMutator struct{}
 
 func (harvesterMutator) Handle(_ context.Context, req admission.Request) admission.Response {
-	if req.Operation != admissionv1.Create {
-		return admission.Allowed("")
-	}
-	var obj struct {
+	var obj, old struct {
 		Metadata metav1.ObjectMeta `json:"metadata"`
 		Spec     struct {
 			Config string `json:"config"`
@@ -211,11 +210,37 @@ func (harvesterMutator) Handle(_ context.Context, req admission.Request) admissi
 	if err := json.Unmarshal(req.Object.Raw, &obj); err != nil {
 		return harvesterDenied(err.Error())
 	}
+	decode := func(config string) (harvesterNetConf, error) {
+		var conf harvesterNetConf
+		if config == "" {
+			return conf, nil
+		}
+		if err := json.Unmarshal([]byte(config), &conf); err != nil {
+			return conf, fmt.Errorf("failed to unmarshal nad %s/%s config %s %w", req.Namespace, obj.Metadata.Name, config, err)
+		}
+		return conf, nil
+	}
+	if req.Operation == admissionv1.Update {
+		// It decodes both sides to update labels: a stored config it
+		// cannot read makes every update fail.
+		if err := json.Unmarshal(req.OldObject.Raw, &old); err != nil {
+			return harvesterDenied(err.Error())
+		}
+		for _, c := range []string{old.Spec.Config, obj.Spec.Config} {
+			if _, err := decode(c); err != nil {
+				return harvesterDenied(fmt.Sprintf("could not update nad %s/%s because %s", req.Namespace, obj.Metadata.Name, err))
+			}
+		}
+		return admission.Allowed("")
+	}
+	if req.Operation != admissionv1.Create {
+		return admission.Allowed("")
+	}
 	fail := func(err string) admission.Response {
 		return harvesterDenied(fmt.Sprintf("could not create nad %s/%s because %s", req.Namespace, obj.Metadata.Name, err))
 	}
-	var conf harvesterNetConf
-	if err := json.Unmarshal([]byte(obj.Spec.Config), &conf); err != nil {
+	conf, err := decode(obj.Spec.Config)
+	if err != nil {
 		return fail(err.Error())
 	}
 	if !strings.HasSuffix(conf.BrName, "-br") || len(conf.BrName) <= 3 {

@@ -1,0 +1,102 @@
+package e2e
+
+import (
+	"context"
+	"os/exec"
+	"strings"
+	"testing"
+	"time"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	"github.com/harvester/netconf-migrator/apis/netconf"
+	"github.com/harvester/netconf-migrator/apis/report"
+	"github.com/harvester/netconf-migrator/internal/testenv"
+)
+
+// TestStoredDoubleEncodedBesideHarvesterMutator migrates NADs stored before
+// Harvester's mutator ran. The mutator decodes the stored config on every
+// update, so it refuses any update of a double-encoded NAD: migrate reports
+// it failed, with the mutator's message and what to do, and rewrites the
+// rest. Doing what the report says (recreating the NAD from convert's
+// output) then works, and the next run finds nothing to do.
+func TestStoredDoubleEncodedBesideHarvesterMutator(t *testing.T) {
+	ctx := context.Background()
+	const ns = "harvester-mutator"
+	if err := env.CreateNamespace(ctx, ns, map[string]string{testenv.HarvesterNamespaceLabel: "true"}); err != nil {
+		t.Fatal(err)
+	}
+	seed(t, []*nadv1.NetworkAttachmentDefinition{
+		newNAD(ns, "nested", nestedConfig("nested"), nil),
+		newNAD(ns, "double", doubleEncodedConfig("double"), nil),
+		newNAD(ns, "flat", flatConfig("flat"), nil),
+	})
+	m, err := env.StartHarvesterMutator(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = m.Stop()
+		deleteMWC(t, testenv.HarvesterMutatorConfig)
+	})
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		err := env.Client.Create(ctx, newNAD(ns, "probe", doubleEncodedConfig("probe"), nil), client.DryRunAll)
+		return err != nil && strings.Contains(err.Error(), testenv.HarvesterMutatorName), nil
+	})
+	if err != nil {
+		t.Fatalf("waiting for the Harvester mutator: %v", err)
+	}
+	before := listAll(t, ns)
+
+	r := runCLI(t, "migrate", "-n", ns)
+	if r.code != 1 {
+		t.Fatalf("exit %d, want 1\n%s", r.code, r.errOut)
+	}
+	items := map[string]report.Item{}
+	for _, it := range r.report.Items {
+		items[it.Name] = it
+	}
+	if it := items["nested"]; it.Action != report.ActionNormalized {
+		t.Errorf("nested: %s %q, want normalized", it.Action, it.Reason)
+	}
+	it := items["double"]
+	for _, want := range []string{testenv.HarvesterMutatorName, "cannot unmarshal string", "kubectl replace --force"} {
+		if it.Action != report.ActionFailed || !strings.Contains(it.Reason, want) {
+			t.Errorf("double: %s %q, want failed and %q", it.Action, it.Reason, want)
+		}
+	}
+	after := listAll(t, ns)
+	if after[ns+"/double"].ResourceVersion != before[ns+"/double"].ResourceVersion {
+		t.Error("double was written although refused")
+	}
+
+	// What the report says to do.
+	script := `kubectl get network-attachment-definitions -n "$NS" double -o yaml | "$BIN" convert -f - | kubectl replace --force -f -`
+	cmd := exec.Command("bash", "-o", "pipefail", "-c", script)
+	cmd.Env = append(cmd.Environ(), "KUBECONFIG="+env.KubeconfigPath, "NS="+ns, "BIN="+buildBinary(t))
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("recreating double as the report says: %v\n%s", err, out)
+	}
+	got := listAll(t, ns)[ns+"/double"]
+	if f := netconf.Normalize([]byte(got.Spec.Config)).Form; f != netconf.FormFlat {
+		t.Errorf("double holds a %s config after it was recreated: %s", f, got.Spec.Config)
+	}
+	if r := runCLI(t, "migrate", "-n", ns); r.code != 0 || r.report.Summary.Actions[report.ActionNormalized] != 0 {
+		t.Errorf("the run after the recreate: exit %d, %v\n%s", r.code, r.report.Summary.Actions, r.errOut)
+	}
+}
+
+func deleteMWC(t testing.TB, name string) {
+	t.Helper()
+	err := env.Client.Delete(context.Background(), &metav1.PartialObjectMetadata{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingWebhookConfiguration"},
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+	})
+	if err != nil && !apierrors.IsNotFound(err) {
+		t.Error(err)
+	}
+}
