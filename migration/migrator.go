@@ -9,6 +9,7 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
+	"unicode/utf8"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -410,11 +411,27 @@ func (m *Migrator) fail(ctx context.Context, log logr.Logger, nad *nadv1.Network
 	if it.Form == netconf.FormDoubleEncoded && IsAdmissionDenial(err) && strings.Contains(err.Error(), "cannot unmarshal string") {
 		it.Reason += hintUnreadableOld
 	}
-	log.Error(err, "Writing NetworkAttachmentDefinition failed", logging.KeyOutcome, it.Action)
+	log.Error(logged(err), "Writing NetworkAttachmentDefinition failed", logging.KeyOutcome, it.Action)
 	if m.Opts.DryRun == DryRunNone {
 		m.event(ctx, nad, corev1.EventTypeWarning, reason, "netconf-migrator could not write spec.config: "+err.Error())
 	}
 	return it
+}
+
+// maxLoggedError bounds an error in the log: admission webhooks quote the
+// whole config in their denials (Harvester's do), and configs stay out of
+// the log at the default level. The report keeps the whole message.
+const maxLoggedError = 300
+
+func logged(err error) error {
+	if msg := err.Error(); len(msg) > maxLoggedError {
+		n := maxLoggedError
+		for n > 0 && !utf8.RuneStart(msg[n]) {
+			n--
+		}
+		return fmt.Errorf("%s... (%d more bytes in the report)", msg[:n], len(msg)-n)
+	}
+	return err
 }
 
 func (m *Migrator) event(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition, eventType, reason, msg string) {

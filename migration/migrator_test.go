@@ -14,6 +14,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/funcr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
@@ -361,5 +362,27 @@ func TestRollback(t *testing.T) {
 	}
 	if rep.Count(report.ActionRestored) != 1 || s.updates["a/untouched"] != 0 {
 		t.Errorf("restored %d, untouched written %d times", rep.Count(report.ActionRestored), s.updates["a/untouched"])
+	}
+}
+
+// A denial that quotes the whole config is cut in the log; the report keeps
+// it whole.
+func TestLongDenialStaysOutOfTheLog(t *testing.T) {
+	config := `{"NetConf":{"type":"bridge","ipam":{"type":"whereabouts","range":"10.0.0.0/24","exclude":[` + strings.Repeat(`"10.0.0.1/32",`, 40) + `"10.0.0.2/32"]}},"bridge":"a-br"}`
+	denial := apierrors.NewInternalError(errors.New(`admission webhook "mutator.harvester-system.harvester-network-webhook" denied the request: failed to unmarshal nad a/n config ` + config))
+	s := newMemStore(map[string]string{"a/n": config})
+	s.beforeUpdate = func(*memStore, string, int) error { return denial }
+	var logs strings.Builder
+	log := funcr.New(func(prefix, args string) { logs.WriteString(args + "\n") }, funcr.Options{})
+	m := &Migrator{Store: s, Log: log, Opts: Options{Backoff: fastBackoff}}
+	rep, err := m.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	if it, _ := action(rep, "a/n"); it.Action != report.ActionFailed || !strings.Contains(it.Reason, config) {
+		t.Errorf("the report lost the denial: %s %q", it.Action, it.Reason)
+	}
+	if strings.Contains(logs.String(), `10.0.0.2/32`) || !strings.Contains(logs.String(), "more bytes in the report") {
+		t.Errorf("the log holds the whole config:\n%s", logs.String())
 	}
 }
