@@ -16,6 +16,7 @@ import (
 	"gomodules.xyz/jsonpatch/v2"
 	admissionv1 "k8s.io/api/admission/v1"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -109,11 +110,62 @@ func harvesterDenied(msg string) admission.Response {
 	return resp
 }
 
+// standIn is a running stand-in webhook server.
+type standIn struct {
+	cancel context.CancelFunc
+	done   chan error
+}
+
+// Stop stops the server; its webhook configuration stays.
+func (s *standIn) Stop() error {
+	s.cancel()
+	return <-s.done
+}
+
+// serveStandIn serves h at path over TLS with envtest's webhook certificate
+// on a free port, and returns how the API server reaches it.
+func (e *Env) serveStandIn(ctx context.Context, path string, h admission.Handler) (admissionregistrationv1.WebhookClientConfig, *standIn, error) {
+	var cc admissionregistrationv1.WebhookClientConfig
+	if e.Webhook == nil {
+		return cc, nil, errors.New("the Harvester stand-ins need the control plane started with Options.Webhooks")
+	}
+	port, err := FreePort(e.Webhook.LocalServingHost)
+	if err != nil {
+		return cc, nil, err
+	}
+	srv := webhook.NewServer(webhook.Options{
+		Host:    e.Webhook.LocalServingHost,
+		Port:    port,
+		CertDir: e.Webhook.LocalServingCertDir,
+		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }},
+	})
+	srv.Register(path, &webhook.Admission{Handler: h})
+	sctx, cancel := context.WithCancel(ctx)
+	s := &standIn{cancel: cancel, done: make(chan error, 1)}
+	go func() { s.done <- srv.Start(sctx) }()
+	cc.URL = ptr.To(fmt.Sprintf("https://%s%s", net.JoinHostPort(e.Webhook.LocalServingHost, fmt.Sprint(port)), path))
+	cc.CABundle = e.Webhook.LocalServingCAData
+	return cc, s, nil
+}
+
+// nadWrites are the rules both Harvester webhooks register for NADs.
+var nadWrites = []admissionregistrationv1.RuleWithOperations{{
+	Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
+	Rule: admissionregistrationv1.Rule{
+		APIGroups: []string{"k8s.cni.cncf.io"}, APIVersions: []string{"v1"},
+		Resources: []string{"network-attachment-definitions"},
+	},
+}}
+
+// harvesterNamespaces scopes the stand-ins to the namespaces a suite marks.
+func harvesterNamespaces() *metav1.LabelSelector {
+	return &metav1.LabelSelector{MatchLabels: map[string]string{HarvesterNamespaceLabel: "true"}}
+}
+
 // HarvesterValidator is a running stand-in for Harvester's validator.
 type HarvesterValidator struct {
+	*standIn
 	handler *harvesterValidator
-	cancel  context.CancelFunc
-	done    chan error
 }
 
 // Calls reports how many admission requests the validator has answered.
@@ -123,62 +175,29 @@ func (h *HarvesterValidator) Calls() int {
 	return h.handler.calls
 }
 
-// Stop stops the server; the ValidatingWebhookConfiguration stays.
-func (h *HarvesterValidator) Stop() error {
-	h.cancel()
-	return <-h.done
-}
-
-// StartHarvesterValidator serves the validator over TLS with envtest's
-// webhook certificate on a free port and registers it, failurePolicy Fail as
-// in Harvester, for NADs in namespaces labelled HarvesterNamespaceLabel=true.
-// It needs Options.Webhooks.
+// StartHarvesterValidator serves the validator and registers it,
+// failurePolicy Fail as in Harvester, for NADs in namespaces labelled
+// HarvesterNamespaceLabel=true. It needs Options.Webhooks.
 func (e *Env) StartHarvesterValidator(ctx context.Context) (*HarvesterValidator, error) {
-	if e.Webhook == nil {
-		return nil, errors.New("the Harvester validator needs the control plane started with Options.Webhooks")
-	}
-	port, err := FreePort(e.Webhook.LocalServingHost)
+	h := &harvesterValidator{}
+	cc, s, err := e.serveStandIn(ctx, "/validate", h)
 	if err != nil {
 		return nil, err
 	}
-	srv := webhook.NewServer(webhook.Options{
-		Host:    e.Webhook.LocalServingHost,
-		Port:    port,
-		CertDir: e.Webhook.LocalServingCertDir,
-		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }},
-	})
-	h := &harvesterValidator{}
-	srv.Register("/validate", &webhook.Admission{Handler: h})
-	sctx, cancel := context.WithCancel(ctx)
-	v := &HarvesterValidator{handler: h, cancel: cancel, done: make(chan error, 1)}
-	go func() { v.done <- srv.Start(sctx) }()
-
 	vwc := &admissionregistrationv1.ValidatingWebhookConfiguration{
 		ObjectMeta: metav1.ObjectMeta{Name: HarvesterValidatorConfig},
 		Webhooks: []admissionregistrationv1.ValidatingWebhook{{
-			Name:                    HarvesterValidatorName,
-			AdmissionReviewVersions: []string{"v1"},
-			ClientConfig: admissionregistrationv1.WebhookClientConfig{
-				URL:      ptr.To(fmt.Sprintf("https://%s/validate", net.JoinHostPort(e.Webhook.LocalServingHost, fmt.Sprint(port)))),
-				CABundle: e.Webhook.LocalServingCAData,
-			},
-			Rules: []admissionregistrationv1.RuleWithOperations{{
-				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
-				Rule: admissionregistrationv1.Rule{
-					APIGroups: []string{"k8s.cni.cncf.io"}, APIVersions: []string{"v1"},
-					Resources: []string{"network-attachment-definitions"},
-				},
-			}},
+			Name: HarvesterValidatorName, AdmissionReviewVersions: []string{"v1"}, ClientConfig: cc, Rules: nadWrites,
 			FailurePolicy:     ptr.To(admissionregistrationv1.Fail),
 			SideEffects:       ptr.To(admissionregistrationv1.SideEffectClassNone),
-			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{HarvesterNamespaceLabel: "true"}},
+			NamespaceSelector: harvesterNamespaces(),
 			TimeoutSeconds:    ptr.To[int32](10),
 		}},
 	}
 	if err := e.Client.Create(ctx, vwc); err != nil {
-		return nil, errors.Join(fmt.Errorf("registering the Harvester validator: %w", err), v.Stop())
+		return nil, errors.Join(fmt.Errorf("registering the Harvester validator: %w", err), s.Stop())
 	}
-	return v, nil
+	return &HarvesterValidator{standIn: s, handler: h}, nil
 }
 
 // Harvester's mutating webhook, as harvester.md and its public source
@@ -263,65 +282,43 @@ func (harvesterMutator) Handle(_ context.Context, req admission.Request) admissi
 }
 
 // HarvesterMutator is a running stand-in for Harvester's mutator.
-type HarvesterMutator struct {
-	cancel context.CancelFunc
-	done   chan error
-}
+type HarvesterMutator struct{ *standIn }
 
-// Stop stops the server; the MutatingWebhookConfiguration stays.
-func (h *HarvesterMutator) Stop() error {
-	h.cancel()
-	return <-h.done
-}
-
-// StartHarvesterMutator serves the mutator over TLS with envtest's webhook
-// certificate on a free port and registers it, for NADs in namespaces
+// StartHarvesterMutator serves the mutator and registers it, failurePolicy
+// Ignore and no reinvocation as in Harvester, for NADs in namespaces
 // labelled HarvesterNamespaceLabel=true. It needs Options.Webhooks.
 func (e *Env) StartHarvesterMutator(ctx context.Context) (*HarvesterMutator, error) {
-	if e.Webhook == nil {
-		return nil, errors.New("the Harvester mutator needs the control plane started with Options.Webhooks")
-	}
-	port, err := FreePort(e.Webhook.LocalServingHost)
+	cc, s, err := e.serveStandIn(ctx, "/mutate", harvesterMutator{})
 	if err != nil {
 		return nil, err
 	}
-	srv := webhook.NewServer(webhook.Options{
-		Host:    e.Webhook.LocalServingHost,
-		Port:    port,
-		CertDir: e.Webhook.LocalServingCertDir,
-		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }},
-	})
-	srv.Register("/mutate", &webhook.Admission{Handler: harvesterMutator{}})
-	sctx, cancel := context.WithCancel(ctx)
-	m := &HarvesterMutator{cancel: cancel, done: make(chan error, 1)}
-	go func() { m.done <- srv.Start(sctx) }()
-
 	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{
 		ObjectMeta: metav1.ObjectMeta{Name: HarvesterMutatorConfig},
 		Webhooks: []admissionregistrationv1.MutatingWebhook{{
-			Name:                    HarvesterMutatorName,
-			AdmissionReviewVersions: []string{"v1"},
-			ClientConfig: admissionregistrationv1.WebhookClientConfig{
-				URL:      ptr.To(fmt.Sprintf("https://%s/mutate", net.JoinHostPort(e.Webhook.LocalServingHost, fmt.Sprint(port)))),
-				CABundle: e.Webhook.LocalServingCAData,
-			},
-			Rules: []admissionregistrationv1.RuleWithOperations{{
-				Operations: []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update},
-				Rule: admissionregistrationv1.Rule{
-					APIGroups: []string{"k8s.cni.cncf.io"}, APIVersions: []string{"v1"},
-					Resources: []string{"network-attachment-definitions"},
-				},
-			}},
+			Name: HarvesterMutatorName, AdmissionReviewVersions: []string{"v1"}, ClientConfig: cc, Rules: nadWrites,
 			FailurePolicy:     ptr.To(admissionregistrationv1.Ignore),
 			SideEffects:       ptr.To(admissionregistrationv1.SideEffectClassNone),
-			NamespaceSelector: &metav1.LabelSelector{MatchLabels: map[string]string{HarvesterNamespaceLabel: "true"}},
+			NamespaceSelector: harvesterNamespaces(),
 			TimeoutSeconds:    ptr.To[int32](10),
 		}},
 	}
 	if err := e.Client.Create(ctx, mwc); err != nil {
-		return nil, errors.Join(fmt.Errorf("registering the Harvester mutator: %w", err), m.Stop())
+		return nil, errors.Join(fmt.Errorf("registering the Harvester mutator: %w", err), s.Stop())
 	}
-	return m, nil
+	return &HarvesterMutator{s}, nil
+}
+
+// DeleteWebhookConfiguration deletes a Mutating- or
+// ValidatingWebhookConfiguration by name; one already gone is no error.
+func (e *Env) DeleteWebhookConfiguration(ctx context.Context, kind, name string) error {
+	err := e.Client.Delete(ctx, &metav1.PartialObjectMetadata{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: kind},
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+	})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
 }
 
 // FreePort asks the kernel for a free TCP port on host.

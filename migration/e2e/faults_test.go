@@ -12,7 +12,6 @@ import (
 	"testing"
 	"time"
 
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
@@ -162,7 +161,7 @@ func TestFaultsAndDenials(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		_ = v.Stop()
-		deleteVWC(t, testenv.HarvesterValidatorConfig)
+		deleteWebhookConfiguration(t, "ValidatingWebhookConfiguration", testenv.HarvesterValidatorConfig)
 	})
 	waitDenial(t, ns, "vm-0")
 	before := listAll(t, ns)
@@ -241,15 +240,6 @@ func waitDenial(t testing.TB, ns, name string) {
 	})
 	if err != nil {
 		t.Fatalf("waiting for the Harvester validator: %v (last answer: %v)", err, last)
-	}
-}
-
-func deleteVWC(t testing.TB, name string) {
-	t.Helper()
-	vwc := &admissionregistrationv1.ValidatingWebhookConfiguration{}
-	vwc.Name = name
-	if err := env.Client.Delete(context.Background(), vwc); client.IgnoreNotFound(err) != nil {
-		t.Error(err)
 	}
 }
 

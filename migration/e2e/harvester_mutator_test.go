@@ -7,8 +7,6 @@ import (
 	"testing"
 	"time"
 
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -41,7 +39,7 @@ func TestStoredDoubleEncodedBesideHarvesterMutator(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		_ = m.Stop()
-		deleteMWC(t, testenv.HarvesterMutatorConfig)
+		deleteWebhookConfiguration(t, "MutatingWebhookConfiguration", testenv.HarvesterMutatorConfig)
 	})
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		err := env.Client.Create(ctx, newNAD(ns, "probe", doubleEncodedConfig("probe"), nil), client.DryRunAll)
@@ -87,16 +85,5 @@ func TestStoredDoubleEncodedBesideHarvesterMutator(t *testing.T) {
 	}
 	if r := runCLI(t, "migrate", "-n", ns); r.code != 0 || r.report.Summary.Actions[report.ActionNormalized] != 0 {
 		t.Errorf("the run after the recreate: exit %d, %v\n%s", r.code, r.report.Summary.Actions, r.errOut)
-	}
-}
-
-func deleteMWC(t testing.TB, name string) {
-	t.Helper()
-	err := env.Client.Delete(context.Background(), &metav1.PartialObjectMetadata{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingWebhookConfiguration"},
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-	})
-	if err != nil && !apierrors.IsNotFound(err) {
-		t.Error(err)
 	}
 }

@@ -179,3 +179,11 @@ func kubeconfigFor(t testing.TB, host string) string {
 	}
 	return path
 }
+
+// deleteWebhookConfiguration deletes a webhook configuration of kind by name.
+func deleteWebhookConfiguration(t testing.TB, kind, name string) {
+	t.Helper()
+	if err := env.DeleteWebhookConfiguration(context.Background(), kind, name); err != nil {
+		t.Error(err)
+	}
+}

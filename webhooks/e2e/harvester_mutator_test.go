@@ -9,7 +9,6 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -43,7 +42,7 @@ func TestBesideHarvesterMutator(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() {
-		deleteMWC(t, testenv.HarvesterMutatorConfig)
+		deleteWebhookConfiguration(t, "MutatingWebhookConfiguration", testenv.HarvesterMutatorConfig)
 		if err := m.Stop(); err != nil {
 			t.Error(err)
 		}
@@ -97,7 +96,7 @@ func TestBesideHarvesterMutator(t *testing.T) {
 			t.Fatal(err)
 		}
 		defer func() {
-			deleteMWC(t, late.Name)
+			deleteWebhookConfiguration(t, "MutatingWebhookConfiguration", late.Name)
 			waitWebhook(t, false)
 		}()
 		waitWebhook(t, true)
@@ -112,17 +111,6 @@ func TestBesideHarvesterMutator(t *testing.T) {
 		return
 	}
 	if err := env.Client.DeleteAllOf(ctx, &nadv1.NetworkAttachmentDefinition{}, client.InNamespace(ns)); err != nil {
-		t.Error(err)
-	}
-}
-
-func deleteMWC(t testing.TB, name string) {
-	t.Helper()
-	err := env.Client.Delete(context.Background(), &metav1.PartialObjectMetadata{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "MutatingWebhookConfiguration"},
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-	})
-	if err != nil && !apierrors.IsNotFound(err) {
 		t.Error(err)
 	}
 }

@@ -294,3 +294,11 @@ func mustJSON(v any) []byte {
 	}
 	return b
 }
+
+// deleteWebhookConfiguration deletes a webhook configuration of kind by name.
+func deleteWebhookConfiguration(t testing.TB, kind, name string) {
+	t.Helper()
+	if err := env.DeleteWebhookConfiguration(context.Background(), kind, name); err != nil {
+		t.Error(err)
+	}
+}

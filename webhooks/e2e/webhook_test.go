@@ -17,7 +17,6 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -96,7 +95,7 @@ func TestStorageNetworkBesideHarvesterValidator(t *testing.T) {
 			t.Error(err)
 		}
 	}()
-	defer deleteVWC(t, testenv.HarvesterValidatorConfig)
+	defer deleteWebhookConfiguration(t, "ValidatingWebhookConfiguration", testenv.HarvesterValidatorConfig)
 	if err := env.CreateNamespace(ctx, "harvester-system", map[string]string{testenv.HarvesterNamespaceLabel: "true"}); err != nil {
 		t.Fatal(err)
 	}
@@ -191,17 +190,6 @@ func waitValidator(t testing.TB) {
 	})
 	if err != nil {
 		t.Fatalf("waiting for the Harvester validator to be called: %v (last answer: %v)", err, last)
-	}
-}
-
-func deleteVWC(t testing.TB, name string) {
-	t.Helper()
-	err := env.Client.Delete(context.Background(), &metav1.PartialObjectMetadata{
-		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: "ValidatingWebhookConfiguration"},
-		ObjectMeta: metav1.ObjectMeta{Name: name},
-	})
-	if err != nil && !apierrors.IsNotFound(err) {
-		t.Error(err)
 	}
 }
 
