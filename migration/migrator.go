@@ -413,14 +413,15 @@ func (m *Migrator) fail(ctx context.Context, log logr.Logger, nad *nadv1.Network
 	}
 	log.Error(logged(err), "Writing NetworkAttachmentDefinition failed", logging.KeyOutcome, it.Action)
 	if m.Opts.DryRun == DryRunNone {
-		m.event(ctx, nad, corev1.EventTypeWarning, reason, "netconf-migrator could not write spec.config: "+err.Error())
+		m.event(ctx, nad, corev1.EventTypeWarning, reason, "netconf-migrator could not write spec.config: "+logged(err).Error())
 	}
 	return it
 }
 
-// maxLoggedError bounds an error in the log: admission webhooks quote the
-// whole config in their denials (Harvester's do), and configs stay out of
-// the log at the default level. The report keeps the whole message.
+// maxLoggedError bounds an error in the log and in Events: admission
+// webhooks quote the whole config in their denials (Harvester's do), and
+// configs stay out of the log at the default level. The report keeps the
+// whole message.
 const maxLoggedError = 300
 
 func logged(err error) error {

@@ -7,6 +7,7 @@ import (
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -14,6 +15,7 @@ import (
 	"github.com/harvester/netconf-migrator/apis/netconf"
 	"github.com/harvester/netconf-migrator/apis/report"
 	"github.com/harvester/netconf-migrator/internal/testenv"
+	"github.com/harvester/netconf-migrator/migration"
 )
 
 // TestStoredDoubleEncodedBesideHarvesterMutator migrates NADs stored before
@@ -70,6 +72,19 @@ func TestStoredDoubleEncodedBesideHarvesterMutator(t *testing.T) {
 	after := listAll(t, ns)
 	if after[ns+"/double"].ResourceVersion != before[ns+"/double"].ResourceVersion {
 		t.Error("double was written although refused")
+	}
+	// The denial quotes the whole config; the Event carries its start.
+	var events corev1.EventList
+	if err := fastClient(t).List(ctx, &events, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	warned := false
+	for _, e := range events.Items {
+		warned = warned || (e.InvolvedObject.Name == "double" && e.Type == corev1.EventTypeWarning && e.Reason == migration.ReasonNormalizeFail &&
+			strings.Contains(e.Message, testenv.HarvesterMutatorName) && strings.Contains(e.Message, "more bytes in the report"))
+	}
+	if !warned {
+		t.Errorf("no %s warning event for %s/double", migration.ReasonNormalizeFail, ns)
 	}
 
 	// What the report says to do.
