@@ -154,6 +154,23 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 	res := netconf.Normalize([]byte(config))
 	log = log.WithValues(logging.KeyForm, res.Form)
 
+	// An update that leaves spec.config as stored (labels, annotations, a
+	// controller's bookkeeping, a GitOps re-apply) is not a write of a
+	// legacy payload: rewriting the config under it would turn it into a
+	// config change, which Harvester's validator refuses while a VM uses
+	// the NAD, and would lose the original that the migration job keeps.
+	if (res.Changed || res.Form.NeedsAttention()) && configUnchanged(req, config) {
+		msg := fmt.Sprintf("netconf-migrator: spec.config of NetworkAttachmentDefinition %s is in the %s form and was left as stored, since this update does not change it; `netconf-migrator migrate` rewrites stored configs", ref, res.Form)
+		if res.Reason != nil {
+			msg += " (" + res.Reason.Message + ")"
+		}
+		log.Info("Leaving the stored config of NetworkAttachmentDefinition unchanged", logging.KeyOutcome, OutcomeWarned, logging.KeyReason, "the update does not change spec.config")
+		observe(res.Form, OutcomeWarned)
+		resp := admission.Allowed("")
+		resp.Warnings = []string{msg}
+		return resp
+	}
+
 	switch res.Form {
 	case netconf.FormTruncated:
 		msg := fmt.Sprintf("spec.config of NetworkAttachmentDefinition %s is truncated: %s", ref, res.Reason.Message)
@@ -206,6 +223,16 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 	resp := admission.Patched("", patches...)
 	resp.Warnings = warnings
 	return resp
+}
+
+// configUnchanged reports whether req is an UPDATE whose spec.config is the
+// one stored.
+func configUnchanged(req admission.Request, config string) bool {
+	if req.Operation != admissionv1.Update || len(req.OldObject.Raw) == 0 {
+		return false
+	}
+	old, err := readNAD(req.OldObject.Raw)
+	return err == nil && old.config == config
 }
 
 func (h *Handler) deny(log logr.Logger, form netconf.Form, msg string) admission.Response {

@@ -229,3 +229,39 @@ func FuzzAdmissionReview(f *testing.F) {
 		}
 	})
 }
+
+// An update that does not touch spec.config leaves a stored legacy config
+// alone, whatever the policies: it is the migration job's to rewrite.
+func TestHandlerLeavesStoredConfigOnMetadataUpdate(t *testing.T) {
+	ctx := context.Background()
+	h := NewHandler(Options{OnTruncated: PolicyDeny, OnInvalid: PolicyDeny}, logr.Discard())
+	for _, tc := range []struct{ name, config, form string }{
+		{"nested", `{"NetConf":{"cniVersion":"0.3.1","type":"bridge"},"bridge":"a-br"}`, "nested"},
+		{"double-encoded", `"{\"type\":\"bridge\",\"bridge\":\"a-br\"}"`, "double-encoded"},
+		{"truncated", `{"cniVersion":"0.3.1","ipam":{},"type":"bridge"}`, "truncated"},
+		{"invalid", `{"netConf":{"bridge":"a-br"},"bridge":"b-br","type":"bridge"}`, "invalid"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			old := nadJSON("n", nil, nil, tc.config)
+			req := request(admissionv1.Update, nadJSON("n", map[string]string{"touched": "yes"}, nil, tc.config))
+			req.OldObject = runtime.RawExtension{Raw: old}
+			resp := h.Handle(ctx, req)
+			if !resp.Allowed || len(resp.Patches) != 0 {
+				t.Fatalf("a metadata update was %+v with patches %+v", resp.Result, resp.Patches)
+			}
+			if len(resp.Warnings) != 1 || !strings.Contains(resp.Warnings[0], "ns/n is in the "+tc.form+" form and was left as stored") {
+				t.Fatalf("warnings %q", resp.Warnings)
+			}
+			// The same update changing the config is handled as a write.
+			req.OldObject = runtime.RawExtension{Raw: nadJSON("n", nil, nil, `{"type":"bridge","bridge":"z-br"}`)}
+			resp = h.Handle(ctx, req)
+			if tc.form == "nested" || tc.form == "double-encoded" {
+				if !resp.Allowed || len(resp.Patches) == 0 {
+					t.Fatalf("a config change was not rewritten: %+v", resp.Result)
+				}
+			} else if resp.Allowed {
+				t.Fatalf("a %s config written by the update was allowed under deny", tc.form)
+			}
+		})
+	}
+}

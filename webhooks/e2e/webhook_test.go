@@ -160,10 +160,36 @@ func TestStorageNetworkBesideHarvesterValidator(t *testing.T) {
 		}
 	})
 
+	t.Run("a metadata update of a NAD stored nested leaves its config and passes the validator", func(t *testing.T) {
+		installShipped(t)
+		// Stored before our webhook (opted out here), with the bridge keys
+		// outside NetConf so that Harvester's validator admits it.
+		const stored = `{"NetConf":{"cniVersion":"0.3.1","type":"bridge","ipam":{"type":"whereabouts","range":"192.168.100.0/24"}},"bridge":"storage-br","promiscMode":true,"vlan":100}`
+		nad := newNAD("harvester-system", "stored-nested", stored)
+		nad.Labels = map[string]string{webhooks.LabelSkip: "true"}
+		if err := env.Client.Create(ctx, nad); err != nil {
+			t.Fatal(err)
+		}
+		// A VM starts using it, and a controller updates its metadata: the
+		// config is not part of the write, so ours must not make it one.
+		c, warn := warningClient(t)
+		nad.Labels = map[string]string{"network.harvesterhci.io/ready": "true"}
+		nad.Annotations = map[string]string{testenv.AnnotationUsedByVM: "default/vm1"}
+		if err := c.Update(ctx, nad); err != nil {
+			t.Fatalf("a metadata update of a NAD stored nested: %v", err)
+		}
+		if nad.Spec.Config != stored || nad.Annotations[webhooks.AnnotationNormalizedFrom] != "" {
+			t.Errorf("the stored config was rewritten by a metadata update: %s %v", nad.Spec.Config, nad.Annotations)
+		}
+		if ws := warn.take(); len(ws) != 1 || !strings.Contains(ws[0], "harvester-system/stored-nested is in the nested form and was left as stored") {
+			t.Errorf("warnings = %q, want one saying the config was left for the migration job", ws)
+		}
+	})
+
 	t.Run("an update that keeps the decoded config passes the validator", func(t *testing.T) {
 		installShipped(t)
 		list := &nadv1.NetworkAttachmentDefinitionList{}
-		if err := env.Client.List(ctx, list, client.InNamespace("harvester-system")); err != nil || len(list.Items) != 1 {
+		if err := env.Client.List(ctx, list, client.InNamespace("harvester-system"), client.MatchingLabels{"storage-network.settings.harvesterhci.io/hash": "da39a3ee5e6b4b0d3255bfef95601890afd80709"}); err != nil || len(list.Items) != 1 {
 			t.Fatalf("listing storage NADs: %v (%d)", err, len(list.Items))
 		}
 		nad := &list.Items[0]
