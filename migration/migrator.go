@@ -274,7 +274,7 @@ func (m *Migrator) migrate(ctx context.Context, nad *nadv1.NetworkAttachmentDefi
 		}
 		upd.Annotations[nadv1.AnnotationOriginalConfig] = nad.Spec.Config
 		upd.Annotations[nadv1.AnnotationNormalizedFrom] = string(res.Form)
-		err := m.write(ctx, upd)
+		_, err := m.write(ctx, upd)
 		switch {
 		case err == nil:
 			it.Action = report.ActionNormalized
@@ -343,7 +343,19 @@ func (m *Migrator) rollback(ctx context.Context, nad *nadv1.NetworkAttachmentDef
 		upd.Spec.Config = orig
 		delete(upd.Annotations, nadv1.AnnotationOriginalConfig)
 		delete(upd.Annotations, nadv1.AnnotationNormalizedFrom)
-		err := m.write(ctx, upd)
+		// Opted out of our webhook, which would otherwise flatten the
+		// restored config again on this very write, and on later ones.
+		if upd.Labels == nil {
+			upd.Labels = map[string]string{}
+		}
+		upd.Labels[nadv1.LabelSkip] = "true"
+		stored, err := m.write(ctx, upd)
+		if err == nil && stored.Spec.Config != orig {
+			// Some other mutating webhook rewrote it: the annotation that
+			// held the original is gone, so the report keeps it.
+			return m.fail(ctx, log, nad, it, ReasonRestoreFailed, fmt.Errorf(
+				"an admission webhook rewrote the restored config, so the NAD holds %s; the original config, no longer in its annotation, was %s", stored.Spec.Config, orig))
+		}
 		switch {
 		case err == nil:
 			it.Action = report.ActionRestored
@@ -374,11 +386,15 @@ func (m *Migrator) rollback(ctx context.Context, nad *nadv1.NetworkAttachmentDef
 	}
 }
 
-func (m *Migrator) write(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition) error {
+// write updates nad and returns the object as the API server answered it
+// (after every mutating webhook).
+func (m *Migrator) write(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition) (*nadv1.NetworkAttachmentDefinition, error) {
+	var stored *nadv1.NetworkAttachmentDefinition
 	_, err := m.Opts.Backoff.retry(ctx, func() error {
-		return m.Store.Update(ctx, nad.DeepCopy(), m.Opts.DryRun == DryRunServer)
+		stored = nad.DeepCopy()
+		return m.Store.Update(ctx, stored, m.Opts.DryRun == DryRunServer)
 	})
-	return err
+	return stored, err
 }
 
 func (m *Migrator) get(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition) (fresh *nadv1.NetworkAttachmentDefinition, gone bool, err error) {

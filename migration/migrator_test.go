@@ -43,6 +43,8 @@ type memStore struct {
 	// with a token) expire, once.
 	expireAt  int
 	listCalls int
+	// mutate stands for a mutating webhook: it changes what is written.
+	mutate func(*nadv1.NetworkAttachmentDefinition)
 }
 
 var nadGR = schema.GroupResource{Group: "k8s.cni.cncf.io", Resource: "network-attachment-definitions"}
@@ -120,13 +122,16 @@ func (s *memStore) Update(_ context.Context, nad *nadv1.NetworkAttachmentDefinit
 	if cur.ResourceVersion != nad.ResourceVersion {
 		return apierrors.NewConflict(nadGR, nad.Name, errors.New("the object has been modified"))
 	}
+	if s.mutate != nil {
+		s.mutate(nad)
+	}
 	if dryRun {
 		s.dryRuns++
 		return nil
 	}
 	s.rv++
+	nad.ResourceVersion = strconv.Itoa(s.rv) // the answer, as a client gets it
 	stored := nad.DeepCopy()
-	stored.ResourceVersion = strconv.Itoa(s.rv)
 	s.nads[key] = stored
 	if s.afterUpdate != nil {
 		return s.afterUpdate(key, attempt)
@@ -346,6 +351,26 @@ func TestDryRunsAndScope(t *testing.T) {
 	rep = run(t, s, Options{DryRun: DryRunServer, Namespace: "a"})
 	if rep.Summary.Total != 1 || rep.Count(report.ActionWouldNormalize) != 1 || s.dryRuns != 1 || s.nads["a/n"].Spec.Config != nested {
 		t.Errorf("server dry-run in namespace a: %v, %d dry-run writes, stored %s", rep.Summary.Actions, s.dryRuns, s.nads["a/n"].Spec.Config)
+	}
+}
+
+func TestRollbackOptsOutAndChecksWhatIsStored(t *testing.T) {
+	s := newMemStore(map[string]string{"a/n": nested})
+	run(t, s, Options{})
+	rep := run(t, s, Options{Mode: ModeRollback})
+	if n := s.nads["a/n"]; n.Spec.Config != nested || n.Labels[nadv1.LabelSkip] != "true" || rep.Count(report.ActionRestored) != 1 {
+		t.Fatalf("after rollback: %s, labels %v, %v", n.Spec.Config, n.Labels, rep.Summary.Actions)
+	}
+	// A mutating webhook that flattens what rollback writes: the original
+	// leaves its annotation, so the report must keep it.
+	s = newMemStore(map[string]string{"a/n": nested})
+	run(t, s, Options{})
+	flat := s.nads["a/n"].Spec.Config
+	s.mutate = func(n *nadv1.NetworkAttachmentDefinition) { n.Spec.Config = flat }
+	rep = run(t, s, Options{Mode: ModeRollback})
+	it, _ := action(rep, "a/n")
+	if it.Action != report.ActionFailed || !strings.Contains(it.Reason, "an admission webhook rewrote the restored config") || !strings.Contains(it.Reason, nested) {
+		t.Errorf("a rewritten restore: %s %q", it.Action, it.Reason)
 	}
 }
 
