@@ -261,6 +261,13 @@ func (m *Migrator) migrate(ctx context.Context, nad *nadv1.NetworkAttachmentDefi
 			return it
 		}
 		it.Violations = netconf.Validate(res.Config, m.Opts.Profile)
+		if nad.Labels[nadv1.LabelSkip] == "true" {
+			// Opted out by a person, or by rollback: an automatic run (the
+			// upgrade pre-hook) must not undo that.
+			it.Action, it.Reason = report.ActionSkipped, "opted out with the label "+nadv1.LabelSkip+"=true; remove it to have the NAD migrated"
+			log.Info("Skipping NetworkAttachmentDefinition opted out by label", logging.KeyOutcome, it.Action)
+			return it
+		}
 		if m.Opts.DryRun == DryRunClient {
 			it.Action = report.ActionWouldNormalize
 			m.diff(it.Ref(), nad.Spec.Config, string(res.Config))

@@ -361,6 +361,12 @@ func TestRollbackOptsOutAndChecksWhatIsStored(t *testing.T) {
 	if n := s.nads["a/n"]; n.Spec.Config != nested || n.Labels[nadv1.LabelSkip] != "true" || rep.Count(report.ActionRestored) != 1 {
 		t.Fatalf("after rollback: %s, labels %v, %v", n.Spec.Config, n.Labels, rep.Summary.Actions)
 	}
+	// Rolled back is opted out: a later run (the next upgrade's pre-hook)
+	// leaves it, and says so.
+	rep = run(t, s, Options{})
+	if it, _ := action(rep, "a/n"); it.Action != report.ActionSkipped || !strings.Contains(it.Reason, nadv1.LabelSkip) || s.nads["a/n"].Spec.Config != nested {
+		t.Fatalf("migrate after rollback: %s %q, holds %s", it.Action, it.Reason, s.nads["a/n"].Spec.Config)
+	}
 	// A mutating webhook that flattens what rollback writes: the original
 	// leaves its annotation, so the report must keep it.
 	s = newMemStore(map[string]string{"a/n": nested})

@@ -59,6 +59,12 @@ func TestMigrateAndRollbackWithTheWebhook(t *testing.T) {
 	if got.Labels[webhooks.LabelSkip] != "true" {
 		t.Errorf("rollback did not opt the NAD out of the webhook: %v", got.Labels)
 	}
+	// The next migration (an upgrade's pre-hook) leaves it too.
+	run("migrate")
+	if got := get(); got.Spec.Config != nested {
+		t.Fatalf("migrate after rollback rewrote the opted-out NAD: %s", got.Spec.Config)
+	}
+	got = get()
 	// A later write of the same legacy config stays as written.
 	got.Annotations = map[string]string{"touched": "yes"}
 	got.Spec.Config = nested + " "
