@@ -19,6 +19,7 @@ import (
 	"go.yaml.in/yaml/v3"
 	utilyaml "k8s.io/apimachinery/pkg/util/yaml"
 
+	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
 	"github.com/harvester/netconf-migrator/apis/report"
 	"github.com/harvester/netconf-migrator/internal/configdiff"
@@ -270,6 +271,7 @@ func parseDoc(b []byte) (*yaml.Node, error) {
 type nadRef struct {
 	namespace, name string
 	source          string
+	skip            bool       // labelled nadv1.LabelSkip=true: left alone
 	config          *yaml.Node // the spec.config scalar, created when missing
 	before          string
 }
@@ -316,6 +318,9 @@ func asNAD(m *yaml.Node, src string) *nadRef {
 	if meta := child(m, "metadata"); meta != nil {
 		ref.namespace = scalar(meta, "namespace")
 		ref.name = scalar(meta, "name")
+		if labels := child(meta, "labels"); labels != nil && labels.Kind == yaml.MappingNode {
+			ref.skip = scalar(labels, nadv1.LabelSkip) == "true"
+		}
 		if ref.name == "" {
 			if g := scalar(meta, "generateName"); g != "" {
 				ref.name = g + "*"
@@ -346,6 +351,11 @@ func convertNAD(n *nadRef, profile netconf.Profile, writes bool) (report.Item, b
 		item.Violations = netconf.Validate(res.Config, profile)
 	}
 	if !res.Changed {
+		return item, false
+	}
+	if n.skip {
+		// The same opt-out the webhook and migrate honour.
+		item.Action, item.Reason = report.ActionSkipped, "opted out with the label "+nadv1.LabelSkip+"=true"
 		return item, false
 	}
 	item.Action = report.ActionWouldNormalize

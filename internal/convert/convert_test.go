@@ -231,3 +231,21 @@ items:
 		t.Fatalf("source = %q", res.Report.Items[0].Source)
 	}
 }
+
+// A NAD opted out with the skip label is left as written and does not fail
+// --check, as the webhook and migrate leave it.
+func TestSkipLabel(t *testing.T) {
+	in := "apiVersion: k8s.cni.cncf.io/v1\nkind: NetworkAttachmentDefinition\nmetadata:\n  name: kept\n  labels:\n    netconf-migrator.harvesterhci.io/skip: \"true\"\nspec:\n  config: '{\"NetConf\":{\"type\":\"bridge\"},\"bridge\":\"b-br\"}'\n"
+	res, out := run(t, Options{}, in, "-")
+	if res.Changes != 0 || out != in || res.NeedsAttention() {
+		t.Fatalf("an opted-out NAD was changed (%d) or needs attention:\n%s", res.Changes, out)
+	}
+	if n := res.Report.Count(report.ActionSkipped); n != 1 {
+		t.Fatalf("skipped = %d, want 1 (%v)", n, res.Report.Summary.Actions)
+	}
+	// Without the label it is a change.
+	res, _ = run(t, Options{}, strings.Replace(in, "skip: \"true\"", "skip: \"false\"", 1), "-")
+	if res.Changes != 1 {
+		t.Fatalf("changes = %d without the opt-out, want 1", res.Changes)
+	}
+}
