@@ -41,6 +41,7 @@ const (
 	MsgVLANRange    = "VLAN ID must >=0 and <=4094"
 	MsgBridgeLength = "the length of the brName could not be more than 15"
 	MsgBridgeSuffix = "the suffix of the brName should be -br"
+	MsgSystemNAD    = "system network nad's params can't be changed"
 )
 
 // harvesterNetConf is the flat struct Harvester decodes spec.config into.
@@ -96,6 +97,12 @@ func (v *harvesterValidator) Handle(_ context.Context, req admission.Request) ad
 		}
 		if vm := obj.Metadata.Annotations[AnnotationUsedByVM]; vm != "" {
 			return harvesterDenied(fmt.Sprintf("it's still used by VM(s) %s which must be stopped at first", vm))
+		}
+		// v1.6: the NADs Harvester's settings manage never change.
+		for _, setting := range []string{"storage-network", "vm-migration-network", "rwx-network"} {
+			if obj.Metadata.Annotations[setting+".settings.harvesterhci.io"] == "true" {
+				return harvesterDenied(MsgSystemNAD)
+			}
 		}
 	}
 	return admission.Allowed("")

@@ -102,3 +102,45 @@ func TestStoredDoubleEncodedBesideHarvesterMutator(t *testing.T) {
 		t.Errorf("the run after the recreate: exit %d, %v\n%s", r.code, r.report.Summary.Actions, r.errOut)
 	}
 }
+
+// TestSystemNADBesideHarvesterValidator migrates a nested storage-network
+// NAD with Harvester's validator (v1.6 rules) running: it refuses any change
+// to the config of a NAD its settings manage, so migrate reports it failed
+// with Harvester's message and Harvester's own way to replace it.
+func TestSystemNADBesideHarvesterValidator(t *testing.T) {
+	ctx := context.Background()
+	const ns = "system-nads"
+	if err := env.CreateNamespace(ctx, ns, map[string]string{testenv.HarvesterNamespaceLabel: "true"}); err != nil {
+		t.Fatal(err)
+	}
+	storage := newNAD(ns, "storagenetwork-x7k2p", nestedConfig("storage"), nil)
+	storage.Annotations = map[string]string{"storage-network.settings.harvesterhci.io": "true"}
+	seed(t, []*nadv1.NetworkAttachmentDefinition{storage, newNAD(ns, "vm-net", nestedConfig("vm-net"), nil)})
+	v, err := env.StartHarvesterValidator(ctx)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = v.Stop()
+		deleteWebhookConfiguration(t, "ValidatingWebhookConfiguration", testenv.HarvesterValidatorConfig)
+	})
+	waitDenial(t, ns, storage.Name)
+
+	r := runCLI(t, "migrate", "-n", ns)
+	if r.code != 1 {
+		t.Fatalf("exit %d, want 1\n%s", r.code, r.errOut)
+	}
+	items := map[string]report.Item{}
+	for _, it := range r.report.Items {
+		items[it.Name] = it
+	}
+	it := items[storage.Name]
+	for _, want := range []string{testenv.MsgSystemNAD, "storage-network setting", "clear the setting and set it again"} {
+		if it.Action != report.ActionFailed || !strings.Contains(it.Reason, want) {
+			t.Errorf("%s: %s %q, want failed and %q", storage.Name, it.Action, it.Reason, want)
+		}
+	}
+	if it := items["vm-net"]; it.Action != report.ActionNormalized {
+		t.Errorf("vm-net: %s %q, want normalized", it.Action, it.Reason)
+	}
+}
