@@ -155,14 +155,7 @@ func TestFaultsAndDenials(t *testing.T) {
 	// Harvester's validator denies nested payloads on CREATE: they were
 	// stored before it was installed, as on a cluster being upgraded.
 	seed(t, nads)
-	v, err := env.StartHarvesterValidator(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = v.Stop()
-		deleteWebhookConfiguration(t, "ValidatingWebhookConfiguration", testenv.HarvesterValidatorConfig)
-	})
+	startHarvesterValidator(t)
 	waitDenial(t, ns, "vm-0")
 	before := listAll(t, ns)
 

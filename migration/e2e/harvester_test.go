@@ -35,15 +35,8 @@ func TestStoredDoubleEncodedBesideHarvesterMutator(t *testing.T) {
 		newNAD(ns, "double", doubleEncodedConfig("double"), nil),
 		newNAD(ns, "flat", flatConfig("flat"), nil),
 	})
-	m, err := env.StartHarvesterMutator(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = m.Stop()
-		deleteWebhookConfiguration(t, "MutatingWebhookConfiguration", testenv.HarvesterMutatorConfig)
-	})
-	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+	startHarvesterMutator(t)
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		err := env.Client.Create(ctx, newNAD(ns, "probe", doubleEncodedConfig("probe"), nil), client.DryRunAll)
 		return err != nil && strings.Contains(err.Error(), testenv.HarvesterMutatorName), nil
 	})
@@ -116,14 +109,7 @@ func TestSystemNADBesideHarvesterValidator(t *testing.T) {
 	storage := newNAD(ns, "storagenetwork-x7k2p", nestedConfig("storage"), nil)
 	storage.Annotations = map[string]string{"storage-network.settings.harvesterhci.io": "true"}
 	seed(t, []*nadv1.NetworkAttachmentDefinition{storage, newNAD(ns, "vm-net", nestedConfig("vm-net"), nil)})
-	v, err := env.StartHarvesterValidator(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		_ = v.Stop()
-		deleteWebhookConfiguration(t, "ValidatingWebhookConfiguration", testenv.HarvesterValidatorConfig)
-	})
+	startHarvesterValidator(t)
 	waitDenial(t, ns, storage.Name)
 
 	r := runCLI(t, "migrate", "-n", ns)

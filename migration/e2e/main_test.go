@@ -187,3 +187,31 @@ func deleteWebhookConfiguration(t testing.TB, kind, name string) {
 		t.Error(err)
 	}
 }
+
+// startHarvesterValidator registers the stand-in for Harvester's validator
+// until the test ends.
+func startHarvesterValidator(t *testing.T) {
+	t.Helper()
+	v, err := env.StartHarvesterValidator(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = v.Stop()
+		deleteWebhookConfiguration(t, "ValidatingWebhookConfiguration", testenv.HarvesterValidatorConfig)
+	})
+}
+
+// startHarvesterMutator registers the stand-in for Harvester's mutator
+// until the test ends.
+func startHarvesterMutator(t *testing.T) {
+	t.Helper()
+	m, err := env.StartHarvesterMutator(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = m.Stop()
+		deleteWebhookConfiguration(t, "MutatingWebhookConfiguration", testenv.HarvesterMutatorConfig)
+	})
+}
