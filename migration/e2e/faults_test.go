@@ -164,10 +164,7 @@ func TestFaultsAndDenials(t *testing.T) {
 	if r.code != 1 {
 		t.Fatalf("exit %d, want 1: denied NADs need a person\n%s", r.code, r.errOut)
 	}
-	items := map[string]report.Item{}
-	for _, it := range r.report.Items {
-		items[it.Name] = it
-	}
+	items := r.itemsByName()
 	after := listAll(t, ns)
 	for name := range faults {
 		if it := items[name]; it.Action != report.ActionNormalized {

@@ -49,10 +49,7 @@ func TestStoredDoubleEncodedBesideHarvesterMutator(t *testing.T) {
 	if r.code != 1 {
 		t.Fatalf("exit %d, want 1\n%s", r.code, r.errOut)
 	}
-	items := map[string]report.Item{}
-	for _, it := range r.report.Items {
-		items[it.Name] = it
-	}
+	items := r.itemsByName()
 	if it := items["nested"]; it.Action != report.ActionNormalized {
 		t.Errorf("nested: %s %q, want normalized", it.Action, it.Reason)
 	}
@@ -116,10 +113,7 @@ func TestSystemNADBesideHarvesterValidator(t *testing.T) {
 	if r.code != 1 {
 		t.Fatalf("exit %d, want 1\n%s", r.code, r.errOut)
 	}
-	items := map[string]report.Item{}
-	for _, it := range r.report.Items {
-		items[it.Name] = it
-	}
+	items := r.itemsByName()
 	it := items[storage.Name]
 	for _, want := range []string{testenv.MsgSystemNAD, "storage-network setting", "clear the setting and set it again"} {
 		if it.Action != report.ActionFailed || !strings.Contains(it.Reason, want) {

@@ -111,6 +111,15 @@ type result struct {
 	hasReport   bool
 }
 
+// itemsByName indexes the report's items by NAD name.
+func (r result) itemsByName() map[string]report.Item {
+	items := map[string]report.Item{}
+	for _, it := range r.report.Items {
+		items[it.Name] = it
+	}
+	return items
+}
+
 // runCLI runs the command in-process, as a user would, with the admin
 // kubeconfig unless args name another, and reads its report.
 func runCLI(t testing.TB, args ...string) result {
