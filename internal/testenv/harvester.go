@@ -117,16 +117,26 @@ func harvesterDenied(msg string) admission.Response {
 	return resp
 }
 
-// standIn is a running stand-in webhook server.
+// standIn is a running stand-in webhook server and the webhook
+// configuration that registers it.
 type standIn struct {
 	cancel context.CancelFunc
 	done   chan error
+	env    *Env
+	// kind and name of its webhook configuration, once registered.
+	kind, name string
 }
 
 // Stop stops the server; its webhook configuration stays.
 func (s *standIn) Stop() error {
 	s.cancel()
 	return <-s.done
+}
+
+// Remove deletes the webhook configuration, then stops the server, so the
+// API server is never left calling a server that is gone.
+func (s *standIn) Remove(ctx context.Context) error {
+	return errors.Join(s.env.DeleteWebhookConfiguration(ctx, s.kind, s.name), s.Stop())
 }
 
 // serveStandIn serves h at path over TLS with envtest's webhook certificate
@@ -148,7 +158,7 @@ func (e *Env) serveStandIn(ctx context.Context, path string, h admission.Handler
 	})
 	srv.Register(path, &webhook.Admission{Handler: h})
 	sctx, cancel := context.WithCancel(ctx)
-	s := &standIn{cancel: cancel, done: make(chan error, 1)}
+	s := &standIn{cancel: cancel, done: make(chan error, 1), env: e}
 	go func() { s.done <- srv.Start(sctx) }()
 	cc.URL = ptr.To(fmt.Sprintf("https://%s%s", net.JoinHostPort(e.Webhook.LocalServingHost, fmt.Sprint(port)), path))
 	cc.CABundle = e.Webhook.LocalServingCAData
@@ -204,6 +214,7 @@ func (e *Env) StartHarvesterValidator(ctx context.Context) (*HarvesterValidator,
 	if err := e.Client.Create(ctx, vwc); err != nil {
 		return nil, errors.Join(fmt.Errorf("registering the Harvester validator: %w", err), s.Stop())
 	}
+	s.kind, s.name = "ValidatingWebhookConfiguration", vwc.Name
 	return &HarvesterValidator{standIn: s, handler: h}, nil
 }
 
@@ -312,6 +323,7 @@ func (e *Env) StartHarvesterMutator(ctx context.Context) (*HarvesterMutator, err
 	if err := e.Client.Create(ctx, mwc); err != nil {
 		return nil, errors.Join(fmt.Errorf("registering the Harvester mutator: %w", err), s.Stop())
 	}
+	s.kind, s.name = "MutatingWebhookConfiguration", mwc.Name
 	return &HarvesterMutator{s}, nil
 }
 

@@ -189,14 +189,6 @@ func kubeconfigFor(t testing.TB, host string) string {
 	return path
 }
 
-// deleteWebhookConfiguration deletes a webhook configuration of kind by name.
-func deleteWebhookConfiguration(t testing.TB, kind, name string) {
-	t.Helper()
-	if err := env.DeleteWebhookConfiguration(context.Background(), kind, name); err != nil {
-		t.Error(err)
-	}
-}
-
 // startHarvesterValidator registers the stand-in for Harvester's validator
 // until the test ends.
 func startHarvesterValidator(t *testing.T) {
@@ -205,10 +197,7 @@ func startHarvesterValidator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	t.Cleanup(func() {
-		_ = v.Stop()
-		deleteWebhookConfiguration(t, "ValidatingWebhookConfiguration", testenv.HarvesterValidatorConfig)
-	})
+	removeAtEnd(t, v)
 }
 
 // startHarvesterMutator registers the stand-in for Harvester's mutator
@@ -219,8 +208,14 @@ func startHarvesterMutator(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
+	removeAtEnd(t, m)
+}
+
+// removeAtEnd removes a Harvester stand-in when the test ends.
+func removeAtEnd(t *testing.T, s interface{ Remove(context.Context) error }) {
 	t.Cleanup(func() {
-		_ = m.Stop()
-		deleteWebhookConfiguration(t, "MutatingWebhookConfiguration", testenv.HarvesterMutatorConfig)
+		if err := s.Remove(context.Background()); err != nil {
+			t.Error(err)
+		}
 	})
 }

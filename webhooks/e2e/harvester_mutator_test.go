@@ -42,8 +42,7 @@ func TestBesideHarvesterMutator(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() {
-		deleteWebhookConfiguration(t, "MutatingWebhookConfiguration", testenv.HarvesterMutatorConfig)
-		if err := m.Stop(); err != nil {
+		if err := m.Remove(ctx); err != nil {
 			t.Error(err)
 		}
 	}()

@@ -88,14 +88,13 @@ func TestStorageNetworkBesideHarvesterValidator(t *testing.T) {
 		t.Fatal(err)
 	}
 	defer func() {
-		if err := v.Stop(); err != nil {
+		if err := v.Remove(ctx); err != nil {
 			t.Error(err)
 		}
 		if err := env.Client.DeleteAllOf(ctx, &nadv1.NetworkAttachmentDefinition{}, client.InNamespace("harvester-system")); err != nil {
 			t.Error(err)
 		}
 	}()
-	defer deleteWebhookConfiguration(t, "ValidatingWebhookConfiguration", testenv.HarvesterValidatorConfig)
 	if err := env.CreateNamespace(ctx, "harvester-system", map[string]string{testenv.HarvesterNamespaceLabel: "true"}); err != nil {
 		t.Fatal(err)
 	}
