@@ -429,28 +429,18 @@ func (m *Migrator) skipped(log logr.Logger, it report.Item) report.Item {
 const hintUnreadableOld = " (an admission webhook cannot decode the stored double-encoded config and refuses every update of this NAD;" +
 	" recreate it from `netconf-migrator convert` output with `kubectl replace --force` while no VM uses it)"
 
-// harvesterSetting names the Harvester setting that manages nad (the
-// storage network and its siblings, in harvester-system), or "".
-func harvesterSetting(nad *nadv1.NetworkAttachmentDefinition) string {
-	for _, s := range []string{"storage-network", "vm-migration-network", "rwx-network"} {
-		if nad.Annotations[s+".settings.harvesterhci.io"] == "true" {
-			return s
-		}
-	}
-	return ""
-}
-
 func (m *Migrator) fail(ctx context.Context, log logr.Logger, nad *nadv1.NetworkAttachmentDefinition, it report.Item, reason string, err error) report.Item {
 	it.Action, it.Reason = report.ActionFailed, err.Error()
+	setting := nadv1.HarvesterSetting(nad.Annotations)
 	switch {
 	case !IsAdmissionDenial(err):
 	case it.Form == netconf.FormDoubleEncoded && strings.Contains(err.Error(), "cannot unmarshal string"):
 		it.Reason += hintUnreadableOld
-	case harvesterSetting(nad) != "":
+	case setting != "":
 		// Harvester's validator: "storagenetwork nad's params can't be
 		// changed, the only way is to clear & set storagenetwork".
 		it.Reason += fmt.Sprintf(" (Harvester manages this NAD through its %s setting and refuses changes to its config;"+
-			" clear the setting and set it again to have Harvester replace the NAD and move its pods to the new one)", harvesterSetting(nad))
+			" clear the setting and set it again to have Harvester replace the NAD and move its pods to the new one)", setting)
 	}
 	log.Error(logged(err), "Writing NetworkAttachmentDefinition failed", logging.KeyOutcome, it.Action)
 	if m.Opts.DryRun == DryRunNone {

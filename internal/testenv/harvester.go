@@ -21,6 +21,8 @@ import (
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 )
 
 // Harvester's validating webhook, as its v1.5 release behaves for
@@ -99,10 +101,8 @@ func (v *harvesterValidator) Handle(_ context.Context, req admission.Request) ad
 			return harvesterDenied(fmt.Sprintf("it's still used by VM(s) %s which must be stopped at first", vm))
 		}
 		// v1.6: the NADs Harvester's settings manage never change.
-		for _, setting := range []string{"storage-network", "vm-migration-network", "rwx-network"} {
-			if obj.Metadata.Annotations[setting+".settings.harvesterhci.io"] == "true" {
-				return harvesterDenied(MsgSystemNAD)
-			}
+		if nadv1.HarvesterSetting(obj.Metadata.Annotations) != "" {
+			return harvesterDenied(MsgSystemNAD)
 		}
 	}
 	return admission.Allowed("")

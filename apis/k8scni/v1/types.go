@@ -36,6 +36,18 @@ const (
 	LabelSkip = "netconf-migrator.harvesterhci.io/skip"
 )
 
+// HarvesterSetting names the Harvester setting that manages a NAD (the
+// storage network and its siblings in harvester-system mark their NADs with
+// the annotation <setting>.settings.harvesterhci.io: "true"), or "".
+func HarvesterSetting(annotations map[string]string) string {
+	for _, s := range []string{"storage-network", "vm-migration-network", "rwx-network"} {
+		if annotations[s+".settings.harvesterhci.io"] == "true" {
+			return s
+		}
+	}
+	return ""
+}
+
 // GroupVersionResource of NetworkAttachmentDefinitions.
 var GroupVersionResource = GroupVersion.WithResource(Resource)
 

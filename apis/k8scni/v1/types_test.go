@@ -46,3 +46,20 @@ func TestSchemeKnowsTheTypes(t *testing.T) {
 		t.Fatalf("kind %s, want %s", gvks[0].Kind, Kind)
 	}
 }
+
+func TestHarvesterSetting(t *testing.T) {
+	for _, tc := range []struct {
+		annotations map[string]string
+		want        string
+	}{
+		{map[string]string{"storage-network.settings.harvesterhci.io": "true"}, "storage-network"},
+		{map[string]string{"vm-migration-network.settings.harvesterhci.io": "true"}, "vm-migration-network"},
+		{map[string]string{"rwx-network.settings.harvesterhci.io": "true"}, "rwx-network"},
+		{map[string]string{"storage-network.settings.harvesterhci.io": "false"}, ""},
+		{nil, ""},
+	} {
+		if got := HarvesterSetting(tc.annotations); got != tc.want {
+			t.Errorf("HarvesterSetting(%v) = %q, want %q", tc.annotations, got, tc.want)
+		}
+	}
+}
