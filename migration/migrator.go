@@ -9,7 +9,6 @@ import (
 	"sync"
 	"sync/atomic"
 	"time"
-	"unicode/utf8"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -456,12 +455,8 @@ func (m *Migrator) fail(ctx context.Context, log logr.Logger, nad *nadv1.Network
 const maxLoggedError = 300
 
 func logged(err error) error {
-	if msg := err.Error(); len(msg) > maxLoggedError {
-		n := maxLoggedError
-		for n > 0 && !utf8.RuneStart(msg[n]) {
-			n--
-		}
-		return fmt.Errorf("%s... (%d more bytes in the report)", msg[:n], len(msg)-n)
+	if head, cut := logging.Cut(err.Error(), maxLoggedError); cut > 0 {
+		return fmt.Errorf("%s... (%d more bytes in the report)", head, cut)
 	}
 	return err
 }

@@ -207,9 +207,9 @@ func writeTermination(path string, rep *report.Report, code int, runErr error) {
 	}
 	msg := map[string]any{"total": rep.Summary.Total, "actions": rep.Summary.Actions, "exitCode": code}
 	if runErr != nil {
-		e := runErr.Error()
-		if len(e) > 1024 { // the kubelet keeps 4096 bytes of the message
-			e = e[:1024] + "..."
+		e, cut := logging.Cut(runErr.Error(), 1024) // the kubelet keeps 4096 bytes of the message
+		if cut > 0 {
+			e += "..."
 		}
 		msg["error"] = e
 	}

@@ -5,6 +5,7 @@ package logging
 import (
 	"fmt"
 	"io"
+	"unicode/utf8"
 
 	"github.com/go-logr/logr"
 	"github.com/go-logr/zapr"
@@ -68,4 +69,18 @@ func Ref(namespace, name string) string {
 		return name
 	}
 	return namespace + "/" + name
+}
+
+// Cut shortens s to at most max bytes, at a rune boundary, and says how
+// many bytes it cut off: messages quoting whole configs are bounded where
+// they are logged or shown.
+func Cut(s string, max int) (head string, cut int) {
+	if len(s) <= max {
+		return s, 0
+	}
+	n := max
+	for n > 0 && !utf8.RuneStart(s[n]) {
+		n--
+	}
+	return s[:n], len(s) - n
 }
