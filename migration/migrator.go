@@ -81,6 +81,9 @@ type Options struct {
 	Diff io.Writer
 	// ProgressInterval is how often a progress line is logged.
 	ProgressInterval time.Duration
+	// Recreate allows replacing a NAD whose in-place write admission
+	// refuses (default auto; needs Migrator.Backups).
+	Recreate Recreate
 }
 
 // Progress counts what a run has done so far.
@@ -93,8 +96,10 @@ type Progress struct {
 type Migrator struct {
 	Store  Store
 	Events Events // may be nil
-	Log    logr.Logger
-	Opts   Options
+	// Backups keep NADs while they are replaced; nil: never replace.
+	Backups Backups
+	Log     logr.Logger
+	Opts    Options
 
 	seen, changed, failed, pages atomic.Int64
 	diffMu                       sync.Mutex
@@ -129,6 +134,9 @@ func (m *Migrator) defaults() {
 	if o.ProgressInterval <= 0 {
 		o.ProgressInterval = defaultProgressEvery
 	}
+	if o.Recreate == "" {
+		o.Recreate = RecreateAuto
+	}
 }
 
 // Progress returns the counters so far.
@@ -142,6 +150,12 @@ func (m *Migrator) Progress() Progress {
 func (m *Migrator) Run(ctx context.Context) (*report.Report, error) {
 	m.defaults()
 	rep := report.New()
+	// First the replacements an interrupted run left half done: their NADs
+	// are missing until created again.
+	resumed, err := m.resume(ctx, rep)
+	if err != nil {
+		return rep, fmt.Errorf("finishing the replacements an earlier run started: %w", err)
+	}
 	work := make(chan *nadv1.NetworkAttachmentDefinition, m.Opts.Concurrency)
 	var wg sync.WaitGroup
 	for range m.Opts.Concurrency {
@@ -165,7 +179,7 @@ func (m *Migrator) Run(ctx context.Context) (*report.Report, error) {
 		})
 	}
 	stopProgress := m.reportProgress()
-	err := m.list(ctx, work)
+	err = m.list(ctx, work, resumed)
 	close(work)
 	wg.Wait()
 	stopProgress()
@@ -174,7 +188,7 @@ func (m *Migrator) Run(ctx context.Context) (*report.Report, error) {
 
 // list feeds every NAD in scope to work, page by page, so memory holds at
 // most one page and the workers' NADs whatever the number of NADs.
-func (m *Migrator) list(ctx context.Context, work chan<- *nadv1.NetworkAttachmentDefinition) error {
+func (m *Migrator) list(ctx context.Context, work chan<- *nadv1.NetworkAttachmentDefinition, resumed map[string]bool) error {
 	// After an expired continue token the listing starts again from the
 	// top. The API server lists in key order (namespace/name), so the NADs
 	// handed out before are the ones up to the last key: skipping them
@@ -203,7 +217,7 @@ func (m *Migrator) list(ctx context.Context, work chan<- *nadv1.NetworkAttachmen
 		for i := range page.Items {
 			nad := &page.Items[i]
 			key := nad.Namespace + "/" + nad.Name
-			if restarted && key <= last {
+			if (restarted && key <= last) || resumed[key] {
 				continue
 			}
 			last = key
@@ -313,10 +327,44 @@ func (m *Migrator) migrate(ctx context.Context, nad *nadv1.NetworkAttachmentDefi
 			continue
 		case Classify(err) == Gone:
 			return m.skipped(log, it)
+		case m.mayRecreate(nad, err):
+			stored, rerr := m.recreate(ctx, log, nad, upd, err, acceptFlat)
+			if errors.Is(rerr, errRecreateConflict) && conflicts < m.Opts.MaxConflicts {
+				fresh, gone, ferr := m.get(ctx, nad)
+				if gone {
+					return m.skipped(log, it)
+				}
+				if ferr != nil {
+					return m.fail(ctx, log, nad, it, ReasonNormalizeFail, ferr)
+				}
+				nad = fresh
+				continue
+			}
+			if rerr != nil {
+				return m.fail(ctx, log, nad, it, ReasonNormalizeFail, rerr)
+			}
+			it.Action, it.Recreated = report.ActionNormalized, true
+			if m.Opts.DryRun == DryRunServer {
+				it.Action = report.ActionWouldNormalize
+			}
+			m.diff(it.Ref(), nad.Spec.Config, stored.Spec.Config)
+			log.Info("Replaced NetworkAttachmentDefinition by one in the flat form: its in-place update was refused", logging.KeyOutcome, it.Action)
+			if m.Opts.DryRun == DryRunNone {
+				m.event(ctx, stored, corev1.EventTypeNormal, ReasonNormalized,
+					fmt.Sprintf("netconf-migrator deleted and created this NAD again in the flat CNI form (an admission webhook refused the in-place update); the original config is in the annotation %s", nadv1.AnnotationOriginalConfig))
+			}
+			return it
 		default:
 			return m.fail(ctx, log, nad, it, ReasonNormalizeFail, err)
 		}
 	}
+}
+
+// acceptFlat takes a config a create would store when it needs no
+// normalizing (another webhook may have added keys, such as Harvester's mtu).
+func acceptFlat(config string) bool {
+	r := netconf.Normalize([]byte(config))
+	return !r.Changed && r.Form != netconf.FormTruncated && r.Form != netconf.FormInvalid && r.Form != netconf.FormEmpty
 }
 
 // rollback restores the original config of a NAD the migration rewrote,
@@ -386,6 +434,29 @@ func (m *Migrator) rollback(ctx context.Context, nad *nadv1.NetworkAttachmentDef
 			continue
 		case Classify(err) == Gone:
 			return m.skipped(log, it)
+		case m.mayRecreate(nad, err):
+			_, rerr := m.recreate(ctx, log, nad, upd, err, func(stored string) bool { return stored == orig })
+			if errors.Is(rerr, errRecreateConflict) && conflicts < m.Opts.MaxConflicts {
+				fresh, gone, ferr := m.get(ctx, nad)
+				if gone {
+					return m.skipped(log, it)
+				}
+				if ferr != nil {
+					return m.fail(ctx, log, nad, it, ReasonRestoreFailed, ferr)
+				}
+				nad = fresh
+				continue
+			}
+			if rerr != nil {
+				return m.fail(ctx, log, nad, it, ReasonRestoreFailed, rerr)
+			}
+			it.Action, it.Recreated = report.ActionRestored, true
+			if m.Opts.DryRun == DryRunServer {
+				it.Action = report.ActionWouldRestore
+			}
+			m.diff(it.Ref(), nad.Spec.Config, orig)
+			log.Info("Restored the original NetworkAttachmentDefinition config by creating the NAD again: its in-place update was refused", logging.KeyOutcome, it.Action)
+			return it
 		default:
 			return m.fail(ctx, log, nad, it, ReasonRestoreFailed, err)
 		}
@@ -421,25 +492,35 @@ func (m *Migrator) skipped(log logr.Logger, it report.Item) report.Item {
 	return it
 }
 
-// hintUnreadableOld is added to the denial of an update of a stored
-// double-encoded config by a webhook that cannot decode the old object
-// (Harvester's network webhooks decode it with a flat struct): that webhook
-// refuses every update of the NAD, whatever the new config.
-const hintUnreadableOld = " (an admission webhook cannot decode the stored double-encoded config and refuses every update of this NAD;" +
-	" recreate it from `netconf-migrator convert` output with `kubectl replace --force` while no VM uses it)"
+// advice says what a person can do about a write admission refused, read
+// from the refusal: Harvester's webhooks say why in words that differ by
+// release, and the advice must work on the release that refused.
+func advice(nad *nadv1.NetworkAttachmentDefinition, form netconf.Form, err error) string {
+	msg := err.Error()
+	if setting := nadv1.HarvesterSetting(nad.Namespace, nad.Name, nad.Labels, nad.Annotations); setting != "" {
+		return fmt.Sprintf("Harvester manages this NAD through its %s setting, and netconf-migrator never deletes such a NAD;"+
+			" clear the setting and set it again (with every VM stopped and no volume attached) to have Harvester replace it with a flat one", setting)
+	}
+	switch {
+	case strings.Contains(msg, "which must be stopped at first"):
+		return "stop the VMs named, then run netconf-migrator migrate again" +
+			" (from Harvester v1.6 a stopped VM that references the NAD still blocks its replacement, and the next report says what to do then)"
+	case strings.Contains(msg, "which must remove the related networks and interfaces"):
+		return "Harvester refuses to change this NAD in place and to delete it while VMs reference it: remove this network from the VMs named" +
+			" (none of them can attach to it in its legacy form), run netconf-migrator migrate again, then add the network back"
+	case form == netconf.FormDoubleEncoded && strings.Contains(msg, "cannot unmarshal string"):
+		return "Harvester's network webhook cannot decode a double-encoded config and refuses every update and, from Harvester v1.6, every delete of this NAD;" +
+			" no client can replace it while that webhook serves (Harvester's upgrade pre-hook replaces it before v1.6's webhook starts)." +
+			" In a maintenance window with Harvester's network webhook stopped, an administrator can replace it with" +
+			" `kubectl get network-attachment-definitions -n NS NAME -o yaml | netconf-migrator convert -f - | kubectl replace --force -f -`"
+	}
+	return ""
+}
 
 func (m *Migrator) fail(ctx context.Context, log logr.Logger, nad *nadv1.NetworkAttachmentDefinition, it report.Item, reason string, err error) report.Item {
 	it.Action, it.Reason = report.ActionFailed, err.Error()
-	setting := nadv1.HarvesterSetting(nad.Annotations)
-	switch {
-	case !IsAdmissionDenial(err):
-	case it.Form == netconf.FormDoubleEncoded && strings.Contains(err.Error(), "cannot unmarshal string"):
-		it.Reason += hintUnreadableOld
-	case setting != "":
-		// Harvester's validator: "storagenetwork nad's params can't be
-		// changed, the only way is to clear & set storagenetwork".
-		it.Reason += fmt.Sprintf(" (Harvester manages this NAD through its %s setting and refuses changes to its config;"+
-			" clear the setting and set it again to have Harvester replace the NAD and move its pods to the new one)", setting)
+	if a := advice(nad, it.Form, err); a != "" {
+		it.Advice = a
 	}
 	log.Error(logged(err), "Writing NetworkAttachmentDefinition failed", logging.KeyOutcome, it.Action)
 	if m.Opts.DryRun == DryRunNone {

@@ -45,6 +45,11 @@ type memStore struct {
 	listCalls int
 	// mutate stands for a mutating webhook: it changes what is written.
 	mutate func(*nadv1.NetworkAttachmentDefinition)
+	// beforeCreate and beforeDelete may refuse a create or a delete.
+	beforeCreate func(nad *nadv1.NetworkAttachmentDefinition, dryRun bool) error
+	beforeDelete func(key string, dryRun bool) error
+	creates      []string // names created for real, in order
+	deletes      []string
 }
 
 var nadGR = schema.GroupResource{Group: "k8s.cni.cncf.io", Resource: "network-attachment-definitions"}
@@ -140,6 +145,99 @@ func (s *memStore) Update(_ context.Context, nad *nadv1.NetworkAttachmentDefinit
 }
 
 // otherWriter changes a stored NAD the way another client would.
+func (s *memStore) Create(_ context.Context, nad *nadv1.NetworkAttachmentDefinition, dryRun bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if nad.Name == "" {
+		nad.Name = nad.GenerateName + "x1y2z"
+	}
+	if s.beforeCreate != nil {
+		if err := s.beforeCreate(nad, dryRun); err != nil {
+			return err
+		}
+	}
+	key := nad.Namespace + "/" + nad.Name
+	if _, ok := s.nads[key]; ok {
+		return apierrors.NewAlreadyExists(nadGR, nad.Name)
+	}
+	if s.mutate != nil {
+		s.mutate(nad)
+	}
+	if dryRun {
+		s.dryRuns++
+		return nil
+	}
+	s.rv++
+	nad.ResourceVersion, nad.UID = strconv.Itoa(s.rv), types.UID(fmt.Sprintf("%s-%d", key, s.rv))
+	s.nads[key] = nad.DeepCopy()
+	s.creates = append(s.creates, key)
+	return nil
+}
+
+func (s *memStore) Delete(_ context.Context, nad *nadv1.NetworkAttachmentDefinition, dryRun bool) error {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	key := nad.Namespace + "/" + nad.Name
+	if s.beforeDelete != nil {
+		if err := s.beforeDelete(key, dryRun); err != nil {
+			return err
+		}
+	}
+	cur, ok := s.nads[key]
+	switch {
+	case !ok:
+		return apierrors.NewNotFound(nadGR, nad.Name)
+	case cur.UID != nad.UID || cur.ResourceVersion != nad.ResourceVersion:
+		return apierrors.NewConflict(nadGR, nad.Name, errors.New("Precondition failed"))
+	case dryRun:
+		return nil
+	}
+	delete(s.nads, key)
+	s.deletes = append(s.deletes, key)
+	return nil
+}
+
+// memBackups is an in-memory Backups.
+type memBackups struct {
+	mu      sync.Mutex
+	saved   map[string]*Backup
+	saves   int
+	failAll error
+}
+
+func newMemBackups() *memBackups { return &memBackups{saved: map[string]*Backup{}} }
+
+func (b *memBackups) Save(_ context.Context, bk *Backup) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	if b.failAll != nil {
+		return b.failAll
+	}
+	bk.Name = BackupName(bk.Original)
+	b.saved[bk.Name] = bk
+	b.saves++
+	return nil
+}
+
+func (b *memBackups) List(context.Context) ([]*Backup, error) {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	var out []*Backup
+	for _, bk := range b.saved {
+		out = append(out, bk)
+	}
+	return out, nil
+}
+
+func (b *memBackups) Delete(_ context.Context, bk *Backup) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.saved, bk.Name)
+	return nil
+}
+
+func (b *memBackups) Where(bk *Backup) string { return "memory " + bk.Name }
+
 func (s *memStore) otherWriter(key, config string, label string) {
 	s.rv++
 	n := s.nads[key]

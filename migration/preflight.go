@@ -3,6 +3,7 @@ package migration
 import (
 	"context"
 	"fmt"
+	"slices"
 	"strings"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
@@ -25,8 +26,10 @@ func (e *PreflightError) Error() string { return e.Msg }
 // installed and Established and that this identity may list and get NADs in
 // the scope, and update them when the run writes (a server dry run is
 // authorized as a write; a client dry run reads only, so a read-only
-// identity can see what a migration would do).
-func Preflight(ctx context.Context, cfg *rest.Config, namespace string, writes bool) error {
+// identity can see what a migration would do). With backupNamespace set
+// (the recreate path is on) a writing run must also be allowed to create
+// and delete NADs, and to keep backups as ConfigMaps there.
+func Preflight(ctx context.Context, cfg *rest.Config, namespace string, writes bool, backupNamespace string) error {
 	ext, err := apiextensionsclient.NewForConfig(cfg)
 	if err != nil {
 		return &PreflightError{Msg: fmt.Sprintf("Cannot build a client for %s: %v.", cfg.Host, err)}
@@ -61,22 +64,30 @@ func Preflight(ctx context.Context, cfg *rest.Config, namespace string, writes b
 	if err != nil {
 		return &PreflightError{Msg: fmt.Sprintf("Cannot build a client for %s: %v.", cfg.Host, err)}
 	}
+	allowed := func(ns, verb, group, version, resource string) (bool, error) {
+		ssar := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
+			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: verb, Group: group, Version: version, Resource: resource},
+		}}
+		res, err := kube.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, ssar, metav1.CreateOptions{})
+		if err != nil {
+			return false, &PreflightError{Msg: fmt.Sprintf("Cannot check this identity's permissions on %s: %v.", resource, apiMessage(err))}
+		}
+		return res.Status.Allowed, nil
+	}
 	var denied []string
 	verbs := []string{"list", "get"}
 	if writes {
 		verbs = append(verbs, "update")
+		if backupNamespace != "" {
+			verbs = append(verbs, "create", "delete")
+		}
 	}
 	for _, verb := range verbs {
-		ssar := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
-			ResourceAttributes: &authorizationv1.ResourceAttributes{
-				Namespace: namespace, Verb: verb, Group: nadv1.GroupVersion.Group, Version: nadv1.GroupVersion.Version, Resource: nadv1.Resource,
-			},
-		}}
-		res, err := kube.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, ssar, metav1.CreateOptions{})
+		ok, err := allowed(namespace, verb, nadv1.GroupVersion.Group, nadv1.GroupVersion.Version, nadv1.Resource)
 		if err != nil {
-			return &PreflightError{Msg: fmt.Sprintf("Cannot check this identity's permissions on NetworkAttachmentDefinitions: %v.", apiMessage(err))}
+			return err
 		}
-		if !res.Status.Allowed {
+		if !ok {
 			denied = append(denied, verb)
 		}
 	}
@@ -85,7 +96,23 @@ func Preflight(ctx context.Context, cfg *rest.Config, namespace string, writes b
 		if namespace != "" {
 			scope = "in namespace " + namespace
 		}
-		return &PreflightError{Msg: fmt.Sprintf("This identity may not %s NetworkAttachmentDefinitions %s; grant the netconf-migrator-job ClusterRole (config/job).", strings.Join(denied, " or "), scope)}
+		msg := fmt.Sprintf("This identity may not %s NetworkAttachmentDefinitions %s; grant the netconf-migrator-job ClusterRole (config/job)", strings.Join(denied, " or "), scope)
+		if slices.Contains(denied, "create") || slices.Contains(denied, "delete") {
+			msg += ", or pass --recreate=never to only ever update NADs in place"
+		}
+		return &PreflightError{Msg: msg + "."}
+	}
+	if writes && backupNamespace != "" {
+		for _, verb := range []string{"create", "list", "delete"} {
+			ok, err := allowed(backupNamespace, verb, "", "v1", "configmaps")
+			if err != nil {
+				return err
+			}
+			if !ok {
+				return &PreflightError{Msg: fmt.Sprintf("This identity may not %s ConfigMaps in namespace %s, where backups of the NADs it replaces are kept;"+
+					" grant the netconf-migrator-job Role (config/job), pass --backup-namespace, or --recreate=never.", verb, backupNamespace)}
+			}
+		}
 	}
 	return nil
 }

@@ -26,6 +26,13 @@ type Store interface {
 	// dryRun the API server and its webhooks see the write; nothing is
 	// stored.
 	Update(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition, dryRun bool) error
+	// Create creates nad (under a generated name when only GenerateName is
+	// set) and leaves in it what the API server stored, after every
+	// mutating webhook; dryRun as for Update.
+	Create(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition, dryRun bool) error
+	// Delete deletes the NAD only while its uid and resourceVersion are
+	// still nad's; dryRun as for Update.
+	Delete(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition, dryRun bool) error
 }
 
 // Events records what happened to a NAD where `kubectl describe` shows it.
@@ -70,6 +77,22 @@ func (s ClientStore) Update(ctx context.Context, nad *nadv1.NetworkAttachmentDef
 		opts = append(opts, client.DryRunAll)
 	}
 	return s.Client.Update(ctx, nad, opts...)
+}
+
+func (s ClientStore) Create(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition, dryRun bool) error {
+	opts := []client.CreateOption{client.FieldOwner(FieldManager)}
+	if dryRun {
+		opts = append(opts, client.DryRunAll)
+	}
+	return s.Client.Create(ctx, nad, opts...)
+}
+
+func (s ClientStore) Delete(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition, dryRun bool) error {
+	opts := []client.DeleteOption{client.Preconditions{UID: &nad.UID, ResourceVersion: &nad.ResourceVersion}}
+	if dryRun {
+		opts = append(opts, client.DryRunAll)
+	}
+	return s.Client.Delete(ctx, nad, opts...)
 }
 
 // ClientEvents writes core/v1 Events with the client; a failure to record

@@ -29,12 +29,17 @@ const (
 
 // Item is one NAD that needs attention or was changed.
 type Item struct {
-	Namespace  string              `json:"namespace"`
-	Name       string              `json:"name"`
-	Source     string              `json:"source,omitempty"` // file and document, for convert
-	Form       netconf.Form        `json:"form"`
-	Action     Action              `json:"action"`
-	Reason     string              `json:"reason,omitempty"`
+	Namespace string       `json:"namespace"`
+	Name      string       `json:"name"`
+	Source    string       `json:"source,omitempty"` // file and document, for convert
+	Form      netconf.Form `json:"form"`
+	Action    Action       `json:"action"`
+	Reason    string       `json:"reason,omitempty"`
+	// Advice says what a person can do about a failed NAD.
+	Advice string `json:"advice,omitempty"`
+	// Recreated says the NAD was deleted and created again with the same
+	// name, because admission refused the in-place write.
+	Recreated  bool                `json:"recreated,omitempty"`
 	Violations []netconf.Violation `json:"violations,omitempty"`
 }
 
@@ -163,10 +168,16 @@ func (r *Report) WriteSummary(w io.Writer) {
 		if it.Action != ActionUnchanged {
 			line += " [" + string(it.Action) + "]"
 		}
+		if it.Recreated {
+			line += " (recreated)"
+		}
 		if it.Source != "" {
 			line += " in " + it.Source
 		}
 		fmt.Fprintln(w, line)
+		if it.Advice != "" {
+			fmt.Fprintf(w, "    what to do: %s\n", it.Advice)
+		}
 		for _, v := range it.Violations {
 			fmt.Fprintf(w, "    %s\n", v)
 		}

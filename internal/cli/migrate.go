@@ -39,6 +39,7 @@ type runFlags struct {
 	qps                                                                                   float32
 	progress                                                                              time.Duration
 	events                                                                                bool
+	recreate, backupNamespace                                                             string
 }
 
 func newRunCommand(g *globals, mode migration.Mode) *cobra.Command {
@@ -91,6 +92,8 @@ Exit codes: 0 done; 1 some NADs failed or were changed since; 2 usage or preflig
 	fl.BoolVar(&f.events, "events", true, "record a Kubernetes Event on every rewritten or failed NAD (one more API request per NAD)")
 	fl.DurationVar(&f.progress, "progress-interval", 10*time.Second, "how often a progress line is logged")
 	fl.StringVar(&f.terminationPath, "termination-message-path", "/dev/termination-log", "where a Pod's termination message goes; written only when the file exists")
+	fl.StringVar(&f.recreate, "recreate", string(migration.RecreateAuto), "auto: when an admission webhook refuses the in-place write (Harvester v1.6+ refuses to flatten a nested NAD), delete the NAD and create it again with the same name, after a server-side dry run and a backup; never: only update in place")
+	fl.StringVar(&f.backupNamespace, "backup-namespace", defaultBackupNamespace(), "namespace of the ConfigMaps that back up NADs while they are replaced (default: POD_NAMESPACE, else netconf-migrator-system)")
 	return cmd
 }
 
@@ -114,6 +117,10 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	if err != nil {
 		return usageError("--selector: %w", err)
 	}
+	recreate, err := migration.ParseRecreate(f.recreate)
+	if err != nil {
+		return usageError("--recreate: %w", err)
+	}
 	if f.pageSize <= 0 || f.concurrency <= 0 || f.qps <= 0 || f.burst <= 0 {
 		return usageError("--page-size, --concurrency, --qps and --burst must be positive")
 	}
@@ -129,7 +136,11 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
-	if err := migration.Preflight(ctx, cfg, f.namespace, dry != migration.DryRunClient); err != nil {
+	backupNS := ""
+	if recreate == migration.RecreateAuto {
+		backupNS = f.backupNamespace
+	}
+	if err := migration.Preflight(ctx, cfg, f.namespace, dry != migration.DryRunClient, backupNS); err != nil {
 		// A Job's Pod status then says why the run never started.
 		writeTermination(f.terminationPath, report.New(), ExitUsage, err)
 		return &ExitError{Code: ExitUsage, Err: err}
@@ -151,10 +162,11 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 		Events: migration.ClientEvents{Client: c, Host: host, OnError: func(err error) {
 			log.V(logging.Debug).Info("Recording an event failed", logging.KeyReason, err.Error())
 		}},
-		Log: log,
+		Backups: migration.ConfigMapBackups{Client: c, Namespace: f.backupNamespace},
+		Log:     log,
 		Opts: migration.Options{
 			Mode: mode, Namespace: f.namespace, Selector: sel, PageSize: f.pageSize, Concurrency: f.concurrency,
-			DryRun: dry, Profile: profile, ProgressInterval: f.progress,
+			DryRun: dry, Profile: profile, ProgressInterval: f.progress, Recreate: recreate,
 		},
 	}
 	if !f.events {
@@ -186,6 +198,15 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 		return &ExitError{Code: max(code, ExitAttention), Err: errors.Join(errs...)}
 	}
 	return nil
+}
+
+// defaultBackupNamespace is the Pod's own namespace in a Job (the
+// downward API's POD_NAMESPACE), else the one config/ installs into.
+func defaultBackupNamespace() string {
+	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
+		return ns
+	}
+	return "netconf-migrator-system"
 }
 
 // loadConfig resolves the kubeconfig like kubectl: the flag, KUBECONFIG,

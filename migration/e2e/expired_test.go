@@ -19,8 +19,8 @@ import (
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
 	"github.com/harvester/netconf-migrator/apis/report"
-	"github.com/harvester/netconf-migrator/internal/testenv"
 	"github.com/harvester/netconf-migrator/migration"
+	"github.com/harvester/netconf-migrator/test/testenv"
 )
 
 // etcdPost calls etcd's JSON gateway.

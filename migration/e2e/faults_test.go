@@ -13,14 +13,13 @@ import (
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/report"
-	"github.com/harvester/netconf-migrator/internal/testenv"
 	"github.com/harvester/netconf-migrator/migration"
+	"github.com/harvester/netconf-migrator/test/harvester"
 )
 
 type fault int
@@ -128,35 +127,38 @@ func dropConnection(w http.ResponseWriter) {
 }
 
 // TestFaultsAndDenials runs migrate through the fault proxy while
-// Harvester's validator denies the NADs attached to running VMs.
+// Harvester v1.5's validator denies the NADs attached to running VMs.
 func TestFaultsAndDenials(t *testing.T) {
 	ctx := context.Background()
 	const ns = "faults"
-	if err := env.CreateNamespace(ctx, ns, map[string]string{testenv.HarvesterNamespaceLabel: "true"}); err != nil {
+	if err := env.CreateNamespace(ctx, ns, map[string]string{harvester.NamespaceLabel: "true"}); err != nil {
 		t.Fatal(err)
 	}
+	ensureBackupNamespace(t)
+	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
 	var nads []*nadv1.NetworkAttachmentDefinition
 	faults := map[string]fault{}
 	for i := range 6 * int(faultKinds) {
 		name := fmt.Sprintf("nad-%02d", i)
 		faults[name] = fault(i % int(faultKinds))
-		nads = append(nads, newNAD(ns, name, nestedConfig(name), nil))
+		nads = append(nads, newNAD(ns, name, nestedConfig(name), harvesterLabels()))
 	}
 	for i := range 6 {
-		nads = append(nads, newNAD(ns, fmt.Sprintf("flat-%d", i), flatConfig("flat"), nil))
+		nads = append(nads, newNAD(ns, fmt.Sprintf("flat-%d", i), flatConfig("flat"), harvesterLabels()))
 	}
 	denied := map[string]bool{}
+	var vmis []client.Object
 	for i := range 4 {
-		n := newNAD(ns, fmt.Sprintf("vm-%d", i), nestedConfig("vm"), nil)
-		n.Annotations = map[string]string{testenv.AnnotationUsedByVM: fmt.Sprintf("default/vm-%d", i)}
+		n := newNAD(ns, fmt.Sprintf("vm-%d", i), nestedConfig("vm"), harvesterLabels())
 		nads = append(nads, n)
 		denied[n.Name] = true
+		vmis = append(vmis, harvester.NewVMI(ns, n.Name, n.Name))
 	}
-	// Harvester's validator denies nested payloads on CREATE: they were
-	// stored before it was installed, as on a cluster being upgraded.
 	seed(t, nads)
-	startHarvesterValidator(t)
-	waitDenial(t, ns, "vm-0")
+	harvester.Create(t, env.Client, vmis...)
+	// v1.5 flattens a nested NAD in place unless a running VM uses it.
+	h := harvester.StartT(t, env, harvester.V15)
+	t.Cleanup(func() { h.Clear(t, ns) })
 	before := listAll(t, ns)
 
 	proxy, srv := newFaultProxy(t, func(name string) fault { return faults[name] })
@@ -176,8 +178,11 @@ func TestFaultsAndDenials(t *testing.T) {
 	}
 	for name := range denied {
 		it := items[name]
-		if it.Action != report.ActionFailed || !strings.Contains(it.Reason, "must be stopped at first") {
+		if it.Action != report.ActionFailed || !strings.Contains(it.Reason, "could not update nad faults/"+name+" because it's still used by VM(s) faults/"+name+" which must be stopped at first") {
 			t.Errorf("%s: %s %q, want failed with Harvester's message", name, it.Action, it.Reason)
+		}
+		if !strings.Contains(it.Advice, "stop the VMs named") {
+			t.Errorf("%s: advice %q", name, it.Advice)
 		}
 		if a, b := after[ns+"/"+name], before[ns+"/"+name]; a.ResourceVersion != b.ResourceVersion {
 			t.Errorf("%s was written although denied", name)
@@ -212,25 +217,6 @@ func TestFaultsAndDenials(t *testing.T) {
 		t.Errorf("the proxy injected too little: %d lists, %v", proxy.lists, proxy.counts)
 	}
 	checkFailedEvents(ctx, t, ns, denied)
-}
-
-// waitDenial waits until the API server calls the Harvester validator,
-// which it starts doing a moment after the configuration is created.
-func waitDenial(t testing.TB, ns, name string) {
-	t.Helper()
-	var last error
-	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		nad := &nadv1.NetworkAttachmentDefinition{}
-		if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, nad); err != nil {
-			return false, err
-		}
-		nad.Spec.Config = flatConfig("probe")
-		last = env.Client.Update(ctx, nad, client.DryRunAll)
-		return last != nil && migration.IsAdmissionDenial(last), nil
-	})
-	if err != nil {
-		t.Fatalf("waiting for the Harvester validator: %v (last answer: %v)", err, last)
-	}
 }
 
 func checkFailedEvents(ctx context.Context, t *testing.T, ns string, denied map[string]bool) {

@@ -1,8 +1,10 @@
 package e2e
 
 import (
+	"context"
 	"fmt"
 	"strconv"
+	"testing"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 )
@@ -70,4 +72,25 @@ func configOf(i int, marker string) string {
 		return truncatedConfig(marker)
 	}
 	return flatConfig(marker)
+}
+
+// harvesterLabels are the labels Harvester's network controller keeps on a
+// VM network NAD of the configs above (VLAN 100 on cluster network mgmt).
+// Harvester's mutator replaces /metadata/labels on updates, which fails on
+// a NAD without labels.
+func harvesterLabels() map[string]string {
+	return map[string]string{
+		"network.harvesterhci.io/clusternetwork": "mgmt", "network.harvesterhci.io/type": "L2VlanNetwork",
+		"network.harvesterhci.io/vlan-id": "100", "network.harvesterhci.io/ready": "true",
+	}
+}
+
+// backupNamespace is where migrate keeps backups by default.
+const backupNamespace = "netconf-migrator-system"
+
+func ensureBackupNamespace(t testing.TB) {
+	t.Helper()
+	if err := env.CreateNamespace(context.Background(), backupNamespace, nil); err != nil {
+		t.Fatal(err)
+	}
 }

@@ -2,125 +2,314 @@ package e2e
 
 import (
 	"context"
+	"errors"
 	"os/exec"
 	"strings"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
 	"github.com/harvester/netconf-migrator/apis/report"
-	"github.com/harvester/netconf-migrator/internal/testenv"
 	"github.com/harvester/netconf-migrator/migration"
+	"github.com/harvester/netconf-migrator/test/harvester"
 )
 
-// TestStoredDoubleEncodedBesideHarvesterMutator migrates NADs stored before
-// Harvester's mutator ran. The mutator decodes the stored config on every
-// update, so it refuses any update of a double-encoded NAD: migrate reports
-// it failed, with the mutator's message and what to do, and rewrites the
-// rest. Doing what the report says (recreating the NAD from convert's
-// output) then works, and the next run finds nothing to do.
-func TestStoredDoubleEncodedBesideHarvesterMutator(t *testing.T) {
-	ctx := context.Background()
-	const ns = "harvester-mutator"
-	if err := env.CreateNamespace(ctx, ns, map[string]string{testenv.HarvesterNamespaceLabel: "true"}); err != nil {
-		t.Fatal(err)
-	}
-	seed(t, []*nadv1.NetworkAttachmentDefinition{
-		newNAD(ns, "nested", nestedConfig("nested"), nil),
-		newNAD(ns, "double", doubleEncodedConfig("double"), nil),
-		newNAD(ns, "flat", flatConfig("flat"), nil),
-	})
-	startHarvesterMutator(t)
-	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		err := env.Client.Create(ctx, newNAD(ns, "probe", doubleEncodedConfig("probe"), nil), client.DryRunAll)
-		return err != nil && strings.Contains(err.Error(), testenv.HarvesterMutatorName), nil
-	})
-	if err != nil {
-		t.Fatalf("waiting for the Harvester mutator: %v", err)
-	}
-	before := listAll(t, ns)
+// outcome is what migrate is expected to do to one NAD on a release.
+type outcome struct {
+	action    report.Action
+	recreated bool
+	// reason and advice are parts of the report's words.
+	reason, advice []string
+}
 
-	r := runCLI(t, "migrate", "-n", ns)
-	if r.code != 1 {
-		t.Fatalf("exit %d, want 1\n%s", r.code, r.errOut)
+// harvesterPopulation is what a Harvester cluster being upgraded holds:
+// VM networks stored nested by outside clients (with Harvester's labels and
+// without any), some used by VMs, a double-encoded one stored around the
+// webhooks, and the NADs of Harvester's own settings.
+func harvesterPopulation(ns string) (nads []*nadv1.NetworkAttachmentDefinition, objs []client.Object) {
+	nads = []*nadv1.NetworkAttachmentDefinition{
+		newNAD(ns, "nested", nestedConfig("nested"), harvesterLabels()),
+		newNAD(ns, "nested-bare", nestedConfig("nested-bare"), nil),
+		newNAD(ns, "nested-stopped-vm", nestedConfig("nested-stopped-vm"), harvesterLabels()),
+		newNAD(ns, "nested-running-vm", nestedConfig("nested-running-vm"), harvesterLabels()),
+		newNAD(ns, "double", doubleEncodedConfig("double"), harvesterLabels()),
+		newNAD(ns, "flat", flatConfig("flat"), harvesterLabels()),
 	}
-	items := r.itemsByName()
-	if it := items["nested"]; it.Action != report.ActionNormalized {
-		t.Errorf("nested: %s %q, want normalized", it.Action, it.Reason)
+	objs = []client.Object{
+		harvester.NewVM(ns, "stopped", "nested-stopped-vm"),
+		harvester.NewVM(ns, "running", ns+"/nested-running-vm"),
+		harvester.NewVMI(ns, "running", ns+"/nested-running-vm"),
 	}
-	it := items["double"]
-	for _, want := range []string{testenv.HarvesterMutatorName, "cannot unmarshal string", "kubectl replace --force"} {
-		if it.Action != report.ActionFailed || !strings.Contains(it.Reason, want) {
-			t.Errorf("double: %s %q, want failed and %q", it.Action, it.Reason, want)
+	return nads, objs
+}
+
+// settingNADs are Harvester's own NADs in harvester-system, stored nested.
+func settingNADs() []*nadv1.NetworkAttachmentDefinition {
+	storage := newNAD(harvester.SystemNamespace, "storagenetwork-x7k2p", nestedConfig("storage"), map[string]string{
+		harvester.StorageNetworkAnnotation + "/hash": "da39a3ee5e6b4b0d3255bfef95601890afd80709"})
+	storage.Annotations = map[string]string{harvester.StorageNetworkAnnotation: "true"}
+	migrationNAD := newNAD(harvester.SystemNamespace, "vm-migration-network-q8v4d", nestedConfig("vm-migration"), map[string]string{
+		harvester.VMMigrationAnnotation + "/hash": "da39a3ee5e6b4b0d3255bfef95601890afd80709"})
+	migrationNAD.Annotations = map[string]string{harvester.VMMigrationAnnotation: "true"}
+	return []*nadv1.NetworkAttachmentDefinition{storage, migrationNAD}
+}
+
+// expectedOutcomes is, per release, what migrate does to each NAD of the
+// population, from Harvester's rules at the release's tag.
+func expectedOutcomes(r harvester.Release, ns string) map[string]outcome {
+	v16 := r.AtLeast(harvester.V16)
+	stopVMs := []string{"stop the VMs named"}
+	settingAdvice := func(setting string) []string {
+		return []string{"Harvester manages this NAD through its " + setting + " setting", "clear the setting and set it again"}
+	}
+	if !v16 { // v0.5.x: in place unless a running VM uses it
+		return map[string]outcome{
+			"nested": {action: report.ActionNormalized},
+			// Harvester's mutator gives it labels on the way.
+			"nested-bare":       {action: report.ActionNormalized},
+			"nested-stopped-vm": {action: report.ActionNormalized},
+			"nested-running-vm": {action: report.ActionFailed,
+				reason: []string{"could not update nad " + ns + "/nested-running-vm because it's still used by VM(s) " + ns + "/running which must be stopped at first",
+					"could not delete nad " + ns + "/nested-running-vm because it's still used by VM(s) " + ns + "/running which must be stopped at first"},
+				advice: stopVMs},
+			// The mutator cannot decode the stored config on UPDATE; v0.5.x
+			// does not decode it on DELETE.
+			"double":                     {action: report.ActionNormalized, recreated: true},
+			"flat":                       {action: report.ActionUnchanged},
+			"storagenetwork-x7k2p":       {action: report.ActionNormalized},
+			"vm-migration-network-q8v4d": {action: report.ActionNormalized},
 		}
 	}
-	after := listAll(t, ns)
-	if after[ns+"/double"].ResourceVersion != before[ns+"/double"].ResourceVersion {
-		t.Error("double was written although refused")
+	typeRule := "can't update nad " + ns + "/%s because nad cannot be updated from network type  to network type bridge"
+	rule := func(name string) string { return strings.Replace(typeRule, "%s", name, 1) }
+	decode := "failed to unmarshal nad " + ns + "/double config"
+	if !r.AtLeast(harvester.V17) {
+		decode = "unmarshal config"
 	}
-	// The denial quotes the whole config; the Event carries its start.
-	var events corev1.EventList
-	if err := fastClient(t).List(ctx, &events, client.InNamespace(ns)); err != nil {
-		t.Fatal(err)
-	}
-	warned := false
-	for _, e := range events.Items {
-		warned = warned || (e.InvolvedObject.Name == "double" && e.Type == corev1.EventTypeWarning && e.Reason == migration.ReasonNormalizeFail &&
-			strings.Contains(e.Message, testenv.HarvesterMutatorName) && strings.Contains(e.Message, "more bytes in the report"))
-	}
-	if !warned {
-		t.Errorf("no %s warning event for %s/double", migration.ReasonNormalizeFail, ns)
-	}
-
-	// What the report says to do.
-	script := `kubectl get network-attachment-definitions -n "$NS" double -o yaml | "$BIN" convert -f - | kubectl replace --force -f -`
-	cmd := exec.Command("bash", "-o", "pipefail", "-c", script)
-	cmd.Env = append(cmd.Environ(), "KUBECONFIG="+env.KubeconfigPath, "NS="+ns, "BIN="+buildBinary(t))
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("recreating double as the report says: %v\n%s", err, out)
-	}
-	got := listAll(t, ns)[ns+"/double"]
-	if f := netconf.Normalize([]byte(got.Spec.Config)).Form; f != netconf.FormFlat {
-		t.Errorf("double holds a %s config after it was recreated: %s", f, got.Spec.Config)
-	}
-	if r := runCLI(t, "migrate", "-n", ns); r.code != 0 || r.report.Summary.Actions[report.ActionNormalized] != 0 {
-		t.Errorf("the run after the recreate: exit %d, %v\n%s", r.code, r.report.Summary.Actions, r.errOut)
+	hs := harvester.SystemNamespace
+	return map[string]outcome{
+		"nested":      {action: report.ActionNormalized, recreated: true},
+		"nested-bare": {action: report.ActionNormalized, recreated: true},
+		"nested-stopped-vm": {action: report.ActionFailed,
+			reason: []string{rule("nested-stopped-vm"), "can't delete nad " + ns + "/nested-stopped-vm because it's still used by VM(s) " + ns + "/stopped which must remove the related networks and interfaces"},
+			advice: []string{"remove this network from the VMs named"}},
+		"nested-running-vm": {action: report.ActionFailed,
+			reason: []string{rule("nested-running-vm"), "can't delete nad " + ns + "/nested-running-vm because it's still used by VM(s) " + ns + "/running which must be stopped at first"},
+			advice: stopVMs},
+		"double": {action: report.ActionFailed,
+			reason: []string{"can't update nad " + ns + "/double because", decode, "cannot unmarshal string into Go value of type utils.NetConf"},
+			advice: []string{"no client can replace it while that webhook serves", "netconf-migrator convert"}},
+		"flat": {action: report.ActionUnchanged},
+		"storagenetwork-x7k2p": {action: report.ActionFailed,
+			reason: []string{strings.Replace(rule("storagenetwork-x7k2p"), ns+"/", hs+"/", 1)}, advice: settingAdvice("storage-network")},
+		"vm-migration-network-q8v4d": {action: report.ActionFailed,
+			reason: []string{strings.Replace(rule("vm-migration-network-q8v4d"), ns+"/", hs+"/", 1)}, advice: settingAdvice("vm-migration-network")},
 	}
 }
 
-// TestSystemNADBesideHarvesterValidator migrates a nested storage-network
-// NAD with Harvester's validator (v1.6 rules) running: it refuses any change
-// to the config of a NAD its settings manage, so migrate reports it failed
-// with Harvester's message and Harvester's own way to replace it.
-func TestSystemNADBesideHarvesterValidator(t *testing.T) {
-	ctx := context.Background()
-	const ns = "system-nads"
-	if err := env.CreateNamespace(ctx, ns, map[string]string{testenv.HarvesterNamespaceLabel: "true"}); err != nil {
-		t.Fatal(err)
-	}
-	storage := newNAD(ns, "storagenetwork-x7k2p", nestedConfig("storage"), nil)
-	storage.Annotations = map[string]string{"storage-network.settings.harvesterhci.io": "true"}
-	seed(t, []*nadv1.NetworkAttachmentDefinition{storage, newNAD(ns, "vm-net", nestedConfig("vm-net"), nil)})
-	startHarvesterValidator(t)
-	waitDenial(t, ns, storage.Name)
-
-	r := runCLI(t, "migrate", "-n", ns)
-	if r.code != 1 {
-		t.Fatalf("exit %d, want 1\n%s", r.code, r.errOut)
-	}
+func checkOutcomes(t *testing.T, r result, want map[string]outcome, nads []*nadv1.NetworkAttachmentDefinition) {
+	t.Helper()
 	items := r.itemsByName()
-	it := items[storage.Name]
-	for _, want := range []string{testenv.MsgSystemNAD, "storage-network setting", "clear the setting and set it again"} {
-		if it.Action != report.ActionFailed || !strings.Contains(it.Reason, want) {
-			t.Errorf("%s: %s %q, want failed and %q", storage.Name, it.Action, it.Reason, want)
+	for _, n := range nads {
+		name, w := n.Name, want[n.Name]
+		it, ok := items[name]
+		if !ok && w.action == report.ActionUnchanged {
+			continue // clean items stay out of the report
+		}
+		if it.Action != w.action || it.Recreated != w.recreated {
+			t.Errorf("%s: %s recreated=%v %q, want %s recreated=%v", name, it.Action, it.Recreated, it.Reason, w.action, w.recreated)
+		}
+		for _, s := range w.reason {
+			if !strings.Contains(it.Reason, s) {
+				t.Errorf("%s: the reason\n%s\nlacks\n%s", name, it.Reason, s)
+			}
+		}
+		for _, s := range w.advice {
+			if !strings.Contains(it.Advice, s) {
+				t.Errorf("%s: the advice %q lacks %q", name, it.Advice, s)
+			}
 		}
 	}
-	if it := items["vm-net"]; it.Action != report.ActionNormalized {
-		t.Errorf("vm-net: %s %q, want normalized", it.Action, it.Reason)
+}
+
+// TestMigrateOnEachHarvesterRelease migrates the same population beside
+// each release's webhooks, checks each NAD's outcome against that release's
+// rules, then carries out the report's advice for every NAD it could not
+// fix and shows the next run fixes them.
+func TestMigrateOnEachHarvesterRelease(t *testing.T) {
+	ctx := context.Background()
+	ensureBackupNamespace(t)
+	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
+	bin := buildBinary(t)
+
+	harvester.ForEachRelease(t, env, func(t *testing.T, h *harvester.StandIns) {
+		ns := h.Namespace(t, "releases")
+		hs := h.Namespace(t, harvester.SystemNamespace)
+		nads, objs := harvesterPopulation(ns)
+		// Stored before Harvester's webhooks judged them (the double-encoded
+		// one cannot be created through any release).
+		h.Pause(func() {
+			seed(t, append(nads, settingNADs()...))
+			harvester.Create(t, env.Client, objs...)
+		})
+		before := listAll(t, ns, hs)
+
+		r := runCLI(t, "migrate", "-n", ns)
+		rs := runCLI(t, "migrate", "-n", hs)
+		if r.code != 1 {
+			t.Fatalf("exit %d, want 1\n%s", r.code, r.errOut)
+		}
+		want := expectedOutcomes(h.Release, ns)
+		checkOutcomes(t, r, want, nads)
+		checkOutcomes(t, rs, want, settingNADs())
+
+		after := listAll(t, ns, hs)
+		if len(after) != len(before) {
+			t.Fatalf("%d NADs after the run, %d before", len(after), len(before))
+		}
+		for ref, b := range before {
+			a := after[ref]
+			switch w := want[b.Name]; w.action {
+			case report.ActionNormalized:
+				if f := netconf.Normalize([]byte(a.Spec.Config)).Form; f != netconf.FormFlat || a.Annotations[nadv1.AnnotationOriginalConfig] != b.Spec.Config {
+					t.Errorf("%s: %s %s, want flat with the original kept", ref, f, a.Spec.Config)
+				}
+				if (a.UID != b.UID) != w.recreated {
+					t.Errorf("%s: uid %s -> %s, recreated=%v", ref, b.UID, a.UID, w.recreated)
+				}
+				if w.recreated && b.Labels != nil && !equalMaps(a.Labels, b.Labels) {
+					t.Errorf("%s: labels %v, were %v", ref, a.Labels, b.Labels)
+				}
+			default:
+				if a.UID != b.UID || a.Spec.Config != b.Spec.Config {
+					t.Errorf("%s was changed although %s", ref, w.action)
+				}
+			}
+		}
+		checkNoBackups(t)
+
+		// The report's advice, carried out on this release.
+		t.Run("the advice works", func(t *testing.T) {
+			// Running VM: stop it.
+			stop := &unstructured.Unstructured{}
+			stop.SetGroupVersionKind(harvester.VMIGVK)
+			stop.SetNamespace(ns)
+			stop.SetName("running")
+			if err := env.Client.Delete(ctx, stop); err != nil {
+				t.Fatal(err)
+			}
+			if h.Release.AtLeast(harvester.V16) {
+				r := runCLI(t, "migrate", "-n", ns)
+				it := r.itemsByName()["nested-running-vm"]
+				if !strings.Contains(it.Reason, "must remove the related networks and interfaces") || !strings.Contains(it.Advice, "remove this network from the VMs named") {
+					t.Errorf("after stopping the VM: %s %q, advice %q", it.Action, it.Reason, it.Advice)
+				}
+				// Stopped VMs referencing the NADs: take the network out,
+				// migrate, put it back.
+				for _, vm := range []string{"stopped", "running"} {
+					setVMNetworks(t, ns, vm)
+				}
+				if r := runCLI(t, "migrate", "-n", ns); r.itemsByName()["nested-stopped-vm"].Action != report.ActionNormalized {
+					t.Errorf("after removing the networks: %+v", r.itemsByName())
+				}
+				setVMNetworks(t, ns, "stopped", "nested-stopped-vm")
+				setVMNetworks(t, ns, "running", ns+"/nested-running-vm")
+				// Double-encoded: an administrator's maintenance window with
+				// Harvester's network webhook stopped.
+				h.Pause(func() { replaceWithConvert(t, bin, ns, "double") })
+			}
+			r := runCLI(t, "migrate", "-n", ns)
+			if r.code != 0 {
+				t.Fatalf("the run after the advice: exit %d\n%s", r.code, r.errOut)
+			}
+			for ref, n := range listAll(t, ns) {
+				if res := netconf.Normalize([]byte(n.Spec.Config)); res.Changed {
+					t.Errorf("%s is still %s", ref, res.Form)
+				}
+			}
+			checkNoBackups(t)
+		})
+	})
+}
+
+func equalMaps(a, b map[string]string) bool {
+	if len(a) != len(b) {
+		return false
 	}
+	for k, v := range a {
+		if b[k] != v {
+			return false
+		}
+	}
+	return true
+}
+
+// setVMNetworks sets a VM's Multus networks, as a person editing it would.
+func setVMNetworks(t *testing.T, ns, name string, networks ...string) {
+	t.Helper()
+	vm := &unstructured.Unstructured{}
+	vm.SetGroupVersionKind(harvester.VirtualMachineGVK)
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, vm); err != nil {
+		t.Fatal(err)
+	}
+	fresh := harvester.NewVM(ns, name, networks...)
+	_ = unstructured.SetNestedField(vm.Object, fresh.Object["spec"], "spec")
+	if err := env.Client.Update(context.Background(), vm); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// replaceWithConvert is the report's advice for a double-encoded NAD.
+func replaceWithConvert(t *testing.T, bin, ns, name string) {
+	t.Helper()
+	script := `kubectl get network-attachment-definitions -n "$NS" "$NAME" -o yaml | "$BIN" convert -f - | kubectl replace --force -f -`
+	cmd := exec.Command("bash", "-o", "pipefail", "-c", script)
+	cmd.Env = append(cmd.Environ(), "KUBECONFIG="+env.KubeconfigPath, "NS="+ns, "NAME="+name, "BIN="+bin)
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("replacing %s/%s as the advice says: %v\n%s", ns, name, err, out)
+	}
+}
+
+func checkNoBackups(t *testing.T) {
+	t.Helper()
+	var cms corev1.ConfigMapList
+	if err := env.Client.List(context.Background(), &cms, client.InNamespace(backupNamespace), client.MatchingLabels{migration.LabelBackup: "true"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(cms.Items) != 0 {
+		t.Errorf("%d backups left behind", len(cms.Items))
+	}
+}
+
+// TestCreateRefusedAfterDelete: a create the dry run admitted is refused
+// for real after the delete; the original is created back, and the report
+// says so.
+func TestCreateRefusedAfterDelete(t *testing.T) {
+	ensureBackupNamespace(t)
+	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
+	h := harvester.StartT(t, env, harvester.V16)
+	ns := h.Namespace(t, "refused-after-delete")
+	seed(t, []*nadv1.NetworkAttachmentDefinition{newNAD(ns, "n", nestedConfig("n"), harvesterLabels())})
+	before := listAll(t, ns)[ns+"/n"]
+	h.SetCreateRule(func(nad *nadv1.NetworkAttachmentDefinition, dryRun bool) error {
+		if !dryRun && nad.Name == "n" && netconf.Normalize([]byte(nad.Spec.Config)).Form == netconf.FormFlat {
+			return errors.New("refusing the flat result, for real only")
+		}
+		return nil
+	})
+	defer h.SetCreateRule(nil)
+	r := runCLI(t, "migrate", "-n", ns)
+	it := r.itemsByName()["n"]
+	if r.code != 1 || it.Action != report.ActionFailed || !strings.Contains(it.Reason, "refusing the flat result") || !strings.Contains(it.Reason, "the original was created back") {
+		t.Fatalf("exit %d: %s %q", r.code, it.Action, it.Reason)
+	}
+	after := listAll(t, ns)[ns+"/n"]
+	if after.Spec.Config != before.Spec.Config || after.UID == before.UID || !equalMaps(after.Labels, before.Labels) {
+		t.Errorf("the original was not put back as it was: %s %v (uid %s, was %s)", after.Spec.Config, after.Labels, after.UID, before.UID)
+	}
+	checkNoBackups(t)
 }

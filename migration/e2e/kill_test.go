@@ -16,7 +16,7 @@ import (
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
 	"github.com/harvester/netconf-migrator/apis/report"
-	"github.com/harvester/netconf-migrator/internal/testenv"
+	"github.com/harvester/netconf-migrator/test/testenv"
 )
 
 // buildBinary builds cmd/netconf-migrator into the test's temp dir, so a

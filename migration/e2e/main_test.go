@@ -25,15 +25,17 @@ import (
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/report"
 	"github.com/harvester/netconf-migrator/internal/cli"
-	"github.com/harvester/netconf-migrator/internal/testenv"
+	"github.com/harvester/netconf-migrator/test/harvester"
+	"github.com/harvester/netconf-migrator/test/testenv"
 )
 
 var env *testenv.Env
 
 func TestMain(m *testing.M) {
 	ctrllog.SetLogger(logr.Discard())
-	// Webhook certificates are made for the Harvester validator stand-in.
-	os.Exit(testenv.Main(m, testenv.Options{Webhooks: &envtest.WebhookInstallOptions{}}, &env))
+	// Webhook certificates are made for the Harvester stand-ins, which read
+	// the kinds of harvester.CRDs.
+	os.Exit(testenv.Main(m, testenv.Options{Webhooks: &envtest.WebhookInstallOptions{}, CRDs: harvester.CRDs()}, &env))
 }
 
 // fastClient is an admin client without client-side rate limits, for
@@ -187,35 +189,4 @@ func kubeconfigFor(t testing.TB, host string) string {
 		t.Fatal(err)
 	}
 	return path
-}
-
-// startHarvesterValidator registers the stand-in for Harvester's validator
-// until the test ends.
-func startHarvesterValidator(t *testing.T) {
-	t.Helper()
-	v, err := env.StartHarvesterValidator(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	removeAtEnd(t, v)
-}
-
-// startHarvesterMutator registers the stand-in for Harvester's mutator
-// until the test ends.
-func startHarvesterMutator(t *testing.T) {
-	t.Helper()
-	m, err := env.StartHarvesterMutator(context.Background())
-	if err != nil {
-		t.Fatal(err)
-	}
-	removeAtEnd(t, m)
-}
-
-// removeAtEnd removes a Harvester stand-in when the test ends.
-func removeAtEnd(t *testing.T, s interface{ Remove(context.Context) error }) {
-	t.Cleanup(func() {
-		if err := s.Remove(context.Background()); err != nil {
-			t.Error(err)
-		}
-	})
 }

@@ -20,7 +20,8 @@ import (
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/report"
 	"github.com/harvester/netconf-migrator/internal/cli"
-	"github.com/harvester/netconf-migrator/internal/testenv"
+	"github.com/harvester/netconf-migrator/test/harvester"
+	"github.com/harvester/netconf-migrator/test/testenv"
 )
 
 const (
@@ -108,23 +109,49 @@ func TestJobRBAC(t *testing.T) {
 		"get a secret": func() error {
 			return c.Get(ctx, types.NamespacedName{Namespace: "kube-system", Name: "x"}, &corev1.Secret{})
 		},
-		"list pods":    func() error { return c.List(ctx, &corev1.PodList{}) },
-		"create a NAD": func() error { return c.Create(ctx, newNAD(ns, "new", flatConfig("new"), nil)) },
-		"delete a NAD": func() error { return c.Delete(ctx, nad.DeepCopy()) },
+		"list pods": func() error { return c.List(ctx, &corev1.PodList{}) },
 		"patch a NAD": func() error {
 			return c.Patch(ctx, nad.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"x":"y"}}}`)))
 		},
-		"list CRDs":           func() error { return c.List(ctx, &apiextensionsv1.CustomResourceDefinitionList{}) },
-		"get another CRD":     func() error { return c.Get(ctx, types.NamespacedName{Name: "other.example.com"}, otherCRD) },
-		"update the NAD CRD":  func() error { return updateNADCRD(ctx, c) },
-		"list events":         func() error { return c.List(ctx, &corev1.EventList{}, client.InNamespace(ns)) },
-		"create a configmap":  func() error { return c.Create(ctx, &corev1.ConfigMap{ObjectMeta: nad.ObjectMeta}) },
+		"list CRDs":          func() error { return c.List(ctx, &apiextensionsv1.CustomResourceDefinitionList{}) },
+		"get another CRD":    func() error { return c.Get(ctx, types.NamespacedName{Name: "other.example.com"}, otherCRD) },
+		"update the NAD CRD": func() error { return updateNADCRD(ctx, c) },
+		"list events":        func() error { return c.List(ctx, &corev1.EventList{}, client.InNamespace(ns)) },
+		"create a configmap": func() error {
+			return c.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "x"}})
+		},
+		"list secrets there":  func() error { return c.List(ctx, &corev1.SecretList{}, client.InNamespace(backupNamespace)) },
 		"list NAD namespaces": func() error { return c.List(ctx, &corev1.NamespaceList{}) },
 	} {
 		if err := op(); !apierrors.IsForbidden(err) {
 			t.Errorf("the Job's ServiceAccount may %s: %v", name, err)
 		}
 	}
+}
+
+// TestJobRBACRecreates replaces a NAD as the Job's ServiceAccount with only
+// the shipped RBAC: Harvester v1.6 refuses the in-place update, and the
+// backup goes to the Job's namespace.
+func TestJobRBACRecreates(t *testing.T) {
+	ctx := context.Background()
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"config/namespace/namespace.yaml", "config/job/rbac.yaml"} {
+		if _, stderr, err := env.Kubectl(ctx, nil, "apply", "--server-side", "-f", filepath.Join(root, f)); err != nil {
+			t.Fatalf("kubectl apply %s: %v\n%s", f, err, stderr)
+		}
+	}
+	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
+	h := harvester.StartT(t, env, harvester.V16)
+	ns := h.Namespace(t, "rbac-recreate")
+	seed(t, []*nadv1.NetworkAttachmentDefinition{newNAD(ns, "n", nestedConfig("n"), harvesterLabels())})
+	r := runCLI(t, "migrate", "-n", ns, "--kubeconfig", kubeconfigAs(t, jobSA, jobGroups...))
+	if it := r.itemsByName()["n"]; r.code != 0 || it.Action != report.ActionNormalized || !it.Recreated {
+		t.Fatalf("exit %d: %+v\n%s", r.code, it, r.errOut)
+	}
+	checkNoBackups(t)
 }
 
 func updateNADCRD(ctx context.Context, c client.Client) error {
@@ -181,8 +208,12 @@ func TestPreflight(t *testing.T) {
 		}
 	}
 	r = runCLI(t, "migrate", "--kubeconfig", kubeconfigAs(t, "lister", "system:authenticated"))
-	if want := "This identity may not update NetworkAttachmentDefinitions in all namespaces"; r.code != 2 || !strings.Contains(r.errOut, want) {
+	if want := "This identity may not update or create or delete NetworkAttachmentDefinitions in all namespaces; grant the netconf-migrator-job ClusterRole (config/job), or pass --recreate=never"; r.code != 2 || !strings.Contains(r.errOut, want) {
 		t.Errorf("list only: exit %d, want 2 and %q\n%s", r.code, want, r.errOut)
+	}
+	r = runCLI(t, "migrate", "--recreate=never", "--kubeconfig", kubeconfigAs(t, "lister", "system:authenticated"))
+	if want := "This identity may not update NetworkAttachmentDefinitions in all namespaces; grant"; r.code != 2 || !strings.Contains(r.errOut, want) {
+		t.Errorf("list only, --recreate=never: exit %d, want 2 and %q\n%s", r.code, want, r.errOut)
 	}
 	// --dry-run=client sends no write: a read-only identity may see what a
 	// migration would do. A server dry run is authorized as a write.

@@ -15,7 +15,7 @@ import (
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/report"
-	"github.com/harvester/netconf-migrator/internal/testenv"
+	"github.com/harvester/netconf-migrator/test/testenv"
 )
 
 // upgradeScript stands in for Harvester's upgrade_manifests.sh: run under

@@ -1,6 +1,7 @@
 // Package e2e proves the webhook against a real etcd and kube-apiserver: the
 // API server calls it over TLS through the MutatingWebhookConfiguration
-// shipped in config/webhook, beside a stand-in for Harvester's validator.
+// shipped in config/webhook, beside stand-ins for each Harvester release's
+// network webhooks (test/harvester).
 package e2e
 
 import (
@@ -31,7 +32,8 @@ import (
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/internal/logging"
-	"github.com/harvester/netconf-migrator/internal/testenv"
+	"github.com/harvester/netconf-migrator/test/harvester"
+	"github.com/harvester/netconf-migrator/test/testenv"
 	"github.com/harvester/netconf-migrator/webhooks"
 )
 
@@ -41,7 +43,7 @@ func TestMain(m *testing.M) {
 	// envtest only makes the serving certificate and picks the port here;
 	// the suites register the shipped configuration themselves so they can
 	// remove it for the runs without our webhook.
-	os.Exit(testenv.Main(m, testenv.Options{Webhooks: &envtest.WebhookInstallOptions{}}, &env))
+	os.Exit(testenv.Main(m, testenv.Options{Webhooks: &envtest.WebhookInstallOptions{}, CRDs: harvester.CRDs()}, &env))
 }
 
 const (

@@ -18,7 +18,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
-	"github.com/harvester/netconf-migrator/internal/testenv"
+	"github.com/harvester/netconf-migrator/test/testenv"
 )
 
 // kustomize builds a config/ directory with kubectl's kustomize.

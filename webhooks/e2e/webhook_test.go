@@ -12,12 +12,10 @@ import (
 	"os"
 	"strings"
 	"testing"
-	"time"
 	"unicode/utf8"
 
 	"github.com/google/go-cmp/cmp"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -25,7 +23,6 @@ import (
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
 	"github.com/harvester/netconf-migrator/internal/convert"
-	"github.com/harvester/netconf-migrator/internal/testenv"
 	"github.com/harvester/netconf-migrator/webhooks"
 )
 
@@ -62,160 +59,6 @@ func convertConfig(t testing.TB, nad *nadv1.NetworkAttachmentDefinition) string 
 		t.Fatalf("decoding convert's output %q: %v", out.String(), err)
 	}
 	return got.Spec.Config
-}
-
-// storageNAD is the NAD Harvester creates for its storage network, with the
-// nested config that code built against CNI v1.2.0 sends.
-func storageNAD(config string) *nadv1.NetworkAttachmentDefinition {
-	nad := newNAD("harvester-system", "", config)
-	nad.GenerateName = "storagenetwork-"
-	nad.Annotations = map[string]string{"storage-network.settings.harvesterhci.io": "true"}
-	nad.Labels = map[string]string{"storage-network.settings.harvesterhci.io/hash": "da39a3ee5e6b4b0d3255bfef95601890afd80709"}
-	return nad
-}
-
-// storageNested is the whole storage-network config inside the wrapper, as a
-// struct with a named NetConf field marshals it: Harvester's flat decode
-// finds no bridge.
-const storageNested = `{"NetConf":{"cniVersion":"0.3.1","type":"bridge","bridge":"storage-br","promiscMode":true,"vlan":100,"ipam":{"type":"whereabouts","range":"192.168.100.0/24","exclude":["192.168.100.1/32"]}}}`
-
-func TestStorageNetworkBesideHarvesterValidator(t *testing.T) {
-	ctx := context.Background()
-	w := startOurs(t, webhooks.ServerOptions{})
-	defer w.stop(t)
-	v, err := env.StartHarvesterValidator(ctx)
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := v.Remove(ctx); err != nil {
-			t.Error(err)
-		}
-		if err := env.Client.DeleteAllOf(ctx, &nadv1.NetworkAttachmentDefinition{}, client.InNamespace("harvester-system")); err != nil {
-			t.Error(err)
-		}
-	}()
-	if err := env.CreateNamespace(ctx, "harvester-system", map[string]string{testenv.HarvesterNamespaceLabel: "true"}); err != nil {
-		t.Fatal(err)
-	}
-	waitValidator(t)
-
-	denied := func(t *testing.T, nad *nadv1.NetworkAttachmentDefinition) {
-		t.Helper()
-		err := env.Client.Create(ctx, nad)
-		if err == nil {
-			t.Fatalf("Harvester's validator admitted the nested storage NAD %s", nad.Name)
-		}
-		if !apierrors.IsInternalError(err) || !strings.Contains(err.Error(), testenv.MsgBridgeSuffix) ||
-			!strings.Contains(err.Error(), `admission webhook "`+testenv.HarvesterValidatorName+`" denied the request`) {
-			t.Fatalf("want Harvester's InternalError denial %q, got %v", testenv.MsgBridgeSuffix, err)
-		}
-	}
-
-	t.Run("without our webhook the validator denies it", func(t *testing.T) {
-		removeShipped(t)
-		calls := v.Calls()
-		denied(t, storageNAD(storageNested))
-		if v.Calls() == calls {
-			t.Fatal("the validator was not called")
-		}
-	})
-
-	t.Run("a NAD with the opt-out label is left to the validator", func(t *testing.T) {
-		installShipped(t)
-		nad := storageNAD(storageNested)
-		nad.Labels[webhooks.LabelSkip] = "true"
-		denied(t, nad)
-	})
-
-	t.Run("with our webhook the create succeeds and stores the flat form", func(t *testing.T) {
-		installShipped(t)
-		c, warn := warningClient(t)
-		nad := storageNAD(storageNested)
-		want := convertConfig(t, nad)
-		if err := c.Create(ctx, nad); err != nil {
-			t.Fatalf("creating the storage NAD: %v", err)
-		}
-		got := &nadv1.NetworkAttachmentDefinition{}
-		if err := env.Client.Get(ctx, client.ObjectKeyFromObject(nad), got); err != nil {
-			t.Fatal(err)
-		}
-		if got.Spec.Config != want {
-			t.Errorf("stored config\n got %s\nwant %s (convert's output)", got.Spec.Config, want)
-		}
-		if got.Annotations[webhooks.AnnotationNormalizedFrom] != "nested" {
-			t.Errorf("annotations = %v, want %s=nested", got.Annotations, webhooks.AnnotationNormalizedFrom)
-		}
-		if got.Annotations["storage-network.settings.harvesterhci.io"] != "true" {
-			t.Errorf("Harvester's annotation was lost: %v", got.Annotations)
-		}
-		ws := warn.take()
-		if len(ws) != 1 || !strings.Contains(ws[0], "rewrote spec.config") || !strings.Contains(ws[0], "harvester-system/storagenetwork-") {
-			t.Errorf("warnings = %q, want one naming the rewritten NAD", ws)
-		}
-		// What a pod attaching to it gets: Harvester's own v1.5 config.
-		if !strings.HasPrefix(got.Spec.Config, `{"cniVersion":"0.3.1","type":"bridge","bridge":"storage-br"`) {
-			t.Errorf("the flat config does not start like Harvester's: %s", got.Spec.Config)
-		}
-	})
-
-	t.Run("a metadata update of a NAD stored nested leaves its config and passes the validator", func(t *testing.T) {
-		installShipped(t)
-		// Stored before our webhook (opted out here), with the bridge keys
-		// outside NetConf so that Harvester's validator admits it.
-		const stored = `{"NetConf":{"cniVersion":"0.3.1","type":"bridge","ipam":{"type":"whereabouts","range":"192.168.100.0/24"}},"bridge":"storage-br","promiscMode":true,"vlan":100}`
-		nad := newNAD("harvester-system", "stored-nested", stored)
-		nad.Labels = map[string]string{webhooks.LabelSkip: "true"}
-		if err := env.Client.Create(ctx, nad); err != nil {
-			t.Fatal(err)
-		}
-		// A VM starts using it, and a controller updates its metadata: the
-		// config is not part of the write, so ours must not make it one.
-		c, warn := warningClient(t)
-		nad.Labels = map[string]string{"network.harvesterhci.io/ready": "true"}
-		nad.Annotations = map[string]string{testenv.AnnotationUsedByVM: "default/vm1"}
-		if err := c.Update(ctx, nad); err != nil {
-			t.Fatalf("a metadata update of a NAD stored nested: %v", err)
-		}
-		if nad.Spec.Config != stored || nad.Annotations[webhooks.AnnotationNormalizedFrom] != "" {
-			t.Errorf("the stored config was rewritten by a metadata update: %s %v", nad.Spec.Config, nad.Annotations)
-		}
-		if ws := warn.take(); len(ws) != 1 || !strings.Contains(ws[0], "harvester-system/stored-nested is in the nested form and was left as stored") {
-			t.Errorf("warnings = %q, want one saying the config was left for the migration job", ws)
-		}
-	})
-
-	t.Run("an update that keeps the decoded config passes the validator", func(t *testing.T) {
-		installShipped(t)
-		list := &nadv1.NetworkAttachmentDefinitionList{}
-		if err := env.Client.List(ctx, list, client.InNamespace("harvester-system"), client.MatchingLabels{"storage-network.settings.harvesterhci.io/hash": "da39a3ee5e6b4b0d3255bfef95601890afd80709"}); err != nil || len(list.Items) != 1 {
-			t.Fatalf("listing storage NADs: %v (%d)", err, len(list.Items))
-		}
-		nad := &list.Items[0]
-		nad.Annotations[testenv.AnnotationUsedByVM] = "default/vm1"
-		// An old client writes the nested form again: ours flattens it to
-		// the same decoded config, so the validator lets it through.
-		nad.Spec.Config = storageNested
-		if err := env.Client.Update(ctx, nad); err != nil {
-			t.Fatalf("updating the storage NAD with the nested form: %v", err)
-		}
-	})
-}
-
-// waitValidator waits until the API server calls the Harvester validator:
-// a dry-run create of the nested storage NAD is denied.
-func waitValidator(t testing.TB) {
-	t.Helper()
-	var last error
-	err := wait.PollUntilContextTimeout(context.Background(), 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
-		nad := storageNAD(storageNested)
-		nad.Labels[webhooks.LabelSkip] = "true"
-		last = env.Client.Create(ctx, nad, client.DryRunAll)
-		return last != nil && strings.Contains(last.Error(), testenv.MsgBridgeSuffix), nil
-	})
-	if err != nil {
-		t.Fatalf("waiting for the Harvester validator to be called: %v (last answer: %v)", err, last)
-	}
 }
 
 // checkStored compares a stored NAD with what the normalizer says of the

@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -60,6 +61,8 @@ type Options struct {
 	WithoutNADCRD bool
 	// APIServerFlags are set on kube-apiserver's command line.
 	APIServerFlags map[string]string
+	// CRDs are installed beside the NAD CRD (the Harvester stand-ins' kinds).
+	CRDs []*apiextensionsv1.CustomResourceDefinition
 }
 
 // RepoRoot finds the module root from the working directory.
@@ -167,9 +170,11 @@ func Start(opts Options) (*Env, error) {
 	for k, v := range opts.APIServerFlags {
 		te.ControlPlane.GetAPIServer().Configure().Set(k, v)
 	}
+	crds := opts.CRDs
 	if !opts.WithoutNADCRD {
-		te.CRDInstallOptions = envtest.CRDInstallOptions{CRDs: []*apiextensionsv1.CustomResourceDefinition{crd}}
+		crds = append([]*apiextensionsv1.CustomResourceDefinition{crd}, crds...)
 	}
+	te.CRDInstallOptions = envtest.CRDInstallOptions{CRDs: crds}
 	if opts.Webhooks != nil {
 		te.WebhookInstallOptions = *opts.Webhooks
 	}
@@ -185,8 +190,8 @@ func Start(opts Options) (*Env, error) {
 	if e.Client, err = client.New(cfg, client.Options{Scheme: scheme}); err != nil {
 		return fail(fmt.Errorf("creating a client: %w", err))
 	}
-	if !opts.WithoutNADCRD {
-		if err := WaitEstablished(context.Background(), e.Client, crd.Name); err != nil {
+	for _, c := range crds {
+		if err := WaitEstablished(context.Background(), e.Client, c.Name); err != nil {
 			return fail(err)
 		}
 	}
@@ -281,4 +286,27 @@ func (e *Env) AddUser(name string, groups ...string) (*rest.Config, error) {
 // gateway), for tests that act on etcd below the API server.
 func (e *Env) EtcdURL() string {
 	return e.env.ControlPlane.Etcd.URL.String()
+}
+
+// DeleteWebhookConfiguration deletes a Mutating- or
+// ValidatingWebhookConfiguration by name; one already gone is no error.
+func (e *Env) DeleteWebhookConfiguration(ctx context.Context, kind, name string) error {
+	err := e.Client.Delete(ctx, &metav1.PartialObjectMetadata{
+		TypeMeta:   metav1.TypeMeta{APIVersion: "admissionregistration.k8s.io/v1", Kind: kind},
+		ObjectMeta: metav1.ObjectMeta{Name: name},
+	})
+	if apierrors.IsNotFound(err) {
+		return nil
+	}
+	return err
+}
+
+// FreePort asks the kernel for a free TCP port on host.
+func FreePort(host string) (int, error) {
+	l, err := net.Listen("tcp", net.JoinHostPort(host, "0"))
+	if err != nil {
+		return 0, fmt.Errorf("finding a free port: %w", err)
+	}
+	defer l.Close()
+	return l.Addr().(*net.TCPAddr).Port, nil
 }

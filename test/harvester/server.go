@@ -1,0 +1,314 @@
+package harvester
+
+import (
+	"context"
+	"crypto/tls"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"net"
+	"net/http"
+	"sync/atomic"
+	"time"
+
+	"gomodules.xyz/jsonpatch/v2"
+	admissionv1 "k8s.io/api/admission/v1"
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/webhook"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
+
+	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	"github.com/harvester/netconf-migrator/test/testenv"
+)
+
+// Webhook and configuration names as Harvester registers them. The
+// network controller's two configurations share one name; the API server
+// calls mutating configurations in name order, so ours
+// (00-netconf-migrator) runs before this mutator.
+const (
+	NetworkWebhookConfig = "harvester-network-webhook"
+	ValidatorName        = "validator.harvester-system.harvester-network-webhook"
+	MutatorName          = "mutator.harvester-system.harvester-network-webhook"
+	// Harvester's own webhook (v1.8+ refuses deleting a setting's NAD).
+	HarvesterValidatorConfig = "harvester-validator"
+	HarvesterValidatorName   = "validator.harvesterhci.io"
+	// NamespaceLabel marks the namespaces the stand-ins judge. Harvester's
+	// configurations have no namespaceSelector; the suites scope them so
+	// that tests which are not about Harvester share the control plane.
+	NamespaceLabel = "netconf-migrator.test/harvester"
+)
+
+// StandIns are one release's webhooks, served over TLS and registered
+// with the API server.
+type StandIns struct {
+	Release Release
+	env     *testenv.Env
+	cancel  context.CancelFunc
+	done    chan error
+	configs []client.Object
+	// Calls counts the admission requests each webhook answered.
+	ValidatorCalls, MutatorCalls, SettingCalls atomic.Int64
+	paused                                     atomic.Bool
+	createRule                                 atomic.Pointer[func(*nadv1.NetworkAttachmentDefinition, bool) error]
+}
+
+// SetCreateRule adds a rule to the validator's CREATE, given the object and
+// whether the request is a dry run: a test's way to have a create refused
+// after a dry run of it was admitted. nil removes it.
+func (s *StandIns) SetCreateRule(rule func(nad *nadv1.NetworkAttachmentDefinition, dryRun bool) error) {
+	if rule == nil {
+		s.createRule.Store(nil)
+		return
+	}
+	s.createRule.Store(&rule)
+}
+
+// Pause has the stand-ins allow everything while f runs: a test's cleanup,
+// or an administrator's maintenance window with Harvester's webhook off.
+func (s *StandIns) Pause(f func()) {
+	s.paused.Store(true)
+	defer s.paused.Store(false)
+	f()
+}
+
+// Start serves the release's webhooks and registers them, scoped to the
+// namespaces labelled NamespaceLabel=true, and waits until the API server
+// calls them. The control plane must have been started with
+// Options.Webhooks and the CRDs of CRDs() installed.
+func Start(ctx context.Context, env *testenv.Env, r Release) (*StandIns, error) {
+	if env.Webhook == nil {
+		return nil, errors.New("the Harvester stand-ins need the control plane started with Options.Webhooks")
+	}
+	s := &StandIns{Release: r, env: env, done: make(chan error, 1)}
+	cluster := ClientCluster{Client: env.Client}
+	v, m, sv := Validator{Release: r, Cluster: cluster}, Mutator{Release: r, Cluster: cluster}, SettingValidator{Cluster: cluster}
+	port, err := testenv.FreePort(env.Webhook.LocalServingHost)
+	if err != nil {
+		return nil, err
+	}
+	srv := webhook.NewServer(webhook.Options{
+		Host: env.Webhook.LocalServingHost, Port: port, CertDir: env.Webhook.LocalServingCertDir,
+		TLSOpts: []func(*tls.Config){func(c *tls.Config) { c.NextProtos = []string{"http/1.1"} }},
+	})
+	// No panic recovery: a panic in Harvester's webhook drops the
+	// connection, and the API server applies the failurePolicy.
+	serve := func(path string, calls *atomic.Int64, h func(context.Context, admission.Request) admission.Response) {
+		srv.Register(path, &webhook.Admission{RecoverPanic: ptr.To(false), Handler: admission.HandlerFunc(
+			func(ctx context.Context, req admission.Request) admission.Response {
+				calls.Add(1)
+				if s.paused.Load() {
+					return admission.Allowed("")
+				}
+				return h(ctx, req)
+			})})
+	}
+	serve("/v1/webhook/validation", &s.ValidatorCalls, func(ctx context.Context, req admission.Request) admission.Response {
+		if rule := s.createRule.Load(); rule != nil && req.Operation == admissionv1.Create {
+			if _, obj, err := objects(req); err == nil {
+				if err := (*rule)(obj, req.DryRun != nil && *req.DryRun); err != nil {
+					return answer(err)
+				}
+			}
+		}
+		return v.handle(ctx, req)
+	})
+	serve("/v1/webhook/mutation", &s.MutatorCalls, m.handle)
+	serve("/v1/webhook/harvester-validation", &s.SettingCalls, sv.handle)
+	sctx, cancel := context.WithCancel(context.Background())
+	s.cancel = cancel
+	go func() { s.done <- srv.Start(sctx) }()
+	clientConfig := func(path string) admissionregistrationv1.WebhookClientConfig {
+		return admissionregistrationv1.WebhookClientConfig{
+			URL:      ptr.To(fmt.Sprintf("https://%s%s", net.JoinHostPort(env.Webhook.LocalServingHost, fmt.Sprint(port)), path)),
+			CABundle: env.Webhook.LocalServingCAData,
+		}
+	}
+	scope := &metav1.LabelSelector{MatchLabels: map[string]string{NamespaceLabel: "true"}}
+	s.configs = []client.Object{
+		&admissionregistrationv1.MutatingWebhookConfiguration{
+			ObjectMeta: metav1.ObjectMeta{Name: NetworkWebhookConfig},
+			Webhooks: []admissionregistrationv1.MutatingWebhook{{
+				Name: MutatorName, AdmissionReviewVersions: []string{"v1", "v1beta1"}, ClientConfig: clientConfig("/v1/webhook/mutation"),
+				Rules: nadRules(admissionregistrationv1.Create, admissionregistrationv1.Update), NamespaceSelector: scope,
+				FailurePolicy: ptr.To(admissionregistrationv1.Ignore), SideEffects: ptr.To(admissionregistrationv1.SideEffectClassNone),
+				TimeoutSeconds: ptr.To[int32](10),
+			}},
+		},
+		&admissionregistrationv1.ValidatingWebhookConfiguration{
+			ObjectMeta: metav1.ObjectMeta{Name: NetworkWebhookConfig},
+			Webhooks: []admissionregistrationv1.ValidatingWebhook{{
+				Name: ValidatorName, AdmissionReviewVersions: []string{"v1", "v1beta1"}, ClientConfig: clientConfig("/v1/webhook/validation"),
+				Rules: nadRules(admissionregistrationv1.Create, admissionregistrationv1.Update, admissionregistrationv1.Delete), NamespaceSelector: scope,
+				FailurePolicy: ptr.To(admissionregistrationv1.Fail), SideEffects: ptr.To(admissionregistrationv1.SideEffectClassNone),
+				TimeoutSeconds: ptr.To[int32](10),
+			}},
+		},
+	}
+	if r.AtLeast(V18) {
+		s.configs = append(s.configs, &admissionregistrationv1.ValidatingWebhookConfiguration{
+			ObjectMeta: metav1.ObjectMeta{Name: HarvesterValidatorConfig},
+			Webhooks: []admissionregistrationv1.ValidatingWebhook{{
+				Name: HarvesterValidatorName, AdmissionReviewVersions: []string{"v1", "v1beta1"}, ClientConfig: clientConfig("/v1/webhook/harvester-validation"),
+				Rules: nadRules(admissionregistrationv1.Delete), NamespaceSelector: scope,
+				FailurePolicy: ptr.To(admissionregistrationv1.Fail), SideEffects: ptr.To(admissionregistrationv1.SideEffectClassNone),
+				TimeoutSeconds: ptr.To[int32](10),
+			}},
+		})
+	}
+	for i, c := range s.configs {
+		if err := env.Client.Create(ctx, c); err != nil {
+			s.configs = s.configs[:i]
+			return nil, errors.Join(fmt.Errorf("registering the Harvester %s stand-ins: %w", r, err), s.Remove(ctx))
+		}
+	}
+	if err := s.waitCalled(ctx); err != nil {
+		return nil, errors.Join(err, s.Remove(ctx))
+	}
+	return s, nil
+}
+
+// ProbeNamespace is where Start's probe writes (dry run only).
+const ProbeNamespace = "harvester-probe"
+
+// waitCalled waits until the API server calls the validator and the
+// mutator: a dry-run create of a kube-ovn NAD without a provider reaches
+// both in every release (the mutator leaves kube-ovn alone or, before
+// v1.6, panics and is ignored; every validator refuses it).
+func (s *StandIns) waitCalled(ctx context.Context) error {
+	if err := s.env.CreateNamespace(ctx, ProbeNamespace, map[string]string{NamespaceLabel: "true"}); err != nil {
+		return err
+	}
+	v0, m0 := s.ValidatorCalls.Load(), s.MutatorCalls.Load()
+	probe := &nadv1.NetworkAttachmentDefinition{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ProbeNamespace, Name: "probe"},
+		Spec:       nadv1.NetworkAttachmentDefinitionSpec{Config: `{"cniVersion":"0.3.1","type":"kube-ovn"}`},
+	}
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		_ = s.env.Client.Create(ctx, probe.DeepCopy(), client.DryRunAll)
+		return s.ValidatorCalls.Load() > v0 && s.MutatorCalls.Load() > m0, nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the API server to call the Harvester %s stand-ins: %w", s.Release, err)
+	}
+	return nil
+}
+
+// Remove deletes the webhook configurations, then stops the server, so
+// the API server is never left calling a server that is gone.
+func (s *StandIns) Remove(ctx context.Context) error {
+	var errs []error
+	for _, c := range s.configs {
+		if err := s.env.Client.Delete(ctx, c); err != nil && !apierrors.IsNotFound(err) {
+			errs = append(errs, err)
+		}
+	}
+	s.configs = nil
+	if s.cancel != nil {
+		s.cancel()
+		errs = append(errs, <-s.done)
+		s.cancel = nil
+	}
+	return errors.Join(errs...)
+}
+
+func nadRules(ops ...admissionregistrationv1.OperationType) []admissionregistrationv1.RuleWithOperations {
+	return []admissionregistrationv1.RuleWithOperations{{
+		Operations: ops,
+		Rule: admissionregistrationv1.Rule{
+			APIGroups: []string{nadv1.GroupVersion.Group}, APIVersions: []string{nadv1.GroupVersion.Version},
+			Resources: []string{nadv1.Resource}, Scope: ptr.To(admissionregistrationv1.NamespacedScope),
+		},
+	}}
+}
+
+// objects decodes the request's NADs; old is nil for CREATE, obj for DELETE.
+func objects(req admission.Request) (old, obj *nadv1.NetworkAttachmentDefinition, err error) {
+	decode := func(raw []byte) (*nadv1.NetworkAttachmentDefinition, error) {
+		if len(raw) == 0 {
+			return nil, nil
+		}
+		n := &nadv1.NetworkAttachmentDefinition{}
+		return n, json.Unmarshal(raw, n)
+	}
+	if old, err = decode(req.OldObject.Raw); err != nil {
+		return nil, nil, err
+	}
+	obj, err = decode(req.Object.Raw)
+	return old, obj, err
+}
+
+func (v Validator) handle(ctx context.Context, req admission.Request) admission.Response {
+	old, obj, err := objects(req)
+	if err == nil {
+		switch req.Operation {
+		case admissionv1.Create:
+			err = v.Create(ctx, obj)
+		case admissionv1.Update:
+			err = v.Update(ctx, old, obj)
+		case admissionv1.Delete:
+			err = v.Delete(ctx, old)
+		}
+	}
+	return answer(err)
+}
+
+func (s SettingValidator) handle(ctx context.Context, req admission.Request) admission.Response {
+	old, _, err := objects(req)
+	if err == nil && req.Operation == admissionv1.Delete {
+		err = s.Delete(ctx, old)
+	}
+	return answer(err)
+}
+
+func (m Mutator) handle(ctx context.Context, req admission.Request) admission.Response {
+	old, obj, err := objects(req)
+	if err != nil {
+		return answer(err)
+	}
+	var mu Mutation
+	switch req.Operation {
+	case admissionv1.Create:
+		mu, err = m.Create(ctx, obj)
+	case admissionv1.Update:
+		mu, err = m.Update(ctx, old, obj)
+	}
+	if errors.Is(err, ErrPanic) {
+		panic(http.ErrAbortHandler) // the connection drops, as on Harvester's panic
+	}
+	if err != nil {
+		return answer(err)
+	}
+	// Harvester's patch replaces whole paths (the API server's JSON patch
+	// replaces a missing key as if added, so a NAD without labels gets them).
+	var ops []jsonpatch.JsonPatchOperation
+	if mu.Config != "" {
+		ops = append(ops, jsonpatch.JsonPatchOperation{Operation: "replace", Path: "/spec/config", Value: mu.Config})
+	}
+	if mu.Labels != nil {
+		ops = append(ops, jsonpatch.JsonPatchOperation{Operation: "replace", Path: "/metadata/labels", Value: mu.Labels})
+	}
+	if len(ops) == 0 {
+		return admission.Allowed("")
+	}
+	return admission.Patched("", ops...)
+}
+
+// answer is Harvester's webhook framework: an error is a denial, code 500
+// (InternalError) unless it is an AdmitError such as BadRequest.
+func answer(err error) admission.Response {
+	if err == nil {
+		return admission.Allowed("")
+	}
+	resp := admission.Denied(err.Error())
+	resp.Result.Code, resp.Result.Reason = http.StatusInternalServerError, metav1.StatusReasonInternalError
+	var br *BadRequest
+	if errors.As(err, &br) {
+		resp.Result.Code, resp.Result.Reason = http.StatusBadRequest, metav1.StatusReasonBadRequest
+	}
+	return resp
+}

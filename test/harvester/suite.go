@@ -1,0 +1,93 @@
+package harvester
+
+import (
+	"context"
+	"fmt"
+	"strings"
+	"testing"
+
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	"github.com/harvester/netconf-migrator/test/testenv"
+)
+
+// ForEachRelease runs f once per release of Releases, as subtests named
+// after the release and its tag, each with that release's stand-ins
+// registered for the subtest's lifetime.
+func ForEachRelease(t *testing.T, env *testenv.Env, f func(t *testing.T, s *StandIns)) {
+	t.Helper()
+	for _, r := range Releases {
+		t.Run(fmt.Sprintf("%s (network-controller-harvester %s)", r, r.Tag()), func(t *testing.T) {
+			s := StartT(t, env, r)
+			f(t, s)
+		})
+	}
+}
+
+// StartT starts the release's stand-ins until the test ends.
+func StartT(t testing.TB, env *testenv.Env, r Release) *StandIns {
+	t.Helper()
+	ctx := context.Background()
+	s, err := Start(ctx, env, r)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := s.Remove(ctx); err != nil {
+			t.Error(err)
+		}
+	})
+	return s
+}
+
+// Namespace creates a namespace the stand-ins judge, named base-<release>
+// so each release's run starts empty (harvester-system keeps its name:
+// Harvester's rules look for it), and deletes its NADs when the test ends.
+func (s *StandIns) Namespace(t testing.TB, base string) string {
+	t.Helper()
+	ctx := context.Background()
+	ns := base
+	if base != SystemNamespace {
+		ns = base + "-" + strings.ReplaceAll(strings.TrimPrefix(string(s.Release), "v"), ".", "-")
+	}
+	if err := s.env.CreateNamespace(ctx, ns, map[string]string{NamespaceLabel: "true"}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { s.Clear(t, ns) })
+	return ns
+}
+
+// Clear deletes every NAD, VM and VMI of a namespace with the stand-ins
+// paused (Harvester would refuse deleting some of them).
+func (s *StandIns) Clear(t testing.TB, ns string) {
+	t.Helper()
+	ctx := context.Background()
+	c := s.env.Client
+	s.Pause(func() {
+		for _, kind := range []string{"VirtualMachineInstance", "VirtualMachine"} {
+			u := &unstructured.Unstructured{}
+			u.SetAPIVersion("kubevirt.io/v1")
+			u.SetKind(kind)
+			if err := c.DeleteAllOf(ctx, u, client.InNamespace(ns)); err != nil && !apierrors.IsNotFound(err) {
+				t.Error(err)
+			}
+		}
+		if err := c.DeleteAllOf(ctx, &nadv1.NetworkAttachmentDefinition{}, client.InNamespace(ns)); err != nil {
+			t.Error(err)
+		}
+	})
+}
+
+// Create creates objects (ClusterNetworks, VMs, VMIs, Settings),
+// tolerating ones that exist.
+func Create(t testing.TB, c client.Client, objs ...client.Object) {
+	t.Helper()
+	for _, o := range objs {
+		if err := c.Create(context.Background(), o); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatalf("creating %s %s: %v", o.GetObjectKind().GroupVersionKind().Kind, o.GetName(), err)
+		}
+	}
+}
