@@ -16,11 +16,19 @@
 # upgrade as before it); it reports instead, into the ConfigMap
 # netconf-migrator-report in harvester-system, where support bundles find it.
 #
-# Settings, from the environment:
+# This window matters: the hook runs while the *previous* release's webhooks
+# still judge every write. Up to v1.5 they let a nested NAD be flattened in
+# place and a double-encoded one be deleted and created again; from v1.6 they
+# refuse both (see README.md beside this file). So the hook replaces what it
+# cannot rewrite (--recreate=auto), keeping a backup ConfigMap per NAD in
+# harvester-system until the NAD exists again.
+#
+# Harvester's upgrade Job passes no settings; every one has a default:
 #   NETCONF_MIGRATOR_BIN               the binary (default: netconf-migrator on PATH)
 #   NETCONF_MIGRATOR_ARGS              more arguments for migrate, split on spaces
 #                                      (default: none: every namespace)
-#   NETCONF_MIGRATOR_REPORT_NAMESPACE  where the report ConfigMap goes (harvester-system)
+#   NETCONF_MIGRATOR_REPORT_NAMESPACE  where the report ConfigMap and the backups go
+#                                      (harvester-system)
 #   NETCONF_MIGRATOR_STRICT            "true": stop the upgrade when migrate cannot run,
 #                                      or when a NAD failed or needs a person
 
@@ -46,7 +54,8 @@ netconf_migrator_pre_hook() {
   fi
   local rc=0
   # The termination message of this container is the upgrade script's own.
-  "$bin" migrate --report "$dir/report.json" --progress-interval 30s --termination-message-path "" "${args[@]}" || rc=$?
+  "$bin" migrate --recreate=auto --backup-namespace "$ns" --report "$dir/report.json" \
+    --progress-interval 30s --termination-message-path "" "${args[@]}" || rc=$?
 
   if [ -s "$dir/report.json" ]; then
     # Replaced on every upgrade: it always describes the last run.
@@ -66,8 +75,9 @@ netconf_migrator_pre_hook() {
     echo "netconf-migrator: every NAD is in the flat form"
     ;;
   1)
-    echo "netconf-migrator: some NADs failed or need a person (see the lines above and the report ConfigMap);" \
-      "NADs in use by running VMs can be migrated after the upgrade by stopping the VMs and running the Job" >&2
+    echo "netconf-migrator: some NADs failed or need a person (see the lines above and the report ConfigMap," \
+      "whose items say what to do); from Harvester v1.6 a nested NAD is fixed only by replacing it while no VM" \
+      "references it, and a double-encoded one only with Harvester's network webhook stopped" >&2
     [ "$strict" = true ] && return 1
     ;;
   *)

@@ -7,14 +7,12 @@ import (
 	"strings"
 	"testing"
 
-	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
 	"github.com/harvester/netconf-migrator/apis/report"
-	"github.com/harvester/netconf-migrator/migration"
 	"github.com/harvester/netconf-migrator/test/harvester"
 )
 
@@ -276,13 +274,7 @@ func replaceWithConvert(t *testing.T, bin, ns, name string) {
 
 func checkNoBackups(t *testing.T) {
 	t.Helper()
-	var cms corev1.ConfigMapList
-	if err := env.Client.List(context.Background(), &cms, client.InNamespace(backupNamespace), client.MatchingLabels{migration.LabelBackup: "true"}); err != nil {
-		t.Fatal(err)
-	}
-	if len(cms.Items) != 0 {
-		t.Errorf("%d backups left behind", len(cms.Items))
-	}
+	checkNoBackupsIn(t, backupNamespace)
 }
 
 // TestCreateRefusedAfterDelete: a create the dry run admitted is refused

@@ -14,7 +14,10 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	"github.com/harvester/netconf-migrator/apis/netconf"
 	"github.com/harvester/netconf-migrator/apis/report"
+	"github.com/harvester/netconf-migrator/migration"
+	"github.com/harvester/netconf-migrator/test/harvester"
 	"github.com/harvester/netconf-migrator/test/testenv"
 )
 
@@ -204,5 +207,117 @@ func TestHarvesterUpgradePreHook(t *testing.T) {
 				t.Fatalf("exit %d, upgraded %v, want %d, stopped and %q:\n%s\n%s", r.code, r.upgraded(), tc.code, tc.why, r.out, r.errOut)
 			}
 		})
+	}
+}
+
+// TestHarvesterUpgradeWindow runs the pre-hook as Harvester's upgrade Job
+// would, with no settings at all, while the previous release's (v1.5)
+// webhooks serve, then "upgrades" the stand-ins to v1.9 and runs migrate as
+// the post-upgrade Job would: what the hook fixed stays fixed, and the NADs
+// it could not fix are the ones v1.9 refuses too, each with v1.9's words and
+// advice that works there.
+func TestHarvesterUpgradeWindow(t *testing.T) {
+	ctx := context.Background()
+	bin := buildBinary(t)
+	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
+	v15 := harvester.StartT(t, env, harvester.V15)
+	ns := v15.Namespace(t, "upgrade-window")
+	hs := v15.Namespace(t, harvester.SystemNamespace)
+	withLabels := func(extra map[string]string) map[string]string {
+		l := harvesterLabels()
+		for k, v := range extra {
+			l[k] = v
+		}
+		return l
+	}
+	nads := []*nadv1.NetworkAttachmentDefinition{
+		newNAD(ns, "nested-running-vm", nestedConfig("running"), harvesterLabels()),
+		newNAD(ns, "nested-stopped-vm", nestedConfig("stopped"), harvesterLabels()),
+		newNAD(ns, "double", doubleEncodedConfig("double"), harvesterLabels()),
+		newNAD(ns, "double-running-vm", doubleEncodedConfig("double-running"), harvesterLabels()),
+		// Labels other controllers and webhooks keep must survive either path.
+		newNAD(ns, "terraform", nestedConfig("terraform"), withLabels(map[string]string{"app.kubernetes.io/managed-by": "terraform"})),
+		newNAD(ns, "opted-out", nestedConfig("opted-out"), withLabels(map[string]string{nadv1.LabelSkip: "true"})),
+	}
+	storage := settingNADs()[0]
+	v15.Pause(func() {
+		seed(t, append(nads, storage))
+		harvester.Create(t, env.Client,
+			harvester.NewVM(ns, "running", "nested-running-vm", "double-running-vm"),
+			harvester.NewVMI(ns, "running", "nested-running-vm", "double-running-vm"),
+			harvester.NewVM(ns, "stopped", "nested-stopped-vm"))
+	})
+	before := listAll(t, ns, hs)
+
+	r := runUpgrade(t, bin) // no NETCONF_MIGRATOR_* at all, as Harvester runs it
+	if r.code != 0 || !r.upgraded() {
+		t.Fatalf("the upgrade stopped (exit %d):\n%s\n%s", r.code, r.out, r.errOut)
+	}
+	after := listAll(t, ns, hs)
+	fixed := map[string]bool{"nested-stopped-vm": true, "double": true, "terraform": true, storage.Name: true}
+	for ref, b := range before {
+		a := after[ref]
+		flat := !netconf.Normalize([]byte(a.Spec.Config)).Changed
+		if flat != fixed[b.Name] {
+			t.Errorf("%s flat=%v after the pre-hook, want %v: %s", ref, flat, fixed[b.Name], a.Spec.Config)
+		}
+		for k, v := range b.Labels {
+			if a.Labels[k] != v {
+				t.Errorf("%s lost the label %s=%s: %v", ref, k, v, a.Labels)
+			}
+		}
+	}
+	rep, _ := storedReport(t)
+	items := map[string]report.Item{}
+	for _, it := range rep.Items {
+		items[it.Name] = it
+	}
+	if it := items["double"]; it.Action != report.ActionNormalized || !it.Recreated {
+		t.Errorf("double: %+v, want recreated in the window", it)
+	}
+	if it := items["opted-out"]; it.Action != report.ActionSkipped {
+		t.Errorf("opted-out: %+v", it)
+	}
+	checkNoBackupsIn(t, harvester.SystemNamespace)
+
+	// The upgrade: v1.9's webhooks replace v1.5's.
+	if err := v15.Remove(ctx); err != nil {
+		t.Fatal(err)
+	}
+	v19 := harvester.StartT(t, env, harvester.V19)
+	t.Cleanup(func() { v19.Clear(t, ns); v19.Clear(t, hs) })
+	r2 := runCLI(t, "migrate", "-n", ns, "--backup-namespace", harvester.SystemNamespace)
+	if r2.code != 1 {
+		t.Fatalf("the run after the upgrade: exit %d\n%s", r2.code, r2.errOut)
+	}
+	failed := map[string]bool{}
+	for _, it := range r2.report.Items {
+		if it.Action == report.ActionFailed {
+			failed[it.Name] = true
+		}
+	}
+	// What the window could not fix, v1.9 cannot fix either.
+	if len(failed) != 2 || !failed["nested-running-vm"] || !failed["double-running-vm"] {
+		t.Fatalf("failed after the upgrade: %v, want the two NADs the running VM uses", failed)
+	}
+	it := r2.itemsByName()["nested-running-vm"]
+	for _, want := range []string{"can't update nad " + ns + "/nested-running-vm because nad cannot be updated from network type  to network type bridge", "must be stopped at first"} {
+		if !strings.Contains(it.Reason, want) {
+			t.Errorf("nested-running-vm: reason %q lacks %q", it.Reason, want)
+		}
+	}
+	if it := r2.itemsByName()["double-running-vm"]; !strings.Contains(it.Advice, "no client can replace it while that webhook serves") {
+		t.Errorf("double-running-vm: advice %q", it.Advice)
+	}
+}
+
+func checkNoBackupsIn(t *testing.T, ns string) {
+	t.Helper()
+	var cms corev1.ConfigMapList
+	if err := env.Client.List(context.Background(), &cms, client.InNamespace(ns), client.MatchingLabels{migration.LabelBackup: "true"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(cms.Items) != 0 {
+		t.Errorf("%d backups left behind in %s", len(cms.Items), ns)
 	}
 }
