@@ -53,8 +53,13 @@ func newRunCommand(g *globals, mode migration.Mode) *cobra.Command {
 double-encoded spec.config payloads into the flat CNI form. Each write carries the
 resourceVersion it was computed from: another writer is never overwritten, the NAD is
 read again and recomputed. The original config is kept in the annotation
-` + nadv1.AnnotationOriginalConfig + ` for rollback. A second run finds nothing to do; a
-run that is killed can be started again.
+` + nadv1.AnnotationOriginalConfig + ` for rollback. When an admission webhook refuses the
+in-place update (Harvester v1.6+ refuses to flatten a nested NAD), --recreate=auto
+replaces the NAD under the same name: a server-side dry-run create first, a backup
+ConfigMap in --backup-namespace, a delete conditional on uid and resourceVersion, the
+create; the backup stays until the NAD exists again. NADs of Harvester's settings are
+never deleted. A second run finds nothing to do; a run that is killed can be started
+again, and first finishes any replacement it left half done.
 
 Exit codes: 0 every NAD is clean or was fixed; 1 some NADs failed or need a person
 (truncated, invalid, denied); 2 usage or preflight error.`
