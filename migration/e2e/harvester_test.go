@@ -7,6 +7,7 @@ import (
 	"strings"
 	"testing"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -189,6 +190,18 @@ func TestMigrateOnEachHarvesterRelease(t *testing.T) {
 			}
 		}
 		checkNoBackups(t)
+
+		if h.Release.AtLeast(harvester.V18) {
+			// Harvester's own validator: the NAD a setting points at cannot
+			// be deleted (a BadRequest, unlike the network webhooks' 500).
+			storage := after[hs+"/storagenetwork-x7k2p"]
+			harvester.Create(t, env.Client, harvester.NewSetting("storage-network", "{}", hs+"/"+storage.Name))
+			err := env.Client.Delete(ctx, &storage, client.DryRunAll)
+			want := `admission webhook "` + harvester.HarvesterValidatorName + `" denied the request: cannot delete NetworkAttachmentDefinition harvester-system/storagenetwork-x7k2p which is used by Harvester setting 'storage-network'`
+			if !apierrors.IsBadRequest(err) || !strings.Contains(err.Error(), want) {
+				t.Errorf("deleting the storage network's NAD: %v\nwant BadRequest %q", err, want)
+			}
+		}
 
 		// The report's advice, carried out on this release.
 		t.Run("the advice works", func(t *testing.T) {
