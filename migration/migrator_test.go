@@ -48,8 +48,10 @@ type memStore struct {
 	// beforeCreate and beforeDelete may refuse a create or a delete.
 	beforeCreate func(nad *nadv1.NetworkAttachmentDefinition, dryRun bool) error
 	beforeDelete func(key string, dryRun bool) error
-	creates      []string // names created for real, in order
-	deletes      []string
+	// afterCreate may drop the answer of a create that was stored.
+	afterCreate func(key string) error
+	creates     []string // names created for real, in order
+	deletes     []string
 }
 
 var nadGR = schema.GroupResource{Group: "k8s.cni.cncf.io", Resource: "network-attachment-definitions"}
@@ -171,6 +173,9 @@ func (s *memStore) Create(_ context.Context, nad *nadv1.NetworkAttachmentDefinit
 	nad.ResourceVersion, nad.UID = strconv.Itoa(s.rv), types.UID(fmt.Sprintf("%s-%d", key, s.rv))
 	s.nads[key] = nad.DeepCopy()
 	s.creates = append(s.creates, key)
+	if s.afterCreate != nil {
+		return s.afterCreate(key)
+	}
 	return nil
 }
 

@@ -140,6 +140,16 @@ func (m *Migrator) finish(ctx context.Context, log logr.Logger, b *Backup) (*nad
 			stored = newObject(obj)
 			return m.Store.Create(ctx, stored, false)
 		})
+		if apierrors.IsAlreadyExists(err) {
+			// Our own create whose answer was lost, or someone else's.
+			cur, gone, gerr := m.get(ctx, obj)
+			switch {
+			case gerr != nil:
+				return nil, errors.Join(err, gerr)
+			case !gone && m.isWanted(b, cur):
+				return cur, nil
+			}
+		}
 		return stored, err
 	}
 	stored, err := create(b.Wanted)
@@ -158,6 +168,15 @@ func (m *Migrator) finish(ctx context.Context, log logr.Logger, b *Backup) (*nad
 		log.Error(derr, "Leaving a backup behind; delete it by hand", "backup", m.Backups.Where(b))
 	}
 	return nil, fmt.Errorf("deleted to be created again, but the create was refused (%w); the original was created back", werr)
+}
+
+// isWanted says whether cur is what replacing b's NAD creates: its config
+// (rollback) or a flat config (migrate; other webhooks may add keys).
+func (m *Migrator) isWanted(b *Backup, cur *nadv1.NetworkAttachmentDefinition) bool {
+	if cur.Spec.Config == b.Wanted.Spec.Config {
+		return true
+	}
+	return b.Mode != ModeRollback && cur.Annotations[nadv1.AnnotationOriginalConfig] == b.Original.Spec.Config && acceptFlat(cur.Spec.Config)
 }
 
 // resume finishes the replacements an earlier run started and did not
@@ -182,11 +201,24 @@ func (m *Migrator) resume(ctx context.Context, rep *report.Report) (map[string]b
 			continue
 		}
 		log := m.Log.WithValues(logging.KeyObject, b.Ref())
-		_, gone, err := m.get(ctx, o)
+		cur, gone, err := m.get(ctx, o)
 		if err != nil {
 			return done, err
 		}
 		if !gone {
+			if cur.UID != o.UID && !m.isWanted(b, cur) {
+				// Created again by someone else meanwhile: the original
+				// stays in its backup for a person to look at.
+				done[b.Ref()] = true
+				m.seen.Add(1)
+				m.failed.Add(1)
+				it := report.Item{Namespace: o.Namespace, Name: o.Name, Form: netconf.Normalize([]byte(cur.Spec.Config)).Form, Action: report.ActionFailed,
+					Reason: fmt.Sprintf("while an interrupted run replaced it, another writer created this NAD again; its original is kept in %s", m.Backups.Where(b))}
+				log.Info("Keeping the backup of a NetworkAttachmentDefinition another writer created again", logging.KeyOutcome, it.Action, "backup", m.Backups.Where(b))
+				rep.Add(it)
+				continue
+			}
+			// The delete never happened (same uid), or the create did.
 			log.V(logging.Debug).Info("Removing a stale backup: the NetworkAttachmentDefinition exists", "backup", m.Backups.Where(b))
 			if err := m.Backups.Delete(ctx, b); err != nil {
 				return done, err

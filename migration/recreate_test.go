@@ -96,6 +96,18 @@ func TestRecreate(t *testing.T) {
 				}
 			},
 			action: report.ActionFailed, deletes: 1, backupLeft: true, reason: []string{"the NAD is missing", "its backup is in memory netconf-migrator-backup-a/n"}},
+		{name: "the answer to the create is lost: the retry finds our NAD",
+			setup: func(s *memStore, _ *memBackups) {
+				lost := false
+				s.afterCreate = func(string) error {
+					if lost {
+						return nil
+					}
+					lost = true
+					return apierrors.NewServiceUnavailable("injected: the answer was lost")
+				}
+			},
+			action: report.ActionNormalized, recreated: true, wantConfig: flatOf, deletes: 1},
 		{name: "another writer between read and delete: read again, then replace",
 			setup: func(s *memStore, _ *memBackups) {
 				once := false
@@ -175,6 +187,27 @@ func TestResumeFinishesAnInterruptedRecreate(t *testing.T) {
 	// The stale backup's NAD is migrated as usual (its update is allowed).
 	if s.nads["a/stale"].Spec.Config != flatOf {
 		t.Errorf("a/stale: %s", s.nads["a/stale"].Spec.Config)
+	}
+}
+
+// TestResumeKeepsTheBackupOfANADSomeoneElseCreated: when another writer
+// created the NAD again while it was missing, the backup is the only copy
+// of the original and stays; the report says where it is.
+func TestResumeKeepsTheBackupOfANADSomeoneElseCreated(t *testing.T) {
+	s, b := newMemStore(map[string]string{"a/n": nested}), newMemBackups()
+	orig := s.nads["a/n"].DeepCopy()
+	wanted := orig.DeepCopy()
+	wanted.Spec.Config = flatOf
+	_ = b.Save(context.Background(), &Backup{Mode: ModeMigrate, Original: orig, Wanted: wanted})
+	s.nads["a/n"].UID = "someone-else"
+	s.nads["a/n"].Spec.Config = `{"cniVersion":"0.3.1","type":"macvlan","master":"eth0"}`
+	rep := runWithBackups(t, s, b, Options{})
+	it, _ := action(rep, "a/n")
+	if it.Action != report.ActionFailed || !strings.Contains(it.Reason, "another writer created this NAD again") || !strings.Contains(it.Reason, "memory netconf-migrator-backup-a/n") {
+		t.Errorf("%s %q", it.Action, it.Reason)
+	}
+	if len(b.saved) != 1 || rep.Summary.Total != 1 {
+		t.Errorf("%d backups kept, %d NADs counted; want 1 and 1", len(b.saved), rep.Summary.Total)
 	}
 }
 
