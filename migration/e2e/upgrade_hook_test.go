@@ -321,3 +321,27 @@ func checkNoBackupsIn(t *testing.T, ns string) {
 		t.Errorf("%d backups left behind in %s", len(cms.Items), ns)
 	}
 }
+
+// TestPreHookOnEachHarvesterRelease sources the pre-hook beside each
+// release's webhooks, as the upgrade from that release would run it, and
+// checks the stored report against the release's rules.
+func TestPreHookOnEachHarvesterRelease(t *testing.T) {
+	bin := buildBinary(t)
+	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
+	harvester.ForEachRelease(t, env, func(t *testing.T, h *harvester.StandIns) {
+		ns := h.Namespace(t, "pre-hook")
+		h.Namespace(t, harvester.SystemNamespace) // the report and the backups go there
+		nads, objs := harvesterPopulation(ns)
+		h.Pause(func() {
+			seed(t, nads)
+			harvester.Create(t, env.Client, objs...)
+		})
+		r := runUpgrade(t, bin, "NETCONF_MIGRATOR_ARGS=-n "+ns)
+		if r.code != 0 || !r.upgraded() {
+			t.Fatalf("the upgrade stopped (exit %d):\n%s\n%s", r.code, r.out, r.errOut)
+		}
+		rep, _ := storedReport(t)
+		checkOutcomes(t, result{report: rep}, expectedOutcomes(h.Release, ns), nads)
+		checkNoBackupsIn(t, harvester.SystemNamespace)
+	})
+}
