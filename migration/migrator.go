@@ -310,12 +310,9 @@ func (m *Migrator) migrate(ctx context.Context, nad *nadv1.NetworkAttachmentDefi
 			return it
 		case Classify(err) == Conflict && conflicts < m.Opts.MaxConflicts:
 			log.V(logging.Debug).Info("Reading NetworkAttachmentDefinition again after a conflicting write", logging.KeyReason, err.Error())
-			fresh, gone, ferr := m.get(ctx, nad)
-			if gone {
-				return m.skipped(log, it)
-			}
-			if ferr != nil {
-				return m.fail(ctx, log, nad, it, ReasonNormalizeFail, ferr)
+			fresh, final := m.reread(ctx, log, nad, it, ReasonNormalizeFail)
+			if final != nil {
+				return *final
 			}
 			if fresh.Spec.Config == upd.Spec.Config && fresh.Annotations[nadv1.AnnotationOriginalConfig] == nad.Spec.Config {
 				// Our own write landed before its answer was lost.
@@ -330,12 +327,9 @@ func (m *Migrator) migrate(ctx context.Context, nad *nadv1.NetworkAttachmentDefi
 		case m.mayRecreate(nad, err):
 			stored, rerr := m.recreate(ctx, log, nad, upd, err, acceptFlat)
 			if errors.Is(rerr, errRecreateConflict) && conflicts < m.Opts.MaxConflicts {
-				fresh, gone, ferr := m.get(ctx, nad)
-				if gone {
-					return m.skipped(log, it)
-				}
-				if ferr != nil {
-					return m.fail(ctx, log, nad, it, ReasonNormalizeFail, ferr)
+				fresh, final := m.reread(ctx, log, nad, it, ReasonNormalizeFail)
+				if final != nil {
+					return *final
 				}
 				nad = fresh
 				continue
@@ -423,12 +417,9 @@ func (m *Migrator) rollback(ctx context.Context, nad *nadv1.NetworkAttachmentDef
 			}
 			return it
 		case Classify(err) == Conflict && conflicts < m.Opts.MaxConflicts:
-			fresh, gone, ferr := m.get(ctx, nad)
-			if gone {
-				return m.skipped(log, it)
-			}
-			if ferr != nil {
-				return m.fail(ctx, log, nad, it, ReasonRestoreFailed, ferr)
+			fresh, final := m.reread(ctx, log, nad, it, ReasonRestoreFailed)
+			if final != nil {
+				return *final
 			}
 			nad = fresh
 			continue
@@ -437,12 +428,9 @@ func (m *Migrator) rollback(ctx context.Context, nad *nadv1.NetworkAttachmentDef
 		case m.mayRecreate(nad, err):
 			_, rerr := m.recreate(ctx, log, nad, upd, err, func(stored string) bool { return stored == orig })
 			if errors.Is(rerr, errRecreateConflict) && conflicts < m.Opts.MaxConflicts {
-				fresh, gone, ferr := m.get(ctx, nad)
-				if gone {
-					return m.skipped(log, it)
-				}
-				if ferr != nil {
-					return m.fail(ctx, log, nad, it, ReasonRestoreFailed, ferr)
+				fresh, final := m.reread(ctx, log, nad, it, ReasonRestoreFailed)
+				if final != nil {
+					return *final
 				}
 				nad = fresh
 				continue
@@ -472,6 +460,22 @@ func (m *Migrator) write(ctx context.Context, nad *nadv1.NetworkAttachmentDefini
 		return m.Store.Update(ctx, stored, m.Opts.DryRun == DryRunServer)
 	})
 	return stored, err
+}
+
+// reread reads the NAD again after another writer was first: the fresh
+// object, or the item that ends the NAD's visit (deleted meanwhile, or the
+// read failed).
+func (m *Migrator) reread(ctx context.Context, log logr.Logger, nad *nadv1.NetworkAttachmentDefinition, it report.Item, reason string) (*nadv1.NetworkAttachmentDefinition, *report.Item) {
+	fresh, gone, err := m.get(ctx, nad)
+	switch {
+	case gone:
+		it = m.skipped(log, it)
+		return nil, &it
+	case err != nil:
+		it = m.fail(ctx, log, nad, it, reason, err)
+		return nil, &it
+	}
+	return fresh, nil
 }
 
 func (m *Migrator) get(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition) (fresh *nadv1.NetworkAttachmentDefinition, gone bool, err error) {

@@ -53,6 +53,16 @@ type faultProxy struct {
 
 func newFaultProxy(t testing.TB, faultOf func(string) fault) (*faultProxy, *httptest.Server) {
 	t.Helper()
+	p := &faultProxy{upstream: upstream(t), faultOf: faultOf, puts: map[string][]time.Time{}, counts: map[fault]int{}}
+	srv := httptest.NewServer(p)
+	t.Cleanup(srv.Close)
+	return p, srv
+}
+
+// upstream is a reverse proxy to the API server with the admin
+// credentials, for proxies that stand between migrate and the API server.
+func upstream(t testing.TB) *httputil.ReverseProxy {
+	t.Helper()
 	target, err := url.Parse(env.Config.Host)
 	if err != nil {
 		t.Fatal(err)
@@ -63,10 +73,7 @@ func newFaultProxy(t testing.TB, faultOf func(string) fault) (*faultProxy, *http
 	}
 	rp := httputil.NewSingleHostReverseProxy(target)
 	rp.Transport = rt
-	p := &faultProxy{upstream: rp, faultOf: faultOf, puts: map[string][]time.Time{}, counts: map[fault]int{}}
-	srv := httptest.NewServer(p)
-	t.Cleanup(srv.Close)
-	return p, srv
+	return rp
 }
 
 const nadPath = "/apis/k8s.cni.cncf.io/v1/namespaces/faults/network-attachment-definitions"

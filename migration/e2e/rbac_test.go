@@ -36,15 +36,7 @@ var jobGroups = []string{"system:serviceaccounts", "system:serviceaccounts:" + j
 // work, anything else is denied.
 func TestJobRBAC(t *testing.T) {
 	ctx := context.Background()
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"config/namespace/namespace.yaml", "config/job/rbac.yaml"} {
-		if _, stderr, err := env.Kubectl(ctx, nil, "apply", "--server-side", "-f", filepath.Join(root, f)); err != nil {
-			t.Fatalf("kubectl apply %s: %v\n%s", f, err, stderr)
-		}
-	}
+	applyJobRBAC(t)
 	const ns = "rbac"
 	if err := env.CreateNamespace(ctx, ns, nil); err != nil {
 		t.Fatal(err)
@@ -133,16 +125,7 @@ func TestJobRBAC(t *testing.T) {
 // the shipped RBAC: Harvester v1.6 refuses the in-place update, and the
 // backup goes to the Job's namespace.
 func TestJobRBACRecreates(t *testing.T) {
-	ctx := context.Background()
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	for _, f := range []string{"config/namespace/namespace.yaml", "config/job/rbac.yaml"} {
-		if _, stderr, err := env.Kubectl(ctx, nil, "apply", "--server-side", "-f", filepath.Join(root, f)); err != nil {
-			t.Fatalf("kubectl apply %s: %v\n%s", f, err, stderr)
-		}
-	}
+	applyJobRBAC(t)
 	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
 	h := harvester.StartT(t, env, harvester.V16)
 	ns := h.Namespace(t, "rbac-recreate")
@@ -152,6 +135,20 @@ func TestJobRBACRecreates(t *testing.T) {
 		t.Fatalf("exit %d: %+v\n%s", r.code, it, r.errOut)
 	}
 	checkNoBackups(t)
+}
+
+// applyJobRBAC applies the shipped namespace and Job RBAC, as a user would.
+func applyJobRBAC(t *testing.T) {
+	t.Helper()
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"config/namespace/namespace.yaml", "config/job/rbac.yaml"} {
+		if _, stderr, err := env.Kubectl(context.Background(), nil, "apply", "--server-side", "-f", filepath.Join(root, f)); err != nil {
+			t.Fatalf("kubectl apply %s: %v\n%s", f, err, stderr)
+		}
+	}
 }
 
 func updateNADCRD(ctx context.Context, c client.Client) error {

@@ -5,7 +5,6 @@ import (
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
-	"net/url"
 	"os"
 	"os/exec"
 	"strings"
@@ -14,7 +13,6 @@ import (
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
-	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
@@ -39,16 +37,7 @@ type killProxy struct {
 
 func newKillProxy(t *testing.T, match func(*http.Request) bool) (*killProxy, *httptest.Server) {
 	t.Helper()
-	target, err := url.Parse(env.Config.Host)
-	if err != nil {
-		t.Fatal(err)
-	}
-	rt, err := rest.TransportFor(env.Config)
-	if err != nil {
-		t.Fatal(err)
-	}
-	p := &killProxy{upstream: httputil.NewSingleHostReverseProxy(target), match: match}
-	p.upstream.Transport = rt
+	p := &killProxy{upstream: upstream(t), match: match}
 	srv := httptest.NewServer(p)
 	t.Cleanup(srv.Close)
 	return p, srv
