@@ -40,11 +40,7 @@ type Mutation struct {
 }
 
 func (m Mutator) wrap(op string, nad *nadv1.NetworkAttachmentDefinition, err error) error {
-	verb := "could not"
-	if m.Release.AtLeast(V16) {
-		verb = "can't"
-	}
-	return fmt.Errorf("%s %s nad %s/%s because %w", verb, op, nad.Namespace, nad.Name, err)
+	return m.Release.wrap(op, nad, err)
 }
 
 // decode is json.Unmarshal (<= v1.6: an empty config is an error) or

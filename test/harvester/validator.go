@@ -24,8 +24,14 @@ type Validator struct {
 }
 
 func (v Validator) wrap(op string, nad *nadv1.NetworkAttachmentDefinition, err error) error {
+	return v.Release.wrap(op, nad, err)
+}
+
+// wrap is the network webhooks' createErr, updateErr and deleteErr: "could
+// not" up to v0.5.x, "can't" from v1.6.
+func (r Release) wrap(op string, nad *nadv1.NetworkAttachmentDefinition, err error) error {
 	verb := "could not"
-	if v.Release.AtLeast(V16) {
+	if r.AtLeast(V16) {
 		verb = "can't"
 	}
 	return fmt.Errorf("%s %s nad %s/%s because %w", verb, op, nad.Namespace, nad.Name, err)
