@@ -43,8 +43,10 @@ type memStore struct {
 	// with a token) expire, once.
 	expireAt  int
 	listCalls int
-	// mutate stands for a mutating webhook: it changes what is written.
-	mutate func(*nadv1.NetworkAttachmentDefinition)
+	// mutate stands for a mutating webhook: it changes what is written
+	// (with mutateRealOnly, not what a dry run is answered).
+	mutate         func(*nadv1.NetworkAttachmentDefinition)
+	mutateRealOnly bool
 	// beforeCreate and beforeDelete may refuse a create or a delete.
 	beforeCreate func(nad *nadv1.NetworkAttachmentDefinition, dryRun bool) error
 	beforeDelete func(key string, dryRun bool) error
@@ -129,7 +131,7 @@ func (s *memStore) Update(_ context.Context, nad *nadv1.NetworkAttachmentDefinit
 	if cur.ResourceVersion != nad.ResourceVersion {
 		return apierrors.NewConflict(nadGR, nad.Name, errors.New("the object has been modified"))
 	}
-	if s.mutate != nil {
+	if s.mutate != nil && !(dryRun && s.mutateRealOnly) {
 		s.mutate(nad)
 	}
 	if dryRun {
@@ -470,16 +472,39 @@ func TestRollbackOptsOutAndChecksWhatIsStored(t *testing.T) {
 	if it, _ := action(rep, "a/n"); it.Action != report.ActionSkipped || !strings.Contains(it.Reason, nadv1.LabelSkip) || s.nads["a/n"].Spec.Config != nested {
 		t.Fatalf("migrate after rollback: %s %q, holds %s", it.Action, it.Reason, s.nads["a/n"].Spec.Config)
 	}
-	// A mutating webhook that flattens what rollback writes: the original
-	// leaves its annotation, so the report must keep it.
+	// A mutating webhook that flattens what rollback writes: the dry run
+	// shows it, nothing is written, the original stays in its annotation.
 	s = newMemStore(map[string]string{"a/n": nested})
 	run(t, s, Options{})
 	flat := s.nads["a/n"].Spec.Config
+	rv := s.nads["a/n"].ResourceVersion
 	s.mutate = func(n *nadv1.NetworkAttachmentDefinition) { n.Spec.Config = flat }
 	rep = run(t, s, Options{Mode: ModeRollback})
 	it, _ := action(rep, "a/n")
-	if it.Action != report.ActionFailed || !strings.Contains(it.Reason, "an admission webhook rewrote the restored config") || !strings.Contains(it.Reason, nested) {
+	if it.Action != report.ActionFailed || !strings.Contains(it.Reason, "an admission webhook would rewrite the restored config") || !strings.Contains(it.Reason, "nothing was written") {
 		t.Errorf("a rewritten restore: %s %q", it.Action, it.Reason)
+	}
+	if n := s.nads["a/n"]; n.ResourceVersion != rv || n.Annotations[nadv1.AnnotationOriginalConfig] != nested {
+		t.Errorf("the restore was written, or the original left its annotation: %v", n.Annotations)
+	}
+	// One that rewrites the real write only (it changed after the dry run):
+	// the write lands, and the annotation still holds the original.
+	s.mutate, s.mutateRealOnly = func(n *nadv1.NetworkAttachmentDefinition) { n.Spec.Config = flat }, true
+	rep = run(t, s, Options{Mode: ModeRollback})
+	it, _ = action(rep, "a/n")
+	if it.Action != report.ActionFailed || !strings.Contains(it.Reason, "an admission webhook rewrote the restored config") || s.nads["a/n"].Annotations[nadv1.AnnotationOriginalConfig] != nested {
+		t.Errorf("a restore rewritten after its dry run: %s %q, annotations %v", it.Action, it.Reason, s.nads["a/n"].Annotations)
+	}
+}
+
+// TestRollbackFinishesAnInterruptedRollback: a rollback that stopped after
+// the restoring write and before dropping the annotation is finished.
+func TestRollbackFinishesAnInterruptedRollback(t *testing.T) {
+	s := newMemStore(map[string]string{"a/n": nested})
+	s.nads["a/n"].Annotations = map[string]string{nadv1.AnnotationOriginalConfig: nested, nadv1.AnnotationNormalizedFrom: "nested"}
+	rep := run(t, s, Options{Mode: ModeRollback})
+	if n := s.nads["a/n"]; rep.Count(report.ActionRestored) != 1 || len(n.Annotations) != 0 || n.Spec.Config != nested {
+		t.Errorf("%v; %s %v", rep.Summary.Actions, n.Spec.Config, n.Annotations)
 	}
 }
 

@@ -116,3 +116,15 @@ func TestConvertReportFile(t *testing.T) {
 		t.Fatalf("items %+v (the clean flat NAD must not be listed)", rep.Items)
 	}
 }
+
+func TestParseObjectRef(t *testing.T) {
+	for in, ok := range map[string]bool{"": true, "ns/name": true, "ns": false, "/name": false, "ns/": false, "a/b/c": false} {
+		ref, err := parseObjectRef(in)
+		if (err == nil) != ok {
+			t.Errorf("parseObjectRef(%q) = %v, %v", in, ref, err)
+		}
+		if ok && in != "" && ref.String() != in {
+			t.Errorf("parseObjectRef(%q) = %s", in, ref)
+		}
+	}
+}

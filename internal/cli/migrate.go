@@ -7,16 +7,20 @@ import (
 	"fmt"
 	"os"
 	"os/signal"
+	"strings"
 	"syscall"
 	"time"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
@@ -39,7 +43,7 @@ type runFlags struct {
 	qps                                                                                   float32
 	progress                                                                              time.Duration
 	events                                                                                bool
-	recreate, backupNamespace                                                             string
+	recreate, backupNamespace, reportConfigMap                                            string
 }
 
 func newRunCommand(g *globals, mode migration.Mode) *cobra.Command {
@@ -93,6 +97,7 @@ Exit codes: 0 done; 1 some NADs failed or were changed since; 2 usage or preflig
 	fl.StringVar(&f.dryRun, "dry-run", string(migration.DryRunNone), "none; client (send nothing); server (the API server and its webhooks see every write, nothing is stored)")
 	fl.StringVarP(&f.output, "output", "o", "", "diff: print a unified diff of spec.config for every change")
 	fl.StringVar(&f.reportPath, "report", "", "write the JSON report (same shape as convert --report) to this file")
+	fl.StringVar(&f.reportConfigMap, "report-configmap", "", "also keep the JSON report in this ConfigMap (NAMESPACE/NAME, key report.json), replaced on every run")
 	fl.StringVar(&f.profile, "profile", string(netconf.ProfileHarvester), "validation profile: harvester or generic")
 	fl.BoolVar(&f.events, "events", true, "record a Kubernetes Event on every rewritten or failed NAD (one more API request per NAD)")
 	fl.DurationVar(&f.progress, "progress-interval", 10*time.Second, "how often a progress line is logged")
@@ -125,6 +130,10 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	recreate, err := migration.ParseRecreate(f.recreate)
 	if err != nil {
 		return usageError("--recreate: %w", err)
+	}
+	cmRef, err := parseObjectRef(f.reportConfigMap)
+	if err != nil {
+		return usageError("--report-configmap: %w", err)
 	}
 	if f.pageSize <= 0 || f.concurrency <= 0 || f.qps <= 0 || f.burst <= 0 {
 		return usageError("--page-size, --concurrency, --qps and --burst must be positive")
@@ -190,6 +199,13 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	}
 	log.Info("Finished", logging.KeyDuration, time.Since(start).Round(time.Millisecond).String(), logging.KeyCount, rep.Summary.Total, "exitCode", code)
 	var errs []error
+	if cmRef.Name != "" {
+		if err := writeReportConfigMap(ctx, c, cmRef, rep); err != nil {
+			errs = append(errs, err)
+		} else {
+			log.Info("Stored the report", "configMap", cmRef.String())
+		}
+	}
 	if f.reportPath != "" {
 		if err := rep.WriteFile(f.reportPath); err != nil {
 			errs = append(errs, err)
@@ -201,6 +217,40 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	}
 	if code != ExitOK || len(errs) > 0 {
 		return &ExitError{Code: max(code, ExitAttention), Err: errors.Join(errs...)}
+	}
+	return nil
+}
+
+// parseObjectRef reads NAMESPACE/NAME; "" is no object.
+func parseObjectRef(s string) (types.NamespacedName, error) {
+	if s == "" {
+		return types.NamespacedName{}, nil
+	}
+	ns, name, ok := strings.Cut(s, "/")
+	if !ok || ns == "" || name == "" || strings.Contains(name, "/") {
+		return types.NamespacedName{}, fmt.Errorf("%q is not NAMESPACE/NAME", s)
+	}
+	return types.NamespacedName{Namespace: ns, Name: name}, nil
+}
+
+// writeReportConfigMap keeps the report where a Job's report outlives its
+// Pod and support bundles find it: one ConfigMap, replaced on every run.
+func writeReportConfigMap(ctx context.Context, c client.Client, ref types.NamespacedName, rep *report.Report) error {
+	raw, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding the report: %w", err)
+	}
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ref.Namespace, Name: ref.Name}}
+	_, err = controllerutil.CreateOrUpdate(ctx, c, cm, func() error {
+		if cm.Labels == nil {
+			cm.Labels = map[string]string{}
+		}
+		cm.Labels["app.kubernetes.io/name"] = "netconf-migrator"
+		cm.Data = map[string]string{"report.json": string(raw) + "\n"}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("storing the report in ConfigMap %s: %w", ref, err)
 	}
 	return nil
 }

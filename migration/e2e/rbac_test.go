@@ -51,7 +51,8 @@ func TestJobRBAC(t *testing.T) {
 	if err := os.WriteFile(termination, nil, 0o644); err != nil {
 		t.Fatal(err)
 	}
-	r := runCLI(t, "migrate", "-l", suiteLabel+"=rbac", "--kubeconfig", asJob, "--termination-message-path", termination)
+	r := runCLI(t, "migrate", "-l", suiteLabel+"=rbac", "--kubeconfig", asJob, "--termination-message-path", termination,
+		"--report-configmap", jobNamespace+"/netconf-migrator-report")
 	if r.code != 1 {
 		t.Fatalf("exit %d, want 1 (two truncated NADs)\n%s", r.code, r.errOut)
 	}
@@ -61,6 +62,12 @@ func TestJobRBAC(t *testing.T) {
 	}
 	if raw, err := os.ReadFile(termination); err != nil || json.Unmarshal(raw, &msg) != nil || msg.Total != 200 || msg.ExitCode != 1 || msg.Actions["normalized"] != 24 {
 		t.Errorf("termination message %+v (%v), want total 200, exit 1, 24 normalized", msg, err)
+	}
+	cm := &corev1.ConfigMap{}
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: jobNamespace, Name: "netconf-migrator-report"}, cm); err != nil {
+		t.Errorf("the Job's report ConfigMap: %v", err)
+	} else if stored := report.New(); json.Unmarshal([]byte(cm.Data["report.json"]), stored) != nil || stored.Summary.Total != 200 {
+		t.Errorf("the report ConfigMap holds %.200q", cm.Data["report.json"])
 	}
 	if got := r.report.Summary.Actions[report.ActionNormalized]; got != 24 {
 		t.Errorf("normalized %d, want 24: %v", got, r.report.Summary.Actions)
