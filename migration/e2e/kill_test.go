@@ -3,11 +3,13 @@ package e2e
 import (
 	"bufio"
 	"context"
+	"flag"
 	"io"
 	"math/rand/v2"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"syscall"
 	"testing"
@@ -36,6 +38,9 @@ func buildBinary(t testing.TB) string {
 	return bin
 }
 
+// killSeed fixes TestKilledRuns's kill points.
+var killSeed = flag.String("kill-seed", os.Getenv("NETCONF_MIGRATOR_KILL_SEED"), "seed of TestKilledRuns's kill points (default: the clock)")
+
 // TestKilledRuns SIGKILLs migrate at random points of a 5,000-NAD run, then
 // lets a run finish. After every kill each NAD is either its original or
 // its normalized self, with nothing lost and nothing half-written.
@@ -61,8 +66,17 @@ func TestKilledRuns(t *testing.T) {
 	bin := buildBinary(t)
 
 	seedValue := uint64(time.Now().UnixNano())
+	if *killSeed != "" {
+		v, err := strconv.ParseUint(*killSeed, 10, 64)
+		if err != nil {
+			t.Fatalf("-kill-seed / NETCONF_MIGRATOR_KILL_SEED %q: %v", *killSeed, err)
+		}
+		seedValue = v
+	}
 	rng := rand.New(rand.NewPCG(seedValue, 0))
-	t.Logf("kill points from seed %d", seedValue)
+	// Printed whatever the outcome, so a failure can be replayed with
+	// go test ./migration/e2e -run TestKilledRuns -kill-seed N.
+	t.Logf("kill points from seed %d (replay with -kill-seed %d or NETCONF_MIGRATOR_KILL_SEED=%d)", seedValue, seedValue, seedValue)
 
 	// At --qps 50 the writes take about 13s; each kill lands within 3s of
 	// the run starting its work, so three kills leave work for the last run.
