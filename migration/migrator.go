@@ -84,7 +84,20 @@ type Options struct {
 	// Recreate allows replacing a NAD whose in-place write admission
 	// refuses (default auto; needs Migrator.Backups).
 	Recreate Recreate
+	// Timeout bounds the whole run (0: none). When it is up, or ctx is
+	// canceled, no NAD is started any more: the ones not written are
+	// reported unvisited and Run returns ErrStopped.
+	Timeout time.Duration
+	// NADBudget bounds how long one NAD's transient errors are retried
+	// (default 1 minute), so one unreachable webhook cannot hold a run.
+	NADBudget time.Duration
 }
+
+// ErrStopped is returned when a run ends before visiting every NAD in
+// scope: its Timeout was up or its context was canceled (SIGTERM).
+var ErrStopped = errors.New("stopped before every NAD was visited")
+
+const defaultNADBudget = time.Minute
 
 // Progress counts what a run has done so far.
 type Progress struct {
@@ -101,6 +114,10 @@ type Migrator struct {
 	Log     logr.Logger
 	Opts    Options
 
+	// run is the run's context: done when the run has to stop.
+	run context.Context
+	// left are the NADs listed but not handed out when the run stopped.
+	left                         []*nadv1.NetworkAttachmentDefinition
 	seen, changed, failed, pages atomic.Int64
 	diffMu                       sync.Mutex
 }
@@ -137,6 +154,9 @@ func (m *Migrator) defaults() {
 	if o.Recreate == "" {
 		o.Recreate = RecreateAuto
 	}
+	if o.NADBudget <= 0 {
+		o.NADBudget = defaultNADBudget
+	}
 }
 
 // Progress returns the counters so far.
@@ -145,15 +165,25 @@ func (m *Migrator) Progress() Progress {
 }
 
 // Run visits every NAD in scope once and returns the report. A NAD that
-// fails never stops the run; an error is returned only when listing fails
-// for good, with the report of what was done until then.
+// fails never stops the run. An error is returned when listing fails for
+// good, or wrapping ErrStopped when the run stops early, with the report of
+// what was done until then.
 func (m *Migrator) Run(ctx context.Context) (*report.Report, error) {
 	m.defaults()
 	rep := report.New()
+	run := ctx
+	if m.Opts.Timeout > 0 {
+		var cancel context.CancelFunc
+		run, cancel = context.WithTimeout(ctx, m.Opts.Timeout)
+		defer cancel()
+	}
+	m.run = run
+	// Requests outlive a stop (one sent finishes); waiting does not.
+	requests := context.WithoutCancel(run)
 	// First the replacements an interrupted run left half done: their NADs
 	// are missing until created again.
-	resumed, err := m.resume(ctx, rep)
-	if err != nil {
+	resumed, err := m.resume(withWait(requests, run), rep)
+	if err != nil && run.Err() == nil {
 		return rep, fmt.Errorf("finishing the replacements an earlier run started: %w", err)
 	}
 	work := make(chan *nadv1.NetworkAttachmentDefinition, m.Opts.Concurrency)
@@ -161,12 +191,7 @@ func (m *Migrator) Run(ctx context.Context) (*report.Report, error) {
 	for range m.Opts.Concurrency {
 		wg.Go(func() {
 			for nad := range work {
-				var it report.Item
-				if m.Opts.Mode == ModeRollback {
-					it = m.rollback(ctx, nad)
-				} else {
-					it = m.migrate(ctx, nad)
-				}
+				it := m.visit(requests, nad)
 				rep.Add(it)
 				m.seen.Add(1)
 				switch it.Action {
@@ -179,23 +204,71 @@ func (m *Migrator) Run(ctx context.Context) (*report.Report, error) {
 		})
 	}
 	stopProgress := m.reportProgress()
-	err = m.list(ctx, work, resumed)
+	last, err := m.list(withWait(requests, run), work, resumed)
 	close(work)
 	wg.Wait()
 	stopProgress()
+	if run.Err() != nil {
+		for _, nad := range m.left {
+			rep.Add(m.unvisited(nad))
+			m.seen.Add(1)
+		}
+		if n := len(m.left); n > 0 {
+			last = m.left[n-1].Namespace + "/" + m.left[n-1].Name
+		}
+		rep.Summary.Stopped = stopReason(run, m.Opts.Timeout, last, err == nil)
+		return rep, fmt.Errorf("%w: %s", ErrStopped, rep.Summary.Stopped)
+	}
 	return rep, err
+}
+
+// stopReason says why and where a run stopped.
+func stopReason(run context.Context, timeout time.Duration, last string, listed bool) string {
+	why := "the run was canceled (SIGTERM or interrupt)"
+	if errors.Is(run.Err(), context.DeadlineExceeded) {
+		why = fmt.Sprintf("the run's --timeout of %s was up", timeout)
+	}
+	switch {
+	case listed:
+		return why + "; every NAD was listed, the report names the ones not written"
+	case last == "":
+		return why + "; no NAD was listed"
+	}
+	return fmt.Sprintf("%s; NADs after %s (in namespace/name order) were not listed", why, last)
+}
+
+// visit handles one NAD with its own retry budget. Once the run has to
+// stop, a NAD not yet started, or whose write did not land, is reported
+// unvisited: no Event, no failure, the next run visits it.
+func (m *Migrator) visit(requests context.Context, nad *nadv1.NetworkAttachmentDefinition) report.Item {
+	if m.run.Err() != nil {
+		return m.unvisited(nad)
+	}
+	wait, cancel := context.WithTimeout(m.run, m.Opts.NADBudget)
+	defer cancel()
+	ctx := withWait(requests, wait)
+	if m.Opts.Mode == ModeRollback {
+		return m.rollback(ctx, nad)
+	}
+	return m.migrate(ctx, nad)
+}
+
+func (m *Migrator) unvisited(nad *nadv1.NetworkAttachmentDefinition) report.Item {
+	return report.Item{Namespace: nad.Namespace, Name: nad.Name, Form: netconf.Normalize([]byte(nad.Spec.Config)).Form,
+		Action: report.ActionUnvisited, Reason: "the run stopped before this NAD was written"}
 }
 
 // list feeds every NAD in scope to work, page by page, so memory holds at
 // most one page and the workers' NADs whatever the number of NADs.
-func (m *Migrator) list(ctx context.Context, work chan<- *nadv1.NetworkAttachmentDefinition, resumed map[string]bool) error {
-	// After an expired continue token the listing starts again from the
-	// top. The API server lists in key order (namespace/name), so the NADs
-	// handed out before are the ones up to the last key: skipping them
-	// visits each NAD once with no memory of the NADs seen. NADs created
-	// meanwhile with keys before it were not in the first snapshot either;
-	// the webhook sees those writes.
-	var last string
+func (m *Migrator) list(ctx context.Context, work chan<- *nadv1.NetworkAttachmentDefinition, resumed map[string]bool) (last string, err error) {
+	// When the continue token expires (etcd compacted the revision it
+	// reads), the API server's 410 carries a token to go on from the same
+	// key at the current revision, and the listing takes it; without one it
+	// starts again from the top. Either way the API server lists in key
+	// order (namespace/name), so skipping the keys up to the last one
+	// handed out visits each NAD once with no memory of the NADs seen. NADs
+	// created meanwhile with keys before it were not in the first snapshot
+	// either; the webhook sees those writes.
 	restarted := false
 	cont := ""
 	for {
@@ -206,12 +279,16 @@ func (m *Migrator) list(ctx context.Context, work chan<- *nadv1.NetworkAttachmen
 			return err
 		})
 		if cont != "" && (apierrors.IsResourceExpired(err) || apierrors.IsGone(err)) {
-			m.Log.Info("Listing again from the start: the continue token expired", logging.KeyReason, err.Error(), "after", last)
-			restarted, cont = true, ""
+			restarted, cont = true, expiredContinue(err)
+			how := "from the start"
+			if cont != "" {
+				how = "with the token the API server returned"
+			}
+			m.Log.Info("Listing again "+how+": the continue token expired", logging.KeyReason, err.Error(), "after", last)
 			continue
 		}
 		if err != nil {
-			return fmt.Errorf("%w (page %d): %w", ErrList, m.pages.Load()+1, err)
+			return last, fmt.Errorf("%w (page %d): %w", ErrList, m.pages.Load()+1, err)
 		}
 		m.pages.Add(1)
 		for i := range page.Items {
@@ -220,17 +297,33 @@ func (m *Migrator) list(ctx context.Context, work chan<- *nadv1.NetworkAttachmen
 			if (restarted && key <= last) || resumed[key] {
 				continue
 			}
-			last = key
 			select {
 			case work <- nad:
-			case <-ctx.Done():
-				return ctx.Err()
+				last = key
+			case <-waitOf(ctx).Done():
+				// The rest of this page was read: those NADs are known
+				// and reported unvisited by name.
+				for j := i; j < len(page.Items); j++ {
+					if k := page.Items[j].Namespace + "/" + page.Items[j].Name; !resumed[k] {
+						m.left = append(m.left, page.Items[j].DeepCopy())
+					}
+				}
+				return last, waitOf(ctx).Err()
 			}
 		}
 		if cont = page.Continue; cont == "" {
-			return nil
+			return last, nil
 		}
 	}
+}
+
+// expiredContinue is the continue token an expired-token 410 carries, or "".
+func expiredContinue(err error) string {
+	var se apierrors.APIStatus
+	if errors.As(err, &se) {
+		return se.Status().ListMeta.Continue
+	}
+	return ""
 }
 
 func (m *Migrator) reportProgress() (stop func()) {
@@ -570,6 +663,13 @@ func advice(nad *nadv1.NetworkAttachmentDefinition, form netconf.Form, err error
 }
 
 func (m *Migrator) fail(ctx context.Context, log logr.Logger, nad *nadv1.NetworkAttachmentDefinition, it report.Item, reason string, err error) report.Item {
+	if m.run != nil && m.run.Err() != nil && (Classify(err) == Retry || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
+		// The run stopped while this NAD's write was being retried: it was
+		// not written, and the next run visits it.
+		it.Form = netconf.Normalize([]byte(nad.Spec.Config)).Form
+		it.Action, it.Reason = report.ActionUnvisited, "the run stopped before this NAD was written (last error: "+logged(err).Error()+")"
+		return it
+	}
 	it.Action, it.Reason = report.ActionFailed, err.Error()
 	if a := advice(nad, it.Form, err); a != "" {
 		it.Advice = a

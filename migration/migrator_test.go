@@ -40,9 +40,11 @@ type memStore struct {
 	// afterUpdate may drop the answer of a write that was stored.
 	afterUpdate func(key string, attempt int) error
 	// expireAt makes the continue token of that list call (2 is the first
-	// with a token) expire, once.
-	expireAt  int
-	listCalls int
+	// with a token) expire, once; with expiredToken the 410 carries a token
+	// to go on from the same key, as the API server's does.
+	expireAt     int
+	expiredToken bool
+	listCalls    int
 	// mutate stands for a mutating webhook: it changes what is written
 	// (with mutateRealOnly, not what a dry run is answered).
 	mutate         func(*nadv1.NetworkAttachmentDefinition)
@@ -85,7 +87,11 @@ func (s *memStore) List(_ context.Context, ns string, sel labels.Selector, limit
 	defer s.mu.Unlock()
 	s.listCalls++
 	if cont != "" && s.listCalls == s.expireAt {
-		return nil, apierrors.NewResourceExpired("the continue token is too old")
+		err := apierrors.NewResourceExpired("the continue token is too old")
+		if s.expiredToken {
+			err.ErrStatus.ListMeta.Continue = cont
+		}
+		return nil, err
 	}
 	start, _ := strconv.Atoi(cont)
 	list := &nadv1.NetworkAttachmentDefinitionList{}
@@ -444,6 +450,107 @@ func TestExpiredContinueTokenVisitsEachNADOnce(t *testing.T) {
 		if want := expireAt - 1 + 1 + 4; s.listCalls != want {
 			t.Errorf("expiring at call %d: %d list calls, want %d", expireAt, s.listCalls, want)
 		}
+	}
+}
+
+// TestExpiredContinueTokenGoesOnWithTheReturnedToken: when the 410 carries
+// a continue token, the listing goes on from there instead of the top.
+func TestExpiredContinueTokenGoesOnWithTheReturnedToken(t *testing.T) {
+	configs := map[string]string{}
+	for i := range 10 {
+		configs[fmt.Sprintf("ns/n%02d", i)] = nested
+	}
+	s := newMemStore(configs)
+	s.expireAt, s.expiredToken = 3, true
+	rep := run(t, s, Options{PageSize: 3})
+	if rep.Summary.Total != 10 || rep.Count(report.ActionNormalized) != 10 {
+		t.Errorf("visited %d, normalized %d; want 10 and 10", rep.Summary.Total, rep.Count(report.ActionNormalized))
+	}
+	// Two pages, the expired call, then the two pages left: not all four again.
+	if s.listCalls != 5 {
+		t.Errorf("%d list calls, want 5", s.listCalls)
+	}
+}
+
+// transientWebhookFailure is what every write gets while a fail-closed
+// validating webhook is unreachable.
+var transientWebhookFailure = apierrors.NewInternalError(errors.New(`failed calling webhook "validator.harvester-system.harvester-network-webhook": failed to call webhook: Post "https://harvester-network-webhook.harvester-system.svc:443/v1/webhook/validation?timeout=10s": dial tcp 10.53.1.1:443: connect: connection refused`))
+
+// TestTimeoutStopsTheRun: with every write failing transiently, the run's
+// timeout stops it; the NADs not written are unvisited, none failed, and
+// no Event is sent for them.
+func TestTimeoutStopsTheRun(t *testing.T) {
+	configs := map[string]string{}
+	for i := range 20 {
+		configs[fmt.Sprintf("ns/n%02d", i)] = nested
+	}
+	s := newMemStore(configs)
+	s.beforeUpdate = func(*memStore, string, int) error { return transientWebhookFailure }
+	ev := &recordedEvents{}
+	m := &Migrator{Store: s, Events: ev, Log: logr.Discard(), Opts: Options{
+		Timeout: 200 * time.Millisecond, Concurrency: 2,
+		Backoff: Backoff{Initial: 5 * time.Millisecond, Max: 20 * time.Millisecond, Budget: time.Hour},
+	}}
+	rep, err := m.Run(context.Background())
+	if !errors.Is(err, ErrStopped) || !strings.Contains(rep.Summary.Stopped, "--timeout of 200ms was up") {
+		t.Fatalf("err %v, stopped %q", err, rep.Summary.Stopped)
+	}
+	if rep.Summary.Total != 20 || rep.Count(report.ActionUnvisited) != 20 || rep.Count(report.ActionFailed) != 0 {
+		t.Errorf("%v, want 20 unvisited", rep.Summary.Actions)
+	}
+	if len(ev.events) != 0 {
+		t.Errorf("events for unvisited NADs: %v", ev.events)
+	}
+}
+
+// TestNADBudget: one NAD's transient errors are retried for its budget,
+// then it fails and the run goes on.
+func TestNADBudget(t *testing.T) {
+	s := newMemStore(map[string]string{"a/down": nested, "a/up": nested})
+	s.beforeUpdate = func(_ *memStore, key string, _ int) error {
+		if key == "a/down" {
+			return transientWebhookFailure
+		}
+		return nil
+	}
+	m := &Migrator{Store: s, Log: logr.Discard(), Opts: Options{
+		NADBudget: 50 * time.Millisecond, Backoff: Backoff{Initial: 5 * time.Millisecond, Max: 10 * time.Millisecond, Budget: time.Hour},
+	}}
+	rep, err := m.Run(context.Background())
+	if err != nil {
+		t.Fatal(err)
+	}
+	down, _ := action(rep, "a/down")
+	up, _ := action(rep, "a/up")
+	if down.Action != report.ActionFailed || !strings.Contains(down.Reason, "deadline exceeded") || !strings.Contains(down.Reason, "connection refused") || up.Action != report.ActionNormalized {
+		t.Errorf("a/down: %s %q; a/up: %s", down.Action, down.Reason, up.Action)
+	}
+}
+
+// TestCancelLeavesTheRestUnvisited: after a cancel (SIGTERM) the NADs
+// written stay reported as written; the others are unvisited.
+func TestCancelLeavesTheRestUnvisited(t *testing.T) {
+	configs := map[string]string{}
+	for i := range 10 {
+		configs[fmt.Sprintf("ns/n%02d", i)] = nested
+	}
+	s := newMemStore(configs)
+	ctx, cancel := context.WithCancel(context.Background())
+	s.beforeUpdate = func(_ *memStore, _ string, _ int) error {
+		if len(s.updates) == 3 {
+			cancel() // SIGTERM while the third write is in flight
+		}
+		return nil
+	}
+	ev := &recordedEvents{}
+	m := &Migrator{Store: s, Events: ev, Log: logr.Discard(), Opts: Options{Concurrency: 1, Backoff: fastBackoff}}
+	rep, err := m.Run(ctx)
+	if !errors.Is(err, ErrStopped) || !strings.Contains(rep.Summary.Stopped, "canceled") {
+		t.Fatalf("err %v, stopped %q", err, rep.Summary.Stopped)
+	}
+	// The write in flight finished and is reported as it ended.
+	if rep.Count(report.ActionNormalized) != 3 || rep.Count(report.ActionUnvisited) != 7 || rep.Count(report.ActionFailed) != 0 || len(ev.events) != 3 {
+		t.Errorf("%v, %d events", rep.Summary.Actions, len(ev.events))
 	}
 }
 

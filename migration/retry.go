@@ -52,8 +52,15 @@ func Classify(err error) Class {
 		// again instead of retrying it.
 		return Final
 	}
-	// 429, other 5xx, timeouts, dropped connections: a webhook restarting
-	// during certificate rotation or an API server under load.
+	if s, ok := apierrors.SuggestsClientDelay(err); ok && s > 0 {
+		// A 429 or 5xx with Retry-After: client-go has already retried it
+		// 10 times, waiting as the server asked. One retry layer, not two.
+		return Final
+	}
+	// Other 5xx (an unreachable webhook: "failed calling webhook"), timeouts,
+	// dropped connections: a webhook restarting during certificate
+	// rotation, or an API server under load. Retried here, within the
+	// NAD's retry budget.
 	return Retry
 }
 
@@ -87,18 +94,14 @@ func (b Backoff) retry(ctx context.Context, op func() error) (attempts int, err 
 		if err == nil || Classify(err) != Retry {
 			return attempts, err
 		}
-		d := wait
-		if s, ok := apierrors.SuggestsClientDelay(err); ok && s > 0 {
-			d = time.Duration(s) * time.Second // 429 Retry-After
-		} else {
-			d += time.Duration(rand.Int64N(int64(d)/4 + 1)) // jitter spreads the workers
-		}
+		d := wait + time.Duration(rand.Int64N(int64(wait)/4+1)) // jitter spreads the workers
 		if spent+d > b.Budget {
 			return attempts, fmt.Errorf("giving up after %d attempts over %s: %w", attempts, spent.Round(time.Millisecond), err)
 		}
+		stop := waitOf(ctx)
 		select {
-		case <-ctx.Done():
-			return attempts, fmt.Errorf("%w (last error: %v)", ctx.Err(), err)
+		case <-stop.Done():
+			return attempts, fmt.Errorf("%w (last error: %w)", stop.Err(), err)
 		case <-time.After(d):
 		}
 		spent += d
@@ -106,4 +109,24 @@ func (b Backoff) retry(ctx context.Context, op func() error) (attempts int, err 
 			wait = b.Max
 		}
 	}
+}
+
+type waitKey struct{}
+
+// withWait gives the requests made with ctx a separate context to wait on
+// between attempts. A run stopping (deadline, SIGTERM) or a NAD's retry
+// budget running out ends the waiting, while a request already sent is
+// allowed to finish (bounded by the client's request timeout): a write in
+// flight is never cut off between the API server storing it and us
+// reading its answer.
+func withWait(ctx, wait context.Context) context.Context {
+	return context.WithValue(ctx, waitKey{}, wait)
+}
+
+// waitOf is the context retries wait on: the one withWait gave, else ctx.
+func waitOf(ctx context.Context) context.Context {
+	if w, ok := ctx.Value(waitKey{}).(context.Context); ok {
+		return w
+	}
+	return ctx
 }

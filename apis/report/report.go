@@ -25,6 +25,8 @@ const (
 	ActionSkipped        Action = "skipped"
 	ActionRestored       Action = "restored"
 	ActionWouldRestore   Action = "would-restore"
+	// ActionUnvisited is a NAD the run stopped before writing.
+	ActionUnvisited Action = "unvisited"
 )
 
 // Item is one NAD that needs attention or was changed.
@@ -61,6 +63,8 @@ type Summary struct {
 	Total   int                  `json:"total"`
 	Forms   map[netconf.Form]int `json:"forms"`
 	Actions map[Action]int       `json:"actions"`
+	// Stopped says why and where a run stopped before visiting every NAD.
+	Stopped string `json:"stopped,omitempty"`
 }
 
 // Report is the document written by --report. Safe for concurrent use.
@@ -153,13 +157,16 @@ func (r *Report) WriteSummary(w io.Writer) {
 	}
 	fmt.Fprint(w, "\n  actions: ")
 	sep = ""
-	for _, a := range []Action{ActionNormalized, ActionWouldNormalize, ActionRestored, ActionWouldRestore, ActionUnchanged, ActionReported, ActionFailed, ActionSkipped} {
+	for _, a := range []Action{ActionNormalized, ActionWouldNormalize, ActionRestored, ActionWouldRestore, ActionUnchanged, ActionReported, ActionFailed, ActionSkipped, ActionUnvisited} {
 		if n := r.Summary.Actions[a]; n > 0 {
 			fmt.Fprintf(w, "%s%s=%d", sep, a, n)
 			sep = " "
 		}
 	}
 	fmt.Fprintln(w)
+	if r.Summary.Stopped != "" {
+		fmt.Fprintf(w, "  stopped: %s\n", r.Summary.Stopped)
+	}
 	for _, it := range r.sorted() {
 		line := fmt.Sprintf("%s: %s", it.Ref(), it.Form)
 		if it.Reason != "" {

@@ -80,6 +80,11 @@ netconf_migrator_pre_hook() {
       "references it, and a double-encoded one only with Harvester's network webhook stopped" >&2
     [ "$strict" = true ] && return 1
     ;;
+  3)
+    echo "netconf-migrator: migrate stopped at its --timeout before visiting every NAD (is a webhook unreachable?);" \
+      "NADs were not all migrated: the report ConfigMap lists the ones left unvisited; run the Job after the upgrade" >&2
+    [ "$strict" = true ] && return 3
+    ;;
   *)
     echo "netconf-migrator: migrate could not run (exit code $rc); NADs were not migrated" >&2
     [ "$strict" = true ] && return "$rc"

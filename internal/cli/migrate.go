@@ -41,7 +41,7 @@ type runFlags struct {
 	pageSize                                                                              int64
 	concurrency, burst                                                                    int
 	qps                                                                                   float32
-	progress                                                                              time.Duration
+	progress, timeout, nadBudget, requestTimeout                                          time.Duration
 	events                                                                                bool
 	recreate, backupNamespace, reportConfigMap                                            string
 }
@@ -66,7 +66,9 @@ never deleted. A second run finds nothing to do; a run that is killed can be sta
 again, and first finishes any replacement it left half done.
 
 Exit codes: 0 every NAD is clean or was fixed; 1 some NADs failed or need a person
-(truncated, invalid, denied); 2 usage or preflight error.`
+(truncated, invalid, denied); 2 usage or preflight error; 3 stopped before every NAD
+was visited (--timeout, SIGTERM): the NADs not written are reported unvisited, and a
+later run goes on.`
 		cmd.Example = `  # What would change, as a diff, without writing
   netconf-migrator migrate --dry-run=client -o diff
 
@@ -83,7 +85,8 @@ every NetworkAttachmentDefinition that migrate rewrote and that nobody changed s
 and removes netconf-migrator's annotations. NADs changed since are reported, never
 overwritten.
 
-Exit codes: 0 done; 1 some NADs failed or were changed since; 2 usage or preflight error.`
+Exit codes: 0 done; 1 some NADs failed or were changed since; 2 usage or preflight error;
+3 stopped before every NAD was visited (--timeout, SIGTERM).`
 	}
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return run(cmd.Context(), g, mode, f) }
 	fl := cmd.Flags()
@@ -101,6 +104,9 @@ Exit codes: 0 done; 1 some NADs failed or were changed since; 2 usage or preflig
 	fl.StringVar(&f.profile, "profile", string(netconf.ProfileHarvester), "validation profile: harvester or generic")
 	fl.BoolVar(&f.events, "events", true, "record a Kubernetes Event on every rewritten or failed NAD (one more API request per NAD)")
 	fl.DurationVar(&f.progress, "progress-interval", 10*time.Second, "how often a progress line is logged")
+	fl.DurationVar(&f.timeout, "timeout", 5*time.Minute, "stop the whole run after this long (0: never); NADs not written by then are reported unvisited, exit code 3")
+	fl.DurationVar(&f.nadBudget, "nad-retry-budget", time.Minute, "how long one NAD's transient errors (5xx, an unreachable webhook, dropped connections) are retried before it is reported failed")
+	fl.DurationVar(&f.requestTimeout, "request-timeout", 30*time.Second, "how long one request to the API server may take")
 	fl.StringVar(&f.terminationPath, "termination-message-path", "/dev/termination-log", "where a Pod's termination message goes; written only when the file exists")
 	fl.StringVar(&f.recreate, "recreate", string(migration.RecreateAuto), "auto: when an admission webhook refuses the in-place write (Harvester v1.6+ refuses to flatten a nested NAD), delete the NAD and create it again with the same name, after a server-side dry run and a backup; never: only update in place")
 	fl.StringVar(&f.backupNamespace, "backup-namespace", defaultBackupNamespace(), "namespace of the ConfigMaps that back up NADs while they are replaced (default: POD_NAMESPACE, else netconf-migrator-system)")
@@ -135,14 +141,15 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	if err != nil {
 		return usageError("--report-configmap: %w", err)
 	}
-	if f.pageSize <= 0 || f.concurrency <= 0 || f.qps <= 0 || f.burst <= 0 {
-		return usageError("--page-size, --concurrency, --qps and --burst must be positive")
+	if f.pageSize <= 0 || f.concurrency <= 0 || f.qps <= 0 || f.burst <= 0 || f.nadBudget <= 0 || f.requestTimeout <= 0 || f.timeout < 0 {
+		return usageError("--page-size, --concurrency, --qps, --burst, --nad-retry-budget and --request-timeout must be positive, --timeout not negative")
 	}
 	cfg, err := loadConfig(f.kubeconfig)
 	if err != nil {
 		return usageError("loading the kubeconfig: %w", err)
 	}
 	cfg.QPS, cfg.Burst = f.qps, f.burst
+	cfg.Timeout = f.requestTimeout
 	cfg.UserAgent = "netconf-migrator/" + version.Version
 	if ctx == nil {
 		ctx = context.Background()
@@ -181,6 +188,7 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 		Opts: migration.Options{
 			Mode: mode, Namespace: f.namespace, Selector: sel, PageSize: f.pageSize, Concurrency: f.concurrency,
 			DryRun: dry, Profile: profile, ProgressInterval: f.progress, Recreate: recreate,
+			Timeout: f.timeout, NADBudget: f.nadBudget,
 		},
 	}
 	if !f.events {
@@ -194,7 +202,10 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	rep, runErr := m.Run(ctx)
 	rep.WriteSummary(g.io.Err)
 	code := ExitOK
-	if runErr != nil || rep.NeedsAttention() {
+	switch {
+	case errors.Is(runErr, migration.ErrStopped):
+		code = ExitStopped
+	case runErr != nil || rep.NeedsAttention():
 		code = ExitAttention
 	}
 	log.Info("Finished", logging.KeyDuration, time.Since(start).Round(time.Millisecond).String(), logging.KeyCount, rep.Summary.Total, "exitCode", code)

@@ -19,6 +19,7 @@ const (
 	ExitOK        = 0
 	ExitAttention = 1 // something needs a person: a check failed, NADs failed or are truncated/invalid
 	ExitUsage     = 2 // usage errors, unreadable input, failed preflight
+	ExitStopped   = 3 // migrate/rollback stopped before visiting every NAD (--timeout, SIGTERM)
 )
 
 // ExitError carries an exit code out of a command.
