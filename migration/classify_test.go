@@ -84,7 +84,7 @@ func TestClassifyRealResponses(t *testing.T) {
 				t.Fatal(err)
 			}
 			nad := &nadv1.NetworkAttachmentDefinition{ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "n", ResourceVersion: "1"}}
-			err = ClientStore{Client: c}.Update(context.Background(), nad, false)
+			err = ClientStore{Client: c}.Patch(context.Background(), nad, nad.DeepCopy(), false)
 			if err == nil {
 				t.Fatal("no error")
 			}
@@ -96,7 +96,7 @@ func TestClassifyRealResponses(t *testing.T) {
 			}
 			// Our own layer: one attempt unless the error is ours to retry.
 			attempts, _ := fastBackoff.retry(context.Background(), func() error {
-				return ClientStore{Client: c}.Update(context.Background(), nad.DeepCopy(), false)
+				return ClientStore{Client: c}.Patch(context.Background(), nad, nad.DeepCopy(), false)
 			})
 			if (attempts > 1) != (tc.class == Retry) {
 				t.Errorf("our retry made %d attempts for a class %d error", attempts, tc.class)

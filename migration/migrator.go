@@ -387,7 +387,7 @@ func (m *Migrator) migrate(ctx context.Context, nad *nadv1.NetworkAttachmentDefi
 		}
 		upd.Annotations[nadv1.AnnotationOriginalConfig] = nad.Spec.Config
 		upd.Annotations[nadv1.AnnotationNormalizedFrom] = string(res.Form)
-		_, err := m.write(ctx, upd)
+		_, err := m.write(ctx, nad, upd)
 		switch {
 		case err == nil:
 			it.Action = report.ActionNormalized
@@ -493,7 +493,7 @@ func (m *Migrator) rollback(ctx context.Context, nad *nadv1.NetworkAttachmentDef
 			upd.Labels = map[string]string{}
 		}
 		upd.Labels[nadv1.LabelSkip] = "true"
-		stored, err := m.restoreWrite(ctx, upd, orig)
+		stored, err := m.restoreWrite(ctx, nad, upd, orig)
 		switch {
 		case err == nil:
 		case Classify(err) == Conflict && conflicts < m.Opts.MaxConflicts:
@@ -554,17 +554,17 @@ func (e *errWouldRewrite) Error() string {
 
 // restoreWrite writes a restore after a server-side dry run of it showed
 // the API server would store the original as it is.
-func (m *Migrator) restoreWrite(ctx context.Context, upd *nadv1.NetworkAttachmentDefinition, orig string) (*nadv1.NetworkAttachmentDefinition, error) {
+func (m *Migrator) restoreWrite(ctx context.Context, cur, upd *nadv1.NetworkAttachmentDefinition, orig string) (*nadv1.NetworkAttachmentDefinition, error) {
 	if m.Opts.DryRun == DryRunNone {
 		probe := upd.DeepCopy()
-		if _, err := m.Opts.Backoff.retry(ctx, func() error { return m.Store.Update(ctx, probe, true) }); err != nil {
+		if _, err := m.Opts.Backoff.retry(ctx, func() error { return m.Store.Patch(ctx, cur, probe, true) }); err != nil {
 			return nil, err
 		}
 		if probe.Spec.Config != orig {
 			return nil, &errWouldRewrite{stored: probe.Spec.Config}
 		}
 	}
-	return m.write(ctx, upd)
+	return m.write(ctx, cur, upd)
 }
 
 // dropAnnotations removes netconf-migrator's annotations from a NAD whose
@@ -575,7 +575,7 @@ func (m *Migrator) dropAnnotations(ctx context.Context, nad *nadv1.NetworkAttach
 		upd := nad.DeepCopy()
 		delete(upd.Annotations, nadv1.AnnotationOriginalConfig)
 		delete(upd.Annotations, nadv1.AnnotationNormalizedFrom)
-		_, err := m.write(ctx, upd)
+		_, err := m.write(ctx, nad, upd)
 		if err == nil || Classify(err) != Conflict || conflicts >= m.Opts.MaxConflicts {
 			return err
 		}
@@ -592,13 +592,13 @@ func (m *Migrator) dropAnnotations(ctx context.Context, nad *nadv1.NetworkAttach
 	}
 }
 
-// write updates nad and returns the object as the API server answered it
-// (after every mutating webhook).
-func (m *Migrator) write(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition) (*nadv1.NetworkAttachmentDefinition, error) {
+// write changes orig (as read) into nad and returns the object as the API
+// server answered it (after every mutating webhook).
+func (m *Migrator) write(ctx context.Context, orig, nad *nadv1.NetworkAttachmentDefinition) (*nadv1.NetworkAttachmentDefinition, error) {
 	var stored *nadv1.NetworkAttachmentDefinition
 	_, err := m.Opts.Backoff.retry(ctx, func() error {
 		stored = nad.DeepCopy()
-		return m.Store.Update(ctx, stored, m.Opts.DryRun == DryRunServer)
+		return m.Store.Patch(ctx, orig, stored, m.Opts.DryRun == DryRunServer)
 	})
 	return stored, err
 }

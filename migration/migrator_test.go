@@ -119,7 +119,7 @@ func (s *memStore) Get(_ context.Context, ns, name string) (*nadv1.NetworkAttach
 	return n.DeepCopy(), nil
 }
 
-func (s *memStore) Update(_ context.Context, nad *nadv1.NetworkAttachmentDefinition, dryRun bool) error {
+func (s *memStore) Patch(_ context.Context, orig, nad *nadv1.NetworkAttachmentDefinition, dryRun bool) error {
 	s.mu.Lock()
 	defer s.mu.Unlock()
 	key := nad.Namespace + "/" + nad.Name

@@ -22,10 +22,12 @@ type Store interface {
 	// List returns one page; continueToken is empty for the first page.
 	List(ctx context.Context, namespace string, selector labels.Selector, limit int64, continueToken string) (*nadv1.NetworkAttachmentDefinitionList, error)
 	Get(ctx context.Context, namespace, name string) (*nadv1.NetworkAttachmentDefinition, error)
-	// Update writes nad if its resourceVersion is still current. With
+	// Patch writes what nad changes of orig (as read), if orig's
+	// resourceVersion is still current, and leaves in nad what the API
+	// server stored. Fields neither side's type knows are left alone. With
 	// dryRun the API server and its webhooks see the write; nothing is
 	// stored.
-	Update(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition, dryRun bool) error
+	Patch(ctx context.Context, orig, nad *nadv1.NetworkAttachmentDefinition, dryRun bool) error
 	// Create creates nad (under a generated name when only GenerateName is
 	// set) and leaves in it what the API server stored, after every
 	// mutating webhook; dryRun as for Update.
@@ -71,12 +73,15 @@ func (s ClientStore) Get(ctx context.Context, namespace, name string) (*nadv1.Ne
 	return nad, nil
 }
 
-func (s ClientStore) Update(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition, dryRun bool) error {
-	opts := []client.UpdateOption{client.FieldOwner(FieldManager)}
+// Patch sends a JSON merge patch with orig's resourceVersion in it: the
+// same optimistic lock as an update, without sending (and so without
+// dropping) the fields our NAD type does not know.
+func (s ClientStore) Patch(ctx context.Context, orig, nad *nadv1.NetworkAttachmentDefinition, dryRun bool) error {
+	opts := []client.PatchOption{client.FieldOwner(FieldManager)}
 	if dryRun {
 		opts = append(opts, client.DryRunAll)
 	}
-	return s.Client.Update(ctx, nad, opts...)
+	return s.Client.Patch(ctx, nad, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}), opts...)
 }
 
 func (s ClientStore) Create(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition, dryRun bool) error {

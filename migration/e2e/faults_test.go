@@ -46,14 +46,14 @@ type faultProxy struct {
 	faultOf  func(name string) fault
 
 	mu     sync.Mutex
-	puts   map[string][]time.Time
+	writes map[string][]time.Time
 	lists  int
 	counts map[fault]int
 }
 
 func newFaultProxy(t testing.TB, faultOf func(string) fault) (*faultProxy, *httptest.Server) {
 	t.Helper()
-	p := &faultProxy{upstream: upstream(t), faultOf: faultOf, puts: map[string][]time.Time{}, counts: map[fault]int{}}
+	p := &faultProxy{upstream: upstream(t), faultOf: faultOf, writes: map[string][]time.Time{}, counts: map[fault]int{}}
 	srv := httptest.NewServer(p)
 	t.Cleanup(srv.Close)
 	return p, srv
@@ -82,12 +82,12 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f := faultNone
 	p.mu.Lock()
 	switch {
-	case r.Method == http.MethodPut && strings.HasPrefix(r.URL.Path, nadPath+"/"):
+	case r.Method == http.MethodPatch && strings.HasPrefix(r.URL.Path, nadPath+"/"):
 		name := strings.TrimPrefix(r.URL.Path, nadPath+"/")
-		if len(p.puts[name]) == 0 {
+		if len(p.writes[name]) == 0 {
 			f = p.faultOf(name)
 		}
-		p.puts[name] = append(p.puts[name], time.Now())
+		p.writes[name] = append(p.writes[name], time.Now())
 	case r.Method == http.MethodGet && r.URL.Path == nadPath:
 		p.lists++
 		switch p.lists {
@@ -206,7 +206,7 @@ func TestFaultsAndDenials(t *testing.T) {
 	// write (a lost answer: the retry meets our own write as a conflict).
 	proxy.mu.Lock()
 	defer proxy.mu.Unlock()
-	for name, times := range proxy.puts {
+	for name, times := range proxy.writes {
 		want := 1
 		if faults[name] != faultNone && faults[name] != faultSlow && !denied[name] {
 			want = 2

@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/util/wait"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	"sigs.k8s.io/yaml"
@@ -63,6 +64,9 @@ type Options struct {
 	APIServerFlags map[string]string
 	// CRDs are installed beside the NAD CRD (the Harvester stand-ins' kinds).
 	CRDs []*apiextensionsv1.CustomResourceDefinition
+	// PreserveUnknownNADFields lets the NAD CRD store fields under spec
+	// that our NAD type lacks, as a CRD of a later Multus might.
+	PreserveUnknownNADFields bool
 }
 
 // RepoRoot finds the module root from the working directory.
@@ -171,6 +175,15 @@ func Start(opts Options) (*Env, error) {
 		te.ControlPlane.GetAPIServer().Configure().Set(k, v)
 	}
 	crds := opts.CRDs
+	if opts.PreserveUnknownNADFields {
+		for i := range crd.Spec.Versions {
+			if sch := crd.Spec.Versions[i].Schema; sch != nil && sch.OpenAPIV3Schema != nil {
+				spec := sch.OpenAPIV3Schema.Properties["spec"]
+				spec.XPreserveUnknownFields = ptr.To(true)
+				sch.OpenAPIV3Schema.Properties["spec"] = spec
+			}
+		}
+	}
 	if !opts.WithoutNADCRD {
 		crds = append([]*apiextensionsv1.CustomResourceDefinition{crd}, crds...)
 	}
