@@ -59,7 +59,9 @@ func New(w io.Writer, o Options) (logr.Logger, error) {
 	}
 	// zap levels are negative for logr's V levels.
 	level := zap.NewAtomicLevelAt(zapcore.Level(-o.Verbosity))
-	core := zapcore.NewCore(enc, zapcore.AddSync(w), level)
+	// Locked: workers log at once, and the caller's writer (a test's
+	// buffer, a user's) need not be safe for concurrent use.
+	core := zapcore.NewCore(enc, zapcore.Lock(zapcore.AddSync(w)), level)
 	return zapr.NewLogger(zap.New(core)), nil
 }
 
