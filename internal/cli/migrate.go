@@ -178,11 +178,13 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 		return usageError("creating a client: %w", err)
 	}
 	host, _ := os.Hostname()
+	// Events go out from their own queue, so no worker waits for one.
+	events := migration.NewQueuedEvents(migration.ClientEvents{Client: c, Host: host, OnError: func(err error) {
+		log.V(logging.Debug).Info("Recording an event failed", logging.KeyReason, err.Error())
+	}}, 2, 1024)
 	m := &migration.Migrator{
-		Store: migration.ClientStore{Client: c},
-		Events: migration.ClientEvents{Client: c, Host: host, OnError: func(err error) {
-			log.V(logging.Debug).Info("Recording an event failed", logging.KeyReason, err.Error())
-		}},
+		Store:   migration.ClientStore{Client: c},
+		Events:  events,
 		Backups: migration.ConfigMapBackups{Client: c, Namespace: f.backupNamespace},
 		Log:     log,
 		Opts: migration.Options{
@@ -200,6 +202,9 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	start := time.Now()
 	log.Info("Starting", "mode", mode, "namespace", f.namespace, "selector", f.selector, "dryRun", dry, "pageSize", f.pageSize, "concurrency", f.concurrency)
 	rep, runErr := m.Run(ctx)
+	if dropped := events.Flush(eventsFlushBound); dropped > 0 {
+		log.Info("Dropped Events still queued when the flush bound ran out", logging.KeyCount, dropped, "bound", eventsFlushBound.String())
+	}
 	rep.WriteSummary(g.io.Err)
 	code := ExitOK
 	switch {
@@ -231,6 +236,9 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	}
 	return nil
 }
+
+// eventsFlushBound is how long a finished run waits for its queued Events.
+const eventsFlushBound = 10 * time.Second
 
 // parseObjectRef reads NAMESPACE/NAME; "" is no object.
 func parseObjectRef(s string) (types.NamespacedName, error) {
