@@ -24,7 +24,7 @@ func (e *PreflightError) Error() string { return e.Msg }
 
 // Preflight checks, before anything is written, that the NAD CRD is
 // installed and Established and that this identity may list and get NADs in
-// the scope, and update them when the run writes (a server dry run is
+// the scope, and patch them when the run writes (a server dry run is
 // authorized as a write; a client dry run reads only, so a read-only
 // identity can see what a migration would do). With backupNamespace set
 // (the recreate path is on) a writing run must also be allowed to create
@@ -77,7 +77,7 @@ func Preflight(ctx context.Context, cfg *rest.Config, namespace string, writes b
 	var denied []string
 	verbs := []string{"list", "get"}
 	if writes {
-		verbs = append(verbs, "update")
+		verbs = append(verbs, "patch")
 		if backupNamespace != "" {
 			verbs = append(verbs, "create", "delete")
 		}

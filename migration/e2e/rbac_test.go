@@ -109,9 +109,7 @@ func TestJobRBAC(t *testing.T) {
 			return c.Get(ctx, types.NamespacedName{Namespace: "kube-system", Name: "x"}, &corev1.Secret{})
 		},
 		"list pods": func() error { return c.List(ctx, &corev1.PodList{}) },
-		"patch a NAD": func() error {
-			return c.Patch(ctx, nad.DeepCopy(), client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"x":"y"}}}`)))
-		},
+		"update a NAD": func() error { return c.Update(ctx, nad.DeepCopy()) },
 		"list CRDs":          func() error { return c.List(ctx, &apiextensionsv1.CustomResourceDefinitionList{}) },
 		"get another CRD":    func() error { return c.Get(ctx, types.NamespacedName{Name: "other.example.com"}, otherCRD) },
 		"update the NAD CRD": func() error { return updateNADCRD(ctx, c) },
@@ -212,11 +210,11 @@ func TestPreflight(t *testing.T) {
 		}
 	}
 	r = runCLI(t, "migrate", "--kubeconfig", kubeconfigAs(t, "lister", "system:authenticated"))
-	if want := "This identity may not update or create or delete NetworkAttachmentDefinitions in all namespaces; grant the netconf-migrator-job ClusterRole (config/job), or pass --recreate=never"; r.code != 2 || !strings.Contains(r.errOut, want) {
+	if want := "This identity may not patch or create or delete NetworkAttachmentDefinitions in all namespaces; grant the netconf-migrator-job ClusterRole (config/job), or pass --recreate=never"; r.code != 2 || !strings.Contains(r.errOut, want) {
 		t.Errorf("list only: exit %d, want 2 and %q\n%s", r.code, want, r.errOut)
 	}
 	r = runCLI(t, "migrate", "--recreate=never", "--kubeconfig", kubeconfigAs(t, "lister", "system:authenticated"))
-	if want := "This identity may not update NetworkAttachmentDefinitions in all namespaces; grant"; r.code != 2 || !strings.Contains(r.errOut, want) {
+	if want := "This identity may not patch NetworkAttachmentDefinitions in all namespaces; grant"; r.code != 2 || !strings.Contains(r.errOut, want) {
 		t.Errorf("list only, --recreate=never: exit %d, want 2 and %q\n%s", r.code, want, r.errOut)
 	}
 	// --dry-run=client sends no write: a read-only identity may see what a
