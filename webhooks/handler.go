@@ -53,6 +53,9 @@ type Options struct {
 	Profile     netconf.Profile
 	OnTruncated Policy // default warn
 	OnInvalid   Policy // default deny
+	// WarnFlat warns about validation rules a flat config breaks; rewritten
+	// configs are always checked.
+	WarnFlat bool
 }
 
 // Outcomes of an admission, the values of the metric's outcome label.
@@ -186,8 +189,11 @@ func (h *Handler) Handle(_ context.Context, req admission.Request) admission.Res
 		return h.warn(log, res.Form, "netconf-migrator: "+msg)
 	}
 
+	// Flat configs get validation warnings only when asked (--warn-flat):
+	// the shipped configuration has the API server skip the webhook for
+	// them, so warning only when called would warn by chance.
 	var warnings []string
-	if res.Form != netconf.FormEmpty {
+	if res.Form != netconf.FormEmpty && (res.Changed || h.opts.WarnFlat) {
 		for _, v := range netconf.Validate(res.Config, h.opts.Profile) {
 			warnings = append(warnings, fmt.Sprintf("netconf-migrator: spec.config of %s breaks rule %s: %s", ref, v.Rule, v))
 		}

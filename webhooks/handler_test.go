@@ -162,12 +162,17 @@ func TestHandlerPolicies(t *testing.T) {
 		t.Fatalf("--on-invalid=warn: %+v", r)
 	}
 	def := NewHandler(Options{}, logr.Discard())
-	r := def.Handle(ctx, request(admissionv1.Create, badSuffix))
+	// Flat configs are warned about only with --warn-flat.
+	if r := def.Handle(ctx, request(admissionv1.Create, badSuffix)); !r.Allowed || len(r.Warnings) != 0 {
+		t.Fatalf("a flat config warned about without --warn-flat: %q", r.Warnings)
+	}
+	warnFlat := NewHandler(Options{WarnFlat: true}, logr.Discard())
+	r := warnFlat.Handle(ctx, request(admissionv1.Create, badSuffix))
 	if !r.Allowed || len(r.Patches) != 0 || len(r.Warnings) != 2 ||
 		!strings.Contains(r.Warnings[0], "breaks rule bridge-suffix") || !strings.Contains(r.Warnings[1], "invalid VLAN ID 5000") {
 		t.Fatalf("profile warnings: %+v", r.Warnings)
 	}
-	if r := NewHandler(Options{Profile: netconf.ProfileGeneric}, logr.Discard()).Handle(ctx, request(admissionv1.Create, badSuffix)); len(r.Warnings) != 1 {
+	if r := NewHandler(Options{Profile: netconf.ProfileGeneric, WarnFlat: true}, logr.Discard()).Handle(ctx, request(admissionv1.Create, badSuffix)); len(r.Warnings) != 1 {
 		t.Fatalf("generic profile warnings: %q", r.Warnings)
 	}
 	if r := def.Handle(ctx, request(admissionv1.Create, skipped)); !r.Allowed || len(r.Patches) != 0 {

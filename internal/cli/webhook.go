@@ -78,5 +78,6 @@ go through unchanged and the migration job fixes them later.`,
 	f.StringVar(&profile, "profile", string(netconf.ProfileHarvester), "validation profile for warnings: harvester or generic")
 	f.StringVar(&onTruncated, "on-truncated", string(webhooks.PolicyWarn), "truncated configs: warn (allow with a warning) or deny")
 	f.StringVar(&onInvalid, "on-invalid", string(webhooks.PolicyDeny), "invalid configs: deny or warn (allow with a warning)")
+	f.BoolVar(&o.Handler.WarnFlat, "warn-flat", false, "also warn about the validation rules flat configs break (needs the configuration without its matchConditions: config/warn-flat)")
 	return cmd
 }

@@ -50,7 +50,7 @@ func TestManifestsServerDryRun(t *testing.T) {
 	for _, kind := range []string{"Certificate", "Issuer"} {
 		installSchemaless(t, "cert-manager.io", kind)
 	}
-	for _, dir := range []string{"crd", "default", "cert-manager", "job"} {
+	for _, dir := range []string{"crd", "default", "cert-manager", "job", "warn-flat"} {
 		t.Run(dir, func(t *testing.T) {
 			out, errOut, err := env.Kubectl(ctx, kustomize(t, dir), "apply", "--dry-run=server", "-f", "-")
 			if err != nil {
@@ -58,6 +58,18 @@ func TestManifestsServerDryRun(t *testing.T) {
 			}
 		})
 	}
+
+	t.Run("warn-flat drops the matchConditions and passes --warn-flat", func(t *testing.T) {
+		for dir, want := range map[string]bool{"default": true, "cert-manager": true, "warn-flat": false} {
+			out := string(kustomize(t, dir))
+			if got := strings.Contains(out, "matchConditions:"); got != want {
+				t.Errorf("config/%s has matchConditions: %v, want %v", dir, got, want)
+			}
+			if got := strings.Contains(out, "- --warn-flat"); got == want {
+				t.Errorf("config/%s passes --warn-flat: %v, want %v", dir, got, !want)
+			}
+		}
+	})
 
 	t.Run("the webhook Pod passes the restricted Pod Security Standard", func(t *testing.T) {
 		var dep appsv1.Deployment

@@ -1,0 +1,70 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"net/http"
+	"strconv"
+	"strings"
+	"testing"
+
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/harvester/netconf-migrator/apis/netconf"
+	"github.com/harvester/netconf-migrator/webhooks"
+)
+
+// admissions is how many admission requests our webhook has answered,
+// from its own metric.
+func admissions(t *testing.T, w *ours) float64 {
+	t.Helper()
+	resp, err := http.Get("http://" + w.metrics + "/metrics")
+	if err != nil {
+		t.Fatal(err)
+	}
+	defer resp.Body.Close()
+	var sum float64
+	sc := bufio.NewScanner(resp.Body)
+	for sc.Scan() {
+		if line := sc.Text(); strings.HasPrefix(line, "netconf_migrator_admissions_total{") {
+			v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
+			if err != nil {
+				t.Fatal(err)
+			}
+			sum += v
+		}
+	}
+	return sum
+}
+
+// TestMatchConditionsScreenFlatConfigs creates every corpus config through
+// the API server with the shipped configuration and reads from the
+// webhook's own metric whether the API server called it: every config the
+// webhook would rewrite, warn about or refuse reaches it; flat configs,
+// empty ones and conflists without nested plugins do not.
+func TestMatchConditionsScreenFlatConfigs(t *testing.T) {
+	ctx := context.Background()
+	w := startOurs(t, webhooks.ServerOptions{})
+	defer w.stop(t)
+	installShipped(t)
+	const ns = "screening"
+	if err := env.CreateNamespace(ctx, ns, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, tc := range loadCorpus(t) {
+		t.Run(tc.Name, func(t *testing.T) {
+			res := netconf.Normalize([]byte(tc.Config))
+			needs := res.Changed || res.Form == netconf.FormTruncated || res.Form == netconf.FormInvalid
+			before := admissions(t, w)
+			// A dry run: the API server runs admission, stores nothing.
+			_ = env.Client.Create(ctx, newNAD(ns, tc.Name, tc.Config), client.DryRunAll)
+			called := admissions(t, w) > before
+			switch {
+			case needs && !called:
+				t.Errorf("a %s config that needs the webhook was screened out: %q", res.Form, tc.Config)
+			case !needs && called:
+				t.Errorf("a %s config that needs nothing reached the webhook: %q", res.Form, tc.Config)
+			}
+		})
+	}
+}
