@@ -20,8 +20,10 @@ test: lint unit fuzz bench-smoke ## Everything CI runs.
 test-assets: ## Install etcd and kubectl, build kube-apiserver (cached).
 	@hack/setup-test-assets.sh >/dev/null
 
+# With the race detector: the migration's workers, the webhook and the
+# Harvester stand-ins all run concurrently.
 unit: test-assets
-	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" $(GO) test -count=1 $(PKGS)
+	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" $(GO) test -race -count=1 $(PKGS)
 
 # Every benchmark once, the migration ones on a tenth of their NADs (-short):
 # the figures come from hack/bench-*.sh; this keeps the code behind them working.
