@@ -9,8 +9,6 @@ import (
 	"github.com/harvester/netconf-migrator/internal/convert"
 )
 
-func init() { register(newConvertCommand) }
-
 func newConvertCommand(g *globals) *cobra.Command {
 	var (
 		files      []string

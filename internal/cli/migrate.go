@@ -30,11 +30,6 @@ import (
 	"github.com/harvester/netconf-migrator/migration"
 )
 
-func init() {
-	register(func(g *globals) *cobra.Command { return newRunCommand(g, migration.ModeMigrate) })
-	register(func(g *globals) *cobra.Command { return newRunCommand(g, migration.ModeRollback) })
-}
-
 // runFlags are the flags migrate and rollback share.
 type runFlags struct {
 	kubeconfig, namespace, selector, dryRun, output, reportPath, profile, terminationPath string

@@ -1,5 +1,6 @@
 // Package cli wires the netconf-migrator commands. Each command lives in its
-// own file and registers itself; the work is done in the packages it calls.
+// own file and NewRootCommand adds them, in one place; the work is done in
+// the packages it calls.
 package cli
 
 import (
@@ -12,6 +13,7 @@ import (
 
 	"github.com/harvester/netconf-migrator/internal/logging"
 	"github.com/harvester/netconf-migrator/internal/version"
+	"github.com/harvester/netconf-migrator/migration"
 )
 
 // Exit codes shared by every command.
@@ -58,11 +60,6 @@ func (g *globals) Logger() (logr.Logger, error) {
 	return logging.New(g.io.Err, g.log)
 }
 
-var commands []func(*globals) *cobra.Command
-
-// register adds a command constructor; each command file calls it from init.
-func register(c func(*globals) *cobra.Command) { commands = append(commands, c) }
-
 // NewRootCommand builds the command tree.
 func NewRootCommand(streams IO) *cobra.Command {
 	g := &globals{io: streams}
@@ -79,9 +76,12 @@ func NewRootCommand(streams IO) *cobra.Command {
 	root.PersistentFlags().StringVar(&g.log.Format, "log-format", "json", "log format: json or console")
 	root.PersistentFlags().IntVarP(&g.log.Verbosity, "v", "v", logging.Info, "log verbosity (1 shows configs and diffs)")
 	root.SetFlagErrorFunc(func(_ *cobra.Command, err error) error { return &ExitError{Code: ExitUsage, Err: err} })
-	for _, c := range commands {
-		root.AddCommand(c(g))
-	}
+	root.AddCommand(
+		newConvertCommand(g),
+		newRunCommand(g, migration.ModeMigrate),
+		newRunCommand(g, migration.ModeRollback),
+		newWebhookCommand(g),
+	)
 	root.AddCommand(&cobra.Command{
 		Use:   "version",
 		Short: "Print the version",

@@ -10,8 +10,6 @@ import (
 	"github.com/harvester/netconf-migrator/webhooks"
 )
 
-func init() { register(newWebhookCommand) }
-
 func newWebhookCommand(g *globals) *cobra.Command {
 	o := webhooks.ServerOptions{}
 	var profile, onTruncated, onInvalid, kubeconfig string
