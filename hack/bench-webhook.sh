@@ -6,7 +6,12 @@
 #                           admission HTTP wrapper
 #   BenchmarkCreateLatency  NAD creates through the real API server with no
 #                           webhook, with an allow-only webhook, with one that
-#                           answers our patch without computing it, with ours
+#                           answers our patch without computing it, with ours,
+#                           with a hung one; each mode in its own runs
+#   BenchmarkCreateLatencyPaired  the same, interleaved in one run over
+#                           namespaces each configuration selects, so drift
+#                           between runs cancels out: the figures the targets
+#                           are read from
 # Usage: hack/bench-webhook.sh [count] [creates per run]   (default 5, 2000)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -17,6 +22,8 @@ handler=$(go test ./webhooks -run '^$' -bench '^BenchmarkHandler$' -benchmem -co
 echo "$handler" >&2
 latency=$(KUBEBUILDER_ASSETS="$assets" go test ./webhooks/e2e -run '^$' -bench '^BenchmarkCreateLatency$' -benchtime "${creates}x" -count "$count" | grep '^Benchmark')
 echo "$latency" >&2
+paired=$(KUBEBUILDER_ASSETS="$assets" go test ./webhooks/e2e -run '^$' -bench '^BenchmarkCreateLatencyPaired$' -benchtime "${creates}x" -count "$count" | grep '^Benchmark')
+echo "$paired" >&2
 awk_median='
 function median(key,   m, i, j, t, a) {
   m = n[key]; for (i = 1; i <= m; i++) a[i] = v[key, i] + 0
@@ -72,5 +79,33 @@ END {
       m("fixed-patch", "nested", c, "p50"), m("fixed-patch", "nested", c, "p99"), m("ours", "nested", c, "p50"), m("ours", "nested", c, "p99"),
       m("ours", "nested", c, "p50") / m("fixed-patch", "nested", c, "p50"), m("ours", "nested", c, "p99") / m("fixed-patch", "nested", c, "p99"),
       m("fixed-patch", "nested", c, "p50") / m("none", "nested", c, "p50"), m("ours", "nested", c, "p50") / m("none", "nested", c, "p50")
+  }
+}'
+echo
+echo "Paired (interleaved in each run; medians over $count runs):"
+echo
+echo "$paired" | awk "$awk_median"'
+/^BenchmarkCreateLatencyPaired\// {
+  split($1, p, "/"); sub(/-[0-9]+$/, "", p[3]); sub(/clients=/, "", p[3]); key = p[2] SUBSEP p[3]
+  for (i = 4; i < NF; i++) if ($(i+1) ~ /[a-z]/) { n[key, $(i+1)]++; v[key, $(i+1), n[key, $(i+1)]] = $i }
+  if (!(key in seen)) { seen[key] = 1; keys[++nk] = key }
+}
+function md(key, unit,   m, i, j, t, a) {
+  m = n[key, unit]; if (!m) return -1
+  for (i = 1; i <= m; i++) a[i] = v[key, unit, i] + 0
+  for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
+  return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
+}
+END {
+  print "| NAD | clients | none p50 / p99 (µs) | ours p50 / p99 | ours / none p50 / p99 | fixed-patch p50 / p99 | ours / fixed-patch p50 / p99 | hung webhook p50 / p99 | hung / none p50 / p99 |"
+  print "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
+  for (k = 1; k <= nk; k++) {
+    key = keys[k]; split(key, kk, SUBSEP)
+    fixed = "-"; fratio = "-"; hung = "-"; hratio = "-"
+    if (md(key, "fixed-p50-µs") >= 0) { fixed = sprintf("%.0f / %.0f", md(key, "fixed-p50-µs"), md(key, "fixed-p99-µs")); fratio = sprintf("%.2fx / %.2fx", md(key, "ours/fixed-p50"), md(key, "ours/fixed-p99")) }
+    if (md(key, "hung-p50-µs") >= 0) { hung = sprintf("%.0f / %.0f", md(key, "hung-p50-µs"), md(key, "hung-p99-µs")); hratio = sprintf("%.2fx / %.2fx", md(key, "hung/none-p50"), md(key, "hung/none-p99")) }
+    printf "| %s | %s | %.0f / %.0f | %.0f / %.0f | %.2fx / %.2fx | %s | %s | %s | %s |\n", kk[1], kk[2],
+      md(key, "none-p50-µs"), md(key, "none-p99-µs"), md(key, "ours-p50-µs"), md(key, "ours-p99-µs"),
+      md(key, "ours/none-p50"), md(key, "ours/none-p99"), fixed, fratio, hung, hratio
   }
 }'

@@ -15,6 +15,7 @@ import (
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
@@ -24,6 +25,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	"github.com/harvester/netconf-migrator/test/testenv"
 	"github.com/harvester/netconf-migrator/webhooks"
 )
 
@@ -141,26 +143,10 @@ func BenchmarkCreateLatency(b *testing.B) {
 func startHung(b testing.TB) func() {
 	b.Helper()
 	removeShipped(b)
-	l, err := net.Listen("tcp", net.JoinHostPort(env.Webhook.LocalServingHost, "0"))
-	if err != nil {
-		b.Fatal(err)
-	}
-	var conns []net.Conn
-	var mu sync.Mutex
-	go func() {
-		for {
-			conn, err := l.Accept()
-			if err != nil {
-				return
-			}
-			mu.Lock()
-			conns = append(conns, conn) // held open, never read
-			mu.Unlock()
-		}
-	}()
+	url, stop := hungListener(b)
 	mwc := shippedMWC(b)
 	for i := range mwc.Webhooks {
-		mwc.Webhooks[i].ClientConfig.URL = ptr.To("https://" + l.Addr().String() + webhooks.Path)
+		mwc.Webhooks[i].ClientConfig.URL = ptr.To(url)
 	}
 	if err := env.Client.Create(context.Background(), mwc); err != nil {
 		b.Fatal(err)
@@ -173,12 +159,7 @@ func startHung(b testing.TB) func() {
 	}
 	return func() {
 		removeShipped(b)
-		_ = l.Close()
-		mu.Lock()
-		for _, c := range conns {
-			_ = c.Close()
-		}
-		mu.Unlock()
+		stop()
 	}
 }
 
@@ -232,6 +213,209 @@ func startBaseline(b testing.TB, handle admission.HandlerFunc) func() {
 		cancel()
 		if err := <-done; err != nil {
 			b.Error(err)
+		}
+	}
+}
+
+// BenchmarkCreateLatencyPaired measures creates that differ only in the
+// webhook configuration that applies to their namespace, interleaved in
+// one run so that drift between runs (etcd's state, the other processes
+// on two shared cores) cancels out:
+//
+//	none   a namespace no webhook configuration selects (the baseline)
+//	ours   the shipped configuration, with its matchConditions, calling ours
+//	fixed  the same configuration calling a server that answers our patch
+//	       for a nested NAD without computing it (the floor any patching
+//	       webhook pays)
+//	hung   the same configuration pointing at a server that accepts and
+//	       never answers (flat NADs only: a nested one waits its timeout)
+//
+// Flat creates rotate over none, ours and hung; nested ones over none,
+// ours and fixed. hack/bench-webhook.sh reports the ratios.
+func BenchmarkCreateLatencyPaired(b *testing.B) {
+	ctx := context.Background()
+	cfg := rest.CopyConfig(env.Config)
+	cfg.QPS, cfg.Burst = -1, 0
+	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		b.Fatal(err)
+	}
+	removeShipped(b)
+	w := startOurs(b, webhooks.ServerOptions{})
+	defer w.stop(b)
+	fixedResp := oursResponse(b, newNAD("bench", "n-0", nestedProbe))
+	fixedURL, stopFixed := serveElsewhere(b, func(context.Context, admission.Request) admission.Response { return fixedResp })
+	defer stopFixed()
+	hungURL, stopHung := hungListener(b)
+	defer stopHung()
+
+	const scopeLabel = "netconf-migrator.test/bench-scope"
+	scoped := func(name, scope, url string) {
+		mwc := shippedMWC(b)
+		mwc.Name = name
+		for i := range mwc.Webhooks {
+			mwc.Webhooks[i].NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{scopeLabel: scope}}
+			if url != "" {
+				mwc.Webhooks[i].ClientConfig.URL = ptr.To(url)
+			}
+		}
+		if err := env.Client.Create(ctx, mwc); err != nil {
+			b.Fatal(err)
+		}
+		b.Cleanup(func() { deleteWebhookConfiguration(b, "MutatingWebhookConfiguration", mwc.Name) })
+	}
+	scoped("00-netconf-migrator-bench-ours", "ours", "")
+	scoped("00-netconf-migrator-bench-fixed", "fixed", fixedURL)
+	scoped("00-netconf-migrator-bench-hung", "hung", hungURL)
+	run := 0
+	namespaces := func() map[string]string {
+		run++
+		out := map[string]string{}
+		for _, scope := range []string{"none", "ours", "fixed", "hung"} {
+			ns := fmt.Sprintf("bench-paired-%d-%s", run, scope)
+			labels := map[string]string{scopeLabel: scope}
+			if err := env.CreateNamespace(ctx, ns, labels); err != nil {
+				b.Fatal(err)
+			}
+			out[scope] = ns
+		}
+		return out
+	}
+	// The API server picks configurations up a moment after they are
+	// created: wait until ours and the fixed server rewrite a nested NAD.
+	probe := namespaces()
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		for _, scope := range []string{"ours", "fixed"} {
+			nad := newNAD(probe[scope], "probe", nestedProbe)
+			if err := env.Client.Create(ctx, nad, client.DryRunAll); err != nil || nad.Annotations[webhooks.AnnotationNormalizedFrom] == "" {
+				return false, nil
+			}
+		}
+		return true, nil
+	})
+	if err != nil {
+		b.Fatalf("waiting for the scoped configurations: %v", err)
+	}
+
+	for _, shape := range []struct {
+		name, config string
+		scopes       []string
+	}{
+		{"flat", flatBench, []string{"none", "ours", "hung"}},
+		{"nested", nestedProbe, []string{"none", "ours", "fixed"}},
+	} {
+		for _, clients := range []int{1, 16} {
+			b.Run(fmt.Sprintf("%s/clients=%d", shape.name, clients), func(b *testing.B) {
+				ns := namespaces()
+				n := b.N * len(shape.scopes)
+				lat := make([]time.Duration, n)
+				var next atomic.Int64
+				var wg sync.WaitGroup
+				errs := make(chan error, clients)
+				b.ResetTimer()
+				for range clients {
+					wg.Go(func() {
+						for {
+							i := int(next.Add(1) - 1)
+							if i >= n {
+								return
+							}
+							nad := newNAD(ns[shape.scopes[i%len(shape.scopes)]], fmt.Sprintf("n-%d", i), shape.config)
+							start := time.Now()
+							if err := c.Create(ctx, nad); err != nil {
+								errs <- err
+								return
+							}
+							lat[i] = time.Since(start)
+						}
+					})
+				}
+				wg.Wait()
+				b.StopTimer()
+				close(errs)
+				for err := range errs {
+					b.Fatal(err)
+				}
+				p := map[string][2]float64{}
+				for k, scope := range shape.scopes {
+					var l []time.Duration
+					for i := k; i < n; i += len(shape.scopes) {
+						l = append(l, lat[i])
+					}
+					slices.Sort(l)
+					p50, p99 := float64(l[len(l)/2].Microseconds()), float64(l[min(len(l)-1, len(l)*99/100)].Microseconds())
+					p[scope] = [2]float64{p50, p99}
+					b.ReportMetric(p50, scope+"-p50-µs")
+					b.ReportMetric(p99, scope+"-p99-µs")
+				}
+				for _, scope := range shape.scopes[1:] {
+					b.ReportMetric(p[scope][0]/p["none"][0], scope+"/none-p50")
+					b.ReportMetric(p[scope][1]/p["none"][1], scope+"/none-p99")
+				}
+				if shape.name == "nested" {
+					b.ReportMetric(p["ours"][0]/p["fixed"][0], "ours/fixed-p50")
+					b.ReportMetric(p["ours"][1]/p["fixed"][1], "ours/fixed-p99")
+				}
+				for _, scope := range shape.scopes {
+					if err := env.Client.DeleteAllOf(ctx, &nadv1.NetworkAttachmentDefinition{}, client.InNamespace(ns[scope])); err != nil {
+						b.Fatal(err)
+					}
+				}
+			})
+		}
+	}
+}
+
+// serveElsewhere serves handle on a free port with envtest's serving
+// certificate and returns the URL of our path there.
+func serveElsewhere(b testing.TB, handle admission.HandlerFunc) (string, func()) {
+	b.Helper()
+	port, err := testenv.FreePort(env.Webhook.LocalServingHost)
+	if err != nil {
+		b.Fatal(err)
+	}
+	srv := webhook.NewServer(webhook.Options{
+		Host: env.Webhook.LocalServingHost, Port: port, CertDir: env.Webhook.LocalServingCertDir,
+		TLSOpts: []func(*tls.Config){webhooks.TLSOptions(false)},
+	})
+	srv.Register(webhooks.Path, &webhook.Admission{Handler: handle})
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- srv.Start(ctx) }()
+	return "https://" + net.JoinHostPort(env.Webhook.LocalServingHost, fmt.Sprint(port)) + webhooks.Path, func() {
+		cancel()
+		if err := <-done; err != nil {
+			b.Error(err)
+		}
+	}
+}
+
+// hungListener accepts connections and never answers them.
+func hungListener(b testing.TB) (string, func()) {
+	b.Helper()
+	l, err := net.Listen("tcp", net.JoinHostPort(env.Webhook.LocalServingHost, "0"))
+	if err != nil {
+		b.Fatal(err)
+	}
+	var mu sync.Mutex
+	var conns []net.Conn
+	go func() {
+		for {
+			conn, err := l.Accept()
+			if err != nil {
+				return
+			}
+			mu.Lock()
+			conns = append(conns, conn) // held open, never read
+			mu.Unlock()
+		}
+	}()
+	return "https://" + l.Addr().String() + webhooks.Path, func() {
+		_ = l.Close()
+		mu.Lock()
+		defer mu.Unlock()
+		for _, c := range conns {
+			_ = c.Close()
 		}
 	}
 }

@@ -5,6 +5,12 @@ import (
 	"io"
 	"strings"
 	"testing"
+	"time"
+
+	"gomodules.xyz/jsonpatch/v2"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -96,5 +102,69 @@ func rollbackWithTheWebhook(t *testing.T, ns, nested string, recreates bool) {
 	}
 	if got.Spec.Config != nested+" " {
 		t.Errorf("a write to the rolled-back NAD was rewritten: %s", got.Spec.Config)
+	}
+}
+
+// TestRollbackRewrittenByAWebhookKeepsTheOriginal: another mutating
+// webhook that flattens whatever it sees (it ignores our opt-out label)
+// makes rollback stop before it writes: the dry run shows the rewrite, the
+// NAD keeps its original in the annotation, and the report says why.
+func TestRollbackRewrittenByAWebhookKeepsTheOriginal(t *testing.T) {
+	ctx := context.Background()
+	const ns = "rollback-rewritten"
+	const nested = `{"NetConf":{"cniVersion":"0.3.1","type":"bridge"},"bridge":"mgmt-br","vlan":31}`
+	flat := string(netconf.Normalize([]byte(nested)).Config)
+	if err := env.CreateNamespace(ctx, ns, nil); err != nil {
+		t.Fatal(err)
+	}
+	removeShipped(t)
+	if err := env.Client.Create(ctx, newNAD(ns, "legacy", nested)); err != nil {
+		t.Fatal(err)
+	}
+	run := func(cmd string) (int, string) {
+		var errOut strings.Builder
+		code := cli.Execute([]string{cmd, "-n", ns, "--kubeconfig", env.KubeconfigPath, "--termination-message-path", ""}, nil, io.Discard, &errOut)
+		return code, errOut.String()
+	}
+	if code, out := run("migrate"); code != 0 {
+		t.Fatalf("migrate: exit %d\n%s", code, out)
+	}
+	url, stop := serveElsewhere(t, func(context.Context, admission.Request) admission.Response {
+		return admission.Patched("", jsonpatch.JsonPatchOperation{Operation: "replace", Path: "/spec/config", Value: flat})
+	})
+	defer stop()
+	flattener := shippedMWC(t)
+	flattener.Name = "flattens-everything"
+	for i := range flattener.Webhooks {
+		flattener.Webhooks[i].ClientConfig.URL = &url
+		flattener.Webhooks[i].ObjectSelector = nil
+		flattener.Webhooks[i].MatchConditions = nil
+		flattener.Webhooks[i].NamespaceSelector = &metav1.LabelSelector{MatchLabels: map[string]string{"kubernetes.io/metadata.name": ns}}
+	}
+	if err := env.Client.Create(ctx, flattener); err != nil {
+		t.Fatal(err)
+	}
+	defer deleteWebhookConfiguration(t, "MutatingWebhookConfiguration", flattener.Name)
+	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		probe := newNAD(ns, "probe", nested)
+		return env.Client.Create(ctx, probe, client.DryRunAll) == nil && probe.Spec.Config == flat, nil
+	})
+	if err != nil {
+		t.Fatalf("waiting for the flattening webhook: %v", err)
+	}
+	before := &nadv1.NetworkAttachmentDefinition{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "legacy"}, before); err != nil {
+		t.Fatal(err)
+	}
+	code, out := run("rollback")
+	if code != 1 || !strings.Contains(out, "an admission webhook would rewrite the restored config") || !strings.Contains(out, "nothing was written") {
+		t.Fatalf("rollback: exit %d, want 1 saying why\n%s", code, out)
+	}
+	after := &nadv1.NetworkAttachmentDefinition{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "legacy"}, after); err != nil {
+		t.Fatal(err)
+	}
+	if after.ResourceVersion != before.ResourceVersion || after.Annotations[nadv1.AnnotationOriginalConfig] != nested {
+		t.Errorf("the NAD was written, or lost its original: %s %v", after.Spec.Config, after.Annotations)
 	}
 }
