@@ -1,0 +1,357 @@
+// Command demo is `make demo`: netconf-migrator's main job, keeping a
+// cluster's NADs right, shown on a throw-away control plane (the etcd and
+// kube-apiserver the tests use) beside stand-ins of a Harvester release's
+// network webhooks. `make demo KUBECONFIG=...` (which sets
+// NETCONF_MIGRATOR_DEMO_KUBECONFIG) runs only the read-only steps against
+// that cluster; a KUBECONFIG merely exported in the shell is not used.
+//
+// Each step prints one numbered line with its outcome; a step that fails
+// stops the demo with its error. Everything it starts is stopped on exit
+// and on Ctrl-C.
+package main
+
+import (
+	"bytes"
+	"context"
+	"errors"
+	"fmt"
+	"io"
+	"net"
+	"os"
+	"os/exec"
+	"os/signal"
+	"path/filepath"
+	"strconv"
+	"strings"
+	"sync"
+	"syscall"
+	"time"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	"sigs.k8s.io/yaml"
+
+	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	"github.com/harvester/netconf-migrator/test/harvester"
+	"github.com/harvester/netconf-migrator/test/testenv"
+)
+
+const ns = "demo"
+
+// The configs the demo writes: one of each form a cluster meets.
+var forms = []struct{ name, config string }{
+	{"flat", `{"cniVersion":"0.3.1","name":"flat","type":"bridge","bridge":"mgmt-br","promiscMode":true,"vlan":100,"ipam":{}}`},
+	{"nested", `{"NetConf":{"cniVersion":"0.3.1","name":"nested","type":"bridge","ipam":{}},"bridge":"mgmt-br","promiscMode":true,"vlan":101}`},
+	{"double-encoded", strconv.Quote(`{"cniVersion":"0.3.1","name":"double-encoded","type":"bridge","bridge":"mgmt-br","promiscMode":true,"vlan":102,"ipam":{}}`)},
+	{"truncated", `{"cniVersion":"0.3.1","ipam":{},"name":"truncated","type":"bridge"}`},
+}
+
+type demo struct {
+	step    int
+	bin     string
+	kubecfg string
+	out     io.Writer
+}
+
+// do runs one numbered step and stops the demo when it fails.
+func (d *demo) do(what string, f func() (string, error)) {
+	d.step++
+	fmt.Fprintf(d.out, "\n%2d. %s\n", d.step, what)
+	outcome, err := f()
+	if err != nil {
+		fmt.Fprintf(d.out, "    FAILED: %v\n", err)
+		panic(stop{err})
+	}
+	fmt.Fprintf(d.out, "    ok: %s\n", outcome)
+}
+
+type stop struct{ err error }
+
+// run runs the binary or kubectl against the cluster, echoing its output
+// indented; exit codes in ok count as success.
+func (d *demo) run(ok []int, name string, args ...string) (string, int, error) {
+	if name == "netconf-migrator" {
+		name = d.bin
+	}
+	cmd := exec.Command(name, append(args, "--kubeconfig", d.kubecfg)...)
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	err := cmd.Run()
+	code := 0
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		code, err = exit.ExitCode(), nil
+	}
+	for _, line := range strings.Split(strings.TrimRight(buf.String(), "\n"), "\n") {
+		if line != "" && !strings.HasPrefix(line, `{"level"`) {
+			fmt.Fprintf(d.out, "    | %s\n", line)
+		}
+	}
+	if err != nil {
+		return buf.String(), code, err
+	}
+	for _, c := range ok {
+		if c == code {
+			return buf.String(), code, nil
+		}
+	}
+	return buf.String(), code, fmt.Errorf("%s %s: exit %d", filepath.Base(name), args[0], code)
+}
+
+func main() {
+	d := &demo{out: os.Stdout}
+	var cleanups []func()
+	cleanup := sync.OnceFunc(func() {
+		for i := len(cleanups) - 1; i >= 0; i-- {
+			cleanups[i]()
+		}
+	})
+	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
+	defer cancel()
+	go func() {
+		<-ctx.Done()
+		fmt.Fprintln(os.Stderr, "\ninterrupted: stopping everything the demo started")
+		cleanup()
+		os.Exit(130)
+	}()
+	defer func() {
+		r := recover()
+		cleanup()
+		if s, ok := r.(stop); ok {
+			fmt.Fprintln(os.Stderr, "demo stopped:", s.err)
+			os.Exit(1)
+		} else if r != nil {
+			panic(r)
+		}
+	}()
+
+	d.do("Building netconf-migrator", func() (string, error) {
+		d.bin = filepath.Join(os.TempDir(), "netconf-migrator-demo")
+		out, err := exec.Command("go", "build", "-o", d.bin, "./cmd/netconf-migrator").CombinedOutput()
+		if err != nil {
+			return "", fmt.Errorf("%v: %s", err, out)
+		}
+		return d.bin, nil
+	})
+
+	if kc := os.Getenv("NETCONF_MIGRATOR_DEMO_KUBECONFIG"); kc != "" {
+		d.kubecfg = kc
+		fmt.Fprintf(d.out, "\nmake demo KUBECONFIG=%s: only the read-only steps run against that cluster.\n", kc)
+		d.readOnly()
+		return
+	}
+
+	release, err := harvester.ParseRelease(envOr("DEMO_HARVESTER", string(harvester.V15)))
+	if err != nil {
+		panic(stop{err})
+	}
+	var env *testenv.Env
+	d.do("Starting a throw-away control plane (etcd and kube-apiserver; `make test-assets` built kube-apiserver on the first run, about 10 minutes)", func() (string, error) {
+		var err error
+		env, err = testenv.Start(testenv.Options{Webhooks: &envtest.WebhookInstallOptions{}, CRDs: harvester.CRDs()})
+		if err != nil {
+			return "", err
+		}
+		cleanups = append(cleanups, func() { _ = env.Stop() })
+		d.kubecfg = env.KubeconfigPath
+		return "API server at " + env.Config.Host + ", NAD CRD installed", nil
+	})
+	var h *harvester.StandIns
+	d.do(fmt.Sprintf("Starting stand-ins of Harvester %s's network webhooks (network-controller-harvester %s)", release, release.Tag()), func() (string, error) {
+		if err := env.Client.Create(ctx, harvester.NewClusterNetwork("mgmt", 0)); err != nil {
+			return "", err
+		}
+		var err error
+		if h, err = harvester.Start(ctx, env, release); err != nil {
+			return "", err
+		}
+		cleanups = append(cleanups, func() { _ = h.Remove(context.Background()) })
+		if err := env.CreateNamespace(ctx, ns, map[string]string{harvester.NamespaceLabel: "true"}); err != nil {
+			return "", err
+		}
+		return "validator and mutator registered, failurePolicy as Harvester's", nil
+	})
+	d.do("Running the webhook as a local process with its shipped configuration and self-signed certificates", func() (string, error) {
+		stopWebhook, err := d.startWebhook(ctx, env)
+		cleanups = append(cleanups, stopWebhook)
+		return "serving; the API server calls it for configs that may need it", err
+	})
+	d.do("Creating a NAD of each form through kubectl: the webhook rewrites the legacy ones, the warnings show", func() (string, error) {
+		created := 0
+		for _, f := range forms {
+			out, _, err := d.runStdin(manifest(f.name, f.config, nil), []int{0, 1}, "kubectl", "apply", "-f", "-")
+			if err != nil {
+				return "", err
+			}
+			if strings.Contains(out, "created") {
+				created++
+			}
+		}
+		return fmt.Sprintf("%d of %d created: Harvester %s's validator refuses the truncated one (no bridge), in its own words", created, len(forms), release), nil
+	})
+	d.do("Storing legacy NADs behind the webhooks' back, as a cluster being upgraded holds them", func() (string, error) {
+		var err error
+		h.Pause(func() {
+			for _, f := range forms[1:3] {
+				n := &nadv1.NetworkAttachmentDefinition{}
+				n.Namespace, n.Name = ns, "stored-"+f.name
+				n.Labels = map[string]string{nadv1.LabelSkip: "true"} // our webhook looks away
+				n.Spec.Config = f.config
+				if err = env.Client.Create(ctx, n); err != nil {
+					return
+				}
+				n.Labels = nil
+				if err = env.Client.Update(ctx, n); err != nil {
+					return
+				}
+			}
+		})
+		return "stored-nested and stored-double-encoded", err
+	})
+	d.readOnly()
+	d.do("Migrating them: `netconf-migrator migrate`", func() (string, error) {
+		_, code, err := d.run([]int{0, 1}, "netconf-migrator", "migrate", "-n", ns, "--backup-namespace", "default")
+		return fmt.Sprintf("exit %d (1: a NAD needs a person, the truncated one)", code), err
+	})
+	d.do("What rollback would restore: `netconf-migrator rollback --dry-run=client`", func() (string, error) {
+		_, code, err := d.run([]int{0, 1}, "netconf-migrator", "rollback", "-n", ns, "--dry-run=client")
+		return fmt.Sprintf("exit %d, nothing written", code), err
+	})
+	d.do("The stored configs", func() (string, error) {
+		_, _, err := d.run([]int{0}, "kubectl", "get", "network-attachment-definitions", "-n", ns,
+			"-o", `custom-columns=NAME:.metadata.name,FROM:.metadata.annotations.netconf-migrator\.harvesterhci\.io/normalized-from,CONFIG:.spec.config`)
+		return "every legacy NAD is flat; the truncated one is reported, never rewritten", err
+	})
+	fmt.Fprintln(d.out, "\nDemo done; stopping everything it started.")
+}
+
+// readOnly are the steps that write nothing: safe against any cluster.
+func (d *demo) readOnly() {
+	d.do("What migrate would change, judged by the API server and every webhook: `netconf-migrator migrate --dry-run=server -o diff`", func() (string, error) {
+		args := []string{"migrate", "--dry-run=server", "-o", "diff", "--report", filepath.Join(os.TempDir(), "netconf-migrator-demo-report.json")}
+		if os.Getenv("NETCONF_MIGRATOR_DEMO_KUBECONFIG") == "" {
+			args = append(args, "-n", ns)
+		}
+		_, code, err := d.run([]int{0, 1}, "netconf-migrator", args...)
+		return fmt.Sprintf("exit %d, nothing stored; the summary above is the report as a table", code), err
+	})
+}
+
+func (d *demo) runStdin(stdin []byte, ok []int, name string, args ...string) (string, int, error) {
+	cmd := exec.Command(name, append(args, "--kubeconfig", d.kubecfg)...)
+	cmd.Stdin = bytes.NewReader(stdin)
+	var buf bytes.Buffer
+	cmd.Stdout, cmd.Stderr = &buf, &buf
+	err := cmd.Run()
+	code := 0
+	var exit *exec.ExitError
+	if errors.As(err, &exit) {
+		code, err = exit.ExitCode(), nil
+	}
+	for _, line := range strings.Split(strings.TrimRight(buf.String(), "\n"), "\n") {
+		if line != "" {
+			fmt.Fprintf(d.out, "    | %s\n", line)
+		}
+	}
+	if err == nil && !contains(ok, code) {
+		err = fmt.Errorf("kubectl %s: exit %d", args[0], code)
+	}
+	return buf.String(), code, err
+}
+
+func contains(list []int, v int) bool {
+	for _, x := range list {
+		if x == v {
+			return true
+		}
+	}
+	return false
+}
+
+func manifest(name, config string, labels map[string]string) []byte {
+	n := nadv1.NetworkAttachmentDefinition{}
+	n.APIVersion, n.Kind = nadv1.GroupVersion.String(), nadv1.Kind
+	n.Namespace, n.Name, n.Labels = ns, name, labels
+	n.Spec.Config = config
+	b, _ := yaml.Marshal(n)
+	return b
+}
+
+// startWebhook runs `netconf-migrator webhook` in self-signed mode with the
+// shipped configuration pointed at it on localhost, and waits until the
+// API server calls it.
+func (d *demo) startWebhook(ctx context.Context, env *testenv.Env) (func(), error) {
+	noop := func() {}
+	raw, err := os.ReadFile(filepath.Join("config", "webhook", "manifests.yaml"))
+	if err != nil {
+		return noop, err
+	}
+	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	if err := yaml.UnmarshalStrict(raw, mwc); err != nil {
+		return noop, err
+	}
+	port, err := testenv.FreePort("127.0.0.1")
+	if err != nil {
+		return noop, err
+	}
+	probes, err := testenv.FreePort("127.0.0.1")
+	if err != nil {
+		return noop, err
+	}
+	for i := range mwc.Webhooks {
+		path := *mwc.Webhooks[i].ClientConfig.Service.Path
+		mwc.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: ptr.To(fmt.Sprintf("https://localhost:%d%s", port, path))}
+	}
+	const own = "netconf-migrator-system"
+	if err := env.CreateNamespace(ctx, own, nil); err != nil {
+		return noop, err
+	}
+	if err := env.Client.Create(ctx, mwc); err != nil {
+		return noop, err
+	}
+	certDir, err := os.MkdirTemp("", "netconf-migrator-demo-certs-")
+	if err != nil {
+		return noop, err
+	}
+	var logs bytes.Buffer
+	cmd := exec.Command(d.bin, "webhook", "--kubeconfig", d.kubecfg, "--cert-mode=self-signed", "--namespace="+own,
+		"--secret-name=netconf-migrator-webhook-cert", "--service-name=netconf-migrator-webhook", "--webhook-config-name="+mwc.Name,
+		"--extra-dns-names=localhost", "--host=127.0.0.1", "--port="+strconv.Itoa(port), "--cert-dir="+certDir,
+		"--health-probe-bind-address="+net.JoinHostPort("127.0.0.1", strconv.Itoa(probes)), "--metrics-bind-address=0")
+	cmd.Stdout, cmd.Stderr = &logs, &logs
+	if err := cmd.Start(); err != nil {
+		return noop, err
+	}
+	stopIt := func() {
+		_ = cmd.Process.Signal(syscall.SIGTERM)
+		_ = cmd.Wait()
+		_ = os.RemoveAll(certDir)
+	}
+	probe := &nadv1.NetworkAttachmentDefinition{}
+	probe.Namespace, probe.GenerateName = own+"-probe", "probe-"
+	if err := env.CreateNamespace(ctx, probe.Namespace, nil); err != nil {
+		return stopIt, err
+	}
+	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+		p := probe.DeepCopy()
+		p.Spec.Config = forms[1].config
+		if err := env.Client.Create(ctx, p, client.DryRunAll); err != nil {
+			return false, nil
+		}
+		return p.Annotations[nadv1.AnnotationNormalizedFrom] != "", nil
+	})
+	if err != nil {
+		return stopIt, fmt.Errorf("the webhook did not start serving: %w\n%s", err, logs.String())
+	}
+	return stopIt, nil
+}
+
+func envOr(k, def string) string {
+	if v := os.Getenv(k); v != "" {
+		return v
+	}
+	return def
+}
