@@ -109,10 +109,11 @@ func main() {
 			cleanups[i]()
 		}
 	})
-	ctx, cancel := signal.NotifyContext(context.Background(), os.Interrupt, syscall.SIGTERM)
-	defer cancel()
+	ctx := context.Background()
+	signals := make(chan os.Signal, 1)
+	signal.Notify(signals, os.Interrupt, syscall.SIGTERM)
 	go func() {
-		<-ctx.Done()
+		<-signals
 		fmt.Fprintln(os.Stderr, "\ninterrupted: stopping everything the demo started")
 		cleanup()
 		os.Exit(130)
@@ -130,7 +131,9 @@ func main() {
 
 	d.do("Building netconf-migrator", func() (string, error) {
 		d.bin = filepath.Join(os.TempDir(), "netconf-migrator-demo")
-		out, err := exec.Command("go", "build", "-o", d.bin, "./cmd/netconf-migrator").CombinedOutput()
+		cmd := exec.Command("go", "build", "-o", d.bin, "./cmd/netconf-migrator")
+		cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as the image ships it
+		out, err := cmd.CombinedOutput()
 		if err != nil {
 			return "", fmt.Errorf("%v: %s", err, out)
 		}
@@ -214,7 +217,7 @@ func main() {
 	d.readOnly()
 	d.do("Migrating them: `netconf-migrator migrate`", func() (string, error) {
 		_, code, err := d.run([]int{0, 1}, "netconf-migrator", "migrate", "-n", ns, "--backup-namespace", "default")
-		return fmt.Sprintf("exit %d (1: a NAD needs a person, the truncated one)", code), err
+		return fmt.Sprintf("exit %d (0: every NAD is flat or was fixed; 1: some need a person, and the report says why)", code), err
 	})
 	d.do("What rollback would restore: `netconf-migrator rollback --dry-run=client`", func() (string, error) {
 		_, code, err := d.run([]int{0, 1}, "netconf-migrator", "rollback", "-n", ns, "--dry-run=client")
@@ -223,7 +226,7 @@ func main() {
 	d.do("The stored configs", func() (string, error) {
 		_, _, err := d.run([]int{0}, "kubectl", "get", "network-attachment-definitions", "-n", ns,
 			"-o", `custom-columns=NAME:.metadata.name,FROM:.metadata.annotations.netconf-migrator\.harvesterhci\.io/normalized-from,CONFIG:.spec.config`)
-		return "every legacy NAD is flat; the truncated one is reported, never rewritten", err
+		return "what the webhook and migrate could fix is flat; the report named the rest", err
 	})
 	fmt.Fprintln(d.out, "\nDemo done; stopping everything it started.")
 }

@@ -32,6 +32,7 @@ func buildBinary(t testing.TB) string {
 	bin := filepath.Join(t.TempDir(), "netconf-migrator")
 	cmd := exec.Command("go", "build", "-o", bin, "./cmd/netconf-migrator")
 	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as the image ships it
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
 	}
