@@ -108,8 +108,8 @@ func TestJobRBAC(t *testing.T) {
 		"get a secret": func() error {
 			return c.Get(ctx, types.NamespacedName{Namespace: "kube-system", Name: "x"}, &corev1.Secret{})
 		},
-		"list pods": func() error { return c.List(ctx, &corev1.PodList{}) },
-		"update a NAD": func() error { return c.Update(ctx, nad.DeepCopy()) },
+		"list pods":          func() error { return c.List(ctx, &corev1.PodList{}) },
+		"update a NAD":       func() error { return c.Update(ctx, nad.DeepCopy()) },
 		"list CRDs":          func() error { return c.List(ctx, &apiextensionsv1.CustomResourceDefinitionList{}) },
 		"get another CRD":    func() error { return c.Get(ctx, types.NamespacedName{Name: "other.example.com"}, otherCRD) },
 		"update the NAD CRD": func() error { return updateNADCRD(ctx, c) },
