@@ -21,6 +21,7 @@ import (
 	"os/exec"
 	"os/signal"
 	"path/filepath"
+	"slices"
 	"strconv"
 	"strings"
 	"sync"
@@ -71,34 +72,9 @@ func (d *demo) do(what string, f func() (string, error)) {
 type stop struct{ err error }
 
 // run runs the binary or kubectl against the cluster, echoing its output
-// indented; exit codes in ok count as success.
+// indented (but the JSON log lines); exit codes in ok count as success.
 func (d *demo) run(ok []int, name string, args ...string) (string, int, error) {
-	if name == "netconf-migrator" {
-		name = d.bin
-	}
-	cmd := exec.Command(name, append(args, "--kubeconfig", d.kubecfg)...)
-	var buf bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &buf, &buf
-	err := cmd.Run()
-	code := 0
-	var exit *exec.ExitError
-	if errors.As(err, &exit) {
-		code, err = exit.ExitCode(), nil
-	}
-	for _, line := range strings.Split(strings.TrimRight(buf.String(), "\n"), "\n") {
-		if line != "" && !strings.HasPrefix(line, `{"level"`) {
-			fmt.Fprintf(d.out, "    | %s\n", line)
-		}
-	}
-	if err != nil {
-		return buf.String(), code, err
-	}
-	for _, c := range ok {
-		if c == code {
-			return buf.String(), code, nil
-		}
-	}
-	return buf.String(), code, fmt.Errorf("%s %s: exit %d", filepath.Base(name), args[0], code)
+	return d.runStdin(nil, ok, name, args...)
 }
 
 func main() {
@@ -244,8 +220,13 @@ func (d *demo) readOnly() {
 }
 
 func (d *demo) runStdin(stdin []byte, ok []int, name string, args ...string) (string, int, error) {
+	if name == "netconf-migrator" {
+		name = d.bin
+	}
 	cmd := exec.Command(name, append(args, "--kubeconfig", d.kubecfg)...)
-	cmd.Stdin = bytes.NewReader(stdin)
+	if stdin != nil {
+		cmd.Stdin = bytes.NewReader(stdin)
+	}
 	var buf bytes.Buffer
 	cmd.Stdout, cmd.Stderr = &buf, &buf
 	err := cmd.Run()
@@ -255,23 +236,14 @@ func (d *demo) runStdin(stdin []byte, ok []int, name string, args ...string) (st
 		code, err = exit.ExitCode(), nil
 	}
 	for _, line := range strings.Split(strings.TrimRight(buf.String(), "\n"), "\n") {
-		if line != "" {
+		if line != "" && !strings.HasPrefix(line, `{"level"`) {
 			fmt.Fprintf(d.out, "    | %s\n", line)
 		}
 	}
-	if err == nil && !contains(ok, code) {
-		err = fmt.Errorf("kubectl %s: exit %d", args[0], code)
+	if err == nil && !slices.Contains(ok, code) {
+		err = fmt.Errorf("%s %s: exit %d", filepath.Base(name), args[0], code)
 	}
 	return buf.String(), code, err
-}
-
-func contains(list []int, v int) bool {
-	for _, x := range list {
-		if x == v {
-			return true
-		}
-	}
-	return false
 }
 
 func manifest(name, config string, labels map[string]string) []byte {

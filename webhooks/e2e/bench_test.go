@@ -95,34 +95,9 @@ func BenchmarkCreateLatency(b *testing.B) {
 					if err := env.CreateNamespace(ctx, ns, nil); err != nil {
 						b.Fatal(err)
 					}
-					lat := make([]time.Duration, b.N)
-					var next atomic.Int64
-					var wg sync.WaitGroup
-					errs := make(chan error, clients)
-					b.ResetTimer()
-					for range clients {
-						wg.Go(func() {
-							for {
-								i := int(next.Add(1) - 1)
-								if i >= b.N {
-									return
-								}
-								nad := newNAD(ns, fmt.Sprintf("n-%d", i), config)
-								start := time.Now()
-								if err := c.Create(ctx, nad); err != nil {
-									errs <- err
-									return
-								}
-								lat[i] = time.Since(start)
-							}
-						})
-					}
-					wg.Wait()
-					b.StopTimer()
-					close(errs)
-					for err := range errs {
-						b.Fatal(err)
-					}
+					lat := creates(b, c, clients, b.N, func(i int) *nadv1.NetworkAttachmentDefinition {
+						return newNAD(ns, fmt.Sprintf("n-%d", i), config)
+					})
 					slices.Sort(lat)
 					b.ReportMetric(float64(lat[len(lat)/2].Microseconds()), "p50-µs")
 					b.ReportMetric(float64(lat[min(len(lat)-1, len(lat)*99/100)].Microseconds()), "p99-µs")
@@ -134,6 +109,41 @@ func BenchmarkCreateLatency(b *testing.B) {
 		}
 		stop()
 	}
+}
+
+// creates makes n NADs from clients concurrent clients, timed from
+// ResetTimer to StopTimer, and returns each create's latency, by index.
+func creates(b *testing.B, c client.Client, clients, n int, nad func(i int) *nadv1.NetworkAttachmentDefinition) []time.Duration {
+	b.Helper()
+	lat := make([]time.Duration, n)
+	var next atomic.Int64
+	var wg sync.WaitGroup
+	errs := make(chan error, clients)
+	b.ResetTimer()
+	for range clients {
+		wg.Go(func() {
+			for {
+				i := int(next.Add(1) - 1)
+				if i >= n {
+					return
+				}
+				obj := nad(i)
+				start := time.Now()
+				if err := c.Create(context.Background(), obj); err != nil {
+					errs <- err
+					return
+				}
+				lat[i] = time.Since(start)
+			}
+		})
+	}
+	wg.Wait()
+	b.StopTimer()
+	close(errs)
+	for err := range errs {
+		b.Fatal(err)
+	}
+	return lat
 }
 
 // startHung registers the shipped configuration pointing at a listener
@@ -308,34 +318,9 @@ func BenchmarkCreateLatencyPaired(b *testing.B) {
 			b.Run(fmt.Sprintf("%s/clients=%d", shape.name, clients), func(b *testing.B) {
 				ns := namespaces()
 				n := b.N * len(shape.scopes)
-				lat := make([]time.Duration, n)
-				var next atomic.Int64
-				var wg sync.WaitGroup
-				errs := make(chan error, clients)
-				b.ResetTimer()
-				for range clients {
-					wg.Go(func() {
-						for {
-							i := int(next.Add(1) - 1)
-							if i >= n {
-								return
-							}
-							nad := newNAD(ns[shape.scopes[i%len(shape.scopes)]], fmt.Sprintf("n-%d", i), shape.config)
-							start := time.Now()
-							if err := c.Create(ctx, nad); err != nil {
-								errs <- err
-								return
-							}
-							lat[i] = time.Since(start)
-						}
-					})
-				}
-				wg.Wait()
-				b.StopTimer()
-				close(errs)
-				for err := range errs {
-					b.Fatal(err)
-				}
+				lat := creates(b, c, clients, n, func(i int) *nadv1.NetworkAttachmentDefinition {
+					return newNAD(ns[shape.scopes[i%len(shape.scopes)]], fmt.Sprintf("n-%d", i), shape.config)
+				})
 				p := map[string][2]float64{}
 				for k, scope := range shape.scopes {
 					var l []time.Duration
