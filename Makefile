@@ -69,13 +69,16 @@ lint: ## gofmt and go vet.
 bench: ## Go benchmarks of the normalizer.
 	$(GO) test ./apis/netconf -run '^$$' -bench . -benchmem -count 5
 
-# The install bundles, rendered from config/ with kubectl's kustomize (the
-# kubectl the test assets script checks for).
-manifests: test-assets ## Render dist/install.yaml, dist/install-cert-manager.yaml, dist/migrate-job.yaml.
+# The install bundles, rendered from config/ with kubectl's kustomize, and
+# the Helm chart with its default values (Helm's Go packages, linted too):
+# neither needs a cluster or the kube-apiserver build.
+manifests: ## Render dist/install.yaml, dist/install-cert-manager.yaml, dist/migrate-job.yaml, dist/chart.yaml.
+	@command -v kubectl >/dev/null || { echo "make manifests needs kubectl (apt-get install kubectl)"; exit 1; }
 	@mkdir -p dist
 	kubectl kustomize config/default > dist/install.yaml
 	kubectl kustomize config/cert-manager > dist/install-cert-manager.yaml
 	kubectl kustomize config/job > dist/migrate-job.yaml
+	$(GO) run ./hack/chart > dist/chart.yaml
 
 clean:
 	rm -rf $(BIN) dist

@@ -1,0 +1,71 @@
+// Package chartrender renders and lints the Helm chart in
+// config/chart/netconf-migrator with Helm's own Go packages, as `helm
+// template` and `helm lint` would: for `make manifests` and the tests that
+// keep the chart and the kustomize manifests from drifting. Nothing
+// shipped imports it.
+package chartrender
+
+import (
+	"bytes"
+	"errors"
+	"fmt"
+	"sort"
+	"strings"
+
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/engine"
+	"helm.sh/helm/v3/pkg/lint"
+	"helm.sh/helm/v3/pkg/lint/support"
+)
+
+// Render renders the chart in dir as release "netconf-migrator" in
+// namespace, with values over the chart's defaults (checked against its
+// values.schema.json), and returns the manifests, one document each, in
+// template order.
+func Render(dir, namespace string, values map[string]any) ([]byte, error) {
+	ch, err := loader.Load(dir)
+	if err != nil {
+		return nil, fmt.Errorf("loading the chart %s: %w", dir, err)
+	}
+	opts := chartutil.ReleaseOptions{Name: "netconf-migrator", Namespace: namespace, IsInstall: true, Revision: 1}
+	vals, err := chartutil.ToRenderValues(ch, values, opts, chartutil.DefaultCapabilities)
+	if err != nil {
+		return nil, fmt.Errorf("the chart's values: %w", err)
+	}
+	files, err := engine.Render(ch, vals)
+	if err != nil {
+		return nil, fmt.Errorf("rendering the chart: %w", err)
+	}
+	names := make([]string, 0, len(files))
+	for name := range files {
+		names = append(names, name)
+	}
+	sort.Strings(names)
+	var out bytes.Buffer
+	for _, name := range names {
+		body := strings.TrimSpace(files[name])
+		if strings.HasSuffix(name, ".tpl") || body == "" {
+			continue
+		}
+		for _, doc := range strings.Split(body, "\n---") {
+			if doc = strings.TrimSpace(doc); doc != "" && strings.Contains(doc, "kind:") {
+				fmt.Fprintf(&out, "---\n# Source: %s\n%s\n", name, doc)
+			}
+		}
+	}
+	return out.Bytes(), nil
+}
+
+// Lint runs Helm's linter on the chart in dir with values and returns its
+// errors and warnings, one per line.
+func Lint(dir, namespace string, values map[string]any) error {
+	l := lint.All(dir, values, namespace, false)
+	var errs []error
+	for _, m := range l.Messages {
+		if m.Severity >= support.WarningSev {
+			errs = append(errs, errors.New(m.Error()))
+		}
+	}
+	return errors.Join(errs...)
+}

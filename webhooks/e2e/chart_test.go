@@ -1,0 +1,129 @@
+package e2e
+
+import (
+	"context"
+	"path/filepath"
+	"sort"
+	"strings"
+	"testing"
+
+	"github.com/google/go-cmp/cmp"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/yaml"
+
+	"github.com/harvester/netconf-migrator/internal/chartrender"
+	"github.com/harvester/netconf-migrator/test/testenv"
+)
+
+func chartDir(t testing.TB) string {
+	t.Helper()
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	return filepath.Join(root, "config", "chart", "netconf-migrator")
+}
+
+// objects decodes a multi-document manifest, by kind/name.
+func objects(t testing.TB, manifest []byte) map[string]*unstructured.Unstructured {
+	t.Helper()
+	out := map[string]*unstructured.Unstructured{}
+	for _, doc := range strings.Split(string(manifest), "\n---") {
+		if !strings.Contains(doc, "kind:") {
+			continue
+		}
+		u := &unstructured.Unstructured{}
+		if err := yaml.Unmarshal([]byte(doc), &u.Object); err != nil {
+			t.Fatalf("decoding %q: %v", doc, err)
+		}
+		out[u.GetKind()+"/"+u.GetName()] = u
+	}
+	return out
+}
+
+// TestChartMatchesKustomize renders the Helm chart with its default values
+// (Helm's own packages, as `helm template` would) and the kustomize
+// manifests of config/default, and compares every object they share,
+// metadata labels aside: the two ways to install must not drift.
+func TestChartMatchesKustomize(t *testing.T) {
+	chart, err := chartrender.Render(chartDir(t), ownNamespace, nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	fromChart, fromKustomize := objects(t, chart), objects(t, kustomize(t, "default"))
+	var keys []string
+	for k := range fromKustomize {
+		keys = append(keys, k)
+	}
+	sort.Strings(keys)
+	for _, k := range keys {
+		if strings.HasPrefix(k, "Namespace/") {
+			continue // Helm installs into the release's namespace
+		}
+		want, got := fromKustomize[k], fromChart[k]
+		if got == nil {
+			t.Errorf("the chart has no %s", k)
+			continue
+		}
+		strip := func(u *unstructured.Unstructured) map[string]any {
+			o := u.DeepCopy().Object
+			delete(o, "metadata")
+			return o
+		}
+		if got.GetNamespace() != want.GetNamespace() {
+			t.Errorf("%s: namespace %q, kustomize %q", k, got.GetNamespace(), want.GetNamespace())
+		}
+		if diff := cmp.Diff(strip(want), strip(got)); diff != "" {
+			t.Errorf("%s differs between kustomize (-) and the chart (+):\n%s", k, diff)
+		}
+	}
+	for k := range fromChart {
+		if fromKustomize[k] == nil {
+			t.Errorf("the chart has %s, config/default does not", k)
+		}
+	}
+}
+
+// TestChartInstalls lints the chart and applies what it renders, for each
+// certificate mode and with the migration Job, to the API server with a
+// server-side dry run; bad values fail with a message naming them.
+func TestChartInstalls(t *testing.T) {
+	ctx := context.Background()
+	if err := env.CreateNamespace(ctx, ownNamespace, nil); err != nil {
+		t.Fatal(err)
+	}
+	for _, kind := range []string{"Certificate", "Issuer"} {
+		installSchemaless(t, "cert-manager.io", kind)
+	}
+	for name, values := range map[string]map[string]any{
+		"defaults":     nil,
+		"cert-manager": {"certificates": map[string]any{"mode": "cert-manager"}, "migrationJob": map[string]any{"enabled": true}},
+		"secret": {"certificates": map[string]any{"mode": "secret", "caBundle": "Y2E="}, "webhook": map[string]any{"excludeNamespaces": []any{"kube-system"}, "warnFlat": true},
+			"preStopDelaySeconds": 5, "metrics": map[string]any{"enabled": false}, "image": map[string]any{"digest": "sha256:" + strings.Repeat("ab", 32)}},
+	} {
+		t.Run(name, func(t *testing.T) {
+			if err := chartrender.Lint(chartDir(t), ownNamespace, values); err != nil {
+				t.Errorf("helm lint: %v", err)
+			}
+			out, err := chartrender.Render(chartDir(t), ownNamespace, values)
+			if err != nil {
+				t.Fatal(err)
+			}
+			if stdout, stderr, err := env.Kubectl(ctx, out, "apply", "--dry-run=server", "-f", "-"); err != nil {
+				t.Fatalf("kubectl apply --dry-run=server: %v\n%s%s\n%s", err, stdout, stderr, out)
+			}
+		})
+	}
+	t.Run("bad values fail with the value named", func(t *testing.T) {
+		for path, values := range map[string]map[string]any{
+			"replicas":          {"replicas": "two"},
+			"certificates.mode": {"certificates": map[string]any{"mode": "vault"}},
+			"webhook.onInvalid": {"webhook": map[string]any{"onInvalid": "maybe"}},
+		} {
+			_, err := chartrender.Render(chartDir(t), ownNamespace, values)
+			if err == nil || !strings.Contains(err.Error(), strings.ReplaceAll(path, ".", "/")) {
+				t.Errorf("%s: %v", path, err)
+			}
+		}
+	})
+}
