@@ -50,6 +50,10 @@ type ServerOptions struct {
 
 	HealthProbeBindAddress string
 	MetricsBindAddress     string
+	// MetricsSecure serves the metrics over TLS (controller-runtime's
+	// secure serving) to clients the API server authenticates and
+	// authorizes (TokenReview, SubjectAccessReview for GET /metrics).
+	MetricsSecure bool
 
 	Handler Options
 }
@@ -72,10 +76,16 @@ func NewManager(cfg *rest.Config, o ServerOptions, log logr.Logger) (manager.Man
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return nil, err
 	}
+	metrics := metricsserver.Options{BindAddress: o.MetricsBindAddress}
+	if o.MetricsSecure {
+		metrics.SecureServing = true
+		metrics.FilterProvider = metricsAuth
+		metrics.TLSOpts = []func(*tls.Config){TLSOptions(o.EnableHTTP2)}
+	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme:                 scheme,
 		Logger:                 log,
-		Metrics:                metricsserver.Options{BindAddress: o.MetricsBindAddress},
+		Metrics:                metrics,
 		HealthProbeBindAddress: o.HealthProbeBindAddress,
 	})
 	if err != nil {

@@ -95,9 +95,11 @@ func TestChartInstalls(t *testing.T) {
 	for _, kind := range []string{"Certificate", "Issuer"} {
 		installSchemaless(t, "cert-manager.io", kind)
 	}
+	installSchemaless(t, "monitoring.coreos.com", "ServiceMonitor")
 	for name, values := range map[string]map[string]any{
-		"defaults":     nil,
-		"cert-manager": {"certificates": map[string]any{"mode": "cert-manager"}, "migrationJob": map[string]any{"enabled": true}},
+		"defaults": nil,
+		"cert-manager": {"certificates": map[string]any{"mode": "cert-manager"}, "migrationJob": map[string]any{"enabled": true},
+			"metrics": map[string]any{"serviceMonitor": map[string]any{"enabled": true}}},
 		"secret": {"certificates": map[string]any{"mode": "secret", "caBundle": "Y2E="}, "webhook": map[string]any{"excludeNamespaces": []any{"kube-system"}, "warnFlat": true},
 			"preStopDelaySeconds": 5, "metrics": map[string]any{"enabled": false}, "image": map[string]any{"digest": "sha256:" + strings.Repeat("ab", 32)}},
 	} {

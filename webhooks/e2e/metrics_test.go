@@ -1,0 +1,105 @@
+package e2e
+
+import (
+	"context"
+	"crypto/tls"
+	"io"
+	"net/http"
+	"strings"
+	"testing"
+	"time"
+
+	authenticationv1 "k8s.io/api/authentication/v1"
+	corev1 "k8s.io/api/core/v1"
+	rbacv1 "k8s.io/api/rbac/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/client-go/kubernetes"
+
+	"github.com/harvester/netconf-migrator/webhooks"
+)
+
+// TestSecureMetrics: with --metrics-secure (the default), the metrics are
+// served over TLS to a ServiceAccount the API server authenticates and
+// RBAC allows GET /metrics, and to nobody else.
+func TestSecureMetrics(t *testing.T) {
+	ctx := context.Background()
+	w := startOurs(t, webhooks.ServerOptions{MetricsSecure: true})
+	defer w.stop(t)
+	const ns = "metrics-clients"
+	if err := env.CreateNamespace(ctx, ns, nil); err != nil {
+		t.Fatal(err)
+	}
+	kube, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		t.Fatal(err)
+	}
+	token := func(sa string) string {
+		t.Helper()
+		if err := env.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: sa}}); err != nil {
+			t.Fatal(err)
+		}
+		tr, err := kube.CoreV1().ServiceAccounts(ns).CreateToken(ctx, sa, &authenticationv1.TokenRequest{}, metav1.CreateOptions{})
+		if err != nil {
+			t.Fatal(err)
+		}
+		return tr.Status.Token
+	}
+	reader, stranger := token("prometheus"), token("stranger")
+	role := &rbacv1.ClusterRole{ObjectMeta: metav1.ObjectMeta{Name: "netconf-migrator-metrics-test-reader"},
+		Rules: []rbacv1.PolicyRule{{NonResourceURLs: []string{"/metrics"}, Verbs: []string{"get"}}}}
+	binding := &rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: role.Name},
+		RoleRef:  rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: role.Name},
+		Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Namespace: ns, Name: "prometheus"}}}
+	if err := env.Client.Create(ctx, role); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Create(ctx, binding); err != nil {
+		t.Fatal(err)
+	}
+	get := func(token string) (int, string) {
+		t.Helper()
+		req, _ := http.NewRequest(http.MethodGet, "https://"+w.metrics+"/metrics", nil)
+		if token != "" {
+			req.Header.Set("Authorization", "Bearer "+token)
+		}
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // a self-signed serving certificate
+		resp, err := c.Do(req)
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer resp.Body.Close()
+		body, _ := io.ReadAll(resp.Body)
+		return resp.StatusCode, string(body)
+	}
+	// The secure metrics server starts beside the webhook, after it has
+	// made its serving certificate.
+	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		conn, err := tls.Dial("tcp", w.metrics, &tls.Config{InsecureSkipVerify: true})
+		if err == nil {
+			conn.Close()
+		}
+		return err == nil, nil
+	}); err != nil {
+		t.Fatalf("the metrics server does not serve TLS: %v", err)
+	}
+	if code, _ := get(""); code != http.StatusUnauthorized {
+		t.Errorf("no token: %d, want 401", code)
+	}
+	if code, _ := get("not-a-token"); code != http.StatusUnauthorized {
+		t.Errorf("a bad token: %d, want 401", code)
+	}
+	if code, _ := get(stranger); code != http.StatusForbidden {
+		t.Errorf("a ServiceAccount without the role: %d, want 403", code)
+	}
+	if code, body := get(reader); code != http.StatusOK || !strings.Contains(body, "netconf_migrator_admissions_total") && !strings.Contains(body, "go_goroutines") {
+		t.Errorf("the reader: %d %.200q", code, body)
+	}
+	// Plain HTTP gets a TLS error answer, never the metrics.
+	if resp, err := http.Get("http://" + w.metrics + "/metrics"); err == nil {
+		resp.Body.Close()
+		if resp.StatusCode == http.StatusOK {
+			t.Error("the metrics are served over plain HTTP")
+		}
+	}
+}
