@@ -154,9 +154,8 @@ func main() {
 		return "validator and mutator registered, failurePolicy as Harvester's", nil
 	})
 	d.do("Running the webhook as a local process with its shipped configuration and self-signed certificates", func() (string, error) {
-		stopWebhook, err := d.startWebhook(ctx, env)
-		cleanups = append(cleanups, stopWebhook)
-		return "serving; the API server calls it for configs that may need it", err
+		// Registered as soon as the process starts, so Ctrl-C stops it too.
+		return "serving; the API server calls it for configs that may need it", d.startWebhook(ctx, env, func(stop func()) { cleanups = append(cleanups, stop) })
 	})
 	d.do("Creating a NAD of each form through kubectl: the webhook rewrites the legacy ones, the warnings show", func() (string, error) {
 		created := 0
@@ -258,23 +257,22 @@ func manifest(name, config string, labels map[string]string) []byte {
 // startWebhook runs `netconf-migrator webhook` in self-signed mode with the
 // shipped configuration pointed at it on localhost, and waits until the
 // API server calls it.
-func (d *demo) startWebhook(ctx context.Context, env *testenv.Env) (func(), error) {
-	noop := func() {}
+func (d *demo) startWebhook(ctx context.Context, env *testenv.Env, onStop func(func())) error {
 	raw, err := os.ReadFile(filepath.Join("config", "webhook", "manifests.yaml"))
 	if err != nil {
-		return noop, err
+		return err
 	}
 	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
 	if err := yaml.UnmarshalStrict(raw, mwc); err != nil {
-		return noop, err
+		return err
 	}
 	port, err := testenv.FreePort("127.0.0.1")
 	if err != nil {
-		return noop, err
+		return err
 	}
 	probes, err := testenv.FreePort("127.0.0.1")
 	if err != nil {
-		return noop, err
+		return err
 	}
 	for i := range mwc.Webhooks {
 		path := *mwc.Webhooks[i].ClientConfig.Service.Path
@@ -282,14 +280,14 @@ func (d *demo) startWebhook(ctx context.Context, env *testenv.Env) (func(), erro
 	}
 	const own = "netconf-migrator-system"
 	if err := env.CreateNamespace(ctx, own, nil); err != nil {
-		return noop, err
+		return err
 	}
 	if err := env.Client.Create(ctx, mwc); err != nil {
-		return noop, err
+		return err
 	}
 	certDir, err := os.MkdirTemp("", "netconf-migrator-demo-certs-")
 	if err != nil {
-		return noop, err
+		return err
 	}
 	var logs bytes.Buffer
 	cmd := exec.Command(d.bin, "webhook", "--kubeconfig", d.kubecfg, "--cert-mode=self-signed", "--namespace="+own,
@@ -298,17 +296,17 @@ func (d *demo) startWebhook(ctx context.Context, env *testenv.Env) (func(), erro
 		"--health-probe-bind-address="+net.JoinHostPort("127.0.0.1", strconv.Itoa(probes)), "--metrics-bind-address=0")
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
-		return noop, err
+		return err
 	}
-	stopIt := func() {
+	onStop(func() {
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		_ = cmd.Wait()
 		_ = os.RemoveAll(certDir)
-	}
+	})
 	probe := &nadv1.NetworkAttachmentDefinition{}
 	probe.Namespace, probe.GenerateName = own+"-probe", "probe-"
 	if err := env.CreateNamespace(ctx, probe.Namespace, nil); err != nil {
-		return stopIt, err
+		return err
 	}
 	err = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
 		p := probe.DeepCopy()
@@ -319,9 +317,9 @@ func (d *demo) startWebhook(ctx context.Context, env *testenv.Env) (func(), erro
 		return p.Annotations[nadv1.AnnotationNormalizedFrom] != "", nil
 	})
 	if err != nil {
-		return stopIt, fmt.Errorf("the webhook did not start serving: %w\n%s", err, logs.String())
+		return fmt.Errorf("the webhook did not start serving: %w\n%s", err, logs.String())
 	}
-	return stopIt, nil
+	return nil
 }
 
 func envOr(k, def string) string {
