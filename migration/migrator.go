@@ -387,18 +387,25 @@ func (m *Migrator) migrate(ctx context.Context, nad *nadv1.NetworkAttachmentDefi
 		}
 		upd.Annotations[nadv1.AnnotationOriginalConfig] = nad.Spec.Config
 		upd.Annotations[nadv1.AnnotationNormalizedFrom] = string(res.Form)
-		_, err := m.write(ctx, nad, upd)
+		stored, err := m.write(ctx, nad, upd)
+		stored, recreated, err := m.replaceIfRefused(ctx, log, nad, upd, stored, err)
 		switch {
 		case err == nil:
-			it.Action = report.ActionNormalized
+			it.Action, it.Recreated = report.ActionNormalized, recreated
 			if m.Opts.DryRun == DryRunServer {
 				it.Action = report.ActionWouldNormalize
 			}
-			m.diff(it.Ref(), nad.Spec.Config, string(res.Config))
-			log.Info("Rewrote NetworkAttachmentDefinition config to the flat form", logging.KeyOutcome, it.Action)
+			event := fmt.Sprintf("netconf-migrator rewrote spec.config from the %s form to the flat CNI form; the original is in the annotation %s", res.Form, nadv1.AnnotationOriginalConfig)
+			if recreated {
+				m.diff(it.Ref(), nad.Spec.Config, stored.Spec.Config)
+				log.Info("Replaced NetworkAttachmentDefinition by one in the flat form: its in-place update was refused", logging.KeyOutcome, it.Action)
+				event = fmt.Sprintf("netconf-migrator deleted and created this NAD again in the flat CNI form (an admission webhook refused the in-place update); the original config is in the annotation %s", nadv1.AnnotationOriginalConfig)
+			} else {
+				m.diff(it.Ref(), nad.Spec.Config, string(res.Config))
+				log.Info("Rewrote NetworkAttachmentDefinition config to the flat form", logging.KeyOutcome, it.Action)
+			}
 			if m.Opts.DryRun == DryRunNone {
-				m.event(ctx, upd, corev1.EventTypeNormal, ReasonNormalized,
-					fmt.Sprintf("netconf-migrator rewrote spec.config from the %s form to the flat CNI form; the original is in the annotation %s", res.Form, nadv1.AnnotationOriginalConfig))
+				m.event(ctx, stored, corev1.EventTypeNormal, ReasonNormalized, event)
 			}
 			return it
 		case Classify(err) == Conflict && conflicts < m.Opts.MaxConflicts:
@@ -417,35 +424,34 @@ func (m *Migrator) migrate(ctx context.Context, nad *nadv1.NetworkAttachmentDefi
 			continue
 		case Classify(err) == Gone:
 			return m.skipped(log, it)
-		case m.mayRecreate(nad, err):
-			stored, rerr := m.recreate(ctx, log, nad, upd, err, acceptFlat)
-			if errors.Is(rerr, errRecreateConflict) && conflicts < m.Opts.MaxConflicts {
-				fresh, final := m.reread(ctx, log, nad, it, ReasonNormalizeFail)
-				if final != nil {
-					return *final
-				}
-				nad = fresh
-				continue
-			}
-			if rerr != nil {
-				return m.fail(ctx, log, nad, it, ReasonNormalizeFail, rerr)
-			}
-			it.Action, it.Recreated = report.ActionNormalized, true
-			if m.Opts.DryRun == DryRunServer {
-				it.Action = report.ActionWouldNormalize
-			}
-			m.diff(it.Ref(), nad.Spec.Config, stored.Spec.Config)
-			log.Info("Replaced NetworkAttachmentDefinition by one in the flat form: its in-place update was refused", logging.KeyOutcome, it.Action)
-			if m.Opts.DryRun == DryRunNone {
-				m.event(ctx, stored, corev1.EventTypeNormal, ReasonNormalized,
-					fmt.Sprintf("netconf-migrator deleted and created this NAD again in the flat CNI form (an admission webhook refused the in-place update); the original config is in the annotation %s", nadv1.AnnotationOriginalConfig))
-			}
-			return it
 		default:
 			return m.fail(ctx, log, nad, it, ReasonNormalizeFail, err)
 		}
 	}
 }
+
+// replaceIfRefused takes the outcome of an in-place write of upd over nad
+// and, when admission refused it and the NAD may be replaced, replaces it
+// (recreate). It says whether it did; a conflict on either path comes back
+// as Conflict, for the caller to read the NAD again.
+func (m *Migrator) replaceIfRefused(ctx context.Context, log logr.Logger, nad, upd, stored *nadv1.NetworkAttachmentDefinition, err error) (*nadv1.NetworkAttachmentDefinition, bool, error) {
+	if err == nil || !m.mayRecreate(nad, err) {
+		return stored, false, err
+	}
+	stored, err = m.recreate(ctx, log, nad, upd, err)
+	if err != nil && !errors.Is(err, errRecreateConflict) {
+		err = replaceFailed{err}
+	}
+	return stored, err == nil, err
+}
+
+// replaceFailed is a replacement that failed for good: whatever it wraps
+// (the namespace NotFound on a create, a conflict deep inside), the NAD is
+// neither read again nor skipped as deleted; it is reported with the
+// message, which may say where its backup is.
+type replaceFailed struct{ error }
+
+func (e replaceFailed) Unwrap() error { return e.error }
 
 // acceptFlat takes a config a create would store when it needs no
 // normalizing (another webhook may have added keys, such as Harvester's mtu).
@@ -494,8 +500,10 @@ func (m *Migrator) rollback(ctx context.Context, nad *nadv1.NetworkAttachmentDef
 		}
 		upd.Labels[nadv1.LabelSkip] = "true"
 		stored, err := m.restoreWrite(ctx, nad, upd, orig)
+		stored, recreated, err := m.replaceIfRefused(ctx, log, nad, upd, stored, err)
 		switch {
 		case err == nil:
+			it.Recreated = recreated
 		case Classify(err) == Conflict && conflicts < m.Opts.MaxConflicts:
 			fresh, final := m.reread(ctx, log, nad, it, ReasonRestoreFailed)
 			if final != nil {
@@ -505,20 +513,6 @@ func (m *Migrator) rollback(ctx context.Context, nad *nadv1.NetworkAttachmentDef
 			continue
 		case Classify(err) == Gone:
 			return m.skipped(log, it)
-		case m.mayRecreate(nad, err):
-			stored, err = m.recreate(ctx, log, nad, upd, err, func(stored string) bool { return stored == orig })
-			if errors.Is(err, errRecreateConflict) && conflicts < m.Opts.MaxConflicts {
-				fresh, final := m.reread(ctx, log, nad, it, ReasonRestoreFailed)
-				if final != nil {
-					return *final
-				}
-				nad = fresh
-				continue
-			}
-			if err != nil {
-				return m.fail(ctx, log, nad, it, ReasonRestoreFailed, err)
-			}
-			it.Recreated = true
 		default:
 			return m.fail(ctx, log, nad, it, ReasonRestoreFailed, err)
 		}

@@ -73,10 +73,10 @@ var errRecreateConflict = errors.New("the NAD changed before it could be replace
 // recreate replaces orig by wanted under the same name after the in-place
 // write was refused with cause. Nothing is deleted until a server-side
 // dry run shows the API server and every webhook would admit wanted as a
-// new object and store a config accept takes, and a backup of orig is
+// new object and store a config the run accepts, and a backup of orig is
 // saved; the backup stays until the NAD exists again, in the wanted form
 // or, when that create is refused, as it was.
-func (m *Migrator) recreate(ctx context.Context, log logr.Logger, orig, wanted *nadv1.NetworkAttachmentDefinition, cause error, accept func(string) bool) (*nadv1.NetworkAttachmentDefinition, error) {
+func (m *Migrator) recreate(ctx context.Context, log logr.Logger, orig, wanted *nadv1.NetworkAttachmentDefinition, cause error) (*nadv1.NetworkAttachmentDefinition, error) {
 	log = log.WithValues(logging.KeyReason, logged(cause).Error())
 	log.V(logging.Debug).Info("Trying to replace NetworkAttachmentDefinition whose in-place write was refused")
 
@@ -86,7 +86,7 @@ func (m *Migrator) recreate(ctx context.Context, log logr.Logger, orig, wanted *
 	if err := m.Store.Create(ctx, probe, true); err != nil {
 		return nil, fmt.Errorf("%w; creating it again would be refused too: %w", cause, err)
 	}
-	if !accept(probe.Spec.Config) {
+	if !accepts(m.Opts.Mode, wanted.Spec.Config, probe.Spec.Config) {
 		return nil, fmt.Errorf("%w; created again it would hold %s, as an admission webhook rewrites it", cause, probe.Spec.Config)
 	}
 	if m.Opts.DryRun == DryRunServer {
@@ -170,13 +170,24 @@ func (m *Migrator) finish(ctx context.Context, log logr.Logger, b *Backup) (*nad
 	return nil, fmt.Errorf("deleted to be created again, but the create was refused (%w); the original was created back", werr)
 }
 
-// isWanted says whether cur is what replacing b's NAD creates: its config
-// (rollback) or a flat config (migrate; other webhooks may add keys).
+// accepts says whether a config the API server stores for the wanted one
+// is what the run wants: the restored original exactly (rollback), or any
+// config that needs no normalizing (migrate: other webhooks may add keys,
+// such as Harvester's mtu).
+func accepts(mode Mode, wanted, stored string) bool {
+	if mode == ModeRollback {
+		return stored == wanted
+	}
+	return acceptFlat(stored)
+}
+
+// isWanted says whether cur is what replacing b's NAD creates: its config,
+// or (migrate) an accepted one carrying b's original in our annotation.
 func (m *Migrator) isWanted(b *Backup, cur *nadv1.NetworkAttachmentDefinition) bool {
 	if cur.Spec.Config == b.Wanted.Spec.Config {
 		return true
 	}
-	return b.Mode != ModeRollback && cur.Annotations[nadv1.AnnotationOriginalConfig] == b.Original.Spec.Config && acceptFlat(cur.Spec.Config)
+	return b.Mode != ModeRollback && cur.Annotations[nadv1.AnnotationOriginalConfig] == b.Original.Spec.Config && accepts(b.Mode, b.Wanted.Spec.Config, cur.Spec.Config)
 }
 
 // resume finishes the replacements an earlier run started and did not

@@ -8,6 +8,7 @@ import (
 
 	"github.com/go-logr/logr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/report"
@@ -91,6 +92,16 @@ func TestRecreate(t *testing.T) {
 				s.beforeCreate = func(_ *nadv1.NetworkAttachmentDefinition, dryRun bool) error {
 					if !dryRun {
 						return webhookDenial("refused for real")
+					}
+					return nil
+				}
+			},
+			action: report.ActionFailed, deletes: 1, backupLeft: true, reason: []string{"the NAD is missing", "its backup is in memory netconf-migrator-backup-a/n"}},
+		{name: "a create that meets a NotFound is reported failed, not skipped as deleted",
+			setup: func(s *memStore, _ *memBackups) {
+				s.beforeCreate = func(_ *nadv1.NetworkAttachmentDefinition, dryRun bool) error {
+					if !dryRun {
+						return apierrors.NewNotFound(schema.GroupResource{Resource: "namespaces"}, "a")
 					}
 					return nil
 				}

@@ -32,10 +32,17 @@ const (
 // InternalError, and a client that retried every 5xx would retry it
 // forever.
 func Classify(err error) Class {
+	var rf replaceFailed
+	if errors.As(err, &rf) {
+		if Classify(rf.error) == Retry {
+			return Retry
+		}
+		return Final
+	}
 	switch {
 	case err == nil:
 		return Final
-	case apierrors.IsConflict(err):
+	case apierrors.IsConflict(err), errors.Is(err, errRecreateConflict):
 		return Conflict
 	case apierrors.IsNotFound(err):
 		return Gone
