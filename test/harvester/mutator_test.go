@@ -76,38 +76,28 @@ func TestMutatorRules(t *testing.T) {
 			want: split(want{}, want{err: `can't update nad default/n because clusternetworks.network.harvesterhci.io "cn9" not found`})},
 	}
 	for _, tc := range cases {
-		for _, r := range allReleases {
-			w, ok := tc.want[r]
-			if !ok {
-				t.Fatalf("%s: no expectation for %s", tc.rule, r)
+		eachRelease(t, tc.rule, tc.op, tc.want, tc.cluster, func(t *testing.T, r Release, c *fake, w want) {
+			m := Mutator{Release: r, Cluster: c}
+			var mu Mutation
+			var err error
+			if tc.op == "CREATE" {
+				mu, err = m.Create(context.Background(), nad(ns, "n", tc.obj))
+			} else {
+				mu, err = m.Update(context.Background(), nad(ns, "n", tc.old), nad(ns, "n", tc.obj))
 			}
-			t.Run(fmt.Sprintf("%s (network-controller-harvester %s)/%s %s", r, r.Tag(), tc.op, tc.rule), func(t *testing.T) {
-				c := tc.cluster
-				if c == nil {
-					c = cluster()
-				}
-				m := Mutator{Release: r, Cluster: c}
-				var mu Mutation
-				var err error
-				if tc.op == "CREATE" {
-					mu, err = m.Create(context.Background(), nad(ns, "n", tc.obj))
-				} else {
-					mu, err = m.Update(context.Background(), nad(ns, "n", tc.old), nad(ns, "n", tc.obj))
-				}
-				got := errString(err)
-				if errors.Is(err, ErrPanic) {
-					got = panics
-				}
-				if got != w.err {
-					t.Errorf("error\n got %q\nwant %q", got, w.err)
-				}
-				if mu.Config != w.config {
-					t.Errorf("config\n got %s\nwant %s", mu.Config, w.config)
-				}
-				if diff := cmp.Diff(w.labels, mu.Labels); diff != "" {
-					t.Errorf("labels (-want +got):\n%s", diff)
-				}
-			})
-		}
+			got := errString(err)
+			if errors.Is(err, ErrPanic) {
+				got = panics
+			}
+			if got != w.err {
+				t.Errorf("error\n got %q\nwant %q", got, w.err)
+			}
+			if mu.Config != w.config {
+				t.Errorf("config\n got %s\nwant %s", mu.Config, w.config)
+			}
+			if diff := cmp.Diff(w.labels, mu.Labels); diff != "" {
+				t.Errorf("labels (-want +got):\n%s", diff)
+			}
+		})
 	}
 }

@@ -218,31 +218,42 @@ func TestValidatorRules(t *testing.T) {
 			"operation not permitted as kubeovn is not yet enabled", "operation is not permitted as kubeovn is not yet enabled", "", "")},
 	}
 	for _, tc := range cases {
-		for _, r := range allReleases {
-			want, ok := tc.want[r]
-			if !ok {
-				t.Fatalf("%s: no expectation for %s", tc.rule, r)
+		eachRelease(t, tc.rule, tc.op, tc.want, tc.cluster, func(t *testing.T, r Release, c *fake, want string) {
+			v := Validator{Release: r, Cluster: c}
+			var err error
+			switch tc.op {
+			case "CREATE":
+				err = v.Create(context.Background(), tc.obj)
+			case "UPDATE":
+				err = v.Update(context.Background(), tc.old, tc.obj)
+			case "DELETE":
+				err = v.Delete(context.Background(), tc.old)
 			}
-			t.Run(fmt.Sprintf("%s (network-controller-harvester %s)/%s %s", r, r.Tag(), tc.op, tc.rule), func(t *testing.T) {
-				c := tc.cluster
-				if c == nil {
-					c = cluster()
-				}
-				v := Validator{Release: r, Cluster: c}
-				var err error
-				switch tc.op {
-				case "CREATE":
-					err = v.Create(context.Background(), tc.obj)
-				case "UPDATE":
-					err = v.Update(context.Background(), tc.old, tc.obj)
-				case "DELETE":
-					err = v.Delete(context.Background(), tc.old)
-				}
-				if got := errString(err); got != want {
-					t.Errorf("got  %q\nwant %q", got, want)
-				}
-			})
+			if got := errString(err); got != want {
+				t.Errorf("got  %q\nwant %q", got, want)
+			}
+		})
+	}
+}
+
+// eachRelease runs f once per release line, as a subtest named after the
+// release, the tag its rules were read from, the operation and the rule,
+// with the case's cluster or the default one. Every release must have an
+// expectation.
+func eachRelease[W any](t *testing.T, rule, op string, want map[Release]W, c *fake, f func(t *testing.T, r Release, c *fake, want W)) {
+	t.Helper()
+	for _, r := range allReleases {
+		w, ok := want[r]
+		if !ok {
+			t.Fatalf("%s: no expectation for %s", rule, r)
 		}
+		t.Run(fmt.Sprintf("%s (network-controller-harvester %s)/%s %s", r, r.Tag(), op, rule), func(t *testing.T) {
+			cc := c
+			if cc == nil {
+				cc = cluster()
+			}
+			f(t, r, cc, w)
+		})
 	}
 }
 
