@@ -46,29 +46,12 @@ netconf_migrator_pre_hook() {
     return 0
   fi
 
-  local dir
-  if ! dir=$(mktemp -d); then
-    echo "netconf-migrator: cannot create a temporary directory; NADs were not migrated" >&2
-    [ "$strict" = true ] && return 2
-    return 0
-  fi
   local rc=0
   # The termination message of this container is the upgrade script's own.
-  "$bin" migrate --recreate=auto --backup-namespace "$ns" --report "$dir/report.json" \
+  # The report replaces the ConfigMap on every upgrade: it always describes
+  # the last run.
+  "$bin" migrate --recreate=auto --backup-namespace "$ns" --report-configmap "$ns/netconf-migrator-report" \
     --progress-interval 30s --termination-message-path "" "${args[@]}" || rc=$?
-
-  if [ -s "$dir/report.json" ]; then
-    # Replaced on every upgrade: it always describes the last run.
-    if kubectl create configmap netconf-migrator-report -n "$ns" \
-        --from-file=report.json="$dir/report.json" --dry-run=client -o yaml |
-      kubectl label --local -f - -o yaml app.kubernetes.io/name=netconf-migrator |
-      kubectl apply -f - >/dev/null; then
-      echo "netconf-migrator: report stored in ConfigMap $ns/netconf-migrator-report"
-    else
-      echo "netconf-migrator: could not store the report in ConfigMap $ns/netconf-migrator-report" >&2
-    fi
-  fi
-  rm -rf "$dir"
 
   case $rc in
   0)

@@ -211,7 +211,12 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	log.Info("Finished", logging.KeyDuration, time.Since(start).Round(time.Millisecond).String(), logging.KeyCount, rep.Summary.Total, "exitCode", code)
 	var errs []error
 	if cmRef.Name != "" {
-		if err := writeReportConfigMap(ctx, c, cmRef, rep); err != nil {
+		// Stored even after SIGTERM, within a bound: the report is what a
+		// stopped run leaves for the next one and for people.
+		cmCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		err := writeReportConfigMap(cmCtx, c, cmRef, rep)
+		cancel()
+		if err != nil {
 			errs = append(errs, err)
 		} else {
 			log.Info("Stored the report", "configMap", cmRef.String())
