@@ -14,7 +14,6 @@ import (
 
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -78,6 +77,7 @@ func BenchmarkCreateLatency(b *testing.B) {
 		case "ours":
 			w := startOurs(b, webhooks.ServerOptions{})
 			stop = func() { w.stop(b) }
+			removeShipped(b) // the baselines' configuration points elsewhere
 			installShipped(b)
 		case "hung":
 			stop = startHung(b)
@@ -191,24 +191,23 @@ func oursResponse(b testing.TB, nad *nadv1.NetworkAttachmentDefinition) admissio
 	return resp
 }
 
-// startBaseline serves handle where our webhook would be, registers the
-// shipped configuration and waits until the API server calls it. The
-// returned function stops it.
+// startBaseline serves handle in our webhook's place, registers the
+// shipped configuration pointing at it and waits until the API server
+// calls it. The returned function stops it.
 func startBaseline(b testing.TB, handle admission.HandlerFunc) func() {
 	b.Helper()
 	var calls atomic.Int64
-	srv := webhook.NewServer(webhook.Options{
-		Host: env.Webhook.LocalServingHost, Port: env.Webhook.LocalServingPort, CertDir: env.Webhook.LocalServingCertDir,
-		TLSOpts: []func(*tls.Config){webhooks.TLSOptions(false)},
-	})
-	srv.Register(webhooks.Path, &webhook.Admission{Handler: admission.HandlerFunc(func(ctx context.Context, req admission.Request) admission.Response {
+	url, stop := serveElsewhere(b, func(ctx context.Context, req admission.Request) admission.Response {
 		calls.Add(1)
 		return handle(ctx, req)
-	})})
-	ctx, cancel := context.WithCancel(context.Background())
-	done := make(chan error, 1)
-	go func() { done <- srv.Start(ctx) }()
-	if err := env.Client.Create(ctx, shippedMWC(b)); err != nil && !apierrors.IsAlreadyExists(err) {
+	})
+	ctx := context.Background()
+	mwc := shippedMWC(b)
+	for i := range mwc.Webhooks {
+		mwc.Webhooks[i].ClientConfig.URL = ptr.To(url)
+	}
+	removeShipped(b)
+	if err := env.Client.Create(ctx, mwc); err != nil {
 		b.Fatal(err)
 	}
 	err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
@@ -219,12 +218,7 @@ func startBaseline(b testing.TB, handle admission.HandlerFunc) func() {
 	if err != nil {
 		b.Fatalf("waiting for the baseline webhook: %v", err)
 	}
-	return func() {
-		cancel()
-		if err := <-done; err != nil {
-			b.Error(err)
-		}
-	}
+	return stop
 }
 
 // BenchmarkCreateLatencyPaired measures creates that differ only in the
