@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"fmt"
 	"net/netip"
+	"slices"
 	"strconv"
 	"strings"
 )
@@ -27,12 +28,14 @@ func ParseProfile(s string) (Profile, error) {
 	return "", fmt.Errorf("unknown validation profile %q (want %s or %s)", s, ProfileHarvester, ProfileGeneric)
 }
 
-// Violation is one broken rule, naming the key and the value that break it.
+// Violation is one broken rule, naming the key and the value that break it
+// and the consumer that enforces the rule.
 type Violation struct {
-	Rule    string `json:"rule"`
-	Key     string `json:"key"`
-	Value   string `json:"value,omitempty"`
-	Message string `json:"message"`
+	Rule     string `json:"rule"`
+	Key      string `json:"key"`
+	Value    string `json:"value,omitempty"`
+	Message  string `json:"message"`
+	Consumer string `json:"consumer,omitempty"`
 }
 
 func (v Violation) String() string {
@@ -53,7 +56,82 @@ const (
 	RuleIPAMRange      = "ipam-range"
 	RuleCNIVersion     = "cni-version"
 	RuleDuplicateKey   = "duplicate-key"
+	RuleCNIName        = "cni-name"
+	RuleCNIType        = "cni-type"
+	RuleCNIPlugins     = "cni-plugins"
+	RuleFieldType      = "field-type"
+	RuleIPAMInterface  = "ipam-without-interface"
+	RuleIPAMGateway    = "ipam-gateway"
 )
+
+// The consumers whose rules Validate knows, read from their source at the
+// versions the consumer suite runs (test/consumers).
+const (
+	ConsumerLibcni      = "libcni"
+	ConsumerBridge      = "bridge plugin"
+	ConsumerKernel      = "kernel"
+	ConsumerWhereabouts = "whereabouts"
+	ConsumerHarvester   = "harvester"
+)
+
+// cniVersions are the spec versions libcni v1.3 and the reference plugins
+// accept; a plugin refuses any other with "incompatible CNI versions".
+var cniVersions = map[string]bool{"0.1.0": true, "0.2.0": true, "0.3.0": true, "0.3.1": true, "0.4.0": true, "1.0.0": true, "1.1.0": true}
+
+// validNetworkName is libcni's rule for network names (utils.ValidateNetworkName).
+func validNetworkName(s string) bool {
+	if s == "" {
+		return false
+	}
+	for i := 0; i < len(s); i++ {
+		c := s[i]
+		alnum := c >= 'a' && c <= 'z' || c >= 'A' && c <= 'Z' || c >= '0' && c <= '9'
+		if !alnum && (i == 0 || c != '_' && c != '.' && c != '-') {
+			return false
+		}
+	}
+	return true
+}
+
+// validIfName is the kernel's rule for interface names (dev_valid_name).
+func validIfName(s string) bool {
+	if s == "" || len(s) > 15 || s == "." || s == ".." {
+		return false
+	}
+	return !strings.ContainsAny(s, "/: \t\n\r\v\f")
+}
+
+// bridgeFieldKinds are the JSON kinds the bridge plugin's NetConf decodes
+// (keys with their own rule are not here). Go's decoder refuses any other
+// kind, 1500.0 for an int included, and the plugin fails with "failed to
+// load netconf"; null is the zero value and passes.
+var bridgeFieldKinds = map[string]byte{
+	"isGateway": 'b', "isDefaultGateway": 'b', "forceAddress": 'b', "ipMasq": 'b', "hairpinMode": 'b',
+	"promiscMode": 'b', "preserveDefaultVlan": 'b', "macspoofchk": 'b', "enabledad": 'b',
+	"disableContainerInterface": 'b', "portIsolation": 'b',
+	"mtu": 'i', "ipMasqBackend": 's', "type": 's',
+	"ipam": 'o', "dns": 'o', "args": 'o', "runtimeConfig": 'o', "capabilities": 'o',
+}
+
+var kindNames = map[byte]string{'b': "boolean", 'i': "integer", 's': "string", 'o': "object"}
+
+func hasKind(v []byte, kind byte) bool {
+	if string(v) == "null" {
+		return true
+	}
+	switch kind {
+	case 'b':
+		return string(v) == "true" || string(v) == "false"
+	case 'i':
+		_, ok := integer(v)
+		return ok
+	case 's':
+		return v[0] == '"'
+	case 'o':
+		return v[0] == '{'
+	}
+	return false
+}
 
 // Validate checks a flat config (or each plugin of a conflist) against the
 // rules its consumers enforce and returns every violation. Configs of other
@@ -81,18 +159,47 @@ func validateObject(obj []byte, profile Profile, path string) []Violation {
 		}
 		return nil, false
 	}
-	if v, ok := get("cniVersion"); ok && v[0] != '"' {
-		vs = append(vs, Violation{Rule: RuleCNIVersion, Key: path + "cniVersion", Value: string(v), Message: "invalid cniVersion type: it must be a string"})
+	if v, ok := get("cniVersion"); ok && v[0] != '"' && string(v) != "null" {
+		vs = append(vs, Violation{Rule: RuleCNIVersion, Key: path + "cniVersion", Value: string(v), Consumer: ConsumerLibcni,
+			Message: "invalid cniVersion type: it must be a string"})
+	} else if s, _ := str(v); ok && s != "" && !cniVersions[s] {
+		vs = append(vs, Violation{Rule: RuleCNIVersion, Key: path + "cniVersion", Value: quoteClipped(v), Consumer: ConsumerLibcni,
+			Message: "incompatible CNI versions: the plugins know 0.1.0 to 1.1.0"})
 	}
-	if v, ok := get("plugins"); ok && v[0] == '[' {
-		for k, el := range parseElements(v, 0) {
+	// Multus fills in a missing or empty name from the NAD's; one that is
+	// there must suit libcni, which refuses to run the network otherwise.
+	if v, ok := get("name"); ok && path == "" {
+		if s, isStr := str(v); !isStr && string(v) != "null" {
+			vs = append(vs, Violation{Rule: RuleCNIName, Key: "name", Value: quoteClipped(v), Consumer: ConsumerLibcni, Message: "name must be a string"})
+		} else if s != "" && !validNetworkName(s) {
+			vs = append(vs, Violation{Rule: RuleCNIName, Key: "name", Value: quoteClipped(v), Consumer: ConsumerLibcni,
+				Message: "invalid characters found in network name (libcni takes letters, digits, '_', '.' and '-', starting with a letter or digit)"})
+		}
+	}
+	if v, ok := get("plugins"); ok && path == "" {
+		els := parseElements(v, 0)
+		if v[0] != '[' || len(els) == 0 {
+			vs = append(vs, Violation{Rule: RuleCNIPlugins, Key: "plugins", Value: quoteClipped(v), Consumer: ConsumerLibcni,
+				Message: "error parsing configuration list: plugins must be a non-empty list"})
+			return vs
+		}
+		for k, el := range els {
 			if e := v[el.start:el.end]; e[0] == '{' {
 				vs = append(vs, validateObject(e, profile, path+"plugins["+strconv.Itoa(k)+"].")...)
+			} else {
+				vs = append(vs, Violation{Rule: RuleCNIPlugins, Key: "plugins[" + strconv.Itoa(k) + "]", Value: quoteClipped(e), Consumer: ConsumerLibcni,
+					Message: "each plugin must be an object"})
 			}
 		}
 		return vs
 	}
-	if v, ok := get("type"); !ok || string(v) != `"bridge"` {
+	v, ok := get("type")
+	if t, isStr := str(v); !ok || !isStr || t == "" {
+		vs = append(vs, Violation{Rule: RuleCNIType, Key: path + "type", Value: quoteClipped(v), Consumer: ConsumerLibcni,
+			Message: "missing 'type': libcni cannot tell which plugin to run"})
+		return vs
+	}
+	if string(v) != `"bridge"` {
 		return vs
 	}
 	vs = append(vs, validateBridge(get, profile, path)...)
@@ -101,76 +208,106 @@ func validateObject(obj []byte, profile Profile, path string) []Violation {
 
 func validateBridge(get func(string) ([]byte, bool), profile Profile, path string) []Violation {
 	var vs []Violation
-	add := func(rule, key string, val []byte, msg string) {
-		vs = append(vs, Violation{Rule: rule, Key: path + key, Value: quoteClipped(val), Message: msg})
+	add := func(rule, consumer, key string, val []byte, msg string) {
+		vs = append(vs, Violation{Rule: rule, Key: path + key, Value: quoteClipped(val), Message: msg, Consumer: consumer})
 	}
 	harvester := profile != ProfileGeneric
+
+	for _, k := range sortedKeys(bridgeFieldKinds) {
+		if v, ok := get(k); ok && !hasKind(v, bridgeFieldKinds[k]) {
+			add(RuleFieldType, ConsumerBridge, k, v, fmt.Sprintf("%s must be a JSON %s: the bridge plugin fails to load the config", k, kindNames[bridgeFieldKinds[k]]))
+		}
+	}
 
 	// bridge
 	if v, ok := get("bridge"); !ok {
 		if harvester {
-			add(RuleBridgeSuffix, "bridge", nil, "the suffix of the brName should be -br (bridge is missing, so the plugin would use cni0)")
+			add(RuleBridgeSuffix, ConsumerHarvester, "bridge", nil, "the suffix of the brName should be -br (bridge is missing, so the plugin would use cni0)")
 		} else {
-			add(RuleBridgeName, "bridge", nil, "bridge is missing, so the plugin would use cni0")
+			add(RuleBridgeName, ConsumerBridge, "bridge", nil, "bridge is missing, so the plugin would use cni0")
 		}
 	} else if name, isStr := str(v); !isStr || name == "" {
-		add(RuleBridgeName, "bridge", v, "bridge must be a non-empty string")
+		add(RuleBridgeName, ConsumerBridge, "bridge", v, "bridge must be a non-empty string")
 	} else {
 		if len(name) > 15 {
-			add(RuleBridgeName, "bridge", v, "the length of the brName could not be more than 15")
+			if harvester {
+				add(RuleBridgeName, ConsumerHarvester, "bridge", v, "the length of the brName could not be more than 15")
+			} else {
+				add(RuleBridgeName, ConsumerKernel, "bridge", v, "the kernel refuses interface names longer than 15 bytes")
+			}
+		} else if !validIfName(name) {
+			add(RuleBridgeName, ConsumerKernel, "bridge", v, "the kernel refuses interface names with '/', ':' or white space, and . or ..")
 		}
 		if harvester && (!strings.HasSuffix(name, "-br") || len(name) <= 3) {
-			add(RuleBridgeSuffix, "bridge", v, "the suffix of the brName should be -br")
+			add(RuleBridgeSuffix, ConsumerHarvester, "bridge", v, "the suffix of the brName should be -br")
 		}
 	}
 
 	// vlan and vlanTrunk
 	vlan := int64(0)
-	if v, ok := get("vlan"); ok {
+	if v, ok := get("vlan"); ok && string(v) != "null" {
 		n, isInt := integer(v)
 		if !isInt || n < 0 || n > 4094 {
-			add(RuleVLAN, "vlan", v, fmt.Sprintf("invalid VLAN ID %s (must be between 0 and 4094)", v))
+			add(RuleVLAN, ConsumerBridge, "vlan", v, fmt.Sprintf("invalid VLAN ID %s (must be between 0 and 4094)", v))
 		}
 		vlan = n
 	}
-	if v, ok := get("vlanTrunk"); ok && !(v[0] == 'n') {
-		vs = append(vs, validateTrunk(v, vlan, path)...)
+	if v, ok := get("vlanTrunk"); ok && string(v) != "null" {
+		vs = append(vs, validateTrunk(v, vlan, harvester, path)...)
 	}
 
 	// hairpin and promisc
 	if h, ok := get("hairpinMode"); ok && string(h) == "true" {
 		if p, ok := get("promiscMode"); ok && string(p) == "true" {
-			add(RuleHairpinPromisc, "hairpinMode", h, "cannot set hairpin mode and promiscuous mode at the same time")
+			add(RuleHairpinPromisc, ConsumerBridge, "hairpinMode", h, "cannot set hairpin mode and promiscuous mode at the same time")
 		}
 	}
 
-	// mtu
+	// mtu: its kind is a field-type rule; the range is Harvester's.
 	if v, ok := get("mtu"); ok && harvester {
-		if n, isInt := integer(v); !isInt {
-			add(RuleMTU, "mtu", v, "mtu must be an integer")
-		} else if n != 0 && (n < 576 || n > 9000) {
-			add(RuleMTU, "mtu", v, "mtu must be 0 or between 576 and 9000 (Harvester: nad MTU does not match cluster network MTU)")
+		if n, isInt := integer(v); isInt && n != 0 && (n < 576 || n > 9000) {
+			add(RuleMTU, ConsumerHarvester, "mtu", v, "mtu must be 0 or between 576 and 9000 (Harvester: nad MTU does not match cluster network MTU)")
 		}
 	}
 
-	// whereabouts ipam
 	if ipam, ok := get("ipam"); ok && ipam[0] == '{' {
+		if d, ok := get("disableContainerInterface"); ok && string(d) == "true" {
+			ms := parseMembers(ipam)
+			idx, _, _ := index(ms)
+			if t, ok := idx["type"]; ok {
+				if s, _ := str(ms[t].Value); s != "" {
+					add(RuleIPAMInterface, ConsumerBridge, "disableContainerInterface", d, "cannot use IPAM when DisableContainerInterface flag is set")
+				}
+			}
+		}
 		vs = append(vs, validateWhereabouts(ipam, path)...)
 	}
 	return vs
 }
 
-func validateTrunk(v []byte, vlan int64, path string) []Violation {
-	bad := func(val []byte, msg string) []Violation {
-		return []Violation{{Rule: RuleVLANTrunk, Key: path + "vlanTrunk", Value: quoteClipped(val), Message: "incorrect trunk " + msg}}
+func sortedKeys(m map[string]byte) []string {
+	ks := make([]string, 0, len(m))
+	for k := range m {
+		ks = append(ks, k)
+	}
+	slices.Sort(ks)
+	return ks
+}
+
+// validateTrunk follows the bridge plugin's collectVlanTrunk; an entry with
+// none of id, minID and maxID is ignored there and refused by Harvester,
+// which also wants vlan 0 beside a trunk.
+func validateTrunk(v []byte, vlan int64, harvester bool, path string) []Violation {
+	bad := func(val []byte, consumer, msg string) []Violation {
+		return []Violation{{Rule: RuleVLANTrunk, Key: path + "vlanTrunk", Value: quoteClipped(val), Message: msg, Consumer: consumer}}
 	}
 	if v[0] != '[' {
-		return bad(v, "parameter: vlanTrunk must be a list")
+		return bad(v, ConsumerBridge, "vlanTrunk must be a list: the bridge plugin fails to load the config")
 	}
 	var vs []Violation
-	if vlan != 0 {
-		vs = append(vs, Violation{Rule: RuleVLANTrunk, Key: path + "vlan", Value: strconv.FormatInt(vlan, 10),
-			Message: "vlan must be 0 when vlanTrunk is set"})
+	if vlan != 0 && harvester {
+		vs = append(vs, Violation{Rule: RuleVLANTrunk, Key: path + "vlan", Value: strconv.FormatInt(vlan, 10), Consumer: ConsumerHarvester,
+			Message: "vlan can only be 0 when vlanTrunk is set"})
 	}
 	inRange := func(b []byte) (int64, bool) {
 		n, ok := integer(b)
@@ -179,7 +316,7 @@ func validateTrunk(v []byte, vlan int64, path string) []Violation {
 	for _, el := range parseElements(v, 0) {
 		e := v[el.start:el.end]
 		if e[0] != '{' {
-			vs = append(vs, bad(e, "parameter: each entry must be an object")...)
+			vs = append(vs, bad(e, ConsumerBridge, "each vlanTrunk entry must be an object: the bridge plugin fails to load the config")...)
 			continue
 		}
 		ms := parseMembers(e)
@@ -188,29 +325,34 @@ func validateTrunk(v []byte, vlan int64, path string) []Violation {
 		minI, hasMin := idx["minID"]
 		maxI, hasMax := idx["maxID"]
 		switch {
-		case hasID:
-			if _, ok := inRange(ms[id].Value); !ok {
-				vs = append(vs, bad(e, "id parameter")...)
-			}
 		case hasMin && hasMax:
 			lo, okLo := inRange(ms[minI].Value)
 			hi, okHi := inRange(ms[maxI].Value)
 			if !okLo {
-				vs = append(vs, bad(e, "minID parameter")...)
+				vs = append(vs, bad(e, ConsumerBridge, "incorrect trunk minID parameter")...)
+			} else if !okHi {
+				vs = append(vs, bad(e, ConsumerBridge, "incorrect trunk maxID parameter")...)
+			} else if lo > hi {
+				vs = append(vs, bad(e, ConsumerBridge, "minID is greater than maxID in trunk parameter")...)
 			}
-			if !okHi {
-				vs = append(vs, bad(e, "maxID parameter")...)
+		case hasMax:
+			vs = append(vs, bad(e, ConsumerBridge, "minID and maxID should be configured simultaneously, minID is missing")...)
+		case hasMin:
+			vs = append(vs, bad(e, ConsumerBridge, "minID and maxID should be configured simultaneously, maxID is missing")...)
+		case !hasID && harvester:
+			vs = append(vs, bad(e, ConsumerHarvester, "all fields in this VlanTrunk are empty")...)
+		}
+		if hasID {
+			if _, ok := inRange(ms[id].Value); !ok {
+				vs = append(vs, bad(e, ConsumerBridge, "incorrect trunk id parameter")...)
 			}
-			if okLo && okHi && lo > hi {
-				vs = append(vs, bad(e, "minID/maxID parameter: minID is greater than maxID")...)
-			}
-		default:
-			vs = append(vs, bad(e, "parameter: each entry needs id, or both minID and maxID")...)
 		}
 	}
 	return vs
 }
 
+// validateWhereabouts follows whereabouts' LoadIPAMConfig and its
+// allocator's reading of exclude.
 func validateWhereabouts(ipam []byte, path string) []Violation {
 	ms := parseMembers(ipam)
 	idx, _, _ := index(ms)
@@ -219,23 +361,47 @@ func validateWhereabouts(ipam []byte, path string) []Violation {
 		return nil
 	}
 	var vs []Violation
+	add := func(rule, key string, val []byte, msg string) {
+		vs = append(vs, Violation{Rule: rule, Key: path + key, Value: quoteClipped(val), Message: msg, Consumer: ConsumerWhereabouts})
+	}
 	msg := "invalid CIDR (do you have the 'range' parameter set for Whereabouts?)"
 	if r, ok := idx["range"]; !ok {
-		vs = append(vs, Violation{Rule: RuleIPAMRange, Key: path + "ipam.range", Message: msg})
+		add(RuleIPAMRange, "ipam.range", nil, msg)
 	} else if s, isStr := str(ms[r].Value); !isStr || !validRange(s) {
-		vs = append(vs, Violation{Rule: RuleIPAMRange, Key: path + "ipam.range", Value: quoteClipped(ms[r].Value), Message: msg})
+		add(RuleIPAMRange, "ipam.range", ms[r].Value, msg)
+	} else if first, cidr, dash := strings.Cut(s, "-"); dash {
+		a, _ := netip.ParseAddr(first)
+		if p, _ := netip.ParsePrefix(cidr); !p.Masked().Contains(a) {
+			add(RuleIPAMRange, "ipam.range", ms[r].Value, "invalid range start for CIDR")
+		}
+	}
+	for _, k := range []string{"range_start", "range_end"} {
+		if r, ok := idx[k]; ok {
+			if s, isStr := str(ms[r].Value); !isStr || !validAddr(s) {
+				add(RuleIPAMRange, "ipam."+k, ms[r].Value, "invalid IP address: whereabouts fails to load the config")
+			}
+		}
 	}
 	if x, ok := idx["exclude"]; ok && ms[x].Value[0] == '[' {
 		ex := ms[x].Value
 		for k, el := range parseElements(ex, 0) {
 			e := ex[el.start:el.end]
 			if s, isStr := str(e); !isStr || !validCIDR(s) {
-				vs = append(vs, Violation{Rule: RuleIPAMRange, Key: path + "ipam.exclude[" + strconv.Itoa(k) + "]", Value: quoteClipped(e),
-					Message: "invalid CIDR in exclude"})
+				add(RuleIPAMRange, "ipam.exclude["+strconv.Itoa(k)+"]", e, "could not parse exclude range: every allocation fails")
 			}
 		}
 	}
+	if g, ok := idx["gateway"]; ok {
+		if s, isStr := str(ms[g].Value); !isStr || !validAddr(s) {
+			add(RuleIPAMGateway, "ipam.gateway", ms[g].Value, "couldn't parse gateway IP")
+		}
+	}
 	return vs
+}
+
+func validAddr(s string) bool {
+	_, err := netip.ParseAddr(s)
+	return err == nil
 }
 
 func validCIDR(s string) bool {
@@ -253,7 +419,7 @@ func validRange(s string) bool {
 }
 
 func str(v []byte) (string, bool) {
-	if v[0] != '"' {
+	if len(v) == 0 || v[0] != '"' {
 		return "", false
 	}
 	s, ok := unquote(v)
