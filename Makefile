@@ -44,18 +44,21 @@ test: lint unit fuzz bench-smoke ## Everything CI runs.
 
 # The suites against a real etcd and kube-apiserver find them through
 # KUBEBUILDER_ASSETS; the script installs or builds them once per version.
-test-assets: ## Install etcd and kubectl, build kube-apiserver (cached).
+test-assets: ## Install etcd and kubectl, build kube-apiserver and the CNI plugins (cached).
 	@hack/setup-test-assets.sh >/dev/null
+	@hack/setup-cni-plugins.sh >/dev/null
 
 # With the race detector: the migration's workers, the webhook and the
 # Harvester stand-ins all run concurrently.
+# test/consumers runs the real bridge plugin and Whereabouts in network
+# namespaces (root; CI is) from NETCONF_MIGRATOR_CNI_PATH.
 unit: test-assets
-	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" $(GO) test -race -count=1 $(PKGS)
+	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" NETCONF_MIGRATOR_CNI_PATH="$$(hack/setup-cni-plugins.sh)" $(GO) test -race -count=1 $(PKGS)
 
 # Every benchmark once, the migration ones on a tenth of their NADs (-short):
 # the figures come from hack/bench-*.sh; this keeps the code behind them working.
 bench-smoke: test-assets
-	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" $(GO) test -short -count=1 -run '^$$' -bench . -benchtime 1x $(PKGS)
+	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" NETCONF_MIGRATOR_CNI_PATH="$$(hack/setup-cni-plugins.sh)" $(GO) test -short -count=1 -run '^$$' -bench . -benchtime 1x $(PKGS)
 
 fuzz: ## Run each fuzz target for FUZZTIME.
 	$(GO) test ./apis/netconf -run '^$$' -fuzz '^FuzzNormalize$$' -fuzztime $(FUZZTIME)

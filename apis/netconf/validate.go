@@ -3,6 +3,7 @@ package netconf
 import (
 	"bytes"
 	"fmt"
+	"math"
 	"net/netip"
 	"slices"
 	"strconv"
@@ -123,8 +124,7 @@ func hasKind(v []byte, kind byte) bool {
 	case 'b':
 		return string(v) == "true" || string(v) == "false"
 	case 'i':
-		_, ok := integer(v)
-		return ok
+		return integral(v)
 	case 's':
 		return v[0] == '"'
 	case 'o':
@@ -243,14 +243,19 @@ func validateBridge(get func(string) ([]byte, bool), profile Profile, path strin
 		}
 	}
 
-	// vlan and vlanTrunk
+	// vlan and vlanTrunk. Harvester decodes the stored bytes, so 100.0 is
+	// not a VLAN ID there; the plugin gets it through libcni as 100.
 	vlan := int64(0)
 	if v, ok := get("vlan"); ok && string(v) != "null" {
-		n, isInt := integer(v)
-		if !isInt || n < 0 || n > 4094 {
+		f, err := strconv.ParseFloat(string(v), 64)
+		_, isInt := integer(v)
+		switch {
+		case err != nil || !integral(v) || f < 0 || f > 4094:
 			add(RuleVLAN, ConsumerBridge, "vlan", v, fmt.Sprintf("invalid VLAN ID %s (must be between 0 and 4094)", v))
+		case !isInt && harvester:
+			add(RuleVLAN, ConsumerHarvester, "vlan", v, "vlan must be written as an integer: Harvester cannot decode it")
 		}
-		vlan = n
+		vlan = int64(f)
 	}
 	if v, ok := get("vlanTrunk"); ok && string(v) != "null" {
 		vs = append(vs, validateTrunk(v, vlan, harvester, path)...)
@@ -263,9 +268,12 @@ func validateBridge(get func(string) ([]byte, bool), profile Profile, path strin
 		}
 	}
 
-	// mtu: its kind is a field-type rule; the range is Harvester's.
+	// mtu: its kind is a field-type rule; Harvester decodes the stored
+	// bytes (1500.0 fails there) and bounds the value.
 	if v, ok := get("mtu"); ok && harvester {
-		if n, isInt := integer(v); isInt && n != 0 && (n < 576 || n > 9000) {
+		if n, isInt := integer(v); !isInt && integral(v) {
+			add(RuleMTU, ConsumerHarvester, "mtu", v, "mtu must be written as an integer: Harvester cannot decode it")
+		} else if isInt && n != 0 && (n < 576 || n > 9000) {
 			add(RuleMTU, ConsumerHarvester, "mtu", v, "mtu must be 0 or between 576 and 9000 (Harvester: nad MTU does not match cluster network MTU)")
 		}
 	}
@@ -378,7 +386,7 @@ func validateWhereabouts(ipam []byte, path string) []Violation {
 	for _, k := range []string{"range_start", "range_end"} {
 		if r, ok := idx[k]; ok {
 			if s, isStr := str(ms[r].Value); !isStr || !validAddr(s) {
-				add(RuleIPAMRange, "ipam."+k, ms[r].Value, "invalid IP address: whereabouts fails to load the config")
+				add(RuleIPAMRange, "ipam."+k, ms[r].Value, "not an IP address: whereabouts ignores it and allocates from the whole range")
 			}
 		}
 	}
@@ -424,6 +432,15 @@ func str(v []byte) (string, bool) {
 	}
 	s, ok := unquote(v)
 	return s, ok
+}
+
+// integral reports whether a JSON number has an integer value. libcni
+// re-encodes every config through a map before a plugin reads it (to set
+// name and cniVersion), so 1500.0 and 1e3 reach the plugin as 1500 and
+// 1000: only a fraction or a non-number breaks it.
+func integral(v []byte) bool {
+	f, err := strconv.ParseFloat(string(v), 64)
+	return err == nil && f == math.Trunc(f) && math.Abs(f) < 1<<53
 }
 
 // integer reads a JSON integer. Consumers decode these keys into Go ints,
