@@ -177,6 +177,10 @@ func validateObject(obj []byte, profile Profile, path string) []Violation {
 		}
 	}
 	if v, ok := get("plugins"); ok && path == "" {
+		if profile != ProfileGeneric {
+			vs = append(vs, Violation{Rule: RuleBridgeSuffix, Key: "bridge", Consumer: ConsumerHarvester,
+				Message: "the suffix of the brName should be -br (Harvester reads a config list's top level, which has no bridge)"})
+		}
 		els := parseElements(v, 0)
 		if v[0] != '[' || len(els) == 0 {
 			vs = append(vs, Violation{Rule: RuleCNIPlugins, Key: "plugins", Value: quoteClipped(v), Consumer: ConsumerLibcni,

@@ -23,6 +23,7 @@ const (
 	consumerMultus      consumer = "Multus + libcni (load)"
 	consumerBridge      consumer = "bridge plugin (ADD in netns)"
 	consumerWhereabouts consumer = "Whereabouts (ADD, DEL)"
+	consumerHarvester   consumer = "Harvester validator (CREATE)"
 )
 
 type phase string
@@ -33,7 +34,7 @@ const (
 )
 
 var (
-	consumers = []consumer{consumerMultus, consumerBridge, consumerWhereabouts}
+	consumers = []consumer{consumerMultus, consumerBridge, consumerWhereabouts, consumerHarvester}
 	forms     = []netconf.Form{netconf.FormFlat, netconf.FormConflist, netconf.FormNested, netconf.FormDoubleEncoded, netconf.FormTruncated}
 
 	resultsMu sync.Mutex
