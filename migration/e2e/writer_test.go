@@ -55,7 +55,7 @@ func TestConcurrentWriter(t *testing.T) {
 				default:
 				}
 				i := w + writers*rng.IntN(n/writers)
-				if err := writeGeneration(ctx, c, nads[i].Name, gen); err != nil {
+				if err := writeGeneration(ctx, c, ns, nads[i].Name, gen); err != nil {
 					if apierrors.IsConflict(err) {
 						writerConflicts.Add(1) // the migrator was first: the writer loses this one, as it would in a cluster
 						continue
@@ -142,9 +142,9 @@ func TestConcurrentWriter(t *testing.T) {
 
 // writeGeneration reads the NAD and writes generation gen: a new label and
 // a config carrying the marker name-gen, nested two times in three.
-func writeGeneration(ctx context.Context, c client.Client, name string, gen int64) error {
+func writeGeneration(ctx context.Context, c client.Client, ns, name string, gen int64) error {
 	nad := &nadv1.NetworkAttachmentDefinition{}
-	if err := c.Get(ctx, types.NamespacedName{Namespace: "writer", Name: name}, nad); err != nil {
+	if err := c.Get(ctx, types.NamespacedName{Namespace: ns, Name: name}, nad); err != nil {
 		return err
 	}
 	marker := fmt.Sprintf("%s-%d", name, gen)
