@@ -9,6 +9,7 @@ import (
 	"os"
 	"path/filepath"
 	"slices"
+	"strconv"
 	"strings"
 	"testing"
 
@@ -417,15 +418,85 @@ func checkBridge(t *testing.T, p pod, br map[string]json.RawMessage, run kernelR
 			t.Errorf("net1 has %v, want %s", as, run.static[0])
 		}
 	}
-	if vlan := string(br["vlan"]); vlan != "" && vlan != "0" && !run.vlanOff {
-		out, err := bridgeVLANs(p.host)
-		if err != nil {
-			t.Fatal(err)
-		}
-		if !strings.Contains(out, `"vlan":`+vlan) {
-			t.Errorf("VLAN %s not on the port: %s", vlan, out)
+	if run.vlanOff {
+		return
+	}
+	port, err := portOf(p, name)
+	if err != nil {
+		t.Fatal(err)
+	}
+	vlans, pvid, err := portVLANs(p.host, port)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if v := string(br["vlan"]); v != "" && v != "0" {
+		if want, _ := strconv.Atoi(v); pvid != want {
+			t.Errorf("Port %s has PVID %d, want the config's vlan %s", port, pvid, v)
 		}
 	}
+	var trunk []struct{ ID, MinID, MaxID *int }
+	_ = json.Unmarshal(br["vlanTrunk"], &trunk)
+	for _, e := range trunk {
+		lo, hi := 0, -1
+		switch {
+		case e.ID != nil:
+			lo, hi = *e.ID, *e.ID
+		case e.MinID != nil && e.MaxID != nil:
+			lo, hi = *e.MinID, *e.MaxID
+		}
+		for id := lo; id <= hi; id++ {
+			if !vlans[id] {
+				t.Errorf("Port %s lacks trunk VLAN %d", port, id)
+			}
+		}
+	}
+}
+
+// portOf is the node end of the pod's veth on bridge br.
+func portOf(p pod, br string) (string, error) {
+	ls, err := links(p.host)
+	if err != nil {
+		return "", err
+	}
+	for _, l := range ls {
+		if l.Master == br && l.LinkInfo.Kind == "veth" {
+			return l.Name, nil
+		}
+	}
+	return "", fmt.Errorf("bridge %s has no veth port", br)
+}
+
+// portVLANs reads `bridge -j vlan show` for one port: the VLANs it
+// carries and its PVID.
+func portVLANs(ns, port string) (map[int]bool, int, error) {
+	out, err := execIn(ns, "bridge", "-j", "vlan", "show", "dev", port)
+	if err != nil {
+		return nil, 0, err
+	}
+	var ports []struct {
+		Ifname string `json:"ifname"`
+		Vlans  []struct {
+			Vlan    int      `json:"vlan"`
+			VlanEnd int      `json:"vlanEnd"`
+			Flags   []string `json:"flags"`
+		} `json:"vlans"`
+	}
+	if err := json.Unmarshal(out, &ports); err != nil {
+		return nil, 0, fmt.Errorf("reading bridge's VLANs of %s: %w: %s", port, err, out)
+	}
+	vlans, pvid := map[int]bool{}, 0
+	for _, p := range ports {
+		for _, v := range p.Vlans {
+			end := max(v.VlanEnd, v.Vlan)
+			for id := v.Vlan; id <= end; id++ {
+				vlans[id] = true
+			}
+			if slices.Contains(v.Flags, "PVID") {
+				pvid = v.Vlan
+			}
+		}
+	}
+	return vlans, pvid, nil
 }
 
 // attachedTo checks the pod's net1 is a veth whose node end is a port of br.
@@ -451,9 +522,4 @@ func attachedTo(p pod, br string) error {
 		return fmt.Errorf("bridge %s has veth ports %v, want the pod's one", br, ports)
 	}
 	return nil
-}
-
-func bridgeVLANs(ns string) (string, error) {
-	out, err := execIn(ns, "bridge", "-j", "vlan", "show")
-	return string(out), err
 }
