@@ -5,6 +5,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -17,8 +18,13 @@ import (
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 )
 
-// PreflightError is a reason not to start, in one sentence.
-type PreflightError struct{ Msg string }
+// PreflightError is a reason not to start, in one sentence. Transient is
+// set when the API server kept failing for reasons a later run may not
+// meet (5xx, timeouts, dropped connections) after the retries were spent.
+type PreflightError struct {
+	Msg       string
+	Transient bool
+}
 
 func (e *PreflightError) Error() string { return e.Msg }
 
@@ -28,20 +34,33 @@ func (e *PreflightError) Error() string { return e.Msg }
 // authorized as a write; a client dry run reads only, so a read-only
 // identity can see what a migration would do). With backupNamespace set
 // (the recreate path is on) a writing run must also be allowed to create
-// and delete NADs, and to keep backups as ConfigMaps there.
-func Preflight(ctx context.Context, cfg *rest.Config, namespace string, writes bool, backupNamespace string) error {
+// and delete NADs, and to keep backups as ConfigMaps there. Transient
+// errors are retried for at most budget, as a NAD's writes are: one etcd
+// leader change must not fail a Job that fails at once on exit code 2.
+func Preflight(ctx context.Context, cfg *rest.Config, namespace string, writes bool, backupNamespace string, budget time.Duration) error {
+	b := DefaultBackoff
+	b.Budget = budget
+	call := func(op func() error) error {
+		_, err := b.retry(ctx, op)
+		return err
+	}
+	transient := func(err error) bool { return Classify(err) == Retry }
 	ext, err := apiextensionsclient.NewForConfig(cfg)
 	if err != nil {
 		return &PreflightError{Msg: fmt.Sprintf("Cannot build a client for %s: %v.", cfg.Host, err)}
 	}
-	crd, err := ext.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, nadv1.CRDName, metav1.GetOptions{})
+	var crd *apiextensionsv1.CustomResourceDefinition
+	err = call(func() (err error) {
+		crd, err = ext.ApiextensionsV1().CustomResourceDefinitions().Get(ctx, nadv1.CRDName, metav1.GetOptions{})
+		return err
+	})
 	switch {
 	case apierrors.IsNotFound(err):
 		return &PreflightError{Msg: fmt.Sprintf("The CustomResourceDefinition %s is not installed, so there are no NetworkAttachmentDefinitions to migrate (is Multus installed?).", nadv1.CRDName)}
 	case apierrors.IsForbidden(err):
 		return &PreflightError{Msg: fmt.Sprintf("This identity may not read the CustomResourceDefinition %s: %v.", nadv1.CRDName, apiMessage(err))}
 	case err != nil:
-		return &PreflightError{Msg: fmt.Sprintf("Cannot read the CustomResourceDefinition %s from %s: %v.", nadv1.CRDName, cfg.Host, err)}
+		return &PreflightError{Msg: fmt.Sprintf("Cannot read the CustomResourceDefinition %s from %s: %v.", nadv1.CRDName, cfg.Host, err), Transient: transient(err)}
 	}
 	established := false
 	for _, c := range crd.Status.Conditions {
@@ -68,9 +87,13 @@ func Preflight(ctx context.Context, cfg *rest.Config, namespace string, writes b
 		ssar := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
 			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: verb, Group: group, Version: version, Resource: resource},
 		}}
-		res, err := kube.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, ssar, metav1.CreateOptions{})
+		var res *authorizationv1.SelfSubjectAccessReview
+		err := call(func() (err error) {
+			res, err = kube.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, ssar, metav1.CreateOptions{})
+			return err
+		})
 		if err != nil {
-			return false, &PreflightError{Msg: fmt.Sprintf("Cannot check this identity's permissions on %s: %v.", resource, apiMessage(err))}
+			return false, &PreflightError{Msg: fmt.Sprintf("Cannot check this identity's permissions on %s: %v.", resource, apiMessage(err)), Transient: transient(err)}
 		}
 		return res.Status.Allowed, nil
 	}

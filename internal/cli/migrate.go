@@ -156,10 +156,17 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	if recreate == migration.RecreateAuto {
 		backupNS = f.backupNamespace
 	}
-	if err := migration.Preflight(ctx, cfg, f.namespace, dry != migration.DryRunClient, backupNS); err != nil {
-		// A Job's Pod status then says why the run never started.
-		writeTermination(f.terminationPath, report.New(), ExitUsage, err)
-		return &ExitError{Code: ExitUsage, Err: err}
+	if err := migration.Preflight(ctx, cfg, f.namespace, dry != migration.DryRunClient, backupNS, f.nadBudget); err != nil {
+		// A Job's Pod status then says why the run never started. An API
+		// server that kept failing is not a usage error: exit 3 lets the
+		// Job try again.
+		code := ExitUsage
+		var pe *migration.PreflightError
+		if errors.As(err, &pe) && pe.Transient {
+			code = ExitStopped
+		}
+		writeTermination(f.terminationPath, report.New(), code, err)
+		return &ExitError{Code: code, Err: err}
 	}
 	scheme := runtime.NewScheme()
 	if err := corev1.AddToScheme(scheme); err != nil {

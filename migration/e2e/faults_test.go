@@ -100,6 +100,12 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.counts[f]++
 	p.mu.Unlock()
 
+	f.serve(w, r, p.upstream)
+}
+
+// serve answers r as fault f says, passing it to upstream where the fault
+// lets it through.
+func (f fault) serve(w http.ResponseWriter, r *http.Request, upstream http.Handler) {
 	switch f {
 	case faultTooMany:
 		w.Header().Set("Retry-After", "1")
@@ -109,14 +115,13 @@ func (p *faultProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	case faultDropBefore:
 		dropConnection(w)
 	case faultDropAfter:
-		rec := httptest.NewRecorder()
-		p.upstream.ServeHTTP(rec, r)
+		upstream.ServeHTTP(httptest.NewRecorder(), r)
 		dropConnection(w)
 	case faultSlow:
 		time.Sleep(300 * time.Millisecond)
-		p.upstream.ServeHTTP(w, r)
+		upstream.ServeHTTP(w, r)
 	default:
-		p.upstream.ServeHTTP(w, r)
+		upstream.ServeHTTP(w, r)
 	}
 }
 

@@ -29,8 +29,7 @@ var soakFor = flag.Duration("soak", 12*time.Second, "how long the soak tests run
 
 // chaosProxy stands between migrate and the API server and injects a
 // fault into a share of the requests on NADs and backups, at random (the
-// seed is logged): 500, 429 with Retry-After, the connection dropped
-// before or after the request lands, a slow answer.
+// seed is logged): the faults of faultProxy.
 type chaosProxy struct {
 	upstream *httputil.ReverseProxy
 	share    float64
@@ -52,23 +51,7 @@ func (p *chaosProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 		p.counts[f]++
 	}
 	p.mu.Unlock()
-	switch f {
-	case faultTooMany:
-		w.Header().Set("Retry-After", "1")
-		writeStatus(w, http.StatusTooManyRequests, "TooManyRequests", "injected: too many requests, please try again later")
-	case faultServerError:
-		writeStatus(w, http.StatusInternalServerError, "InternalError", "injected: etcdserver: leader changed")
-	case faultDropBefore:
-		dropConnection(w)
-	case faultDropAfter:
-		p.upstream.ServeHTTP(httptest.NewRecorder(), r)
-		dropConnection(w)
-	case faultSlow:
-		time.Sleep(200 * time.Millisecond)
-		p.upstream.ServeHTTP(w, r)
-	default:
-		p.upstream.ServeHTTP(w, r)
-	}
+	f.serve(w, r, p.upstream)
 }
 
 // TestSoakMigration runs migrate again and again through the chaos proxy
