@@ -63,13 +63,9 @@ func cniDir() (string, error) {
 	}
 	dir := os.Getenv("NETCONF_MIGRATOR_CNI_PATH")
 	if dir == "" {
-		cache := os.Getenv("NETCONF_MIGRATOR_CACHE")
-		if cache == "" {
-			base, err := os.UserCacheDir()
-			if err != nil {
-				return "", fmt.Errorf("finding the cache directory: %w", err)
-			}
-			cache = filepath.Join(base, "netconf-migrator")
+		cache, err := testenv.CacheDir()
+		if err != nil {
+			return "", err
 		}
 		dir = filepath.Join(cache, "cni", "plugins-"+plugins+"-whereabouts-"+whereabouts)
 	}

@@ -5,7 +5,6 @@ import (
 	"encoding/json"
 	"flag"
 	"fmt"
-	"io"
 	"net"
 	"net/netip"
 	"net/url"
@@ -150,24 +149,7 @@ func apiServerIn(t *testing.T, ns string) string {
 	case ln = <-lnc:
 	}
 	t.Cleanup(func() { ln.Close() })
-	go func() {
-		for {
-			c, err := ln.Accept()
-			if err != nil {
-				return
-			}
-			go func() {
-				defer c.Close()
-				up, err := net.Dial("tcp", target.Host)
-				if err != nil {
-					return
-				}
-				defer up.Close()
-				go func() { _, _ = io.Copy(up, c) }()
-				_, _ = io.Copy(c, up)
-			}()
-		}
-	}()
+	testenv.Forward(ln, func() (net.Conn, error) { return net.Dial("tcp", target.Host) })
 	cfg, err := clientcmd.LoadFromFile(env.KubeconfigPath)
 	if err != nil {
 		t.Fatal(err)

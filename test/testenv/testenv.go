@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"io"
 	"net"
 	"os"
 	"os/exec"
@@ -87,6 +88,43 @@ func RepoRoot() (string, error) {
 	}
 }
 
+// CacheDir is where the hack/setup-*.sh scripts keep what they build:
+// NETCONF_MIGRATOR_CACHE, else netconf-migrator in the user's cache.
+func CacheDir() (string, error) {
+	if cache := os.Getenv("NETCONF_MIGRATOR_CACHE"); cache != "" {
+		return cache, nil
+	}
+	base, err := os.UserCacheDir()
+	if err != nil {
+		return "", fmt.Errorf("finding the cache directory: %w", err)
+	}
+	return filepath.Join(base, "netconf-migrator"), nil
+}
+
+// Forward accepts connections on ln until it is closed and passes each,
+// byte for byte, to the connection dial gives; a failed dial closes it.
+// It stands for kube-proxy and for a route into a network namespace.
+func Forward(ln net.Listener, dial func() (net.Conn, error)) {
+	go func() {
+		for {
+			c, err := ln.Accept()
+			if err != nil {
+				return
+			}
+			go func() {
+				defer c.Close()
+				up, err := dial()
+				if err != nil {
+					return
+				}
+				defer up.Close()
+				go func() { _, _ = io.Copy(up, c) }()
+				_, _ = io.Copy(c, up)
+			}()
+		}
+	}()
+}
+
 // AssetsDir returns the directory holding etcd and kube-apiserver:
 // KUBEBUILDER_ASSETS when set, else the cache hack/setup-test-assets.sh fills.
 func AssetsDir(root string) (string, error) {
@@ -100,13 +138,9 @@ func AssetsDir(root string) (string, error) {
 		if m == nil {
 			return "", errors.New("go.mod names no k8s.io/apimachinery v0.x version")
 		}
-		cache := os.Getenv("NETCONF_MIGRATOR_CACHE")
-		if cache == "" {
-			base, err := os.UserCacheDir()
-			if err != nil {
-				return "", fmt.Errorf("finding the cache directory: %w", err)
-			}
-			cache = filepath.Join(base, "netconf-migrator")
+		cache, err := CacheDir()
+		if err != nil {
+			return "", err
 		}
 		dir = filepath.Join(cache, "k8s", fmt.Sprintf("v1.%s.%s", m[1], m[2]))
 	}
