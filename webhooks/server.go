@@ -5,6 +5,8 @@ import (
 	"crypto/tls"
 	"errors"
 	"fmt"
+	"net/http"
+	"sync/atomic"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -48,6 +50,10 @@ type ServerOptions struct {
 	// CertCheckInterval is how often the keeper looks at the Secret.
 	CertCheckInterval time.Duration
 
+	// DrainPeriod is how long the webhook keeps serving after it is told
+	// to stop, closing each connection after its response (see Server).
+	DrainPeriod time.Duration
+
 	HealthProbeBindAddress string
 	MetricsBindAddress     string
 	// MetricsSecure serves the metrics over TLS (controller-runtime's
@@ -69,9 +75,60 @@ func TLSOptions(enableHTTP2 bool) func(*tls.Config) {
 	}
 }
 
+// Server is the webhook process: a controller-runtime manager that drains
+// before it stops.
+type Server struct {
+	manager.Manager
+	drain  *drainer
+	period time.Duration
+	log    logr.Logger
+}
+
+// Start runs the webhook until ctx ends, then keeps serving for the drain
+// period with every response closing its connection, and stops. The API
+// server keeps a pool of connections to the webhook's Service, which
+// outlive an endpoint's removal; cutting them while a request may be on
+// its way loses that admission (failurePolicy Ignore lets the write
+// through unchanged). Closed one response at a time, each next request
+// opens a connection to a replica that stays.
+func (s *Server) Start(ctx context.Context) error {
+	run, stop := context.WithCancel(context.WithoutCancel(ctx))
+	defer stop()
+	go func() {
+		select {
+		case <-ctx.Done():
+		case <-run.Done():
+			return
+		}
+		if s.period > 0 {
+			s.drain.draining.Store(true)
+			s.log.Info("Draining the API server's connections before stopping", "period", s.period)
+			select {
+			case <-time.After(s.period):
+			case <-run.Done():
+			}
+		}
+		stop()
+	}()
+	return s.Manager.Start(run)
+}
+
+// drainer asks each client to close its connection once draining starts.
+type drainer struct {
+	draining atomic.Bool
+	next     http.Handler
+}
+
+func (d *drainer) ServeHTTP(w http.ResponseWriter, r *http.Request) {
+	if d.draining.Load() {
+		w.Header().Set("Connection", "close")
+	}
+	d.next.ServeHTTP(w, r)
+}
+
 // NewManager builds the webhook process: the admission server, health and
 // readiness probes, metrics, and in self-signed mode the certificate rotation.
-func NewManager(cfg *rest.Config, o ServerOptions, log logr.Logger) (manager.Manager, error) {
+func NewManager(cfg *rest.Config, o ServerOptions, log logr.Logger) (*Server, error) {
 	scheme := runtime.NewScheme()
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return nil, err
@@ -97,7 +154,8 @@ func NewManager(cfg *rest.Config, o ServerOptions, log logr.Logger) (manager.Man
 		CertDir: o.CertDir,
 		TLSOpts: []func(*tls.Config){TLSOptions(o.EnableHTTP2)},
 	})
-	srv.Register(Path, &webhook.Admission{Handler: NewHandler(o.Handler, log.WithName("admission"))})
+	drain := &drainer{next: &webhook.Admission{Handler: NewHandler(o.Handler, log.WithName("admission"))}}
+	srv.Register(Path, drain)
 	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
 		return nil, err
 	}
@@ -118,7 +176,7 @@ func NewManager(cfg *rest.Config, o ServerOptions, log logr.Logger) (manager.Man
 	default:
 		return nil, fmt.Errorf("unknown certificate mode %q (want %s or %s)", o.CertMode, CertModeExternal, CertModeSelfSigned)
 	}
-	return mgr, nil
+	return &Server{Manager: mgr, drain: drain, period: o.DrainPeriod, log: log}, nil
 }
 
 func addSelfSigned(mgr manager.Manager, srv webhook.Server, o ServerOptions, log logr.Logger) error {

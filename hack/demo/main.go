@@ -293,7 +293,8 @@ func (d *demo) startWebhook(ctx context.Context, env *testenv.Env, onStop func(f
 	cmd := exec.Command(d.bin, "webhook", "--kubeconfig", d.kubecfg, "--cert-mode=self-signed", "--namespace="+own,
 		"--secret-name=netconf-migrator-webhook-cert", "--service-name=netconf-migrator-webhook", "--webhook-config-name="+mwc.Name,
 		"--extra-dns-names=localhost", "--host=127.0.0.1", "--port="+strconv.Itoa(port), "--cert-dir="+certDir,
-		"--health-probe-bind-address="+net.JoinHostPort("127.0.0.1", strconv.Itoa(probes)), "--metrics-bind-address=0")
+		"--health-probe-bind-address="+net.JoinHostPort("127.0.0.1", strconv.Itoa(probes)), "--metrics-bind-address=0",
+		"--drain-period=0") // one replica: no other to drain to
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		return err

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"os"
+	"time"
 
 	"github.com/spf13/cobra"
 	ctrl "sigs.k8s.io/controller-runtime"
@@ -71,6 +72,7 @@ go through unchanged and the migration job fixes them later.`,
 	f.StringVar(&o.WebhookConfigName, "webhook-config-name", "00-netconf-migrator", "MutatingWebhookConfiguration whose caBundle is injected")
 	f.StringSliceVar(&o.ExtraDNSNames, "extra-dns-names", nil, "more DNS names for the self-signed certificate")
 	f.BoolVar(&o.EnableHTTP2, "enable-http2", false, "serve HTTP/2 (off by default)")
+	f.DurationVar(&o.DrainPeriod, "drain-period", 5*time.Second, "after SIGTERM, keep serving this long, closing each connection after its response, so the API server moves to the other replicas without losing an admission")
 	f.StringVar(&o.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	f.StringVar(&o.MetricsBindAddress, "metrics-bind-address", ":8443", "address of the Prometheus metrics; 0 disables them")
 	f.BoolVar(&o.MetricsSecure, "metrics-secure", true, "serve the metrics over TLS to authenticated and authorized clients only (a ServiceAccount token allowed to GET /metrics); false serves plain HTTP to anyone")
