@@ -248,6 +248,22 @@ func TestSoakWebhook(t *testing.T) {
 		t.Errorf("Only %d admissions in %s", admitted.Load(), soakFor)
 	}
 
+	t.Run("HTTP/2 when enabled", func(t *testing.T) {
+		port, err := testenv.FreePort(host)
+		if err != nil {
+			t.Fatal(err)
+		}
+		h2 := startOurs(t, webhooks.ServerOptions{Host: host, Port: port, CertDir: certDir, CertMode: webhooks.CertModeExternal, EnableHTTP2: true})
+		defer h2.stop(t)
+		conn, err := tls.Dial("tcp", net.JoinHostPort(host, fmt.Sprint(port)), &tls.Config{InsecureSkipVerify: true, NextProtos: []string{"h2"}})
+		if err != nil {
+			t.Fatal(err)
+		}
+		defer conn.Close()
+		if p := conn.ConnectionState().NegotiatedProtocol; p != "h2" {
+			t.Errorf("--enable-http2 negotiated %q", p)
+		}
+	})
 	t.Run("TLS 1.0 and 1.1 refused, HTTP/2 not offered, only the webhook's paths", func(t *testing.T) {
 		for _, a := range addrs {
 			for _, v := range []uint16{tls.VersionTLS10, tls.VersionTLS11} {
