@@ -18,6 +18,7 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -88,6 +89,36 @@ func (c *caChain) issue(t *testing.T, dir string, serial int64) {
 	}
 }
 
+// registerCAChain puts in the shipped configuration's place one named name
+// that calls the webhook at addr with the chain's CA as its caBundle, as
+// cert-manager's CA injector would, until the test ends.
+func registerCAChain(t *testing.T, name, addr string, ca *caChain) *admissionregistrationv1.MutatingWebhookConfiguration {
+	t.Helper()
+	removeShipped(t)
+	mwc := shippedMWC(t)
+	mwc.Name = name
+	for i := range mwc.Webhooks {
+		mwc.Webhooks[i].ClientConfig.URL = ptr.To("https://" + addr + webhooks.Path)
+		mwc.Webhooks[i].ClientConfig.CABundle = ca.pem
+	}
+	if err := env.Client.Create(context.Background(), mwc); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { deleteWebhookConfiguration(t, "MutatingWebhookConfiguration", name) })
+	return mwc
+}
+
+// servedSerial is the serial number of the certificate addr serves, or 0
+// when it does not answer.
+func servedSerial(addr string) int64 {
+	conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
+	if err != nil {
+		return 0
+	}
+	defer conn.Close()
+	return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
+}
+
 // TestRotationUnderTheSameCA serves the webhook in external mode from a
 // certificate signed by a CA, as config/cert-manager's CA chain issues it,
 // with the CA as the configuration's caBundle; then renews the serving
@@ -104,17 +135,8 @@ func TestRotationUnderTheSameCA(t *testing.T) {
 	}
 	w := startOurs(t, webhooks.ServerOptions{Host: env.Webhook.LocalServingHost, Port: port, CertDir: certDir, CertMode: webhooks.CertModeExternal})
 	defer w.stop(t)
-	removeShipped(t)
-	mwc := shippedMWC(t)
-	mwc.Name = "00-netconf-migrator-ca-chain"
-	for i := range mwc.Webhooks {
-		mwc.Webhooks[i].ClientConfig.URL = ptr.To(fmt.Sprintf("https://%s%s", net.JoinHostPort(env.Webhook.LocalServingHost, fmt.Sprint(port)), webhooks.Path))
-		mwc.Webhooks[i].ClientConfig.CABundle = ca.pem
-	}
-	if err := env.Client.Create(ctx, mwc); err != nil {
-		t.Fatal(err)
-	}
-	defer deleteWebhookConfiguration(t, "MutatingWebhookConfiguration", mwc.Name)
+	addr := net.JoinHostPort(env.Webhook.LocalServingHost, fmt.Sprint(port))
+	mwc := registerCAChain(t, "00-netconf-migrator-ca-chain", addr, ca)
 	const ns = "ca-chain"
 	if err := env.CreateNamespace(ctx, ns, nil); err != nil {
 		t.Fatal(err)
@@ -131,14 +153,7 @@ func TestRotationUnderTheSameCA(t *testing.T) {
 			t.Fatalf("%s: the API server's calls do not reach the webhook: %v", what, err)
 		}
 	}
-	served := func() int64 {
-		conn, err := tls.Dial("tcp", net.JoinHostPort(env.Webhook.LocalServingHost, fmt.Sprint(port)), &tls.Config{InsecureSkipVerify: true})
-		if err != nil {
-			return 0
-		}
-		defer conn.Close()
-		return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
-	}
+	served := func() int64 { return servedSerial(addr) }
 	waitRewritten("before the renewal")
 
 	ca.issue(t, certDir, 3)

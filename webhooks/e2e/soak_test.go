@@ -15,7 +15,6 @@ import (
 	"testing"
 	"time"
 
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
@@ -150,17 +149,7 @@ func TestSoakWebhook(t *testing.T) {
 	}()
 	lb := newBalancer(t, addrs...)
 
-	removeShipped(t)
-	mwc := shippedMWC(t)
-	mwc.Name = "00-netconf-migrator-soak"
-	for i := range mwc.Webhooks {
-		mwc.Webhooks[i].ClientConfig.URL = ptr.To("https://" + lb.ln.Addr().String() + webhooks.Path)
-		mwc.Webhooks[i].ClientConfig.CABundle = ca.pem
-	}
-	if err := env.Client.Create(ctx, mwc); err != nil {
-		t.Fatal(err)
-	}
-	defer deleteWebhookConfiguration(t, "MutatingWebhookConfiguration", mwc.Name)
+	registerCAChain(t, "00-netconf-migrator-soak", lb.ln.Addr().String(), ca)
 	const ns = "soak"
 	if err := env.CreateNamespace(ctx, ns, nil); err != nil {
 		t.Fatal(err)
@@ -196,20 +185,12 @@ func TestSoakWebhook(t *testing.T) {
 		}()
 	}
 
-	served := func(addr string) int64 {
-		conn, err := tls.Dial("tcp", addr, &tls.Config{InsecureSkipVerify: true})
-		if err != nil {
-			return 0
-		}
-		defer conn.Close()
-		return conn.ConnectionState().PeerCertificates[0].SerialNumber.Int64()
-	}
 	began := time.Now()
 	time.Sleep(*soakFor / 3)
 	ca.issue(t, certDir, 3)
 	renewedAt := admitted.Load()
 	for _, a := range addrs {
-		for served(a) != 3 {
+		for servedSerial(a) != 3 {
 			time.Sleep(50 * time.Millisecond)
 		}
 	}
