@@ -220,8 +220,9 @@ func forKernel(t *testing.T, config []byte, ipamSwap bool) kernelRun {
 	return run
 }
 
-// consumerRule reports whether a violation is of a rule a real consumer
-// (libcni, the bridge plugin, Whereabouts) enforces by failing.
+// failingViolations are the warnings whose consumer (libcni, the bridge
+// plugin, the kernel, Whereabouts) fails on the config; a missing bridge
+// is not one of them: the plugin uses cni0.
 func failingViolations(config []byte) []netconf.Violation {
 	var vs []netconf.Violation
 	for _, v := range netconf.Validate(config, netconf.ProfileGeneric) {

@@ -89,6 +89,22 @@ func (c *caChain) issue(t *testing.T, dir string, serial int64) {
 	}
 }
 
+// startWithCA runs the webhook in external mode on a free port, serving a
+// certificate (serial 2) that the returned chain signs, from certDir.
+func startWithCA(t *testing.T, drain time.Duration) (w *ours, ca *caChain, certDir, addr string) {
+	t.Helper()
+	ca = newCAChain(t)
+	certDir = t.TempDir()
+	ca.issue(t, certDir, 2)
+	port, err := testenv.FreePort(env.Webhook.LocalServingHost)
+	if err != nil {
+		t.Fatal(err)
+	}
+	w = startOurs(t, webhooks.ServerOptions{Host: env.Webhook.LocalServingHost, Port: port, CertDir: certDir,
+		CertMode: webhooks.CertModeExternal, DrainPeriod: drain})
+	return w, ca, certDir, net.JoinHostPort(env.Webhook.LocalServingHost, fmt.Sprint(port))
+}
+
 // registerCAChain puts in the shipped configuration's place one named name
 // that calls the webhook at addr with the chain's CA as its caBundle, as
 // cert-manager's CA injector would, until the test ends.
@@ -126,16 +142,8 @@ func servedSerial(addr string) int64 {
 // keep working, and the caBundle never changes.
 func TestRotationUnderTheSameCA(t *testing.T) {
 	ctx := context.Background()
-	ca := newCAChain(t)
-	certDir := t.TempDir()
-	ca.issue(t, certDir, 2)
-	port, err := testenv.FreePort(env.Webhook.LocalServingHost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := startOurs(t, webhooks.ServerOptions{Host: env.Webhook.LocalServingHost, Port: port, CertDir: certDir, CertMode: webhooks.CertModeExternal})
+	w, ca, certDir, addr := startWithCA(t, 0)
 	defer w.stop(t)
-	addr := net.JoinHostPort(env.Webhook.LocalServingHost, fmt.Sprint(port))
 	mwc := registerCAChain(t, "00-netconf-migrator-ca-chain", addr, ca)
 	const ns = "ca-chain"
 	if err := env.CreateNamespace(ctx, ns, nil); err != nil {

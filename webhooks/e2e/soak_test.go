@@ -71,16 +71,8 @@ func (b *balancer) dial() (net.Conn, error) {
 // stops. Without it the API server's pooled connections are cut under it
 // (TestSoakWebhook lost an admission that way, one run in three).
 func TestDrainMovesConnections(t *testing.T) {
-	ca := newCAChain(t)
-	certDir := t.TempDir()
-	ca.issue(t, certDir, 2)
-	port, err := testenv.FreePort(env.Webhook.LocalServingHost)
-	if err != nil {
-		t.Fatal(err)
-	}
-	w := startOurs(t, webhooks.ServerOptions{Host: env.Webhook.LocalServingHost, Port: port, CertDir: certDir,
-		CertMode: webhooks.CertModeExternal, DrainPeriod: 3 * time.Second})
-	url := "https://" + net.JoinHostPort(env.Webhook.LocalServingHost, fmt.Sprint(port)) + webhooks.Path
+	w, _, _, addr := startWithCA(t, 3*time.Second)
+	url := "https://" + addr + webhooks.Path
 	c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}}
 	post := func() (*http.Response, error) {
 		resp, err := c.Post(url, "application/json", strings.NewReader(`{}`))
