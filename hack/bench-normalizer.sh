@@ -9,24 +9,19 @@ cd "$(dirname "$0")/.."
 count=${1:-10}
 raw=$(go test ./apis/netconf -run '^$' -bench '^BenchmarkNormalize$' -benchmem -count "$count")
 echo "$raw" >&2
-echo "$raw" | awk '
+echo "$raw" | awk "$(cat hack/median.awk)"'
 /^BenchmarkNormalize\// {
   split($1, p, "/"); payload = p[2]; sub(/-[0-9]+$/, "", p[3]); impl = p[3]
   key = payload SUBSEP impl
-  n[key]++; ns[key, n[key]] = $3
+  n[key]++; v[key, n[key]] = $3
   for (i = 4; i <= NF; i++) { if ($(i+1) == "B/op") bytes[key] = $i; if ($(i+1) == "allocs/op") allocs[key] = $i }
   if (!(payload in seen)) { seen[payload] = 1; order[++np] = payload }
-}
-function median(key,   m, i, j, t, a) {
-  m = n[key]; for (i = 1; i <= m; i++) a[i] = ns[key, i] + 0
-  for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
-  return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
 }
 END {
   print "| payload | normalize ns/op | allocs/op | B/op | json.Valid ns/op | naive map ns/op | normalize / json.Valid | normalize / naive map |"
   print "|---|---:|---:|---:|---:|---:|---:|---:|"
   for (k = 1; k <= np; k++) {
-    pl = order[k]; a = median(pl SUBSEP "normalize"); v = median(pl SUBSEP "json-valid"); m = median(pl SUBSEP "naive-map")
-    printf "| %s | %.0f | %s | %s | %.0f | %.0f | %.2fx | %.2fx |\n", pl, a, allocs[pl SUBSEP "normalize"], bytes[pl SUBSEP "normalize"], v, m, a / v, a / m
+    pl = order[k]; a = median(pl SUBSEP "normalize"); jv = median(pl SUBSEP "json-valid"); nm = median(pl SUBSEP "naive-map")
+    printf "| %s | %.0f | %s | %s | %.0f | %.0f | %.2fx | %.2fx |\n", pl, a, allocs[pl SUBSEP "normalize"], bytes[pl SUBSEP "normalize"], jv, nm, a / jv, a / nm
   }
 }'

@@ -24,12 +24,7 @@ latency=$(KUBEBUILDER_ASSETS="$assets" go test ./webhooks/e2e -run '^$' -bench '
 echo "$latency" >&2
 paired=$(KUBEBUILDER_ASSETS="$assets" go test ./webhooks/e2e -run '^$' -bench '^BenchmarkCreateLatencyPaired$' -benchtime "${creates}x" -count "$count" | grep '^Benchmark')
 echo "$paired" >&2
-awk_median='
-function median(key,   m, i, j, t, a) {
-  m = n[key]; for (i = 1; i <= m; i++) a[i] = v[key, i] + 0
-  for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
-  return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
-}'
+awk_median=$(cat hack/median.awk)
 echo "$handler" | awk "$awk_median"'
 /^BenchmarkHandler\// {
   split($1, p, "/"); sub(/-[0-9]+$/, "", p[3]); key = p[2] SUBSEP p[3]
@@ -87,15 +82,10 @@ echo
 echo "$paired" | awk "$awk_median"'
 /^BenchmarkCreateLatencyPaired\// {
   split($1, p, "/"); sub(/-[0-9]+$/, "", p[3]); sub(/clients=/, "", p[3]); key = p[2] SUBSEP p[3]
-  for (i = 4; i < NF; i++) if ($(i+1) ~ /[a-z]/) { n[key, $(i+1)]++; v[key, $(i+1), n[key, $(i+1)]] = $i }
+  for (i = 4; i < NF; i++) if ($(i+1) ~ /[a-z]/) { ku = key SUBSEP $(i+1); n[ku]++; v[ku, n[ku]] = $i }
   if (!(key in seen)) { seen[key] = 1; keys[++nk] = key }
 }
-function md(key, unit,   m, i, j, t, a) {
-  m = n[key, unit]; if (!m) return -1
-  for (i = 1; i <= m; i++) a[i] = v[key, unit, i] + 0
-  for (i = 1; i <= m; i++) for (j = i + 1; j <= m; j++) if (a[j] < a[i]) { t = a[i]; a[i] = a[j]; a[j] = t }
-  return (m % 2) ? a[(m + 1) / 2] : (a[m / 2] + a[m / 2 + 1]) / 2
-}
+function md(key, unit) { return median(key SUBSEP unit) }
 END {
   print "| NAD | clients | none p50 / p99 (µs) | ours p50 / p99 | ours / none p50 / p99 | fixed-patch p50 / p99 | ours / fixed-patch p50 / p99 | hung webhook p50 / p99 | hung / none p50 / p99 |"
   print "|---|---:|---:|---:|---:|---:|---:|---:|---:|"
