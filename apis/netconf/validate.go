@@ -3,6 +3,7 @@ package netconf
 import (
 	"bytes"
 	"fmt"
+	"maps"
 	"math"
 	"net/netip"
 	"slices"
@@ -104,8 +105,9 @@ func validIfName(s string) bool {
 
 // bridgeFieldKinds are the JSON kinds the bridge plugin's NetConf decodes
 // (keys with their own rule are not here). Go's decoder refuses any other
-// kind, 1500.0 for an int included, and the plugin fails with "failed to
-// load netconf"; null is the zero value and passes.
+// kind and the plugin fails with "failed to load netconf"; null is the zero
+// value and passes. An integer is any number with an integer value: libcni
+// re-encodes the config first, so 1500.0 reaches the plugin as 1500.
 var bridgeFieldKinds = map[string]byte{
 	"isGateway": 'b', "isDefaultGateway": 'b', "forceAddress": 'b', "ipMasq": 'b', "hairpinMode": 'b',
 	"promiscMode": 'b', "preserveDefaultVlan": 'b', "macspoofchk": 'b', "enabledad": 'b',
@@ -113,6 +115,9 @@ var bridgeFieldKinds = map[string]byte{
 	"mtu": 'i', "ipMasqBackend": 's', "type": 's',
 	"ipam": 'o', "dns": 'o', "args": 'o', "runtimeConfig": 'o', "capabilities": 'o',
 }
+
+// bridgeFieldOrder reports field-type violations in a stable order.
+var bridgeFieldOrder = slices.Sorted(maps.Keys(bridgeFieldKinds))
 
 var kindNames = map[byte]string{'b': "boolean", 'i': "integer", 's': "string", 'o': "object"}
 
@@ -217,7 +222,7 @@ func validateBridge(get func(string) ([]byte, bool), profile Profile, path strin
 	}
 	harvester := profile != ProfileGeneric
 
-	for _, k := range sortedKeys(bridgeFieldKinds) {
+	for _, k := range bridgeFieldOrder {
 		if v, ok := get(k); ok && !hasKind(v, bridgeFieldKinds[k]) {
 			add(RuleFieldType, ConsumerBridge, k, v, fmt.Sprintf("%s must be a JSON %s: the bridge plugin fails to load the config", k, kindNames[bridgeFieldKinds[k]]))
 		}
@@ -251,10 +256,10 @@ func validateBridge(get func(string) ([]byte, bool), profile Profile, path strin
 	// not a VLAN ID there; the plugin gets it through libcni as 100.
 	vlan := int64(0)
 	if v, ok := get("vlan"); ok && string(v) != "null" {
-		f, err := strconv.ParseFloat(string(v), 64)
+		f, _ := strconv.ParseFloat(string(v), 64)
 		_, isInt := integer(v)
 		switch {
-		case err != nil || !integral(v) || f < 0 || f > 4094:
+		case !integral(v) || f < 0 || f > 4094:
 			add(RuleVLAN, ConsumerBridge, "vlan", v, fmt.Sprintf("invalid VLAN ID %s (must be between 0 and 4094)", v))
 		case !isInt && harvester:
 			add(RuleVLAN, ConsumerHarvester, "vlan", v, "vlan must be written as an integer: Harvester cannot decode it")
@@ -283,27 +288,22 @@ func validateBridge(get func(string) ([]byte, bool), profile Profile, path strin
 	}
 
 	if ipam, ok := get("ipam"); ok && ipam[0] == '{' {
+		ms := parseMembers(ipam)
+		idx, _, _ := index(ms)
+		var ipamType []byte
+		if t, ok := idx["type"]; ok {
+			ipamType = ms[t].Value
+		}
 		if d, ok := get("disableContainerInterface"); ok && string(d) == "true" {
-			ms := parseMembers(ipam)
-			idx, _, _ := index(ms)
-			if t, ok := idx["type"]; ok {
-				if s, _ := str(ms[t].Value); s != "" {
-					add(RuleIPAMInterface, ConsumerBridge, "disableContainerInterface", d, "cannot use IPAM when DisableContainerInterface flag is set")
-				}
+			if s, _ := str(ipamType); s != "" {
+				add(RuleIPAMInterface, ConsumerBridge, "disableContainerInterface", d, "cannot use IPAM when DisableContainerInterface flag is set")
 			}
 		}
-		vs = append(vs, validateWhereabouts(ipam, path)...)
+		if string(ipamType) == `"whereabouts"` {
+			vs = append(vs, validateWhereabouts(ms, idx, path)...)
+		}
 	}
 	return vs
-}
-
-func sortedKeys(m map[string]byte) []string {
-	ks := make([]string, 0, len(m))
-	for k := range m {
-		ks = append(ks, k)
-	}
-	slices.Sort(ks)
-	return ks
 }
 
 // validateTrunk follows the bridge plugin's collectVlanTrunk; an entry with
@@ -365,13 +365,7 @@ func validateTrunk(v []byte, vlan int64, harvester bool, path string) []Violatio
 
 // validateWhereabouts follows whereabouts' LoadIPAMConfig and its
 // allocator's reading of exclude.
-func validateWhereabouts(ipam []byte, path string) []Violation {
-	ms := parseMembers(ipam)
-	idx, _, _ := index(ms)
-	t, ok := idx["type"]
-	if !ok || string(ms[t].Value) != `"whereabouts"` {
-		return nil
-	}
+func validateWhereabouts(ms []Member, idx map[string]int, path string) []Violation {
 	var vs []Violation
 	add := func(rule, key string, val []byte, msg string) {
 		vs = append(vs, Violation{Rule: rule, Key: path + key, Value: quoteClipped(val), Message: msg, Consumer: ConsumerWhereabouts})
