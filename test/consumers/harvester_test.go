@@ -78,7 +78,8 @@ func TestHarvesterValidator(t *testing.T) {
 				for m, rs := range byMsg {
 					parts = append(parts, m+" by "+strings.Join(rs, ", "))
 				}
-				return strings.Join(sortedStrings(parts), ", ")
+				slices.Sort(parts)
+				return strings.Join(parts, ", ")
 			}
 			if res.Changed || res.Form == netconf.FormTruncated {
 				// Harvester decodes the top level into its own flat struct:
@@ -112,10 +113,4 @@ func refusal(msg string) string {
 	}
 	_, why, _ := strings.Cut(msg, " because ")
 	return why
-}
-
-func sortedStrings(s []string) []string {
-	out := slices.Clone(s)
-	slices.Sort(out)
-	return out
 }

@@ -178,15 +178,8 @@ func multusConfig(config []byte, nadName string) ([]byte, error) {
 	if n, ok := raw["name"]; ok && n != "" {
 		return config, nil
 	}
-	// Set the name without re-encoding the rest: a re-encode would turn
-	// 1500.0 into 1500 and hide what the plugin would see.
-	var members map[string]json.RawMessage
-	if err := json.Unmarshal(config, &members); err != nil {
-		return nil, err
-	}
-	name, _ := json.Marshal(nadName)
-	members["name"] = name
-	return json.Marshal(members)
+	// edit keeps the other values' bytes, as libcni will see them.
+	return edit(config, map[string]any{"name": nadName})
 }
 
 // network is a config loaded by libcni as the form says: a config list
