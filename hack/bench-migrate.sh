@@ -8,11 +8,15 @@
 #   BenchmarkPeakMemory      peak RSS of the binary at 10,000 vs 1,000 NADs
 #   BenchmarkKubectlLoop     per-NAD time vs `kubectl get | jq | kubectl
 #                            replace` once per object, on 500 NADs
-# Usage: hack/bench-migrate.sh [count] [kubectl-loop count]   (default 3, 1)
+#   BenchmarkReplaceBesideV16  3,000 NADs (20% nested) replaced beside
+#                            Harvester v1.6 and its controllers (cleanup 0-2 s
+#                            per NAD) vs fixed in place beside v1.5
+# Usage: hack/bench-migrate.sh [count] [kubectl-loop count] [replace count]   (default 3, 1, 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
 count=${1:-3}
 loops=${2:-1}
+replaces=${3:-1}
 # setup-test-assets.sh also installs jq (the kubectl loop) and GNU time (peak RSS).
 assets=$(hack/setup-test-assets.sh)
 export KUBEBUILDER_ASSETS="$assets" PATH="$assets:$PATH"
@@ -26,6 +30,7 @@ run() {
 floor=$(run '^BenchmarkMigrateVsFloor$' "$count")
 memory=$(run '^BenchmarkPeakMemory$' "$count")
 loop=$(run '^BenchmarkKubectlLoop$' "$loops")
+replace=$(run '^BenchmarkReplaceBesideV16$' "$replaces")
 
 # median of the values that follow unit $2 in lines matching $1
 median() {
@@ -50,3 +55,9 @@ echo "| migrate ms per NAD | kubectl loop ms per NAD | speedup |"
 echo "|---:|---:|---:|"
 printf '| %.1f | %.1f | %.0fx |\n' "$(echo "$loop" | median KubectlLoop migrate-ms/NAD)" \
   "$(echo "$loop" | median KubectlLoop kubectl-ms/NAD)" "$(echo "$loop" | median KubectlLoop speedup)"
+echo
+echo "| nested NADs | v1.5: in place (s) | v1.6 + controllers: replaced (s) | replaced / in place |"
+echo "|---:|---:|---:|---:|"
+printf '| %.0f | %.1f | %.1f | %.2fx |\n' "$(echo "$replace" | median ReplaceBesideV16 nested)" \
+  "$(echo "$replace" | median ReplaceBesideV16 v1.5-in-place-s)" "$(echo "$replace" | median ReplaceBesideV16 v1.6-replaced-s)" \
+  "$(echo "$replace" | median ReplaceBesideV16 replaced/in-place)"

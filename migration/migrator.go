@@ -20,6 +20,7 @@ import (
 	"github.com/harvester/netconf-migrator/apis/report"
 	"github.com/harvester/netconf-migrator/internal/configdiff"
 	"github.com/harvester/netconf-migrator/internal/logging"
+	"github.com/harvester/netconf-migrator/migration/replace"
 )
 
 // Mode is what a run does to each NAD.
@@ -82,7 +83,7 @@ type Options struct {
 	// ProgressInterval is how often a progress line is logged.
 	ProgressInterval time.Duration
 	// Recreate allows replacing a NAD whose in-place write admission
-	// refuses (default auto; needs Migrator.Backups).
+	// refuses (default auto; needs Migrator.Replacer).
 	Recreate Recreate
 	// Timeout bounds the whole run (0: none). When it is up, or ctx is
 	// canceled, no NAD is started any more: the ones not written are
@@ -109,10 +110,11 @@ type Progress struct {
 type Migrator struct {
 	Store  Store
 	Events Events // may be nil
-	// Backups keep NADs while they are replaced; nil: never replace.
-	Backups Backups
-	Log     logr.Logger
-	Opts    Options
+	// Replacer replaces the NADs admission refuses to change in place;
+	// nil: never replace. Run fills its Want, Accepts and Retry when unset.
+	Replacer *replace.Replacer
+	Log      logr.Logger
+	Opts     Options
 
 	// run is the run's context: done when the run has to stop.
 	run context.Context
@@ -157,7 +159,34 @@ func (m *Migrator) defaults() {
 	if o.NADBudget <= 0 {
 		o.NADBudget = defaultNADBudget
 	}
+	if r := m.Replacer; r != nil {
+		if r.Want == nil {
+			r.Want = Want
+		}
+		if r.Accepts == nil {
+			r.Accepts = Accepts
+		}
+		if r.Retry == nil {
+			// Waiting on the context given: the replacer hands each step
+			// the context whose end should stop its retries.
+			r.Retry = func(ctx context.Context, op func() error) error {
+				_, err := o.Backoff.retry(withWait(ctx, ctx), op)
+				return err
+			}
+		}
+		if r.Budget <= 0 {
+			r.Budget = DefaultReplaceBudget
+		}
+	}
 }
+
+// DefaultReplaceBudget bounds one replacement from its delete on: Harvester's
+// controllers remove their finalizers about a second after a delete.
+const DefaultReplaceBudget = 2 * time.Minute
+
+// ErrStartup is returned when the API server kept failing while the run
+// started (finishing earlier replacements): a later run may not meet it.
+var ErrStartup = errors.New("the API server kept failing while the run started")
 
 // Progress returns the counters so far.
 func (m *Migrator) Progress() Progress {
@@ -184,6 +213,9 @@ func (m *Migrator) Run(ctx context.Context) (*report.Report, error) {
 	// are missing until created again.
 	resumed, err := m.resume(withWait(requests, run), rep)
 	if err != nil && run.Err() == nil {
+		if Classify(err) == Retry {
+			return rep, fmt.Errorf("%w: finishing the replacements an earlier run started: %w", ErrStartup, err)
+		}
 		return rep, fmt.Errorf("finishing the replacements an earlier run started: %w", err)
 	}
 	work := make(chan *nadv1.NetworkAttachmentDefinition, m.Opts.Concurrency)
@@ -388,17 +420,18 @@ func (m *Migrator) migrate(ctx context.Context, nad *nadv1.NetworkAttachmentDefi
 		upd.Annotations[nadv1.AnnotationOriginalConfig] = nad.Spec.Config
 		upd.Annotations[nadv1.AnnotationNormalizedFrom] = string(res.Form)
 		stored, err := m.write(ctx, nad, upd)
-		stored, recreated, err := m.replaceIfRefused(ctx, log, nad, upd, stored, err)
+		stored, replacedBy, err := m.replaceIfRefused(ctx, nad, stored, err)
 		switch {
 		case err == nil:
-			it.Action, it.Recreated = report.ActionNormalized, recreated
+			it.Action = report.ActionNormalized
 			if m.Opts.DryRun == DryRunServer {
 				it.Action = report.ActionWouldNormalize
 			}
 			event := fmt.Sprintf("netconf-migrator rewrote spec.config from the %s form to the flat CNI form; the original is in the annotation %s", res.Form, nadv1.AnnotationOriginalConfig)
-			if recreated {
+			if replacedBy != nil {
+				replaced(&it, replacedBy)
 				m.diff(it.Ref(), nad.Spec.Config, stored.Spec.Config)
-				log.Info("Replaced NetworkAttachmentDefinition by one in the flat form: its in-place update was refused", logging.KeyOutcome, it.Action)
+				logReplaced(log, it, "Replaced NetworkAttachmentDefinition by one in the flat form: its in-place update was refused")
 				event = fmt.Sprintf("netconf-migrator deleted and created this NAD again in the flat CNI form (an admission webhook refused the in-place update); the original config is in the annotation %s", nadv1.AnnotationOriginalConfig)
 			} else {
 				m.diff(it.Ref(), nad.Spec.Config, string(res.Config))
@@ -428,21 +461,6 @@ func (m *Migrator) migrate(ctx context.Context, nad *nadv1.NetworkAttachmentDefi
 			return m.fail(ctx, log, nad, it, ReasonNormalizeFail, err)
 		}
 	}
-}
-
-// replaceIfRefused takes the outcome of an in-place write of upd over nad
-// and, when admission refused it and the NAD may be replaced, replaces it
-// (recreate). It says whether it did; a conflict on either path comes back
-// as Conflict, for the caller to read the NAD again.
-func (m *Migrator) replaceIfRefused(ctx context.Context, log logr.Logger, nad, upd, stored *nadv1.NetworkAttachmentDefinition, err error) (*nadv1.NetworkAttachmentDefinition, bool, error) {
-	if err == nil || !m.mayRecreate(nad, err) {
-		return stored, false, err
-	}
-	stored, err = m.recreate(ctx, log, nad, upd, err)
-	if err != nil && !errors.Is(err, errRecreateConflict) {
-		err = replaceFailed{err}
-	}
-	return stored, err == nil, err
 }
 
 // replaceFailed is a replacement that failed for good: whatever it wraps
@@ -500,10 +518,12 @@ func (m *Migrator) rollback(ctx context.Context, nad *nadv1.NetworkAttachmentDef
 		}
 		upd.Labels[nadv1.LabelSkip] = "true"
 		stored, err := m.restoreWrite(ctx, nad, upd, orig)
-		stored, recreated, err := m.replaceIfRefused(ctx, log, nad, upd, stored, err)
+		stored, replacedBy, err := m.replaceIfRefused(ctx, nad, stored, err)
 		switch {
 		case err == nil:
-			it.Recreated = recreated
+			if replacedBy != nil {
+				replaced(&it, replacedBy)
+			}
 		case Classify(err) == Conflict && conflicts < m.Opts.MaxConflicts:
 			fresh, final := m.reread(ctx, log, nad, it, ReasonRestoreFailed)
 			if final != nil {
@@ -641,6 +661,9 @@ func advice(nad *nadv1.NetworkAttachmentDefinition, form netconf.Form, err error
 			" clear the setting and set it again (with every VM stopped and no volume attached) to have Harvester replace it with a flat one", setting)
 	}
 	switch {
+	case strings.Contains(msg, "holds a config Harvester's network controller cannot decode"):
+		return "Harvester's network controller (v1.7+) cannot finish deleting any NAD of that cluster network while the NAD named holds a config it cannot decode (double-encoded):" +
+			" replace that NAD first, as its own advice says (in a maintenance window with Harvester's network webhook stopped), then run netconf-migrator migrate again"
 	case strings.Contains(msg, "which must be stopped at first"):
 		return "stop the VMs named, then run netconf-migrator migrate again" +
 			" (from Harvester v1.6 a stopped VM that references the NAD still blocks its replacement, and the next report says what to do then)"
@@ -657,6 +680,14 @@ func advice(nad *nadv1.NetworkAttachmentDefinition, form netconf.Form, err error
 }
 
 func (m *Migrator) fail(ctx context.Context, log logr.Logger, nad *nadv1.NetworkAttachmentDefinition, it report.Item, reason string, err error) report.Item {
+	var missing *replace.Missing
+	if errors.As(err, &missing) {
+		// Never unvisited, never skipped: the NAD is gone until a run
+		// creates it from its backup.
+		it.Action, it.Reason, it.Backup = report.ActionMissing, err.Error(), missing.Journal
+		log.Error(logged(err), "NetworkAttachmentDefinition is missing until a run creates it again from its backup", logging.KeyOutcome, it.Action, "backup", missing.Journal)
+		return it
+	}
 	if m.run != nil && m.run.Err() != nil && (Classify(err) == Retry || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		// The run stopped while this NAD's write was being retried: it was
 		// not written, and the next run visits it.

@@ -17,12 +17,15 @@ import (
 	"github.com/go-logr/logr/funcr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/report"
+	"github.com/harvester/netconf-migrator/migration/replace"
 )
 
 // memStore is an in-memory Store with resourceVersions and fault injection,
@@ -56,6 +59,9 @@ type memStore struct {
 	afterCreate func(key string) error
 	creates     []string // names created for real, in order
 	deletes     []string
+	// controller is told of a NAD a delete left terminating (it has
+	// finalizers), without the lock held: a finalizer's controller.
+	controller func(s *memStore, key string)
 }
 
 var nadGR = schema.GroupResource{Group: "k8s.cni.cncf.io", Resource: "network-attachment-definitions"}
@@ -205,51 +211,129 @@ func (s *memStore) Delete(_ context.Context, nad *nadv1.NetworkAttachmentDefinit
 	case dryRun:
 		return nil
 	}
-	delete(s.nads, key)
 	s.deletes = append(s.deletes, key)
+	if len(cur.Finalizers) > 0 {
+		// Terminating until the finalizers' controllers are done.
+		s.rv++
+		now := metav1.Now()
+		cur.DeletionTimestamp, cur.ResourceVersion = &now, strconv.Itoa(s.rv)
+		if s.controller != nil {
+			go s.controller(s, key)
+		}
+		return nil
+	}
+	delete(s.nads, key)
 	return nil
 }
 
-// memBackups is an in-memory Backups.
-type memBackups struct {
-	mu      sync.Mutex
-	saved   map[string]*Backup
-	saves   int
-	failAll error
+// memJournals is an in-memory replace.Journals.
+type memJournals struct {
+	mu       sync.Mutex
+	saved    map[string]*replace.Journal
+	saves    int
+	failAll  error
+	rejected []replace.Rejected
 }
 
-func newMemBackups() *memBackups { return &memBackups{saved: map[string]*Backup{}} }
+func newMemJournals() *memJournals { return &memJournals{saved: map[string]*replace.Journal{}} }
 
-func (b *memBackups) Save(_ context.Context, bk *Backup) error {
+func (b *memJournals) Save(_ context.Context, j *replace.Journal) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.failAll != nil {
 		return b.failAll
 	}
-	bk.Name = BackupName(bk.Original)
-	b.saved[bk.Name] = bk
+	j.Name = replace.JournalName(j.UID())
+	c := *j
+	c.Original = j.Original.DeepCopy()
+	b.saved[j.Name] = &c
 	b.saves++
 	return nil
 }
 
-func (b *memBackups) List(context.Context) ([]*Backup, error) {
+func (b *memJournals) List(context.Context) ([]*replace.Journal, []replace.Rejected, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
-	var out []*Backup
-	for _, bk := range b.saved {
-		out = append(out, bk)
+	var out []*replace.Journal
+	for _, j := range b.saved {
+		c := *j
+		out = append(out, &c)
+	}
+	return out, b.rejected, nil
+}
+
+func (b *memJournals) Delete(_ context.Context, j *replace.Journal) error {
+	b.mu.Lock()
+	defer b.mu.Unlock()
+	delete(b.saved, j.Name)
+	return nil
+}
+
+func (b *memJournals) Where(j *replace.Journal) string { return "memory " + j.Name }
+
+// memObjects is memStore as replace.Objects sees it: unstructured NADs.
+type memObjects struct{ s *memStore }
+
+func toUnstructured(n *nadv1.NetworkAttachmentDefinition) *unstructured.Unstructured {
+	m, err := runtime.DefaultUnstructuredConverter.ToUnstructured(n)
+	if err != nil {
+		panic(err)
+	}
+	u := &unstructured.Unstructured{Object: m}
+	u.SetGroupVersionKind(nadv1.GroupVersion.WithKind(nadv1.Kind))
+	return u
+}
+
+func fromUnstructured(u *unstructured.Unstructured) *nadv1.NetworkAttachmentDefinition {
+	n := &nadv1.NetworkAttachmentDefinition{}
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, n); err != nil {
+		panic(err)
+	}
+	return n
+}
+
+func (o memObjects) Get(ctx context.Context, ns, name string) (*unstructured.Unstructured, error) {
+	n, err := o.s.Get(ctx, ns, name)
+	if err != nil {
+		return nil, err
+	}
+	return toUnstructured(n), nil
+}
+
+func (o memObjects) Create(ctx context.Context, obj *unstructured.Unstructured, dryRun bool) error {
+	n := fromUnstructured(obj)
+	if err := o.s.Create(ctx, n, dryRun); err != nil {
+		return err
+	}
+	obj.Object = toUnstructured(n).Object
+	return nil
+}
+
+func (o memObjects) Delete(ctx context.Context, obj *unstructured.Unstructured, dryRun bool) error {
+	return o.s.Delete(ctx, fromUnstructured(obj), dryRun)
+}
+
+func (o memObjects) List(_ context.Context, sel labels.Selector) ([]unstructured.Unstructured, error) {
+	o.s.mu.Lock()
+	defer o.s.mu.Unlock()
+	var out []unstructured.Unstructured
+	for _, k := range o.s.keys() {
+		if n := o.s.nads[k]; sel.Matches(labels.Set(n.Labels)) {
+			out = append(out, *toUnstructured(n))
+		}
 	}
 	return out, nil
 }
 
-func (b *memBackups) Delete(_ context.Context, bk *Backup) error {
-	b.mu.Lock()
-	defer b.mu.Unlock()
-	delete(b.saved, bk.Name)
-	return nil
+// finalize is a controller finishing its cleanup: it removes every
+// finalizer of a terminating NAD, which then goes.
+func (s *memStore) finalize(key string) {
+	s.mu.Lock()
+	defer s.mu.Unlock()
+	if n, ok := s.nads[key]; ok && n.DeletionTimestamp != nil {
+		delete(s.nads, key)
+	}
 }
-
-func (b *memBackups) Where(bk *Backup) string { return "memory " + bk.Name }
 
 func (s *memStore) otherWriter(key, config string, label string) {
 	s.rv++

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
+	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -28,16 +29,37 @@ type PreflightError struct {
 
 func (e *PreflightError) Error() string { return e.Msg }
 
+// PreflightScope is what a run will do, for Preflight to check.
+type PreflightScope struct {
+	// Namespace is the NADs' scope ("": every namespace).
+	Namespace string
+	// Writes: the run patches NADs (a server dry run is authorized as a
+	// write; a client dry run reads only).
+	Writes bool
+	// Stores: a real run (no dry run), which holds the run's Lease and
+	// writes backups.
+	Stores bool
+	// Replaces: the replacement path is on.
+	Replaces bool
+	// BackupNamespace holds the Lease, the backups and their signing key.
+	BackupNamespace string
+}
+
 // Preflight checks, before anything is written, that the NAD CRD is
-// installed and Established and that this identity may list and get NADs in
-// the scope, and patch them when the run writes (a server dry run is
-// authorized as a write; a client dry run reads only, so a read-only
-// identity can see what a migration would do). With backupNamespace set
-// (the recreate path is on) a writing run must also be allowed to create
-// and delete NADs, and to keep backups as ConfigMaps there. Transient
-// errors are retried for at most budget, as a NAD's writes are: one etcd
-// leader change must not fail a Job that fails at once on exit code 2.
-func Preflight(ctx context.Context, cfg *rest.Config, namespace string, writes bool, backupNamespace string, budget time.Duration) error {
+// installed and Established and that this identity may do what the run
+// will do: list and get NADs in the scope, patch them when the run writes;
+// create and delete them, and keep backups as ConfigMaps in an existing
+// backup namespace, when it replaces; take the run's Lease and read its
+// signing key when it stores. A server dry run checks everything the real
+// run needs but the Lease and the key, so it never promises what the run
+// cannot do. Transient errors are retried for at most budget, as a NAD's
+// writes are: one etcd leader change must not fail a Job that fails at
+// once on exit code 2.
+func Preflight(ctx context.Context, cfg *rest.Config, scope PreflightScope, budget time.Duration) error {
+	namespace, writes, backupNamespace := scope.Namespace, scope.Writes, ""
+	if scope.Replaces {
+		backupNamespace = scope.BackupNamespace
+	}
 	b := DefaultBackoff
 	b.Budget = budget
 	call := func(op func() error) error {
@@ -125,19 +147,76 @@ func Preflight(ctx context.Context, cfg *rest.Config, namespace string, writes b
 		}
 		return &PreflightError{Msg: msg + "."}
 	}
+	type check struct{ verb, group, resource, name string }
+	var checks []check
 	if writes && backupNamespace != "" {
-		for _, verb := range []string{"create", "list", "delete"} {
-			ok, err := allowed(backupNamespace, verb, "", "v1", "configmaps")
-			if err != nil {
-				return err
+		for _, verb := range []string{"create", "get", "list", "update", "delete"} {
+			checks = append(checks, check{verb, "", "configmaps", ""})
+		}
+	}
+	if scope.Stores {
+		checks = append(checks, check{"create", "coordination.k8s.io", "leases", ""}, check{"get", "coordination.k8s.io", "leases", runLease},
+			check{"update", "coordination.k8s.io", "leases", runLease})
+		if scope.Replaces {
+			checks = append(checks, check{"create", "", "secrets", ""}, check{"get", "", "secrets", journalKey})
+		}
+	}
+	for _, c := range checks {
+		ok, err := allowedName(ctx, kube, call, transient, scope.BackupNamespace, c.verb, c.group, c.resource, c.name)
+		if err != nil {
+			return err
+		}
+		if !ok {
+			what := c.resource
+			if c.name != "" {
+				what += " named " + c.name
 			}
-			if !ok {
-				return &PreflightError{Msg: fmt.Sprintf("This identity may not %s ConfigMaps in namespace %s, where backups of the NADs it replaces are kept;"+
-					" grant the netconf-migrator-job Role (config/job), pass --backup-namespace, or --recreate=never.", verb, backupNamespace)}
-			}
+			return &PreflightError{Msg: fmt.Sprintf("This identity may not %s %s in namespace %s, where the run keeps its Lease, the backups of the NADs it replaces and their signing key;"+
+				" grant the netconf-migrator-job Role (config/job), pass --backup-namespace, or --recreate=never.", c.verb, what, scope.BackupNamespace)}
+		}
+	}
+	if (scope.Stores || backupNamespace != "") && writes {
+		// A dry-run create shows the namespace exists and admission lets
+		// us write there; SelfSubjectAccessReviews allow a namespace that
+		// does not exist.
+		probe := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: scope.BackupNamespace, GenerateName: "netconf-migrator-preflight-"}}
+		err := call(func() error {
+			_, err := kube.CoreV1().ConfigMaps(scope.BackupNamespace).Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			return err
+		})
+		switch {
+		case apierrors.IsNotFound(err):
+			return &PreflightError{Msg: fmt.Sprintf("The namespace %s, where the run keeps its Lease and the backups of the NADs it replaces, does not exist;"+
+				" create it (kubectl create namespace %s) or pass --backup-namespace.", scope.BackupNamespace, scope.BackupNamespace)}
+		case err != nil:
+			return &PreflightError{Msg: fmt.Sprintf("Cannot write a backup in namespace %s: %v.", scope.BackupNamespace, apiMessage(err)), Transient: transient(err)}
 		}
 	}
 	return nil
+}
+
+// The Lease and Secret names a run uses (internal/runlock, replace), for
+// the permission checks.
+const (
+	runLease   = "netconf-migrator-run"
+	journalKey = "netconf-migrator-journal-key"
+)
+
+// allowedName asks the API server whether this identity may verb the
+// resource (the named one, when name is set) in ns.
+func allowedName(ctx context.Context, kube kubernetes.Interface, call func(func() error) error, transient func(error) bool, ns, verb, group, resource, name string) (bool, error) {
+	ssar := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
+		ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: verb, Group: group, Resource: resource, Name: name},
+	}}
+	var res *authorizationv1.SelfSubjectAccessReview
+	err := call(func() (err error) {
+		res, err = kube.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, ssar, metav1.CreateOptions{})
+		return err
+	})
+	if err != nil {
+		return false, &PreflightError{Msg: fmt.Sprintf("Cannot check this identity's permissions on %s: %v.", resource, apiMessage(err)), Transient: transient(err)}
+	}
+	return res.Status.Allowed, nil
 }
 
 func apiMessage(err error) string {

@@ -5,80 +5,209 @@ import (
 	"errors"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/go-logr/logr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/report"
+	"github.com/harvester/netconf-migrator/migration/replace"
 )
 
+func denialBy(webhook, msg string) error {
+	return apierrors.NewInternalError(errors.New(`admission webhook "` + webhook + `" denied the request: ` + msg))
+}
+
 func webhookDenial(msg string) error {
-	return apierrors.NewInternalError(errors.New(`admission webhook "validator.harvester-system.harvester-network-webhook" denied the request: ` + msg))
+	return denialBy("validator.harvester-system.harvester-network-webhook", msg)
 }
 
 var typeRule = webhookDenial("can't update nad a/n because nad cannot be updated from network type  to network type bridge")
 
-func runWithBackups(t *testing.T, s *memStore, b *memBackups, o Options) *report.Report {
-	t.Helper()
-	if o.Backoff == (Backoff{}) {
-		o.Backoff = fastBackoff
+func newReplacer(s *memStore, j *memJournals) *replace.Replacer {
+	return &replace.Replacer{
+		Objects: memObjects{s}, Journals: j, Log: logr.Discard(), Run: "test-run",
+		Finalizers: replace.HarvesterFinalizers(), Webhooks: replace.HarvesterWebhooks(),
+		Budget: time.Second, Poll: time.Millisecond,
 	}
-	m := &Migrator{Store: s, Backups: b, Events: &recordedEvents{}, Log: logr.Discard(), Opts: o}
-	rep, err := m.Run(context.Background())
+}
+
+func runWithJournals(t *testing.T, s *memStore, j *memJournals, o Options) *report.Report {
+	t.Helper()
+	rep, err := runReplacing(context.Background(), s, newReplacer(s, j), o)
 	if err != nil {
 		t.Fatal(err)
 	}
 	return rep
 }
 
-// TestRecreate walks the recreate path through each way it can end, with
+func runReplacing(ctx context.Context, s *memStore, r *replace.Replacer, o Options) (*report.Report, error) {
+	if o.Backoff == (Backoff{}) {
+		o.Backoff = fastBackoff
+	}
+	m := &Migrator{Store: s, Replacer: r, Events: &recordedEvents{}, Log: logr.Discard(), Opts: o}
+	return m.Run(ctx)
+}
+
+// harvesterFinalizers puts the manager's and the agent's finalizers on a
+// NAD, as Harvester v1.6 does to every NAD, and has a controller remove
+// them a moment after a delete.
+func harvesterFinalizers(s *memStore, key string) {
+	s.nads[key].Finalizers = []string{replace.FinalizerHarvesterManager, replace.FinalizerHarvesterAgent}
+	s.controller = func(s *memStore, key string) {
+		time.Sleep(5 * time.Millisecond)
+		s.finalize(key)
+	}
+}
+
+// TestRecreate walks the replacement through each way it can end, with
 // faults injected into the store: nothing is deleted unless the new object
-// would be admitted, and the NAD always exists at the end, as wanted or as
-// it was, or its backup says where it is.
+// would be admitted and every finalizer has a known controller, and the
+// NAD always exists at the end, as wanted or as it was, or the report says
+// it is missing and where its backup is.
 func TestRecreate(t *testing.T) {
 	refuseUpdate := func(*memStore, string, int) error { return typeRule }
 	for _, tc := range []struct {
 		name string
 		opts Options
-		// setup injects faults; the update is always refused by the type rule.
-		setup      func(s *memStore, b *memBackups)
+		// setup injects faults; the update is refused by the type rule
+		// unless setup changes beforeUpdate.
+		setup      func(s *memStore, j *memJournals, r *replace.Replacer)
 		action     report.Action
 		recreated  bool
 		wantConfig string // what a/n holds at the end; "" means missing
 		reason     []string
 		deletes    int
 		backupLeft bool
+		backupStep replace.Step
 	}{
 		{name: "refused in place, replaced by the flat form", action: report.ActionNormalized, recreated: true, wantConfig: flatOf, deletes: 1},
 		{name: "never with --recreate=never", opts: Options{Recreate: RecreateNever}, action: report.ActionFailed, wantConfig: nested,
 			reason: []string{"nad cannot be updated from network type"}},
 		{name: "server dry run deletes nothing", opts: Options{DryRun: DryRunServer}, action: report.ActionWouldNormalize, recreated: true, wantConfig: nested},
+		{name: "Harvester's finalizers: waits until its controllers are done, then creates",
+			setup:  func(s *memStore, _ *memJournals, _ *replace.Replacer) { harvesterFinalizers(s, "a/n") },
+			action: report.ActionNormalized, recreated: true, wantConfig: flatOf, deletes: 1},
+		{name: "a finalizer no known controller removes: nothing deleted, the finalizer named",
+			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
+				s.nads["a/n"].Finalizers = []string{"example.com/keep"}
+			},
+			action: report.ActionFailed, wantConfig: nested, reason: []string{"nad cannot be updated", "finalizer example.com/keep", "--replace-finalizer"}},
+		{name: "a finalizer given with --replace-finalizer is waited out",
+			setup: func(s *memStore, _ *memJournals, r *replace.Replacer) {
+				s.nads["a/n"].Finalizers = []string{"example.com/keep"}
+				s.controller = func(s *memStore, key string) { s.finalize(key) }
+				r.Finalizers["example.com/keep"] = "example's controller"
+			},
+			action: report.ActionNormalized, recreated: true, wantConfig: flatOf, deletes: 1},
+		{name: "a finalizer held past the budget: missing, backup kept at step Deleted, finalizer and controller named",
+			setup: func(s *memStore, _ *memJournals, r *replace.Replacer) {
+				harvesterFinalizers(s, "a/n")
+				s.controller = nil // the controller is down
+				r.Budget = 50 * time.Millisecond
+			},
+			action: report.ActionMissing, wantConfig: nested, deletes: 1, backupLeft: true, backupStep: replace.StepDeleted,
+			reason: []string{"missing", "still terminating", replace.FinalizerHarvesterManager, "network controller manager", "memory netconf-migrator-backup-a/n", "the next run goes on"}},
+		{name: "a refusal from a webhook not on the allow list is final, in its own words",
+			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
+				s.beforeUpdate = func(*memStore, string, int) error {
+					return denialBy("immutable-nads.kyverno.example", "NADs are immutable")
+				}
+			},
+			action: report.ActionFailed, wantConfig: nested, reason: []string{`admission webhook "immutable-nads.kyverno.example" denied the request: NADs are immutable`}},
+		{name: "a webhook added with --replace-past-webhook calls for a replacement",
+			setup: func(s *memStore, _ *memJournals, r *replace.Replacer) {
+				s.beforeUpdate = func(*memStore, string, int) error { return denialBy("immutable-nads.example", "no") }
+				r.Webhooks = append(r.Webhooks, "immutable-nads.example")
+			},
+			action: report.ActionNormalized, recreated: true, wantConfig: flatOf, deletes: 1},
+		{name: "v1.6 (agent finalizers): a NAD on the same cluster network Harvester cannot decode does not hold the replacement",
+			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
+				harvesterFinalizers(s, "a/n")
+				s.nads["a/n"].Labels = map[string]string{replace.LabelClusterNetwork: "mgmt"}
+				s.rv++
+				s.nads["b/double"] = &nadv1.NetworkAttachmentDefinition{
+					ObjectMeta: metav1.ObjectMeta{Namespace: "b", Name: "double", UID: "b/double", ResourceVersion: "99", Labels: map[string]string{replace.LabelClusterNetwork: "mgmt"}},
+					Spec:       nadv1.NetworkAttachmentDefinitionSpec{Config: `"{\"type\":\"bridge\"}"`},
+				}
+			},
+			action: report.ActionNormalized, recreated: true, wantConfig: flatOf, deletes: 1},
+		{name: "v1.7+ (the manager's finalizer alone): a NAD on the same cluster network Harvester cannot decode: nothing deleted, that NAD named",
+			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
+				harvesterFinalizers(s, "a/n")
+				s.nads["a/n"].Finalizers = []string{replace.FinalizerHarvesterManager}
+				s.nads["a/n"].Labels = map[string]string{replace.LabelClusterNetwork: "mgmt"}
+				s.rv++
+				s.nads["b/double"] = &nadv1.NetworkAttachmentDefinition{
+					ObjectMeta: metav1.ObjectMeta{Namespace: "b", Name: "double", UID: "b/double", ResourceVersion: "99", Labels: map[string]string{replace.LabelClusterNetwork: "mgmt"}},
+					Spec:       nadv1.NetworkAttachmentDefinitionSpec{Config: `"{\"type\":\"bridge\"}"`},
+				}
+			},
+			action: report.ActionFailed, wantConfig: nested, reason: []string{"NAD b/double on the same cluster network mgmt", "stays terminating", "fix or remove b/double first"}},
+		{name: "v1.7 with every NAD older than the upgrade: the wait runs out and the report names the NAD that blocks the cleanup",
+			setup: func(s *memStore, _ *memJournals, r *replace.Replacer) {
+				harvesterFinalizers(s, "a/n")
+				s.controller = nil // its cleanup fails on b/double
+				r.Budget = 50 * time.Millisecond
+				s.nads["a/n"].Labels = map[string]string{replace.LabelClusterNetwork: "mgmt"}
+				s.nads["b/double"] = &nadv1.NetworkAttachmentDefinition{
+					ObjectMeta: metav1.ObjectMeta{Namespace: "b", Name: "double", UID: "b/double", ResourceVersion: "99", Labels: map[string]string{replace.LabelClusterNetwork: "mgmt"}},
+					Spec:       nadv1.NetworkAttachmentDefinitionSpec{Config: `"{\"type\":\"bridge\"}"`},
+				}
+			},
+			action: report.ActionMissing, wantConfig: nested, deletes: 1, backupLeft: true, backupStep: replace.StepDeleted,
+			reason: []string{"still terminating", replace.FinalizerHarvesterManager, "NAD b/double on the same cluster network mgmt", "fix or remove b/double first"}},
 		{name: "a create the validators would refuse deletes nothing",
-			setup: func(s *memStore, _ *memBackups) {
+			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
 				s.beforeCreate = func(*nadv1.NetworkAttachmentDefinition, bool) error {
 					return webhookDenial("can't create nad a/n because the bridge name a-br does not include suffix -br")
 				}
 			},
 			action: report.ActionFailed, wantConfig: nested, reason: []string{"nad cannot be updated", "creating it again would be refused too", "does not include suffix"}},
 		{name: "a create another webhook would rewrite to a legacy form deletes nothing",
-			setup: func(s *memStore, _ *memBackups) {
+			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
 				s.mutate = func(n *nadv1.NetworkAttachmentDefinition) { n.Spec.Config = nested }
 			},
 			action: report.ActionFailed, wantConfig: nested, reason: []string{"as an admission webhook rewrites it"}},
 		{name: "no backup, no delete",
-			setup:  func(_ *memStore, b *memBackups) { b.failAll = errors.New("configmaps is forbidden") },
+			setup: func(_ *memStore, j *memJournals, _ *replace.Replacer) {
+				j.failAll = errors.New("configmaps is forbidden")
+			},
 			action: report.ActionFailed, wantConfig: nested, reason: []string{"not replaced", "configmaps is forbidden"}},
 		{name: "a refused delete leaves the NAD and removes the backup",
-			setup: func(s *memStore, _ *memBackups) {
+			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
 				s.beforeDelete = func(string, bool) error {
 					return webhookDenial("can't delete nad a/n because it's still used by VM(s) a/vm1 which must remove the related networks and interfaces")
 				}
 			},
 			action: report.ActionFailed, wantConfig: nested, reason: []string{"deleting it to create it again was refused too", "a/vm1"}},
+		{name: "someone else deletes it between our read and our delete: not created again",
+			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
+				s.beforeDelete = func(key string, dryRun bool) error {
+					if !dryRun {
+						delete(s.nads, key)
+					}
+					return nil
+				}
+			},
+			action: report.ActionFailed, reason: []string{"deleted by someone else before it could be replaced", "not created again"}},
+		{name: "our delete's answer is lost and the retry meets NotFound: ours, created",
+			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
+				s.beforeDelete = func(key string, dryRun bool) error {
+					if !dryRun && s.nads[key] != nil {
+						delete(s.nads, key)
+						s.deletes = append(s.deletes, key)
+						return apierrors.NewServiceUnavailable("injected: the answer was lost")
+					}
+					return nil
+				}
+			},
+			action: report.ActionNormalized, recreated: true, wantConfig: flatOf, deletes: 1},
 		{name: "a create refused after the delete puts the original back",
-			setup: func(s *memStore, _ *memBackups) {
+			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
 				s.beforeCreate = func(n *nadv1.NetworkAttachmentDefinition, dryRun bool) error {
 					if !dryRun && n.Spec.Config == flatOf {
 						return webhookDenial("refused for real")
@@ -87,8 +216,8 @@ func TestRecreate(t *testing.T) {
 				}
 			},
 			action: report.ActionFailed, wantConfig: nested, deletes: 1, reason: []string{"refused for real", "the original was created back"}},
-		{name: "when no create succeeds the backup stays and says where",
-			setup: func(s *memStore, _ *memBackups) {
+		{name: "when no create succeeds the NAD is reported missing with its backup",
+			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
 				s.beforeCreate = func(_ *nadv1.NetworkAttachmentDefinition, dryRun bool) error {
 					if !dryRun {
 						return webhookDenial("refused for real")
@@ -96,9 +225,10 @@ func TestRecreate(t *testing.T) {
 					return nil
 				}
 			},
-			action: report.ActionFailed, deletes: 1, backupLeft: true, reason: []string{"the NAD is missing", "its backup is in memory netconf-migrator-backup-a/n"}},
-		{name: "a create that meets a NotFound is reported failed, not skipped as deleted",
-			setup: func(s *memStore, _ *memBackups) {
+			action: report.ActionMissing, deletes: 1, backupLeft: true, backupStep: replace.StepDeleted,
+			reason: []string{"missing", "the backup is at memory netconf-migrator-backup-a/n"}},
+		{name: "a create that meets a NotFound is reported missing, not skipped as deleted",
+			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
 				s.beforeCreate = func(_ *nadv1.NetworkAttachmentDefinition, dryRun bool) error {
 					if !dryRun {
 						return apierrors.NewNotFound(schema.GroupResource{Resource: "namespaces"}, "a")
@@ -106,9 +236,10 @@ func TestRecreate(t *testing.T) {
 					return nil
 				}
 			},
-			action: report.ActionFailed, deletes: 1, backupLeft: true, reason: []string{"the NAD is missing", "its backup is in memory netconf-migrator-backup-a/n"}},
+			action: report.ActionMissing, deletes: 1, backupLeft: true, backupStep: replace.StepDeleted,
+			reason: []string{"missing", "the backup is at memory netconf-migrator-backup-a/n"}},
 		{name: "the answer to the create is lost: the retry finds our NAD",
-			setup: func(s *memStore, _ *memBackups) {
+			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
 				lost := false
 				s.afterCreate = func(string) error {
 					if lost {
@@ -120,7 +251,7 @@ func TestRecreate(t *testing.T) {
 			},
 			action: report.ActionNormalized, recreated: true, wantConfig: flatOf, deletes: 1},
 		{name: "another writer between read and delete: read again, then replace",
-			setup: func(s *memStore, _ *memBackups) {
+			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
 				once := false
 				s.beforeDelete = func(key string, dryRun bool) error {
 					if !dryRun && !once {
@@ -133,12 +264,16 @@ func TestRecreate(t *testing.T) {
 			action: report.ActionNormalized, recreated: true, wantConfig: flatOf, deletes: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, b := newMemStore(map[string]string{"a/n": nested}), newMemBackups()
+			s, j := newMemStore(map[string]string{"a/n": nested}), newMemJournals()
 			s.beforeUpdate = refuseUpdate
+			r := newReplacer(s, j)
 			if tc.setup != nil {
-				tc.setup(s, b)
+				tc.setup(s, j, r)
 			}
-			rep := runWithBackups(t, s, b, tc.opts)
+			rep, err := runReplacing(context.Background(), s, r, tc.opts)
+			if err != nil {
+				t.Fatal(err)
+			}
 			it, _ := action(rep, "a/n")
 			if it.Action != tc.action || it.Recreated != tc.recreated {
 				t.Errorf("%s recreated=%v (%q), want %s recreated=%v", it.Action, it.Recreated, it.Reason, tc.action, tc.recreated)
@@ -158,79 +293,161 @@ func TestRecreate(t *testing.T) {
 			if len(s.deletes) != tc.deletes {
 				t.Errorf("%d deletes, want %d", len(s.deletes), tc.deletes)
 			}
-			if (len(b.saved) > 0) != tc.backupLeft {
-				t.Errorf("backups left: %d, want left=%v", len(b.saved), tc.backupLeft)
+			if (len(j.saved) > 0) != tc.backupLeft {
+				t.Errorf("backups left: %d, want left=%v", len(j.saved), tc.backupLeft)
 			}
-			if n, ok := s.nads["a/n"]; ok && got == flatOf && n.Annotations[nadv1.AnnotationOriginalConfig] != nested {
-				t.Errorf("the recreated NAD lost the original for rollback: %v", n.Annotations)
+			for _, b := range j.saved {
+				if b.Step != tc.backupStep || b.Run != "test-run" || b.UID() != "a/n" {
+					t.Errorf("backup left at step %q by run %q for uid %q, want step %q by test-run for a/n", b.Step, b.Run, b.UID(), tc.backupStep)
+				}
+				if it.Backup != "memory "+b.Name {
+					t.Errorf("the report names backup %q, want memory %s", it.Backup, b.Name)
+				}
+			}
+			if n, ok := s.nads["a/n"]; ok && got == flatOf {
+				if n.Annotations[nadv1.AnnotationOriginalConfig] != nested {
+					t.Errorf("the recreated NAD lost the original for rollback: %v", n.Annotations)
+				}
+				if len(n.Finalizers) != 0 {
+					t.Errorf("the recreated NAD carries the old object's finalizers %v; their controllers add their own", n.Finalizers)
+				}
+				if tc.recreated && tc.opts.DryRun == DryRunNone && (it.PreviousUID != "a/n" || it.UID != string(n.UID)) {
+					t.Errorf("report says uid %q -> %q, want a/n -> %s", it.PreviousUID, it.UID, n.UID)
+				}
 			}
 		})
 	}
 }
 
+// TestAStartedReplacementFinishesAfterSIGTERM: the run is canceled right
+// after the delete; the replacement has its own budget and creates the NAD,
+// which is never reported unvisited while missing.
+func TestAStartedReplacementFinishesAfterSIGTERM(t *testing.T) {
+	s, j := newMemStore(map[string]string{"a/n": nested, "a/z": nested}), newMemJournals()
+	s.beforeUpdate = func(*memStore, string, int) error { return typeRule }
+	harvesterFinalizers(s, "a/n")
+	ctx, cancel := context.WithCancel(context.Background())
+	s.beforeDelete = func(_ string, dryRun bool) error {
+		if !dryRun {
+			cancel()
+		}
+		return nil
+	}
+	rep, err := runReplacing(ctx, s, newReplacer(s, j), Options{Concurrency: 1})
+	if !errors.Is(err, ErrStopped) {
+		t.Fatalf("run ended with %v, want ErrStopped", err)
+	}
+	it, _ := action(rep, "a/n")
+	if it.Action != report.ActionNormalized || !it.Recreated || s.nads["a/n"] == nil || s.nads["a/n"].Spec.Config != flatOf {
+		t.Fatalf("a/n: %s %q, stored %v", it.Action, it.Reason, s.nads["a/n"])
+	}
+	if z, _ := action(rep, "a/z"); z.Action != report.ActionUnvisited {
+		t.Errorf("a/z, not started before the stop: %s", z.Action)
+	}
+	if len(j.saved) != 0 {
+		t.Errorf("%d backups left", len(j.saved))
+	}
+}
+
+func journalOf(s *memStore, key string, step replace.Step) *replace.Journal {
+	return &replace.Journal{Run: "killed-run", Mode: string(ModeMigrate), Step: step, Original: toUnstructured(s.nads[key])}
+}
+
 // TestResumeFinishesAnInterruptedRecreate: a run killed between the delete
-// and the create left a backup and no NAD; the next run creates it first.
+// and the create left a backup and no NAD; the next run creates it first,
+// computing what to create from the original alone.
 func TestResumeFinishesAnInterruptedRecreate(t *testing.T) {
-	s, b := newMemStore(map[string]string{"a/n": nested, "a/stale": nested, "a/other": flatOf}), newMemBackups()
-	orig := s.nads["a/n"].DeepCopy()
-	wanted := orig.DeepCopy()
-	wanted.Spec.Config = flatOf
-	wanted.Annotations = map[string]string{nadv1.AnnotationOriginalConfig: nested}
-	_ = b.Save(context.Background(), &Backup{Mode: ModeMigrate, Original: orig, Wanted: wanted})
+	s, j := newMemStore(map[string]string{"a/n": nested, "a/stale": nested, "a/other": flatOf, "a/terminating": nested}), newMemJournals()
+	_ = j.Save(context.Background(), journalOf(s, "a/n", replace.StepDeleted))
 	delete(s.nads, "a/n") // the interrupted run's delete
 	// A backup whose NAD still exists: that run stopped before deleting.
-	_ = b.Save(context.Background(), &Backup{Mode: ModeMigrate, Original: s.nads["a/stale"].DeepCopy(), Wanted: wanted})
+	_ = j.Save(context.Background(), journalOf(s, "a/stale", replace.StepDeleting))
+	// Deleted, still terminating behind Harvester's finalizers.
+	harvesterFinalizers(s, "a/terminating")
+	_ = j.Save(context.Background(), journalOf(s, "a/terminating", replace.StepDeleted))
+	now := metav1.Now()
+	s.nads["a/terminating"].DeletionTimestamp = &now
+	go s.controller(s, "a/terminating")
 
-	rep := runWithBackups(t, s, b, Options{})
-	it, _ := action(rep, "a/n")
-	if it.Action != report.ActionNormalized || !strings.Contains(it.Reason, "interrupted run") {
-		t.Errorf("a/n: %s %q", it.Action, it.Reason)
+	rep := runWithJournals(t, s, j, Options{})
+	for _, key := range []string{"a/n", "a/terminating"} {
+		it, _ := action(rep, key)
+		if it.Action != report.ActionNormalized || !strings.Contains(it.Reason, "interrupted run") || !it.Recreated {
+			t.Errorf("%s: %s %q", key, it.Action, it.Reason)
+		}
+		n := s.nads[key]
+		if n == nil || n.Spec.Config != flatOf || n.Annotations[nadv1.AnnotationOriginalConfig] != nested {
+			t.Fatalf("%s was not created again as wanted: %v", key, n)
+		}
 	}
-	if n := s.nads["a/n"]; n == nil || n.Spec.Config != flatOf {
-		t.Fatalf("a/n was not created again: %v", n)
+	if len(j.saved) != 0 {
+		t.Errorf("%d backups left", len(j.saved))
 	}
-	if len(b.saved) != 0 {
-		t.Errorf("%d backups left", len(b.saved))
+	if rep.Summary.Total != 4 {
+		t.Errorf("the report counts %d NADs, want 4 (each once)", rep.Summary.Total)
 	}
-	if rep.Summary.Total != 3 {
-		t.Errorf("the report counts %d NADs, want 3 (each once)", rep.Summary.Total)
-	}
-	// The stale backup's NAD is migrated as usual (its update is allowed).
+	// The stale backup's NAD is visited as usual: refused in place (the
+	// store refuses nothing here), so migrated in place.
 	if s.nads["a/stale"].Spec.Config != flatOf {
 		t.Errorf("a/stale: %s", s.nads["a/stale"].Spec.Config)
 	}
 }
 
-// TestResumeKeepsTheBackupOfANADSomeoneElseCreated: when another writer
-// created the NAD again while it was missing, the backup is the only copy
-// of the original and stays; the report says where it is.
-func TestResumeKeepsTheBackupOfANADSomeoneElseCreated(t *testing.T) {
-	s, b := newMemStore(map[string]string{"a/n": nested}), newMemBackups()
-	orig := s.nads["a/n"].DeepCopy()
-	wanted := orig.DeepCopy()
-	wanted.Spec.Config = flatOf
-	_ = b.Save(context.Background(), &Backup{Mode: ModeMigrate, Original: orig, Wanted: wanted})
-	s.nads["a/n"].UID = "someone-else"
-	s.nads["a/n"].Spec.Config = `{"cniVersion":"0.3.1","type":"macvlan","master":"eth0"}`
-	rep := runWithBackups(t, s, b, Options{})
-	it, _ := action(rep, "a/n")
-	if it.Action != report.ActionFailed || !strings.Contains(it.Reason, "another writer created this NAD again") || !strings.Contains(it.Reason, "memory netconf-migrator-backup-a/n") {
-		t.Errorf("%s %q", it.Action, it.Reason)
+// TestResumeCreatesOnlyFromSignedBackups: a look-alike backup is reported,
+// and nothing is created from it.
+func TestResumeCreatesOnlyFromSignedBackups(t *testing.T) {
+	s, j := newMemStore(map[string]string{"a/flat": flatOf}), newMemJournals()
+	j.rejected = []replace.Rejected{{Where: "ConfigMap netconf-migrator-system/netconf-migrator-backup-forged", Reason: "its signature does not match"}}
+	rep := runWithJournals(t, s, j, Options{})
+	if len(s.creates) != 0 {
+		t.Errorf("created %v from a look-alike backup", s.creates)
 	}
-	if len(b.saved) != 1 || rep.Summary.Total != 1 {
-		t.Errorf("%d backups kept, %d NADs counted; want 1 and 1", len(b.saved), rep.Summary.Total)
+	if len(rep.Summary.RejectedBackups) != 1 || !strings.Contains(rep.Summary.RejectedBackups[0], "netconf-migrator-backup-forged") || !rep.NeedsAttention() {
+		t.Errorf("report: %v, needs attention %v", rep.Summary.RejectedBackups, rep.NeedsAttention())
+	}
+}
+
+// TestResumeKeepsTheBackupOfANADSomeoneElseCreated: when another writer
+// created the NAD again while it was missing, not in the wanted form, the
+// backup is the only copy of the original and stays; the report says where.
+// When a controller created it in the wanted form, the backup is closed.
+func TestResumeKeepsTheBackupOfANADSomeoneElseCreated(t *testing.T) {
+	for _, tc := range []struct {
+		name, config string
+		keep         bool
+	}{
+		{"a legacy form", nested, true},
+		{"a form that needs no migration", `{"cniVersion":"0.3.1","type":"macvlan","master":"eth0"}`, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, j := newMemStore(map[string]string{"a/n": nested}), newMemJournals()
+			_ = j.Save(context.Background(), journalOf(s, "a/n", replace.StepDeleted))
+			s.nads["a/n"].UID = "someone-else"
+			s.nads["a/n"].Spec.Config = tc.config
+			rep := runWithJournals(t, s, j, Options{})
+			it, _ := action(rep, "a/n")
+			if !tc.keep && (it.Action != report.ActionUnchanged || !strings.Contains(it.Reason, "another writer created it meanwhile")) {
+				t.Errorf("%s %q", it.Action, it.Reason)
+			}
+			if tc.keep && (it.Action != report.ActionFailed || !strings.Contains(it.Reason, "another writer created this NAD again") || !strings.Contains(it.Reason, "memory netconf-migrator-backup-a/n")) {
+				t.Errorf("%s %q", it.Action, it.Reason)
+			}
+			if (len(j.saved) == 1) != tc.keep || rep.Summary.Total != 1 || len(s.creates) != 0 {
+				t.Errorf("%d backups kept, %d NADs counted, created %v", len(j.saved), rep.Summary.Total, s.creates)
+			}
+		})
 	}
 }
 
 // TestNeverRecreatesHarvesterManagedNADs: a NAD one of Harvester's settings
 // manages is reported with Harvester's way out, never deleted.
 func TestNeverRecreatesHarvesterManagedNADs(t *testing.T) {
-	s, b := newMemStore(map[string]string{"harvester-system/vm-migration-network-abcde": nested}), newMemBackups()
+	s, j := newMemStore(map[string]string{"harvester-system/vm-migration-network-abcde": nested}), newMemJournals()
 	s.beforeUpdate = func(*memStore, string, int) error { return typeRule }
-	rep := runWithBackups(t, s, b, Options{})
+	rep := runWithJournals(t, s, j, Options{})
 	it, _ := action(rep, "harvester-system/vm-migration-network-abcde")
-	if it.Action != report.ActionFailed || len(s.deletes) != 0 || b.saves != 0 {
-		t.Fatalf("%s, %d deletes, %d backups", it.Action, len(s.deletes), b.saves)
+	if it.Action != report.ActionFailed || len(s.deletes) != 0 || j.saves != 0 {
+		t.Fatalf("%s, %d deletes, %d backups", it.Action, len(s.deletes), j.saves)
 	}
 	if !strings.Contains(it.Advice, "vm-migration-network setting") || !strings.Contains(it.Advice, "clear the setting and set it again") {
 		t.Errorf("advice %q", it.Advice)
@@ -240,8 +457,9 @@ func TestNeverRecreatesHarvesterManagedNADs(t *testing.T) {
 // TestRollbackRecreates: a restore refused in place is done by creating
 // the NAD again with the original config, opted out of our webhook.
 func TestRollbackRecreates(t *testing.T) {
-	s, b := newMemStore(map[string]string{"a/n": flatOf}), newMemBackups()
+	s, j := newMemStore(map[string]string{"a/n": flatOf}), newMemJournals()
 	s.nads["a/n"].Annotations = map[string]string{nadv1.AnnotationOriginalConfig: nested, nadv1.AnnotationNormalizedFrom: "nested"}
+	harvesterFinalizers(s, "a/n")
 	// Harvester v1.6+: a change of the decoded type is refused, a metadata
 	// update (dropping our annotations afterwards) is not.
 	s.beforeUpdate = func(s *memStore, key string, _ int) error {
@@ -250,7 +468,7 @@ func TestRollbackRecreates(t *testing.T) {
 		}
 		return nil
 	}
-	rep := runWithBackups(t, s, b, Options{Mode: ModeRollback})
+	rep := runWithJournals(t, s, j, Options{Mode: ModeRollback})
 	it, _ := action(rep, "a/n")
 	n := s.nads["a/n"]
 	if it.Action != report.ActionRestored || !it.Recreated || n.Spec.Config != nested || n.Labels[nadv1.LabelSkip] != "true" {

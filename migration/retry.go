@@ -9,6 +9,8 @@ import (
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+
+	"github.com/harvester/netconf-migrator/migration/replace"
 )
 
 // Class says what to do after an error from the API server.
@@ -42,7 +44,7 @@ func Classify(err error) Class {
 	switch {
 	case err == nil:
 		return Final
-	case apierrors.IsConflict(err), errors.Is(err, errRecreateConflict):
+	case apierrors.IsConflict(err), errors.Is(err, replace.ErrConflict):
 		return Conflict
 	case apierrors.IsNotFound(err):
 		return Gone
@@ -90,6 +92,13 @@ type Backoff struct {
 
 // DefaultBackoff waits 0.5s, 1s, 2s ... 16s, 16s ... for at most 3 minutes.
 var DefaultBackoff = Backoff{Initial: 500 * time.Millisecond, Max: 16 * time.Second, Budget: 3 * time.Minute}
+
+// Retry runs op until it succeeds, fails for good, or the budget is spent,
+// waiting on ctx between attempts.
+func (b Backoff) Retry(ctx context.Context, op func() error) error {
+	_, err := b.retry(withWait(ctx, ctx), op)
+	return err
+}
 
 // retry runs op until it succeeds, fails for good, or the budget is spent.
 // It returns op's last error and how many attempts were made.

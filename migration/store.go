@@ -11,6 +11,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -126,4 +127,52 @@ func (e ClientEvents) Event(ctx context.Context, nad *nadv1.NetworkAttachmentDef
 	if err := e.Client.Create(ctx, ev); err != nil && e.OnError != nil {
 		e.OnError(fmt.Errorf("recording event %s on %s/%s: %w", reason, nad.Namespace, nad.Name, err))
 	}
+}
+
+// ClientObjects reads and writes NADs as unstructured objects over an
+// uncached client, for the replacement path: a create built from the
+// object as read keeps every field, the ones our NAD type lacks included.
+type ClientObjects struct {
+	Client client.Client
+}
+
+func nadObject() *unstructured.Unstructured {
+	u := &unstructured.Unstructured{}
+	u.SetGroupVersionKind(nadv1.GroupVersion.WithKind(nadv1.Kind))
+	return u
+}
+
+func (s ClientObjects) Get(ctx context.Context, namespace, name string) (*unstructured.Unstructured, error) {
+	u := nadObject()
+	if err := s.Client.Get(ctx, client.ObjectKey{Namespace: namespace, Name: name}, u); err != nil {
+		return nil, err
+	}
+	return u, nil
+}
+
+func (s ClientObjects) Create(ctx context.Context, obj *unstructured.Unstructured, dryRun bool) error {
+	obj.SetGroupVersionKind(nadv1.GroupVersion.WithKind(nadv1.Kind))
+	opts := []client.CreateOption{client.FieldOwner(FieldManager)}
+	if dryRun {
+		opts = append(opts, client.DryRunAll)
+	}
+	return s.Client.Create(ctx, obj, opts...)
+}
+
+func (s ClientObjects) Delete(ctx context.Context, obj *unstructured.Unstructured, dryRun bool) error {
+	uid, rv := obj.GetUID(), obj.GetResourceVersion()
+	opts := []client.DeleteOption{client.Preconditions{UID: &uid, ResourceVersion: &rv}}
+	if dryRun {
+		opts = append(opts, client.DryRunAll)
+	}
+	return s.Client.Delete(ctx, obj, opts...)
+}
+
+func (s ClientObjects) List(ctx context.Context, selector labels.Selector) ([]unstructured.Unstructured, error) {
+	list := &unstructured.UnstructuredList{}
+	list.SetGroupVersionKind(nadv1.GroupVersion.WithKind(nadv1.Kind + "List"))
+	if err := s.Client.List(ctx, list, client.MatchingLabelsSelector{Selector: selector}); err != nil {
+		return nil, err
+	}
+	return list.Items, nil
 }

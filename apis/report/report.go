@@ -8,6 +8,7 @@ import (
 	"io"
 	"os"
 	"sort"
+	"strings"
 	"sync"
 
 	"github.com/harvester/netconf-migrator/apis/netconf"
@@ -27,6 +28,10 @@ const (
 	ActionWouldRestore   Action = "would-restore"
 	// ActionUnvisited is a NAD the run stopped before writing.
 	ActionUnvisited Action = "unvisited"
+	// ActionMissing is a NAD the tool deleted to create it again that does
+	// not exist yet (terminating, or its create refused): its backup names
+	// it, and the next run goes on from there.
+	ActionMissing Action = "missing"
 )
 
 // Item is one NAD that needs attention or was changed.
@@ -41,7 +46,14 @@ type Item struct {
 	Advice string `json:"advice,omitempty"`
 	// Recreated says the NAD was deleted and created again with the same
 	// name, because admission refused the in-place write.
-	Recreated  bool                `json:"recreated,omitempty"`
+	Recreated bool `json:"recreated,omitempty"`
+	// PreviousUID and UID of a replaced NAD: it is a new object.
+	PreviousUID string `json:"previousUID,omitempty"`
+	UID         string `json:"uid,omitempty"`
+	// OwnerReferences carried over to a replaced NAD, as Kind/name.
+	OwnerReferences []string `json:"ownerReferences,omitempty"`
+	// Backup names where a missing NAD is kept until it is created again.
+	Backup     string              `json:"backup,omitempty"`
 	Violations []netconf.Violation `json:"violations,omitempty"`
 }
 
@@ -65,6 +77,9 @@ type Summary struct {
 	Actions map[Action]int       `json:"actions"`
 	// Stopped says why and where a run stopped before visiting every NAD.
 	Stopped string `json:"stopped,omitempty"`
+	// RejectedBackups are objects that look like backups but that this tool
+	// did not write: nothing was created from them.
+	RejectedBackups []string `json:"rejectedBackups,omitempty"`
 }
 
 // Report is the document written by --report. Safe for concurrent use.
@@ -98,11 +113,20 @@ func (r *Report) Count(a Action) int {
 	return r.Summary.Actions[a]
 }
 
-// NeedsAttention reports whether any NAD failed or needs a person.
+// Reject records an object that looked like a backup this tool writes
+// but is not one.
+func (r *Report) Reject(where, reason string) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.Summary.RejectedBackups = append(r.Summary.RejectedBackups, where+": "+reason)
+}
+
+// NeedsAttention reports whether any NAD failed or needs a person, or a
+// look-alike backup was found.
 func (r *Report) NeedsAttention() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.Summary.Actions[ActionFailed]+r.Summary.Actions[ActionReported] > 0
+	return r.Summary.Actions[ActionFailed]+r.Summary.Actions[ActionReported]+r.Summary.Actions[ActionMissing] > 0 || len(r.Summary.RejectedBackups) > 0
 }
 
 func (r *Report) sorted() []Item {
@@ -157,7 +181,7 @@ func (r *Report) WriteSummary(w io.Writer) {
 	}
 	fmt.Fprint(w, "\n  actions: ")
 	sep = ""
-	for _, a := range []Action{ActionNormalized, ActionWouldNormalize, ActionRestored, ActionWouldRestore, ActionUnchanged, ActionReported, ActionFailed, ActionSkipped, ActionUnvisited} {
+	for _, a := range []Action{ActionNormalized, ActionWouldNormalize, ActionRestored, ActionWouldRestore, ActionUnchanged, ActionReported, ActionFailed, ActionMissing, ActionSkipped, ActionUnvisited} {
 		if n := r.Summary.Actions[a]; n > 0 {
 			fmt.Fprintf(w, "%s%s=%d", sep, a, n)
 			sep = " "
@@ -166,6 +190,9 @@ func (r *Report) WriteSummary(w io.Writer) {
 	fmt.Fprintln(w)
 	if r.Summary.Stopped != "" {
 		fmt.Fprintf(w, "  stopped: %s\n", r.Summary.Stopped)
+	}
+	for _, b := range r.Summary.RejectedBackups {
+		fmt.Fprintf(w, "  not a backup of netconf-migrator's, ignored: %s\n", b)
 	}
 	for _, it := range r.sorted() {
 		line := fmt.Sprintf("%s: %s", it.Ref(), it.Form)
@@ -176,7 +203,14 @@ func (r *Report) WriteSummary(w io.Writer) {
 			line += " [" + string(it.Action) + "]"
 		}
 		if it.Recreated {
-			line += " (recreated)"
+			line += " (recreated"
+			if it.UID != "" {
+				line += ": uid " + it.PreviousUID + " is now " + it.UID
+			}
+			if len(it.OwnerReferences) > 0 {
+				line += ", owners kept: " + strings.Join(it.OwnerReferences, ", ")
+			}
+			line += ")"
 		}
 		if it.Source != "" {
 			line += " in " + it.Source

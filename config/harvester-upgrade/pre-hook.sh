@@ -20,21 +20,32 @@
 # still judge every write. Up to v1.5 they let a nested NAD be flattened in
 # place and a double-encoded one be deleted and created again; from v1.6 they
 # refuse both (see README.md beside this file). So the hook replaces what it
-# cannot rewrite (--recreate=auto), keeping a backup ConfigMap per NAD in
-# harvester-system until the NAD exists again.
+# cannot rewrite (--recreate=auto), keeping a signed backup ConfigMap per NAD
+# in netconf-migrator-system until the NAD exists again: the same namespace
+# every entry point uses by default (the Jobs, a plain run), so whichever runs
+# next finishes a replacement this hook could not. The hook creates that
+# namespace when it is missing.
+#
+# A NAD the hook deleted and could not create again yet (exit code 4: still
+# terminating behind a finalizer of Harvester's network controller, or its
+# create refused) stops the upgrade whatever NETCONF_MIGRATOR_STRICT says:
+# the report names its backup, and running the hook (or the Job) again
+# creates it.
 #
 # Harvester's upgrade Job passes no settings; every one has a default:
 #   NETCONF_MIGRATOR_BIN               the binary (default: netconf-migrator on PATH)
 #   NETCONF_MIGRATOR_ARGS              more arguments for migrate, split on spaces
 #                                      (default: none: every namespace)
-#   NETCONF_MIGRATOR_REPORT_NAMESPACE  where the report ConfigMap and the backups go
-#                                      (harvester-system)
+#   NETCONF_MIGRATOR_REPORT_NAMESPACE  where the report ConfigMap goes (harvester-system)
+#   NETCONF_MIGRATOR_BACKUP_NAMESPACE  where the run's Lease and the backups go
+#                                      (netconf-migrator-system, migrate's default)
 #   NETCONF_MIGRATOR_STRICT            "true": stop the upgrade when migrate cannot run,
 #                                      or when a NAD failed or needs a person
 
 netconf_migrator_pre_hook() {
   local bin=${NETCONF_MIGRATOR_BIN:-netconf-migrator}
   local ns=${NETCONF_MIGRATOR_REPORT_NAMESPACE:-harvester-system}
+  local bns=${NETCONF_MIGRATOR_BACKUP_NAMESPACE:-netconf-migrator-system}
   local strict=${NETCONF_MIGRATOR_STRICT:-false}
   local -a args=()
   read -r -a args <<<"${NETCONF_MIGRATOR_ARGS:-}" || true
@@ -46,11 +57,16 @@ netconf_migrator_pre_hook() {
     return 0
   fi
 
+  if ! kubectl get namespace "$bns" >/dev/null 2>&1; then
+    kubectl create namespace "$bns" >/dev/null 2>&1 ||
+      echo "netconf-migrator: could not create the namespace $bns for the backups; migrate's preflight says why" >&2
+  fi
+
   local rc=0
   # The termination message of this container is the upgrade script's own.
   # The report replaces the ConfigMap on every upgrade: it always describes
   # the last run.
-  "$bin" migrate --recreate=auto --backup-namespace "$ns" --report-configmap "$ns/netconf-migrator-report" \
+  "$bin" migrate --recreate=auto --backup-namespace "$bns" --report-configmap "$ns/netconf-migrator-report" \
     --progress-interval 30s --termination-message-path "" "${args[@]}" || rc=$?
 
   case $rc in
@@ -64,9 +80,15 @@ netconf_migrator_pre_hook() {
     [ "$strict" = true ] && return 1
     ;;
   3)
-    echo "netconf-migrator: migrate stopped at its --timeout before visiting every NAD (is a webhook unreachable?);" \
-      "NADs were not all migrated: the report ConfigMap lists the ones left unvisited; run the Job after the upgrade" >&2
+    echo "netconf-migrator: migrate stopped before visiting every NAD (its --timeout, another run holding its Lease," \
+      "or an API server that kept failing); NADs were not all migrated: the report ConfigMap lists the ones left" \
+      "unvisited; run the Job after the upgrade" >&2
     [ "$strict" = true ] && return 3
+    ;;
+  4)
+    echo "netconf-migrator: a NAD deleted to be created again does not exist yet (the report ConfigMap names it and" \
+      "its backup in $bns); the upgrade stops here: run the upgrade again, or the Job, to create it" >&2
+    return 4
     ;;
   *)
     echo "netconf-migrator: migrate could not run (exit code $rc); NADs were not migrated" >&2

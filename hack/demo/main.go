@@ -29,6 +29,7 @@ import (
 	"time"
 
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -181,8 +182,10 @@ func main() {
 				if err = env.Client.Create(ctx, n); err != nil {
 					return
 				}
-				n.Labels = nil
-				if err = env.Client.Update(ctx, n); err != nil {
+				// Harvester's controllers write their finalizers meanwhile:
+				// a patch drops our label whatever was written since.
+				unskip := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"labels":{"`+nadv1.LabelSkip+`":null}}}`))
+				if err = env.Client.Patch(ctx, n, unskip); err != nil {
 					return
 				}
 			}

@@ -2,6 +2,7 @@ package cli
 
 import (
 	"context"
+	"crypto/rand"
 	"encoding/json"
 	"errors"
 	"fmt"
@@ -19,6 +20,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
 
@@ -26,8 +28,10 @@ import (
 	"github.com/harvester/netconf-migrator/apis/netconf"
 	"github.com/harvester/netconf-migrator/apis/report"
 	"github.com/harvester/netconf-migrator/internal/logging"
+	"github.com/harvester/netconf-migrator/internal/runlock"
 	"github.com/harvester/netconf-migrator/internal/version"
 	"github.com/harvester/netconf-migrator/migration"
+	"github.com/harvester/netconf-migrator/migration/replace"
 )
 
 // runFlags are the flags migrate and rollback share.
@@ -39,6 +43,8 @@ type runFlags struct {
 	progress, timeout, nadBudget, requestTimeout                                          time.Duration
 	events                                                                                bool
 	recreate, backupNamespace, reportConfigMap                                            string
+	replaceFinalizers, replaceWebhooks                                                    []string
+	replaceBudget, leaseWait, leaseDuration                                               time.Duration
 }
 
 func newRunCommand(g *globals, mode migration.Mode) *cobra.Command {
@@ -60,10 +66,22 @@ create; the backup stays until the NAD exists again. NADs of Harvester's setting
 never deleted. A second run finds nothing to do; a run that is killed can be started
 again, and first finishes any replacement it left half done.
 
+Only one run replaces NADs at a time: migrate and rollback (dry runs aside) hold the
+Lease ` + runlock.LeaseName + ` in --backup-namespace for the whole run; a second run
+waits up to --lease-wait, then exits 3 naming the holder.
+
+A replacement deletes only a NAD whose finalizers are all known to be removed by their
+controllers after a delete (Harvester's, and --replace-finalizer), after a refusal from a
+webhook on the allow list (Harvester's network webhook, and --replace-past-webhook); it
+waits until the old object is gone, then creates the new one from the object as read.
+Its backup is signed: a ConfigMap this tool did not write is reported, never acted on.
+
 Exit codes: 0 every NAD is clean or was fixed; 1 some NADs failed or need a person
 (truncated, invalid, denied); 2 usage or preflight error; 3 stopped before every NAD
-was visited (--timeout, SIGTERM): the NADs not written are reported unvisited, and a
-later run goes on.`
+was visited (--timeout, SIGTERM), another run held the Lease, or the API server kept
+failing while the run started: a later run goes on; 4 a NAD deleted to be created
+again is missing (still terminating, or its create refused): the report names its
+backup, and the next run creates it.`
 		cmd.Example = `  # What would change, as a diff, without writing
   netconf-migrator migrate --dry-run=client -o diff
 
@@ -81,7 +99,8 @@ and removes netconf-migrator's annotations. NADs changed since are reported, nev
 overwritten.
 
 Exit codes: 0 done; 1 some NADs failed or were changed since; 2 usage or preflight error;
-3 stopped before every NAD was visited (--timeout, SIGTERM).`
+3 stopped before every NAD was visited (--timeout, SIGTERM), or another run held the
+Lease; 4 a NAD deleted to be created again is missing (see migrate).`
 	}
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return run(cmd.Context(), g, mode, f) }
 	fl := cmd.Flags()
@@ -104,7 +123,13 @@ Exit codes: 0 done; 1 some NADs failed or were changed since; 2 usage or preflig
 	fl.DurationVar(&f.requestTimeout, "request-timeout", 30*time.Second, "how long one request to the API server may take")
 	fl.StringVar(&f.terminationPath, "termination-message-path", "/dev/termination-log", "where a Pod's termination message goes; written only when the file exists")
 	fl.StringVar(&f.recreate, "recreate", string(migration.RecreateAuto), "auto: when an admission webhook refuses the in-place write (Harvester v1.6+ refuses to flatten a nested NAD), delete the NAD and create it again with the same name, after a server-side dry run and a backup; never: only update in place")
-	fl.StringVar(&f.backupNamespace, "backup-namespace", defaultBackupNamespace(), "namespace of the ConfigMaps that back up NADs while they are replaced (default: POD_NAMESPACE, else netconf-migrator-system)")
+	fl.StringVar(&f.backupNamespace, "backup-namespace", DefaultBackupNamespace, "namespace of the run's Lease, of the signed ConfigMaps that back up NADs while they are replaced, and of their signing key;"+
+		" every entry point (the upgrade pre-hook, the Jobs, a plain run) uses the same default, so each finishes what another left")
+	fl.StringArrayVar(&f.replaceFinalizers, "replace-finalizer", nil, "FINALIZER=CONTROLLER: a finalizer whose controller removes it after a delete, so a NAD carrying it may be replaced (Harvester's are known); repeatable")
+	fl.StringArrayVar(&f.replaceWebhooks, "replace-past-webhook", nil, "an admission webhook (its name as the API server's denial quotes it) whose refusal of an in-place write calls for a replacement, besides Harvester's network webhook; repeatable")
+	fl.DurationVar(&f.replaceBudget, "replace-budget", migration.DefaultReplaceBudget, "how long one replacement may take from its delete on (the wait for finalizers included); it finishes within this even after SIGTERM or --timeout")
+	fl.DurationVar(&f.leaseWait, "lease-wait", 2*time.Minute, "how long to wait for another run to release the Lease before exiting 3")
+	fl.DurationVar(&f.leaseDuration, "lease-duration", runlock.DefaultDuration, "how long the run's Lease outlives a run that stops renewing it (killed); the run renews it within two thirds of this")
 	return cmd
 }
 
@@ -113,6 +138,8 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	if err != nil {
 		return usageError("%w", err)
 	}
+	// client-go's leader election logs through klog.
+	klog.SetLogger(log)
 	dry, err := migration.ParseDryRun(f.dryRun)
 	if err != nil {
 		return usageError("--dry-run: %w", err)
@@ -136,9 +163,18 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	if err != nil {
 		return usageError("--report-configmap: %w", err)
 	}
-	if f.pageSize <= 0 || f.concurrency <= 0 || f.qps <= 0 || f.burst <= 0 || f.nadBudget <= 0 || f.requestTimeout <= 0 || f.timeout < 0 {
-		return usageError("--page-size, --concurrency, --qps, --burst, --nad-retry-budget and --request-timeout must be positive, --timeout not negative")
+	if f.pageSize <= 0 || f.concurrency <= 0 || f.qps <= 0 || f.burst <= 0 || f.nadBudget <= 0 || f.requestTimeout <= 0 || f.timeout < 0 || f.replaceBudget <= 0 || f.leaseWait < 0 || f.leaseDuration < time.Second {
+		return usageError("--page-size, --concurrency, --qps, --burst, --nad-retry-budget, --request-timeout and --replace-budget must be positive, --timeout and --lease-wait not negative, --lease-duration at least 1s")
 	}
+	finalizers := replace.HarvesterFinalizers()
+	for _, kv := range f.replaceFinalizers {
+		name, owner, ok := strings.Cut(kv, "=")
+		if !ok || name == "" || owner == "" {
+			return usageError("--replace-finalizer: %q is not FINALIZER=CONTROLLER", kv)
+		}
+		finalizers[name] = owner
+	}
+	webhooks := append(replace.HarvesterWebhooks(), f.replaceWebhooks...)
 	cfg, err := loadConfig(f.kubeconfig)
 	if err != nil {
 		return usageError("loading the kubeconfig: %w", err)
@@ -152,11 +188,10 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
-	backupNS := ""
-	if recreate == migration.RecreateAuto {
-		backupNS = f.backupNamespace
-	}
-	if err := migration.Preflight(ctx, cfg, f.namespace, dry != migration.DryRunClient, backupNS, f.nadBudget); err != nil {
+	if err := migration.Preflight(ctx, cfg, migration.PreflightScope{
+		Namespace: f.namespace, Writes: dry != migration.DryRunClient, Stores: dry == migration.DryRunNone,
+		Replaces: recreate == migration.RecreateAuto, BackupNamespace: f.backupNamespace,
+	}, f.nadBudget); err != nil {
 		// A Job's Pod status then says why the run never started. An API
 		// server that kept failing is not a usage error: exit 3 lets the
 		// Job try again.
@@ -180,15 +215,56 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 		return usageError("creating a client: %w", err)
 	}
 	host, _ := os.Hostname()
+	// One run at a time: the Lease is held until the report is stored.
+	if dry == migration.DryRunNone {
+		id := fmt.Sprintf("%s_%s", host, rand.Text()[:8])
+		held, err := runlock.Acquire(ctx, cfg, f.backupNamespace, id, f.leaseWait, f.leaseDuration)
+		if err != nil {
+			writeTermination(f.terminationPath, report.New(), ExitStopped, err)
+			return &ExitError{Code: ExitStopped, Err: err}
+		}
+		defer held.Release()
+		var cancel context.CancelFunc
+		ctx, cancel = context.WithCancel(ctx)
+		defer cancel()
+		go func() {
+			select {
+			case <-held.Lost:
+				log.Info("Stopping: the run's Lease could not be renewed, so another run may take it")
+				cancel()
+			case <-ctx.Done():
+			}
+		}()
+		host = id
+	}
+	var replacer *replace.Replacer
+	if recreate == migration.RecreateAuto {
+		replacer = &replace.Replacer{
+			Objects: migration.ClientObjects{Client: c}, Log: log, Run: host,
+			Finalizers: finalizers, Webhooks: webhooks, Budget: f.replaceBudget,
+		}
+		if dry == migration.DryRunNone {
+			key, err := loadKey(ctx, c, f.backupNamespace, f.nadBudget)
+			if err != nil {
+				code := ExitUsage
+				if migration.Classify(err) == migration.Retry {
+					code = ExitStopped
+				}
+				writeTermination(f.terminationPath, report.New(), code, err)
+				return &ExitError{Code: code, Err: err}
+			}
+			replacer.Journals = replace.ConfigMapJournals{Client: c, Namespace: f.backupNamespace, Key: key}
+		}
+	}
 	// Events go out from their own queue, so no worker waits for one.
 	events := migration.NewQueuedEvents(migration.ClientEvents{Client: c, Host: host, OnError: func(err error) {
 		log.V(logging.Debug).Info("Recording an event failed", logging.KeyReason, err.Error())
 	}}, 2, 1024)
 	m := &migration.Migrator{
-		Store:   migration.ClientStore{Client: c},
-		Events:  events,
-		Backups: migration.ConfigMapBackups{Client: c, Namespace: f.backupNamespace},
-		Log:     log,
+		Store:    migration.ClientStore{Client: c},
+		Events:   events,
+		Replacer: replacer,
+		Log:      log,
 		Opts: migration.Options{
 			Mode: mode, Namespace: f.namespace, Selector: sel, PageSize: f.pageSize, Concurrency: f.concurrency,
 			DryRun: dry, Profile: profile, ProgressInterval: f.progress, Recreate: recreate,
@@ -210,7 +286,9 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	rep.WriteSummary(g.io.Err)
 	code := ExitOK
 	switch {
-	case errors.Is(runErr, migration.ErrStopped):
+	case rep.Count(report.ActionMissing) > 0:
+		code = ExitMissing
+	case errors.Is(runErr, migration.ErrStopped), errors.Is(runErr, migration.ErrStartup):
 		code = ExitStopped
 	case runErr != nil || rep.NeedsAttention():
 		code = ExitAttention
@@ -281,13 +359,24 @@ func writeReportConfigMap(ctx context.Context, c client.Client, ref types.Namesp
 	return nil
 }
 
-// defaultBackupNamespace is the Pod's own namespace in a Job (the
-// downward API's POD_NAMESPACE), else the one config/ installs into.
-func defaultBackupNamespace() string {
-	if ns := os.Getenv("POD_NAMESPACE"); ns != "" {
-		return ns
-	}
-	return "netconf-migrator-system"
+// DefaultBackupNamespace is where every entry point keeps its Lease and
+// backups: the namespace config/ and the chart install into. It never
+// depends on where the run itself runs (the upgrade pre-hook runs in
+// harvester-system, a Job in its release's namespace), so any run finishes
+// the replacements another left half done.
+const DefaultBackupNamespace = "netconf-migrator-system"
+
+// loadKey reads (or creates) the backups' signing key, retrying transient
+// errors within budget.
+func loadKey(ctx context.Context, c client.Client, namespace string, budget time.Duration) ([]byte, error) {
+	b := migration.DefaultBackoff
+	b.Budget = budget
+	var key []byte
+	err := b.Retry(ctx, func() (err error) {
+		key, err = replace.LoadKey(ctx, c, namespace)
+		return err
+	})
+	return key, err
 }
 
 // loadConfig resolves the kubeconfig like kubectl: the flag, KUBECONFIG,

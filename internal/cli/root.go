@@ -21,7 +21,8 @@ const (
 	ExitOK        = 0
 	ExitAttention = 1 // something needs a person: a check failed, NADs failed or are truncated/invalid
 	ExitUsage     = 2 // usage errors, unreadable input, failed preflight
-	ExitStopped   = 3 // migrate/rollback stopped before visiting every NAD (--timeout, SIGTERM)
+	ExitStopped   = 3 // migrate/rollback stopped before visiting every NAD (--timeout, SIGTERM), another run held the Lease, or the API server kept failing at start
+	ExitMissing   = 4 // a NAD the run deleted to create it again does not exist yet; its backup is named in the report, and the next run goes on
 )
 
 // ExitError carries an exit code out of a command.

@@ -109,7 +109,7 @@ func TestUnreachableWebhookStopsAtTheDeadline(t *testing.T) {
 	// on, unless strict mode says stop.
 	bin := buildBinary(t)
 	args := "NETCONF_MIGRATOR_ARGS=-n " + ns + " --timeout 2s"
-	if u := runUpgrade(t, bin, args); u.code != 0 || !u.upgraded() || !strings.Contains(u.errOut, "migrate stopped at its --timeout") {
+	if u := runUpgrade(t, bin, args); u.code != 0 || !u.upgraded() || !strings.Contains(u.errOut, "migrate stopped before visiting every NAD (its --timeout") {
 		t.Errorf("pre-hook: exit %d, upgraded %v\n%s", u.code, u.upgraded(), u.errOut)
 	}
 	if u := runUpgrade(t, bin, args, "NETCONF_MIGRATOR_STRICT=true"); u.code != cli.ExitStopped || u.upgraded() {

@@ -171,6 +171,7 @@ func TestFaultsAndDenials(t *testing.T) {
 	// v1.5 flattens a nested NAD in place unless a running VM uses it.
 	h := harvester.StartT(t, env, harvester.V15)
 	t.Cleanup(func() { h.Clear(t, ns) })
+	h.Settle(t)
 	before := listAll(t, ns)
 
 	proxy, srv := newFaultProxy(t, func(name string) fault { return faults[name] })

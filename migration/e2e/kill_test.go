@@ -85,7 +85,7 @@ func TestKilledRuns(t *testing.T) {
 	prev := 0
 	for kill := 1; kill <= 3; kill++ {
 		delay := time.Duration(200+rng.IntN(2800)) * time.Millisecond
-		exited := runAndKill(t, bin, delay, "migrate", "-n", ns, "--qps", "50", "--burst", "10", "--page-size", "500")
+		exited := runAndKill(t, bin, delay, "migrate", "-n", ns, "--qps", "50", "--burst", "10", "--page-size", "500", "--lease-duration", "2s")
 		done := checkEachOriginalOrNormalized(t, ns, originals)
 		t.Logf("kill %d after %v: %d of %d NADs normalized (exited by itself: %v)", kill, delay, done, changing, exited)
 		if done > prev && done < changing && !exited {

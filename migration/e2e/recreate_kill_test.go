@@ -18,7 +18,7 @@ import (
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
 	"github.com/harvester/netconf-migrator/apis/report"
-	"github.com/harvester/netconf-migrator/migration"
+	"github.com/harvester/netconf-migrator/migration/replace"
 	"github.com/harvester/netconf-migrator/test/harvester"
 )
 
@@ -80,9 +80,12 @@ func TestRecreateKilledAtEachStep(t *testing.T) {
 			return r.Method == http.MethodPost && isNAD(r) && r.URL.Query().Get("dryRun") != ""
 		}, 0, 0},
 		{"after the backup", func(r *http.Request) bool {
-			return r.Method == http.MethodPost && strings.Contains(r.URL.Path, "/namespaces/"+backupNamespace+"/configmaps")
+			return r.Method == http.MethodPost && strings.Contains(r.URL.Path, "/namespaces/"+backupNamespace+"/configmaps") && r.URL.Query().Get("dryRun") == ""
 		}, 0, 1},
 		{"after the delete", func(r *http.Request) bool { return r.Method == http.MethodDelete && isNAD(r) }, 1, 1},
+		{"after the backup records the delete", func(r *http.Request) bool {
+			return r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/namespaces/"+backupNamespace+"/configmaps")
+		}, 1, 1},
 		{"after the create", func(r *http.Request) bool {
 			return r.Method == http.MethodPost && isNAD(r) && r.URL.Query().Get("dryRun") == ""
 		}, 0, 1},
@@ -97,7 +100,7 @@ func TestRecreateKilledAtEachStep(t *testing.T) {
 			before := listAll(t, ns)
 
 			p, srv := newKillProxy(t, step.match)
-			cmd := exec.Command(bin, "migrate", "-n", ns, "--concurrency", "1", "--kubeconfig", kubeconfigFor(t, srv.URL), "--termination-message-path", "")
+			cmd := exec.Command(bin, "migrate", "-n", ns, "--concurrency", "1", "--lease-duration", "2s", "--kubeconfig", kubeconfigFor(t, srv.URL), "--termination-message-path", "")
 			p.mu.Lock()
 			if err := cmd.Start(); err != nil {
 				p.mu.Unlock()
@@ -111,10 +114,18 @@ func TestRecreateKilledAtEachStep(t *testing.T) {
 			}
 
 			var cms corev1.ConfigMapList
-			if err := env.Client.List(context.Background(), &cms, client.InNamespace(backupNamespace), client.MatchingLabels{migration.LabelBackup: "true"}); err != nil {
+			if err := env.Client.List(context.Background(), &cms, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil {
 				t.Fatal(err)
 			}
-			if missing := len(before) - len(listAll(t, ns)); missing != step.missing || len(cms.Items) != step.backups {
+			// Deleted means gone or terminating: Harvester's controllers
+			// remove their finalizers a moment after the delete.
+			stored := 0
+			for _, n := range listAll(t, ns) {
+				if n.DeletionTimestamp == nil {
+					stored++
+				}
+			}
+			if missing := len(before) - stored; missing != step.missing || len(cms.Items) != step.backups {
 				t.Fatalf("killed %s: %d NADs missing and %d backups, want %d and %d", step.name, missing, len(cms.Items), step.missing, step.backups)
 			}
 

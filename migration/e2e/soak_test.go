@@ -21,7 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/harvester/netconf-migrator/apis/netconf"
-	"github.com/harvester/netconf-migrator/migration"
+	"github.com/harvester/netconf-migrator/migration/replace"
 )
 
 // soakFor bounds TestSoakMigration: short in make test, longer in make soak.
@@ -158,7 +158,7 @@ func TestSoakMigration(t *testing.T) {
 		}
 	}
 	var backups corev1.ConfigMapList
-	if err := env.Client.List(ctx, &backups, client.InNamespace(backupNamespace), client.MatchingLabels{migration.LabelBackup: "true"}); err != nil {
+	if err := env.Client.List(ctx, &backups, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil {
 		t.Fatal(err)
 	}
 	proxy.mu.Lock()

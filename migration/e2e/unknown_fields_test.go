@@ -20,7 +20,7 @@ func TestFieldsOurTypeLacksSurvive(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a second control plane")
 	}
-	e, err := testenv.Start(testenv.Options{PreserveUnknownNADFields: true})
+	e, err := testenv.Start(testenv.Options{PreserveUnknownNADFields: true, Namespaces: []string{backupNamespace}})
 	if err != nil {
 		t.Fatal(err)
 	}

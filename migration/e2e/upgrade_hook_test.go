@@ -16,7 +16,7 @@ import (
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
 	"github.com/harvester/netconf-migrator/apis/report"
-	"github.com/harvester/netconf-migrator/migration"
+	"github.com/harvester/netconf-migrator/migration/replace"
 	"github.com/harvester/netconf-migrator/test/harvester"
 	"github.com/harvester/netconf-migrator/test/testenv"
 )
@@ -278,7 +278,7 @@ func TestHarvesterUpgradeWindow(t *testing.T) {
 	if it := items["opted-out"]; it.Action != report.ActionSkipped {
 		t.Errorf("opted-out: %+v", it)
 	}
-	checkNoBackupsIn(t, harvester.SystemNamespace)
+	checkNoBackupsIn(t, backupNamespace)
 
 	// The upgrade: v1.9's webhooks replace v1.5's.
 	if err := v15.Remove(ctx); err != nil {
@@ -286,7 +286,7 @@ func TestHarvesterUpgradeWindow(t *testing.T) {
 	}
 	v19 := harvester.StartT(t, env, harvester.V19)
 	t.Cleanup(func() { v19.Clear(t, ns); v19.Clear(t, hs) })
-	r2 := runCLI(t, "migrate", "-n", ns, "--backup-namespace", harvester.SystemNamespace)
+	r2 := runCLI(t, "migrate", "-n", ns)
 	if r2.code != 1 {
 		t.Fatalf("the run after the upgrade: exit %d\n%s", r2.code, r2.errOut)
 	}
@@ -314,7 +314,7 @@ func TestHarvesterUpgradeWindow(t *testing.T) {
 func checkNoBackupsIn(t *testing.T, ns string) {
 	t.Helper()
 	var cms corev1.ConfigMapList
-	if err := env.Client.List(context.Background(), &cms, client.InNamespace(ns), client.MatchingLabels{migration.LabelBackup: "true"}); err != nil {
+	if err := env.Client.List(context.Background(), &cms, client.InNamespace(ns), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil {
 		t.Fatal(err)
 	}
 	if len(cms.Items) != 0 {
@@ -330,7 +330,7 @@ func TestPreHookOnEachHarvesterRelease(t *testing.T) {
 	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
 	harvester.ForEachRelease(t, env, func(t *testing.T, h *harvester.StandIns) {
 		ns := h.Namespace(t, "pre-hook")
-		h.Namespace(t, harvester.SystemNamespace) // the report and the backups go there
+		h.Namespace(t, harvester.SystemNamespace) // the report goes there
 		nads, objs := harvesterPopulation(ns)
 		h.Pause(func() {
 			seed(t, nads)
@@ -342,6 +342,6 @@ func TestPreHookOnEachHarvesterRelease(t *testing.T) {
 		}
 		rep, _ := storedReport(t)
 		checkOutcomes(t, result{report: rep}, expectedOutcomes(h.Release, ns), nads)
-		checkNoBackupsIn(t, harvester.SystemNamespace)
+		checkNoBackupsIn(t, backupNamespace)
 	})
 }

@@ -54,7 +54,10 @@ type StandIns struct {
 	// Calls counts the admission requests each webhook answered.
 	ValidatorCalls, MutatorCalls, SettingCalls atomic.Int64
 	paused                                     atomic.Bool
-	createRule                                 atomic.Pointer[func(*nadv1.NetworkAttachmentDefinition, bool) error]
+	// Controllers are the release's network controllers, running beside
+	// its webhooks as on a running cluster.
+	Controllers *Controllers
+	createRule  atomic.Pointer[func(*nadv1.NetworkAttachmentDefinition, bool) error]
 }
 
 // SetCreateRule adds a rule to the validator's CREATE, given the object and
@@ -68,12 +71,15 @@ func (s *StandIns) SetCreateRule(rule func(nad *nadv1.NetworkAttachmentDefinitio
 	s.createRule.Store(&rule)
 }
 
-// Pause has the stand-ins allow everything while f runs: a test's cleanup,
-// or an administrator's maintenance window with Harvester's webhook off.
+// Pause has the stand-ins allow everything while f runs: a test's seeding
+// or cleanup, or an administrator's maintenance window with Harvester's
+// webhook off. Then it waits until the controllers are done with what f
+// wrote (Settle), as a cluster is before anyone migrates.
 func (s *StandIns) Pause(f func()) {
 	s.paused.Store(true)
-	defer s.paused.Store(false)
 	f()
+	s.paused.Store(false)
+	_ = s.settle(context.Background()) // a test that needs it settled calls Settle
 }
 
 // Start serves the release's webhooks and registers them, scoped to the
@@ -101,7 +107,7 @@ func Start(ctx context.Context, env *testenv.Env, r Release) (*StandIns, error) 
 		srv.Register(path, &webhook.Admission{RecoverPanic: ptr.To(false), Handler: admission.HandlerFunc(
 			func(ctx context.Context, req admission.Request) admission.Response {
 				calls.Add(1)
-				if s.paused.Load() {
+				if s.paused.Load() || req.Kind.Kind != nadv1.Kind {
 					return admission.Allowed("")
 				}
 				return h(ctx, req)
@@ -128,24 +134,36 @@ func Start(ctx context.Context, env *testenv.Env, r Release) (*StandIns, error) 
 			CABundle: env.Webhook.LocalServingCAData,
 		}
 	}
+	// Harvester registers with namespaceSelector {} (every namespace); the
+	// suites share one control plane with tests that are not about
+	// Harvester, so the stand-ins judge the namespaces labelled for them.
+	// No timeoutSeconds: Harvester gives none, so the API server's 10 s
+	// apply. Harvester's one validating webhook also covers ClusterNetworks
+	// and VlanConfigs (HostNetworkConfigs from v1.9), and its mutator
+	// VlanConfigs: those kinds are registered here too and allowed (their
+	// rules are not modelled).
 	scope := &metav1.LabelSelector{MatchLabels: map[string]string{NamespaceLabel: "true"}}
+	validated := []string{"clusternetworks", "vlanconfigs"}
+	if r.AtLeast(V19) {
+		validated = append(validated, "hostnetworkconfigs")
+	}
+	crudOps := []admissionregistrationv1.OperationType{admissionregistrationv1.Create, admissionregistrationv1.Update, admissionregistrationv1.Delete}
 	s.configs = []client.Object{
 		&admissionregistrationv1.MutatingWebhookConfiguration{
 			ObjectMeta: metav1.ObjectMeta{Name: NetworkWebhookConfig},
 			Webhooks: []admissionregistrationv1.MutatingWebhook{{
 				Name: MutatorName, AdmissionReviewVersions: []string{"v1", "v1beta1"}, ClientConfig: clientConfig("/v1/webhook/mutation"),
-				Rules: nadRules(admissionregistrationv1.Create, admissionregistrationv1.Update), NamespaceSelector: scope,
+				Rules: append(nadRules(admissionregistrationv1.Create, admissionregistrationv1.Update),
+					networkRules([]string{"vlanconfigs"}, admissionregistrationv1.Create, admissionregistrationv1.Update)), NamespaceSelector: scope,
 				FailurePolicy: ptr.To(admissionregistrationv1.Ignore), SideEffects: ptr.To(admissionregistrationv1.SideEffectClassNone),
-				TimeoutSeconds: ptr.To[int32](10),
 			}},
 		},
 		&admissionregistrationv1.ValidatingWebhookConfiguration{
 			ObjectMeta: metav1.ObjectMeta{Name: NetworkWebhookConfig},
 			Webhooks: []admissionregistrationv1.ValidatingWebhook{{
 				Name: ValidatorName, AdmissionReviewVersions: []string{"v1", "v1beta1"}, ClientConfig: clientConfig("/v1/webhook/validation"),
-				Rules: nadRules(admissionregistrationv1.Create, admissionregistrationv1.Update, admissionregistrationv1.Delete), NamespaceSelector: scope,
+				Rules: append(nadRules(crudOps...), networkRules(validated, crudOps...)), NamespaceSelector: scope,
 				FailurePolicy: ptr.To(admissionregistrationv1.Fail), SideEffects: ptr.To(admissionregistrationv1.SideEffectClassNone),
-				TimeoutSeconds: ptr.To[int32](10),
 			}},
 		},
 	}
@@ -167,6 +185,9 @@ func Start(ctx context.Context, env *testenv.Env, r Release) (*StandIns, error) 
 		}
 	}
 	if err := s.waitCalled(ctx); err != nil {
+		return nil, errors.Join(err, s.Remove(ctx))
+	}
+	if s.Controllers, err = StartControllers(env.Config, r); err != nil {
 		return nil, errors.Join(err, s.Remove(ctx))
 	}
 	return s, nil
@@ -202,6 +223,10 @@ func (s *StandIns) waitCalled(ctx context.Context) error {
 // the API server is never left calling a server that is gone.
 func (s *StandIns) Remove(ctx context.Context) error {
 	var errs []error
+	if s.Controllers != nil {
+		errs = append(errs, s.Controllers.Stop())
+		s.Controllers = nil
+	}
 	for _, c := range s.configs {
 		if err := s.env.Client.Delete(ctx, c); err != nil && !apierrors.IsNotFound(err) {
 			errs = append(errs, err)
@@ -214,6 +239,17 @@ func (s *StandIns) Remove(ctx context.Context) error {
 		s.cancel = nil
 	}
 	return errors.Join(errs...)
+}
+
+// networkRules covers Harvester's cluster-scoped network kinds.
+func networkRules(resources []string, ops ...admissionregistrationv1.OperationType) admissionregistrationv1.RuleWithOperations {
+	return admissionregistrationv1.RuleWithOperations{
+		Operations: ops,
+		Rule: admissionregistrationv1.Rule{
+			APIGroups: []string{GroupNetwork}, APIVersions: []string{"v1beta1"},
+			Resources: resources, Scope: ptr.To(admissionregistrationv1.ClusterScope),
+		},
+	}
 }
 
 func nadRules(ops ...admissionregistrationv1.OperationType) []admissionregistrationv1.RuleWithOperations {
@@ -298,17 +334,25 @@ func (m Mutator) handle(ctx context.Context, req admission.Request) admission.Re
 	return admission.Patched("", ops...)
 }
 
-// answer is Harvester's webhook framework: an error is a denial, code 500
-// (InternalError) unless it is an AdmitError such as BadRequest.
+// answer is Harvester's webhook framework: every error a handler returns
+// reaches wrangler's router, which answers it as an internal error
+// (apierrors.NewInternalError: code 500, "Internal error occurred: " before
+// the handler's words), unless it is an AdmitError such as BadRequest,
+// answered as it is. The API server's message is therefore
+// `admission webhook "..." denied the request: Internal error occurred: <msg>`,
+// as seen against Harvester's real webhook (v0.5.6, v1.6.0, v1.9.0-rc6).
 func answer(err error) admission.Response {
 	if err == nil {
 		return admission.Allowed("")
 	}
-	resp := admission.Denied(err.Error())
-	resp.Result.Code, resp.Result.Reason = http.StatusInternalServerError, metav1.StatusReasonInternalError
 	var br *BadRequest
 	if errors.As(err, &br) {
+		resp := admission.Denied(err.Error())
 		resp.Result.Code, resp.Result.Reason = http.StatusBadRequest, metav1.StatusReasonBadRequest
+		return resp
 	}
+	status := apierrors.NewInternalError(err).ErrStatus
+	resp := admission.Denied(status.Message)
+	resp.Result.Code, resp.Result.Reason = status.Code, status.Reason
 	return resp
 }

@@ -5,9 +5,12 @@ import (
 	"fmt"
 	"strings"
 	"testing"
+	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
@@ -78,7 +81,16 @@ func (s *StandIns) Clear(t testing.TB, ns string) {
 		if err := c.DeleteAllOf(ctx, &nadv1.NetworkAttachmentDefinition{}, client.InNamespace(ns)); err != nil {
 			t.Error(err)
 		}
+		// A test may have held the controllers' cleanup: the next test
+		// starts from an empty namespace.
+		if err := StripFinalizers(ctx, c, ns); err != nil {
+			t.Error(err)
+		}
 	})
+	if s.Controllers != nil {
+		s.Controllers.SetDown(false)
+		s.Controllers.SetCleanup(nil)
+	}
 }
 
 // Create creates objects (ClusterNetworks, VMs, VMIs, Settings),
@@ -90,4 +102,50 @@ func Create(t testing.TB, c client.Client, objs ...client.Object) {
 			t.Fatalf("creating %s %s: %v", o.GetObjectKind().GroupVersionKind().Kind, o.GetName(), err)
 		}
 	}
+}
+
+// Settle waits until the release's controllers are done with every NAD of
+// the namespaces the stand-ins judge, as on a running cluster before anyone
+// migrates: each NAD whose config they can decode carries the release's
+// finalizers (a double-encoded one they can never write: every release's
+// webhooks refuse the update), and no NAD changed for a while.
+func (s *StandIns) Settle(t testing.TB) {
+	t.Helper()
+	if err := s.settle(context.Background()); err != nil {
+		t.Fatalf("waiting for Harvester %s's controllers: %v", s.Release, err)
+	}
+}
+
+func (s *StandIns) settle(ctx context.Context) error {
+	if s.Controllers == nil {
+		return nil
+	}
+	want := s.Release.Finalizers()
+	last := ""
+	return wait.PollUntilContextTimeout(ctx, 150*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		nss := &corev1.NamespaceList{}
+		if err := s.env.Client.List(ctx, nss, client.MatchingLabels{NamespaceLabel: "true"}); err != nil {
+			return false, err
+		}
+		var state strings.Builder
+		for _, ns := range nss.Items {
+			list := &nadv1.NetworkAttachmentDefinitionList{}
+			if err := s.env.Client.List(ctx, list, client.InNamespace(ns.Name)); err != nil {
+				return false, err
+			}
+			for _, n := range list.Items {
+				state.WriteString(n.Namespace + "/" + n.Name + "@" + n.ResourceVersion + " ")
+				if _, err := decodeNetConf(n.Spec.Config, true); err != nil || n.DeletionTimestamp != nil {
+					continue
+				}
+				if len(missingFinalizers(&n, want)) > 0 {
+					last = ""
+					return false, nil
+				}
+			}
+		}
+		quiet := state.String() == last
+		last = state.String()
+		return quiet, nil
+	})
 }

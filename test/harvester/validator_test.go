@@ -292,3 +292,17 @@ func TestSettingValidatorRule(t *testing.T) {
 		t.Errorf("the denial's code is %d, want 400", answer(err).Result.Code)
 	}
 }
+
+// TestDenialsAreInternalErrors: wrangler's router answers every error of
+// the network webhook's handlers as an internal error, so the API server
+// quotes "Internal error occurred: " before Harvester's words (seen with
+// the real webhook at v0.5.6, v1.6.0 and v1.9.0-rc6).
+func TestDenialsAreInternalErrors(t *testing.T) {
+	v := Validator{Release: V16, Cluster: &fake{}}
+	err := v.Update(context.Background(), nad("a", "n", nestedTop), nad("a", "n", flat))
+	res := answer(err).Result
+	want := "Internal error occurred: can't update nad a/n because nad cannot be updated from network type  to network type bridge"
+	if res.Code != 500 || res.Reason != "InternalError" || res.Message != want {
+		t.Errorf("answered %d %s %q, want 500 InternalError %q", res.Code, res.Reason, res.Message, want)
+	}
+}

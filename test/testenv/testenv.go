@@ -68,6 +68,9 @@ type Options struct {
 	// PreserveUnknownNADFields lets the NAD CRD store fields under spec
 	// that our NAD type lacks, as a CRD of a later Multus might.
 	PreserveUnknownNADFields bool
+	// Namespaces are created once the control plane is up (the tool's own
+	// namespace, as an install has it).
+	Namespaces []string
 }
 
 // RepoRoot finds the module root from the working directory.
@@ -248,6 +251,11 @@ func Start(opts Options) (*Env, error) {
 	e.KubeconfigPath = filepath.Join(e.dir, "kubeconfig")
 	if err := os.WriteFile(e.KubeconfigPath, te.KubeConfig, 0o600); err != nil {
 		return fail(fmt.Errorf("writing the kubeconfig: %w", err))
+	}
+	for _, ns := range opts.Namespaces {
+		if err := e.CreateNamespace(context.Background(), ns, nil); err != nil {
+			return fail(err)
+		}
 	}
 	return e, nil
 }

@@ -43,7 +43,7 @@ func TestMain(m *testing.M) {
 	// envtest only makes the serving certificate and picks the port here;
 	// the suites register the shipped configuration themselves so they can
 	// remove it for the runs without our webhook.
-	os.Exit(testenv.Main(m, testenv.Options{Webhooks: &envtest.WebhookInstallOptions{}, CRDs: harvester.CRDs()}, &env))
+	os.Exit(testenv.Main(m, testenv.Options{Webhooks: &envtest.WebhookInstallOptions{}, CRDs: harvester.CRDs(), Namespaces: []string{"netconf-migrator-system"}}, &env))
 }
 
 const (

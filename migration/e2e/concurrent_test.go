@@ -1,0 +1,182 @@
+package e2e
+
+import (
+	"bufio"
+	"context"
+	"flag"
+	"fmt"
+	"io"
+	"math/rand/v2"
+	"net/http"
+	"os/exec"
+	"strings"
+	"sync/atomic"
+	"syscall"
+	"testing"
+	"time"
+
+	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	"github.com/harvester/netconf-migrator/apis/netconf"
+	"github.com/harvester/netconf-migrator/internal/cli"
+	"github.com/harvester/netconf-migrator/test/harvester"
+)
+
+var replaceNADs = flag.Int("replace-nads", 200, "NADs in TestTwoRunsOneKilledMidReplacement (make soak and the benchmark use thousands)")
+
+// TestTwoRunsOneKilledMidReplacement starts two runs together beside
+// Harvester v1.6 and its controllers (both finalizers on every NAD), on a
+// population with 20% nested NADs: the first takes the Lease and is killed
+// in the middle of its replacements (after its fifth delete); the second
+// waits for the Lease, takes it once the killed holder's expires, finishes
+// the replacement the first left and the rest. Afterwards nothing is lost,
+// nothing is duplicated, each nested NAD was deleted exactly once (the
+// controllers finished one deletion each) and every NAD is flat.
+func TestTwoRunsOneKilledMidReplacement(t *testing.T) {
+	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
+	bin := buildBinary(t)
+	h := harvester.StartT(t, env, harvester.V16)
+	ns := h.Namespace(t, "two-runs")
+	var nads []*nadv1.NetworkAttachmentDefinition
+	nested := 0
+	for i := range *replaceNADs {
+		name := fmt.Sprintf("nad-%05d", i)
+		config := flatConfig(name)
+		if i%5 == 0 {
+			config, nested = nestedConfig(name), nested+1
+		}
+		nads = append(nads, newNAD(ns, name, config, harvesterLabels()))
+	}
+	h.Pause(func() { seed(t, nads) })
+	before := listAll(t, ns)
+	removed := h.Controllers.Removed.Load()
+
+	var deletes atomic.Int64
+	p, srv := newKillProxy(t, func(r *http.Request) bool {
+		return r.Method == http.MethodDelete && strings.Contains(r.URL.Path, "/network-attachment-definitions") && deletes.Add(1) == 5
+	})
+	args := []string{"migrate", "-n", ns, "--lease-duration", "3s", "--termination-message-path", ""}
+	first := exec.Command(bin, append(args, "--kubeconfig", kubeconfigFor(t, srv.URL))...)
+	first.Stdout = io.Discard
+	stderr, err := first.StderrPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	p.mu.Lock()
+	if err := first.Start(); err != nil {
+		p.mu.Unlock()
+		t.Fatal(err)
+	}
+	p.proc = first.Process
+	p.mu.Unlock()
+	// The second starts once the first holds the Lease.
+	sc := bufio.NewScanner(stderr)
+	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
+	for sc.Scan() && !strings.Contains(sc.Text(), `"msg":"Starting"`) {
+	}
+	go func() { _, _ = io.Copy(io.Discard, stderr) }()
+	second := make(chan result, 1)
+	go func() { second <- runCLI(t, append(args, "--lease-wait", "5m")...) }()
+	_ = first.Wait()
+	if ws, ok := first.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
+		t.Fatalf("the first run was not killed in the middle of its replacements: %v", first.ProcessState)
+	}
+	var r result
+	select {
+	case r = <-second:
+	case <-time.After(10 * time.Minute):
+		t.Fatal("the second run did not end")
+	}
+	if r.code != 0 {
+		t.Fatalf("the second run: exit %d\n%s", r.code, r.errOut)
+	}
+
+	after := listAll(t, ns)
+	if len(after) != len(before) {
+		t.Fatalf("%d NADs after, %d before", len(after), len(before))
+	}
+	for ref, b := range before {
+		a, ok := after[ref]
+		switch {
+		case !ok:
+			t.Errorf("%s is missing", ref)
+		case netconf.Normalize([]byte(a.Spec.Config)).Form != netconf.FormFlat:
+			t.Errorf("%s: %s", ref, a.Spec.Config)
+		case netconf.Normalize([]byte(b.Spec.Config)).Form == netconf.FormNested && (a.UID == b.UID || a.Annotations[nadv1.AnnotationOriginalConfig] != b.Spec.Config):
+			t.Errorf("%s: not replaced as wanted: uid %s -> %s, %v", ref, b.UID, a.UID, a.Annotations)
+		case netconf.Normalize([]byte(b.Spec.Config)).Form == netconf.FormFlat && a.UID != b.UID:
+			t.Errorf("%s: a flat NAD was replaced", ref)
+		}
+	}
+	if got := h.Controllers.Removed.Load() - removed; got != int64(nested) {
+		t.Errorf("Harvester's controllers finished %d deletions, want %d: each nested NAD deleted exactly once", got, nested)
+	}
+	checkNoBackups(t)
+}
+
+// BenchmarkReplaceBesideV16 runs migrate on 3,000 NADs (a tenth under
+// -short), 20% of them nested, twice in one run: beside Harvester v1.5,
+// which lets every nested NAD be flattened in place (the baseline), and
+// beside v1.6 and its controllers, which refuse that, so every nested NAD
+// is replaced while the controllers' cleanup takes 0 to 2 s per NAD. Both
+// must end with every NAD flat. Run with -benchtime 1x.
+func BenchmarkReplaceBesideV16(b *testing.B) {
+	n := size(3000)
+	harvester.Create(b, env.Client, harvester.NewClusterNetwork("mgmt", 0))
+	run := func(b *testing.B, r harvester.Release, cleanup bool) (time.Duration, int) {
+		// One release's stand-ins at a time.
+		h, err := harvester.Start(context.Background(), env, r)
+		if err != nil {
+			b.Fatal(err)
+		}
+		defer func() {
+			if err := h.Remove(context.Background()); err != nil {
+				b.Error(err)
+			}
+		}()
+		ns := h.Namespace(b, fmt.Sprintf("bench-replace-%d", n))
+		var nads []*nadv1.NetworkAttachmentDefinition
+		for i := range n {
+			name := fmt.Sprintf("nad-%05d", i)
+			config := flatConfig(name)
+			if i%5 == 0 {
+				config = nestedConfig(name)
+			}
+			nads = append(nads, newNAD(ns, name, config, harvesterLabels()))
+		}
+		h.Pause(func() { seed(b, nads) })
+		if cleanup {
+			h.Controllers.SetCleanup(func(*nadv1.NetworkAttachmentDefinition) (time.Duration, error) {
+				return time.Duration(rand.Int64N(int64(2 * time.Second))), nil
+			})
+		}
+		start := time.Now()
+		code := cli.Execute([]string{"migrate", "-n", ns, "--kubeconfig", env.KubeconfigPath, "--termination-message-path", "",
+			"--progress-interval", "1h", "--timeout", "0"}, nil, io.Discard, io.Discard)
+		took := time.Since(start)
+		if code != 0 {
+			b.Fatalf("beside %s: exit %d", r, code)
+		}
+		replaced := 0
+		for ref, a := range listAll(b, ns) {
+			if netconf.Normalize([]byte(a.Spec.Config)).Form != netconf.FormFlat {
+				b.Fatalf("beside %s: %s is %s", r, ref, a.Spec.Config)
+			}
+			if a.Annotations[nadv1.AnnotationNormalizedFrom] != "" {
+				replaced++
+			}
+		}
+		return took, replaced
+	}
+	for range b.N {
+		inPlace, fixed15 := run(b, harvester.V15, false)
+		replaced, fixed16 := run(b, harvester.V16, true)
+		if fixed15 != n/5 || fixed16 != n/5 {
+			b.Fatalf("fixed %d beside v1.5 and %d beside v1.6, want %d each", fixed15, fixed16, n/5)
+		}
+		b.ReportMetric(inPlace.Seconds(), "v1.5-in-place-s")
+		b.ReportMetric(replaced.Seconds(), "v1.6-replaced-s")
+		b.ReportMetric(float64(replaced)/float64(inPlace), "replaced/in-place")
+		b.ReportMetric(float64(n/5), "nested")
+		b.ReportMetric(0, "ns/op")
+	}
+}

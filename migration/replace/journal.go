@@ -1,0 +1,234 @@
+package replace
+
+import (
+	"context"
+	"crypto/hmac"
+	"crypto/rand"
+	"crypto/sha256"
+	"encoding/base64"
+	"encoding/json"
+	"errors"
+	"fmt"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+)
+
+// Step is how far a replacement got, as its journal records it.
+type Step string
+
+const (
+	// StepDeleting is written before the delete is sent: from here on the
+	// NAD may be missing, and the journal is what brings it back.
+	StepDeleting Step = "Deleting"
+	// StepDeleted is written once the API server accepted our delete.
+	StepDeleted Step = "Deleted"
+)
+
+// Journal is one replacement: the NAD as it was read (every field, the
+// ones our NAD type lacks included), the run that started it and the step
+// it reached. It exists from before the delete until the NAD exists again.
+// What is created is never stored: it is computed again from Original.
+type Journal struct {
+	// Name is the journal's own object name.
+	Name string
+	// Run is the identity of the run that wrote it.
+	Run string
+	// Mode is the run's mode (migrate or rollback): what Want computes.
+	Mode string
+	Step Step
+	// Original is the NAD as read before the delete.
+	Original *unstructured.Unstructured
+}
+
+// Ref is the NAD's namespace/name.
+func (j *Journal) Ref() string { return j.Original.GetNamespace() + "/" + j.Original.GetName() }
+
+// UID is the uid of the NAD that was deleted.
+func (j *Journal) UID() types.UID { return j.Original.GetUID() }
+
+// Rejected is an object that looks like a journal but that this tool did
+// not provably write: it is never acted on, only reported.
+type Rejected struct {
+	// Where names the object, for the report.
+	Where  string
+	Reason string
+}
+
+// Journals keeps Journals where they outlive the process.
+type Journals interface {
+	// Save stores j, replacing the journal of the same NAD uid.
+	Save(ctx context.Context, j *Journal) error
+	// List returns every journal this tool wrote, and the look-alikes it
+	// did not write.
+	List(ctx context.Context) ([]*Journal, []Rejected, error)
+	Delete(ctx context.Context, j *Journal) error
+	// Where names the place j is kept, for messages: Kind namespace/name.
+	Where(j *Journal) string
+}
+
+// What a journal ConfigMap carries.
+const (
+	LabelJournal     = "netconf-migrator.harvesterhci.io/backup"
+	LabelJournalUID  = "netconf-migrator.harvesterhci.io/nad-uid"
+	AnnotationNAD    = "netconf-migrator.harvesterhci.io/nad"
+	AnnotationMode   = "netconf-migrator.harvesterhci.io/mode"
+	AnnotationStep   = "netconf-migrator.harvesterhci.io/step"
+	AnnotationRun    = "netconf-migrator.harvesterhci.io/run"
+	keyOriginal      = "original.json"
+	keySignature     = "signature"
+	journalPrefix    = "netconf-migrator-backup-"
+	KeySecretName    = "netconf-migrator-journal-key"
+	keySecretDataKey = "key"
+	// KeySecretType marks the Secret that holds the journals' signing key.
+	KeySecretType corev1.SecretType = "netconf-migrator.harvesterhci.io/journal-key"
+)
+
+// JournalName is the object name of the journal of the NAD with uid.
+func JournalName(uid types.UID) string { return journalPrefix + string(uid) }
+
+// ConfigMapJournals keeps each Journal in a ConfigMap of Namespace, named
+// after the NAD's uid and signed with an HMAC-SHA256 under Key: a
+// ConfigMap anyone else wrote, or changed, fails the check and is never
+// acted on. `kubectl get cm -l netconf-migrator.harvesterhci.io/backup`
+// lists them.
+type ConfigMapJournals struct {
+	Client    client.Client
+	Namespace string
+	Key       []byte
+}
+
+func (c ConfigMapJournals) Where(j *Journal) string {
+	return fmt.Sprintf("ConfigMap %s/%s", c.Namespace, j.Name)
+}
+
+// signature covers every field a journal acts on and the object it is
+// kept in, so a signed journal cannot be copied under another name.
+func (c ConfigMapJournals) signature(name string, j *Journal, original []byte) string {
+	mac := hmac.New(sha256.New, c.Key)
+	for _, part := range [][]byte{[]byte(c.Namespace), []byte(name), []byte(j.Run), []byte(j.Mode), []byte(j.Step), []byte(j.UID()), []byte(j.Ref()), original} {
+		// Length-prefixed, so no two field lists give the same bytes.
+		fmt.Fprintf(mac, "%d:", len(part))
+		mac.Write(part)
+	}
+	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
+}
+
+func (c ConfigMapJournals) Save(ctx context.Context, j *Journal) error {
+	if len(c.Key) == 0 {
+		return errors.New("saving a journal: no signing key")
+	}
+	original, err := json.Marshal(j.Original.Object)
+	if err != nil {
+		return fmt.Errorf("encoding the journal of %s: %w", j.Ref(), err)
+	}
+	j.Name = JournalName(j.UID())
+	cm := &corev1.ConfigMap{
+		ObjectMeta: metav1.ObjectMeta{
+			Namespace: c.Namespace, Name: j.Name,
+			Labels: map[string]string{
+				"app.kubernetes.io/name": "netconf-migrator", "app.kubernetes.io/component": "backup",
+				LabelJournal: "true", LabelJournalUID: string(j.UID()),
+			},
+			Annotations: map[string]string{AnnotationNAD: j.Ref(), AnnotationMode: j.Mode, AnnotationStep: string(j.Step), AnnotationRun: j.Run},
+		},
+		Data: map[string]string{keyOriginal: string(original), keySignature: c.signature(j.Name, j, original)},
+	}
+	err = c.Client.Create(ctx, cm, client.FieldOwner(fieldManager))
+	if apierrors.IsAlreadyExists(err) {
+		// The next step of the same replacement, or an earlier run that
+		// stopped before its delete (the NAD, same uid, is still there).
+		old := &corev1.ConfigMap{}
+		if err = c.Client.Get(ctx, client.ObjectKeyFromObject(cm), old); err == nil {
+			cm.ResourceVersion = old.ResourceVersion
+			err = c.Client.Update(ctx, cm, client.FieldOwner(fieldManager))
+		}
+	}
+	if err != nil {
+		return fmt.Errorf("saving the backup of %s in ConfigMap %s/%s: %w", j.Ref(), c.Namespace, j.Name, err)
+	}
+	return nil
+}
+
+func (c ConfigMapJournals) List(ctx context.Context) ([]*Journal, []Rejected, error) {
+	list := &corev1.ConfigMapList{}
+	if err := c.Client.List(ctx, list, client.InNamespace(c.Namespace), client.MatchingLabels{LabelJournal: "true"}); err != nil {
+		return nil, nil, fmt.Errorf("listing backups in namespace %s: %w", c.Namespace, err)
+	}
+	var out []*Journal
+	var rejected []Rejected
+	for _, cm := range list.Items {
+		where := fmt.Sprintf("ConfigMap %s/%s", cm.Namespace, cm.Name)
+		j, err := c.read(&cm)
+		if err != nil {
+			rejected = append(rejected, Rejected{Where: where, Reason: err.Error()})
+			continue
+		}
+		out = append(out, j)
+	}
+	return out, rejected, nil
+}
+
+// read checks that cm is a journal this tool wrote and decodes it.
+func (c ConfigMapJournals) read(cm *corev1.ConfigMap) (*Journal, error) {
+	original := cm.Data[keyOriginal]
+	u := &unstructured.Unstructured{}
+	if err := json.Unmarshal([]byte(original), &u.Object); err != nil || u.Object == nil {
+		return nil, fmt.Errorf("not a backup netconf-migrator wrote: %s is not a JSON object", keyOriginal)
+	}
+	j := &Journal{Name: cm.Name, Run: cm.Annotations[AnnotationRun], Mode: cm.Annotations[AnnotationMode], Step: Step(cm.Annotations[AnnotationStep]), Original: u}
+	want := c.signature(cm.Name, j, []byte(original))
+	got := cm.Data[keySignature]
+	if len(c.Key) == 0 || !hmac.Equal([]byte(want), []byte(got)) {
+		return nil, errors.New("not a backup netconf-migrator wrote: its signature does not match (written or changed by someone else); nothing is created from it")
+	}
+	if cm.Name != JournalName(j.UID()) {
+		return nil, errors.New("not a backup netconf-migrator wrote: its name does not match the NAD's uid")
+	}
+	return j, nil
+}
+
+func (c ConfigMapJournals) Delete(ctx context.Context, j *Journal) error {
+	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: c.Namespace, Name: j.Name}}
+	if err := c.Client.Delete(ctx, cm); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting backup ConfigMap %s/%s: %w", c.Namespace, j.Name, err)
+	}
+	return nil
+}
+
+// LoadKey returns the journals' signing key, kept in the Secret
+// KeySecretName of namespace, creating it with 32 random bytes on first
+// use. Only the tool's ServiceAccount (and cluster administrators) may read
+// it, so only they can write a journal a run acts on.
+func LoadKey(ctx context.Context, c client.Client, namespace string) ([]byte, error) {
+	s := &corev1.Secret{}
+	err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: KeySecretName}, s)
+	if apierrors.IsNotFound(err) {
+		key := make([]byte, 32)
+		if _, err := rand.Read(key); err != nil {
+			return nil, err
+		}
+		s = &corev1.Secret{
+			ObjectMeta: metav1.ObjectMeta{Namespace: namespace, Name: KeySecretName,
+				Labels: map[string]string{"app.kubernetes.io/name": "netconf-migrator"}},
+			Type: KeySecretType, Data: map[string][]byte{keySecretDataKey: key},
+		}
+		err = c.Create(ctx, s, client.FieldOwner(fieldManager))
+		if apierrors.IsAlreadyExists(err) {
+			err = c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: KeySecretName}, s)
+		}
+	}
+	if err != nil {
+		return nil, fmt.Errorf("reading the backups' signing key (Secret %s/%s): %w", namespace, KeySecretName, err)
+	}
+	if s.Type != KeySecretType || len(s.Data[keySecretDataKey]) < 32 {
+		return nil, fmt.Errorf("Secret %s/%s is not netconf-migrator's signing key (type %s, want %s with a key of 32 bytes or more)", namespace, KeySecretName, s.Type, KeySecretType)
+	}
+	return s.Data[keySecretDataKey], nil
+}
+
+const fieldManager = "netconf-migrator"

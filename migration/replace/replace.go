@@ -1,0 +1,569 @@
+// Package replace replaces a NetworkAttachmentDefinition that admission
+// refuses to change in place: delete, wait until the object is gone, create
+// it again under the same name, as one transaction whose journal (a signed
+// backup of the NAD as read) is written before the delete. A run killed at
+// any step is finished by the next one from the journal alone.
+//
+// It acts only where it provably can: a refusal from a webhook on its allow
+// list, finalizers whose controllers it knows remove them after a delete,
+// no other NAD that would keep the deletion from finishing, and a journal
+// it signed itself.
+package replace
+
+import (
+	"context"
+	"encoding/json"
+	"errors"
+	"fmt"
+	"slices"
+	"strings"
+	"time"
+
+	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/types"
+)
+
+// Objects reads and writes NADs as the API server holds them, with every
+// field, the ones our NAD type lacks included.
+type Objects interface {
+	Get(ctx context.Context, namespace, name string) (*unstructured.Unstructured, error)
+	// Create creates obj (under a generated name when only generateName is
+	// set) and leaves in it what the API server stored.
+	Create(ctx context.Context, obj *unstructured.Unstructured, dryRun bool) error
+	// Delete deletes the NAD only while its uid and resourceVersion are
+	// still obj's.
+	Delete(ctx context.Context, obj *unstructured.Unstructured, dryRun bool) error
+	// List returns the NADs of every namespace that match selector.
+	List(ctx context.Context, selector labels.Selector) ([]unstructured.Unstructured, error)
+}
+
+// Harvester's NAD finalizers (network-controller-harvester, every release
+// from v0.5.6 to v1.9): wrangler adds "wrangler.cattle.io/" + the name of
+// an OnRemove handler to every NAD and removes it once the handler's
+// cleanup succeeded after a delete.
+const (
+	FinalizerHarvesterManager = "wrangler.cattle.io/harvester-network-manager-nad-controller"
+	FinalizerHarvesterAgent   = "wrangler.cattle.io/harvester-network-nad-controller"
+	// LabelClusterNetwork is the label Harvester's manager recomputes a
+	// cluster network's VLAN set by (v1.7+), in its NAD cleanup.
+	LabelClusterNetwork = "network.harvesterhci.io/clusternetwork"
+)
+
+// HarvesterFinalizers are the finalizers a replacement waits out by
+// default, each with the controller that removes it.
+func HarvesterFinalizers() map[string]string {
+	return map[string]string{
+		FinalizerHarvesterManager: "Harvester's network controller manager (Deployment harvester-network-controller-manager), after clearing the NAD's route-detection Job and, from v1.7, recomputing the cluster network's VLAN set",
+		FinalizerHarvesterAgent:   "Harvester's network controller agent (DaemonSet harvester-network-controller, up to v1.6) after removing the VLAN from each node's bridge; from v1.7 the manager removes it",
+	}
+}
+
+// HarvesterWebhooks are the admission webhooks whose refusal of an
+// in-place write calls for a replacement: Harvester's network validator
+// (v1.6+ refuses to change a NAD's type) and mutator (up to v1.5 it cannot
+// decode a double-encoded NAD on UPDATE), both of the configuration
+// harvester-network-webhook in every release. The API server names only
+// the webhook in a denial; Harvester's webhook names carry their
+// configuration's.
+func HarvesterWebhooks() []string {
+	return []string{
+		"validator.harvester-system.harvester-network-webhook",
+		"mutator.harvester-system.harvester-network-webhook",
+	}
+}
+
+// Replacer replaces NADs.
+type Replacer struct {
+	Objects  Objects
+	Journals Journals
+	Log      logr.Logger
+	// Run identifies this run in the journals it writes.
+	Run string
+	// Want computes the object to create from the NAD as read, for a
+	// run's mode: the only source of what is created, in a first attempt
+	// and when a later run finishes it.
+	Want func(mode string, original *unstructured.Unstructured) (*unstructured.Unstructured, error)
+	// Accepts says whether what the API server would store (after every
+	// mutating webhook) for want is what the run wants.
+	Accepts func(mode string, want, stored *unstructured.Unstructured) bool
+	// Finalizers are the finalizers a replacement waits out, each with the
+	// controller that removes it; a NAD with any other is left as it is.
+	Finalizers map[string]string
+	// Webhooks are the admission webhooks whose refusal calls for a
+	// replacement; any other webhook's refusal is final.
+	Webhooks []string
+	// Retry runs one request until it succeeds, fails for good or its
+	// budget (ctx) runs out.
+	Retry func(ctx context.Context, op func() error) error
+	// Budget bounds delete, wait and create together, apart from the
+	// NAD's retry budget, and outlives a stopping run: once started, a
+	// replacement finishes (or stops with its journal kept) within it.
+	Budget time.Duration
+	// Poll is how often the wait for the deleted object looks again.
+	Poll time.Duration
+}
+
+// Denial is an admission webhook's refusal, as the API server words it.
+type Denial struct {
+	Webhook, Message string
+}
+
+// DeniedBy returns the webhook that refused a write, from the API
+// server's message, or ok false for any other error.
+func DeniedBy(err error) (d Denial, ok bool) {
+	var se apierrors.APIStatus
+	if !errors.As(err, &se) {
+		return d, false
+	}
+	msg := se.Status().Message
+	const pre, post = `admission webhook "`, `" denied the request`
+	i := strings.Index(msg, pre)
+	if i < 0 {
+		return d, false
+	}
+	rest := msg[i+len(pre):]
+	j := strings.Index(rest, post)
+	if j < 0 {
+		return d, false
+	}
+	return Denial{Webhook: rest[:j], Message: msg}, true
+}
+
+// CallsForReplacement says whether a refused in-place write may be
+// replaced: only when a webhook on the allow list refused it.
+func (r *Replacer) CallsForReplacement(err error) bool {
+	d, ok := DeniedBy(err)
+	return ok && slices.Contains(r.Webhooks, d.Webhook)
+}
+
+// ErrConflict says the NAD changed between our read and the delete: read
+// it again and start over.
+var ErrConflict = errors.New("the NAD changed before it could be replaced")
+
+// Missing is a NAD this tool deleted and has not created again yet: still
+// terminating behind a finalizer, or gone and its create refused. Its
+// journal is kept and the next run goes on from it.
+type Missing struct {
+	Journal string
+	Why     string
+}
+
+func (e *Missing) Error() string {
+	return fmt.Sprintf("missing: deleted to be created again, %s; the backup is at %s and the next run goes on from it", e.Why, e.Journal)
+}
+
+// Result is what a replacement did.
+type Result struct {
+	// Stored is the NAD the API server stored (dry run: would store).
+	Stored *unstructured.Unstructured
+	// PreviousUID and UID: a replaced NAD is a new object.
+	PreviousUID, UID types.UID
+	// OwnerReferences carried over, as Kind/name.
+	OwnerReferences []string
+	// ByAnother: another writer created the NAD again, as the run wants
+	// it, while it was missing; this tool created nothing.
+	ByAnother bool
+}
+
+// Replace replaces the NAD read as typed (its uid and resourceVersion)
+// after its in-place write was refused with cause. Nothing is deleted
+// until the NAD as stored now is read whole, its finalizers are known, no
+// NAD keeps its deletion from finishing, a server-side dry run shows the
+// API server and every webhook would admit the new object and store what
+// the run wants, and the journal is saved.
+func (r *Replacer) Replace(ctx context.Context, mode string, ref types.NamespacedName, uid types.UID, resourceVersion string, cause error, dryRun bool) (*Result, error) {
+	log := r.Log.WithValues("object", ref.String())
+	var orig *unstructured.Unstructured
+	if err := r.Retry(ctx, func() (err error) {
+		orig, err = r.Objects.Get(ctx, ref.Namespace, ref.Name)
+		return err
+	}); err != nil {
+		if apierrors.IsNotFound(err) {
+			return nil, ErrConflict
+		}
+		return nil, fmt.Errorf("%w; reading it to replace it: %w", cause, err)
+	}
+	if orig.GetUID() != uid || orig.GetResourceVersion() != resourceVersion {
+		return nil, ErrConflict
+	}
+	if err := r.finalizersKnown(orig); err != nil {
+		return nil, fmt.Errorf("%w; not replaced: %w", cause, err)
+	}
+	if err := r.deletionCanFinish(ctx, orig); err != nil {
+		return nil, fmt.Errorf("%w; not replaced: %w", cause, err)
+	}
+	want, err := r.Want(mode, orig)
+	if err != nil {
+		return nil, fmt.Errorf("%w; not replaced: %w", cause, err)
+	}
+	probe := want.DeepCopy()
+	probe.SetGenerateName(probeName(orig.GetName()))
+	probe.SetName("")
+	if err := r.Objects.Create(ctx, probe, true); err != nil {
+		return nil, fmt.Errorf("%w; creating it again would be refused too: %w", cause, err)
+	}
+	if !r.Accepts(mode, want, probe) {
+		cfg, _, _ := unstructured.NestedString(probe.Object, "spec", "config")
+		return nil, fmt.Errorf("%w; created again it would hold %s, as an admission webhook rewrites it", cause, cfg)
+	}
+	if dryRun {
+		if err := r.Objects.Delete(ctx, orig, true); err != nil {
+			return nil, fmt.Errorf("%w; deleting it to create it again would be refused too: %w", cause, err)
+		}
+		probe.SetName(orig.GetName())
+		res := r.result(orig, probe)
+		res.UID = "" // the dry run's uid names nothing
+		return res, nil
+	}
+
+	// From here on the NAD may be missing: the replacement has its own
+	// budget, and a stopping run (SIGTERM, --timeout) does not cut it.
+	tx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.Budget)
+	defer cancel()
+	j := &Journal{Run: r.Run, Mode: mode, Step: StepDeleting, Original: orig}
+	if err := r.Journals.Save(tx, j); err != nil {
+		return nil, fmt.Errorf("%w; not replaced: %w", cause, err)
+	}
+	// Retry repeats only requests that got no final answer: a NotFound
+	// after such an attempt may be our own delete whose answer was lost;
+	// a NotFound on the first attempt is someone else's delete.
+	attempts := 0
+	err = r.Retry(tx, func() error {
+		attempts++
+		return r.Objects.Delete(tx, orig, false)
+	})
+	switch {
+	case err == nil:
+	case apierrors.IsNotFound(err) && attempts == 1:
+		return nil, errors.Join(fmt.Errorf("%w; deleted by someone else before it could be replaced: not created again", cause), r.Journals.Delete(tx, j))
+	case apierrors.IsNotFound(err):
+		// Our own delete whose answer was lost.
+	case apierrors.IsConflict(err):
+		return nil, errors.Join(ErrConflict, r.Journals.Delete(tx, j))
+	default:
+		return nil, errors.Join(fmt.Errorf("%w; deleting it to create it again was refused too: %w", cause, err), r.Journals.Delete(tx, j))
+	}
+	j.Step = StepDeleted
+	if err := r.Journals.Save(tx, j); err != nil {
+		log.Error(err, "Recording the delete in the backup failed; the backup still says the delete was being sent", "backup", r.Journals.Where(j))
+	}
+	log.Info("Deleted NetworkAttachmentDefinition to create it again", "backup", r.Journals.Where(j))
+	return r.finish(tx, log, j)
+}
+
+func (r *Replacer) result(orig, stored *unstructured.Unstructured) *Result {
+	res := &Result{Stored: stored, PreviousUID: orig.GetUID(), UID: stored.GetUID()}
+	for _, o := range orig.GetOwnerReferences() {
+		res.OwnerReferences = append(res.OwnerReferences, o.Kind+"/"+o.Name)
+	}
+	return res
+}
+
+// finalizersKnown refuses a NAD that carries a finalizer no known
+// controller removes after a delete: deleting it could leave it
+// terminating for good.
+func (r *Replacer) finalizersKnown(obj *unstructured.Unstructured) error {
+	var unknown []string
+	for _, f := range obj.GetFinalizers() {
+		if _, ok := r.Finalizers[f]; !ok {
+			unknown = append(unknown, f)
+		}
+	}
+	if len(unknown) > 0 {
+		return fmt.Errorf("it carries the finalizer %s, which no controller netconf-migrator knows removes after a delete"+
+			" (add it with --replace-finalizer when its controller does)", strings.Join(unknown, ", "))
+	}
+	return nil
+}
+
+// deletionCanFinish refuses to start a replacement that cannot finish:
+// from v1.7 Harvester's manager, in its cleanup of a deleted NAD,
+// recomputes the VLAN set of the NAD's cluster network from every NAD
+// labelled with it, and fails while one of them cannot be decoded (a
+// double-encoded config): the NAD would stay terminating. v1.6 and earlier
+// do not recompute. A v1.7+ manager is proven by a NAD on the cluster
+// network that carries its finalizer without the agent's (from v1.7 the
+// agent adds none); on a v1.7 cluster whose NADs all predate the upgrade
+// this cannot be told, the replacement may wait out its budget, and the
+// report then names the NAD that blocks it (blocker).
+func (r *Replacer) deletionCanFinish(ctx context.Context, obj *unstructured.Unstructured) error {
+	blocker, recomputes, err := r.blocker(ctx, obj)
+	if err != nil {
+		return fmt.Errorf("cannot check that Harvester's network controller can finish deleting it: %w", err)
+	}
+	if blocker != "" && recomputes {
+		return errors.New(blocker)
+	}
+	return nil
+}
+
+// blocker returns why Harvester's v1.7+ cleanup of obj would fail (a NAD on
+// its cluster network it cannot decode), or "", and whether a v1.7+
+// manager is proven to run.
+func (r *Replacer) blocker(ctx context.Context, obj *unstructured.Unstructured) (string, bool, error) {
+	if !slices.Contains(obj.GetFinalizers(), FinalizerHarvesterManager) {
+		return "", false, nil
+	}
+	cn := obj.GetLabels()[LabelClusterNetwork]
+	if cn == "" {
+		return "", false, nil
+	}
+	var nads []unstructured.Unstructured
+	if err := r.Retry(ctx, func() (err error) {
+		nads, err = r.Objects.List(ctx, labels.SelectorFromSet(labels.Set{LabelClusterNetwork: cn}))
+		return err
+	}); err != nil {
+		return "", false, fmt.Errorf("listing the NADs of cluster network %s: %w", cn, err)
+	}
+	blocker, recomputes := "", false
+	for _, n := range nads {
+		f := n.GetFinalizers()
+		recomputes = recomputes || (slices.Contains(f, FinalizerHarvesterManager) && !slices.Contains(f, FinalizerHarvesterAgent))
+		if n.GetDeletionTimestamp() != nil || n.GetUID() == obj.GetUID() || blocker != "" {
+			continue
+		}
+		cfg, _, _ := unstructured.NestedString(n.Object, "spec", "config")
+		if cfg == "" {
+			continue
+		}
+		var m map[string]any
+		if err := json.Unmarshal([]byte(cfg), &m); err != nil {
+			blocker = fmt.Sprintf("NAD %s/%s on the same cluster network %s holds a config Harvester's network controller cannot decode,"+
+				" so from Harvester v1.7 its cleanup of any NAD on %s fails and a deleted NAD stays terminating; fix or remove %s/%s first",
+				n.GetNamespace(), n.GetName(), cn, cn, n.GetNamespace(), n.GetName())
+		}
+	}
+	return blocker, recomputes, nil
+}
+
+// waitGone waits until the object with j's uid is gone: nil and the NAD
+// now stored under the name (another writer's) or nil when there is none.
+// When the budget runs out it says which finalizers hold the object and
+// which controllers own them.
+func (r *Replacer) waitGone(ctx context.Context, j *Journal) (*unstructured.Unstructured, error) {
+	poll := r.Poll
+	if poll <= 0 {
+		poll = 200 * time.Millisecond
+	}
+	var last *unstructured.Unstructured
+	for {
+		var cur *unstructured.Unstructured
+		err := r.Retry(ctx, func() (err error) {
+			cur, err = r.Objects.Get(ctx, j.Original.GetNamespace(), j.Original.GetName())
+			return err
+		})
+		switch {
+		case apierrors.IsNotFound(err):
+			return nil, nil
+		case err == nil && cur.GetUID() != j.UID():
+			return cur, nil
+		case err == nil:
+			last = cur
+		case ctx.Err() == nil:
+			return nil, err
+		}
+		select {
+		case <-ctx.Done():
+			why := r.holders(last)
+			if last != nil {
+				// Name what keeps the controller's cleanup from finishing,
+				// when it can be seen.
+				if b, _, err := r.blocker(context.WithoutCancel(ctx), last); err == nil && b != "" {
+					why += "; " + b
+				}
+			}
+			return nil, &Missing{Journal: r.Journals.Where(j), Why: why}
+		case <-time.After(poll):
+		}
+	}
+}
+
+func (r *Replacer) holders(obj *unstructured.Unstructured) string {
+	if obj == nil {
+		return "and whether the old object is gone could not be read within the replacement's budget"
+	}
+	var parts []string
+	for _, f := range obj.GetFinalizers() {
+		owner := r.Finalizers[f]
+		if owner == "" {
+			owner = "a controller netconf-migrator does not know"
+		}
+		parts = append(parts, fmt.Sprintf("finalizer %s (removed by %s)", f, owner))
+	}
+	if len(parts) == 0 {
+		return "and the old object was still terminating when the replacement's budget ran out"
+	}
+	return "but it is still terminating, held by " + strings.Join(parts, " and ")
+}
+
+// finish waits until the deleted object is gone, then creates what Want
+// computes from j's original; when the API server refuses that, it creates
+// the original back. The journal is deleted once the NAD exists again.
+func (r *Replacer) finish(ctx context.Context, log logr.Logger, j *Journal) (*Result, error) {
+	other, err := r.waitGone(ctx, j)
+	if err != nil {
+		return nil, err
+	}
+	if other != nil {
+		return r.createdByAnother(ctx, log, j, other)
+	}
+	want, err := r.Want(j.Mode, j.Original)
+	if err != nil {
+		return nil, &Missing{Journal: r.Journals.Where(j), Why: "and what to create could not be computed from the backup: " + err.Error()}
+	}
+	stored, err := r.create(ctx, j, want)
+	if err == nil {
+		r.close(ctx, log, j)
+		return r.result(j.Original, stored), nil
+	}
+	werr := err
+	if _, err := r.create(ctx, j, Recreatable(j.Original)); err != nil {
+		return nil, &Missing{Journal: r.Journals.Where(j), Why: fmt.Sprintf("but the create was refused (%v) and so was creating the original back (%v)", werr, err)}
+	}
+	r.close(ctx, log, j)
+	return nil, fmt.Errorf("deleted to be created again, but the create was refused (%w); the original was created back", werr)
+}
+
+// createdByAnother handles a NAD someone else (a controller, a GitOps
+// tool) created under the name while it was missing: when it is what the
+// run wants, the journal is closed; otherwise the original stays in the
+// journal for a person.
+func (r *Replacer) createdByAnother(ctx context.Context, log logr.Logger, j *Journal, cur *unstructured.Unstructured) (*Result, error) {
+	if want, err := r.Want(j.Mode, j.Original); err == nil && r.Accepts(j.Mode, want, cur) {
+		r.close(ctx, log, j)
+		res := r.result(j.Original, cur)
+		res.ByAnother = !writtenBy(cur, fieldManager)
+		return res, nil
+	}
+	return nil, &CreatedByAnother{Journal: r.Journals.Where(j)}
+}
+
+// writtenBy says whether manager wrote obj: a create killed before its
+// answer arrived left our field manager in managedFields.
+func writtenBy(obj *unstructured.Unstructured, manager string) bool {
+	return slices.ContainsFunc(obj.GetManagedFields(), func(f metav1.ManagedFieldsEntry) bool { return f.Manager == manager })
+}
+
+// CreatedByAnother is a NAD another writer created again, not in the
+// wanted form, while this tool replaced it: its original stays in the
+// journal for a person to look at.
+type CreatedByAnother struct{ Journal string }
+
+func (e *CreatedByAnother) Error() string {
+	return fmt.Sprintf("while it was being replaced, another writer created this NAD again; its original is kept in %s", e.Journal)
+}
+
+func (r *Replacer) close(ctx context.Context, log logr.Logger, j *Journal) {
+	if err := r.Journals.Delete(ctx, j); err != nil {
+		log.Error(err, "Leaving a backup behind; delete it by hand", "backup", r.Journals.Where(j))
+	}
+}
+
+// create creates obj; AlreadyExists from a create whose answer was lost is
+// ours when the stored object is what the run wants.
+func (r *Replacer) create(ctx context.Context, j *Journal, obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {
+	var stored *unstructured.Unstructured
+	err := r.Retry(ctx, func() error {
+		stored = obj.DeepCopy()
+		return r.Objects.Create(ctx, stored, false)
+	})
+	if apierrors.IsAlreadyExists(err) {
+		cur, gerr := r.Objects.Get(ctx, obj.GetNamespace(), obj.GetName())
+		if gerr == nil && cur.GetUID() != j.UID() {
+			want, werr := r.Want(j.Mode, j.Original)
+			if werr == nil && r.Accepts(j.Mode, want, cur) {
+				return cur, nil
+			}
+		}
+	}
+	return stored, err
+}
+
+// Recreatable is obj as a create sends it: every field but the ones the
+// API server sets, and without finalizers (their controllers add their own
+// to the new object).
+func Recreatable(obj *unstructured.Unstructured) *unstructured.Unstructured {
+	out := obj.DeepCopy()
+	for _, f := range []string{"uid", "resourceVersion", "creationTimestamp", "generation", "managedFields",
+		"deletionTimestamp", "deletionGracePeriodSeconds", "selfLink", "finalizers"} {
+		unstructured.RemoveNestedField(out.Object, "metadata", f)
+	}
+	unstructured.RemoveNestedField(out.Object, "status")
+	return out
+}
+
+// probeName is the generateName of the dry-run create: the NAD's name cut
+// so the generated name stays within the 253 characters of a name.
+func probeName(name string) string {
+	const max = 253 - 5 - len("-probe-")
+	if len(name) > max {
+		name = name[:max]
+	}
+	return name + "-probe-"
+}
+
+// Resumed is a journal an earlier run left and what Resume did with it.
+type Resumed struct {
+	Journal *Journal
+	// Where names the journal.
+	Where string
+	// Result is set when the NAD exists again in the wanted form.
+	Result *Result
+	// Err says why it does not: still terminating or refused (*Missing), or
+	// created again by another writer (*CreatedByAnother).
+	Err error
+}
+
+// Resume finishes the replacements earlier runs left, for the journals
+// inScope accepts. Only one run may resume at a time (the run's Lease):
+// a journal whose NAD still exists with the same uid and no deletion
+// under way is stale (that run stopped before its delete) and removed.
+// Journals this tool did not write are returned as rejected, never acted
+// on.
+func (r *Replacer) Resume(ctx context.Context, inScope func(original *unstructured.Unstructured) bool) ([]Resumed, []Rejected, error) {
+	var journals []*Journal
+	var rejected []Rejected
+	if err := r.Retry(ctx, func() (err error) {
+		journals, rejected, err = r.Journals.List(ctx)
+		return err
+	}); err != nil {
+		return nil, nil, err
+	}
+	var out []Resumed
+	for _, j := range journals {
+		if !inScope(j.Original) {
+			continue
+		}
+		log := r.Log.WithValues("object", j.Ref(), "backup", r.Journals.Where(j))
+		var cur *unstructured.Unstructured
+		err := r.Retry(ctx, func() (err error) {
+			cur, err = r.Objects.Get(ctx, j.Original.GetNamespace(), j.Original.GetName())
+			return err
+		})
+		switch {
+		case err != nil && !apierrors.IsNotFound(err):
+			return out, rejected, fmt.Errorf("reading %s to finish its replacement: %w", j.Ref(), err)
+		case err == nil && cur.GetUID() == j.UID() && cur.GetDeletionTimestamp() == nil:
+			log.V(1).Info("Removing a stale backup: the NetworkAttachmentDefinition was never deleted")
+			if err := r.Retry(ctx, func() error { return r.Journals.Delete(ctx, j) }); err != nil {
+				return out, rejected, err
+			}
+			continue
+		}
+		// Missing, terminating, or created again by someone else.
+		tx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.Budget)
+		res := Resumed{Journal: j, Where: r.Journals.Where(j)}
+		if err == nil && cur.GetUID() != j.UID() {
+			res.Result, res.Err = r.createdByAnother(tx, log, j, cur)
+		} else {
+			res.Result, res.Err = r.finish(tx, log, j)
+		}
+		cancel()
+		out = append(out, res)
+	}
+	return out, rejected, nil
+}
