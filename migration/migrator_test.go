@@ -232,6 +232,7 @@ type memJournals struct {
 	saved    map[string]*replace.Journal
 	saves    int
 	failAll  error
+	listErr  error
 	rejected []replace.Rejected
 }
 
@@ -254,6 +255,9 @@ func (b *memJournals) Save(_ context.Context, j *replace.Journal) error {
 func (b *memJournals) List(context.Context) ([]*replace.Journal, []replace.Rejected, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
+	if b.listErr != nil {
+		return nil, nil, b.listErr
+	}
 	var out []*replace.Journal
 	for _, j := range b.saved {
 		c := *j

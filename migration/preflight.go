@@ -17,6 +17,8 @@ import (
 	"k8s.io/client-go/rest"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	"github.com/harvester/netconf-migrator/internal/runlock"
+	"github.com/harvester/netconf-migrator/migration/replace"
 )
 
 // PreflightError is a reason not to start, in one sentence. Transient is
@@ -105,19 +107,8 @@ func Preflight(ctx context.Context, cfg *rest.Config, scope PreflightScope, budg
 	if err != nil {
 		return &PreflightError{Msg: fmt.Sprintf("Cannot build a client for %s: %v.", cfg.Host, err)}
 	}
-	allowed := func(ns, verb, group, version, resource string) (bool, error) {
-		ssar := &authorizationv1.SelfSubjectAccessReview{Spec: authorizationv1.SelfSubjectAccessReviewSpec{
-			ResourceAttributes: &authorizationv1.ResourceAttributes{Namespace: ns, Verb: verb, Group: group, Version: version, Resource: resource},
-		}}
-		var res *authorizationv1.SelfSubjectAccessReview
-		err := call(func() (err error) {
-			res, err = kube.AuthorizationV1().SelfSubjectAccessReviews().Create(ctx, ssar, metav1.CreateOptions{})
-			return err
-		})
-		if err != nil {
-			return false, &PreflightError{Msg: fmt.Sprintf("Cannot check this identity's permissions on %s: %v.", resource, apiMessage(err)), Transient: transient(err)}
-		}
-		return res.Status.Allowed, nil
+	allowed := func(ns, verb, group, resource string) (bool, error) {
+		return allowedName(ctx, kube, call, transient, ns, verb, group, resource, "")
 	}
 	var denied []string
 	verbs := []string{"list", "get"}
@@ -128,7 +119,7 @@ func Preflight(ctx context.Context, cfg *rest.Config, scope PreflightScope, budg
 		}
 	}
 	for _, verb := range verbs {
-		ok, err := allowed(namespace, verb, nadv1.GroupVersion.Group, nadv1.GroupVersion.Version, nadv1.Resource)
+		ok, err := allowed(namespace, verb, nadv1.GroupVersion.Group, nadv1.Resource)
 		if err != nil {
 			return err
 		}
@@ -155,10 +146,10 @@ func Preflight(ctx context.Context, cfg *rest.Config, scope PreflightScope, budg
 		}
 	}
 	if scope.Stores {
-		checks = append(checks, check{"create", "coordination.k8s.io", "leases", ""}, check{"get", "coordination.k8s.io", "leases", runLease},
-			check{"update", "coordination.k8s.io", "leases", runLease})
+		checks = append(checks, check{"create", "coordination.k8s.io", "leases", ""}, check{"get", "coordination.k8s.io", "leases", runlock.LeaseName},
+			check{"update", "coordination.k8s.io", "leases", runlock.LeaseName})
 		if scope.Replaces {
-			checks = append(checks, check{"create", "", "secrets", ""}, check{"get", "", "secrets", journalKey})
+			checks = append(checks, check{"create", "", "secrets", ""}, check{"get", "", "secrets", replace.KeySecretName})
 		}
 	}
 	for _, c := range checks {
@@ -194,13 +185,6 @@ func Preflight(ctx context.Context, cfg *rest.Config, scope PreflightScope, budg
 	}
 	return nil
 }
-
-// The Lease and Secret names a run uses (internal/runlock, replace), for
-// the permission checks.
-const (
-	runLease   = "netconf-migrator-run"
-	journalKey = "netconf-migrator-journal-key"
-)
 
 // allowedName asks the API server whether this identity may verb the
 // resource (the named one, when name is set) in ns.

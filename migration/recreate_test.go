@@ -478,3 +478,27 @@ func TestRollbackRecreates(t *testing.T) {
 		t.Errorf("the restored NAD keeps %v", n.Annotations)
 	}
 }
+
+// TestStartupErrorsAreTransient: an API server that keeps failing while
+// the run lists the backups it must finish ends the run with ErrStartup
+// (exit 3, which a Job retries), not a failure that fails the Job for good;
+// a refusal (Forbidden) stays final.
+func TestStartupErrorsAreTransient(t *testing.T) {
+	for _, tc := range []struct {
+		err       error
+		transient bool
+	}{
+		{apierrors.NewServiceUnavailable("etcd leader changed"), true},
+		{apierrors.NewForbidden(schema.GroupResource{Resource: "configmaps"}, "", errors.New("no")), false},
+	} {
+		s, j := newMemStore(map[string]string{"a/n": nested}), newMemJournals()
+		j.listErr = tc.err
+		_, err := runReplacing(context.Background(), s, newReplacer(s, j), Options{})
+		if err == nil || errors.Is(err, ErrStartup) != tc.transient {
+			t.Errorf("%v: run ended with %v, want ErrStartup=%v", tc.err, err, tc.transient)
+		}
+		if s.nads["a/n"].Spec.Config != nested {
+			t.Errorf("%v: a NAD was written before the backups were read", tc.err)
+		}
+	}
+}

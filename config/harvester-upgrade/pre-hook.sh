@@ -28,9 +28,9 @@
 #
 # A NAD the hook deleted and could not create again yet (exit code 4: still
 # terminating behind a finalizer of Harvester's network controller, or its
-# create refused) stops the upgrade whatever NETCONF_MIGRATOR_STRICT says:
-# the report names its backup, and running the hook (or the Job) again
-# creates it.
+# create refused; or migrate died with a backup left behind) stops the
+# upgrade whatever NETCONF_MIGRATOR_STRICT says: the report (or the backup)
+# names it, and running the hook (or the Job) again creates it.
 #
 # Harvester's upgrade Job passes no settings; every one has a default:
 #   NETCONF_MIGRATOR_BIN               the binary (default: netconf-migrator on PATH)
@@ -92,6 +92,13 @@ netconf_migrator_pre_hook() {
     ;;
   *)
     echo "netconf-migrator: migrate could not run (exit code $rc); NADs were not migrated" >&2
+    # A run that died (killed, out of memory) cannot say whether it left a
+    # replacement half done; its backups can.
+    if [ "$rc" -gt 4 ] && [ -n "$(kubectl get configmaps -n "$bns" -l netconf-migrator.harvesterhci.io/backup=true -o name 2>/dev/null)" ]; then
+      echo "netconf-migrator: it left a replacement half done (a backup in $bns): a NAD may be missing; the upgrade" \
+        "stops here: run the upgrade again, or the Job, to create it" >&2
+      return 4
+    fi
     [ "$strict" = true ] && return "$rc"
     ;;
   esac

@@ -226,6 +226,14 @@ func TestPreflight(t *testing.T) {
 		t.Errorf("list only, server dry run: exit %d, want 2\n%s", r.code, r.errOut)
 	}
 
+	// A server dry run checks everything the real run needs: with the
+	// backup namespace missing it must not report NADs "would-normalize
+	// (recreated)" that the real run then cannot replace.
+	r = runCLI(t, "migrate", "--dry-run=server", "--backup-namespace", "no-such-namespace")
+	if want := "The namespace no-such-namespace, where the run keeps its Lease and the backups of the NADs it replaces, does not exist"; r.code != 2 || !strings.Contains(r.errOut, want) {
+		t.Errorf("server dry run, backup namespace missing: exit %d, want 2 and %q\n%s", r.code, want, r.errOut)
+	}
+
 	if testing.Short() {
 		return
 	}

@@ -114,7 +114,7 @@ func TestReplacementWaitsOutHarvesterFinalizers(t *testing.T) {
 // immutableNADs registers a second validating webhook, as a Kyverno or
 // Gatekeeper "immutable" policy would be, that denies every UPDATE of a
 // NAD in ns and allows DELETE and CREATE.
-func immutableNADs(t *testing.T, ns string) {
+func immutableNADs(t *testing.T, env *testenv.Env, ns string) {
 	t.Helper()
 	ctx := context.Background()
 	port, err := testenv.FreePort(env.Webhook.LocalServingHost)
@@ -181,7 +181,7 @@ func TestOnlyAllowedWebhooksCallForReplacement(t *testing.T) {
 	if err := env.CreateNamespace(context.Background(), ns, nil); err != nil {
 		t.Fatal(err)
 	}
-	immutableNADs(t, ns)
+	immutableNADs(t, env, ns)
 	seed(t, []*nadv1.NetworkAttachmentDefinition{newNAD(ns, "n", nestedConfig("n"), nil)})
 	before := listAll(t, ns)[ns+"/n"]
 

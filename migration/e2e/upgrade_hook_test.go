@@ -4,18 +4,23 @@ import (
 	"context"
 	"encoding/json"
 	"errors"
+	"net/http"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"strconv"
 	"strings"
 	"testing"
 
+	batchv1 "k8s.io/api/batch/v1"
 	corev1 "k8s.io/api/core/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
 	"github.com/harvester/netconf-migrator/apis/report"
+	"github.com/harvester/netconf-migrator/internal/chartrender"
 	"github.com/harvester/netconf-migrator/migration/replace"
 	"github.com/harvester/netconf-migrator/test/harvester"
 	"github.com/harvester/netconf-migrator/test/testenv"
@@ -344,4 +349,99 @@ func TestPreHookOnEachHarvesterRelease(t *testing.T) {
 		checkOutcomes(t, result{report: rep}, expectedOutcomes(h.Release, ns), nads)
 		checkNoBackupsIn(t, backupNamespace)
 	})
+}
+
+// TestPreHookKilledMidReplacementTheChartJobFinishes: the upgrade pre-hook's
+// migrate (beside v1.6 and its controllers) is killed right after the
+// delete of a replacement; the hook finds the backup it left and stops the
+// upgrade; the migration Job the chart renders, run with the chart's own
+// arguments, finishes the replacement: both keep their Lease and backups in
+// the same namespace by default, whatever namespace they run in.
+func TestPreHookKilledMidReplacementTheChartJobFinishes(t *testing.T) {
+	bin := buildBinary(t)
+	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
+	h := harvester.StartT(t, env, harvester.V16)
+	ns := h.Namespace(t, "hook-killed")
+	h.Namespace(t, harvester.SystemNamespace) // the pre-hook's report
+	var nads []*nadv1.NetworkAttachmentDefinition
+	for _, name := range []string{"a", "b", "c"} {
+		nads = append(nads, newNAD(ns, name, nestedConfig(name), harvesterLabels()))
+	}
+	h.Pause(func() { seed(t, nads) })
+	before := listAll(t, ns)
+
+	// The binary the pre-hook runs, behind a wrapper that leaves its pid
+	// for the proxy that kills it.
+	dir := t.TempDir()
+	pidFile, wrapper := filepath.Join(dir, "pid"), filepath.Join(dir, "netconf-migrator")
+	if err := os.WriteFile(wrapper, []byte("#!/bin/sh\necho $$ > "+pidFile+"\nexec "+bin+" \"$@\"\n"), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	var p *killProxy
+	p, srv := newKillProxy(t, func(r *http.Request) bool {
+		if r.Method != http.MethodDelete || !strings.Contains(r.URL.Path, "/network-attachment-definitions") {
+			return false
+		}
+		raw, err := os.ReadFile(pidFile)
+		pid, perr := strconv.Atoi(strings.TrimSpace(string(raw)))
+		if err != nil || perr != nil {
+			return false
+		}
+		p.proc, _ = os.FindProcess(pid) // the proxy holds p.mu here
+		return true
+	})
+	u := runUpgrade(t, bin, "NETCONF_MIGRATOR_BIN="+wrapper, "NETCONF_MIGRATOR_ARGS=-n "+ns+" --concurrency 1 --lease-duration 2s",
+		"KUBECONFIG="+kubeconfigFor(t, srv.URL))
+	if !strings.Contains(u.errOut, "migrate could not run (exit code 137)") {
+		t.Fatalf("the pre-hook's migrate was not killed: exit %d\n%s\n%s", u.code, u.out, u.errOut)
+	}
+	// It died with a replacement half done: the upgrade must not go on.
+	if u.code != 4 || u.upgraded() || !strings.Contains(u.errOut, "it left a replacement half done") {
+		t.Fatalf("the upgrade went on with a NAD maybe missing: exit %d, upgraded %v\n%s", u.code, u.upgraded(), u.errOut)
+	}
+	var cms corev1.ConfigMapList
+	if err := env.Client.List(context.Background(), &cms, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil {
+		t.Fatal(err)
+	}
+	if len(cms.Items) != 1 {
+		t.Fatalf("%d backups in %s after the kill, want the one of the replacement under way", len(cms.Items), backupNamespace)
+	}
+
+	// The chart's Job, with the chart's arguments.
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	rendered, err := chartrender.Render(filepath.Join(root, "config", "chart", "netconf-migrator"), ns,
+		map[string]any{"migrationJob": map[string]any{"enabled": true}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	var args []string
+	for _, doc := range strings.Split(string(rendered), "\n---") {
+		job := &batchv1.Job{}
+		if yaml.Unmarshal([]byte(doc), job) == nil && job.Kind == "Job" {
+			for _, a := range job.Spec.Template.Spec.Containers[0].Args {
+				args = append(args, strings.ReplaceAll(a, "$(POD_NAMESPACE)", ns))
+			}
+		}
+	}
+	if len(args) == 0 || args[0] != "migrate" {
+		t.Fatalf("no migrate Job in the chart: %v", args)
+	}
+	r := runCLI(t, append(args, "-n", ns)...)
+	if r.code != 0 {
+		t.Fatalf("the chart's Job %v: exit %d\n%s", args, r.code, r.errOut)
+	}
+	after := listAll(t, ns)
+	for ref, b := range before {
+		a, ok := after[ref]
+		if !ok || a.DeletionTimestamp != nil || netconf.Normalize([]byte(a.Spec.Config)).Form != netconf.FormFlat || a.Annotations[nadv1.AnnotationOriginalConfig] != b.Spec.Config {
+			t.Errorf("%s after the chart's Job: %v", ref, a)
+		}
+	}
+	if len(after) != len(before) {
+		t.Errorf("%d NADs after, %d before", len(after), len(before))
+	}
+	checkNoBackups(t)
 }

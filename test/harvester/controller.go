@@ -62,8 +62,9 @@ func (r Release) Finalizers() []string {
 //     change; a config it cannot decode fails the handler, retried;
 //   - from v1.7 the cleanup recomputes the cluster network's VLAN set from
 //     every NAD labelled with it, and fails while one cannot be decoded;
-//   - the manager sets mtu (sjson, other bytes kept) in every NAD of a
-//     ClusterNetwork carrying the uplink MTU annotation.
+//   - from v1.6 the manager sets mtu (sjson, other bytes kept) in every NAD
+//     of a ClusterNetwork carrying the uplink MTU annotation (v0.5.x has no
+//     ClusterNetwork handler).
 //
 // Every write goes through the API server and so through the webhooks.
 // The helper Jobs, the route annotation and the bridges on nodes are left
@@ -319,6 +320,9 @@ func (h *nadHandler) ensureLabels(ctx context.Context, nad *nadv1.NetworkAttachm
 // reconcileClusterNetwork is OnCNChange: the uplink MTU annotation synced
 // into every NAD of the cluster network.
 func (h *nadHandler) reconcileClusterNetwork(ctx context.Context, req reconcile.Request) (reconcile.Result, error) {
+	if !h.c.Release.AtLeast(V16) {
+		return reconcile.Result{}, nil
+	}
 	if h.c.down.Load() {
 		return reconcile.Result{RequeueAfter: downPoll}, nil
 	}
