@@ -53,7 +53,7 @@ test-assets: ## Install etcd and kubectl, build kube-apiserver and the CNI plugi
 # test/consumers runs the real bridge plugin and Whereabouts in network
 # namespaces (root; CI is) from NETCONF_MIGRATOR_CNI_PATH.
 unit: test-assets
-	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" NETCONF_MIGRATOR_CNI_PATH="$$(hack/setup-cni-plugins.sh)" $(GO) test -race -count=1 $(PKGS)
+	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" NETCONF_MIGRATOR_CNI_PATH="$$(hack/setup-cni-plugins.sh)" $(GO) test -race -count=1 -timeout 25m $(PKGS)
 
 # Every benchmark once, the migration ones on a tenth of their NADs (-short):
 # the figures come from hack/bench-*.sh; this keeps the code behind them working.
