@@ -228,12 +228,14 @@ func (s *memStore) Delete(_ context.Context, nad *nadv1.NetworkAttachmentDefinit
 
 // memJournals is an in-memory replace.Journals.
 type memJournals struct {
-	mu       sync.Mutex
-	saved    map[string]*replace.Journal
-	saves    int
-	failAll  error
-	listErr  error
-	rejected []replace.Rejected
+	mu      sync.Mutex
+	saved   map[string]*replace.Journal
+	saves   int
+	failAll error
+	// failSaves fails that many saves with a transient error first.
+	failSaves int
+	listErr   error
+	rejected  []replace.Rejected
 }
 
 func newMemJournals() *memJournals { return &memJournals{saved: map[string]*replace.Journal{}} }
@@ -243,6 +245,10 @@ func (b *memJournals) Save(_ context.Context, j *replace.Journal) error {
 	defer b.mu.Unlock()
 	if b.failAll != nil {
 		return b.failAll
+	}
+	if b.failSaves > 0 {
+		b.failSaves--
+		return apierrors.NewServiceUnavailable("injected: etcd leader changed")
 	}
 	j.Name = replace.JournalName(j.UID())
 	c := *j

@@ -177,6 +177,9 @@ func TestRecreate(t *testing.T) {
 				j.failAll = errors.New("configmaps is forbidden")
 			},
 			action: report.ActionFailed, wantConfig: nested, reason: []string{"not replaced", "configmaps is forbidden"}},
+		{name: "transient errors saving the backup are retried",
+			setup:  func(_ *memStore, j *memJournals, _ *replace.Replacer) { j.failSaves = 2 },
+			action: report.ActionNormalized, recreated: true, wantConfig: flatOf, deletes: 1},
 		{name: "a refused delete leaves the NAD and removes the backup",
 			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
 				s.beforeDelete = func(string, bool) error {

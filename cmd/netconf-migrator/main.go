@@ -10,5 +10,5 @@ import (
 )
 
 func main() {
-	os.Exit(cli.Execute(os.Args[1:], os.Stdin, os.Stdout, os.Stderr))
+	os.Exit(cli.ExecuteIO(os.Args[1:], cli.IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, OwnsProcess: true}))
 }

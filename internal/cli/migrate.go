@@ -138,8 +138,10 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	if err != nil {
 		return usageError("%w", err)
 	}
-	// client-go's leader election logs through klog.
-	klog.SetLogger(log)
+	if g.io.OwnsProcess {
+		// client-go's leader election logs through klog.
+		klog.SetLogger(log)
+	}
 	dry, err := migration.ParseDryRun(f.dryRun)
 	if err != nil {
 		return usageError("--dry-run: %w", err)

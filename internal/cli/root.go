@@ -48,6 +48,11 @@ func usageError(format string, args ...any) error {
 type IO struct {
 	In       io.Reader
 	Out, Err io.Writer
+	// OwnsProcess is set by main: the command may then set process-wide
+	// state (klog's logger, which client-go's leader election logs
+	// through). Commands run in-process by tests share the process with
+	// other goroutines reading that state, so they leave it alone.
+	OwnsProcess bool
 }
 
 // globals are the flags every command shares.
@@ -97,7 +102,13 @@ func NewRootCommand(streams IO) *cobra.Command {
 
 // Execute runs the command line and returns the process exit code.
 func Execute(args []string, in io.Reader, out, errOut io.Writer) int {
-	root := NewRootCommand(IO{In: in, Out: out, Err: errOut})
+	return ExecuteIO(args, IO{In: in, Out: out, Err: errOut})
+}
+
+// ExecuteIO is Execute with the streams (and OwnsProcess) given.
+func ExecuteIO(args []string, streams IO) int {
+	errOut := streams.Err
+	root := NewRootCommand(streams)
 	root.SetArgs(args)
 	err := root.Execute()
 	if err == nil {

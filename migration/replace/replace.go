@@ -25,6 +25,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+
+	"github.com/harvester/netconf-migrator/internal/logging"
 )
 
 // Objects reads and writes NADs as the API server holds them, with every
@@ -176,7 +178,7 @@ type Result struct {
 // API server and every webhook would admit the new object and store what
 // the run wants, and the journal is saved.
 func (r *Replacer) Replace(ctx context.Context, mode string, ref types.NamespacedName, uid types.UID, resourceVersion string, cause error, dryRun bool) (*Result, error) {
-	log := r.Log.WithValues("object", ref.String())
+	log := r.Log.WithValues(logging.KeyObject, ref.String())
 	var orig *unstructured.Unstructured
 	if err := r.Retry(ctx, func() (err error) {
 		orig, err = r.Objects.Get(ctx, ref.Namespace, ref.Name)
@@ -225,7 +227,7 @@ func (r *Replacer) Replace(ctx context.Context, mode string, ref types.Namespace
 	tx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.Budget)
 	defer cancel()
 	j := &Journal{Run: r.Run, Mode: mode, Step: StepDeleting, Original: orig}
-	if err := r.Journals.Save(tx, j); err != nil {
+	if err := r.Retry(tx, func() error { return r.Journals.Save(tx, j) }); err != nil {
 		return nil, fmt.Errorf("%w; not replaced: %w", cause, err)
 	}
 	// Retry repeats only requests that got no final answer: a NotFound
@@ -239,16 +241,16 @@ func (r *Replacer) Replace(ctx context.Context, mode string, ref types.Namespace
 	switch {
 	case err == nil:
 	case apierrors.IsNotFound(err) && attempts == 1:
-		return nil, errors.Join(fmt.Errorf("%w; deleted by someone else before it could be replaced: not created again", cause), r.Journals.Delete(tx, j))
+		return nil, errors.Join(fmt.Errorf("%w; deleted by someone else before it could be replaced: not created again", cause), r.dropJournal(tx, j))
 	case apierrors.IsNotFound(err):
 		// Our own delete whose answer was lost.
 	case apierrors.IsConflict(err):
-		return nil, errors.Join(ErrConflict, r.Journals.Delete(tx, j))
+		return nil, errors.Join(ErrConflict, r.dropJournal(tx, j))
 	default:
-		return nil, errors.Join(fmt.Errorf("%w; deleting it to create it again was refused too: %w", cause, err), r.Journals.Delete(tx, j))
+		return nil, errors.Join(fmt.Errorf("%w; deleting it to create it again was refused too: %w", cause, err), r.dropJournal(tx, j))
 	}
 	j.Step = StepDeleted
-	if err := r.Journals.Save(tx, j); err != nil {
+	if err := r.Retry(tx, func() error { return r.Journals.Save(tx, j) }); err != nil {
 		log.Error(err, "Recording the delete in the backup failed; the backup still says the delete was being sent", "backup", r.Journals.Where(j))
 	}
 	log.Info("Deleted NetworkAttachmentDefinition to create it again", "backup", r.Journals.Where(j))
@@ -442,6 +444,11 @@ func (r *Replacer) createdByAnother(ctx context.Context, log logr.Logger, j *Jou
 	return nil, &CreatedByAnother{Journal: r.Journals.Where(j)}
 }
 
+// dropJournal removes the journal of a replacement that deleted nothing.
+func (r *Replacer) dropJournal(ctx context.Context, j *Journal) error {
+	return r.Retry(ctx, func() error { return r.Journals.Delete(ctx, j) })
+}
+
 // writtenBy says whether manager wrote obj: a create killed before its
 // answer arrived left our field manager in managedFields.
 func writtenBy(obj *unstructured.Unstructured, manager string) bool {
@@ -458,7 +465,9 @@ func (e *CreatedByAnother) Error() string {
 }
 
 func (r *Replacer) close(ctx context.Context, log logr.Logger, j *Journal) {
-	if err := r.Journals.Delete(ctx, j); err != nil {
+	// Left behind, it is closed by the next run, which finds the NAD
+	// created by us (managedFields).
+	if err := r.Retry(ctx, func() error { return r.Journals.Delete(ctx, j) }); err != nil {
 		log.Error(err, "Leaving a backup behind; delete it by hand", "backup", r.Journals.Where(j))
 	}
 }
@@ -538,7 +547,7 @@ func (r *Replacer) Resume(ctx context.Context, inScope func(original *unstructur
 		if !inScope(j.Original) {
 			continue
 		}
-		log := r.Log.WithValues("object", j.Ref(), "backup", r.Journals.Where(j))
+		log := r.Log.WithValues(logging.KeyObject, j.Ref(), "backup", r.Journals.Where(j))
 		var cur *unstructured.Unstructured
 		err := r.Retry(ctx, func() (err error) {
 			cur, err = r.Objects.Get(ctx, j.Original.GetNamespace(), j.Original.GetName())
@@ -548,7 +557,7 @@ func (r *Replacer) Resume(ctx context.Context, inScope func(original *unstructur
 		case err != nil && !apierrors.IsNotFound(err):
 			return out, rejected, fmt.Errorf("reading %s to finish its replacement: %w", j.Ref(), err)
 		case err == nil && cur.GetUID() == j.UID() && cur.GetDeletionTimestamp() == nil:
-			log.V(1).Info("Removing a stale backup: the NetworkAttachmentDefinition was never deleted")
+			log.V(logging.Debug).Info("Removing a stale backup: the NetworkAttachmentDefinition was never deleted")
 			if err := r.Retry(ctx, func() error { return r.Journals.Delete(ctx, j) }); err != nil {
 				return out, rejected, err
 			}

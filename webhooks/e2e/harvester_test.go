@@ -112,6 +112,7 @@ func TestStorageNetworkBesideHarvester(t *testing.T) {
 		t.Run("an old client writing the nested form again while a VM runs on it", func(t *testing.T) {
 			installShipped(t)
 			harvester.Create(t, env.Client, harvester.NewVMI(ns, "vm1", ns+"/"+storageNADName))
+			h.Settle(t) // Harvester's controllers are done with the NAD
 			nad := &nadv1.NetworkAttachmentDefinition{}
 			if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: storageNADName}, nad); err != nil {
 				t.Fatal(err)

@@ -38,11 +38,12 @@ func TestMigrateAndRollbackWithTheWebhook(t *testing.T) {
 	defer w.stop(t)
 	harvester.ForEachRelease(t, env, func(t *testing.T, h *harvester.StandIns) {
 		ns := h.Namespace(t, "rollback-webhook")
-		rollbackWithTheWebhook(t, ns, nested, h.Release.AtLeast(harvester.V16))
+		rollbackWithTheWebhook(t, h, ns, nested)
 	})
 }
 
-func rollbackWithTheWebhook(t *testing.T, ns, nested string, recreates bool) {
+func rollbackWithTheWebhook(t *testing.T, h *harvester.StandIns, ns, nested string) {
+	recreates := h.Release.AtLeast(harvester.V16)
 	ctx := context.Background()
 	removeShipped(t) // stored before the webhook was installed
 	if err := env.Client.Create(ctx, newNAD(ns, "legacy", nested)); err != nil {
@@ -93,6 +94,7 @@ func rollbackWithTheWebhook(t *testing.T, ns, nested string, recreates bool) {
 	if got := get(); got.Spec.Config != nested {
 		t.Fatalf("migrate after rollback rewrote the opted-out NAD: %s", got.Spec.Config)
 	}
+	h.Settle(t) // Harvester's controllers are done with what migrate wrote
 	got = get()
 	// A later write of the same legacy config stays as written.
 	got.Annotations = map[string]string{"touched": "yes"}
