@@ -62,6 +62,8 @@ type memStore struct {
 	// controller is told of a NAD a delete left terminating (it has
 	// finalizers), without the lock held: a finalizer's controller.
 	controller func(s *memStore, key string)
+	// objectLists counts the listings by label (memObjects.List).
+	objectLists int
 }
 
 var nadGR = schema.GroupResource{Group: "k8s.cni.cncf.io", Resource: "network-attachment-definitions"}
@@ -326,6 +328,7 @@ func (o memObjects) Delete(ctx context.Context, obj *unstructured.Unstructured, 
 func (o memObjects) List(_ context.Context, sel labels.Selector) ([]unstructured.Unstructured, error) {
 	o.s.mu.Lock()
 	defer o.s.mu.Unlock()
+	o.s.objectLists++
 	var out []unstructured.Unstructured
 	for _, k := range o.s.keys() {
 		if n := o.s.nads[k]; sel.Matches(labels.Set(n.Labels)) {

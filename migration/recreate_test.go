@@ -505,3 +505,27 @@ func TestStartupErrorsAreTransient(t *testing.T) {
 		}
 	}
 }
+
+// TestOneListingPerClusterNetwork: the check that a deletion can finish
+// lists a cluster network's NADs once for every replacement on it, not
+// once each (3,000 NADs listed for each of 600 replacements made a run
+// 100 times slower than in place).
+func TestOneListingPerClusterNetwork(t *testing.T) {
+	configs := map[string]string{}
+	for _, k := range []string{"a/1", "a/2", "a/3", "a/4"} {
+		configs[k] = nested
+	}
+	s, j := newMemStore(configs), newMemJournals()
+	s.beforeUpdate = func(*memStore, string, int) error { return typeRule }
+	for k := range configs {
+		harvesterFinalizers(s, k)
+		s.nads[k].Labels = map[string]string{replace.LabelClusterNetwork: "mgmt"}
+	}
+	rep := runWithJournals(t, s, j, Options{})
+	if got := rep.Count(report.ActionNormalized); got != len(configs) {
+		t.Fatalf("%d replaced, want %d", got, len(configs))
+	}
+	if s.objectLists != 1 {
+		t.Errorf("the cluster network's NADs were listed %d times for %d replacements, want once", s.objectLists, len(configs))
+	}
+}

@@ -17,6 +17,7 @@ import (
 	"fmt"
 	"slices"
 	"strings"
+	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -107,6 +108,9 @@ type Replacer struct {
 	Budget time.Duration
 	// Poll is how often the wait for the deleted object looks again.
 	Poll time.Duration
+
+	cnMu       sync.Mutex
+	cnListings map[string]cnListing
 }
 
 // Denial is an admission webhook's refusal, as the API server words it.
@@ -314,32 +318,74 @@ func (r *Replacer) blocker(ctx context.Context, obj *unstructured.Unstructured) 
 	if cn == "" {
 		return "", false, nil
 	}
-	var nads []unstructured.Unstructured
-	if err := r.Retry(ctx, func() (err error) {
-		nads, err = r.Objects.List(ctx, labels.SelectorFromSet(labels.Set{LabelClusterNetwork: cn}))
-		return err
-	}); err != nil {
-		return "", false, fmt.Errorf("listing the NADs of cluster network %s: %w", cn, err)
+	nads, err := r.clusterNetworkNADs(ctx, cn)
+	if err != nil {
+		return "", false, err
 	}
 	blocker, recomputes := "", false
 	for _, n := range nads {
-		f := n.GetFinalizers()
-		recomputes = recomputes || (slices.Contains(f, FinalizerHarvesterManager) && !slices.Contains(f, FinalizerHarvesterAgent))
-		if n.GetDeletionTimestamp() != nil || n.GetUID() == obj.GetUID() || blocker != "" {
+		recomputes = recomputes || (n.managerOnly)
+		if n.terminating || n.uid == obj.GetUID() || blocker != "" || n.decodes {
 			continue
 		}
-		cfg, _, _ := unstructured.NestedString(n.Object, "spec", "config")
-		if cfg == "" {
-			continue
-		}
-		var m map[string]any
-		if err := json.Unmarshal([]byte(cfg), &m); err != nil {
-			blocker = fmt.Sprintf("NAD %s/%s on the same cluster network %s holds a config Harvester's network controller cannot decode,"+
-				" so from Harvester v1.7 its cleanup of any NAD on %s fails and a deleted NAD stays terminating; fix or remove %s/%s first",
-				n.GetNamespace(), n.GetName(), cn, cn, n.GetNamespace(), n.GetName())
-		}
+		blocker = fmt.Sprintf("NAD %s on the same cluster network %s holds a config Harvester's network controller cannot decode,"+
+			" so from Harvester v1.7 its cleanup of any NAD on %s fails and a deleted NAD stays terminating; fix or remove %s first",
+			n.ref, cn, cn, n.ref)
 	}
 	return blocker, recomputes, nil
+}
+
+// cnNAD is what blocker needs to know of a NAD of a cluster network.
+type cnNAD struct {
+	ref                               string
+	uid                               types.UID
+	managerOnly, terminating, decodes bool
+}
+
+// clusterNetworkTTL is how long one listing of a cluster network's NADs
+// serves the replacements on it: listing thousands of NADs for each of
+// hundreds of replacements would cost more than the replacements. A
+// double-encoded NAD can only appear around Harvester's webhook, which
+// refuses creating one.
+const clusterNetworkTTL = time.Minute
+
+type cnListing struct {
+	nads []cnNAD
+	at   time.Time
+}
+
+// clusterNetworkNADs lists the NADs labelled with cluster network cn, at
+// most once per clusterNetworkTTL for all replacements.
+func (r *Replacer) clusterNetworkNADs(ctx context.Context, cn string) ([]cnNAD, error) {
+	r.cnMu.Lock()
+	defer r.cnMu.Unlock()
+	if l, ok := r.cnListings[cn]; ok && time.Since(l.at) < clusterNetworkTTL {
+		return l.nads, nil
+	}
+	var items []unstructured.Unstructured
+	if err := r.Retry(ctx, func() (err error) {
+		items, err = r.Objects.List(ctx, labels.SelectorFromSet(labels.Set{LabelClusterNetwork: cn}))
+		return err
+	}); err != nil {
+		return nil, fmt.Errorf("listing the NADs of cluster network %s: %w", cn, err)
+	}
+	nads := make([]cnNAD, 0, len(items))
+	for _, n := range items {
+		f := n.GetFinalizers()
+		cfg, _, _ := unstructured.NestedString(n.Object, "spec", "config")
+		var m map[string]any
+		nads = append(nads, cnNAD{
+			ref: n.GetNamespace() + "/" + n.GetName(), uid: n.GetUID(),
+			managerOnly: slices.Contains(f, FinalizerHarvesterManager) && !slices.Contains(f, FinalizerHarvesterAgent),
+			terminating: n.GetDeletionTimestamp() != nil,
+			decodes:     cfg == "" || json.Unmarshal([]byte(cfg), &m) == nil,
+		})
+	}
+	if r.cnListings == nil {
+		r.cnListings = map[string]cnListing{}
+	}
+	r.cnListings[cn] = cnListing{nads: nads, at: time.Now()}
+	return nads, nil
 }
 
 // waitGone waits until the object with j's uid is gone: nil and the NAD
