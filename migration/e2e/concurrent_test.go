@@ -113,14 +113,17 @@ func TestTwoRunsOneKilledMidReplacement(t *testing.T) {
 	checkNoBackups(t)
 }
 
-// BenchmarkReplaceBesideV16 runs migrate on 3,000 NADs (a tenth under
-// -short), 20% of them nested, twice in one run: beside Harvester v1.5,
+// BenchmarkReplaceBesideV16 runs migrate on 3,000 NADs (100 under -short),
+// 20% of them nested, twice in one run: beside Harvester v1.5,
 // which lets every nested NAD be flattened in place (the baseline), and
 // beside v1.6 and its controllers, which refuse that, so every nested NAD
 // is replaced while the controllers' cleanup takes 0 to 2 s per NAD. Both
 // must end with every NAD flat. Run with -benchtime 1x.
 func BenchmarkReplaceBesideV16(b *testing.B) {
-	n := size(3000)
+	n := 3000
+	if testing.Short() { // make test's smoke run: the code behind the figure, small
+		n = 100
+	}
 	harvester.Create(b, env.Client, harvester.NewClusterNetwork("mgmt", 0))
 	run := func(b *testing.B, r harvester.Release, cleanup bool) (time.Duration, int) {
 		// One release's stand-ins at a time.

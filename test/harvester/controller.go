@@ -109,6 +109,10 @@ func StartControllers(cfg *rest.Config, r Release) (*Controllers, error) {
 	if err := corev1.AddToScheme(scheme); err != nil {
 		return nil, err
 	}
+	// Harvester's manager writes from its own client; here a quick one,
+	// so the suites do not wait on the stand-ins' rate limit.
+	cfg = rest.CopyConfig(cfg)
+	cfg.QPS, cfg.Burst = 500, 1000
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
 		Scheme: scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
 	})
