@@ -61,13 +61,7 @@ func TestTwoRunsOneKilledMidReplacement(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	p.mu.Lock()
-	if err := first.Start(); err != nil {
-		p.mu.Unlock()
-		t.Fatal(err)
-	}
-	p.proc = first.Process
-	p.mu.Unlock()
+	p.start(t, first)
 	// The second starts once the first holds the Lease.
 	sc := bufio.NewScanner(stderr)
 	sc.Buffer(make([]byte, 0, 64<<10), 1<<20)

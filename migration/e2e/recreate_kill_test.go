@@ -43,6 +43,17 @@ func newKillProxy(t *testing.T, match func(*http.Request) bool) (*killProxy, *ht
 	return p, srv
 }
 
+// start starts cmd as the process the proxy kills.
+func (p *killProxy) start(t *testing.T, cmd *exec.Cmd) {
+	t.Helper()
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if err := cmd.Start(); err != nil {
+		t.Fatal(err)
+	}
+	p.proc = cmd.Process
+}
+
 func (p *killProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	p.mu.Lock()
 	kill := !p.killed && p.match(r)
@@ -101,13 +112,7 @@ func TestRecreateKilledAtEachStep(t *testing.T) {
 
 			p, srv := newKillProxy(t, step.match)
 			cmd := exec.Command(bin, "migrate", "-n", ns, "--concurrency", "1", "--lease-duration", "2s", "--kubeconfig", kubeconfigFor(t, srv.URL), "--termination-message-path", "")
-			p.mu.Lock()
-			if err := cmd.Start(); err != nil {
-				p.mu.Unlock()
-				t.Fatal(err)
-			}
-			p.proc = cmd.Process
-			p.mu.Unlock()
+			p.start(t, cmd)
 			_ = cmd.Wait()
 			if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {
 				t.Fatalf("the run was not killed %s: %v", step.name, cmd.ProcessState)
