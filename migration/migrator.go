@@ -169,10 +169,7 @@ func (m *Migrator) defaults() {
 		if r.Retry == nil {
 			// Waiting on the context given: the replacer hands each step
 			// the context whose end should stop its retries.
-			r.Retry = func(ctx context.Context, op func() error) error {
-				_, err := o.Backoff.retry(withWait(ctx, ctx), op)
-				return err
-			}
+			r.Retry = o.Backoff.Retry
 		}
 		if r.Budget <= 0 {
 			r.Budget = DefaultReplaceBudget

@@ -481,13 +481,20 @@ func (r *Replacer) finish(ctx context.Context, log logr.Logger, j *Journal) (*Re
 // run wants, the journal is closed; otherwise the original stays in the
 // journal for a person.
 func (r *Replacer) createdByAnother(ctx context.Context, log logr.Logger, j *Journal, cur *unstructured.Unstructured) (*Result, error) {
-	if want, err := r.Want(j.Mode, j.Original); err == nil && r.Accepts(j.Mode, want, cur) {
+	if r.wanted(j, cur) {
 		r.close(ctx, log, j)
 		res := r.result(j.Original, cur)
 		res.ByAnother = !writtenBy(cur, fieldManager)
 		return res, nil
 	}
 	return nil, &CreatedByAnother{Journal: r.Journals.Where(j)}
+}
+
+// wanted says whether cur is what the run that wrote j wants in its NAD's
+// place.
+func (r *Replacer) wanted(j *Journal, cur *unstructured.Unstructured) bool {
+	want, err := r.Want(j.Mode, j.Original)
+	return err == nil && r.Accepts(j.Mode, want, cur)
 }
 
 // dropJournal removes the journal of a replacement that deleted nothing.
@@ -528,11 +535,8 @@ func (r *Replacer) create(ctx context.Context, j *Journal, obj *unstructured.Uns
 	})
 	if apierrors.IsAlreadyExists(err) {
 		cur, gerr := r.Objects.Get(ctx, obj.GetNamespace(), obj.GetName())
-		if gerr == nil && cur.GetUID() != j.UID() {
-			want, werr := r.Want(j.Mode, j.Original)
-			if werr == nil && r.Accepts(j.Mode, want, cur) {
-				return cur, nil
-			}
+		if gerr == nil && cur.GetUID() != j.UID() && r.wanted(j, cur) {
+			return cur, nil
 		}
 	}
 	return stored, err
