@@ -6,7 +6,7 @@ BIN ?= bin
 FUZZTIME ?= 10s
 PKGS := ./...
 
-.PHONY: demo image all build test test-assets unit fuzz bench-smoke lint bench generate manifests clean soak
+.PHONY: demo image all build test test-assets unit fuzz bench-smoke lint bench generate verify-generate manifests clean soak
 
 all: build
 
@@ -40,7 +40,7 @@ DEMO_KUBECONFIG := $(if $(filter command line,$(origin KUBECONFIG)),$(KUBECONFIG
 demo: test-assets ## Show migrate, rollback and the webhook at work.
 	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" NETCONF_MIGRATOR_DEMO_KUBECONFIG="$(DEMO_KUBECONFIG)" $(GO) run ./hack/demo
 
-test: lint unit fuzz bench-smoke ## Everything CI runs.
+test: lint verify-generate unit fuzz bench-smoke ## Everything CI runs.
 
 # The suites against a real etcd and kube-apiserver find them through
 # KUBEBUILDER_ASSETS; the script installs or builds them once per version.
@@ -97,5 +97,15 @@ manifests: ## Render dist/install.yaml, dist/install-cert-manager.yaml, dist/mig
 clean:
 	rm -rf $(BIN) dist
 
-generate: ## Regenerate deep-copy functions.
-	$(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0 object:headerFile=hack/boilerplate.go.txt paths=./apis/...
+# controller-gen writes the deep-copy functions of every type under apis/
+# and the NADMigration CRD (the NAD CRD is Multus's, kept as published).
+CONTROLLER_GEN ?= $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
+generate: ## Regenerate deep-copy functions and the NADMigration CRD.
+	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./apis/...
+	$(CONTROLLER_GEN) crd:maxDescLen=400 paths=./apis/netconfmigrator/... output:crd:artifacts:config=config/crd/bases
+	cp config/crd/bases/netconf-migrator.harvesterhci.io_nadmigrations.yaml config/chart/netconf-migrator/crds/
+
+# Fails when the generated files differ from what make generate writes.
+verify-generate: generate
+	@git diff --exit-code -- apis config/crd config/chart/netconf-migrator/crds || { echo "generated files are stale: run make generate and commit"; exit 1; }
+	@test -z "$$(git status --porcelain --untracked-files=all -- apis config/crd config/chart/netconf-migrator/crds)" || { git status --short -- apis config/crd config/chart/netconf-migrator/crds; echo "make generate wrote files not committed"; exit 1; }

@@ -33,6 +33,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	v1alpha1 "github.com/harvester/netconf-migrator/apis/netconfmigrator/v1alpha1"
 )
 
 // Env is a running control plane.
@@ -172,10 +173,24 @@ func LoadCRD(root string) (*apiextensionsv1.CustomResourceDefinition, error) {
 	return crd, nil
 }
 
-// NewScheme returns a scheme with core types, CRDs and NADs.
+// LoadNADMigrationCRD reads the NADMigration CRD make generate writes.
+func LoadNADMigrationCRD(root string) (*apiextensionsv1.CustomResourceDefinition, error) {
+	path := filepath.Join(root, "config", "crd", "bases", "netconf-migrator.harvesterhci.io_nadmigrations.yaml")
+	raw, err := os.ReadFile(path)
+	if err != nil {
+		return nil, fmt.Errorf("reading the NADMigration CRD: %w", err)
+	}
+	crd := &apiextensionsv1.CustomResourceDefinition{}
+	if err := yaml.UnmarshalStrict(raw, crd); err != nil {
+		return nil, fmt.Errorf("decoding %s: %w", path, err)
+	}
+	return crd, nil
+}
+
+// NewScheme returns a scheme with core types, CRDs, NADs and NADMigrations.
 func NewScheme() (*runtime.Scheme, error) {
 	s := runtime.NewScheme()
-	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, apiextensionsv1.AddToScheme, nadv1.AddToScheme} {
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, apiextensionsv1.AddToScheme, nadv1.AddToScheme, v1alpha1.AddToScheme} {
 		if err := add(s); err != nil {
 			return nil, err
 		}
