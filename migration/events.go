@@ -19,6 +19,10 @@ type QueuedEvents struct {
 	wg      sync.WaitGroup
 	once    sync.Once
 	dropped atomic.Int64
+	// closed, under mu, drops the Events of writers that outlive Flush
+	// (an operator's run still stopping when the process flushes).
+	mu     sync.RWMutex
+	closed bool
 	// stop ends the sending: the flush bound is over.
 	stop context.Context
 	quit context.CancelFunc
@@ -50,13 +54,24 @@ func NewQueuedEvents(sink Events, senders, capacity int) *QueuedEvents {
 
 // Event queues an Event for nad.
 func (q *QueuedEvents) Event(_ context.Context, nad *nadv1.NetworkAttachmentDefinition, eventType, reason, msg string) {
+	q.mu.RLock()
+	defer q.mu.RUnlock()
+	if q.closed {
+		q.dropped.Add(1)
+		return
+	}
 	q.queue <- queuedEvent{nad: nad.DeepCopy(), eventType: eventType, reason: reason, msg: msg}
 }
 
 // Flush stops taking Events and waits up to bound for the queued ones to
 // be written; it returns how many were dropped when the bound ran out.
 func (q *QueuedEvents) Flush(bound time.Duration) (dropped int64) {
-	q.once.Do(func() { close(q.queue) })
+	q.once.Do(func() {
+		q.mu.Lock()
+		q.closed = true
+		close(q.queue)
+		q.mu.Unlock()
+	})
 	done := make(chan struct{})
 	go func() { q.wg.Wait(); close(done) }()
 	select {

@@ -251,6 +251,16 @@ func (m *Migrator) Run(ctx context.Context) (*report.Report, error) {
 	return rep, err
 }
 
+// Fix migrates (or restores) one NAD as a run would, with the run's
+// retries and replacement, for a caller that found it itself (the
+// operator's watch). ctx bounds it like a run's context: once done, the
+// write not yet sent is not started and the NAD is reported unvisited.
+func (m *Migrator) Fix(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition) report.Item {
+	m.defaults()
+	m.run = ctx
+	return m.visit(context.WithoutCancel(ctx), nad)
+}
+
 // stopReason says why and where a run stopped.
 func stopReason(run context.Context, timeout time.Duration, last string, listed bool) string {
 	why := "the run was canceled (SIGTERM or interrupt)"

@@ -224,3 +224,40 @@ func (r *Report) WriteSummary(w io.Writer) {
 		}
 	}
 }
+
+// Merge adds every count and item of o to r: one report for a run made of
+// several (one per namespace).
+func (r *Report) Merge(o *Report) {
+	o.mu.Lock()
+	sum, items := o.Summary, append([]Item(nil), o.Items...)
+	o.mu.Unlock()
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	r.Summary.Total += sum.Total
+	for f, n := range sum.Forms {
+		r.Summary.Forms[f] += n
+	}
+	for a, n := range sum.Actions {
+		r.Summary.Actions[a] += n
+	}
+	r.Summary.RejectedBackups = append(r.Summary.RejectedBackups, sum.RejectedBackups...)
+	if sum.Stopped != "" {
+		r.Summary.Stopped = sum.Stopped
+	}
+	r.Items = append(r.Items, items...)
+}
+
+// Attention returns the items that need a person (failed, reported,
+// missing), in namespace/name order.
+func (r *Report) Attention() []Item {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	var out []Item
+	for _, it := range r.sorted() {
+		switch it.Action {
+		case ActionFailed, ActionReported, ActionMissing:
+			out = append(out, it)
+		}
+	}
+	return out
+}

@@ -32,6 +32,7 @@ import (
 	"github.com/harvester/netconf-migrator/internal/version"
 	"github.com/harvester/netconf-migrator/migration"
 	"github.com/harvester/netconf-migrator/migration/replace"
+	"github.com/harvester/netconf-migrator/migration/runner"
 )
 
 // runFlags are the flags migrate and rollback share.
@@ -217,62 +218,32 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 		return usageError("creating a client: %w", err)
 	}
 	host, _ := os.Hostname()
-	// One run at a time: the Lease is held until the report is stored.
-	if dry == migration.DryRunNone {
-		id := fmt.Sprintf("%s_%s", host, rand.Text()[:8])
-		held, err := runlock.Acquire(ctx, cfg, f.backupNamespace, id, f.leaseWait, f.leaseDuration)
-		if err != nil {
-			writeTermination(f.terminationPath, report.New(), ExitStopped, err)
-			return &ExitError{Code: ExitStopped, Err: err}
-		}
-		defer held.Release()
-		var cancel context.CancelFunc
-		ctx, cancel = context.WithCancel(ctx)
-		defer cancel()
-		go func() {
-			select {
-			case <-held.Lost:
-				log.Info("Stopping: the run's Lease could not be renewed, so another run may take it")
-				cancel()
-			case <-ctx.Done():
-			}
-		}()
-		host = id
-	}
-	var replacer *replace.Replacer
-	if recreate == migration.RecreateAuto {
-		replacer = &replace.Replacer{
-			Objects: migration.ClientObjects{Client: c}, Log: log, Run: host,
-			Finalizers: finalizers, Webhooks: webhooks, Budget: f.replaceBudget,
-		}
-		if dry == migration.DryRunNone {
-			key, err := loadKey(ctx, c, f.backupNamespace, f.nadBudget)
-			if err != nil {
-				code := ExitUsage
-				if migration.Classify(err) == migration.Retry {
-					code = ExitStopped
-				}
-				writeTermination(f.terminationPath, report.New(), code, err)
-				return &ExitError{Code: code, Err: err}
-			}
-			replacer.Journals = replace.ConfigMapJournals{Client: c, Namespace: f.backupNamespace, Key: key}
-		}
-	}
 	// Events go out from their own queue, so no worker waits for one.
 	events := migration.NewQueuedEvents(migration.ClientEvents{Client: c, Host: host, OnError: func(err error) {
 		log.V(logging.Debug).Info("Recording an event failed", logging.KeyReason, err.Error())
 	}}, 2, 1024)
-	m := &migration.Migrator{
-		Store:    migration.ClientStore{Client: c},
-		Events:   events,
-		Replacer: replacer,
-		Log:      log,
-		Opts: migration.Options{
-			Mode: mode, Namespace: f.namespace, Selector: sel, PageSize: f.pageSize, Concurrency: f.concurrency,
-			DryRun: dry, Profile: profile, ProgressInterval: f.progress, Recreate: recreate,
-			Timeout: f.timeout, NADBudget: f.nadBudget,
-		},
+	// One run at a time: the Lease is held until the report is stored.
+	started, err := runner.Start(ctx, runner.Config{
+		REST: cfg, Client: c, Log: log, Identity: fmt.Sprintf("%s_%s", host, rand.Text()[:8]),
+		BackupNamespace: f.backupNamespace, LeaseWait: f.leaseWait, LeaseDuration: f.leaseDuration,
+		Finalizers: finalizers, Webhooks: webhooks, ReplaceBudget: f.replaceBudget, KeyBudget: f.nadBudget,
+		Events: events,
+	}, migration.Options{
+		Mode: mode, Namespace: f.namespace, Selector: sel, PageSize: f.pageSize, Concurrency: f.concurrency,
+		DryRun: dry, Profile: profile, ProgressInterval: f.progress, Recreate: recreate,
+		Timeout: f.timeout, NADBudget: f.nadBudget,
+	})
+	if err != nil {
+		code := ExitUsage
+		if runner.IsTransient(err) {
+			code = ExitStopped
+		}
+		writeTermination(f.terminationPath, report.New(), code, err)
+		return &ExitError{Code: code, Err: err}
 	}
+	defer started.Release()
+	ctx = started.Context
+	m := started.Migrator
 	if !f.events {
 		m.Events = nil
 	}
@@ -361,25 +332,8 @@ func writeReportConfigMap(ctx context.Context, c client.Client, ref types.Namesp
 	return nil
 }
 
-// DefaultBackupNamespace is where every entry point keeps its Lease and
-// backups: the namespace config/ and the chart install into. It never
-// depends on where the run itself runs (the upgrade pre-hook runs in
-// harvester-system, a Job in its release's namespace), so any run finishes
-// the replacements another left half done.
-const DefaultBackupNamespace = "netconf-migrator-system"
-
-// loadKey reads (or creates) the backups' signing key, retrying transient
-// errors within budget.
-func loadKey(ctx context.Context, c client.Client, namespace string, budget time.Duration) ([]byte, error) {
-	b := migration.DefaultBackoff
-	b.Budget = budget
-	var key []byte
-	err := b.Retry(ctx, func() (err error) {
-		key, err = replace.LoadKey(ctx, c, namespace)
-		return err
-	})
-	return key, err
-}
+// DefaultBackupNamespace is where every entry point keeps its Lease and backups.
+const DefaultBackupNamespace = runner.DefaultBackupNamespace
 
 // loadConfig resolves the kubeconfig like kubectl: the flag, KUBECONFIG,
 // ~/.kube/config, then the in-cluster service account.

@@ -1,0 +1,156 @@
+// Package runner starts one migrate or rollback run the same way for every
+// entry point (the CLI, the Job, the upgrade pre-hook, the operator): it
+// takes the run Lease, loads the backups' signing key, and builds the
+// engine with its replacer, so a NADMigration and a person at a terminal
+// never replace NADs at the same time and each finishes what the other
+// left half done.
+package runner
+
+import (
+	"context"
+	"errors"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/harvester/netconf-migrator/internal/runlock"
+	"github.com/harvester/netconf-migrator/migration"
+	"github.com/harvester/netconf-migrator/migration/replace"
+)
+
+// DefaultBackupNamespace is where every entry point keeps its Lease and
+// backups: the namespace config/ and the chart install into. It never
+// depends on where the run itself runs (the upgrade pre-hook runs in
+// harvester-system, a Job in its release's namespace), so any run finishes
+// the replacements another left half done.
+const DefaultBackupNamespace = "netconf-migrator-system"
+
+// Config is what every run of one process shares.
+type Config struct {
+	REST *rest.Config
+	// Client is uncached: a run reads what is stored.
+	Client client.Client
+	Log    logr.Logger
+	// Identity names the run in the Lease (host or Pod, and a random part).
+	Identity        string
+	BackupNamespace string
+	LeaseWait       time.Duration
+	LeaseDuration   time.Duration
+	// Finalizers a replacement may wait out, with their controllers;
+	// nil: Harvester's.
+	Finalizers map[string]string
+	// Webhooks whose refusal calls for a replacement; nil: Harvester's.
+	Webhooks      []string
+	ReplaceBudget time.Duration
+	// KeyBudget bounds the retries while loading the signing key.
+	KeyBudget time.Duration
+	Events    migration.Events
+}
+
+// StartError is a run that could not start. Transient ones (another run
+// holds the Lease, the API server kept failing) may start later.
+type StartError struct {
+	Err       error
+	Transient bool
+}
+
+func (e *StartError) Error() string { return e.Err.Error() }
+func (e *StartError) Unwrap() error { return e.Err }
+
+// Run is a started run: Migrator is the engine, Context ends when the run
+// must stop (its parent ended, or the Lease could not be renewed).
+type Run struct {
+	Migrator *migration.Migrator
+	Context  context.Context
+	release  func()
+}
+
+// Release gives the Lease back at once (the next run need not wait for it
+// to expire). Call it once Migrator.Run returned.
+func (r *Run) Release() { r.release() }
+
+// Start prepares one run with opts. Dry runs take no Lease and load no key:
+// they write nothing, so they may run beside another run.
+func Start(ctx context.Context, c Config, opts migration.Options) (*Run, error) {
+	if c.BackupNamespace == "" {
+		c.BackupNamespace = DefaultBackupNamespace
+	}
+	if c.Finalizers == nil {
+		c.Finalizers = replace.HarvesterFinalizers()
+	}
+	if c.Webhooks == nil {
+		c.Webhooks = replace.HarvesterWebhooks()
+	}
+	if c.ReplaceBudget <= 0 {
+		c.ReplaceBudget = migration.DefaultReplaceBudget
+	}
+	if c.KeyBudget <= 0 {
+		c.KeyBudget = time.Minute
+	}
+	r := &Run{Context: ctx, release: func() {}}
+	if opts.DryRun == migration.DryRunNone {
+		held, err := runlock.Acquire(ctx, c.REST, c.BackupNamespace, c.Identity, c.LeaseWait, c.LeaseDuration)
+		if err != nil {
+			return nil, &StartError{Err: err, Transient: true}
+		}
+		run, cancel := context.WithCancel(ctx)
+		go func() {
+			select {
+			case <-held.Lost:
+				c.Log.Info("Stopping: the run's Lease could not be renewed, so another run may take it")
+				cancel()
+			case <-run.Done():
+			}
+		}()
+		r.Context = run
+		r.release = func() { cancel(); held.Release() }
+	}
+	var replacer *replace.Replacer
+	if opts.Recreate == migration.RecreateAuto {
+		replacer = &replace.Replacer{
+			Objects: migration.ClientObjects{Client: c.Client}, Log: c.Log, Run: c.Identity,
+			Finalizers: c.Finalizers, Webhooks: c.Webhooks, Budget: c.ReplaceBudget,
+		}
+		if opts.DryRun == migration.DryRunNone {
+			key, err := loadKey(r.Context, c.Client, c.BackupNamespace, c.KeyBudget)
+			if err != nil {
+				r.Release()
+				return nil, &StartError{Err: err, Transient: migration.Classify(err) == migration.Retry}
+			}
+			replacer.Journals = replace.ConfigMapJournals{Client: c.Client, Namespace: c.BackupNamespace, Key: key}
+		}
+	}
+	r.Migrator = &migration.Migrator{
+		Store:    migration.ClientStore{Client: c.Client},
+		Events:   c.Events,
+		Replacer: replacer,
+		Log:      c.Log,
+		Opts:     opts,
+	}
+	return r, nil
+}
+
+// IsTransient reports whether err is a start that may succeed later.
+func IsTransient(err error) bool {
+	var se *StartError
+	return errors.As(err, &se) && se.Transient
+}
+
+// loadKey reads (or creates) the backups' signing key, retrying transient
+// errors within budget.
+func loadKey(ctx context.Context, c client.Client, namespace string, budget time.Duration) ([]byte, error) {
+	b := migration.DefaultBackoff
+	b.Budget = budget
+	var key []byte
+	err := b.Retry(ctx, func() (err error) {
+		key, err = replace.LoadKey(ctx, c, namespace)
+		return err
+	})
+	if err != nil {
+		return nil, fmt.Errorf("loading the backups' signing key from %s: %w", namespace, err)
+	}
+	return key, nil
+}
