@@ -16,6 +16,7 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
@@ -62,6 +63,16 @@ type ServerOptions struct {
 	MetricsSecure bool
 
 	Handler Options
+
+	// LeaderElection makes the controllers added to the manager (the
+	// operator's) run on one replica only; the webhook serves on all.
+	LeaderElection          bool
+	LeaderElectionNamespace string
+	LeaderElectionID        string
+	// AddToScheme adds the types the controllers read.
+	AddToScheme []func(*runtime.Scheme) error
+	// Cache shapes the manager's cache (the operator trims NADs in it).
+	Cache cache.Options
 }
 
 // TLSOptions applies the project's TLS floor: 1.2 at least, and HTTP/2 off
@@ -133,6 +144,11 @@ func NewManager(cfg *rest.Config, o ServerOptions, log logr.Logger) (*Server, er
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return nil, err
 	}
+	for _, add := range o.AddToScheme {
+		if err := add(scheme); err != nil {
+			return nil, err
+		}
+	}
 	metrics := metricsserver.Options{BindAddress: o.MetricsBindAddress}
 	if o.MetricsSecure {
 		metrics.SecureServing = true
@@ -140,10 +156,16 @@ func NewManager(cfg *rest.Config, o ServerOptions, log logr.Logger) (*Server, er
 		metrics.TLSOpts = []func(*tls.Config){TLSOptions(o.EnableHTTP2)}
 	}
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                 scheme,
-		Logger:                 log,
-		Metrics:                metrics,
-		HealthProbeBindAddress: o.HealthProbeBindAddress,
+		Scheme:                  scheme,
+		Logger:                  log,
+		Metrics:                 metrics,
+		HealthProbeBindAddress:  o.HealthProbeBindAddress,
+		Cache:                   o.Cache,
+		LeaderElection:          o.LeaderElection,
+		LeaderElectionID:        o.LeaderElectionID,
+		LeaderElectionNamespace: o.LeaderElectionNamespace,
+		// A leader that stops (rollout, drain) hands over at once.
+		LeaderElectionReleaseOnCancel: true,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating the manager: %w", err)

@@ -1,0 +1,87 @@
+package detect
+
+import (
+	"testing"
+	"time"
+
+	"github.com/google/go-cmp/cmp"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	"github.com/harvester/netconf-migrator/apis/netconf"
+)
+
+func TestTrimKeepsWhatTheOperatorNeeds(t *testing.T) {
+	nested := `{"NetConf":{"cniVersion":"0.3.1","name":"a","type":"bridge"},"bridge":"mgmt-br"}`
+	nad := &nadv1.NetworkAttachmentDefinition{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a", Labels: map[string]string{"l": "v"},
+			Annotations: map[string]string{
+				"kubectl.kubernetes.io/last-applied-configuration": "{... the whole config again ...}",
+				nadv1.AnnotationOriginalConfig:                     nested,
+				nadv1.AnnotationNormalizedFrom:                     "nested",
+				"storage-network.settings.harvesterhci.io":         "true",
+			},
+			ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "kubectl"}}},
+		Spec: nadv1.NetworkAttachmentDefinitionSpec{Config: nested},
+	}
+	out, err := Trim(nad)
+	if err != nil {
+		t.Fatal(err)
+	}
+	got := out.(*nadv1.NetworkAttachmentDefinition)
+	want := map[string]string{
+		annotationCachedForm:                       "nested",
+		nadv1.AnnotationNormalizedFrom:             "nested",
+		"storage-network.settings.harvesterhci.io": "true",
+	}
+	if diff := cmp.Diff(want, got.Annotations); diff != "" {
+		t.Errorf("annotations kept (-want +got):\n%s", diff)
+	}
+	if got.Spec.Config != "" || got.ManagedFields != nil || got.Labels["l"] != "v" {
+		t.Errorf("trimmed NAD: config %q, managedFields %v, labels %v", got.Spec.Config, got.ManagedFields, got.Labels)
+	}
+	if CachedForm(got) != netconf.FormNested {
+		t.Errorf("CachedForm = %s", CachedForm(got))
+	}
+	// Read from the API server (untrimmed), the form is computed.
+	if f := CachedForm(&nadv1.NetworkAttachmentDefinition{Spec: nadv1.NetworkAttachmentDefinitionSpec{Config: `{"cniVersion":"0.3.1","type":"bridge","bridge":"a-br"}`}}); f != netconf.FormFlat {
+		t.Errorf("CachedForm of a flat config = %s", f)
+	}
+}
+
+func TestLastConfigWriter(t *testing.T) {
+	at := func(s int) *metav1.Time { t := metav1.NewTime(time.Unix(int64(s), 0)); return &t }
+	fields := func(raw string) *metav1.FieldsV1 { return &metav1.FieldsV1{Raw: []byte(raw)} }
+	config := `{"f:spec":{"f:config":{}}}`
+	for _, tc := range []struct {
+		name    string
+		entries []metav1.ManagedFieldsEntry
+		want    string
+	}{
+		{"none", nil, "unknown"},
+		{"ours only", []metav1.ManagedFieldsEntry{{Manager: "netconf-migrator", Time: at(5), FieldsV1: fields(config)}}, "unknown"},
+		{"the last writer of spec.config", []metav1.ManagedFieldsEntry{
+			{Manager: "old-writer", Time: at(1), FieldsV1: fields(config)},
+			{Manager: "labeller", Time: at(9), FieldsV1: fields(`{"f:metadata":{"f:labels":{}}}`)},
+			{Manager: "legacy-writer", Time: at(7), FieldsV1: fields(config)},
+			{Manager: "netconf-migrator", Time: at(8), FieldsV1: fields(config)},
+		}, "legacy-writer"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := LastConfigWriter(tc.entries); got != tc.want {
+				t.Errorf("LastConfigWriter = %q, want %q", got, tc.want)
+			}
+		})
+	}
+}
+
+func TestParseFix(t *testing.T) {
+	for _, s := range []string{"Off", "InPlace", "Replace"} {
+		if f, err := ParseFix(s); err != nil || string(f) != s {
+			t.Errorf("ParseFix(%q) = %q, %v", s, f, err)
+		}
+	}
+	if _, err := ParseFix("inplace"); err == nil {
+		t.Error("ParseFix accepted a misspelt setting")
+	}
+}

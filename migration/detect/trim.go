@@ -1,0 +1,57 @@
+package detect
+
+import (
+	"strings"
+
+	"sigs.k8s.io/controller-runtime/pkg/metrics"
+
+	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	"github.com/harvester/netconf-migrator/apis/netconf"
+)
+
+// annotationCachedForm carries, on the cached copy only, the form of the
+// config Trim dropped.
+const annotationCachedForm = "netconf-migrator.harvesterhci.io/cached-form"
+
+// Trim is the cache's transform for NADs: the operator keeps, for each
+// NAD, its labels (selectors, Harvester's), the annotations of this tool
+// and of Harvester's settings, and the form of its config, not the config
+// itself, nor managedFields, nor other annotations (kubectl's
+// last-applied-configuration holds the config a second time). A fix reads
+// the NAD again from the API server.
+func Trim(obj any) (any, error) {
+	nad, ok := obj.(*nadv1.NetworkAttachmentDefinition)
+	if !ok {
+		return obj, nil
+	}
+	form := netconf.Normalize([]byte(nad.Spec.Config)).Form
+	nad.ManagedFields = nil
+	kept := map[string]string{annotationCachedForm: string(form)}
+	for k, v := range nad.Annotations {
+		if strings.HasPrefix(k, "netconf-migrator.harvesterhci.io/") && k != nadv1.AnnotationOriginalConfig || strings.Contains(k, ".settings.harvesterhci.io") {
+			kept[k] = v
+		}
+	}
+	nad.Annotations = kept
+	nad.Spec.Config = ""
+	return nad, nil
+}
+
+// CachedForm is the form of a NAD read from the trimmed cache (or of its
+// config, when read from the API server).
+func CachedForm(nad *nadv1.NetworkAttachmentDefinition) netconf.Form {
+	if f, ok := nad.Annotations[annotationCachedForm]; ok {
+		return netconf.Form(f)
+	}
+	return netconf.Normalize([]byte(nad.Spec.Config)).Form
+}
+
+func registerMetrics() {
+	registerOnce.Do(func() {
+		metrics.Registry.MustRegister(storedNADs, contestedNADs, fixedNADs, legacyVMs)
+	})
+	// A manager started again in the same process (tests) counts again.
+	storedNADs.Reset()
+	contestedNADs.Set(0)
+	legacyVMs.Reset()
+}

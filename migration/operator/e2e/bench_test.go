@@ -1,0 +1,183 @@
+package e2e
+
+import (
+	"context"
+	"flag"
+	"fmt"
+	"runtime"
+	"sort"
+	"strings"
+	"sync"
+	"testing"
+	"time"
+
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
+
+	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	"github.com/harvester/netconf-migrator/apis/netconf"
+	"github.com/harvester/netconf-migrator/migration/detect"
+	"github.com/harvester/netconf-migrator/migration/operator"
+)
+
+var benchNADs = flag.Int("bench-nads", 10000, "NADs stored for BenchmarkOperatorMemory (-short: 1,000)")
+
+// harvesterConfig is the size of a Harvester VLAN network's config.
+func harvesterConfig(name string) string {
+	return `{"cniVersion":"0.3.1","name":"` + name + `","type":"bridge","bridge":"mgmt-br","promiscMode":true,"vlan":100,"ipam":{},"mtu":1500}`
+}
+
+// seedMany creates n flat NADs in a namespace of their own from 16 writers.
+func seedMany(b *testing.B, ns string, n int) (configBytes int64) {
+	b.Helper()
+	cfg := rest.CopyConfig(env.Config)
+	cfg.QPS, cfg.Burst = -1, 0
+	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		b.Fatal(err)
+	}
+	ch := make(chan int)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for range 16 {
+		wg.Go(func() {
+			for i := range ch {
+				nad := newNAD(ns, fmt.Sprintf("nad-%06d", i), flat)
+				nad.Spec.Config = harvesterConfig(nad.Name)
+				if err := c.Create(context.Background(), nad); err != nil {
+					mu.Lock()
+					firstErr = err
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for i := range n {
+		ch <- i
+		configBytes += int64(len(harvesterConfig(fmt.Sprintf("nad-%06d", i))))
+	}
+	close(ch)
+	wg.Wait()
+	if firstErr != nil {
+		b.Fatal(firstErr)
+	}
+	return configBytes
+}
+
+// heap returns the live heap after a full collection.
+func heap() uint64 {
+	runtime.GC()
+	runtime.GC()
+	var m runtime.MemStats
+	runtime.ReadMemStats(&m)
+	return m.HeapAlloc
+}
+
+// BenchmarkOperatorMemory measures the heap the operator's NAD cache holds
+// with -bench-nads NADs stored, as a ratio to the bytes of their configs,
+// against the baseline of the same informer without the operator's trimming
+// transform, in the same run:
+//
+//	go test ./migration/operator/e2e -run '^$' -bench OperatorMemory -benchtime 1x -args -bench-nads=100000
+func BenchmarkOperatorMemory(b *testing.B) {
+	n := *benchNADs
+	if testing.Short() {
+		n = 1000
+	}
+	ns := namespace(b, fmt.Sprintf("memory-%d", n), nil)
+	configBytes := seedMany(b, ns, n)
+	measure := func(trim bool) float64 {
+		before := heap()
+		opts := ctrl.Options{Scheme: env.Scheme, Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
+			Controller: config.Controller{SkipNameValidation: ptr.To(true)}}
+		if trim {
+			opts.Cache = operator.CacheOptions()
+		}
+		mgr, err := ctrl.NewManager(env.Config, opts)
+		if err != nil {
+			b.Fatal(err)
+		}
+		ctx, cancel := context.WithCancel(context.Background())
+		defer cancel()
+		go func() { _ = mgr.Start(ctx) }()
+		list := &nadv1.NetworkAttachmentDefinitionList{}
+		// Listing through the cache starts the informer and waits for it.
+		waitFor(b, "the cache to hold every NAD", func() (bool, error) {
+			if err := mgr.GetCache().List(ctx, list, client.InNamespace(ns)); err != nil {
+				return false, nil
+			}
+			return len(list.Items) == n, nil
+		})
+		if trim && detect.CachedForm(&list.Items[0]) != netconf.FormFlat {
+			b.Fatalf("the trimmed cache lost the form: %v", list.Items[0].Annotations)
+		}
+		list = nil
+		held := heap() - before
+		runtime.KeepAlive(mgr)
+		return float64(held)
+	}
+	for b.Loop() {
+		untrimmed := measure(false)
+		trimmed := measure(true)
+		b.ReportMetric(trimmed/float64(configBytes), "heap/config-bytes")
+		b.ReportMetric(untrimmed/float64(configBytes), "untrimmed-heap/config-bytes")
+		b.ReportMetric(trimmed/untrimmed, "x-untrimmed")
+		b.ReportMetric(trimmed/float64(n), "B/NAD")
+	}
+}
+
+// BenchmarkLegacyNADFixLatency measures the time from a nested NAD being
+// stored (behind the webhook's back) to the operator having fixed it in
+// place, against the baseline of the same two writes made back to back by
+// one client (the floor: a create, then an update), in the same run:
+//
+//	go test ./migration/operator/e2e -run '^$' -bench FixLatency -benchtime 200x
+func BenchmarkLegacyNADFixLatency(b *testing.B) {
+	ns := namespace(b, "latency", nil)
+	startOperator(b, operator.Options{Fix: detect.FixInPlace})
+	c := env.Client
+	var fixed, floor []time.Duration
+	i := 0
+	for b.Loop() {
+		i++
+		name := fmt.Sprintf("nad-%05d", i)
+		start := time.Now()
+		create(b, newNAD(ns, name, nested))
+		for {
+			nad := &nadv1.NetworkAttachmentDefinition{}
+			if err := c.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: name}, nad); err != nil {
+				b.Fatal(err)
+			}
+			if netconf.Normalize([]byte(nad.Spec.Config)).Form == netconf.FormFlat {
+				break
+			}
+			time.Sleep(2 * time.Millisecond)
+		}
+		fixed = append(fixed, time.Since(start))
+
+		// The floor: the same create and rewrite, by the writer itself.
+		start = time.Now()
+		nad := newNAD(ns, "floor-"+name, nested)
+		nad.Labels = map[string]string{"netconf-migrator.harvesterhci.io/skip": "true"} // the operator looks away
+		create(b, nad)
+		nad.Spec.Config = strings.ReplaceAll(flat, "%s", nad.Name)
+		if err := c.Update(context.Background(), nad); err != nil {
+			b.Fatal(err)
+		}
+		floor = append(floor, time.Since(start))
+	}
+	p := func(d []time.Duration, q float64) time.Duration {
+		s := append([]time.Duration(nil), d...)
+		sort.Slice(s, func(i, j int) bool { return s[i] < s[j] })
+		return s[int(q*float64(len(s)-1))]
+	}
+	b.ReportMetric(float64(p(fixed, 0.5).Microseconds())/1000, "p50-ms")
+	b.ReportMetric(float64(p(fixed, 0.95).Microseconds())/1000, "p95-ms")
+	b.ReportMetric(float64(p(fixed, 0.5))/float64(p(floor, 0.5)), "p50-x-floor")
+	b.ReportMetric(float64(p(floor, 0.5).Microseconds())/1000, "floor-p50-ms")
+}

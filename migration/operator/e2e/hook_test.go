@@ -1,0 +1,125 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"os"
+	"os/exec"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	appsv1 "k8s.io/api/apps/v1"
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	"github.com/harvester/netconf-migrator/apis/netconf"
+	v1alpha1 "github.com/harvester/netconf-migrator/apis/netconfmigrator/v1alpha1"
+	"github.com/harvester/netconf-migrator/migration/detect"
+	"github.com/harvester/netconf-migrator/migration/operator"
+	"github.com/harvester/netconf-migrator/test/testenv"
+)
+
+// upgradeScript stands in for Harvester's upgrade_manifests.sh: under
+// `bash -e` it sources the previous version's pre-hook.sh, then goes on.
+const upgradeScript = `#!/bin/bash -e
+source "$HOOK"
+echo "Upgrading charts"
+`
+
+// With the operator installed, Harvester's upgrade pre-hook needs no
+// binary: it creates a NADMigration and waits for its condition, with
+// kubectl only (no netconf-migrator on PATH here).
+func TestPreHookUsesTheOperator(t *testing.T) {
+	// The hook migrates every namespace: other tests' NADs that need a
+	// person would be reported too.
+	dropUnfixable(t)
+	ns := namespace(t, "pre-hook", nil)
+	create(t, newNAD(ns, "a", nested), newNAD(ns, "b", nested), newNAD(ns, "bad", truncated))
+	// The operator's Deployment, ready (no kube-controller-manager here to
+	// say so).
+	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: backupNamespace, Name: "netconf-migrator-webhook", Labels: map[string]string{"app.kubernetes.io/name": "netconf-migrator"}},
+		Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "x"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "x"}}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "i"}}}}}}
+	create(t, dep)
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), dep) })
+	dep.Status.Replicas, dep.Status.ReadyReplicas = 1, 1
+	if err := env.Client.Status().Update(context.Background(), dep); err != nil {
+		t.Fatal(err)
+	}
+	startOperator(t, operator.Options{Fix: detect.FixOff})
+
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(t.TempDir(), "upgrade_manifests.sh")
+	if err := os.WriteFile(script, []byte(upgradeScript), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	// Only kubectl and the shell's tools on PATH: no netconf-migrator.
+	bin := t.TempDir()
+	if err := os.Symlink(kubectl, filepath.Join(bin, "kubectl")); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(script)
+	cmd.Env = append(os.Environ(), "PATH="+bin+":/usr/bin:/bin", "KUBECONFIG="+env.KubeconfigPath,
+		"HOOK="+filepath.Join(root, "config", "harvester-upgrade", "pre-hook.sh"), "NETCONF_MIGRATOR_STRICT=true")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 1 || strings.Contains(string(out), "Upgrading charts") {
+		t.Fatalf("strict pre-hook with a truncated NAD: %v, want exit 1 before the charts\n%s", err, out)
+	}
+	if !strings.Contains(string(out), ns+"/bad: truncated [reported]") {
+		t.Errorf("the hook's output does not name the NAD that needs a person:\n%s", out)
+	}
+	if got := forms(t, ns); got[netconf.FormNested] != 0 {
+		t.Errorf("forms after the hook: %v", got)
+	}
+	list := &v1alpha1.NADMigrationList{}
+	if err := env.Client.List(context.Background(), list); err != nil {
+		t.Fatal(err)
+	}
+	found := false
+	for _, nm := range list.Items {
+		found = found || strings.HasPrefix(nm.Name, "harvester-upgrade-")
+	}
+	if !found {
+		t.Error("the hook created no NADMigration")
+	}
+
+	// Not strict (Harvester's default): the upgrade goes on.
+	if err := env.Client.Delete(context.Background(), newNAD(ns, "bad", truncated)); err != nil {
+		t.Fatal(err)
+	}
+	cmd = exec.Command(script)
+	cmd.Env = append(os.Environ(), "PATH="+bin+":/usr/bin:/bin", "KUBECONFIG="+env.KubeconfigPath,
+		"HOOK="+filepath.Join(root, "config", "harvester-upgrade", "pre-hook.sh"))
+	out, err = cmd.CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "every NAD is in the flat form") || !strings.Contains(string(out), "Upgrading charts") {
+		t.Errorf("pre-hook with every NAD fixable: %v\n%s", err, out)
+	}
+}
+
+// dropUnfixable deletes every NAD no run can fix (truncated, invalid,
+// double-encoded) that earlier tests left.
+func dropUnfixable(t *testing.T) {
+	t.Helper()
+	list := &nadv1.NetworkAttachmentDefinitionList{}
+	if err := env.Client.List(context.Background(), list); err != nil {
+		t.Fatal(err)
+	}
+	for i := range list.Items {
+		switch netconf.Normalize([]byte(list.Items[i].Spec.Config)).Form {
+		case netconf.FormTruncated, netconf.FormInvalid, netconf.FormDoubleEncoded:
+			if err := env.Client.Delete(context.Background(), &list.Items[i]); err != nil {
+				t.Fatal(err)
+			}
+		}
+	}
+}

@@ -1,0 +1,76 @@
+package e2e
+
+import (
+	"context"
+	"path/filepath"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/rest"
+	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/harvester/netconf-migrator/apis/netconf"
+	v1alpha1 "github.com/harvester/netconf-migrator/apis/netconfmigrator/v1alpha1"
+	"github.com/harvester/netconf-migrator/migration/detect"
+	"github.com/harvester/netconf-migrator/migration/operator"
+	"github.com/harvester/netconf-migrator/test/harvester"
+	"github.com/harvester/netconf-migrator/test/testenv"
+)
+
+// The operator as the webhook's ServiceAccount with config/rbac's roles
+// only: leader election, a NADMigration that must replace a NAD beside
+// Harvester v1.6 (Lease, signing key, signed backup, delete and create),
+// its report Secret, VM readiness and the legacy-NAD watch all work, and
+// it still cannot read a Secret.
+func TestOperatorRBAC(t *testing.T) {
+	ctx := context.Background()
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"config/rbac/service_account.yaml", "config/rbac/operator_role.yaml"} {
+		if _, stderr, err := env.Kubectl(ctx, nil, "apply", "--server-side", "-f", filepath.Join(root, f)); err != nil {
+			t.Fatalf("kubectl apply %s: %v\n%s", f, err, stderr)
+		}
+	}
+	asSA := rest.CopyConfig(env.Config)
+	asSA.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:netconf-migrator-system:netconf-migrator-webhook",
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:netconf-migrator-system", "system:authenticated"}}
+
+	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
+	h := harvester.StartT(t, env, harvester.V16)
+	ns := h.Namespace(t, "operator-rbac")
+	nad := newNAD(ns, "vlan100", `{"NetConf":{"cniVersion":"0.3.1","name":"%s","type":"bridge","ipam":{}},"bridge":"mgmt-br","promiscMode":true,"vlan":100}`)
+	nad.Labels = map[string]string{"network.harvesterhci.io/clusternetwork": "mgmt", "network.harvesterhci.io/type": "L2VlanNetwork", "network.harvesterhci.io/vlan-id": "100"}
+	h.Pause(func() { create(t, nad) })
+	h.Settle(t)
+	_, before := form(t, ns, "vlan100")
+	harvester.Create(t, env.Client, harvester.NewVM(ns, "stopped", "other"))
+
+	startOperatorAs(t, asSA, operator.Options{Fix: detect.FixOff})
+	create(t, newMigration("rbac", v1alpha1.NADMigrationSpec{Namespaces: []string{ns}}))
+	nm := waitStatus(t, "rbac", status.CurrentStatus)
+	if f, after := form(t, ns, "vlan100"); f != netconf.FormFlat || after.UID == before.UID || nm.Status.Changed != 1 || nm.Status.Report == nil {
+		t.Errorf("as the ServiceAccount: form %s, uid %s -> %s, status %+v", f, before.UID, after.UID, nm.Status)
+	}
+	h.Pause(func() {
+		create(t, newNAD(ns, "later", `{"NetConf":{"cniVersion":"0.3.1","name":"%s","type":"bridge","ipam":{}},"bridge":"mgmt-br","vlan":100}`))
+	})
+	waitFor(t, "the LegacyNetConf Event, written as the ServiceAccount", func() (bool, error) {
+		return len(events(t, ns, "later", detect.ReasonLegacy)) == 1, nil
+	})
+	c, err := client.New(asSA, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	err = c.Get(ctx, client.ObjectKey{Namespace: backupNamespace, Name: "netconf-migrator-journal-key"}, &corev1.Secret{})
+	if err != nil {
+		t.Errorf("the operator cannot read the signing key it needs: %v", err)
+	}
+	err = c.Get(ctx, client.ObjectKey{Namespace: nm.Status.Report.Namespace, Name: nm.Status.Report.Name}, &corev1.Secret{})
+	if !apierrors.IsForbidden(err) {
+		t.Errorf("the operator may read Secrets other than its key (a report Secret): %v", err)
+	}
+}

@@ -1,0 +1,101 @@
+package operator
+
+import (
+	"context"
+	"crypto/rand"
+	"fmt"
+	"os"
+	"time"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/rest"
+	toolscache "k8s.io/client-go/tools/cache"
+	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+
+	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	v1alpha1 "github.com/harvester/netconf-migrator/apis/netconfmigrator/v1alpha1"
+	"github.com/harvester/netconf-migrator/internal/logging"
+	"github.com/harvester/netconf-migrator/migration"
+	"github.com/harvester/netconf-migrator/migration/detect"
+	"github.com/harvester/netconf-migrator/migration/runner"
+)
+
+// LeaderElectionID is the Lease the operator's replicas elect a leader with.
+const LeaderElectionID = "netconf-migrator-operator"
+
+// Options shape the operator.
+type Options struct {
+	Fix             detect.Fix
+	BackupNamespace string
+	// LeaseDuration of the run Lease (the one CLI runs take).
+	LeaseDuration time.Duration
+	// LeaseWait is how long one attempt waits for the run Lease.
+	LeaseWait         time.Duration
+	FlapLimit         int
+	FlapWindow        time.Duration
+	ReadinessInterval time.Duration
+	RetryAfter        time.Duration
+	ProgressInterval  time.Duration
+	// Identity names this process in the run Lease (default: POD_NAME or
+	// the host name).
+	Identity string
+}
+
+// AddToScheme adds the types the operator reads.
+func AddToScheme(s *runtime.Scheme) error {
+	if err := nadv1.AddToScheme(s); err != nil {
+		return err
+	}
+	return v1alpha1.AddToScheme(s)
+}
+
+// CacheOptions trims NADs in the manager's cache to what the operator needs.
+func CacheOptions() cache.Options {
+	return cache.Options{ByObject: map[client.Object]cache.ByObject{
+		&nadv1.NetworkAttachmentDefinition{}: {Transform: toolscache.TransformFunc(detect.Trim)},
+	}}
+}
+
+// Setup adds the NADMigration controller, the legacy-NAD watch and the
+// readiness gauge to a manager built with AddToScheme and CacheOptions.
+func Setup(mgr manager.Manager, cfg *rest.Config, log logr.Logger, o Options) error {
+	if o.Fix == "" {
+		o.Fix = detect.FixInPlace
+	}
+	if o.ReadinessInterval <= 0 {
+		o.ReadinessInterval = time.Minute
+	}
+	direct, err := client.New(cfg, client.Options{Scheme: mgr.GetScheme()})
+	if err != nil {
+		return fmt.Errorf("creating a client: %w", err)
+	}
+	host := o.Identity
+	if host == "" {
+		host, _ = os.Hostname()
+		if pod := os.Getenv("POD_NAME"); pod != "" {
+			host = pod
+		}
+	}
+	events := migration.NewQueuedEvents(migration.ClientEvents{Client: direct, Host: host, OnError: func(err error) {
+		log.V(logging.Debug).Info("Recording an event failed", logging.KeyReason, err.Error())
+	}}, 2, 1024)
+	rc := runner.Config{REST: cfg, Client: direct, Log: log, Identity: fmt.Sprintf("operator_%s_%s", host, rand.Text()[:6]),
+		BackupNamespace: o.BackupNamespace, LeaseDuration: o.LeaseDuration, Events: events}
+	ready := &detect.Readiness{VMs: direct, NADs: mgr.GetClient(), Log: log.WithName("readiness")}
+	if err := (&Reconciler{Client: mgr.GetClient(), Runner: rc, Readiness: ready, LeaseWait: o.LeaseWait, RetryAfter: o.RetryAfter,
+		ProgressInterval: o.ProgressInterval, Log: log.WithName("nadmigration")}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the NADMigration controller: %w", err)
+	}
+	if err := (&detect.Reconciler{Cache: mgr.GetClient(), Runner: rc, Fix: o.Fix, Events: events, FlapLimit: o.FlapLimit, FlapWindow: o.FlapWindow,
+		LeaseWait: o.LeaseWait, Log: log.WithName("legacy-nads")}).SetupWithManager(mgr); err != nil {
+		return fmt.Errorf("setting up the legacy NAD watch: %w", err)
+	}
+	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
+		err := ready.Start(ctx, o.ReadinessInterval)
+		events.Flush(10 * time.Second)
+		return err
+	}))
+}
