@@ -41,6 +41,13 @@
 #                                      (netconf-migrator-system, migrate's default)
 #   NETCONF_MIGRATOR_STRICT            "true": stop the upgrade when migrate cannot run,
 #                                      or when a NAD failed or needs a person
+#   NETCONF_MIGRATOR_WAIT              seconds to wait for the operator's NADMigration (1800)
+#
+# When netconf-migrator's operator is installed (the NADMigration CRD exists
+# and its Deployment has a ready replica), the hook needs no binary: it
+# creates a NADMigration and waits, bounded, for its Ready or Stalled
+# condition, with nothing but kubectl, which every upgrade image has. Its
+# outcomes map to the exit codes above (Stalled with reason NADsMissing is 4).
 
 netconf_migrator_pre_hook() {
   local bin=${NETCONF_MIGRATOR_BIN:-netconf-migrator}
@@ -51,6 +58,11 @@ netconf_migrator_pre_hook() {
   read -r -a args <<<"${NETCONF_MIGRATOR_ARGS:-}" || true
 
   echo "netconf-migrator: migrating NetworkAttachmentDefinitions to the flat CNI form"
+  if kubectl get crd nadmigrations.netconf-migrator.harvesterhci.io >/dev/null 2>&1 &&
+    [ -n "$(kubectl get deployments -A -l app.kubernetes.io/name=netconf-migrator -o jsonpath='{.items[*].status.readyReplicas}' 2>/dev/null)" ]; then
+    netconf_migrator_by_operator "$strict"
+    return $?
+  fi
   if ! command -v "$bin" >/dev/null 2>&1; then
     echo "netconf-migrator: $bin is not in this image; NADs were not migrated (run its Job after the upgrade)" >&2
     [ "$strict" = true ] && return 2
@@ -100,6 +112,52 @@ netconf_migrator_pre_hook() {
       return 4
     fi
     [ "$strict" = true ] && return "$rc"
+    ;;
+  esac
+  return 0
+}
+
+# netconf_migrator_by_operator has the operator run the migration: create a
+# NADMigration, wait for Ready or Stalled, and map the outcome to the exit
+# codes of migrate.
+netconf_migrator_by_operator() {
+  local strict=$1
+  local wait=${NETCONF_MIGRATOR_WAIT:-1800}
+  local name
+  name="harvester-upgrade-$(date +%Y%m%d%H%M%S)-$RANDOM"
+  if ! printf 'apiVersion: netconf-migrator.harvesterhci.io/v1alpha1\nkind: NADMigration\nmetadata:\n  name: %s\nspec:\n  operation: Migrate\n  recreate: Auto\n' "$name" |
+    kubectl create -f - >/dev/null; then
+    echo "netconf-migrator: could not create the NADMigration $name; NADs were not migrated" >&2
+    [ "$strict" = true ] && return 2
+    return 0
+  fi
+  echo "netconf-migrator: the operator runs NADMigration $name (kubectl get nadmigration $name)"
+  local deadline=$((SECONDS + wait)) state=""
+  while [ "$SECONDS" -lt "$deadline" ]; do
+    state=$(kubectl get nadmigration "$name" -o jsonpath='{range .status.conditions[?(@.status=="True")]}{.type}/{.reason}{" "}{end}' 2>/dev/null) || state=""
+    case $state in
+    *Ready/*) break ;;
+    *Stalled/*) break ;;
+    esac
+    sleep 5
+  done
+  kubectl get nadmigration "$name" -o jsonpath='{range .status.nads[*]}{.namespace}/{.name}: {.form} [{.action}] {.reason}{"\n"}    what to do: {.advice}{"\n"}{end}{range .status.blockedVMs[*]}{.kind} {.namespace}/{.name} on {.nad}: {.advice}{"\n"}{end}' 2>/dev/null || true
+  case $state in
+  *Ready/*)
+    echo "netconf-migrator: every NAD is in the flat form"
+    ;;
+  *Stalled/NADsMissing*)
+    echo "netconf-migrator: a NAD deleted to be created again does not exist yet (NADMigration $name names it and its" \
+      "backup); the upgrade stops here: run the upgrade again to create it" >&2
+    return 4
+    ;;
+  *Stalled/*)
+    echo "netconf-migrator: some NADs failed or need a person (NADMigration $name says why and what to do)" >&2
+    [ "$strict" = true ] && return 1
+    ;;
+  *)
+    echo "netconf-migrator: NADMigration $name did not finish within ${wait}s; the operator goes on with it" >&2
+    [ "$strict" = true ] && return 3
     ;;
   esac
   return 0

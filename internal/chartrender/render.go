@@ -21,8 +21,8 @@ import (
 
 // Render renders the chart in dir as release "netconf-migrator" in
 // namespace, with values over the chart's defaults (checked against its
-// values.schema.json), and returns the manifests, one document each, in
-// template order.
+// values.schema.json), and returns the manifests, one document each: the
+// CRDs, then the templates in order.
 func Render(dir, namespace string, values map[string]any) ([]byte, error) {
 	ch, err := loader.Load(dir)
 	if err != nil {
@@ -43,6 +43,11 @@ func Render(dir, namespace string, values map[string]any) ([]byte, error) {
 	}
 	sort.Strings(names)
 	var out bytes.Buffer
+	// The CRDs of crds/ first, as `helm template --include-crds` (and an
+	// install) puts them.
+	for _, crd := range ch.CRDObjects() {
+		fmt.Fprintf(&out, "---\n# Source: %s\n%s\n", crd.Filename, strings.TrimSpace(strings.TrimPrefix(string(crd.File.Data), "---")))
+	}
 	for _, name := range names {
 		body := strings.TrimSpace(files[name])
 		if strings.HasSuffix(name, ".tpl") || body == "" {
