@@ -28,12 +28,15 @@ import (
 	"syscall"
 	"time"
 
+	"github.com/go-logr/logr"
 	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
+	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
 	"sigs.k8s.io/yaml"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
@@ -79,6 +82,11 @@ func (d *demo) run(ok []int, name string, args ...string) (string, int, error) {
 }
 
 func main() {
+	// controller-runtime's clients (the control plane's, the stand-ins')
+	// log through a global logger; unset, its first use prints a stack
+	// trace. The demo shows outcomes, not their logs.
+	ctrllog.SetLogger(logr.Discard())
+	klog.SetLogger(logr.Discard())
 	d := &demo{out: os.Stdout}
 	var cleanups []func()
 	cleanup := sync.OnceFunc(func() {
@@ -131,13 +139,17 @@ func main() {
 	var env *testenv.Env
 	d.do("Starting a throw-away control plane (etcd and kube-apiserver; `make test-assets` built kube-apiserver on the first run, about 10 minutes)", func() (string, error) {
 		var err error
-		env, err = testenv.Start(testenv.Options{Webhooks: &envtest.WebhookInstallOptions{}, CRDs: harvester.CRDs()})
+		crd, err := testenv.LoadNADMigrationCRD(".")
+		if err != nil {
+			return "", err
+		}
+		env, err = testenv.Start(testenv.Options{Webhooks: &envtest.WebhookInstallOptions{}, CRDs: append(harvester.CRDs(), crd)})
 		if err != nil {
 			return "", err
 		}
 		cleanups = append(cleanups, func() { _ = env.Stop() })
 		d.kubecfg = env.KubeconfigPath
-		return "API server at " + env.Config.Host + ", NAD CRD installed", nil
+		return "API server at " + env.Config.Host + ", the NAD and NADMigration CRDs installed", nil
 	})
 	var h *harvester.StandIns
 	d.do(fmt.Sprintf("Starting stand-ins of Harvester %s's network webhooks (network-controller-harvester %s)", release, release.Tag()), func() (string, error) {
@@ -154,9 +166,9 @@ func main() {
 		}
 		return "validator and mutator registered, failurePolicy as Harvester's", nil
 	})
-	d.do("Running the webhook as a local process with its shipped configuration and self-signed certificates", func() (string, error) {
+	d.do("Running the webhook and the operator as a local process (`netconf-migrator webhook --operator`), with the shipped configuration and self-signed certificates", func() (string, error) {
 		// Registered as soon as the process starts, so Ctrl-C stops it too.
-		return "serving; the API server calls it for configs that may need it", d.startWebhook(ctx, env, func(stop func()) { cleanups = append(cleanups, stop) })
+		return "serving; the API server calls it for configs that may need it, and the operator watches every NAD", d.startWebhook(ctx, env, func(stop func()) { cleanups = append(cleanups, stop) })
 	})
 	d.do("Creating a NAD of each form through kubectl: the webhook rewrites the legacy ones, the warnings show", func() (string, error) {
 		created := 0
@@ -192,9 +204,38 @@ func main() {
 		})
 		return "stored-nested and stored-double-encoded", err
 	})
+	d.do("The operator found them at once: it counts them, warns once on each, and rewrites in place what Harvester's webhooks allow (--fix-legacy=InPlace)", func() (string, error) {
+		err := wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+			n := &nadv1.NetworkAttachmentDefinition{}
+			if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: "stored-nested"}, n); err != nil {
+				return false, err
+			}
+			return n.Annotations[nadv1.AnnotationNormalizedFrom] != "", nil
+		})
+		if err != nil {
+			return "", fmt.Errorf("the operator did not fix stored-nested: %w", err)
+		}
+		_, _, err = d.run([]int{0}, "kubectl", "get", "events", "-n", ns, "--field-selector", "type=Warning", "-o", "custom-columns=NAD:.involvedObject.name,REASON:.reason,MESSAGE:.message")
+		return "stored-nested is flat; nobody ran anything", err
+	})
 	d.readOnly()
-	d.do("Migrating them: `netconf-migrator migrate`", func() (string, error) {
-		_, code, err := d.run([]int{0, 1}, "netconf-migrator", "migrate", "-n", ns, "--backup-namespace", "default")
+	d.do("Migrating the rest through the operator: `kubectl create` a NADMigration, then `kubectl wait` for its condition", func() (string, error) {
+		m := []byte("apiVersion: netconf-migrator.harvesterhci.io/v1alpha1\nkind: NADMigration\nmetadata:\n  name: demo\nspec:\n  namespaces: [" + ns + "]\n  recreate: Auto\n")
+		if _, _, err := d.runStdin(m, []int{0}, "kubectl", "create", "-f", "-"); err != nil {
+			return "", err
+		}
+		if _, _, err := d.run([]int{0}, "kubectl", "wait", "--for=condition=Reconciling=False", "nadmigration/demo", "--timeout=3m"); err != nil {
+			return "", err
+		}
+		_, _, err := d.run([]int{0}, "kubectl", "get", "nadmigrations")
+		if err != nil {
+			return "", err
+		}
+		_, _, err = d.run([]int{0}, "kubectl", "get", "nadmigration", "demo", "-o", `jsonpath={range .status.conditions[*]}{.type}={.status} ({.reason}): {.message}{"\n"}{end}{range .status.nads[*]}{.namespace}/{.name}: {.form} [{.action}] {.advice}{"\n"}{end}`)
+		return "Ready=True when every NAD is clean or fixed, Stalled=True when some need a person (status.nads says what to do)", err
+	})
+	d.do("The same with the CLI, for a cluster without the operator: `netconf-migrator migrate`", func() (string, error) {
+		_, code, err := d.run([]int{0, 1}, "netconf-migrator", "migrate", "-n", ns)
 		return fmt.Sprintf("exit %d (0: every NAD is flat or was fixed; 1: some need a person, and the report says why)", code), err
 	})
 	d.do("What rollback would restore: `netconf-migrator rollback --dry-run=client`", func() (string, error) {
@@ -297,7 +338,8 @@ func (d *demo) startWebhook(ctx context.Context, env *testenv.Env, onStop func(f
 		"--secret-name=netconf-migrator-webhook-cert", "--service-name=netconf-migrator-webhook", "--webhook-config-name="+mwc.Name,
 		"--extra-dns-names=localhost", "--host=127.0.0.1", "--port="+strconv.Itoa(port), "--cert-dir="+certDir,
 		"--health-probe-bind-address="+net.JoinHostPort("127.0.0.1", strconv.Itoa(probes)), "--metrics-bind-address=0",
-		"--drain-period=0") // one replica: no other to drain to
+		"--drain-period=0", // one replica: no other to drain to
+		"--operator", "--fix-legacy=InPlace", "--leader-election-namespace="+own, "--backup-namespace="+own)
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		return err
