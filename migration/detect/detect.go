@@ -182,7 +182,7 @@ func (r *Reconciler) fix(ctx context.Context, log logr.Logger, key types.Namespa
 		opts.Recreate = migration.RecreateAuto
 		cfg := r.Runner
 		cfg.Identity = fmt.Sprintf("%s_fix_%s", r.Runner.Identity, rand.Text()[:6])
-		cfg.Log, cfg.LeaseWait, cfg.Events = r.Log, r.LeaseWait, r.Events
+		cfg.Log, cfg.LeaseWait, cfg.Events = r.Log, r.LeaseWait, normalOnly{r.Events}
 		started, err := runner.Start(ctx, cfg, opts)
 		if errors.Is(err, runlock.ErrHeld) {
 			log.V(logging.Debug).Info("Waiting for another run to release the Lease before fixing", logging.KeyReason, err.Error())
@@ -195,7 +195,7 @@ func (r *Reconciler) fix(ctx context.Context, log logr.Logger, key types.Namespa
 		m, ctx = started.Migrator, started.Context
 	} else {
 		// The engine names the NAD in its own log lines.
-		m = &migration.Migrator{Store: migration.ClientStore{Client: r.Runner.Client}, Events: r.Events, Log: r.Log, Opts: opts}
+		m = &migration.Migrator{Store: migration.ClientStore{Client: r.Runner.Client}, Events: normalOnly{r.Events}, Log: r.Log, Opts: opts}
 	}
 	it := m.Fix(ctx, live)
 	switch it.Action {
@@ -223,6 +223,17 @@ func (r *Reconciler) fix(ctx context.Context, log logr.Logger, key types.Namespa
 		log.Info("Leaving NetworkAttachmentDefinition in a legacy form: it could not be fixed", logging.KeyOutcome, it.Action, logging.KeyReason, head)
 	}
 	return reconcile.Result{}, nil
+}
+
+// normalOnly passes on the engine's Normal Events (what it rewrote) and
+// drops its Warnings: the watch puts one Warning of its own on a NAD it
+// could not fix, saying what would.
+type normalOnly struct{ migration.Events }
+
+func (e normalOnly) Event(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition, typ, reason, msg string) {
+	if e.Events != nil && typ == corev1.EventTypeNormal {
+		e.Events.Event(ctx, nad, typ, reason, msg)
+	}
 }
 
 func (r *Reconciler) recentFixes(key types.NamespacedName) int {

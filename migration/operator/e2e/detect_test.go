@@ -150,6 +150,9 @@ func TestLegacyNADsBesideHarvesterV16(t *testing.T) {
 		return len(events(t, ns, "vlan100", detect.ReasonNotFixed)) == 1, nil
 	})
 	ev := events(t, ns, "vlan100", detect.ReasonNotFixed)[0]
+	if n := len(events(t, ns, "vlan100", "NormalizeFailed")); n != 0 {
+		t.Errorf("%d more Warning Events from the engine on the NAD the watch reported", n)
+	}
 	if !strings.Contains(ev.Message, "Replace") {
 		t.Errorf("the Event does not say what would fix it: %s", ev.Message)
 	}
