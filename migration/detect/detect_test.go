@@ -14,7 +14,7 @@ import (
 func TestTrimKeepsWhatTheOperatorNeeds(t *testing.T) {
 	nested := `{"NetConf":{"cniVersion":"0.3.1","name":"a","type":"bridge"},"bridge":"mgmt-br"}`
 	nad := &nadv1.NetworkAttachmentDefinition{
-		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a", Labels: map[string]string{"l": "v"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "a", Labels: map[string]string{"l": "v", nadv1.LabelSkip: "true", "storage-network.settings.harvesterhci.io/hash": "h"},
 			Annotations: map[string]string{
 				"kubectl.kubernetes.io/last-applied-configuration": "{... the whole config again ...}",
 				nadv1.AnnotationOriginalConfig:                     nested,
@@ -37,7 +37,10 @@ func TestTrimKeepsWhatTheOperatorNeeds(t *testing.T) {
 	if diff := cmp.Diff(want, got.Annotations); diff != "" {
 		t.Errorf("annotations kept (-want +got):\n%s", diff)
 	}
-	if got.Spec.Config != "" || got.ManagedFields != nil || got.Labels["l"] != "v" {
+	if diff := cmp.Diff(map[string]string{nadv1.LabelSkip: "true", "storage-network.settings.harvesterhci.io/hash": "h"}, got.Labels); diff != "" {
+		t.Errorf("labels kept (-want +got):\n%s", diff)
+	}
+	if got.Spec.Config != "" || got.ManagedFields != nil {
 		t.Errorf("trimmed NAD: config %q, managedFields %v, labels %v", got.Spec.Config, got.ManagedFields, got.Labels)
 	}
 	if CachedForm(got) != netconf.FormNested {

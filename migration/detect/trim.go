@@ -14,11 +14,11 @@ import (
 const annotationCachedForm = "netconf-migrator.harvesterhci.io/cached-form"
 
 // Trim is the cache's transform for NADs: the operator keeps, for each
-// NAD, its labels (selectors, Harvester's), the annotations of this tool
-// and of Harvester's settings, and the form of its config, not the config
-// itself, nor managedFields, nor other annotations (kubectl's
-// last-applied-configuration holds the config a second time). A fix reads
-// the NAD again from the API server.
+// NAD, the labels and annotations of this tool and of Harvester's settings
+// (an opted-out NAD, a setting's NAD) and the form of its config: not the
+// config itself, nor managedFields, nor other labels and annotations
+// (kubectl's last-applied-configuration holds the config a second time).
+// A fix reads the NAD again from the API server; runs list it uncached.
 func Trim(obj any) (any, error) {
 	nad, ok := obj.(*nadv1.NetworkAttachmentDefinition)
 	if !ok {
@@ -33,6 +33,16 @@ func Trim(obj any) (any, error) {
 		}
 	}
 	nad.Annotations = kept
+	var labels map[string]string
+	for k, v := range nad.Labels {
+		if k == nadv1.LabelSkip || strings.Contains(k, ".settings.harvesterhci.io") {
+			if labels == nil {
+				labels = map[string]string{}
+			}
+			labels[k] = v
+		}
+	}
+	nad.Labels = labels
 	nad.Spec.Config = ""
 	return nad, nil
 }
