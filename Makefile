@@ -20,7 +20,12 @@ build: ## Build the netconf-migrator binary into bin/.
 # the same digests: versions and times come from git.
 IMAGE_REPOSITORY ?= ghcr.io/harvester/netconf-migrator
 IMAGE_PLATFORMS ?= linux/amd64 linux/arm64
-VERSION ?= $(shell git describe --tags --always --dirty 2>/dev/null || echo dev)
+# One version (the file VERSION) names the chart, its appVersion, the
+# kustomize image tags and the released image: a release tag must be
+# v$(cat VERSION). Between releases the image is tagged
+# v<VERSION>-dev.<commit>, which nothing installs by default.
+RELEASE_VERSION := v$(shell cat VERSION)
+VERSION ?= $(shell t=$$(git describe --tags --exact-match 2>/dev/null); if [ "$$t" = "$(RELEASE_VERSION)" ]; then echo $$t; else echo $(RELEASE_VERSION)-dev.$$(git rev-parse --short HEAD 2>/dev/null || echo unknown); fi)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 CREATED ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 image: ## Build the multi-platform image into dist/image.
