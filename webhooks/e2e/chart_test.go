@@ -41,16 +41,47 @@ func objects(t testing.TB, manifest []byte) map[string]*unstructured.Unstructure
 	return out
 }
 
-// TestChartMatchesKustomize renders the Helm chart with its default values
-// (Helm's own packages, as `helm template` would) and the kustomize
-// manifests of config/default, and compares every object they share,
-// metadata labels aside: the two ways to install must not drift.
+// TestChartMatchesKustomize renders the Helm chart (Helm's own packages, as
+// `helm template` would) and the kustomize manifests, for every value set
+// both can render: the defaults (config/default), cert-manager
+// (config/cert-manager), and the migration Job (config/default and
+// config/job). Every object they share must be equal, metadata labels
+// aside, and neither may have one the other lacks: the two ways to install
+// must not drift.
 func TestChartMatchesKustomize(t *testing.T) {
-	chart, err := chartrender.Render(chartDir(t), ownNamespace, nil)
-	if err != nil {
-		t.Fatal(err)
+	for _, tc := range []struct {
+		name   string
+		values map[string]any
+		dirs   []string
+	}{
+		{"defaults", nil, []string{"default"}},
+		{"cert-manager", map[string]any{"certificates": map[string]any{"mode": "cert-manager"}}, []string{"cert-manager"}},
+		{"migration Job", map[string]any{"migrationJob": map[string]any{"enabled": true}}, []string{"default", "job"}},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			chart, err := chartrender.Render(chartDir(t), ownNamespace, tc.values)
+			if err != nil {
+				t.Fatal(err)
+			}
+			fromChart, fromKustomize := objects(t, chart), map[string]*unstructured.Unstructured{}
+			// The chart names its Job per release revision (a Job's
+			// template cannot change on upgrade); kustomize has one.
+			if j := fromChart["Job/netconf-migrator-migrate-r1"]; j != nil {
+				delete(fromChart, "Job/netconf-migrator-migrate-r1")
+				fromChart["Job/netconf-migrator-migrate"] = j
+			}
+			for _, dir := range tc.dirs {
+				for k, u := range objects(t, kustomize(t, dir)) {
+					fromKustomize[k] = u
+				}
+			}
+			compareObjects(t, fromKustomize, fromChart, strings.Join(tc.dirs, " and config/"))
+		})
 	}
-	fromChart, fromKustomize := objects(t, chart), objects(t, kustomize(t, "default"))
+}
+
+func compareObjects(t *testing.T, fromKustomize, fromChart map[string]*unstructured.Unstructured, dirs string) {
+	t.Helper()
 	var keys []string
 	for k := range fromKustomize {
 		keys = append(keys, k)
@@ -79,7 +110,7 @@ func TestChartMatchesKustomize(t *testing.T) {
 	}
 	for k := range fromChart {
 		if fromKustomize[k] == nil {
-			t.Errorf("the chart has %s, config/default does not", k)
+			t.Errorf("the chart has %s, config/%s does not", k, dirs)
 		}
 	}
 }
