@@ -4,8 +4,10 @@ import (
 	"context"
 	"crypto/tls"
 	"io"
+	"k8s.io/client-go/rest"
 	"net/http"
 	"strings"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -24,7 +26,18 @@ import (
 // RBAC allows GET /metrics, and to nobody else.
 func TestSecureMetrics(t *testing.T) {
 	ctx := context.Background()
-	w := startOurs(t, webhooks.ServerOptions{MetricsSecure: true})
+	// Counts the reviews the webhook asks the API server for.
+	var reviews atomic.Int64
+	cfg := rest.CopyConfig(env.Config)
+	cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+		return roundTripper(func(r *http.Request) (*http.Response, error) {
+			if r.Method == http.MethodPost && (strings.HasSuffix(r.URL.Path, "/tokenreviews") || strings.HasSuffix(r.URL.Path, "/subjectaccessreviews")) {
+				reviews.Add(1)
+			}
+			return rt.RoundTrip(r)
+		})
+	}
+	w := startOursAs(t, cfg, webhooks.ServerOptions{MetricsSecure: true})
 	defer w.stop(t)
 	const ns = "metrics-clients"
 	if err := env.CreateNamespace(ctx, ns, nil); err != nil {
@@ -95,6 +108,23 @@ func TestSecureMetrics(t *testing.T) {
 	if code, body := get(reader); code != http.StatusOK || !strings.Contains(body, "netconf_migrator_admissions_total") && !strings.Contains(body, "go_goroutines") {
 		t.Errorf("the reader: %d %.200q", code, body)
 	}
+	// Answers are kept for a while: scraping again and again, and a
+	// stranger hammering the port, cost the API server no more reviews.
+	before := reviews.Load()
+	for range 20 {
+		if code, _ := get(reader); code != http.StatusOK {
+			t.Fatalf("the reader again: %d", code)
+		}
+		if code, _ := get(stranger); code != http.StatusForbidden {
+			t.Fatalf("the stranger again: %d", code)
+		}
+	}
+	if n := reviews.Load() - before; n != 0 {
+		t.Errorf("40 more scrapes with two known tokens made %d reviews, want 0 (kept answers)", n)
+	}
+	if before < 4 {
+		t.Errorf("%d reviews for the first scrapes, want a TokenReview and a SubjectAccessReview each: the count is not counting", before)
+	}
 	// Plain HTTP gets a TLS error answer, never the metrics.
 	if resp, err := http.Get("http://" + w.metrics + "/metrics"); err == nil {
 		resp.Body.Close()
@@ -103,3 +133,7 @@ func TestSecureMetrics(t *testing.T) {
 		}
 	}
 }
+
+type roundTripper func(*http.Request) (*http.Response, error)
+
+func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
