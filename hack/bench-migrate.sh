@@ -39,7 +39,7 @@ median() {
 }
 echo "| run | migrate s | floor s | migrate / floor |"
 echo "|---|---:|---:|---:|"
-for sub in 'qps=50/events=true' 'qps=2000/events=true' 'qps=2000/events=false'; do
+for sub in 'qps=50/events=failures' 'qps=2000/events=all' 'qps=2000/events=failures'; do
   pat="MigrateVsFloor/${sub//\//\\/}-"
   printf '| %s | %s | %s | %.2fx |\n' "$sub" \
     "$(echo "$floor" | median "$pat" migrate-s)" "$(echo "$floor" | median "$pat" floor-s)" \

@@ -2,11 +2,18 @@ package migration
 
 import (
 	"context"
+	"fmt"
+	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	"github.com/harvester/netconf-migrator/apis/report"
 )
 
 // QueuedEvents takes Events off the workers' path: Event queues them and
@@ -82,4 +89,89 @@ func (q *QueuedEvents) Flush(bound time.Duration) (dropped int64) {
 	}
 	q.quit()
 	return q.dropped.Load()
+}
+
+// EventPolicy says which Events a run records on NADs.
+type EventPolicy string
+
+const (
+	// EventsAll records an Event on every NAD rewritten, restored or failed.
+	EventsAll EventPolicy = "all"
+	// EventsFailures records Events only on the NADs that need a person
+	// (Warnings): a rewrite already shows in `kubectl describe` through the
+	// normalized-from annotation and managedFields. The default.
+	EventsFailures EventPolicy = "failures"
+	// EventsNone records none.
+	EventsNone EventPolicy = "none"
+)
+
+// ParseEventPolicy accepts all, failures or none (and true and false, the
+// values of the flag when it was a switch).
+func ParseEventPolicy(s string) (EventPolicy, error) {
+	switch s {
+	case "all", "true":
+		return EventsAll, nil
+	case "failures":
+		return EventsFailures, nil
+	case "none", "false":
+		return EventsNone, nil
+	}
+	return "", fmt.Errorf("unknown events policy %q (want all, failures or none)", s)
+}
+
+// Filter returns the Events a run with this policy records through sink.
+func (p EventPolicy) Filter(sink Events) Events {
+	switch p {
+	case EventsNone:
+		return nil
+	case EventsFailures:
+		return warningsOnly{sink}
+	}
+	return sink
+}
+
+type warningsOnly struct{ Events }
+
+func (w warningsOnly) Event(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition, typ, reason, msg string) {
+	if typ == corev1.EventTypeWarning {
+		w.Events.Event(ctx, nad, typ, reason, msg)
+	}
+}
+
+// ReasonRunSummary is the reason of the one Event a run records on its
+// Lease: what it did, in counts.
+const ReasonRunSummary = "RunSummary"
+
+// RecordSummary records one Event for a whole run on the run Lease
+// (namespace/lease), where `kubectl get events -n NAMESPACE` shows it:
+// Normal when every NAD is clean or was fixed, Warning otherwise.
+func RecordSummary(ctx context.Context, c client.Client, namespace, lease, host string, mode Mode, rep *report.Report) error {
+	typ := corev1.EventTypeNormal
+	if rep.NeedsAttention() {
+		typ = corev1.EventTypeWarning
+	}
+	var b strings.Builder
+	fmt.Fprintf(&b, "netconf-migrator %s visited %d NAD(s):", mode, rep.Summary.Total)
+	for _, a := range []report.Action{report.ActionNormalized, report.ActionWouldNormalize, report.ActionRestored, report.ActionWouldRestore,
+		report.ActionUnchanged, report.ActionReported, report.ActionFailed, report.ActionMissing, report.ActionSkipped, report.ActionUnvisited} {
+		if n := rep.Count(a); n > 0 {
+			fmt.Fprintf(&b, " %s=%d", a, n)
+		}
+	}
+	if typ == corev1.EventTypeWarning {
+		b.WriteString("; the report names the NADs that need a person")
+	}
+	now := metav1.NewTime(time.Now())
+	ev := &corev1.Event{
+		ObjectMeta:     metav1.ObjectMeta{Namespace: namespace, GenerateName: lease + "."},
+		InvolvedObject: corev1.ObjectReference{APIVersion: "coordination.k8s.io/v1", Kind: "Lease", Namespace: namespace, Name: lease},
+		Reason:         ReasonRunSummary, Message: b.String(), Type: typ,
+		Source:         corev1.EventSource{Component: FieldManager, Host: host},
+		FirstTimestamp: now, LastTimestamp: now, Count: 1,
+		ReportingController: "harvesterhci.io/netconf-migrator", ReportingInstance: host,
+	}
+	if err := c.Create(ctx, ev); err != nil {
+		return fmt.Errorf("recording the run's summary Event in %s: %w", namespace, err)
+	}
+	return nil
 }

@@ -42,7 +42,7 @@ type runFlags struct {
 	concurrency, burst                                                                    int
 	qps                                                                                   float32
 	progress, timeout, nadBudget, requestTimeout                                          time.Duration
-	events                                                                                bool
+	events                                                                                string
 	recreate, backupNamespace, reportConfigMap                                            string
 	replaceFinalizers, replaceWebhooks                                                    []string
 	replaceBudget, leaseWait, leaseDuration                                               time.Duration
@@ -117,7 +117,7 @@ Lease; 4 a NAD deleted to be created again is missing (see migrate).`
 	fl.StringVar(&f.reportPath, "report", "", "write the JSON report (same shape as convert --report) to this file")
 	fl.StringVar(&f.reportConfigMap, "report-configmap", "", "also keep the JSON report in this ConfigMap (NAMESPACE/NAME, key report.json), replaced on every run")
 	fl.StringVar(&f.profile, "profile", string(netconf.ProfileHarvester), "validation profile: harvester or generic")
-	fl.BoolVar(&f.events, "events", true, "record a Kubernetes Event on every rewritten or failed NAD (one more API request per NAD)")
+	fl.StringVar(&f.events, "events", string(migration.EventsFailures), "which Kubernetes Events to record on NADs: failures (on the NADs that need a person), all (also on every NAD rewritten or restored: one more API request per NAD) or none; every run but a dry run also records one summary Event on its Lease")
 	fl.DurationVar(&f.progress, "progress-interval", 10*time.Second, "how often a progress line is logged")
 	fl.DurationVar(&f.timeout, "timeout", 5*time.Minute, "stop the whole run after this long (0: never); NADs not written by then are reported unvisited, exit code 3")
 	fl.DurationVar(&f.nadBudget, "nad-retry-budget", time.Minute, "how long one NAD's transient errors (5xx, an unreachable webhook, dropped connections) are retried before it is reported failed")
@@ -157,6 +157,10 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	sel, err := labels.Parse(f.selector)
 	if err != nil {
 		return usageError("--selector: %w", err)
+	}
+	policy, err := migration.ParseEventPolicy(f.events)
+	if err != nil {
+		return usageError("--events: %w", err)
 	}
 	recreate, err := migration.ParseRecreate(f.recreate)
 	if err != nil {
@@ -227,7 +231,7 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 		REST: cfg, Client: c, Log: log, Identity: fmt.Sprintf("%s_%s", host, rand.Text()[:8]),
 		BackupNamespace: f.backupNamespace, LeaseWait: f.leaseWait, LeaseDuration: f.leaseDuration,
 		Finalizers: finalizers, Webhooks: webhooks, ReplaceBudget: f.replaceBudget, KeyBudget: f.nadBudget,
-		Events: events,
+		Events: policy.Filter(events),
 	}, migration.Options{
 		Mode: mode, Namespace: f.namespace, Selector: sel, PageSize: f.pageSize, Concurrency: f.concurrency,
 		DryRun: dry, Profile: profile, ProgressInterval: f.progress, Recreate: recreate,
@@ -244,9 +248,6 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	defer started.Release()
 	ctx = started.Context
 	m := started.Migrator
-	if !f.events {
-		m.Events = nil
-	}
 	if f.output == "diff" {
 		m.Opts.Diff = g.io.Out
 	}
@@ -255,6 +256,13 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	rep, runErr := m.Run(ctx)
 	if dropped := events.Flush(eventsFlushBound); dropped > 0 {
 		log.Info("Dropped Events still queued when the flush bound ran out", logging.KeyCount, dropped, "bound", eventsFlushBound.String())
+	}
+	if dry == migration.DryRunNone && policy != migration.EventsNone {
+		evCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 10*time.Second)
+		if err := migration.RecordSummary(evCtx, c, f.backupNamespace, runlock.LeaseName, host, mode, rep); err != nil {
+			log.Info("Recording the run's summary Event failed", logging.KeyReason, err.Error())
+		}
+		cancel()
 	}
 	rep.WriteSummary(g.io.Err)
 	code := ExitOK

@@ -131,7 +131,7 @@ func TestMixedPopulation(t *testing.T) {
 	})
 
 	t.Run("-n and -l narrow the run", func(t *testing.T) {
-		r := runCLI(t, "migrate", "-n", "pop-a", "-l", suiteLabel+"=population,form=double-encoded")
+		r := runCLI(t, "migrate", "-n", "pop-a", "-l", suiteLabel+"=population,form=double-encoded", "--events=all")
 		if r.code != 0 {
 			t.Fatalf("exit %d, want 0\n%s", r.code, r.errOut)
 		}
@@ -150,7 +150,7 @@ func TestMixedPopulation(t *testing.T) {
 	})
 
 	t.Run("migrate", func(t *testing.T) {
-		r := runCLI(t, append(sel, "-o", "diff")...)
+		r := runCLI(t, append(sel, "-o", "diff", "--events=all")...)
 		if r.code != 1 {
 			t.Fatalf("exit %d, want 1\n%s", r.code, r.errOut)
 		}

@@ -20,6 +20,7 @@ import (
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/report"
 	"github.com/harvester/netconf-migrator/internal/cli"
+	"github.com/harvester/netconf-migrator/migration"
 	"github.com/harvester/netconf-migrator/test/harvester"
 	"github.com/harvester/netconf-migrator/test/testenv"
 )
@@ -44,6 +45,15 @@ func TestJobRBAC(t *testing.T) {
 	labels := map[string]string{suiteLabel: "rbac"}
 	seed(t, population(ns, 200, labels))
 	asJob := kubeconfigAs(t, jobSA, jobGroups...)
+	// The summary Events other tests' runs left are not this test's.
+	earlier := map[string]bool{}
+	var prior corev1.EventList
+	if err := fastClient(t).List(ctx, &prior, client.InNamespace(jobNamespace)); err != nil {
+		t.Fatal(err)
+	}
+	for _, e := range prior.Items {
+		earlier[e.Name] = true
+	}
 
 	// All namespaces, as the Job runs, narrowed to this suite by label.
 	// The kubelet creates the termination-log file; the run fills it.
@@ -79,17 +89,41 @@ func TestJobRBAC(t *testing.T) {
 	if err := fastClient(t).List(ctx, &events, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
 	}
-	if len(events.Items) != 24 {
-		t.Errorf("%d events recorded as the Job's ServiceAccount, want 24", len(events.Items))
+	// By default (--events=failures) no Event on the 24 NADs rewritten, none
+	// failed; one summary Event on the run's Lease.
+	if len(events.Items) != 0 {
+		t.Errorf("%d events recorded on NADs by default, want 0 (none needs a person)", len(events.Items))
 	}
-	if r := runCLI(t, "rollback", "-l", suiteLabel+"=rbac", "--kubeconfig", asJob, "--events=false"); r.code != 0 || r.report.Summary.Actions[report.ActionRestored] != 24 {
+	summaries := func() []corev1.Event {
+		var all corev1.EventList
+		if err := fastClient(t).List(ctx, &all, client.InNamespace(jobNamespace)); err != nil {
+			t.Fatal(err)
+		}
+		var out []corev1.Event
+		for _, e := range all.Items {
+			if e.Reason == migration.ReasonRunSummary && e.InvolvedObject.Kind == "Lease" && !earlier[e.Name] {
+				out = append(out, e)
+			}
+		}
+		return out
+	}
+	if s := summaries(); len(s) != 1 || s[0].Type != corev1.EventTypeWarning || !strings.Contains(s[0].Message, "normalized=24") || !strings.Contains(s[0].Message, "reported=2") {
+		t.Errorf("summary Events %+v, want one Warning counting 24 normalized and 2 reported", s)
+	}
+	if r := runCLI(t, "rollback", "-l", suiteLabel+"=rbac", "--kubeconfig", asJob, "--events=all"); r.code != 0 || r.report.Summary.Actions[report.ActionRestored] != 24 {
 		t.Errorf("rollback as the Job: exit %d, %v\n%s", r.code, r.report.Summary.Actions, r.errOut)
 	}
 	if err := fastClient(t).List(ctx, &events, client.InNamespace(ns)); err != nil {
 		t.Fatal(err)
 	}
 	if len(events.Items) != 24 {
-		t.Errorf("rollback --events=false recorded %d events", len(events.Items)-24)
+		t.Errorf("rollback --events=all recorded %d events as the Job's ServiceAccount, want 24", len(events.Items))
+	}
+	if r := runCLI(t, "migrate", "-l", suiteLabel+"=rbac", "--kubeconfig", asJob, "--events=none"); r.code != 1 {
+		t.Errorf("migrate --events=none: exit %d\n%s", r.code, r.errOut)
+	}
+	if s := summaries(); len(s) != 2 {
+		t.Errorf("%d summary Events after a run with --events=none, want the 2 of the runs before", len(s))
 	}
 
 	cfg := rest.CopyConfig(env.Config)

@@ -83,7 +83,9 @@ func Setup(mgr manager.Manager, cfg *rest.Config, log logr.Logger, o Options) er
 		log.V(logging.Debug).Info("Recording an event failed", logging.KeyReason, err.Error())
 	}}, 2, 1024)
 	rc := runner.Config{REST: cfg, Client: direct, Log: log, Identity: fmt.Sprintf("operator_%s_%s", host, rand.Text()[:6]),
-		BackupNamespace: o.BackupNamespace, LeaseDuration: o.LeaseDuration, Events: events}
+		// A NADMigration's runs record Events only on the NADs that need a
+		// person (its status holds the rest).
+		BackupNamespace: o.BackupNamespace, LeaseDuration: o.LeaseDuration, Events: migration.EventsFailures.Filter(events)}
 	ready := &detect.Readiness{VMs: direct, NADs: mgr.GetClient(), Log: log.WithName("readiness")}
 	if err := (&Reconciler{Client: mgr.GetClient(), Runner: rc, Readiness: ready, LeaseWait: o.LeaseWait, RetryAfter: o.RetryAfter,
 		ProgressInterval: o.ProgressInterval, Log: log.WithName("nadmigration")}).SetupWithManager(mgr); err != nil {
