@@ -8,6 +8,7 @@ import (
 	"time"
 
 	authorizationv1 "k8s.io/api/authorization/v1"
+	coordinationv1 "k8s.io/api/coordination/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apiextensionsclient "k8s.io/apiextensions-apiserver/pkg/client/clientset/clientset"
@@ -50,7 +51,7 @@ type PreflightScope struct {
 // Preflight checks, before anything is written, that the NAD CRD is
 // installed and Established and that this identity may do what the run
 // will do: list and get NADs in the scope, patch them when the run writes;
-// create and delete them, and keep backups as ConfigMaps in an existing
+// create and delete them, and keep backups as Secrets in an existing
 // backup namespace, when it replaces; take the run's Lease and read its
 // signing key when it stores. A server dry run checks everything the real
 // run needs but the Lease and the key, so it never promises what the run
@@ -142,7 +143,7 @@ func Preflight(ctx context.Context, cfg *rest.Config, scope PreflightScope, budg
 	var checks []check
 	if writes && backupNamespace != "" {
 		for _, verb := range []string{"create", "get", "list", "update", "delete"} {
-			checks = append(checks, check{verb, "", "configmaps", ""})
+			checks = append(checks, check{verb, "", "secrets", ""})
 		}
 	}
 	if scope.Stores {
@@ -170,9 +171,15 @@ func Preflight(ctx context.Context, cfg *rest.Config, scope PreflightScope, budg
 		// A dry-run create shows the namespace exists and admission lets
 		// us write there; SelfSubjectAccessReviews allow a namespace that
 		// does not exist.
-		probe := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: scope.BackupNamespace, GenerateName: "netconf-migrator-preflight-"}}
+		meta := metav1.ObjectMeta{Namespace: scope.BackupNamespace, GenerateName: "netconf-migrator-preflight-"}
+		dry := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
 		err := call(func() error {
-			_, err := kube.CoreV1().ConfigMaps(scope.BackupNamespace).Create(ctx, probe, metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}})
+			var err error
+			if backupNamespace != "" {
+				_, err = kube.CoreV1().Secrets(scope.BackupNamespace).Create(ctx, &corev1.Secret{ObjectMeta: meta, Type: replace.JournalSecretType}, dry)
+			} else {
+				_, err = kube.CoordinationV1().Leases(scope.BackupNamespace).Create(ctx, &coordinationv1.Lease{ObjectMeta: meta}, dry)
+			}
 			return err
 		})
 		switch {

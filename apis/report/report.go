@@ -261,3 +261,10 @@ func (r *Report) Attention() []Item {
 	}
 	return out
 }
+
+// Where a report is kept in a cluster: a Secret of this type (it quotes
+// configs), under this key.
+const (
+	SecretType = "netconf-migrator.harvesterhci.io/report"
+	SecretKey  = "report.json"
+)

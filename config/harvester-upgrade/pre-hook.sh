@@ -13,14 +13,15 @@
 # options, keeps its variables local and catches every failure, because under
 # `bash -e` any failing command would stop the upgrade. By default it never
 # stops the upgrade (a NAD that cannot be migrated is as broken after the
-# upgrade as before it); it reports instead, into the ConfigMap
-# netconf-migrator-report in harvester-system, where support bundles find it.
+# upgrade as before it); it reports instead, into the Secret
+# netconf-migrator-report in harvester-system (a Secret: it quotes configs;
+# the summary is in the upgrade Job's log, which support bundles carry).
 #
 # This window matters: the hook runs while the *previous* release's webhooks
 # still judge every write. Up to v1.5 they let a nested NAD be flattened in
 # place and a double-encoded one be deleted and created again; from v1.6 they
 # refuse both (see README.md beside this file). So the hook replaces what it
-# cannot rewrite (--recreate=auto), keeping a signed backup ConfigMap per NAD
+# cannot rewrite (--recreate=auto), keeping a signed backup Secret per NAD
 # in netconf-migrator-system until the NAD exists again: the same namespace
 # every entry point uses by default (the Jobs, a plain run), so whichever runs
 # next finishes a replacement this hook could not. The hook creates that
@@ -36,7 +37,7 @@
 #   NETCONF_MIGRATOR_BIN               the binary (default: netconf-migrator on PATH)
 #   NETCONF_MIGRATOR_ARGS              more arguments for migrate, split on spaces
 #                                      (default: none: every namespace)
-#   NETCONF_MIGRATOR_REPORT_NAMESPACE  where the report ConfigMap goes (harvester-system)
+#   NETCONF_MIGRATOR_REPORT_NAMESPACE  where the report Secret goes (harvester-system)
 #   NETCONF_MIGRATOR_BACKUP_NAMESPACE  where the run's Lease and the backups go
 #                                      (netconf-migrator-system, migrate's default)
 #   NETCONF_MIGRATOR_STRICT            "true": stop the upgrade when migrate cannot run,
@@ -76,9 +77,9 @@ netconf_migrator_pre_hook() {
 
   local rc=0
   # The termination message of this container is the upgrade script's own.
-  # The report replaces the ConfigMap on every upgrade: it always describes
+  # The report replaces the Secret on every upgrade: it always describes
   # the last run.
-  "$bin" migrate --recreate=auto --backup-namespace "$bns" --report-configmap "$ns/netconf-migrator-report" \
+  "$bin" migrate --recreate=auto --backup-namespace "$bns" --report-secret "$ns/netconf-migrator-report" \
     --progress-interval 30s --termination-message-path "" "${args[@]}" || rc=$?
 
   case $rc in
@@ -86,19 +87,19 @@ netconf_migrator_pre_hook() {
     echo "netconf-migrator: every NAD is in the flat form"
     ;;
   1)
-    echo "netconf-migrator: some NADs failed or need a person (see the lines above and the report ConfigMap," \
+    echo "netconf-migrator: some NADs failed or need a person (see the lines above and the report Secret," \
       "whose items say what to do); from Harvester v1.6 a nested NAD is fixed only by replacing it while no VM" \
       "references it, and a double-encoded one only with Harvester's network webhook stopped" >&2
     [ "$strict" = true ] && return 1
     ;;
   3)
     echo "netconf-migrator: migrate stopped before visiting every NAD (its --timeout, another run holding its Lease," \
-      "or an API server that kept failing); NADs were not all migrated: the report ConfigMap lists the ones left" \
+      "or an API server that kept failing); NADs were not all migrated: the report Secret lists the ones left" \
       "unvisited; run the Job after the upgrade" >&2
     [ "$strict" = true ] && return 3
     ;;
   4)
-    echo "netconf-migrator: a NAD deleted to be created again does not exist yet (the report ConfigMap names it and" \
+    echo "netconf-migrator: a NAD deleted to be created again does not exist yet (the report Secret names it and" \
       "its backup in $bns); the upgrade stops here: run the upgrade again, or the Job, to create it" >&2
     return 4
     ;;
@@ -106,7 +107,7 @@ netconf_migrator_pre_hook() {
     echo "netconf-migrator: migrate could not run (exit code $rc); NADs were not migrated" >&2
     # A run that died (killed, out of memory) cannot say whether it left a
     # replacement half done; its backups can.
-    if [ "$rc" -gt 4 ] && [ -n "$(kubectl get configmaps -n "$bns" -l netconf-migrator.harvesterhci.io/backup=true -o name 2>/dev/null)" ]; then
+    if [ "$rc" -gt 4 ] && [ -n "$(kubectl get secrets -n "$bns" -l netconf-migrator.harvesterhci.io/backup=true -o name 2>/dev/null)" ]; then
       echo "netconf-migrator: it left a replacement half done (a backup in $bns): a NAD may be missing; the upgrade" \
         "stops here: run the upgrade again, or the Job, to create it" >&2
       return 4

@@ -43,7 +43,7 @@ type runFlags struct {
 	qps                                                                                   float32
 	progress, timeout, nadBudget, requestTimeout                                          time.Duration
 	events                                                                                string
-	recreate, backupNamespace, reportConfigMap                                            string
+	recreate, backupNamespace, reportConfigMap, reportSecret                              string
 	replaceFinalizers, replaceWebhooks                                                    []string
 	replaceBudget, leaseWait, leaseDuration                                               time.Duration
 }
@@ -62,7 +62,7 @@ read again and recomputed. The original config is kept in the annotation
 ` + nadv1.AnnotationOriginalConfig + ` for rollback. When an admission webhook refuses the
 in-place update (Harvester v1.6+ refuses to flatten a nested NAD), --recreate=auto
 replaces the NAD under the same name: a server-side dry-run create first, a backup
-ConfigMap in --backup-namespace, a delete conditional on uid and resourceVersion, the
+Secret in --backup-namespace, a delete conditional on uid and resourceVersion, the
 create; the backup stays until the NAD exists again. NADs of Harvester's settings are
 never deleted. A second run finds nothing to do; a run that is killed can be started
 again, and first finishes any replacement it left half done.
@@ -75,7 +75,7 @@ A replacement deletes only a NAD whose finalizers are all known to be removed by
 controllers after a delete (Harvester's, and --replace-finalizer), after a refusal from a
 webhook on the allow list (Harvester's network webhook, and --replace-past-webhook); it
 waits until the old object is gone, then creates the new one from the object as read.
-Its backup is signed: a ConfigMap this tool did not write is reported, never acted on.
+Its backup is signed: a Secret this tool did not write is reported, never acted on.
 
 Exit codes: 0 every NAD is clean or was fixed; 1 some NADs failed or need a person
 (truncated, invalid, denied); 2 usage or preflight error; 3 stopped before every NAD
@@ -115,7 +115,8 @@ Lease; 4 a NAD deleted to be created again is missing (see migrate).`
 	fl.StringVar(&f.dryRun, "dry-run", string(migration.DryRunNone), "none; client (send nothing); server (the API server and its webhooks see every write, nothing is stored)")
 	fl.StringVarP(&f.output, "output", "o", "", "diff: print a unified diff of spec.config for every change")
 	fl.StringVar(&f.reportPath, "report", "", "write the JSON report (same shape as convert --report) to this file")
-	fl.StringVar(&f.reportConfigMap, "report-configmap", "", "also keep the JSON report in this ConfigMap (NAMESPACE/NAME, key report.json), replaced on every run")
+	fl.StringVar(&f.reportSecret, "report-secret", "", "also keep the JSON report in this Secret (NAMESPACE/NAME, key report.json, type "+string(ReportSecretType)+"), replaced on every run: it quotes configs, so it is kept where only the tool and cluster administrators read")
+	fl.StringVar(&f.reportConfigMap, "report-configmap", "", "also keep the JSON report in this ConfigMap (NAMESPACE/NAME, key report.json), replaced on every run; anyone with the view role reads it: prefer --report-secret")
 	fl.StringVar(&f.profile, "profile", string(netconf.ProfileHarvester), "validation profile: harvester or generic")
 	fl.StringVar(&f.events, "events", string(migration.EventsFailures), "which Kubernetes Events to record on NADs: failures (on the NADs that need a person), all (also on every NAD rewritten or restored: one more API request per NAD) or none; every run but a dry run also records one summary Event on its Lease")
 	fl.DurationVar(&f.progress, "progress-interval", 10*time.Second, "how often a progress line is logged")
@@ -124,7 +125,7 @@ Lease; 4 a NAD deleted to be created again is missing (see migrate).`
 	fl.DurationVar(&f.requestTimeout, "request-timeout", 30*time.Second, "how long one request to the API server may take")
 	fl.StringVar(&f.terminationPath, "termination-message-path", "/dev/termination-log", "where a Pod's termination message goes; written only when the file exists")
 	fl.StringVar(&f.recreate, "recreate", string(migration.RecreateAuto), "auto: when an admission webhook refuses the in-place write (Harvester v1.6+ refuses to flatten a nested NAD), delete the NAD and create it again with the same name, after a server-side dry run and a backup; never: only update in place")
-	fl.StringVar(&f.backupNamespace, "backup-namespace", DefaultBackupNamespace, "namespace of the run's Lease, of the signed ConfigMaps that back up NADs while they are replaced, and of their signing key;"+
+	fl.StringVar(&f.backupNamespace, "backup-namespace", DefaultBackupNamespace, "namespace of the run's Lease, of the signed Secrets that back up NADs while they are replaced, and of their signing key;"+
 		" every entry point (the upgrade pre-hook, the Jobs, a plain run) uses the same default, so each finishes what another left")
 	fl.StringArrayVar(&f.replaceFinalizers, "replace-finalizer", nil, "FINALIZER=CONTROLLER: a finalizer whose controller removes it after a delete, so a NAD carrying it may be replaced (Harvester's are known); repeatable")
 	fl.StringArrayVar(&f.replaceWebhooks, "replace-past-webhook", nil, "an admission webhook (its name as the API server's denial quotes it) whose refusal of an in-place write calls for a replacement, besides Harvester's network webhook; repeatable")
@@ -169,6 +170,10 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	cmRef, err := parseObjectRef(f.reportConfigMap)
 	if err != nil {
 		return usageError("--report-configmap: %w", err)
+	}
+	secretRef, err := parseObjectRef(f.reportSecret)
+	if err != nil {
+		return usageError("--report-secret: %w", err)
 	}
 	if f.pageSize <= 0 || f.concurrency <= 0 || f.qps <= 0 || f.burst <= 0 || f.nadBudget <= 0 || f.requestTimeout <= 0 || f.timeout < 0 || f.replaceBudget <= 0 || f.leaseWait < 0 || f.leaseDuration < time.Second {
 		return usageError("--page-size, --concurrency, --qps, --burst, --nad-retry-budget, --request-timeout and --replace-budget must be positive, --timeout and --lease-wait not negative, --lease-duration at least 1s")
@@ -288,6 +293,16 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 			log.Info("Stored the report", "configMap", cmRef.String())
 		}
 	}
+	if secretRef.Name != "" {
+		secCtx, cancel := context.WithTimeout(context.WithoutCancel(ctx), 30*time.Second)
+		err := writeReportSecret(secCtx, c, secretRef, rep)
+		cancel()
+		if err != nil {
+			errs = append(errs, err)
+		} else {
+			log.Info("Stored the report", "secret", secretRef.String())
+		}
+	}
 	if f.reportPath != "" {
 		if err := rep.WriteFile(f.reportPath); err != nil {
 			errs = append(errs, err)
@@ -316,6 +331,38 @@ func parseObjectRef(s string) (types.NamespacedName, error) {
 		return types.NamespacedName{}, fmt.Errorf("%q is not NAMESPACE/NAME", s)
 	}
 	return types.NamespacedName{Namespace: ns, Name: name}, nil
+}
+
+// ReportSecretType marks the Secrets holding reports (a run's, a
+// NADMigration's).
+const ReportSecretType = corev1.SecretType(report.SecretType)
+
+// writeReportSecret keeps the report where it outlives a Job's Pod and only
+// the tool and cluster administrators read it: one Secret of our own type,
+// replaced on every run. A Secret of another type under that name is left
+// alone.
+func writeReportSecret(ctx context.Context, c client.Client, ref types.NamespacedName, rep *report.Report) error {
+	raw, err := json.MarshalIndent(rep, "", "  ")
+	if err != nil {
+		return fmt.Errorf("encoding the report: %w", err)
+	}
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ref.Namespace, Name: ref.Name}}
+	_, err = controllerutil.CreateOrUpdate(ctx, c, sec, func() error {
+		if sec.Type != "" && sec.Type != ReportSecretType {
+			return fmt.Errorf("the Secret %s has type %s, not %s: it is not netconf-migrator's report", ref, sec.Type, ReportSecretType)
+		}
+		sec.Type = ReportSecretType
+		if sec.Labels == nil {
+			sec.Labels = map[string]string{}
+		}
+		sec.Labels["app.kubernetes.io/name"] = "netconf-migrator"
+		sec.Data = map[string][]byte{report.SecretKey: append(raw, '\n')}
+		return nil
+	})
+	if err != nil {
+		return fmt.Errorf("storing the report in Secret %s: %w", ref, err)
+	}
+	return nil
 }
 
 // writeReportConfigMap keeps the report where a Job's report outlives its

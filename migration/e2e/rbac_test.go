@@ -62,7 +62,7 @@ func TestJobRBAC(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := runCLI(t, "migrate", "-l", suiteLabel+"=rbac", "--kubeconfig", asJob, "--termination-message-path", termination,
-		"--report-configmap", jobNamespace+"/netconf-migrator-report")
+		"--report-secret", jobNamespace+"/netconf-migrator-report")
 	if r.code != 1 {
 		t.Fatalf("exit %d, want 1 (two truncated NADs)\n%s", r.code, r.errOut)
 	}
@@ -73,11 +73,11 @@ func TestJobRBAC(t *testing.T) {
 	if raw, err := os.ReadFile(termination); err != nil || json.Unmarshal(raw, &msg) != nil || msg.Total != 200 || msg.ExitCode != 1 || msg.Actions["normalized"] != 24 {
 		t.Errorf("termination message %+v (%v), want total 200, exit 1, 24 normalized", msg, err)
 	}
-	cm := &corev1.ConfigMap{}
-	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: jobNamespace, Name: "netconf-migrator-report"}, cm); err != nil {
-		t.Errorf("the Job's report ConfigMap: %v", err)
-	} else if stored := report.New(); json.Unmarshal([]byte(cm.Data["report.json"]), stored) != nil || stored.Summary.Total != 200 {
-		t.Errorf("the report ConfigMap holds %.200q", cm.Data["report.json"])
+	sec := &corev1.Secret{}
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: jobNamespace, Name: "netconf-migrator-report"}, sec); err != nil {
+		t.Errorf("the Job's report Secret: %v", err)
+	} else if stored := report.New(); sec.Type != report.SecretType || json.Unmarshal(sec.Data[report.SecretKey], stored) != nil || stored.Summary.Total != 200 {
+		t.Errorf("the report Secret (type %s) holds %.200q", sec.Type, sec.Data[report.SecretKey])
 	}
 	if got := r.report.Summary.Actions[report.ActionNormalized]; got != 24 {
 		t.Errorf("normalized %d, want 24: %v", got, r.report.Summary.Actions)
@@ -138,7 +138,7 @@ func TestJobRBAC(t *testing.T) {
 	}
 	otherCRD := &apiextensionsv1.CustomResourceDefinition{}
 	for name, op := range map[string]func() error{
-		"list secrets": func() error { return c.List(ctx, &corev1.SecretList{}, client.InNamespace(jobNamespace)) },
+		"list secrets elsewhere": func() error { return c.List(ctx, &corev1.SecretList{}, client.InNamespace(ns)) },
 		"get a secret": func() error {
 			return c.Get(ctx, types.NamespacedName{Namespace: "kube-system", Name: "x"}, &corev1.Secret{})
 		},
@@ -151,8 +151,8 @@ func TestJobRBAC(t *testing.T) {
 		"create a configmap": func() error {
 			return c.Create(ctx, &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "x"}})
 		},
-		"list secrets there":  func() error { return c.List(ctx, &corev1.SecretList{}, client.InNamespace(backupNamespace)) },
-		"list NAD namespaces": func() error { return c.List(ctx, &corev1.NamespaceList{}) },
+		"list secrets cluster-wide": func() error { return c.List(ctx, &corev1.SecretList{}) },
+		"list NAD namespaces":       func() error { return c.List(ctx, &corev1.NamespaceList{}) },
 	} {
 		if err := op(); !apierrors.IsForbidden(err) {
 			t.Errorf("the Job's ServiceAccount may %s: %v", name, err)

@@ -1,7 +1,9 @@
 package e2e
 
 import (
+	"bytes"
 	"context"
+	"io"
 	"net/http"
 	"net/http/httptest"
 	"net/http/httputil"
@@ -81,6 +83,16 @@ func TestRecreateKilledAtEachStep(t *testing.T) {
 	bin := buildBinary(t)
 	h := harvester.StartT(t, env, harvester.V16)
 	isNAD := func(r *http.Request) bool { return strings.Contains(r.URL.Path, "/network-attachment-definitions") }
+	// A backup is a Secret of the backup namespace named after the NAD (the
+	// signing key, created on first use, is one too).
+	isBackup := func(r *http.Request) bool {
+		if !strings.Contains(r.URL.Path, "/namespaces/"+backupNamespace+"/secrets") || r.URL.Query().Get("dryRun") != "" {
+			return false
+		}
+		body, _ := io.ReadAll(r.Body)
+		r.Body = io.NopCloser(bytes.NewReader(body))
+		return bytes.Contains(body, []byte("netconf-migrator-backup-"))
+	}
 	for _, step := range []struct {
 		name  string
 		match func(*http.Request) bool
@@ -91,11 +103,11 @@ func TestRecreateKilledAtEachStep(t *testing.T) {
 			return r.Method == http.MethodPost && isNAD(r) && r.URL.Query().Get("dryRun") != ""
 		}, 0, 0},
 		{"after the backup", func(r *http.Request) bool {
-			return r.Method == http.MethodPost && strings.Contains(r.URL.Path, "/namespaces/"+backupNamespace+"/configmaps") && r.URL.Query().Get("dryRun") == ""
+			return r.Method == http.MethodPost && isBackup(r)
 		}, 0, 1},
 		{"after the delete", func(r *http.Request) bool { return r.Method == http.MethodDelete && isNAD(r) }, 1, 1},
 		{"after the backup records the delete", func(r *http.Request) bool {
-			return r.Method == http.MethodPut && strings.Contains(r.URL.Path, "/namespaces/"+backupNamespace+"/configmaps")
+			return r.Method == http.MethodPut && isBackup(r)
 		}, 1, 1},
 		{"after the create", func(r *http.Request) bool {
 			return r.Method == http.MethodPost && isNAD(r) && r.URL.Query().Get("dryRun") == ""
@@ -118,7 +130,7 @@ func TestRecreateKilledAtEachStep(t *testing.T) {
 				t.Fatalf("the run was not killed %s: %v", step.name, cmd.ProcessState)
 			}
 
-			var cms corev1.ConfigMapList
+			var cms corev1.SecretList
 			if err := env.Client.List(context.Background(), &cms, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil {
 				t.Fatal(err)
 			}

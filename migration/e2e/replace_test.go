@@ -90,7 +90,7 @@ func TestReplacementWaitsOutHarvesterFinalizers(t *testing.T) {
 			t.Errorf("held: reason %q lacks %q", it.Reason, want)
 		}
 	}
-	if it.Action != report.ActionMissing || !strings.HasPrefix(it.Backup, "ConfigMap "+backupNamespace+"/netconf-migrator-backup-") {
+	if it.Action != report.ActionMissing || !strings.HasPrefix(it.Backup, "Secret "+backupNamespace+"/netconf-migrator-backup-") {
 		t.Errorf("held: %s, backup %q", it.Action, it.Backup)
 	}
 	if n := listAll(t, ns)[ns+"/held"]; n.DeletionTimestamp == nil || len(n.Finalizers) != 2 {
@@ -202,14 +202,14 @@ func TestOnlyAllowedWebhooksCallForReplacement(t *testing.T) {
 	checkNoBackups(t)
 }
 
-// TestForgedBackupCreatesNothing: a user who may create ConfigMaps in the
-// backup namespace writes a labelled ConfigMap naming a NAD of their
-// choosing; the run creates nothing from it and reports it.
+// TestForgedBackupCreatesNothing: a user who may create Secrets in the
+// backup namespace writes a labelled Secret of the backups' type naming a
+// NAD of their choosing; the run creates nothing from it and reports it.
 func TestForgedBackupCreatesNothing(t *testing.T) {
 	ctx := context.Background()
-	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: backupNamespace, Name: "configmap-writer"},
-		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"configmaps"}, Verbs: []string{"create"}}}}
-	binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: backupNamespace, Name: "configmap-writer"},
+	role := &rbacv1.Role{ObjectMeta: metav1.ObjectMeta{Namespace: backupNamespace, Name: "secret-writer"},
+		Rules: []rbacv1.PolicyRule{{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create"}}}}
+	binding := &rbacv1.RoleBinding{ObjectMeta: metav1.ObjectMeta{Namespace: backupNamespace, Name: "secret-writer"},
 		RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "Role", Name: role.Name},
 		Subjects: []rbacv1.Subject{{Kind: "User", Name: "mallory"}}}
 	for _, o := range []client.Object{role, binding} {
@@ -230,11 +230,12 @@ func TestForgedBackupCreatesNothing(t *testing.T) {
 		"metadata": map[string]any{"namespace": "kube-system", "name": "made-up", "uid": "0000-made-up"},
 		"spec":     map[string]any{"config": nestedConfig("made-up")}}
 	raw, _ := json.Marshal(original)
-	forged := &corev1.ConfigMap{
+	forged := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: backupNamespace, Name: replace.JournalName("0000-made-up"),
 			Labels:      map[string]string{replace.LabelJournal: "true", replace.LabelJournalUID: "0000-made-up"},
 			Annotations: map[string]string{replace.AnnotationNAD: "kube-system/made-up", replace.AnnotationMode: "migrate", replace.AnnotationStep: string(replace.StepDeleted)}},
-		Data: map[string]string{"original.json": string(raw), "signature": "bm90IG91ciBrZXk="},
+		Type: replace.JournalSecretType,
+		Data: map[string][]byte{"original.json": raw, "signature": []byte("bm90IG91ciBrZXk=")},
 	}
 	if err := c.Create(ctx, forged); err != nil {
 		t.Fatalf("mallory creating the look-alike: %v", err)
@@ -245,7 +246,7 @@ func TestForgedBackupCreatesNothing(t *testing.T) {
 	if r.code != 1 {
 		t.Fatalf("exit %d, want 1 (a look-alike backup needs a person)\n%s", r.code, r.errOut)
 	}
-	if got := r.report.Summary.RejectedBackups; len(got) != 1 || !strings.Contains(got[0], "ConfigMap "+backupNamespace+"/"+forged.Name) || !strings.Contains(got[0], "signature does not match") {
+	if got := r.report.Summary.RejectedBackups; len(got) != 1 || !strings.Contains(got[0], "Secret "+backupNamespace+"/"+forged.Name) || !strings.Contains(got[0], "signature does not match") {
 		t.Errorf("rejected backups: %v", got)
 	}
 	if !strings.Contains(r.errOut, forged.Name) {

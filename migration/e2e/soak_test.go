@@ -43,7 +43,7 @@ type chaosProxy struct {
 func (p *chaosProxy) ServeHTTP(w http.ResponseWriter, r *http.Request) {
 	f := faultNone
 	p.mu.Lock()
-	if strings.Contains(r.URL.Path, "/network-attachment-definitions") || strings.Contains(r.URL.Path, "/configmaps") {
+	if strings.Contains(r.URL.Path, "/network-attachment-definitions") || strings.Contains(r.URL.Path, "/secrets") {
 		p.total++
 		if p.rng.Float64() < p.share {
 			f = fault(1 + p.rng.IntN(int(faultKinds)-1))
@@ -157,7 +157,7 @@ func TestSoakMigration(t *testing.T) {
 			t.Errorf("%s holds the config of write %q, the writer's last was %d (%v)", nad.Name, conf.Name, gen, err)
 		}
 	}
-	var backups corev1.ConfigMapList
+	var backups corev1.SecretList
 	if err := env.Client.List(ctx, &backups, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil {
 		t.Fatal(err)
 	}

@@ -85,18 +85,22 @@ func runUpgrade(t *testing.T, bin string, extraEnv ...string) upgradeRun {
 	return r
 }
 
-// storedReport reads the report the pre-hook keeps in harvester-system.
-func storedReport(t *testing.T) (*report.Report, *corev1.ConfigMap) {
+// storedReport reads the report the pre-hook keeps in harvester-system: a
+// Secret of the report type.
+func storedReport(t *testing.T) (*report.Report, *corev1.Secret) {
 	t.Helper()
-	cm := &corev1.ConfigMap{}
-	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: "harvester-system", Name: "netconf-migrator-report"}, cm); err != nil {
-		t.Fatalf("reading the report ConfigMap: %v", err)
+	sec := &corev1.Secret{}
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: "harvester-system", Name: "netconf-migrator-report"}, sec); err != nil {
+		t.Fatalf("reading the report Secret: %v", err)
+	}
+	if sec.Type != report.SecretType {
+		t.Errorf("the report Secret has type %s, want %s", sec.Type, report.SecretType)
 	}
 	rep := &report.Report{}
-	if err := json.Unmarshal([]byte(cm.Data["report.json"]), rep); err != nil {
-		t.Fatalf("decoding the stored report: %v\n%s", err, cm.Data["report.json"])
+	if err := json.Unmarshal(sec.Data[report.SecretKey], rep); err != nil {
+		t.Fatalf("decoding the stored report: %v\n%s", err, sec.Data[report.SecretKey])
 	}
-	return rep, cm
+	return rep, sec
 }
 
 // TestHarvesterUpgradePreHook sources config/harvester-upgrade/pre-hook.sh
@@ -148,9 +152,9 @@ func TestHarvesterUpgradePreHook(t *testing.T) {
 				t.Errorf("%s was written, out of scope or not to be touched", ref)
 			}
 		}
-		rep, cm := storedReport(t)
-		if cm.Labels["app.kubernetes.io/name"] != "netconf-migrator" {
-			t.Errorf("the report ConfigMap has labels %v", cm.Labels)
+		rep, sec := storedReport(t)
+		if sec.Labels["app.kubernetes.io/name"] != "netconf-migrator" {
+			t.Errorf("the report Secret has labels %v", sec.Labels)
 		}
 		actions := map[string]report.Action{}
 		for _, it := range rep.Items {
@@ -318,7 +322,7 @@ func TestHarvesterUpgradeWindow(t *testing.T) {
 
 func checkNoBackupsIn(t *testing.T, ns string) {
 	t.Helper()
-	var cms corev1.ConfigMapList
+	var cms corev1.SecretList
 	if err := env.Client.List(context.Background(), &cms, client.InNamespace(ns), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil {
 		t.Fatal(err)
 	}
@@ -399,7 +403,7 @@ func TestPreHookKilledMidReplacementTheChartJobFinishes(t *testing.T) {
 	if u.code != 4 || u.upgraded() || !strings.Contains(u.errOut, "it left a replacement half done") {
 		t.Fatalf("the upgrade went on with a NAD maybe missing: exit %d, upgraded %v\n%s", u.code, u.upgraded(), u.errOut)
 	}
-	var cms corev1.ConfigMapList
+	var cms corev1.SecretList
 	if err := env.Client.List(context.Background(), &cms, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil {
 		t.Fatal(err)
 	}

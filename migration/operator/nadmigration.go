@@ -542,10 +542,10 @@ func (r *Reconciler) patch(ctx context.Context, nm *v1alpha1.NADMigration, chang
 // ReportSecretType marks the Secrets holding NADMigration reports: the
 // configs of every namespace in scope are in them, so they are kept where
 // only the tool and cluster administrators read.
-const ReportSecretType corev1.SecretType = "netconf-migrator.harvesterhci.io/report"
+const ReportSecretType = corev1.SecretType(report.SecretType)
 
 // ReportKey is the key of the JSON report in its Secret.
-const ReportKey = "report.json"
+const ReportKey = report.SecretKey
 
 // storeReport keeps the whole report in a Secret of the backup namespace
 // owned by nm, so it goes when nm goes (the garbage collector deletes it).

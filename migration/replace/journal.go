@@ -71,7 +71,7 @@ type Journals interface {
 	Where(j *Journal) string
 }
 
-// What a journal ConfigMap carries.
+// What a journal Secret carries.
 const (
 	LabelJournal     = "netconf-migrator.harvesterhci.io/backup"
 	LabelJournalUID  = "netconf-migrator.harvesterhci.io/nad-uid"
@@ -86,29 +86,33 @@ const (
 	keySecretDataKey = "key"
 	// KeySecretType marks the Secret that holds the journals' signing key.
 	KeySecretType corev1.SecretType = "netconf-migrator.harvesterhci.io/journal-key"
+	// JournalSecretType marks a journal: the NAD as read, with its config,
+	// kept where only the tool and cluster administrators read (the view
+	// role reads ConfigMaps, not Secrets).
+	JournalSecretType corev1.SecretType = "netconf-migrator.harvesterhci.io/backup"
 )
 
 // JournalName is the object name of the journal of the NAD with uid.
 func JournalName(uid types.UID) string { return journalPrefix + string(uid) }
 
-// ConfigMapJournals keeps each Journal in a ConfigMap of Namespace, named
-// after the NAD's uid and signed with an HMAC-SHA256 under Key: a
-// ConfigMap anyone else wrote, or changed, fails the check and is never
-// acted on. `kubectl get cm -l netconf-migrator.harvesterhci.io/backup`
-// lists them.
-type ConfigMapJournals struct {
+// SecretJournals keeps each Journal in a Secret of Namespace, of type
+// JournalSecretType, named after the NAD's uid and signed with an
+// HMAC-SHA256 under Key: a Secret anyone else wrote, or changed, fails the
+// check and is never acted on. `kubectl get secrets -l
+// netconf-migrator.harvesterhci.io/backup` lists them.
+type SecretJournals struct {
 	Client    client.Client
 	Namespace string
 	Key       []byte
 }
 
-func (c ConfigMapJournals) Where(j *Journal) string {
-	return fmt.Sprintf("ConfigMap %s/%s", c.Namespace, j.Name)
+func (c SecretJournals) Where(j *Journal) string {
+	return fmt.Sprintf("Secret %s/%s", c.Namespace, j.Name)
 }
 
 // signature covers every field a journal acts on and the object it is
 // kept in, so a signed journal cannot be copied under another name.
-func (c ConfigMapJournals) signature(name string, j *Journal, original []byte) string {
+func (c SecretJournals) signature(name string, j *Journal, original []byte) string {
 	mac := hmac.New(sha256.New, c.Key)
 	for _, part := range [][]byte{[]byte(c.Namespace), []byte(name), []byte(j.Run), []byte(j.Mode), []byte(j.Step), []byte(j.UID()), []byte(j.Ref()), original} {
 		// Length-prefixed, so no two field lists give the same bytes.
@@ -118,7 +122,7 @@ func (c ConfigMapJournals) signature(name string, j *Journal, original []byte) s
 	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
 }
 
-func (c ConfigMapJournals) Save(ctx context.Context, j *Journal) error {
+func (c SecretJournals) Save(ctx context.Context, j *Journal) error {
 	if len(c.Key) == 0 {
 		return errors.New("saving a journal: no signing key")
 	}
@@ -127,7 +131,7 @@ func (c ConfigMapJournals) Save(ctx context.Context, j *Journal) error {
 		return fmt.Errorf("encoding the journal of %s: %w", j.Ref(), err)
 	}
 	j.Name = JournalName(j.UID())
-	cm := &corev1.ConfigMap{
+	sec := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: c.Namespace, Name: j.Name,
 			Labels: map[string]string{
@@ -136,34 +140,35 @@ func (c ConfigMapJournals) Save(ctx context.Context, j *Journal) error {
 			},
 			Annotations: map[string]string{AnnotationNAD: j.Ref(), AnnotationMode: j.Mode, AnnotationStep: string(j.Step), AnnotationRun: j.Run},
 		},
-		Data: map[string]string{keyOriginal: string(original), keySignature: c.signature(j.Name, j, original)},
+		Type: JournalSecretType,
+		Data: map[string][]byte{keyOriginal: original, keySignature: []byte(c.signature(j.Name, j, original))},
 	}
-	err = c.Client.Create(ctx, cm, client.FieldOwner(fieldManager))
+	err = c.Client.Create(ctx, sec, client.FieldOwner(fieldManager))
 	if apierrors.IsAlreadyExists(err) {
 		// The next step of the same replacement, or an earlier run that
 		// stopped before its delete (the NAD, same uid, is still there).
-		old := &corev1.ConfigMap{}
-		if err = c.Client.Get(ctx, client.ObjectKeyFromObject(cm), old); err == nil {
-			cm.ResourceVersion = old.ResourceVersion
-			err = c.Client.Update(ctx, cm, client.FieldOwner(fieldManager))
+		old := &corev1.Secret{}
+		if err = c.Client.Get(ctx, client.ObjectKeyFromObject(sec), old); err == nil {
+			sec.ResourceVersion = old.ResourceVersion
+			err = c.Client.Update(ctx, sec, client.FieldOwner(fieldManager))
 		}
 	}
 	if err != nil {
-		return fmt.Errorf("saving the backup of %s in ConfigMap %s/%s: %w", j.Ref(), c.Namespace, j.Name, err)
+		return fmt.Errorf("saving the backup of %s in Secret %s/%s: %w", j.Ref(), c.Namespace, j.Name, err)
 	}
 	return nil
 }
 
-func (c ConfigMapJournals) List(ctx context.Context) ([]*Journal, []Rejected, error) {
-	list := &corev1.ConfigMapList{}
+func (c SecretJournals) List(ctx context.Context) ([]*Journal, []Rejected, error) {
+	list := &corev1.SecretList{}
 	if err := c.Client.List(ctx, list, client.InNamespace(c.Namespace), client.MatchingLabels{LabelJournal: "true"}); err != nil {
 		return nil, nil, fmt.Errorf("listing backups in namespace %s: %w", c.Namespace, err)
 	}
 	var out []*Journal
 	var rejected []Rejected
-	for _, cm := range list.Items {
-		where := fmt.Sprintf("ConfigMap %s/%s", cm.Namespace, cm.Name)
-		j, err := c.read(&cm)
+	for _, sec := range list.Items {
+		where := fmt.Sprintf("Secret %s/%s", sec.Namespace, sec.Name)
+		j, err := c.read(&sec)
 		if err != nil {
 			rejected = append(rejected, Rejected{Where: where, Reason: err.Error()})
 			continue
@@ -173,29 +178,32 @@ func (c ConfigMapJournals) List(ctx context.Context) ([]*Journal, []Rejected, er
 	return out, rejected, nil
 }
 
-// read checks that cm is a journal this tool wrote and decodes it.
-func (c ConfigMapJournals) read(cm *corev1.ConfigMap) (*Journal, error) {
-	original := cm.Data[keyOriginal]
+// read checks that sec is a journal this tool wrote and decodes it.
+func (c SecretJournals) read(sec *corev1.Secret) (*Journal, error) {
+	if sec.Type != JournalSecretType {
+		return nil, fmt.Errorf("not a backup netconf-migrator wrote: type %s, want %s", sec.Type, JournalSecretType)
+	}
+	original := sec.Data[keyOriginal]
 	u := &unstructured.Unstructured{}
-	if err := json.Unmarshal([]byte(original), &u.Object); err != nil || u.Object == nil {
+	if err := json.Unmarshal(original, &u.Object); err != nil || u.Object == nil {
 		return nil, fmt.Errorf("not a backup netconf-migrator wrote: %s is not a JSON object", keyOriginal)
 	}
-	j := &Journal{Name: cm.Name, Run: cm.Annotations[AnnotationRun], Mode: cm.Annotations[AnnotationMode], Step: Step(cm.Annotations[AnnotationStep]), Original: u}
-	want := c.signature(cm.Name, j, []byte(original))
-	got := cm.Data[keySignature]
+	j := &Journal{Name: sec.Name, Run: sec.Annotations[AnnotationRun], Mode: sec.Annotations[AnnotationMode], Step: Step(sec.Annotations[AnnotationStep]), Original: u}
+	want := c.signature(sec.Name, j, original)
+	got := string(sec.Data[keySignature])
 	if len(c.Key) == 0 || !hmac.Equal([]byte(want), []byte(got)) {
 		return nil, errors.New("not a backup netconf-migrator wrote: its signature does not match (written or changed by someone else); nothing is created from it")
 	}
-	if cm.Name != JournalName(j.UID()) {
+	if sec.Name != JournalName(j.UID()) {
 		return nil, errors.New("not a backup netconf-migrator wrote: its name does not match the NAD's uid")
 	}
 	return j, nil
 }
 
-func (c ConfigMapJournals) Delete(ctx context.Context, j *Journal) error {
-	cm := &corev1.ConfigMap{ObjectMeta: metav1.ObjectMeta{Namespace: c.Namespace, Name: j.Name}}
-	if err := c.Client.Delete(ctx, cm); err != nil && !apierrors.IsNotFound(err) {
-		return fmt.Errorf("deleting backup ConfigMap %s/%s: %w", c.Namespace, j.Name, err)
+func (c SecretJournals) Delete(ctx context.Context, j *Journal) error {
+	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: c.Namespace, Name: j.Name}}
+	if err := c.Client.Delete(ctx, sec); err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("deleting backup Secret %s/%s: %w", c.Namespace, j.Name, err)
 	}
 	return nil
 }

@@ -22,7 +22,7 @@ func nad(ns, name, uid, config string) *unstructured.Unstructured {
 	return u
 }
 
-func newJournals(t *testing.T) (ConfigMapJournals, client.Client) {
+func newJournals(t *testing.T) (SecretJournals, client.Client) {
 	t.Helper()
 	scheme := runtime.NewScheme()
 	if err := corev1.AddToScheme(scheme); err != nil {
@@ -37,7 +37,7 @@ func newJournals(t *testing.T) (ConfigMapJournals, client.Client) {
 	if err != nil || string(again) != string(key) {
 		t.Fatalf("the key changed between loads (%v)", err)
 	}
-	return ConfigMapJournals{Client: c, Namespace: "tool", Key: key}, c
+	return SecretJournals{Client: c, Namespace: "tool", Key: key}, c
 }
 
 // TestJournalsActOnlyOnWhatTheyWrote: a journal round-trips, and every
@@ -62,37 +62,48 @@ func TestJournalsActOnlyOnWhatTheyWrote(t *testing.T) {
 		t.Errorf("read back %+v", g)
 	}
 
-	// A user who may create ConfigMaps there writes a labelled one naming
-	// a NAD of their choosing.
-	forged := &corev1.ConfigMap{
+	// A user who may create Secrets there writes a labelled one of the
+	// journals' type naming a NAD of their choosing.
+	forged := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "tool", Name: JournalName("uid-x"), Labels: map[string]string{LabelJournal: "true"},
 			Annotations: map[string]string{AnnotationMode: "migrate", AnnotationStep: string(StepDeleted)}},
-		Data: map[string]string{keyOriginal: `{"apiVersion":"k8s.cni.cncf.io/v1","kind":"NetworkAttachmentDefinition","metadata":{"namespace":"kube-system","name":"evil","uid":"uid-x"},"spec":{"config":"{}"}}`, keySignature: "AAAA"},
+		Type: JournalSecretType,
+		Data: map[string][]byte{keyOriginal: []byte(`{"apiVersion":"k8s.cni.cncf.io/v1","kind":"NetworkAttachmentDefinition","metadata":{"namespace":"kube-system","name":"evil","uid":"uid-x"},"spec":{"config":"{}"}}`), keySignature: []byte("AAAA")},
 	}
 	if err := c.Create(ctx, forged); err != nil {
 		t.Fatal(err)
 	}
 	// The genuine journal, changed afterwards to restore another config.
-	cm := &corev1.ConfigMap{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: "tool", Name: JournalName("uid-1")}, cm); err != nil {
+	sec := &corev1.Secret{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "tool", Name: JournalName("uid-1")}, sec); err != nil {
 		t.Fatal(err)
 	}
-	copied := cm.DeepCopy()
-	cm.Data[keyOriginal] = strings.Replace(cm.Data[keyOriginal], `{\"type\":\"bridge\"}`, `{\"type\":\"macvlan\"}`, 1)
-	if err := c.Update(ctx, cm); err != nil {
+	copied := sec.DeepCopy()
+	changed := strings.Replace(string(sec.Data[keyOriginal]), `{\"type\":\"bridge\"}`, `{\"type\":\"macvlan\"}`, 1)
+	if changed == string(sec.Data[keyOriginal]) {
+		t.Fatal("the change to the journal changed nothing")
+	}
+	sec.Data[keyOriginal] = []byte(changed)
+	if err := c.Update(ctx, sec); err != nil {
 		t.Fatal(err)
 	}
 	// The genuine one copied under another name.
 	copied.ObjectMeta = metav1.ObjectMeta{Namespace: "tool", Name: JournalName("uid-2"), Labels: copied.Labels, Annotations: copied.Annotations}
+	// And one of another type, with a genuine signature.
+	otherType := copied.DeepCopy()
+	otherType.Name, otherType.Type = JournalName("uid-1")+"-opaque", corev1.SecretTypeOpaque
+	if err := c.Create(ctx, otherType); err != nil {
+		t.Fatal(err)
+	}
 	if err := c.Create(ctx, copied); err != nil {
 		t.Fatal(err)
 	}
 	got, rejected, err = js.List(ctx)
-	if err != nil || len(got) != 0 || len(rejected) != 3 {
-		t.Fatalf("List: %d journals, %d rejected (%v), %v; want 0 and 3", len(got), len(rejected), rejected, err)
+	if err != nil || len(got) != 0 || len(rejected) != 4 {
+		t.Fatalf("List: %d journals, %d rejected (%v), %v; want 0 and 4", len(got), len(rejected), rejected, err)
 	}
 	for _, r := range rejected {
-		if !strings.Contains(r.Reason, "not a backup netconf-migrator wrote") || !strings.HasPrefix(r.Where, "ConfigMap tool/netconf-migrator-backup-") {
+		if !strings.Contains(r.Reason, "not a backup netconf-migrator wrote") || !strings.HasPrefix(r.Where, "Secret tool/netconf-migrator-backup-") {
 			t.Errorf("rejected %+v", r)
 		}
 	}

@@ -120,7 +120,7 @@ func Start(ctx context.Context, c Config, opts migration.Options) (*Run, error) 
 				r.Release()
 				return nil, &StartError{Err: err, Transient: migration.Classify(err) == migration.Retry}
 			}
-			replacer.Journals = replace.ConfigMapJournals{Client: c.Client, Namespace: c.BackupNamespace, Key: key}
+			replacer.Journals = replace.SecretJournals{Client: c.Client, Namespace: c.BackupNamespace, Key: key}
 		}
 	}
 	r.Migrator = &migration.Migrator{
