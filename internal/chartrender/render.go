@@ -17,6 +17,7 @@ import (
 	"helm.sh/helm/v3/pkg/engine"
 	"helm.sh/helm/v3/pkg/lint"
 	"helm.sh/helm/v3/pkg/lint/support"
+	"k8s.io/client-go/rest"
 )
 
 // Render renders the chart in dir as release "netconf-migrator" in
@@ -24,6 +25,16 @@ import (
 // values.schema.json), and returns the manifests, one document each: the
 // CRDs, then the templates in order.
 func Render(dir, namespace string, values map[string]any) ([]byte, error) {
+	return render(dir, namespace, values, nil)
+}
+
+// RenderAgainst renders as an install does: Helm's lookup reads the
+// cluster cfg reaches (the chart decides a few things from it).
+func RenderAgainst(cfg *rest.Config, dir, namespace string, values map[string]any) ([]byte, error) {
+	return render(dir, namespace, values, cfg)
+}
+
+func render(dir, namespace string, values map[string]any, cfg *rest.Config) ([]byte, error) {
 	ch, err := loader.Load(dir)
 	if err != nil {
 		return nil, fmt.Errorf("loading the chart %s: %w", dir, err)
@@ -33,7 +44,12 @@ func Render(dir, namespace string, values map[string]any) ([]byte, error) {
 	if err != nil {
 		return nil, fmt.Errorf("the chart's values: %w", err)
 	}
-	files, err := engine.Render(ch, vals)
+	var files map[string]string
+	if cfg != nil {
+		files, err = engine.New(cfg).Render(ch, vals)
+	} else {
+		files, err = engine.Render(ch, vals)
+	}
 	if err != nil {
 		return nil, fmt.Errorf("rendering the chart: %w", err)
 	}

@@ -44,8 +44,8 @@ func objects(t testing.TB, manifest []byte) map[string]*unstructured.Unstructure
 // TestChartMatchesKustomize renders the Helm chart (Helm's own packages, as
 // `helm template` would) and the kustomize manifests, for every value set
 // both can render: the defaults (config/default), cert-manager
-// (config/cert-manager), and the migration Job (config/default and
-// config/job). Every object they share must be equal, metadata labels
+// (config/cert-manager), the migration Job (config/default and
+// config/job), and the disruption budget (config/pdb). Every object they share must be equal, metadata labels
 // aside, and neither may have one the other lacks: the two ways to install
 // must not drift.
 func TestChartMatchesKustomize(t *testing.T) {
@@ -57,6 +57,7 @@ func TestChartMatchesKustomize(t *testing.T) {
 		{"defaults", nil, []string{"default"}},
 		{"cert-manager", map[string]any{"certificates": map[string]any{"mode": "cert-manager"}}, []string{"cert-manager"}},
 		{"migration Job", map[string]any{"migrationJob": map[string]any{"enabled": true}}, []string{"default", "job"}},
+		{"disruption budget", map[string]any{"podDisruptionBudget": map[string]any{"enabled": true}}, []string{"default", "pdb"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			chart, err := chartrender.Render(chartDir(t), ownNamespace, tc.values)
@@ -130,7 +131,7 @@ func TestChartInstalls(t *testing.T) {
 	for name, values := range map[string]map[string]any{
 		"defaults": nil,
 		"cert-manager": {"certificates": map[string]any{"mode": "cert-manager"}, "migrationJob": map[string]any{"enabled": true},
-			"metrics": map[string]any{"serviceMonitor": map[string]any{"enabled": true}}},
+			"metrics": map[string]any{"serviceMonitor": map[string]any{"enabled": true}}, "networkPolicy": map[string]any{"enabled": true}},
 		"secret": {"certificates": map[string]any{"mode": "secret", "caBundle": "Y2E="}, "webhook": map[string]any{"excludeNamespaces": []any{"kube-system"}, "warnFlat": true},
 			"preStopDelaySeconds": 5, "metrics": map[string]any{"enabled": false}, "image": map[string]any{"digest": "sha256:" + strings.Repeat("ab", 32)}},
 	} {
