@@ -17,6 +17,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
+	"k8s.io/klog/v2"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
@@ -33,6 +34,7 @@ var env *testenv.Env
 
 func TestMain(m *testing.M) {
 	ctrllog.SetLogger(logr.Discard())
+	klog.SetLogger(logr.Discard()) // client-go's leader election, in in-process runs
 	// Webhook certificates are made for the Harvester stand-ins, which read
 	// the kinds of harvester.CRDs.
 	os.Exit(testenv.Main(m, testenv.Options{Webhooks: &envtest.WebhookInstallOptions{}, CRDs: harvester.CRDs(), Namespaces: []string{backupNamespace}}, &env))
