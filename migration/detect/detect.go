@@ -348,17 +348,6 @@ func (r *Reconciler) forget(key types.NamespacedName, uid types.UID) {
 	}
 }
 
-// Forms returns how many NADs the operator holds in each form.
-func (r *Reconciler) Forms() map[netconf.Form]int {
-	r.mu.Lock()
-	defer r.mu.Unlock()
-	out := map[netconf.Form]int{}
-	for _, f := range r.forms {
-		out[f]++
-	}
-	return out
-}
-
 var (
 	storedNADs = prometheus.NewGaugeVec(prometheus.GaugeOpts{
 		Name: "netconf_migrator_stored_nads",

@@ -30,7 +30,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/reconcile"
 	"sigs.k8s.io/controller-runtime/pkg/source"
 
-	"github.com/harvester/netconf-migrator/apis/netconf"
 	v1alpha1 "github.com/harvester/netconf-migrator/apis/netconfmigrator/v1alpha1"
 	"github.com/harvester/netconf-migrator/apis/report"
 	"github.com/harvester/netconf-migrator/internal/logging"
@@ -544,9 +543,6 @@ func (r *Reconciler) patch(ctx context.Context, nm *v1alpha1.NADMigration, chang
 // only the tool and cluster administrators read.
 const ReportSecretType = corev1.SecretType(report.SecretType)
 
-// ReportKey is the key of the JSON report in its Secret.
-const ReportKey = report.SecretKey
-
 // storeReport keeps the whole report in a Secret of the backup namespace
 // owned by nm, so it goes when nm goes (the garbage collector deletes it).
 func (r *Reconciler) storeReport(ctx context.Context, nm *v1alpha1.NADMigration, rep *report.Report) (*v1alpha1.ReportReference, error) {
@@ -568,17 +564,12 @@ func (r *Reconciler) storeReport(ctx context.Context, nm *v1alpha1.NADMigration,
 		ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{"app.kubernetes.io/name": "netconf-migrator"},
 			OwnerReferences: []metav1.OwnerReference{{APIVersion: v1alpha1.GroupVersion.String(), Kind: v1alpha1.Kind, Name: nm.Name, UID: nm.UID}}},
 		Type: ReportSecretType,
-		Data: map[string][]byte{ReportKey: append(raw, '\n')},
+		Data: map[string][]byte{report.SecretKey: append(raw, '\n')},
 	}
 	if err := r.Runner.Client.Create(context.WithoutCancel(ctx), sec); err != nil {
 		return nil, fmt.Errorf("storing the report in Secret %s/%s: %w", ns, name, err)
 	}
-	return &v1alpha1.ReportReference{Namespace: ns, Name: name, Key: ReportKey}, nil
-}
-
-// Legacy reports whether a form is one the operator counts and fixes.
-func Legacy(f netconf.Form) bool {
-	return f == netconf.FormNested || f == netconf.FormDoubleEncoded || f == netconf.FormTruncated
+	return &v1alpha1.ReportReference{Namespace: ns, Name: name, Key: report.SecretKey}, nil
 }
 
 // nadMigrations counts NADMigrations by the condition that is True, for
