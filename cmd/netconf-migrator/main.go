@@ -6,9 +6,9 @@ package main
 import (
 	"os"
 
-	"github.com/harvester/netconf-migrator/internal/cli"
+	"github.com/harvester/netconf-migrator/cmd/netconf-migrator/app"
 )
 
 func main() {
-	os.Exit(cli.ExecuteIO(os.Args[1:], cli.IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, OwnsProcess: true}))
+	os.Exit(app.ExecuteIO(os.Args[1:], app.IO{In: os.Stdin, Out: os.Stdout, Err: os.Stderr, OwnsProcess: true}))
 }

@@ -19,7 +19,7 @@ import (
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
-	"github.com/harvester/netconf-migrator/internal/cli"
+	"github.com/harvester/netconf-migrator/cmd/netconf-migrator/app"
 )
 
 // The benchmarks share seeded namespaces: seeding 10,000 NADs costs more

@@ -17,7 +17,7 @@ import (
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
-	"github.com/harvester/netconf-migrator/internal/cli"
+	"github.com/harvester/netconf-migrator/cmd/netconf-migrator/app"
 	"github.com/harvester/netconf-migrator/test/harvester"
 )
 

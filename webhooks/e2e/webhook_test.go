@@ -22,7 +22,7 @@ import (
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
-	"github.com/harvester/netconf-migrator/internal/convert"
+	"github.com/harvester/netconf-migrator/convert"
 	"github.com/harvester/netconf-migrator/webhooks"
 )
 

@@ -1,4 +1,4 @@
-package cli
+package app
 
 import (
 	"os"
@@ -14,7 +14,7 @@ import (
 // on the exit codes a retry cannot change (1: NADs need a person, 2: usage
 // or preflight), and retries a run stopped early (3) and crashes.
 func TestJobFailurePolicyFollowsTheExitCodes(t *testing.T) {
-	raw, err := os.ReadFile(filepath.Join("..", "..", "config", "job", "job.yaml"))
+	raw, err := os.ReadFile(filepath.Join("..", "..", "..", "config", "job", "job.yaml"))
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -1,4 +1,4 @@
-package cli
+package app
 
 import (
 	"errors"
@@ -6,7 +6,7 @@ import (
 	"github.com/spf13/cobra"
 
 	"github.com/harvester/netconf-migrator/apis/netconf"
-	"github.com/harvester/netconf-migrator/internal/convert"
+	"github.com/harvester/netconf-migrator/convert"
 )
 
 func newConvertCommand(g *globals) *cobra.Command {

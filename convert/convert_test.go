@@ -18,7 +18,7 @@ import (
 
 var update = flag.Bool("update", false, "rewrite the golden files")
 
-const examples = "../../examples"
+const examples = "../examples"
 
 func run(t *testing.T, opts Options, stdin string, args ...string) (*Result, string) {
 	t.Helper()
@@ -50,7 +50,7 @@ func golden(t *testing.T, name, got string) {
 	}
 	want, err := os.ReadFile(path)
 	if err != nil {
-		t.Fatalf("Reading golden file (run go test ./internal/convert -update to create it): %v", err)
+		t.Fatalf("Reading golden file (run go test ./convert -update to create it): %v", err)
 	}
 	if diff := cmp.Diff(string(want), got); diff != "" {
 		t.Errorf("%s differs (-want +got); rerun with -update if intended:\n%s", name, diff)

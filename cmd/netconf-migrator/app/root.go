@@ -1,7 +1,7 @@
-// Package cli wires the netconf-migrator commands. Each command lives in its
+// Package app wires the netconf-migrator commands. Each command lives in its
 // own file and NewRootCommand adds them, in one place; the work is done in
 // the packages it calls.
-package cli
+package app
 
 import (
 	"errors"
