@@ -4,8 +4,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/harvester/netconf-migrator/internal/harvester"
 	"io"
-	"strings"
 	"sync"
 	"sync/atomic"
 	"time"
@@ -658,34 +658,6 @@ func (m *Migrator) skipped(log logr.Logger, it report.Item) report.Item {
 	return it
 }
 
-// advice says what a person can do about a write admission refused, read
-// from the refusal: Harvester's webhooks say why in words that differ by
-// release, and the advice must work on the release that refused.
-func advice(nad *nadv1.NetworkAttachmentDefinition, form netconf.Form, err error) string {
-	msg := err.Error()
-	if setting := nadv1.HarvesterSetting(nad.Namespace, nad.Name, nad.Labels, nad.Annotations); setting != "" {
-		return fmt.Sprintf("Harvester manages this NAD through its %s setting, and netconf-migrator never deletes such a NAD;"+
-			" clear the setting and set it again (with every VM stopped and no volume attached) to have Harvester replace it with a flat one", setting)
-	}
-	switch {
-	case strings.Contains(msg, "holds a config Harvester's network controller cannot decode"):
-		return "Harvester's network controller (v1.7+) cannot finish deleting any NAD of that cluster network while the NAD named holds a config it cannot decode (double-encoded):" +
-			" replace that NAD first, as its own advice says (in a maintenance window with Harvester's network webhook stopped), then run netconf-migrator migrate again"
-	case strings.Contains(msg, "which must be stopped at first"):
-		return "stop the VMs named, then run netconf-migrator migrate again" +
-			" (from Harvester v1.6 a stopped VM that references the NAD still blocks its replacement, and the next report says what to do then)"
-	case strings.Contains(msg, "which must remove the related networks and interfaces"):
-		return "Harvester refuses to change this NAD in place and to delete it while VMs reference it: remove this network from the VMs named" +
-			" (none of them can attach to it in its legacy form), run netconf-migrator migrate again, then add the network back"
-	case form == netconf.FormDoubleEncoded && strings.Contains(msg, "cannot unmarshal string"):
-		return "Harvester's network webhook cannot decode a double-encoded config and refuses every update and, from Harvester v1.6, every delete of this NAD;" +
-			" no client can replace it while that webhook serves (Harvester's upgrade pre-hook replaces it before v1.6's webhook starts)." +
-			" In a maintenance window with Harvester's network webhook stopped, an administrator can replace it with" +
-			" `kubectl get network-attachment-definitions -n NS NAME -o yaml | netconf-migrator convert -f - | kubectl replace --force -f -`"
-	}
-	return ""
-}
-
 func (m *Migrator) fail(ctx context.Context, log logr.Logger, nad *nadv1.NetworkAttachmentDefinition, it report.Item, reason string, err error) report.Item {
 	var missing *replace.Missing
 	if errors.As(err, &missing) {
@@ -703,7 +675,7 @@ func (m *Migrator) fail(ctx context.Context, log logr.Logger, nad *nadv1.Network
 		return it
 	}
 	it.Action, it.Reason = report.ActionFailed, err.Error()
-	if a := advice(nad, it.Form, err); a != "" {
+	if a := harvester.Advice(nad.Namespace, nad.Name, nad.Labels, nad.Annotations, it.Form == netconf.FormDoubleEncoded, err.Error()); a != "" {
 		it.Advice = a
 	}
 	log.Error(logged(err), "Writing NetworkAttachmentDefinition failed", logging.KeyOutcome, it.Action)

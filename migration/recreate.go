@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/harvester/netconf-migrator/internal/harvester"
 
 	"github.com/go-logr/logr"
 	corev1 "k8s.io/api/core/v1"
@@ -52,7 +53,7 @@ const ReasonRecreateFinished = "RecreateFinished"
 func (m *Migrator) mayRecreate(nad *nadv1.NetworkAttachmentDefinition, err error) bool {
 	return m.Opts.Recreate == RecreateAuto && m.Replacer != nil &&
 		m.Replacer.CallsForReplacement(err) &&
-		nadv1.HarvesterSetting(nad.Namespace, nad.Name, nad.Labels, nad.Annotations) == ""
+		harvester.Setting(nad.Namespace, nad.Name, nad.Labels, nad.Annotations) == ""
 }
 
 // Want is what replacing original creates in a run of mode: for migrate

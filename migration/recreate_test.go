@@ -3,6 +3,7 @@ package migration
 import (
 	"context"
 	"errors"
+	"github.com/harvester/netconf-migrator/internal/harvester"
 	"strings"
 	"testing"
 	"time"
@@ -30,7 +31,7 @@ var typeRule = webhookDenial("can't update nad a/n because nad cannot be updated
 func newReplacer(s *memStore, j *memJournals) *replace.Replacer {
 	return &replace.Replacer{
 		Objects: memObjects{s}, Journals: j, Log: logr.Discard(), Run: "test-run",
-		Finalizers: replace.HarvesterFinalizers(), Webhooks: replace.HarvesterWebhooks(),
+		Finalizers: harvester.Finalizers(), Webhooks: harvester.Webhooks(),
 		Budget: time.Second, Poll: time.Millisecond,
 	}
 }
@@ -56,7 +57,7 @@ func runReplacing(ctx context.Context, s *memStore, r *replace.Replacer, o Optio
 // NAD, as Harvester v1.6 does to every NAD, and has a controller remove
 // them a moment after a delete.
 func harvesterFinalizers(s *memStore, key string) {
-	s.nads[key].Finalizers = []string{replace.FinalizerHarvesterManager, replace.FinalizerHarvesterAgent}
+	s.nads[key].Finalizers = []string{harvester.FinalizerManager, harvester.FinalizerAgent}
 	s.controller = func(s *memStore, key string) {
 		time.Sleep(5 * time.Millisecond)
 		s.finalize(key)
@@ -110,7 +111,7 @@ func TestRecreate(t *testing.T) {
 				r.Budget = 50 * time.Millisecond
 			},
 			action: report.ActionMissing, wantConfig: nested, deletes: 1, backupLeft: true, backupStep: replace.StepDeleted,
-			reason: []string{"missing", "still terminating", replace.FinalizerHarvesterManager, "network controller manager", "memory netconf-migrator-backup-a/n", "the next run goes on"}},
+			reason: []string{"missing", "still terminating", harvester.FinalizerManager, "network controller manager", "memory netconf-migrator-backup-a/n", "the next run goes on"}},
 		{name: "a refusal from a webhook not on the allow list is final, in its own words",
 			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
 				s.beforeUpdate = func(*memStore, string, int) error {
@@ -127,10 +128,10 @@ func TestRecreate(t *testing.T) {
 		{name: "v1.6 (agent finalizers): a NAD on the same cluster network Harvester cannot decode does not hold the replacement",
 			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
 				harvesterFinalizers(s, "a/n")
-				s.nads["a/n"].Labels = map[string]string{replace.LabelClusterNetwork: "mgmt"}
+				s.nads["a/n"].Labels = map[string]string{harvester.LabelClusterNetwork: "mgmt"}
 				s.rv++
 				s.nads["b/double"] = &nadv1.NetworkAttachmentDefinition{
-					ObjectMeta: metav1.ObjectMeta{Namespace: "b", Name: "double", UID: "b/double", ResourceVersion: "99", Labels: map[string]string{replace.LabelClusterNetwork: "mgmt"}},
+					ObjectMeta: metav1.ObjectMeta{Namespace: "b", Name: "double", UID: "b/double", ResourceVersion: "99", Labels: map[string]string{harvester.LabelClusterNetwork: "mgmt"}},
 					Spec:       nadv1.NetworkAttachmentDefinitionSpec{Config: `"{\"type\":\"bridge\"}"`},
 				}
 			},
@@ -138,11 +139,11 @@ func TestRecreate(t *testing.T) {
 		{name: "v1.7+ (the manager's finalizer alone): a NAD on the same cluster network Harvester cannot decode: nothing deleted, that NAD named",
 			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
 				harvesterFinalizers(s, "a/n")
-				s.nads["a/n"].Finalizers = []string{replace.FinalizerHarvesterManager}
-				s.nads["a/n"].Labels = map[string]string{replace.LabelClusterNetwork: "mgmt"}
+				s.nads["a/n"].Finalizers = []string{harvester.FinalizerManager}
+				s.nads["a/n"].Labels = map[string]string{harvester.LabelClusterNetwork: "mgmt"}
 				s.rv++
 				s.nads["b/double"] = &nadv1.NetworkAttachmentDefinition{
-					ObjectMeta: metav1.ObjectMeta{Namespace: "b", Name: "double", UID: "b/double", ResourceVersion: "99", Labels: map[string]string{replace.LabelClusterNetwork: "mgmt"}},
+					ObjectMeta: metav1.ObjectMeta{Namespace: "b", Name: "double", UID: "b/double", ResourceVersion: "99", Labels: map[string]string{harvester.LabelClusterNetwork: "mgmt"}},
 					Spec:       nadv1.NetworkAttachmentDefinitionSpec{Config: `"{\"type\":\"bridge\"}"`},
 				}
 			},
@@ -152,14 +153,14 @@ func TestRecreate(t *testing.T) {
 				harvesterFinalizers(s, "a/n")
 				s.controller = nil // its cleanup fails on b/double
 				r.Budget = 50 * time.Millisecond
-				s.nads["a/n"].Labels = map[string]string{replace.LabelClusterNetwork: "mgmt"}
+				s.nads["a/n"].Labels = map[string]string{harvester.LabelClusterNetwork: "mgmt"}
 				s.nads["b/double"] = &nadv1.NetworkAttachmentDefinition{
-					ObjectMeta: metav1.ObjectMeta{Namespace: "b", Name: "double", UID: "b/double", ResourceVersion: "99", Labels: map[string]string{replace.LabelClusterNetwork: "mgmt"}},
+					ObjectMeta: metav1.ObjectMeta{Namespace: "b", Name: "double", UID: "b/double", ResourceVersion: "99", Labels: map[string]string{harvester.LabelClusterNetwork: "mgmt"}},
 					Spec:       nadv1.NetworkAttachmentDefinitionSpec{Config: `"{\"type\":\"bridge\"}"`},
 				}
 			},
 			action: report.ActionMissing, wantConfig: nested, deletes: 1, backupLeft: true, backupStep: replace.StepDeleted,
-			reason: []string{"still terminating", replace.FinalizerHarvesterManager, "NAD b/double on the same cluster network mgmt", "fix or remove b/double first"}},
+			reason: []string{"still terminating", harvester.FinalizerManager, "NAD b/double on the same cluster network mgmt", "fix or remove b/double first"}},
 		{name: "a create the validators would refuse deletes nothing",
 			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
 				s.beforeCreate = func(*nadv1.NetworkAttachmentDefinition, bool) error {
@@ -519,7 +520,7 @@ func TestOneListingPerClusterNetwork(t *testing.T) {
 	s.beforeUpdate = func(*memStore, string, int) error { return typeRule }
 	for k := range configs {
 		harvesterFinalizers(s, k)
-		s.nads[k].Labels = map[string]string{replace.LabelClusterNetwork: "mgmt"}
+		s.nads[k].Labels = map[string]string{harvester.LabelClusterNetwork: "mgmt"}
 	}
 	rep := runWithJournals(t, s, j, Options{})
 	if got := rep.Count(report.ActionNormalized); got != len(configs) {

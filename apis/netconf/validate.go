@@ -1,6 +1,8 @@
 package netconf
 
 import (
+	hv "github.com/harvester/netconf-migrator/internal/harvester"
+
 	"bytes"
 	"fmt"
 	"maps"
@@ -184,7 +186,7 @@ func validateObject(obj []byte, profile Profile, path string) []Violation {
 	if v, ok := get("plugins"); ok && path == "" {
 		if profile != ProfileGeneric {
 			vs = append(vs, Violation{Rule: RuleBridgeSuffix, Key: "bridge", Consumer: ConsumerHarvester,
-				Message: "the suffix of the brName should be -br (Harvester reads a config list's top level, which has no bridge)"})
+				Message: hv.MsgConfListNoBridge})
 		}
 		els := parseElements(v, 0)
 		if v[0] != '[' || len(els) == 0 {
@@ -231,24 +233,24 @@ func validateBridge(get func(string) ([]byte, bool), profile Profile, path strin
 	// bridge
 	if v, ok := get("bridge"); !ok {
 		if harvester {
-			add(RuleBridgeSuffix, ConsumerHarvester, "bridge", nil, "the suffix of the brName should be -br (bridge is missing, so the plugin would use cni0)")
+			add(RuleBridgeSuffix, ConsumerHarvester, "bridge", nil, hv.MsgBridgeMissingSuffix)
 		} else {
 			add(RuleBridgeName, ConsumerBridge, "bridge", nil, "bridge is missing, so the plugin would use cni0")
 		}
 	} else if name, isStr := str(v); !isStr || name == "" {
 		add(RuleBridgeName, ConsumerBridge, "bridge", v, "bridge must be a non-empty string")
 	} else {
-		if len(name) > 15 {
+		if len(name) > hv.MaxBridgeNameLength {
 			if harvester {
-				add(RuleBridgeName, ConsumerHarvester, "bridge", v, "the length of the brName could not be more than 15")
+				add(RuleBridgeName, ConsumerHarvester, "bridge", v, hv.MsgBridgeLength)
 			} else {
 				add(RuleBridgeName, ConsumerKernel, "bridge", v, "the kernel refuses interface names longer than 15 bytes")
 			}
 		} else if !validIfName(name) {
 			add(RuleBridgeName, ConsumerKernel, "bridge", v, "the kernel refuses interface names with '/', ':' or white space, and . or ..")
 		}
-		if harvester && (!strings.HasSuffix(name, "-br") || len(name) <= 3) {
-			add(RuleBridgeSuffix, ConsumerHarvester, "bridge", v, "the suffix of the brName should be -br")
+		if harvester && !hv.BridgeNameOK(name) {
+			add(RuleBridgeSuffix, ConsumerHarvester, "bridge", v, hv.MsgBridgeSuffix)
 		}
 	}
 
@@ -262,7 +264,7 @@ func validateBridge(get func(string) ([]byte, bool), profile Profile, path strin
 		case !integral(v) || f < 0 || f > 4094:
 			add(RuleVLAN, ConsumerBridge, "vlan", v, fmt.Sprintf("invalid VLAN ID %s (must be between 0 and 4094)", v))
 		case !isInt && harvester:
-			add(RuleVLAN, ConsumerHarvester, "vlan", v, "vlan must be written as an integer: Harvester cannot decode it")
+			add(RuleVLAN, ConsumerHarvester, "vlan", v, hv.MsgVLANNotInteger)
 		}
 		vlan = int64(f)
 	}
@@ -281,9 +283,9 @@ func validateBridge(get func(string) ([]byte, bool), profile Profile, path strin
 	// bytes (1500.0 fails there) and bounds the value.
 	if v, ok := get("mtu"); ok && harvester {
 		if n, isInt := integer(v); !isInt && integral(v) {
-			add(RuleMTU, ConsumerHarvester, "mtu", v, "mtu must be written as an integer: Harvester cannot decode it")
-		} else if isInt && n != 0 && (n < 576 || n > 9000) {
-			add(RuleMTU, ConsumerHarvester, "mtu", v, "mtu must be 0 or between 576 and 9000 (Harvester: nad MTU does not match cluster network MTU)")
+			add(RuleMTU, ConsumerHarvester, "mtu", v, hv.MsgMTUNotInteger)
+		} else if isInt && !hv.MTUOK(n) {
+			add(RuleMTU, ConsumerHarvester, "mtu", v, hv.MsgMTURange)
 		}
 	}
 
@@ -319,7 +321,7 @@ func validateTrunk(v []byte, vlan int64, harvester bool, path string) []Violatio
 	var vs []Violation
 	if vlan != 0 && harvester {
 		vs = append(vs, Violation{Rule: RuleVLANTrunk, Key: path + "vlan", Value: strconv.FormatInt(vlan, 10), Consumer: ConsumerHarvester,
-			Message: "vlan can only be 0 when vlanTrunk is set"})
+			Message: hv.MsgTrunkWithVLAN})
 	}
 	inRange := func(b []byte) (int64, bool) {
 		n, ok := integer(b)
@@ -352,7 +354,7 @@ func validateTrunk(v []byte, vlan int64, harvester bool, path string) []Violatio
 		case hasMin:
 			vs = append(vs, bad(e, ConsumerBridge, "minID and maxID should be configured simultaneously, maxID is missing")...)
 		case !hasID && harvester:
-			vs = append(vs, bad(e, ConsumerHarvester, "all fields in this VlanTrunk are empty")...)
+			vs = append(vs, bad(e, ConsumerHarvester, hv.MsgTrunkEntryEmpty)...)
 		}
 		if hasID {
 			if _, ok := inRange(ms[id].Value); !ok {

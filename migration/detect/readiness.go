@@ -3,6 +3,7 @@ package detect
 import (
 	"context"
 	"fmt"
+	"github.com/harvester/netconf-migrator/internal/harvester"
 	"sort"
 	"strings"
 	"time"
@@ -85,7 +86,7 @@ func (r *Readiness) BlockedVMs(ctx context.Context) ([]v1alpha1.VMReference, err
 					continue
 				}
 				out = append(out, v1alpha1.VMReference{Kind: kind.gvk.Kind, Namespace: key.Namespace, Name: key.Name, NAD: ref.String(), Form: string(form),
-					Advice: vmAdvice(kind.gvk == vmiGVK, running[key], form)})
+					Advice: harvester.VMUpgradeAdvice(kind.gvk == vmiGVK, running[key], string(form))})
 			}
 			return nil
 		})
@@ -103,17 +104,6 @@ func (r *Readiness) BlockedVMs(ctx context.Context) ([]v1alpha1.VMReference, err
 		return out[i].Namespace+"/"+out[i].Name < out[j].Namespace+"/"+out[j].Name
 	})
 	return out, nil
-}
-
-func vmAdvice(instance, running bool, form netconf.Form) string {
-	switch {
-	case instance:
-		return fmt.Sprintf("this running instance cannot live-migrate while its NAD is stored in the %s form (the target Pod's network attachment fails), so it blocks the node drain of a Harvester upgrade:"+
-			" before upgrading, fix the NAD (a NADMigration with recreate Auto; from Harvester v1.6 a NAD that VMs use can only be replaced once no VM uses it: stop this VM or remove this network from it, fix the NAD, then start it or add the network back)", form)
-	case running:
-		return "its instance is listed separately: fix the NAD before upgrading"
-	}
-	return fmt.Sprintf("this VM is stopped; it would fail to start on a NAD stored in the %s form: fix the NAD (a NADMigration) before starting it or upgrading", form)
 }
 
 func asMap(v any) map[string]any {

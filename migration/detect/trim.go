@@ -1,6 +1,7 @@
 package detect
 
 import (
+	"github.com/harvester/netconf-migrator/internal/harvester"
 	"strings"
 
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
@@ -28,14 +29,14 @@ func Trim(obj any) (any, error) {
 	nad.ManagedFields = nil
 	kept := map[string]string{annotationCachedForm: string(form)}
 	for k, v := range nad.Annotations {
-		if strings.HasPrefix(k, "netconf-migrator.harvesterhci.io/") && k != nadv1.AnnotationOriginalConfig || strings.Contains(k, ".settings.harvesterhci.io") {
+		if strings.HasPrefix(k, "netconf-migrator.harvesterhci.io/") && k != nadv1.AnnotationOriginalConfig || harvester.IsSettingKey(k) {
 			kept[k] = v
 		}
 	}
 	nad.Annotations = kept
 	var labels map[string]string
 	for k, v := range nad.Labels {
-		if k == nadv1.LabelSkip || strings.Contains(k, ".settings.harvesterhci.io") {
+		if k == nadv1.LabelSkip || harvester.IsSettingKey(k) {
 			if labels == nil {
 				labels = map[string]string{}
 			}

@@ -214,7 +214,7 @@ func BenchmarkMigrateVsFloor(b *testing.B) {
 			for range b.N {
 				reset(b, ns, nads)
 				start := time.Now()
-				code := cli.Execute([]string{"migrate", "-n", ns, "--kubeconfig", env.KubeconfigPath, "--termination-message-path", "",
+				code := app.Execute([]string{"migrate", "-n", ns, "--kubeconfig", env.KubeconfigPath, "--termination-message-path", "",
 					"--qps", strconv.Itoa(tc.qps), "--burst", strconv.Itoa(burst), "--events=" + tc.events,
 					"--progress-interval", "1h"}, nil, io.Discard, io.Discard)
 				ours += time.Since(start)

@@ -147,7 +147,7 @@ func BenchmarkReplaceBesideV16(b *testing.B) {
 			})
 		}
 		start := time.Now()
-		code := cli.Execute([]string{"migrate", "-n", ns, "--kubeconfig", env.KubeconfigPath, "--termination-message-path", "",
+		code := app.Execute([]string{"migrate", "-n", ns, "--kubeconfig", env.KubeconfigPath, "--termination-message-path", "",
 			"--progress-interval", "1h", "--timeout", "0"}, nil, io.Discard, io.Discard)
 		took := time.Since(start)
 		if code != 0 {

@@ -85,8 +85,8 @@ func TestUnreachableWebhookStopsAtTheDeadline(t *testing.T) {
 	start := time.Now()
 	r := runCLI(t, "migrate", "-n", ns, "--timeout", timeout.String(), "--request-timeout", "5s")
 	elapsed := time.Since(start)
-	if r.code != cli.ExitStopped {
-		t.Fatalf("exit %d, want %d\n%s", r.code, cli.ExitStopped, r.errOut)
+	if r.code != app.ExitStopped {
+		t.Fatalf("exit %d, want %d\n%s", r.code, app.ExitStopped, r.errOut)
 	}
 	// The deadline, plus at most one request in flight at it.
 	if bound := timeout + 5*time.Second + 5*time.Second; elapsed > bound {
@@ -112,7 +112,7 @@ func TestUnreachableWebhookStopsAtTheDeadline(t *testing.T) {
 	if u := runUpgrade(t, bin, args); u.code != 0 || !u.upgraded() || !strings.Contains(u.errOut, "migrate stopped before visiting every NAD (its --timeout") {
 		t.Errorf("pre-hook: exit %d, upgraded %v\n%s", u.code, u.upgraded(), u.errOut)
 	}
-	if u := runUpgrade(t, bin, args, "NETCONF_MIGRATOR_STRICT=true"); u.code != cli.ExitStopped || u.upgraded() {
+	if u := runUpgrade(t, bin, args, "NETCONF_MIGRATOR_STRICT=true"); u.code != app.ExitStopped || u.upgraded() {
 		t.Errorf("strict pre-hook: exit %d, upgraded %v\n%s", u.code, u.upgraded(), u.errOut)
 	}
 }

@@ -142,7 +142,7 @@ func runCLI(t testing.TB, args ...string) result {
 	}
 	full = append(full, "--report", reportPath)
 	var out, errOut bytes.Buffer
-	code := cli.Execute(full, nil, &out, &errOut)
+	code := app.Execute(full, nil, &out, &errOut)
 	r := result{code: code, out: out.String(), errOut: errOut.String()}
 	// A run that wrote no report (usage and preflight errors) leaves an
 	// empty one, so count checks fail instead of panicking.

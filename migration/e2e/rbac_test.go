@@ -281,7 +281,7 @@ func TestPreflight(t *testing.T) {
 		}
 	}()
 	var out, errOut strings.Builder
-	code := cli.Execute([]string{"migrate", "--kubeconfig", bare.KubeconfigPath, "--termination-message-path", ""}, nil, &out, &errOut)
+	code := app.Execute([]string{"migrate", "--kubeconfig", bare.KubeconfigPath, "--termination-message-path", ""}, nil, &out, &errOut)
 	if code != 2 || !strings.Contains(errOut.String(), "is not installed") || !strings.Contains(errOut.String(), nadv1.CRDName) {
 		t.Errorf("no NAD CRD: exit %d\n%s", code, errOut.String())
 	}

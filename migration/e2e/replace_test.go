@@ -81,8 +81,8 @@ func TestReplacementWaitsOutHarvesterFinalizers(t *testing.T) {
 	})
 	h.Controllers.SetDown(true)
 	r = runCLI(t, "migrate", "-n", ns, "--replace-budget", "3s")
-	if r.code != cli.ExitMissing {
-		t.Fatalf("exit %d, want %d (missing)\n%s", r.code, cli.ExitMissing, r.errOut)
+	if r.code != app.ExitMissing {
+		t.Fatalf("exit %d, want %d (missing)\n%s", r.code, app.ExitMissing, r.errOut)
 	}
 	it := r.itemsByName()["held"]
 	for _, want := range []string{"missing", "still terminating", harvester.FinalizerManager, "network controller manager", harvester.FinalizerAgent, "the next run goes on"} {
@@ -286,8 +286,8 @@ func TestOneRunAtATime(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := runCLI(t, "migrate", "-n", ns, "--lease-wait", "2s")
-	if r.code != cli.ExitStopped || !strings.Contains(r.errOut, "holds the Lease "+backupNamespace+"/"+runlock.LeaseName+": upgrade-pre-hook_abc") {
-		t.Fatalf("exit %d, want %d naming the holder\n%s", r.code, cli.ExitStopped, r.errOut)
+	if r.code != app.ExitStopped || !strings.Contains(r.errOut, "holds the Lease "+backupNamespace+"/"+runlock.LeaseName+": upgrade-pre-hook_abc") {
+		t.Fatalf("exit %d, want %d naming the holder\n%s", r.code, app.ExitStopped, r.errOut)
 	}
 	if n := listAll(t, ns)[ns+"/n"]; n.Spec.Config != nestedConfig("n") {
 		t.Fatalf("a run without the Lease wrote %s", n.Spec.Config)

@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/harvester/netconf-migrator/internal/harvester"
 	"slices"
 	"strings"
 	"sync"
@@ -42,41 +43,6 @@ type Objects interface {
 	Delete(ctx context.Context, obj *unstructured.Unstructured, dryRun bool) error
 	// List returns the NADs of every namespace that match selector.
 	List(ctx context.Context, selector labels.Selector) ([]unstructured.Unstructured, error)
-}
-
-// Harvester's NAD finalizers (network-controller-harvester, every release
-// from v0.5.6 to v1.9): wrangler adds "wrangler.cattle.io/" + the name of
-// an OnRemove handler to every NAD and removes it once the handler's
-// cleanup succeeded after a delete.
-const (
-	FinalizerHarvesterManager = "wrangler.cattle.io/harvester-network-manager-nad-controller"
-	FinalizerHarvesterAgent   = "wrangler.cattle.io/harvester-network-nad-controller"
-	// LabelClusterNetwork is the label Harvester's manager recomputes a
-	// cluster network's VLAN set by (v1.7+), in its NAD cleanup.
-	LabelClusterNetwork = "network.harvesterhci.io/clusternetwork"
-)
-
-// HarvesterFinalizers are the finalizers a replacement waits out by
-// default, each with the controller that removes it.
-func HarvesterFinalizers() map[string]string {
-	return map[string]string{
-		FinalizerHarvesterManager: "Harvester's network controller manager (Deployment harvester-network-controller-manager), after clearing the NAD's route-detection Job and, from v1.7, recomputing the cluster network's VLAN set",
-		FinalizerHarvesterAgent:   "Harvester's network controller agent (DaemonSet harvester-network-controller, up to v1.6) after removing the VLAN from each node's bridge; from v1.7 the manager removes it",
-	}
-}
-
-// HarvesterWebhooks are the admission webhooks whose refusal of an
-// in-place write calls for a replacement: Harvester's network validator
-// (v1.6+ refuses to change a NAD's type) and mutator (up to v1.5 it cannot
-// decode a double-encoded NAD on UPDATE), both of the configuration
-// harvester-network-webhook in every release. The API server names only
-// the webhook in a denial; Harvester's webhook names carry their
-// configuration's.
-func HarvesterWebhooks() []string {
-	return []string{
-		"validator.harvester-system.harvester-network-webhook",
-		"mutator.harvester-system.harvester-network-webhook",
-	}
 }
 
 // Replacer replaces NADs.
@@ -311,10 +277,10 @@ func (r *Replacer) deletionCanFinish(ctx context.Context, obj *unstructured.Unst
 // its cluster network it cannot decode), or "", and whether a v1.7+
 // manager is proven to run.
 func (r *Replacer) blocker(ctx context.Context, obj *unstructured.Unstructured) (string, bool, error) {
-	if !slices.Contains(obj.GetFinalizers(), FinalizerHarvesterManager) {
+	if !slices.Contains(obj.GetFinalizers(), harvester.FinalizerManager) {
 		return "", false, nil
 	}
-	cn := obj.GetLabels()[LabelClusterNetwork]
+	cn := obj.GetLabels()[harvester.LabelClusterNetwork]
 	if cn == "" {
 		return "", false, nil
 	}
@@ -364,7 +330,7 @@ func (r *Replacer) clusterNetworkNADs(ctx context.Context, cn string) ([]cnNAD, 
 	}
 	var items []unstructured.Unstructured
 	if err := r.Retry(ctx, func() (err error) {
-		items, err = r.Objects.List(ctx, labels.SelectorFromSet(labels.Set{LabelClusterNetwork: cn}))
+		items, err = r.Objects.List(ctx, labels.SelectorFromSet(labels.Set{harvester.LabelClusterNetwork: cn}))
 		return err
 	}); err != nil {
 		return nil, fmt.Errorf("listing the NADs of cluster network %s: %w", cn, err)
@@ -376,7 +342,7 @@ func (r *Replacer) clusterNetworkNADs(ctx context.Context, cn string) ([]cnNAD, 
 		var m map[string]any
 		nads = append(nads, cnNAD{
 			ref: n.GetNamespace() + "/" + n.GetName(), uid: n.GetUID(),
-			managerOnly: slices.Contains(f, FinalizerHarvesterManager) && !slices.Contains(f, FinalizerHarvesterAgent),
+			managerOnly: slices.Contains(f, harvester.FinalizerManager) && !slices.Contains(f, harvester.FinalizerAgent),
 			terminating: n.GetDeletionTimestamp() != nil,
 			decodes:     cfg == "" || json.Unmarshal([]byte(cfg), &m) == nil,
 		})

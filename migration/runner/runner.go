@@ -10,6 +10,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"github.com/harvester/netconf-migrator/internal/harvester"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -79,10 +80,10 @@ func Start(ctx context.Context, c Config, opts migration.Options) (*Run, error) 
 		c.BackupNamespace = DefaultBackupNamespace
 	}
 	if c.Finalizers == nil {
-		c.Finalizers = replace.HarvesterFinalizers()
+		c.Finalizers = harvester.Finalizers()
 	}
 	if c.Webhooks == nil {
-		c.Webhooks = replace.HarvesterWebhooks()
+		c.Webhooks = harvester.Webhooks()
 	}
 	if c.ReplaceBudget <= 0 {
 		c.ReplaceBudget = migration.DefaultReplaceBudget

@@ -54,7 +54,7 @@ func rollbackWithTheWebhook(t *testing.T, h *harvester.StandIns, ns, nested stri
 		t.Helper()
 		args = append(args, "-n", ns, "--kubeconfig", env.KubeconfigPath, "--termination-message-path", "", "--backup-namespace", ownNamespace)
 		var errOut strings.Builder
-		if code := cli.Execute(args, nil, io.Discard, &errOut); code != 0 {
+		if code := app.Execute(args, nil, io.Discard, &errOut); code != 0 {
 			t.Fatalf("netconf-migrator %v: exit %d\n%s", args, code, errOut.String())
 		}
 	}
@@ -125,7 +125,7 @@ func TestRollbackRewrittenByAWebhookKeepsTheOriginal(t *testing.T) {
 	}
 	run := func(cmd string) (int, string) {
 		var errOut strings.Builder
-		code := cli.Execute([]string{cmd, "-n", ns, "--kubeconfig", env.KubeconfigPath, "--termination-message-path", ""}, nil, io.Discard, &errOut)
+		code := app.Execute([]string{cmd, "-n", ns, "--kubeconfig", env.KubeconfigPath, "--termination-message-path", ""}, nil, io.Discard, &errOut)
 		return code, errOut.String()
 	}
 	if code, out := run("migrate"); code != 0 {

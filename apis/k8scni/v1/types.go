@@ -1,8 +1,6 @@
 package v1
 
 import (
-	"strings"
-
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/scheme"
@@ -37,37 +35,6 @@ const (
 	// LabelSkip opts a single NAD out of the webhook.
 	LabelSkip = "netconf-migrator.harvesterhci.io/skip"
 )
-
-// HarvesterNamespace is where Harvester's settings keep their NADs.
-const HarvesterNamespace = "harvester-system"
-
-// harvesterSettings are the Harvester settings whose controllers create
-// NADs (harvester/harvester pkg/util/constants.go and
-// pkg/controller/master/kubevirt/vm_migration_network.go, v1.4 - v1.8): in
-// harvester-system, under generateName <prefix>, annotated
-// <setting>.settings.harvesterhci.io: "true" and labelled with the hash
-// <setting>.settings.harvesterhci.io/hash of the setting's value.
-var harvesterSettings = []struct{ setting, prefix string }{
-	{"storage-network", "storagenetwork-"},
-	{"rwx-network", "rwx-network-"},
-	{"vm-migration-network", "vm-migration-network-"},
-}
-
-// HarvesterSetting names the Harvester setting that manages the NAD, or "".
-// Those NADs are never deleted by this tool: Harvester finds them by their
-// hash label and replaces them itself when the setting is cleared and set.
-func HarvesterSetting(namespace, name string, labels, annotations map[string]string) string {
-	if namespace != HarvesterNamespace {
-		return ""
-	}
-	for _, s := range harvesterSettings {
-		key := s.setting + ".settings.harvesterhci.io"
-		if annotations[key] == "true" || labels[key+"/hash"] != "" || strings.HasPrefix(name, s.prefix) {
-			return s.setting
-		}
-	}
-	return ""
-}
 
 // GroupVersionResource of NetworkAttachmentDefinitions.
 var GroupVersionResource = GroupVersion.WithResource(Resource)

@@ -6,6 +6,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"github.com/harvester/netconf-migrator/internal/harvester"
 	"os"
 	"os/signal"
 	"strings"
@@ -31,7 +32,6 @@ import (
 	"github.com/harvester/netconf-migrator/internal/runlock"
 	"github.com/harvester/netconf-migrator/internal/version"
 	"github.com/harvester/netconf-migrator/migration"
-	"github.com/harvester/netconf-migrator/migration/replace"
 	"github.com/harvester/netconf-migrator/migration/runner"
 )
 
@@ -178,7 +178,7 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	if f.pageSize <= 0 || f.concurrency <= 0 || f.qps <= 0 || f.burst <= 0 || f.nadBudget <= 0 || f.requestTimeout <= 0 || f.timeout < 0 || f.replaceBudget <= 0 || f.leaseWait < 0 || f.leaseDuration < time.Second {
 		return usageError("--page-size, --concurrency, --qps, --burst, --nad-retry-budget, --request-timeout and --replace-budget must be positive, --timeout and --lease-wait not negative, --lease-duration at least 1s")
 	}
-	finalizers := replace.HarvesterFinalizers()
+	finalizers := harvester.Finalizers()
 	for _, kv := range f.replaceFinalizers {
 		name, owner, ok := strings.Cut(kv, "=")
 		if !ok || name == "" || owner == "" {
@@ -186,7 +186,7 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 		}
 		finalizers[name] = owner
 	}
-	webhooks := append(replace.HarvesterWebhooks(), f.replaceWebhooks...)
+	webhooks := append(harvester.Webhooks(), f.replaceWebhooks...)
 	cfg, err := loadConfig(f.kubeconfig)
 	if err != nil {
 		return usageError("loading the kubeconfig: %w", err)
