@@ -3,7 +3,6 @@ package migration
 import (
 	"context"
 	"errors"
-	"github.com/harvester/netconf-migrator/internal/harvester"
 	"strings"
 	"testing"
 	"time"
@@ -15,6 +14,7 @@ import (
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/report"
+	"github.com/harvester/netconf-migrator/internal/harvester"
 	"github.com/harvester/netconf-migrator/migration/replace"
 )
 

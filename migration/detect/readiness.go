@@ -3,7 +3,6 @@ package detect
 import (
 	"context"
 	"fmt"
-	"github.com/harvester/netconf-migrator/internal/harvester"
 	"sort"
 	"strings"
 	"time"
@@ -18,6 +17,7 @@ import (
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
 	v1alpha1 "github.com/harvester/netconf-migrator/apis/netconfmigrator/v1alpha1"
+	"github.com/harvester/netconf-migrator/internal/harvester"
 )
 
 // KubeVirt's kinds, read as unstructured: only their Multus networks matter.

@@ -1,13 +1,13 @@
 package detect
 
 import (
-	"github.com/harvester/netconf-migrator/internal/harvester"
 	"strings"
 
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
+	"github.com/harvester/netconf-migrator/internal/harvester"
 )
 
 // annotationCachedForm carries, on the cached copy only, the form of the

@@ -15,7 +15,6 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
-	"github.com/harvester/netconf-migrator/internal/harvester"
 	"slices"
 	"strings"
 	"sync"
@@ -29,6 +28,7 @@ import (
 	"k8s.io/apimachinery/pkg/types"
 
 	"github.com/harvester/netconf-migrator/internal/logging"
+	"github.com/harvester/netconf-migrator/test/harvester"
 )
 
 // Objects reads and writes NADs as the API server holds them, with every

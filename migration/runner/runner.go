@@ -10,13 +10,13 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"github.com/harvester/netconf-migrator/internal/harvester"
 	"time"
 
 	"github.com/go-logr/logr"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	"github.com/harvester/netconf-migrator/internal/harvester"
 	"github.com/harvester/netconf-migrator/internal/runlock"
 	"github.com/harvester/netconf-migrator/migration"
 	"github.com/harvester/netconf-migrator/migration/replace"
