@@ -5,8 +5,13 @@ BIN ?= bin
 # How long each fuzz target runs inside `make test`.
 FUZZTIME ?= 10s
 PKGS := ./...
+# The tooling (image builder, chart renderer, demo) is a module of its own
+# in hack/, so that the product's go.mod lists no Helm or registry client;
+# its commands run from the repository's root with absolute paths.
+TOOLS := $(GO) -C hack
+CHART := $(CURDIR)/config/chart/netconf-migrator
 
-.PHONY: demo image all build test test-assets unit fuzz bench-smoke lint bench generate verify-generate manifests clean soak
+.PHONY: chart-package demo image all build test test-assets unit fuzz bench-smoke lint bench generate verify-generate manifests clean soak
 
 all: build
 
@@ -35,15 +40,15 @@ image: ## Build the multi-platform image into dist/image.
 	    -ldflags "-s -w -X github.com/harvester/netconf-migrator/internal/version.Version=$(VERSION)" \
 	    -o $(BIN)/$$os-$$arch/netconf-migrator ./cmd/netconf-migrator || exit 1; \
 	done
-	$(GO) run ./hack/image -repository $(IMAGE_REPOSITORY) -version $(VERSION) -revision $(REVISION) -created $(CREATED) -out dist/image \
-	  $(foreach p,$(IMAGE_PLATFORMS),-bin $(p)=$(BIN)/$(subst /,-,$(p))/netconf-migrator) $(IMAGE_PUSH)
+	$(TOOLS) run ./image -repository $(IMAGE_REPOSITORY) -version $(VERSION) -revision $(REVISION) -created $(CREATED) -out $(CURDIR)/dist/image \
+	  $(foreach p,$(IMAGE_PLATFORMS),-bin $(p)=$(abspath $(BIN))/$(subst /,-,$(p))/netconf-migrator) $(IMAGE_PUSH)
 
 # The main job on a throw-away control plane beside Harvester's webhooks
 # (DEMO_HARVESTER=v1.5 by default); `make demo KUBECONFIG=...` runs only its
 # read-only steps against that cluster.
 DEMO_KUBECONFIG := $(if $(filter command line,$(origin KUBECONFIG)),$(KUBECONFIG),)
 demo: test-assets ## Show migrate, rollback and the webhook at work.
-	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" NETCONF_MIGRATOR_DEMO_KUBECONFIG="$(DEMO_KUBECONFIG)" $(GO) run ./hack/demo
+	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" NETCONF_MIGRATOR_DEMO_KUBECONFIG="$(DEMO_KUBECONFIG)" $(TOOLS) run ./demo
 
 test: lint verify-generate unit fuzz bench-smoke ## Everything CI runs.
 
@@ -59,6 +64,7 @@ test-assets: ## Install etcd and kubectl, build kube-apiserver and the CNI plugi
 # namespaces (root; CI is) from NETCONF_MIGRATOR_CNI_PATH.
 unit: test-assets
 	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" NETCONF_MIGRATOR_CNI_PATH="$$(hack/setup-cni-plugins.sh)" $(GO) test -race -count=1 -timeout 25m $(PKGS)
+	$(TOOLS) test -count=1 ./...
 
 # Every benchmark once, the migration ones on a tenth of their NADs (-short):
 # the figures come from hack/bench-*.sh; this keeps the code behind them working.
@@ -84,6 +90,7 @@ lint: ## gofmt and go vet.
 	@out=$$(gofmt -l $$(git ls-files '*.go' 2>/dev/null || find . -name '*.go')); \
 	  if [ -n "$$out" ]; then echo "gofmt needed on:"; echo "$$out"; exit 1; fi
 	$(GO) vet $(PKGS)
+	$(TOOLS) vet ./...
 
 bench: ## Go benchmarks of the normalizer.
 	$(GO) test ./apis/netconf -run '^$$' -bench . -benchmem -count 5
@@ -97,7 +104,13 @@ manifests: ## Render dist/install.yaml, dist/install-cert-manager.yaml, dist/mig
 	kubectl kustomize config/default > dist/install.yaml
 	kubectl kustomize config/cert-manager > dist/install-cert-manager.yaml
 	kubectl kustomize config/job > dist/migrate-job.yaml
-	$(GO) run ./hack/chart > dist/chart.yaml
+	$(TOOLS) run ./chart -chart $(CHART) > dist/chart.yaml
+
+# The chart packaged as `helm package` does, pushed as `helm push` does
+# when CHART_PUSH names an OCI repository (the release workflow).
+CHART_PUSH ?=
+chart-package: ## Package the chart into dist/chart (and push it to CHART_PUSH).
+	$(TOOLS) run ./chart -chart $(CHART) -package $(CURDIR)/dist/chart $(if $(CHART_PUSH),-push $(CHART_PUSH))
 
 clean:
 	rm -rf $(BIN) dist

@@ -87,6 +87,12 @@ func main() {
 	// trace. The demo shows outcomes, not their logs.
 	ctrllog.SetLogger(logr.Discard())
 	klog.SetLogger(logr.Discard())
+	// The tooling module sits in hack/; the demo builds and reads the
+	// product from the repository's root.
+	if root, err := testenv.RepoRoot(); err != nil || os.Chdir(root) != nil {
+		fmt.Fprintln(os.Stderr, "demo: cannot find the repository's root:", err)
+		os.Exit(1)
+	}
 	d := &demo{out: os.Stdout}
 	var cleanups []func()
 	cleanup := sync.OnceFunc(func() {

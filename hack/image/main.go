@@ -3,8 +3,8 @@
 // `ctr images import` and Harvester's air-gap image import), one
 // `docker load` archive per platform, and, with -push, to a registry.
 //
-//	go run ./hack/image -bin linux/amd64=bin/linux-amd64/netconf-migrator -bin linux/arm64=... \
-//	    -version v0.1.0 -revision abc123 -created 1764000000 -out dist/image
+//	go -C hack run ./image -bin linux/amd64=$PWD/bin/linux-amd64/netconf-migrator -bin linux/arm64=... \
+//	    -version v0.1.0 -revision abc123 -created 1764000000 -out $PWD/dist/image
 package main
 
 import (
@@ -18,7 +18,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/authn"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
-	"github.com/harvester/netconf-migrator/internal/imagebuild"
+	"github.com/harvester/netconf-migrator/hack/imagebuild"
 )
 
 type binFlags map[string]string

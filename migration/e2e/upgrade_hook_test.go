@@ -20,7 +20,6 @@ import (
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
 	"github.com/harvester/netconf-migrator/apis/report"
-	"github.com/harvester/netconf-migrator/internal/chartrender"
 	"github.com/harvester/netconf-migrator/migration/replace"
 	"github.com/harvester/netconf-migrator/test/harvester"
 	"github.com/harvester/netconf-migrator/test/testenv"
@@ -412,12 +411,8 @@ func TestPreHookKilledMidReplacementTheChartJobFinishes(t *testing.T) {
 	}
 
 	// The chart's Job, with the chart's arguments.
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	rendered, err := chartrender.Render(filepath.Join(root, "config", "chart", "netconf-migrator"), ns,
-		map[string]any{"migrationJob": map[string]any{"enabled": true}})
+	rendered, err := testenv.RenderChart(testenv.ChartOptions{Namespace: ns,
+		Values: map[string]any{"migrationJob": map[string]any{"enabled": true}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -74,14 +74,16 @@ type Options struct {
 	Namespaces []string
 }
 
-// RepoRoot finds the module root from the working directory.
+// RepoRoot finds the repository's root from the working directory: the
+// directory of the product's go.mod (the tooling module in hack/ has its
+// own, which is passed by).
 func RepoRoot() (string, error) {
 	dir, err := os.Getwd()
 	if err != nil {
 		return "", fmt.Errorf("finding the repository root: %w", err)
 	}
 	for {
-		if _, err := os.Stat(filepath.Join(dir, "go.mod")); err == nil {
+		if mod, err := os.ReadFile(filepath.Join(dir, "go.mod")); err == nil && bytes.HasPrefix(mod, []byte("module github.com/harvester/netconf-migrator\n")) {
 			return dir, nil
 		}
 		parent := filepath.Dir(dir)

@@ -2,7 +2,6 @@ package e2e
 
 import (
 	"context"
-	"path/filepath"
 	"sort"
 	"strings"
 	"testing"
@@ -11,18 +10,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
-	"github.com/harvester/netconf-migrator/internal/chartrender"
 	"github.com/harvester/netconf-migrator/test/testenv"
 )
-
-func chartDir(t testing.TB) string {
-	t.Helper()
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	return filepath.Join(root, "config", "chart", "netconf-migrator")
-}
 
 // objects decodes a multi-document manifest, by kind/name.
 func objects(t testing.TB, manifest []byte) map[string]*unstructured.Unstructured {
@@ -60,7 +49,7 @@ func TestChartMatchesKustomize(t *testing.T) {
 		{"disruption budget", map[string]any{"podDisruptionBudget": map[string]any{"enabled": true}}, []string{"default", "pdb"}},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			chart, err := chartrender.Render(chartDir(t), ownNamespace, tc.values)
+			chart, err := testenv.RenderChart(testenv.ChartOptions{Namespace: ownNamespace, Values: tc.values})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -136,10 +125,8 @@ func TestChartInstalls(t *testing.T) {
 			"preStopDelaySeconds": 5, "metrics": map[string]any{"enabled": false}, "image": map[string]any{"digest": "sha256:" + strings.Repeat("ab", 32)}},
 	} {
 		t.Run(name, func(t *testing.T) {
-			if err := chartrender.Lint(chartDir(t), ownNamespace, values); err != nil {
-				t.Errorf("helm lint: %v", err)
-			}
-			out, err := chartrender.Render(chartDir(t), ownNamespace, values)
+			// RenderChart runs Helm's linter first and fails on its errors and warnings.
+			out, err := testenv.RenderChart(testenv.ChartOptions{Namespace: ownNamespace, Values: values})
 			if err != nil {
 				t.Fatal(err)
 			}
@@ -154,7 +141,7 @@ func TestChartInstalls(t *testing.T) {
 			"certificates.mode": {"certificates": map[string]any{"mode": "vault"}},
 			"webhook.onInvalid": {"webhook": map[string]any{"onInvalid": "maybe"}},
 		} {
-			_, err := chartrender.Render(chartDir(t), ownNamespace, values)
+			_, err := testenv.RenderChart(testenv.ChartOptions{Namespace: ownNamespace, Values: values})
 			if err == nil || !strings.Contains(err.Error(), strings.ReplaceAll(path, ".", "/")) {
 				t.Errorf("%s: %v", path, err)
 			}

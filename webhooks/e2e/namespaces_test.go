@@ -10,7 +10,7 @@ import (
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/utils/ptr"
 
-	"github.com/harvester/netconf-migrator/internal/chartrender"
+	"github.com/harvester/netconf-migrator/test/testenv"
 	"github.com/harvester/netconf-migrator/webhooks"
 )
 
@@ -24,7 +24,7 @@ func TestOnlyTheNamespacesExcludedAreNotIntercepted(t *testing.T) {
 	w := startOurs(t, webhooks.ServerOptions{})
 	defer w.stop(t)
 	removeShipped(t)
-	out, err := chartrender.Render(chartDir(t), ownNamespace, map[string]any{"webhook": map[string]any{"excludeNamespaces": []any{"excluded"}}})
+	out, err := testenv.RenderChart(testenv.ChartOptions{Namespace: ownNamespace, Values: map[string]any{"webhook": map[string]any{"excludeNamespaces": []any{"excluded"}}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -8,7 +8,7 @@ import (
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 
-	"github.com/harvester/netconf-migrator/internal/chartrender"
+	"github.com/harvester/netconf-migrator/test/testenv"
 )
 
 // The chart's PodDisruptionBudget exists only where a drain can move a
@@ -21,7 +21,7 @@ func TestPodDisruptionBudgetOnlyWhereADrainCanMoveAReplica(t *testing.T) {
 	ctx := context.Background()
 	pdb := func() bool {
 		t.Helper()
-		out, err := chartrender.RenderAgainst(env.Config, chartDir(t), ownNamespace, nil)
+		out, err := testenv.RenderChart(testenv.ChartOptions{Namespace: ownNamespace, Kubeconfig: env.KubeconfigPath})
 		if err != nil {
 			t.Fatal(err)
 		}
@@ -44,7 +44,7 @@ func TestPodDisruptionBudgetOnlyWhereADrainCanMoveAReplica(t *testing.T) {
 	if !pdb() {
 		t.Error("three schedulable nodes: no PodDisruptionBudget")
 	}
-	out, err := chartrender.RenderAgainst(env.Config, chartDir(t), ownNamespace, map[string]any{"podDisruptionBudget": map[string]any{"enabled": false}})
+	out, err := testenv.RenderChart(testenv.ChartOptions{Namespace: ownNamespace, Kubeconfig: env.KubeconfigPath, Values: map[string]any{"podDisruptionBudget": map[string]any{"enabled": false}}})
 	if err != nil {
 		t.Fatal(err)
 	}

@@ -3,7 +3,6 @@ package e2e
 import (
 	"bytes"
 	"context"
-	"path/filepath"
 	"regexp"
 	"strings"
 	"testing"
@@ -13,7 +12,6 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/yaml"
 
-	"github.com/harvester/netconf-migrator/internal/chartrender"
 	"github.com/harvester/netconf-migrator/migration/detect"
 	"github.com/harvester/netconf-migrator/migration/operator"
 	"github.com/harvester/netconf-migrator/test/testenv"
@@ -24,14 +22,10 @@ import (
 // operator serves.
 func TestChartNADMigrationAndAlerts(t *testing.T) {
 	dropUnfixable(t) // the chart's NADMigration covers every namespace
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	out, err := chartrender.Render(filepath.Join(root, "config", "chart", "netconf-migrator"), backupNamespace, map[string]any{
+	out, err := testenv.RenderChart(testenv.ChartOptions{Namespace: backupNamespace, Values: map[string]any{
 		"operator": map[string]any{"nadMigration": map[string]any{"create": true}},
 		"metrics":  map[string]any{"prometheusRule": map[string]any{"enabled": true}},
-	})
+	}})
 	if err != nil {
 		t.Fatal(err)
 	}

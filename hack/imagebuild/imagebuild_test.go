@@ -25,8 +25,9 @@ const testVersion = "v0.0.0-test"
 func amd64Binary(t *testing.T) string {
 	t.Helper()
 	bin := filepath.Join(t.TempDir(), "netconf-migrator")
-	cmd := exec.Command("go", "build", "-ldflags", "-s -w -X github.com/harvester/netconf-migrator/internal/version.Version="+testVersion,
-		"-o", bin, "../../cmd/netconf-migrator")
+	// From the product's module (the repository's root), as make image builds it.
+	cmd := exec.Command("go", "-C", filepath.Join("..", ".."), "build", "-ldflags", "-s -w -X github.com/harvester/netconf-migrator/internal/version.Version="+testVersion,
+		"-o", bin, "./cmd/netconf-migrator")
 	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS=linux", "GOARCH=amd64")
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Fatalf("go build: %v\n%s", err, out)
