@@ -46,7 +46,7 @@ func cell(c consumer, f netconf.Form, p phase) string {
 	return string(c) + "|" + string(f) + "|" + string(p)
 }
 
-// record notes an outcome a test has just checked, for the README's table.
+// record notes an outcome a test has just checked, for the table in docs/consumers.md.
 func record(t *testing.T, c consumer, f netconf.Form, p phase, outcome string) {
 	t.Helper()
 	resultsMu.Lock()
@@ -103,7 +103,7 @@ func outcomes(c consumer, f netconf.Form, p phase) string {
 const tableBegin, tableEnd = "<!-- consumers table: begin -->", "<!-- consumers table: end -->"
 
 // checkTable compares this run's table with testdata/consumers.md and the
-// README's copy. Only a full, passing, unskipped run writes or checks it.
+// copy in docs/consumers.md. Only a full, passing, unskipped run writes or checks it.
 func checkTable() error {
 	root, err := testenv.RepoRoot()
 	if err != nil {
@@ -111,14 +111,14 @@ func checkTable() error {
 	}
 	got := table()
 	golden := filepath.Join(root, "test", "consumers", "testdata", "consumers.md")
-	readmePath := filepath.Join(root, "README.md")
+	readmePath := filepath.Join(root, "docs", "consumers.md")
 	readme, err := os.ReadFile(readmePath)
 	if err != nil {
 		return err
 	}
 	i, j := bytes.Index(readme, []byte(tableBegin)), bytes.Index(readme, []byte(tableEnd))
 	if i < 0 || j < i {
-		return fmt.Errorf("README.md has no %s ... %s section", tableBegin, tableEnd)
+		return fmt.Errorf("docs/consumers.md has no %s ... %s section", tableBegin, tableEnd)
 	}
 	if *update {
 		if err := os.WriteFile(golden, []byte(got), 0o644); err != nil {
@@ -135,7 +135,7 @@ func checkTable() error {
 		return fmt.Errorf("the consumers' results changed; run go test ./test/consumers -update and review:\n--- testdata/consumers.md\n%s\n--- this run\n%s", want, got)
 	}
 	if !bytes.Equal(bytes.TrimSpace(readme[i+len(tableBegin):j]), bytes.TrimSpace(want)) {
-		return fmt.Errorf("README.md's consumers table differs from testdata/consumers.md; run go test ./test/consumers -update")
+		return fmt.Errorf("docs/consumers.md's consumers table differs from testdata/consumers.md; run go test ./test/consumers -update")
 	}
 	return nil
 }

@@ -28,7 +28,7 @@ import (
 
 var env *testenv.Env
 
-// skipped is set when a test does not run; the README's table is then
+// skipped is set when a test does not run; the table in docs/consumers.md is then
 // neither checked nor written.
 var skipped bool
 
