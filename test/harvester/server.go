@@ -219,8 +219,36 @@ func (s *StandIns) waitCalled(ctx context.Context) error {
 	return nil
 }
 
-// Remove deletes the webhook configurations, then stops the server, so
-// the API server is never left calling a server that is gone.
+// waitForgotten waits until the API server no longer calls the validator
+// and the mutator: it drops a deleted configuration a moment later, and
+// until then a write it covers (a ClusterNetwork anywhere: cluster-scoped
+// kinds pass any namespaceSelector) would call a stopped server and fail.
+// Two probes in a row that reach neither tell it is gone.
+func (s *StandIns) waitForgotten(ctx context.Context) error {
+	probe := &nadv1.NetworkAttachmentDefinition{
+		ObjectMeta: metav1.ObjectMeta{Namespace: ProbeNamespace, Name: "probe"},
+		Spec:       nadv1.NetworkAttachmentDefinitionSpec{Config: `{"cniVersion":"0.3.1","type":"kube-ovn"}`},
+	}
+	quiet := 0
+	err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		v0, m0 := s.ValidatorCalls.Load(), s.MutatorCalls.Load()
+		_ = s.env.Client.Create(ctx, probe.DeepCopy(), client.DryRunAll)
+		if s.ValidatorCalls.Load() == v0 && s.MutatorCalls.Load() == m0 {
+			quiet++
+		} else {
+			quiet = 0
+		}
+		return quiet >= 2, nil
+	})
+	if err != nil {
+		return fmt.Errorf("waiting for the API server to forget the Harvester %s stand-ins: %w", s.Release, err)
+	}
+	return nil
+}
+
+// Remove deletes the webhook configurations and waits until the API
+// server calls them no more, then stops the server, so the API server is
+// never left calling a server that is gone.
 func (s *StandIns) Remove(ctx context.Context) error {
 	var errs []error
 	if s.Controllers != nil {
@@ -231,6 +259,9 @@ func (s *StandIns) Remove(ctx context.Context) error {
 		if err := s.env.Client.Delete(ctx, c); err != nil && !apierrors.IsNotFound(err) {
 			errs = append(errs, err)
 		}
+	}
+	if len(s.configs) > 0 {
+		errs = append(errs, s.waitForgotten(ctx))
 	}
 	s.configs = nil
 	if s.cancel != nil {
