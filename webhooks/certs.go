@@ -4,8 +4,10 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"net/http"
 	"os"
 	"path/filepath"
+	"strings"
 	"time"
 
 	"github.com/go-logr/logr"
@@ -13,7 +15,9 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/harvester/netconf-migrator/internal/logging"
 )
@@ -111,4 +115,56 @@ func writeAtomic(path string, data []byte) error {
 		return fmt.Errorf("writing %s: %w", path, err)
 	}
 	return nil
+}
+
+// onlyOwnObjects hands cert-controller a manager whose config lists and
+// watches only the webhook's own Secret and MutatingWebhookConfiguration.
+// cert-controller (v0.16) builds its informers' cache from the manager's
+// config, for every Secret of the namespace and every webhook
+// configuration, and takes no selector; with the name as a field
+// selector on those requests, the API server authorizes them against
+// resourceNames, so the Role holds the webhook to its own certificate
+// Secret. Its writes go through the manager's client, by name.
+func onlyOwnObjects(mgr manager.Manager, secret types.NamespacedName, webhookConfig string) manager.Manager {
+	cfg := rest.CopyConfig(mgr.GetConfig())
+	cfg.Wrap(func(rt http.RoundTripper) http.RoundTripper {
+		return &nameSelector{next: rt, names: map[string]string{
+			"/api/v1/namespaces/" + secret.Namespace + "/secrets":                 secret.Name,
+			"/apis/admissionregistration.k8s.io/v1/mutatingwebhookconfigurations": webhookConfig,
+		}}
+	})
+	return &narrowedManager{Manager: mgr, cfg: cfg}
+}
+
+type narrowedManager struct {
+	manager.Manager
+	cfg *rest.Config
+}
+
+func (m *narrowedManager) GetConfig() *rest.Config { return m.cfg }
+
+// nameSelector adds fieldSelector=metadata.name=<name> to the list and
+// watch requests of the collections it knows (a GET on the collection's
+// path, under any prefix a proxy adds).
+type nameSelector struct {
+	next  http.RoundTripper
+	names map[string]string // collection path: the one name listed
+}
+
+func (n *nameSelector) RoundTrip(r *http.Request) (*http.Response, error) {
+	if r.Method == http.MethodGet {
+		for collection, name := range n.names {
+			if !strings.HasSuffix(r.URL.Path, collection) {
+				continue
+			}
+			q := r.URL.Query()
+			if q.Get("fieldSelector") == "" {
+				r = r.Clone(r.Context())
+				q.Set("fieldSelector", "metadata.name="+name)
+				r.URL.RawQuery = q.Encode()
+			}
+			break
+		}
+	}
+	return n.next.RoundTrip(r)
 }

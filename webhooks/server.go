@@ -9,6 +9,8 @@ import (
 	"sync/atomic"
 	"time"
 
+	"github.com/harvester/netconf-migrator/internal/serving"
+
 	"github.com/go-logr/logr"
 	"github.com/open-policy-agent/cert-controller/pkg/rotator"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -16,11 +18,9 @@ import (
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
 	ctrl "sigs.k8s.io/controller-runtime"
-	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
 )
 
@@ -63,27 +63,6 @@ type ServerOptions struct {
 	MetricsSecure bool
 
 	Handler Options
-
-	// LeaderElection makes the controllers added to the manager (the
-	// operator's) run on one replica only; the webhook serves on all.
-	LeaderElection          bool
-	LeaderElectionNamespace string
-	LeaderElectionID        string
-	// AddToScheme adds the types the controllers read.
-	AddToScheme []func(*runtime.Scheme) error
-	// Cache shapes the manager's cache (the operator trims NADs in it).
-	Cache cache.Options
-}
-
-// TLSOptions applies the project's TLS floor: 1.2 at least, and HTTP/2 off
-// unless asked for (HTTP/2 rapid-reset exposure, CVE-2023-44487).
-func TLSOptions(enableHTTP2 bool) func(*tls.Config) {
-	return func(c *tls.Config) {
-		c.MinVersion = tls.VersionTLS12
-		if !enableHTTP2 {
-			c.NextProtos = []string{"http/1.1"}
-		}
-	}
 }
 
 // Server is the webhook process: a controller-runtime manager that drains
@@ -144,28 +123,12 @@ func NewManager(cfg *rest.Config, o ServerOptions, log logr.Logger) (*Server, er
 	if err := clientgoscheme.AddToScheme(scheme); err != nil {
 		return nil, err
 	}
-	for _, add := range o.AddToScheme {
-		if err := add(scheme); err != nil {
-			return nil, err
-		}
-	}
-	metrics := metricsserver.Options{BindAddress: o.MetricsBindAddress}
-	if o.MetricsSecure {
-		metrics.SecureServing = true
-		metrics.FilterProvider = metricsAuth
-		metrics.TLSOpts = []func(*tls.Config){TLSOptions(o.EnableHTTP2)}
-	}
+	metrics := serving.MetricsOptions(o.MetricsBindAddress, o.MetricsSecure, o.EnableHTTP2, o.CertDir)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                  scheme,
-		Logger:                  log,
-		Metrics:                 metrics,
-		HealthProbeBindAddress:  o.HealthProbeBindAddress,
-		Cache:                   o.Cache,
-		LeaderElection:          o.LeaderElection,
-		LeaderElectionID:        o.LeaderElectionID,
-		LeaderElectionNamespace: o.LeaderElectionNamespace,
-		// A leader that stops (rollout, drain) hands over at once.
-		LeaderElectionReleaseOnCancel: true,
+		Scheme:                 scheme,
+		Logger:                 log,
+		Metrics:                metrics,
+		HealthProbeBindAddress: o.HealthProbeBindAddress,
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating the manager: %w", err)
@@ -174,7 +137,7 @@ func NewManager(cfg *rest.Config, o ServerOptions, log logr.Logger) (*Server, er
 		Host:    o.Host,
 		Port:    o.Port,
 		CertDir: o.CertDir,
-		TLSOpts: []func(*tls.Config){TLSOptions(o.EnableHTTP2)},
+		TLSOpts: []func(*tls.Config){serving.TLSOptions(o.EnableHTTP2)},
 	})
 	drain := &drainer{next: &webhook.Admission{Handler: NewHandler(o.Handler, log.WithName("admission"))}}
 	srv.Register(Path, drain)
@@ -220,7 +183,7 @@ func addSelfSigned(mgr manager.Manager, srv webhook.Server, o ServerOptions, log
 		return err
 	}
 	ready := make(chan struct{})
-	err = rotator.AddRotator(mgr, &rotator.CertRotator{
+	err = rotator.AddRotator(onlyOwnObjects(mgr, key, o.WebhookConfigName), &rotator.CertRotator{
 		SecretKey:      key,
 		CertDir:        o.CertDir,
 		CAName:         "netconf-migrator-ca",

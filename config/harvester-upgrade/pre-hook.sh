@@ -60,7 +60,7 @@ netconf_migrator_pre_hook() {
 
   echo "netconf-migrator: migrating NetworkAttachmentDefinitions to the flat CNI form"
   if kubectl get crd nadmigrations.netconf-migrator.harvesterhci.io >/dev/null 2>&1 &&
-    [ -n "$(kubectl get deployments -A -l app.kubernetes.io/name=netconf-migrator -o jsonpath='{.items[*].status.readyReplicas}' 2>/dev/null)" ]; then
+    [ -n "$(kubectl get deployments -A -l app.kubernetes.io/name=netconf-migrator,app.kubernetes.io/component=operator -o jsonpath='{.items[*].status.readyReplicas}' 2>/dev/null)" ]; then
     netconf_migrator_by_operator "$strict"
     return $?
   fi

@@ -172,7 +172,7 @@ func main() {
 		}
 		return "validator and mutator registered, failurePolicy as Harvester's", nil
 	})
-	d.do("Running the webhook and the operator as a local process (`netconf-migrator webhook --operator`), with the shipped configuration and self-signed certificates", func() (string, error) {
+	d.do("Running the webhook and the operator as local processes (`netconf-migrator webhook` and `netconf-migrator operator`), with the shipped configuration and self-signed certificates", func() (string, error) {
 		// Registered as soon as the process starts, so Ctrl-C stops it too.
 		return "serving; the API server calls it for configs that may need it, and the operator watches every NAD", d.startWebhook(ctx, env, func(stop func()) { cleanups = append(cleanups, stop) })
 	})
@@ -344,8 +344,7 @@ func (d *demo) startWebhook(ctx context.Context, env *testenv.Env, onStop func(f
 		"--secret-name=netconf-migrator-webhook-cert", "--service-name=netconf-migrator-webhook", "--webhook-config-name="+mwc.Name,
 		"--extra-dns-names=localhost", "--host=127.0.0.1", "--port="+strconv.Itoa(port), "--cert-dir="+certDir,
 		"--health-probe-bind-address="+net.JoinHostPort("127.0.0.1", strconv.Itoa(probes)), "--metrics-bind-address=0",
-		"--drain-period=0", // one replica: no other to drain to
-		"--operator", "--fix-legacy=InPlace", "--leader-election-namespace="+own, "--backup-namespace="+own)
+		"--drain-period=0") // one replica: no other to drain to
 	cmd.Stdout, cmd.Stderr = &logs, &logs
 	if err := cmd.Start(); err != nil {
 		return err
@@ -354,6 +353,19 @@ func (d *demo) startWebhook(ctx context.Context, env *testenv.Env, onStop func(f
 		_ = cmd.Process.Signal(syscall.SIGTERM)
 		_ = cmd.Wait()
 		_ = os.RemoveAll(certDir)
+	})
+	// The operator, a process of its own as it is a Deployment of its own.
+	op := exec.Command(d.bin, "operator", "--kubeconfig", d.kubecfg, "--fix-legacy=InPlace",
+		"--leader-election-namespace="+own, "--backup-namespace="+own,
+		"--health-probe-bind-address=0", "--metrics-bind-address=0")
+	var opLogs bytes.Buffer // its own: exec copies each process's output in goroutines of its own
+	op.Stdout, op.Stderr = &opLogs, &opLogs
+	if err := op.Start(); err != nil {
+		return err
+	}
+	onStop(func() {
+		_ = op.Process.Signal(syscall.SIGTERM)
+		_ = op.Wait()
 	})
 	probe := &nadv1.NetworkAttachmentDefinition{}
 	probe.Namespace, probe.GenerateName = own+"-probe", "probe-"

@@ -36,7 +36,7 @@ func TestOneVersion(t *testing.T) {
 	if chart.Version != v || chart.AppVersion != "v"+v {
 		t.Errorf("Chart.yaml: version %q, appVersion %q; want %s and v%s", chart.Version, chart.AppVersion, v, v)
 	}
-	for _, k := range []string{"config/manager/kustomization.yaml", "config/job/kustomization.yaml"} {
+	for _, k := range []string{"config/manager/kustomization.yaml", "config/operator/kustomization.yaml", "config/job/kustomization.yaml"} {
 		var kust struct {
 			Images []struct{ Name, NewName, NewTag string }
 		}

@@ -12,6 +12,8 @@ import (
 	"testing"
 	"time"
 
+	"github.com/harvester/netconf-migrator/internal/serving"
+
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -355,7 +357,7 @@ func serveElsewhere(b testing.TB, handle admission.HandlerFunc) (string, func())
 	}
 	srv := webhook.NewServer(webhook.Options{
 		Host: env.Webhook.LocalServingHost, Port: port, CertDir: env.Webhook.LocalServingCertDir,
-		TLSOpts: []func(*tls.Config){webhooks.TLSOptions(false)},
+		TLSOpts: []func(*tls.Config){serving.TLSOptions(false)},
 	})
 	srv.Register(webhooks.Path, &webhook.Admission{Handler: handle})
 	ctx, cancel := context.WithCancel(context.Background())

@@ -18,7 +18,6 @@ import (
 	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	"github.com/harvester/netconf-migrator/test/testenv"
 	"github.com/harvester/netconf-migrator/webhooks"
@@ -114,6 +113,32 @@ func TestSelfSignedCertificates(t *testing.T) {
 	t.Run("certificates are issued and trusted", func(t *testing.T) {
 		first = waitServed(t, nil)
 	})
+	// Served, as the ServiceAccount with the shipped RBAC: its informers
+	// listed and watched its Secret and webhook configuration by name. It
+	// reads no other Secret of its namespace, and cannot list them.
+	t.Run("it reads no Secret but its own", func(t *testing.T) {
+		c, err := client.New(asSA, client.Options{Scheme: env.Scheme})
+		if err != nil {
+			t.Fatal(err)
+		}
+		other := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ownNamespace, Name: "not-the-webhooks"}}
+		if err := env.Client.Create(ctx, other); err != nil && !apierrors.IsAlreadyExists(err) {
+			t.Fatal(err)
+		}
+		if err := c.Get(ctx, client.ObjectKeyFromObject(other), &corev1.Secret{}); !apierrors.IsForbidden(err) {
+			t.Errorf("get of another Secret in its namespace: %v, want Forbidden", err)
+		}
+		if err := c.List(ctx, &corev1.SecretList{}, client.InNamespace(ownNamespace)); !apierrors.IsForbidden(err) {
+			t.Errorf("list of its namespace's Secrets: %v, want Forbidden", err)
+		}
+		own := &corev1.SecretList{}
+		if err := c.List(ctx, own, client.InNamespace(ownNamespace), client.MatchingFields{"metadata.name": secretKey.Name}); err != nil || len(own.Items) != 1 {
+			t.Errorf("list of its own Secret by name: %d items, %v", len(own.Items), err)
+		}
+		if err := c.List(ctx, &admissionregistrationv1.MutatingWebhookConfigurationList{}); !apierrors.IsForbidden(err) {
+			t.Errorf("list of every MutatingWebhookConfiguration: %v, want Forbidden", err)
+		}
+	})
 	t.Run("a deleted Secret is replaced and admissions go on", func(t *testing.T) {
 		if err := env.Client.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: secretKey.Namespace, Name: secretKey.Name}}); err != nil && !apierrors.IsNotFound(err) {
 			t.Fatal(err)
@@ -136,15 +161,10 @@ func itoa(i int) string { return strconv.Itoa(i) }
 // config/default, and returns its Deployment and the ServiceAccount's name.
 func applyShippedRBAC(t *testing.T) (appsv1.Deployment, string) {
 	t.Helper()
-	var dep appsv1.Deployment
+	dep := deployments(t, "default")["netconf-migrator-webhook"]
 	var rbac []string
 	for _, doc := range strings.Split(string(kustomize(t, "default")), "\n---\n") {
-		switch {
-		case strings.Contains(doc, "kind: Deployment\n"):
-			if err := yaml.UnmarshalStrict([]byte(doc), &dep); err != nil {
-				t.Fatal(err)
-			}
-		case strings.Contains(doc, "kind: ServiceAccount\n"), strings.Contains(doc, "apiVersion: rbac.authorization.k8s.io/v1\n"):
+		if strings.Contains(doc, "kind: ServiceAccount\n") || strings.Contains(doc, "apiVersion: rbac.authorization.k8s.io/v1\n") {
 			rbac = append(rbac, doc)
 		}
 	}

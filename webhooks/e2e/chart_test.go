@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"context"
+	"slices"
 	"sort"
 	"strings"
 	"testing"
@@ -147,4 +148,67 @@ func TestChartInstalls(t *testing.T) {
 			}
 		}
 	})
+}
+
+// TestServiceMonitorVerifiesTheCertificate: with each certificate mode, the
+// ServiceMonitor verifies the metrics' certificate against a CA that signs
+// it, under a name the certificate carries, and both the webhook and the
+// operator serve their metrics with that certificate.
+func TestServiceMonitorVerifiesTheCertificate(t *testing.T) {
+	for _, mode := range []string{"self-signed", "cert-manager", "secret"} {
+		t.Run(mode, func(t *testing.T) {
+			values := map[string]any{"certificates": map[string]any{"mode": mode}, "metrics": map[string]any{"serviceMonitor": map[string]any{"enabled": true}}}
+			if mode == "secret" {
+				values["certificates"].(map[string]any)["caBundle"] = "Y2E="
+			}
+			out, err := testenv.RenderChart(testenv.ChartOptions{Namespace: ownNamespace, Values: values})
+			if err != nil {
+				t.Fatal(err)
+			}
+			objs := objects(t, out)
+			sm := objs["ServiceMonitor/netconf-migrator"]
+			if sm == nil {
+				t.Fatal("no ServiceMonitor")
+			}
+			endpoints, _, _ := unstructured.NestedSlice(sm.Object, "spec", "endpoints")
+			if len(endpoints) != 1 {
+				t.Fatalf("%d endpoints", len(endpoints))
+			}
+			tlsConfig, _, _ := unstructured.NestedMap(endpoints[0].(map[string]any), "tlsConfig")
+			if skip, _ := tlsConfig["insecureSkipVerify"].(bool); skip {
+				t.Error("insecureSkipVerify")
+			}
+			serverName, _ := tlsConfig["serverName"].(string)
+			// The names the serving certificate carries: cert-controller's
+			// DNSName is <service>.<namespace>.svc; cert-manager's dnsNames.
+			names := []string{"netconf-migrator-webhook." + ownNamespace + ".svc"}
+			if c := objs["Certificate/netconf-migrator-webhook"]; c != nil {
+				names, _, _ = unstructured.NestedStringSlice(c.Object, "spec", "dnsNames")
+			}
+			if !slices.Contains(names, serverName) {
+				t.Errorf("serverName %q is none of the certificate's names %v", serverName, names)
+			}
+			secret, _, _ := unstructured.NestedString(tlsConfig, "ca", "secret", "name")
+			configMap, _, _ := unstructured.NestedString(tlsConfig, "ca", "configMap", "name")
+			switch {
+			case mode == "secret" && (configMap == "" || objs["ConfigMap/"+configMap] == nil):
+				t.Errorf("the CA is not in a ConfigMap the chart renders: %v", tlsConfig["ca"])
+			case mode != "secret" && secret != "netconf-migrator-webhook-cert":
+				t.Errorf("the CA is read from Secret %q, not the serving certificate's", secret)
+			}
+			for _, dep := range []string{"netconf-migrator-webhook", "netconf-migrator-operator"} {
+				d := objs["Deployment/"+dep]
+				var args []string
+				if d != nil {
+					containers, _, _ := unstructured.NestedSlice(d.Object, "spec", "template", "spec", "containers")
+					for _, a := range containers[0].(map[string]any)["args"].([]any) {
+						args = append(args, a.(string))
+					}
+				}
+				if !slices.Contains(args, "--cert-dir=/certs") && !slices.Contains(args, "--metrics-cert-dir=/certs") {
+					t.Errorf("%s does not serve its metrics from the certificate in /certs: %v", dep, args)
+				}
+			}
+		})
+	}
 }

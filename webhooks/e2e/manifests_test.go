@@ -3,8 +3,10 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"maps"
 	"os/exec"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -71,31 +73,34 @@ func TestManifestsServerDryRun(t *testing.T) {
 		}
 	})
 
-	t.Run("the webhook Pod passes the restricted Pod Security Standard", func(t *testing.T) {
-		var dep appsv1.Deployment
-		for _, doc := range strings.Split(string(kustomize(t, "default")), "\n---\n") {
-			if strings.Contains(doc, "kind: Deployment\n") {
-				if err := yaml.UnmarshalStrict([]byte(doc), &dep); err != nil {
-					t.Fatal(err)
-				}
-			}
-		}
-		if dep.Name == "" {
-			t.Fatal("config/default has no Deployment")
+	t.Run("the webhook's and the operator's Pods pass the restricted Pod Security Standard", func(t *testing.T) {
+		deps := deployments(t, "default")
+		dep, op := deps["netconf-migrator-webhook"], deps["netconf-migrator-operator"]
+		if dep.Name == "" || op.Name == "" {
+			t.Fatalf("config/default lacks the webhook's or the operator's Deployment: %v", slices.Collect(maps.Keys(deps)))
 		}
 		if *dep.Spec.Replicas != 2 {
 			t.Errorf("replicas = %d, want 2", *dep.Spec.Replicas)
+		}
+		if sa := op.Spec.Template.Spec.ServiceAccountName; sa == dep.Spec.Template.Spec.ServiceAccountName {
+			t.Errorf("the operator runs as the webhook's ServiceAccount %s", sa)
 		}
 		const ns = "pss-restricted"
 		if err := env.CreateNamespace(ctx, ns, map[string]string{"pod-security.kubernetes.io/enforce": "restricted"}); err != nil {
 			t.Fatal(err)
 		}
-		if err := env.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: dep.Spec.Template.Spec.ServiceAccountName}}); err != nil && !apierrors.IsAlreadyExists(err) {
-			t.Fatal(err)
-		}
-		pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "webhook"}, Spec: dep.Spec.Template.Spec}
-		if err := env.Client.Create(ctx, pod, client.DryRunAll); err != nil {
-			t.Fatalf("the restricted Pod Security Standard refuses the webhook Pod: %v", err)
+		var pod *corev1.Pod
+		for _, d := range []appsv1.Deployment{dep, op} {
+			if err := env.Client.Create(ctx, &corev1.ServiceAccount{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: d.Spec.Template.Spec.ServiceAccountName}}); err != nil && !apierrors.IsAlreadyExists(err) {
+				t.Fatal(err)
+			}
+			p := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: d.Name}, Spec: d.Spec.Template.Spec}
+			if err := env.Client.Create(ctx, p, client.DryRunAll); err != nil {
+				t.Fatalf("the restricted Pod Security Standard refuses the Pod of %s: %v", d.Name, err)
+			}
+			if pod == nil {
+				pod = p
+			}
 		}
 		var job batchv1.Job
 		for _, doc := range strings.Split(string(kustomize(t, "job")), "\n---\n") {
@@ -143,4 +148,20 @@ func installSchemaless(t testing.TB, group, kind string) {
 	if err := testenv.WaitEstablished(context.Background(), env.Client, crd.Name); err != nil {
 		t.Fatal(err)
 	}
+}
+
+// deployments returns the Deployments of config/<dir>, by name.
+func deployments(t *testing.T, dir string) map[string]appsv1.Deployment {
+	t.Helper()
+	out := map[string]appsv1.Deployment{}
+	for _, doc := range strings.Split(string(kustomize(t, dir)), "\n---\n") {
+		if strings.Contains(doc, "kind: Deployment\n") {
+			var dep appsv1.Deployment
+			if err := yaml.UnmarshalStrict([]byte(doc), &dep); err != nil {
+				t.Fatal(err)
+			}
+			out[dep.Name] = dep
+		}
+	}
+	return out
 }

@@ -3,6 +3,7 @@ package e2e
 import (
 	"context"
 	"crypto/tls"
+	"crypto/x509"
 	"io"
 	"net/http"
 	"strings"
@@ -70,13 +71,21 @@ func TestSecureMetrics(t *testing.T) {
 	if err := env.Client.Create(ctx, binding); err != nil {
 		t.Fatal(err)
 	}
+	// The metrics are served with the webhook's serving certificate, so a
+	// scraper verifies them against its CA (the ServiceMonitor does), not
+	// with insecureSkipVerify.
+	roots := x509.NewCertPool()
+	if !roots.AppendCertsFromPEM(env.Webhook.LocalServingCAData) {
+		t.Fatal("no CA for the webhook's serving certificate")
+	}
+	verified := &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
 	get := func(token string) (int, string) {
 		t.Helper()
 		req, _ := http.NewRequest(http.MethodGet, "https://"+w.metrics+"/metrics", nil)
 		if token != "" {
 			req.Header.Set("Authorization", "Bearer "+token)
 		}
-		c := &http.Client{Transport: &http.Transport{TLSClientConfig: &tls.Config{InsecureSkipVerify: true}}} // a self-signed serving certificate
+		c := &http.Client{Transport: &http.Transport{TLSClientConfig: verified.Clone()}}
 		resp, err := c.Do(req)
 		if err != nil {
 			t.Fatal(err)
@@ -88,7 +97,7 @@ func TestSecureMetrics(t *testing.T) {
 	// The secure metrics server starts beside the webhook, after it has
 	// made its serving certificate.
 	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
-		conn, err := tls.Dial("tcp", w.metrics, &tls.Config{InsecureSkipVerify: true})
+		conn, err := tls.Dial("tcp", w.metrics, verified)
 		if err == nil {
 			conn.Close()
 		}

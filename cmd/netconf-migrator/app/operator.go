@@ -5,51 +5,72 @@ import (
 	"os"
 	"time"
 
-	"github.com/spf13/pflag"
+	"github.com/spf13/cobra"
+	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/harvester/netconf-migrator/migration/detect"
 	"github.com/harvester/netconf-migrator/migration/operator"
 	"github.com/harvester/netconf-migrator/migration/runner"
-	"github.com/harvester/netconf-migrator/webhooks"
 )
 
-// operatorFlags shape the controllers the webhook's Deployment runs.
-type operatorFlags struct {
-	enabled          bool
-	fix              string
-	leaderElectionNS string
-	o                operator.Options
-}
-
-func (f *operatorFlags) register(fl *pflag.FlagSet) {
-	fl.BoolVar(&f.enabled, "operator", false, "also run the operator on the elected replica: NADMigrations, and the watch that counts, warns on and fixes NADs stored in a legacy form")
-	fl.StringVar(&f.fix, "fix-legacy", string(detect.FixInPlace), "what the operator does with a NAD it finds stored in a legacy form: Off (count and warn), InPlace (rewrite it in place where admission allows, never delete) or Replace (also replace it, as migrate --recreate=auto does)")
-	fl.StringVar(&f.o.BackupNamespace, "backup-namespace", runner.DefaultBackupNamespace, "namespace of the run Lease, the signed backups and the NADMigration reports (the one migrate uses)")
-	fl.StringVar(&f.leaderElectionNS, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the operator's leader-election Lease (default $POD_NAMESPACE)")
-	fl.DurationVar(&f.o.ReadinessInterval, "readiness-interval", time.Minute, "how often the operator counts the KubeVirt VMs attached to legacy NADs")
-	fl.IntVar(&f.o.FlapLimit, "flap-limit", 3, "a NAD fixed this many times within --flap-window and set back again is left alone and reported")
-	fl.DurationVar(&f.o.FlapWindow, "flap-window", 10*time.Minute, "see --flap-limit")
-	fl.DurationVar(&f.o.LeaseDuration, "lease-duration", 15*time.Second, "how long the run Lease outlives an operator that stops renewing it")
-}
-
-// serverOptions adds what the operator needs to the manager: its types, a
-// cache that trims NADs, leader election.
-func (f *operatorFlags) serverOptions(o *webhooks.ServerOptions) error {
-	if !f.enabled {
-		return nil
+func newOperatorCommand(g *globals) *cobra.Command {
+	var o operator.Options
+	var m operator.ManagerOptions
+	var fix, kubeconfig string
+	cmd := &cobra.Command{
+		Use:   "operator",
+		Short: "Run NADMigrations, and count, warn on and fix NADs stored in a legacy form as they appear",
+		Long: `operator runs the NADMigration controller and the watch of every
+NetworkAttachmentDefinition on the elected replica (leader election on the Lease
+` + operator.LeaderElectionID + `). It runs in a Deployment of its own, beside the
+webhook's: the Secrets it keeps (signed backups, their key, reports) are in
+--backup-namespace, where the webhook's ServiceAccount reads none.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			log, err := g.Logger()
+			if err != nil {
+				return usageError("%w", err)
+			}
+			if o.Fix, err = detect.ParseFix(fix); err != nil {
+				return usageError("--fix-legacy: %w", err)
+			}
+			if kubeconfig != "" {
+				if err := os.Setenv("KUBECONFIG", kubeconfig); err != nil {
+					return usageError("%w", err)
+				}
+			}
+			cfg, err := ctrl.GetConfig()
+			if err != nil {
+				return usageError("loading the kubeconfig: %w", err)
+			}
+			ctrl.SetLogger(log)
+			mgr, err := operator.NewManager(cfg, m, log)
+			if err != nil {
+				return usageError("%w", err)
+			}
+			if err := operator.Setup(mgr, cfg, log, o); err != nil {
+				return usageError("%w", err)
+			}
+			log.Info("Starting the operator", "fixLegacy", o.Fix, "backupNamespace", o.BackupNamespace)
+			if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
+				return &ExitError{Code: ExitAttention, Err: fmt.Errorf("running the operator: %w", err)}
+			}
+			return nil
+		},
 	}
-	fix, err := detect.ParseFix(f.fix)
-	if err != nil {
-		return fmt.Errorf("--fix-legacy: %w", err)
-	}
-	f.o.Fix = fix
-	if f.leaderElectionNS == "" {
-		return fmt.Errorf("--operator needs --leader-election-namespace (or POD_NAMESPACE)")
-	}
-	o.AddToScheme = append(o.AddToScheme, operator.AddToScheme)
-	o.LeaderElection = true
-	o.LeaderElectionID = operator.LeaderElectionID
-	o.LeaderElectionNamespace = f.leaderElectionNS
-	o.Cache = operator.CacheOptions()
-	return nil
+	f := cmd.Flags()
+	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: KUBECONFIG, then in-cluster)")
+	f.StringVar(&fix, "fix-legacy", string(detect.FixInPlace), "what the operator does with a NAD it finds stored in a legacy form: Off (count and warn), InPlace (rewrite it in place where admission allows, never delete) or Replace (also replace it, as migrate --recreate=auto does)")
+	f.StringVar(&o.BackupNamespace, "backup-namespace", runner.DefaultBackupNamespace, "namespace of the run Lease, the signed backups and the NADMigration reports (the one migrate uses)")
+	f.StringVar(&m.LeaderElectionNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the operator's leader-election Lease (default $POD_NAMESPACE)")
+	f.DurationVar(&o.ReadinessInterval, "readiness-interval", time.Minute, "how often the operator counts the KubeVirt VMs attached to legacy NADs")
+	f.IntVar(&o.FlapLimit, "flap-limit", 3, "a NAD fixed this many times within --flap-window and set back again is left alone and reported")
+	f.DurationVar(&o.FlapWindow, "flap-window", 10*time.Minute, "see --flap-limit")
+	f.DurationVar(&o.LeaseDuration, "lease-duration", 15*time.Second, "how long the run Lease outlives an operator that stops renewing it")
+	f.StringVar(&m.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
+	f.StringVar(&m.MetricsBindAddress, "metrics-bind-address", ":8443", "address of the Prometheus metrics; 0 disables them")
+	f.BoolVar(&m.MetricsSecure, "metrics-secure", true, "serve the metrics over TLS to authenticated and authorized clients only (a ServiceAccount token allowed to GET /metrics); false serves plain HTTP to anyone")
+	f.StringVar(&m.MetricsCertDir, "metrics-cert-dir", "", "directory holding the metrics' tls.crt and tls.key (default: a self-signed certificate made in memory)")
+	f.BoolVar(&m.EnableHTTP2, "enable-http2", false, "serve HTTP/2 (off by default)")
+	return cmd
 }

@@ -87,6 +87,7 @@ func NewRootCommand(streams IO) *cobra.Command {
 		newRunCommand(g, migration.ModeMigrate),
 		newRunCommand(g, migration.ModeRollback),
 		newWebhookCommand(g),
+		newOperatorCommand(g),
 	)
 	root.AddCommand(&cobra.Command{
 		Use:   "version",

@@ -8,14 +8,12 @@ import (
 	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/harvester/netconf-migrator/apis/netconf"
-	"github.com/harvester/netconf-migrator/migration/operator"
 	"github.com/harvester/netconf-migrator/webhooks"
 )
 
 func newWebhookCommand(g *globals) *cobra.Command {
 	o := webhooks.ServerOptions{}
 	var profile, onTruncated, onInvalid, kubeconfig string
-	var op operatorFlags
 	cmd := &cobra.Command{
 		Use:   "webhook",
 		Short: "Serve the mutating admission webhook for NetworkAttachmentDefinitions",
@@ -51,17 +49,9 @@ go through unchanged and the migration job fixes them later.`,
 				return usageError("loading the kubeconfig: %w", err)
 			}
 			ctrl.SetLogger(log)
-			if err := op.serverOptions(&o); err != nil {
-				return usageError("%w", err)
-			}
 			mgr, err := webhooks.NewManager(cfg, o, log)
 			if err != nil {
 				return usageError("%w", err)
-			}
-			if op.enabled {
-				if err := operator.Setup(mgr, cfg, log.WithName("operator"), op.o); err != nil {
-					return usageError("%w", err)
-				}
 			}
 			log.Info("Starting the webhook", "port", o.Port, "certMode", o.CertMode, "profile", p, "onTruncated", o.Handler.OnTruncated, "onInvalid", o.Handler.OnInvalid)
 			if err := mgr.Start(ctrl.SetupSignalHandler()); err != nil {
@@ -90,6 +80,5 @@ go through unchanged and the migration job fixes them later.`,
 	f.StringVar(&onTruncated, "on-truncated", string(webhooks.PolicyWarn), "truncated configs: warn (allow with a warning) or deny")
 	f.StringVar(&onInvalid, "on-invalid", string(webhooks.PolicyDeny), "invalid configs: deny or warn (allow with a warning)")
 	f.BoolVar(&o.Handler.WarnFlat, "warn-flat", false, "also warn about the validation rules flat configs break (needs the configuration without its matchConditions: config/warn-flat)")
-	op.register(f)
 	return cmd
 }

@@ -39,14 +39,18 @@ func TestPreHookUsesTheOperator(t *testing.T) {
 	create(t, newNAD(ns, "a", nested), newNAD(ns, "b", nested), newNAD(ns, "bad", truncated))
 	// The operator's Deployment, ready (no kube-controller-manager here to
 	// say so).
-	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: backupNamespace, Name: "netconf-migrator-webhook", Labels: map[string]string{"app.kubernetes.io/name": "netconf-migrator"}},
-		Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "x"}},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "x"}}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "i"}}}}}}
-	create(t, dep)
-	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), dep) })
-	dep.Status.Replicas, dep.Status.ReadyReplicas = 1, 1
-	if err := env.Client.Status().Update(context.Background(), dep); err != nil {
-		t.Fatal(err)
+	// The webhook's, ready too, says nothing of the operator.
+	for _, component := range []string{"operator", "webhook"} {
+		dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: backupNamespace, Name: "netconf-migrator-" + component,
+			Labels: map[string]string{"app.kubernetes.io/name": "netconf-migrator", "app.kubernetes.io/component": component}},
+			Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "x"}},
+				Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "x"}}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "i"}}}}}}
+		create(t, dep)
+		t.Cleanup(func() { _ = env.Client.Delete(context.Background(), dep) })
+		dep.Status.Replicas, dep.Status.ReadyReplicas = 1, 1
+		if err := env.Client.Status().Update(context.Background(), dep); err != nil {
+			t.Fatal(err)
+		}
 	}
 	startOperator(t, operator.Options{Fix: detect.FixOff})
 

@@ -31,12 +31,9 @@ import (
 	"k8s.io/klog/v2"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
-	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
-	metricsserver "sigs.k8s.io/controller-runtime/pkg/metrics/server"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
@@ -99,9 +96,9 @@ func namespace(t testing.TB, name string, labels map[string]string) string {
 	return name
 }
 
-// running is an operator process: a manager built as `netconf-migrator
-// webhook --operator` builds it (leader election, the trimmed cache,
-// operator.Setup), without the webhook server.
+// running is an operator process, built as `netconf-migrator operator`
+// builds it: operator.NewManager (leader election, the trimmed cache),
+// then operator.Setup.
 type running struct {
 	cancel context.CancelFunc
 	done   chan error
@@ -131,7 +128,6 @@ func startOperatorAs(t testing.TB, cfg *rest.Config, o operator.Options) *runnin
 	if err != nil {
 		t.Fatal(err)
 	}
-	s := env.Scheme // core, NADs, NADMigrations: operator.AddToScheme's and more
 	if o.ProgressInterval == 0 {
 		o.ProgressInterval = 100 * time.Millisecond
 	}
@@ -144,14 +140,11 @@ func startOperatorAs(t testing.TB, cfg *rest.Config, o operator.Options) *runnin
 	if o.BackupNamespace == "" {
 		o.BackupNamespace = backupNamespace
 	}
-	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme: s, Logger: log, Cache: operator.CacheOptions(),
-		Metrics: metricsserver.Options{BindAddress: "0"}, HealthProbeBindAddress: "0",
-		LeaderElection: true, LeaderElectionID: operator.LeaderElectionID, LeaderElectionNamespace: backupNamespace,
-		LeaderElectionReleaseOnCancel: true,
+	mgr, err := operator.NewManager(cfg, operator.ManagerOptions{
+		MetricsBindAddress: "0", HealthProbeBindAddress: "0", LeaderElectionNamespace: backupNamespace,
 		// Each test starts its own manager in this process.
-		Controller: config.Controller{SkipNameValidation: ptr.To(true)},
-	})
+		SkipNameValidation: true,
+	}, log)
 	if err != nil {
 		t.Fatal(err)
 	}

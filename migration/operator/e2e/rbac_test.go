@@ -20,7 +20,7 @@ import (
 	"github.com/harvester/netconf-migrator/test/testenv"
 )
 
-// The operator as the webhook's ServiceAccount with config/rbac's roles
+// The operator as its own ServiceAccount with config/operator's roles
 // only: leader election, a NADMigration that must replace a NAD beside
 // Harvester v1.6 (Lease, signing key, signed backup, delete and create),
 // its report Secret, VM readiness and the legacy-NAD watch all work, and
@@ -31,13 +31,13 @@ func TestOperatorRBAC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"config/rbac/service_account.yaml", "config/rbac/operator_role.yaml"} {
+	for _, f := range []string{"config/operator/service_account.yaml", "config/operator/rbac.yaml"} {
 		if _, stderr, err := env.Kubectl(ctx, nil, "apply", "--server-side", "-f", filepath.Join(root, f)); err != nil {
 			t.Fatalf("kubectl apply %s: %v\n%s", f, err, stderr)
 		}
 	}
 	asSA := rest.CopyConfig(env.Config)
-	asSA.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:netconf-migrator-system:netconf-migrator-webhook",
+	asSA.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:netconf-migrator-system:netconf-migrator-operator",
 		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:netconf-migrator-system", "system:authenticated"}}
 
 	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))

@@ -1,0 +1,73 @@
+package operator
+
+import (
+	"fmt"
+
+	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/runtime"
+	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
+	"k8s.io/client-go/rest"
+	"k8s.io/utils/ptr"
+	ctrl "sigs.k8s.io/controller-runtime"
+	"sigs.k8s.io/controller-runtime/pkg/config"
+	"sigs.k8s.io/controller-runtime/pkg/healthz"
+	"sigs.k8s.io/controller-runtime/pkg/manager"
+
+	"github.com/harvester/netconf-migrator/internal/serving"
+)
+
+// ManagerOptions shape the operator's process. It runs in a Deployment of
+// its own, under a ServiceAccount of its own: the Secrets it needs (the
+// signed backups, their key, the reports) are none of the webhook's.
+type ManagerOptions struct {
+	MetricsBindAddress string
+	// MetricsSecure serves the metrics over TLS to clients the API server
+	// authenticates and authorizes for GET /metrics.
+	MetricsSecure bool
+	// MetricsCertDir holds the metrics' serving certificate (tls.crt and
+	// tls.key); empty: a self-signed one made in memory.
+	MetricsCertDir          string
+	EnableHTTP2             bool
+	HealthProbeBindAddress  string
+	LeaderElectionNamespace string
+	// SkipNameValidation lets one process build several managers (the
+	// suites do).
+	SkipNameValidation bool
+}
+
+// NewManager builds the operator's manager: its types, the cache that trims
+// NADs, leader election on the Lease LeaderElectionID (a leader that stops
+// hands over at once), probes and metrics. Setup adds the controllers.
+func NewManager(cfg *rest.Config, o ManagerOptions, log logr.Logger) (manager.Manager, error) {
+	if o.LeaderElectionNamespace == "" {
+		return nil, fmt.Errorf("the operator needs the namespace of its leader-election Lease")
+	}
+	scheme := runtime.NewScheme()
+	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, AddToScheme} {
+		if err := add(scheme); err != nil {
+			return nil, err
+		}
+	}
+	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
+		Scheme:                        scheme,
+		Logger:                        log,
+		Metrics:                       serving.MetricsOptions(o.MetricsBindAddress, o.MetricsSecure, o.EnableHTTP2, o.MetricsCertDir),
+		HealthProbeBindAddress:        o.HealthProbeBindAddress,
+		Cache:                         CacheOptions(),
+		LeaderElection:                true,
+		LeaderElectionID:              LeaderElectionID,
+		LeaderElectionNamespace:       o.LeaderElectionNamespace,
+		LeaderElectionReleaseOnCancel: true,
+		Controller:                    config.Controller{SkipNameValidation: ptr.To(o.SkipNameValidation)},
+	})
+	if err != nil {
+		return nil, fmt.Errorf("creating the operator's manager: %w", err)
+	}
+	if err := mgr.AddHealthzCheck("ping", healthz.Ping); err != nil {
+		return nil, err
+	}
+	if err := mgr.AddReadyzCheck("ping", healthz.Ping); err != nil {
+		return nil, err
+	}
+	return mgr, nil
+}
