@@ -34,16 +34,10 @@ webhook's: the Secrets it keeps (signed backups, their key, reports) are in
 			if o.Fix, err = detect.ParseFix(fix); err != nil {
 				return usageError("--fix-legacy: %w", err)
 			}
-			if kubeconfig != "" {
-				if err := os.Setenv("KUBECONFIG", kubeconfig); err != nil {
-					return usageError("%w", err)
-				}
-			}
-			cfg, err := ctrl.GetConfig()
+			cfg, err := controllerConfig(kubeconfig, log)
 			if err != nil {
-				return usageError("loading the kubeconfig: %w", err)
+				return err
 			}
-			ctrl.SetLogger(log)
 			mgr, err := operator.NewManager(cfg, m, log)
 			if err != nil {
 				return usageError("%w", err)

@@ -7,9 +7,12 @@ import (
 	"errors"
 	"fmt"
 	"io"
+	"os"
 
 	"github.com/go-logr/logr"
 	"github.com/spf13/cobra"
+	"k8s.io/client-go/rest"
+	ctrl "sigs.k8s.io/controller-runtime"
 
 	"github.com/harvester/netconf-migrator/internal/logging"
 	"github.com/harvester/netconf-migrator/internal/version"
@@ -125,4 +128,22 @@ func ExecuteIO(args []string, streams IO) int {
 	fmt.Fprintln(errOut, "Error:", err)
 	// cobra's own argument and unknown-command errors are usage errors.
 	return ExitUsage
+}
+
+// controllerConfig is the cluster config of the long-running commands
+// (webhook, operator): the flag, else KUBECONFIG, else in-cluster, as
+// controller-runtime resolves it; controller-runtime and the libraries
+// below it log through log from then on.
+func controllerConfig(kubeconfig string, log logr.Logger) (*rest.Config, error) {
+	if kubeconfig != "" {
+		if err := os.Setenv("KUBECONFIG", kubeconfig); err != nil {
+			return nil, usageError("%w", err)
+		}
+	}
+	cfg, err := ctrl.GetConfig()
+	if err != nil {
+		return nil, usageError("loading the kubeconfig: %w", err)
+	}
+	ctrl.SetLogger(log)
+	return cfg, nil
 }

@@ -39,16 +39,10 @@ go through unchanged and the migration job fixes them later.`,
 				return usageError("--on-invalid: %w", err)
 			}
 			o.Handler.Profile = p
-			if kubeconfig != "" {
-				if err := os.Setenv("KUBECONFIG", kubeconfig); err != nil {
-					return usageError("%w", err)
-				}
-			}
-			cfg, err := ctrl.GetConfig()
+			cfg, err := controllerConfig(kubeconfig, log)
 			if err != nil {
-				return usageError("loading the kubeconfig: %w", err)
+				return err
 			}
-			ctrl.SetLogger(log)
 			mgr, err := webhooks.NewManager(cfg, o, log)
 			if err != nil {
 				return usageError("%w", err)
