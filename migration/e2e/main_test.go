@@ -7,10 +7,8 @@ import (
 	"bytes"
 	"context"
 	"encoding/json"
-	"fmt"
 	"os"
 	"path/filepath"
-	"sync"
 	"testing"
 
 	"github.com/go-logr/logr"
@@ -53,34 +51,15 @@ func fastClient(t testing.TB) client.Client {
 	return c
 }
 
-// seed creates NADs from 16 goroutines.
+// seed creates NADs from 16 writers.
 func seed(t testing.TB, nads []*nadv1.NetworkAttachmentDefinition) {
 	t.Helper()
-	c := fastClient(t)
-	ch := make(chan *nadv1.NetworkAttachmentDefinition)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
-	for range 16 {
-		wg.Go(func() {
-			for n := range ch {
-				if err := c.Create(context.Background(), n); err != nil {
-					mu.Lock()
-					if firstErr == nil {
-						firstErr = fmt.Errorf("creating %s/%s: %w", n.Namespace, n.Name, err)
-					}
-					mu.Unlock()
-				}
-			}
-		})
+	objs := make([]client.Object, len(nads))
+	for i, n := range nads {
+		objs[i] = n
 	}
-	for _, n := range nads {
-		ch <- n
-	}
-	close(ch)
-	wg.Wait()
-	if firstErr != nil {
-		t.Fatal(firstErr)
+	if err := env.CreateMany(context.Background(), objs); err != nil {
+		t.Fatal(err)
 	}
 }
 

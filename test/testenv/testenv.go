@@ -16,6 +16,7 @@ import (
 	"os/exec"
 	"path/filepath"
 	"regexp"
+	"sync"
 	"testing"
 	"time"
 
@@ -381,4 +382,39 @@ func FreePort(host string) (int, error) {
 	}
 	defer l.Close()
 	return l.Addr().(*net.TCPAddr).Port, nil
+}
+
+// CreateMany creates objs from 16 writers with a client no rate limit
+// holds back, as a busy cluster's controllers and GitOps tools write, and
+// returns the first error, naming its object.
+func (e *Env) CreateMany(ctx context.Context, objs []client.Object) error {
+	cfg := rest.CopyConfig(e.Config)
+	cfg.QPS, cfg.Burst = -1, 0
+	c, err := client.New(cfg, client.Options{Scheme: e.Scheme})
+	if err != nil {
+		return err
+	}
+	ch := make(chan client.Object)
+	var wg sync.WaitGroup
+	var mu sync.Mutex
+	var firstErr error
+	for range 16 {
+		wg.Go(func() {
+			for o := range ch {
+				if err := c.Create(ctx, o); err != nil {
+					mu.Lock()
+					if firstErr == nil {
+						firstErr = fmt.Errorf("creating %s/%s: %w", o.GetNamespace(), o.GetName(), err)
+					}
+					mu.Unlock()
+				}
+			}
+		})
+	}
+	for _, o := range objs {
+		ch <- o
+	}
+	close(ch)
+	wg.Wait()
+	return firstErr
 }

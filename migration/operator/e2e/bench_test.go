@@ -8,12 +8,10 @@ import (
 	"sort"
 	"strconv"
 	"strings"
-	"sync"
 	"testing"
 	"time"
 
 	"github.com/go-logr/logr"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -37,41 +35,19 @@ func harvesterConfig(name string) string {
 // (labels, the last-applied annotation) from 16 writers.
 func seedMany(b *testing.B, ns string, n int) (configBytes int64) {
 	b.Helper()
-	cfg := rest.CopyConfig(env.Config)
-	cfg.QPS, cfg.Burst = -1, 0
-	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
-	if err != nil {
-		b.Fatal(err)
-	}
-	ch := make(chan int)
-	var wg sync.WaitGroup
-	var mu sync.Mutex
-	var firstErr error
-	for range 16 {
-		wg.Go(func() {
-			for i := range ch {
-				nad := newNAD(ns, fmt.Sprintf("nad-%06d", i), flat)
-				nad.Spec.Config = harvesterConfig(nad.Name)
-				// As `kubectl apply` (and GitOps tools) store it: the
-				// object once more in an annotation.
-				nad.Annotations = map[string]string{"kubectl.kubernetes.io/last-applied-configuration": `{"apiVersion":"k8s.cni.cncf.io/v1","kind":"NetworkAttachmentDefinition","metadata":{"name":"` + nad.Name + `","namespace":"` + ns + `"},"spec":{"config":` + strconv.Quote(nad.Spec.Config) + `}}`}
-				nad.Labels = map[string]string{"network.harvesterhci.io/clusternetwork": "mgmt", "network.harvesterhci.io/type": "L2VlanNetwork", "network.harvesterhci.io/vlan-id": "100"}
-				if err := c.Create(context.Background(), nad); err != nil {
-					mu.Lock()
-					firstErr = err
-					mu.Unlock()
-				}
-			}
-		})
-	}
+	objs := make([]client.Object, n)
 	for i := range n {
-		ch <- i
-		configBytes += int64(len(harvesterConfig(fmt.Sprintf("nad-%06d", i))))
+		nad := newNAD(ns, fmt.Sprintf("nad-%06d", i), flat)
+		nad.Spec.Config = harvesterConfig(nad.Name)
+		// As `kubectl apply` (and GitOps tools) store it: the object once
+		// more in an annotation.
+		nad.Annotations = map[string]string{"kubectl.kubernetes.io/last-applied-configuration": `{"apiVersion":"k8s.cni.cncf.io/v1","kind":"NetworkAttachmentDefinition","metadata":{"name":"` + nad.Name + `","namespace":"` + ns + `"},"spec":{"config":` + strconv.Quote(nad.Spec.Config) + `}}`}
+		nad.Labels = map[string]string{"network.harvesterhci.io/clusternetwork": "mgmt", "network.harvesterhci.io/type": "L2VlanNetwork", "network.harvesterhci.io/vlan-id": "100"}
+		objs[i] = nad
+		configBytes += int64(len(nad.Spec.Config))
 	}
-	close(ch)
-	wg.Wait()
-	if firstErr != nil {
-		b.Fatal(firstErr)
+	if err := env.CreateMany(context.Background(), objs); err != nil {
+		b.Fatal(err)
 	}
 	return configBytes
 }
