@@ -65,7 +65,7 @@ if [[ ! -x $assets/kube-apiserver ]]; then
   printf '//go:build tools\n\npackage tools\n\nimport _ "k8s.io/kubernetes/cmd/kube-apiserver"\n' >"$work/tools.go"
   (cd "$work" && GOFLAGS=-mod=mod go mod tidy >&2 &&
     go build -o "$assets/kube-apiserver.tmp" \
-      -ldflags "-X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${BASH_REMATCH[1]}" \
+      -ldflags "-s -w -X k8s.io/component-base/version.gitVersion=$version -X k8s.io/component-base/version.gitMajor=1 -X k8s.io/component-base/version.gitMinor=${BASH_REMATCH[1]}" \
       k8s.io/kubernetes/cmd/kube-apiserver >&2)
   mv "$assets/kube-apiserver.tmp" "$assets/kube-apiserver"
 fi
