@@ -1,8 +1,6 @@
 package netconf
 
 import (
-	hv "github.com/harvester/netconf-migrator/internal/harvester"
-
 	"bytes"
 	"fmt"
 	"maps"
@@ -11,6 +9,8 @@ import (
 	"slices"
 	"strconv"
 	"strings"
+
+	hv "github.com/harvester/netconf-migrator/internal/harvester"
 )
 
 // Profile selects which consumers' rules Validate applies.

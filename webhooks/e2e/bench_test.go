@@ -12,8 +12,6 @@ import (
 	"testing"
 	"time"
 
-	"github.com/harvester/netconf-migrator/internal/serving"
-
 	"github.com/go-logr/logr"
 	admissionv1 "k8s.io/api/admission/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
@@ -26,6 +24,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/webhook/admission"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	"github.com/harvester/netconf-migrator/internal/serving"
 	"github.com/harvester/netconf-migrator/test/testenv"
 	"github.com/harvester/netconf-migrator/webhooks"
 )
