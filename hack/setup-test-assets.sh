@@ -46,7 +46,7 @@ command -v jq >/dev/null 2>&1 || apt_install jq
 ln -sf "$(command -v etcd)" "$assets/etcd"
 
 if [[ ! -x $assets/kube-apiserver ]]; then
-  log "building kube-apiserver $version from the k8s.io/kubernetes module (about 10 minutes cold on 2 cores)"
+  log "building kube-apiserver $version from the k8s.io/kubernetes module (about 15 minutes cold on 2 cores)"
   work=$(mktemp -d)
   trap 'rm -rf "$work"' EXIT
   gomod=$(GOFLAGS=-mod=mod go mod download -json "k8s.io/kubernetes@$version" | sed -n 's/^[[:space:]]*"GoMod": "\(.*\)",$/\1/p')

@@ -145,7 +145,7 @@ func main() {
 		panic(stop{err})
 	}
 	var env *testenv.Env
-	d.do("Starting a throw-away control plane (etcd and kube-apiserver; `make test-assets` built kube-apiserver on the first run, about 10 minutes)", func() (string, error) {
+	d.do("Starting a throw-away control plane (etcd and kube-apiserver; `make test-assets` built kube-apiserver on the first run, about 15 minutes)", func() (string, error) {
 		var err error
 		crd, err := testenv.LoadNADMigrationCRD(".")
 		if err != nil {
