@@ -39,19 +39,8 @@ func TestPreHookUsesTheOperator(t *testing.T) {
 	create(t, newNAD(ns, "a", nested), newNAD(ns, "b", nested), newNAD(ns, "bad", truncated))
 	// The operator's Deployment, ready (no kube-controller-manager here to
 	// say so).
-	// The webhook's, ready too, says nothing of the operator.
-	for _, component := range []string{"operator", "webhook"} {
-		dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: backupNamespace, Name: "netconf-migrator-" + component,
-			Labels: map[string]string{"app.kubernetes.io/name": "netconf-migrator", "app.kubernetes.io/component": component}},
-			Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "x"}},
-				Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "x"}}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "i"}}}}}}
-		create(t, dep)
-		t.Cleanup(func() { _ = env.Client.Delete(context.Background(), dep) })
-		dep.Status.Replicas, dep.Status.ReadyReplicas = 1, 1
-		if err := env.Client.Status().Update(context.Background(), dep); err != nil {
-			t.Fatal(err)
-		}
-	}
+	readyDeployment(t, "operator")
+	readyDeployment(t, "webhook")
 	startOperator(t, operator.Options{Fix: detect.FixOff})
 
 	root, err := testenv.RepoRoot()
@@ -125,5 +114,72 @@ func dropUnfixable(t *testing.T) {
 				t.Fatal(err)
 			}
 		}
+	}
+}
+
+// readyDeployment stores netconf-migrator's Deployment of a component with
+// a ready replica, as the Deployment controller reports it (there is none
+// in the test control plane).
+func readyDeployment(t *testing.T, component string) {
+	t.Helper()
+	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: backupNamespace, Name: "netconf-migrator-" + component,
+		Labels: map[string]string{"app.kubernetes.io/name": "netconf-migrator", "app.kubernetes.io/component": component}},
+		Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "x"}},
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "x"}}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "i"}}}}}}
+	create(t, dep)
+	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), dep) })
+	dep.Status.Replicas, dep.Status.ReadyReplicas = 1, 1
+	if err := env.Client.Status().Update(context.Background(), dep); err != nil {
+		t.Fatal(err)
+	}
+}
+
+// With the CRD installed but only the webhook's Deployment ready (the
+// chart's operator.enabled=false), no operator would run a NADMigration:
+// the hook must not create one and wait for it, but fall back to the
+// binary, which this PATH lacks, and say so (strict: exit 2).
+func TestPreHookWithoutTheOperatorFallsBackToTheBinary(t *testing.T) {
+	readyDeployment(t, "webhook")
+	hookMigrations := func() int {
+		t.Helper()
+		list := &v1alpha1.NADMigrationList{}
+		if err := env.Client.List(context.Background(), list); err != nil {
+			t.Fatal(err)
+		}
+		n := 0
+		for _, nm := range list.Items {
+			if strings.HasPrefix(nm.Name, "harvester-upgrade-") {
+				n++
+			}
+		}
+		return n
+	}
+	before := hookMigrations()
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	script := filepath.Join(t.TempDir(), "upgrade_manifests.sh")
+	if err := os.WriteFile(script, []byte(upgradeScript), 0o755); err != nil {
+		t.Fatal(err)
+	}
+	kubectl, err := exec.LookPath("kubectl")
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := t.TempDir()
+	if err := os.Symlink(kubectl, filepath.Join(bin, "kubectl")); err != nil {
+		t.Fatal(err)
+	}
+	cmd := exec.Command(script)
+	cmd.Env = append(os.Environ(), "PATH="+bin+":/usr/bin:/bin", "KUBECONFIG="+env.KubeconfigPath,
+		"HOOK="+filepath.Join(root, "config", "harvester-upgrade", "pre-hook.sh"), "NETCONF_MIGRATOR_STRICT=true", "NETCONF_MIGRATOR_WAIT=5")
+	out, err := cmd.CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "is not in this image") {
+		t.Errorf("the hook with only the webhook ready: %v, want exit 2 naming the missing binary\n%s", err, out)
+	}
+	if after := hookMigrations(); after != before {
+		t.Errorf("the hook created a NADMigration no operator runs (%d, was %d)", after, before)
 	}
 }
