@@ -9,11 +9,12 @@ import (
 	policyv1 "k8s.io/api/policy/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	"github.com/harvester/netconf-migrator/test/testenv"
 )
@@ -66,16 +67,16 @@ func newDrainCluster(t *testing.T, nodes int, values map[string]any) *drainClust
 	if dep == nil {
 		t.Fatal("the chart renders no webhook Deployment")
 	}
-	raw, err := yaml.Marshal(dep.Object["spec"].(map[string]any)["template"])
+	template, _, err := unstructured.NestedMap(dep.Object, "spec", "template")
 	if err != nil {
 		t.Fatal(err)
 	}
-	if err := yaml.Unmarshal(raw, &c.pod); err != nil {
+	if err := runtime.DefaultUnstructuredConverter.FromUnstructured(template, &c.pod); err != nil {
 		t.Fatal(err)
 	}
 	if u := objs["PodDisruptionBudget/netconf-migrator-webhook"]; u != nil {
 		c.pdb = &policyv1.PodDisruptionBudget{}
-		if err := viaYAML(u.Object, c.pdb); err != nil {
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, c.pdb); err != nil {
 			t.Fatal(err)
 		}
 		if err := env.Client.Create(ctx, c.pdb); err != nil {
@@ -84,15 +85,6 @@ func newDrainCluster(t *testing.T, nodes int, values map[string]any) *drainClust
 		t.Cleanup(func() { _ = env.Client.Delete(context.Background(), c.pdb) })
 	}
 	return c
-}
-
-// viaYAML decodes a rendered object into a typed one.
-func viaYAML(in map[string]any, out any) error {
-	raw, err := yaml.Marshal(in)
-	if err != nil {
-		return err
-	}
-	return yaml.Unmarshal(raw, out)
 }
 
 // replica starts a webhook replica on node, Ready, as the Deployment's

@@ -43,27 +43,7 @@ func TestPreHookUsesTheOperator(t *testing.T) {
 	readyDeployment(t, "webhook")
 	startOperator(t, operator.Options{Fix: detect.FixOff})
 
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	script := filepath.Join(t.TempDir(), "upgrade_manifests.sh")
-	if err := os.WriteFile(script, []byte(upgradeScript), 0o755); err != nil {
-		t.Fatal(err)
-	}
-	kubectl, err := exec.LookPath("kubectl")
-	if err != nil {
-		t.Fatal(err)
-	}
-	// Only kubectl and the shell's tools on PATH: no netconf-migrator.
-	bin := t.TempDir()
-	if err := os.Symlink(kubectl, filepath.Join(bin, "kubectl")); err != nil {
-		t.Fatal(err)
-	}
-	cmd := exec.Command(script)
-	cmd.Env = append(os.Environ(), "PATH="+bin+":/usr/bin:/bin", "KUBECONFIG="+env.KubeconfigPath,
-		"HOOK="+filepath.Join(root, "config", "harvester-upgrade", "pre-hook.sh"), "NETCONF_MIGRATOR_STRICT=true")
-	out, err := cmd.CombinedOutput()
+	out, err := upgradeHook(t, "NETCONF_MIGRATOR_STRICT=true").CombinedOutput()
 	var exit *exec.ExitError
 	if !errors.As(err, &exit) || exit.ExitCode() != 1 || strings.Contains(string(out), "Upgrading charts") {
 		t.Fatalf("strict pre-hook with a truncated NAD: %v, want exit 1 before the charts\n%s", err, out)
@@ -74,15 +54,7 @@ func TestPreHookUsesTheOperator(t *testing.T) {
 	if got := forms(t, ns); got[netconf.FormNested] != 0 {
 		t.Errorf("forms after the hook: %v", got)
 	}
-	list := &v1alpha1.NADMigrationList{}
-	if err := env.Client.List(context.Background(), list); err != nil {
-		t.Fatal(err)
-	}
-	found := false
-	for _, nm := range list.Items {
-		found = found || strings.HasPrefix(nm.Name, "harvester-upgrade-")
-	}
-	if !found {
+	if hookMigrations(t) == 0 {
 		t.Error("the hook created no NADMigration")
 	}
 
@@ -90,10 +62,7 @@ func TestPreHookUsesTheOperator(t *testing.T) {
 	if err := env.Client.Delete(context.Background(), newNAD(ns, "bad", truncated)); err != nil {
 		t.Fatal(err)
 	}
-	cmd = exec.Command(script)
-	cmd.Env = append(os.Environ(), "PATH="+bin+":/usr/bin:/bin", "KUBECONFIG="+env.KubeconfigPath,
-		"HOOK="+filepath.Join(root, "config", "harvester-upgrade", "pre-hook.sh"))
-	out, err = cmd.CombinedOutput()
+	out, err = upgradeHook(t).CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "every NAD is in the flat form") || !strings.Contains(string(out), "Upgrading charts") {
 		t.Errorf("pre-hook with every NAD fixable: %v\n%s", err, out)
 	}
@@ -140,21 +109,22 @@ func readyDeployment(t *testing.T, component string) {
 // binary, which this PATH lacks, and say so (strict: exit 2).
 func TestPreHookWithoutTheOperatorFallsBackToTheBinary(t *testing.T) {
 	readyDeployment(t, "webhook")
-	hookMigrations := func() int {
-		t.Helper()
-		list := &v1alpha1.NADMigrationList{}
-		if err := env.Client.List(context.Background(), list); err != nil {
-			t.Fatal(err)
-		}
-		n := 0
-		for _, nm := range list.Items {
-			if strings.HasPrefix(nm.Name, "harvester-upgrade-") {
-				n++
-			}
-		}
-		return n
+	before := hookMigrations(t)
+	out, err := upgradeHook(t, "NETCONF_MIGRATOR_STRICT=true", "NETCONF_MIGRATOR_WAIT=5").CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "is not in this image") {
+		t.Errorf("the hook with only the webhook ready: %v, want exit 2 naming the missing binary\n%s", err, out)
 	}
-	before := hookMigrations()
+	if after := hookMigrations(t); after != before {
+		t.Errorf("the hook created a NADMigration no operator runs (%d, was %d)", after, before)
+	}
+}
+
+// upgradeHook is Harvester's upgrade script sourcing the pre-hook, with
+// only kubectl and the shell's tools on PATH (no netconf-migrator), and
+// extra added to this process's environment.
+func upgradeHook(t *testing.T, extra ...string) *exec.Cmd {
+	t.Helper()
 	root, err := testenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
@@ -172,14 +142,23 @@ func TestPreHookWithoutTheOperatorFallsBackToTheBinary(t *testing.T) {
 		t.Fatal(err)
 	}
 	cmd := exec.Command(script)
-	cmd.Env = append(os.Environ(), "PATH="+bin+":/usr/bin:/bin", "KUBECONFIG="+env.KubeconfigPath,
-		"HOOK="+filepath.Join(root, "config", "harvester-upgrade", "pre-hook.sh"), "NETCONF_MIGRATOR_STRICT=true", "NETCONF_MIGRATOR_WAIT=5")
-	out, err := cmd.CombinedOutput()
-	var exit *exec.ExitError
-	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "is not in this image") {
-		t.Errorf("the hook with only the webhook ready: %v, want exit 2 naming the missing binary\n%s", err, out)
+	cmd.Env = append(append(os.Environ(), "PATH="+bin+":/usr/bin:/bin", "KUBECONFIG="+env.KubeconfigPath,
+		"HOOK="+filepath.Join(root, "config", "harvester-upgrade", "pre-hook.sh")), extra...)
+	return cmd
+}
+
+// hookMigrations counts the NADMigrations the pre-hook created.
+func hookMigrations(t *testing.T) int {
+	t.Helper()
+	list := &v1alpha1.NADMigrationList{}
+	if err := env.Client.List(context.Background(), list); err != nil {
+		t.Fatal(err)
 	}
-	if after := hookMigrations(); after != before {
-		t.Errorf("the hook created a NADMigration no operator runs (%d, was %d)", after, before)
+	n := 0
+	for _, nm := range list.Items {
+		if strings.HasPrefix(nm.Name, "harvester-upgrade-") {
+			n++
+		}
 	}
+	return n
 }
