@@ -30,3 +30,18 @@ func TestTheProductModuleHoldsNoTooling(t *testing.T) {
 		}
 	}
 }
+
+// No shipped package imports the suites' support: the Harvester stand-ins
+// (test/harvester) start controller-runtime managers and webhooks of their
+// own, and envtest starts control planes. Checked on what the binary links.
+func TestTheBinaryLinksNoTestSupport(t *testing.T) {
+	deps, err := exec.Command("go", "list", "-deps", ".").Output()
+	if err != nil {
+		t.Fatalf("go list -deps: %v", err)
+	}
+	for _, p := range strings.Fields(string(deps)) {
+		if strings.HasPrefix(p, "github.com/harvester/netconf-migrator/test/") || strings.HasSuffix(p, "/envtest") || p == "testing" {
+			t.Errorf("the binary links %s", p)
+		}
+	}
+}

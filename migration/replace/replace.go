@@ -27,8 +27,8 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/harvester/netconf-migrator/internal/harvester"
 	"github.com/harvester/netconf-migrator/internal/logging"
-	"github.com/harvester/netconf-migrator/test/harvester"
 )
 
 // Objects reads and writes NADs as the API server holds them, with every
