@@ -15,6 +15,7 @@ import (
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/report"
 	"github.com/harvester/netconf-migrator/internal/harvester"
+	"github.com/harvester/netconf-migrator/internal/runlock"
 	"github.com/harvester/netconf-migrator/migration/replace"
 )
 
@@ -181,6 +182,20 @@ func TestRecreate(t *testing.T) {
 		{name: "transient errors saving the backup are retried",
 			setup:  func(_ *memStore, j *memJournals, _ *replace.Replacer) { j.failSaves = 2 },
 			action: report.ActionNormalized, recreated: true, wantConfig: flatOf, deletes: 1},
+		{name: "the run's Lease lost after the backup was saved: no delete is sent, the backup stays for the next holder",
+			setup: func(_ *memStore, _ *memJournals, r *replace.Replacer) {
+				// Up for the backup's save, down from then on.
+				calls := 0
+				fence := func() (time.Time, error) {
+					if calls++; calls > 1 {
+						return time.Time{}, runlock.ErrLost
+					}
+					return time.Now().Add(time.Minute), nil
+				}
+				r.Objects, r.Journals = replace.FencedObjects(r.Objects, fence), replace.FencedJournals(r.Journals, fence)
+			},
+			action: report.ActionUnvisited, wantConfig: nested, backupLeft: true, backupStep: replace.StepDeleting,
+			reason: []string{"no longer provably holds the run Lease", "nothing was deleted"}},
 		{name: "a refused delete leaves the NAD and removes the backup",
 			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
 				s.beforeDelete = func(string, bool) error {

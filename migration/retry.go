@@ -10,6 +10,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 
+	"github.com/harvester/netconf-migrator/internal/runlock"
 	"github.com/harvester/netconf-migrator/migration/replace"
 )
 
@@ -54,7 +55,7 @@ func Classify(err error) Class {
 		apierrors.IsUnauthorized(err), apierrors.IsMethodNotSupported(err), apierrors.IsNotAcceptable(err),
 		apierrors.IsRequestEntityTooLargeError(err), apierrors.IsUnsupportedMediaType(err), apierrors.IsAlreadyExists(err):
 		return Final
-	case errors.Is(err, context.Canceled):
+	case errors.Is(err, context.Canceled), errors.Is(err, runlock.ErrLost):
 		return Final
 	case apierrors.IsResourceExpired(err) || apierrors.IsGone(err):
 		// An expired continue token stays expired: the listing starts

@@ -73,6 +73,13 @@ func (m *Migrator) fail(ctx context.Context, log logr.Logger, nad *nadv1.Network
 		log.Error(logged(err), "NetworkAttachmentDefinition is missing until a run creates it again from its backup", logging.KeyOutcome, it.Action, "backup", missing.Journal)
 		return it
 	}
+	var stopped *replace.Stopped
+	if errors.As(err, &stopped) {
+		it.Form = netconf.Normalize([]byte(nad.Spec.Config)).Form
+		it.Action, it.Reason, it.Backup = report.ActionUnvisited, err.Error(), stopped.Journal
+		log.Info("Leaving NetworkAttachmentDefinition for the next run: this run lost its Lease before the delete", logging.KeyOutcome, it.Action, "backup", stopped.Journal)
+		return it
+	}
 	if m.run != nil && m.run.Err() != nil && (Classify(err) == Retry || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {
 		// The run stopped while this NAD's write was being retried: it was
 		// not written, and the next run visits it.

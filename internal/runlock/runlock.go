@@ -1,15 +1,30 @@
 // Package runlock makes migrate and rollback runs take turns: each holds a
 // coordination.k8s.io Lease for its whole run and renews it, so a pre-hook,
-// a Job and a person at a terminal never replace NADs at the same time. A
-// killed holder's Lease expires by itself.
+// a Job, the operator and a person at a terminal never replace NADs at the
+// same time. A killed holder's Lease expires by itself, and is taken within
+// its duration plus one retry period by whoever wants it next, whatever
+// that one's wait.
+//
+// Acquiring is done here, not by client-go's leader elector, because the
+// elector counts a held Lease's age from its own first sight of it: an
+// entry point that retries with short waits (the operator's NADMigrations,
+// the legacy-NAD watch) builds a new elector for each attempt, never waits
+// a whole Lease duration, and so never takes a dead holder's Lease. Here
+// the first sight of each Lease record is kept for the whole process, and
+// a wait that ends while the holder has not renewed once is stretched to
+// the Lease's expiry. Once taken, the Lease is renewed and released by
+// client-go's elector.
 package runlock
 
 import (
+	"bytes"
 	"context"
 	"errors"
 	"fmt"
+	"sync"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
@@ -24,13 +39,29 @@ const LeaseName = "netconf-migrator-run"
 // the Lease; it renews within two thirds of it.
 const DefaultDuration = 15 * time.Second
 
+// ErrHeld is returned when another run kept the Lease for the whole wait.
+var ErrHeld = errors.New("another netconf-migrator run holds the Lease")
+
+// ErrLost is returned by Held.Fence once this process cannot show that it
+// still holds the Lease: another run may hold it, so nothing may be written
+// that the other could be writing too.
+var ErrLost = errors.New("this run no longer provably holds the run Lease")
+
+// RetryPeriod is how often a Lease of duration is renewed and how often a
+// waiting run looks at it again.
+func RetryPeriod(duration time.Duration) time.Duration {
+	return max(duration/8, 100*time.Millisecond)
+}
+
 // Held is a Lease this run holds.
 type Held struct {
 	// Lost is closed when the Lease could not be renewed: another run may
 	// take it from then on, so this one must stop starting work.
-	Lost    <-chan struct{}
-	release context.CancelFunc
-	done    chan struct{}
+	Lost     <-chan struct{}
+	release  context.CancelFunc
+	done     chan struct{}
+	lock     *renewals
+	duration time.Duration
 }
 
 // Release gives the Lease up at once (the next run need not wait for it
@@ -40,12 +71,103 @@ func (h *Held) Release() {
 	<-h.done
 }
 
-// ErrHeld is returned when another run kept the Lease for the whole wait.
-var ErrHeld = errors.New("another netconf-migrator run holds the Lease")
+// fenceMargin is kept between the end of what this holder may send and the
+// earliest moment another may take the Lease: a request still in flight at
+// its deadline is processed within it.
+func fenceMargin(duration time.Duration) time.Duration {
+	return max(duration/5, 500*time.Millisecond)
+}
+
+// Fence returns the time until which this process may send a write that no
+// other run may send at the same time (a NAD's delete or create, a
+// journal's save or removal): the Lease's last renewal this process sent,
+// plus its duration, less a margin. Another run takes the Lease only once
+// it saw no renewal for a whole duration, and it can only have seen the
+// renewal after it was sent, so a write bounded by this deadline has ended
+// before another run may start. ErrLost once that time is too close.
+func (h *Held) Fence() (time.Time, error) {
+	select {
+	case <-h.Lost:
+		return time.Time{}, ErrLost
+	default:
+	}
+	until := h.lock.lastRenewal().Add(h.duration - fenceMargin(h.duration))
+	if time.Until(until) < fenceMargin(h.duration) {
+		return time.Time{}, fmt.Errorf("%w: its last renewal is %s old", ErrLost, time.Since(h.lock.lastRenewal()).Round(time.Millisecond))
+	}
+	return until, nil
+}
+
+// observation is the record of a Lease as first seen by this process.
+type observation struct {
+	raw []byte
+	at  time.Time
+}
+
+// sightings keeps, per Lease, when this process first saw its current
+// record, across every attempt of every entry point.
+var sightings = struct {
+	sync.Mutex
+	m map[string]observation
+}{m: map[string]observation{}}
+
+// sighted returns when this process first saw raw as the record of the
+// Lease key.
+func sighted(key string, raw []byte, now time.Time) time.Time {
+	sightings.Lock()
+	defer sightings.Unlock()
+	o, ok := sightings.m[key]
+	if !ok || !bytes.Equal(o.raw, raw) {
+		o = observation{raw: bytes.Clone(raw), at: now}
+		sightings.m[key] = o
+	}
+	return o.at
+}
+
+// renewals is the Lease lock client-go's elector renews through: it notes
+// when each renewal this process wrote was sent.
+type renewals struct {
+	*resourcelock.LeaseLock
+	mu   sync.Mutex
+	last time.Time
+}
+
+func (r *renewals) note(rec resourcelock.LeaderElectionRecord) {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	if t := rec.RenewTime.Time; t.After(r.last) {
+		r.last = t
+	}
+}
+
+func (r *renewals) lastRenewal() time.Time {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.last
+}
+
+func (r *renewals) Create(ctx context.Context, rec resourcelock.LeaderElectionRecord) error {
+	err := r.LeaseLock.Create(ctx, rec)
+	if err == nil {
+		r.note(rec)
+	}
+	return err
+}
+
+func (r *renewals) Update(ctx context.Context, rec resourcelock.LeaderElectionRecord) error {
+	err := r.LeaseLock.Update(ctx, rec)
+	if err == nil && rec.HolderIdentity == r.Identity() {
+		r.note(rec)
+	}
+	return err
+}
 
 // Acquire takes the Lease namespace/LeaseName as identity, waiting at most
 // wait for another run to release it or for its Lease to expire; duration
-// is how long the Lease outlives a holder that stops renewing.
+// is how long the Lease outlives this holder when it stops renewing. A
+// holder that does not renew during the whole wait may be dead: the wait is
+// then stretched until its Lease may be taken (at most its duration plus a
+// retry period from the first sight of its last renewal).
 func Acquire(ctx context.Context, cfg *rest.Config, namespace, identity string, wait, duration time.Duration) (*Held, error) {
 	if duration <= 0 {
 		duration = DefaultDuration
@@ -54,15 +176,25 @@ func Acquire(ctx context.Context, cfg *rest.Config, namespace, identity string, 
 	if err != nil {
 		return nil, fmt.Errorf("building a client for the run's Lease: %w", err)
 	}
-	lock := &resourcelock.LeaseLock{
-		LeaseMeta:  metaOf(namespace),
+	lock := &renewals{LeaseLock: &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: namespace, Name: LeaseName},
 		Client:     kube.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: identity},
+	}}
+	holder, err := take(ctx, lock, namespace+"/"+LeaseName, identity, wait, duration)
+	if err != nil {
+		return nil, err
 	}
+	if holder != identity {
+		return nil, fmt.Errorf("%w %s/%s: %s, still after %s; try again once it has finished", ErrHeld, namespace, LeaseName, holder, wait)
+	}
+
+	// Taken: client-go's elector, with the same identity, sees itself as
+	// the holder at once and renews from here on.
 	acquired, lost, done := make(chan struct{}), make(chan struct{}), make(chan struct{})
 	le, err := leaderelection.NewLeaderElector(leaderelection.LeaderElectionConfig{
 		Lock: lock, Name: LeaseName, ReleaseOnCancel: true,
-		LeaseDuration: duration, RenewDeadline: duration * 2 / 3, RetryPeriod: max(duration/8, 100*time.Millisecond),
+		LeaseDuration: duration, RenewDeadline: duration * 2 / 3, RetryPeriod: RetryPeriod(duration),
 		Callbacks: leaderelection.LeaderCallbacks{
 			OnStartedLeading: func(context.Context) { close(acquired) },
 			OnStoppedLeading: func() { close(lost) },
@@ -78,23 +210,86 @@ func Acquire(ctx context.Context, cfg *rest.Config, namespace, identity string, 
 		defer close(done)
 		le.Run(runCtx)
 	}()
-	timer := time.NewTimer(wait)
-	defer timer.Stop()
 	select {
 	case <-acquired:
-		return &Held{Lost: lost, release: cancel, done: done}, nil
-	case <-timer.C:
+		return &Held{Lost: lost, release: cancel, done: done, lock: lock, duration: duration}, nil
+	case <-lost:
 	case <-ctx.Done():
 	}
-	holder := le.GetLeader()
 	cancel()
 	<-done
-	if holder == "" || holder == identity {
-		return nil, fmt.Errorf("could not take the Lease %s/%s within %s (is the API server reachable, and may this identity get, create and update Leases there?)", namespace, LeaseName, wait)
-	}
-	return nil, fmt.Errorf("%w %s/%s: %s, still after %s; try again once it has finished", ErrHeld, namespace, LeaseName, holder, wait)
+	return nil, fmt.Errorf("took the Lease %s/%s but could not renew it: %w", namespace, LeaseName, context.Cause(ctx))
 }
 
-func metaOf(namespace string) metav1.ObjectMeta {
-	return metav1.ObjectMeta{Namespace: namespace, Name: LeaseName}
+// take writes identity into the Lease once it is free, released or
+// expired, and returns the holder at the end of the wait.
+func take(ctx context.Context, lock *renewals, key, identity string, wait, duration time.Duration) (string, error) {
+	retry := RetryPeriod(duration)
+	deadline := time.Now().Add(wait)
+	// first is when this wait first read the Lease: a record first seen
+	// no later was not renewed during the wait.
+	var first time.Time
+	var lastErr error
+	holder := ""
+	for {
+		now := time.Now()
+		rec, raw, err := lock.Get(ctx)
+		switch {
+		case apierrors.IsNotFound(err):
+			rec := record(identity, duration, now, 0)
+			if err = lock.Create(ctx, rec); err == nil {
+				return identity, nil
+			}
+			lastErr = err
+		case err != nil:
+			lastErr = err
+		default:
+			holder = rec.HolderIdentity
+			if first.IsZero() {
+				first = now
+			}
+			seen := sighted(key, raw, now)
+			expires := seen.Add(time.Duration(rec.LeaseDurationSeconds) * time.Second)
+			free := holder == "" || holder == identity || !now.Before(expires)
+			if free {
+				transitions := rec.LeaderTransitions
+				if holder != identity {
+					transitions++
+				}
+				if err = lock.Update(ctx, record(identity, duration, now, transitions)); err == nil {
+					return identity, nil
+				}
+				lastErr = err
+			} else if now.After(deadline) && !seen.After(first) {
+				// The holder has not renewed since this wait began: it may
+				// be dead, so wait on until its Lease may be taken.
+				deadline = expires.Add(retry)
+			}
+		}
+		if !time.Now().Before(deadline) {
+			if holder != "" && holder != identity {
+				return holder, nil
+			}
+			if lastErr == nil {
+				lastErr = errors.New("no answer")
+			}
+			return "", fmt.Errorf("could not take the Lease %s within %s (is the API server reachable, and may this identity get, create and update Leases there?): %w", key, wait, lastErr)
+		}
+		select {
+		case <-ctx.Done():
+			if holder != "" {
+				return holder, nil
+			}
+			return "", fmt.Errorf("waiting for the Lease %s: %w", key, context.Cause(ctx))
+		case <-time.After(retry):
+		}
+	}
+}
+
+func record(identity string, duration time.Duration, now time.Time, transitions int) resourcelock.LeaderElectionRecord {
+	t := metav1.NewTime(now)
+	return resourcelock.LeaderElectionRecord{
+		HolderIdentity: identity, LeaseDurationSeconds: int(duration / time.Second),
+		AcquireTime: t, RenewTime: t, LeaderTransitions: transitions,
+	}
 }

@@ -208,8 +208,14 @@ func (r *Replacer) Replace(ctx context.Context, mode string, ref types.Namespace
 		attempts++
 		return r.Objects.Delete(tx, orig, false)
 	})
+	var down *FenceDown
 	switch {
 	case err == nil:
+	case errors.As(err, &down):
+		// Another run may hold the Lease now: nothing more is written, the
+		// journal included (it is named after the NAD's uid, as the other
+		// run's would be).
+		return nil, &Stopped{Journal: r.Journals.Where(j), Err: down.Err}
 	case apierrors.IsNotFound(err) && attempts == 1:
 		return nil, errors.Join(fmt.Errorf("%w; deleted by someone else before it could be replaced: not created again", cause), r.dropJournal(tx, j))
 	case apierrors.IsNotFound(err):

@@ -92,6 +92,7 @@ func Start(ctx context.Context, c Config, opts migration.Options) (*Run, error) 
 		c.KeyBudget = time.Minute
 	}
 	r := &Run{Context: ctx, release: func() {}}
+	var fence replace.Fence
 	if opts.DryRun == migration.DryRunNone {
 		held, err := runlock.Acquire(ctx, c.REST, c.BackupNamespace, c.Identity, c.LeaseWait, c.LeaseDuration)
 		if err != nil {
@@ -108,6 +109,7 @@ func Start(ctx context.Context, c Config, opts migration.Options) (*Run, error) 
 		}()
 		r.Context = run
 		r.release = func() { cancel(); held.Release() }
+		fence = held.Fence
 	}
 	var replacer *replace.Replacer
 	if opts.Recreate == migration.RecreateAuto {
@@ -121,7 +123,10 @@ func Start(ctx context.Context, c Config, opts migration.Options) (*Run, error) 
 				r.Release()
 				return nil, &StartError{Err: err, Transient: migration.Classify(err) == migration.Retry}
 			}
-			replacer.Journals = replace.SecretJournals{Client: c.Client, Namespace: c.BackupNamespace, Key: key}
+			// Every write a replacement sends is fenced by the Lease: none
+			// is sent once another run may hold it.
+			replacer.Journals = replace.FencedJournals(replace.SecretJournals{Client: c.Client, Namespace: c.BackupNamespace, Key: key}, fence)
+			replacer.Objects = replace.FencedObjects(replacer.Objects, fence)
 		}
 	}
 	r.Migrator = &migration.Migrator{
