@@ -314,6 +314,9 @@ func (o memObjects) Get(ctx context.Context, ns, name string) (*unstructured.Uns
 
 func (o memObjects) Create(ctx context.Context, obj *unstructured.Unstructured, dryRun bool) error {
 	n := fromUnstructured(obj)
+	// The API server records the create's field manager, as it does for
+	// the replacer's creates.
+	n.ManagedFields = []metav1.ManagedFieldsEntry{{Manager: FieldManager, Operation: metav1.ManagedFieldsOperationUpdate}}
 	if err := o.s.Create(ctx, n, dryRun); err != nil {
 		return err
 	}

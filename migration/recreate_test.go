@@ -3,6 +3,7 @@ package migration
 import (
 	"context"
 	"errors"
+	"strconv"
 	"strings"
 	"testing"
 	"time"
@@ -196,6 +197,22 @@ func TestRecreate(t *testing.T) {
 			},
 			action: report.ActionUnvisited, wantConfig: nested, backupLeft: true, backupStep: replace.StepDeleting,
 			reason: []string{"no longer provably holds the run Lease", "nothing was deleted"}},
+		{name: "another writer creates a flat NAD of its own under the name before our create: theirs, reported, the original kept in the backup",
+			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
+				s.beforeCreate = func(n *nadv1.NetworkAttachmentDefinition, dryRun bool) error {
+					if !dryRun && s.nads["a/n"] == nil {
+						s.rv++
+						s.nads["a/n"] = &nadv1.NetworkAttachmentDefinition{
+							ObjectMeta: metav1.ObjectMeta{Namespace: "a", Name: "n", UID: "theirs", ResourceVersion: strconv.Itoa(s.rv),
+								ManagedFields: []metav1.ManagedFieldsEntry{{Manager: "argocd-controller", Operation: metav1.ManagedFieldsOperationUpdate}}},
+							Spec: nadv1.NetworkAttachmentDefinitionSpec{Config: `{"cniVersion":"0.3.1","type":"macvlan","master":"eth0"}`},
+						}
+					}
+					return nil
+				}
+			},
+			action: report.ActionFailed, wantConfig: `{"cniVersion":"0.3.1","type":"macvlan","master":"eth0"}`, deletes: 1, backupLeft: true, backupStep: replace.StepDeleted,
+			reason: []string{"field manager argocd-controller", "uid theirs", "that NAD is theirs", "the original is kept in memory netconf-migrator-backup-a/n"}},
 		{name: "a refused delete leaves the NAD and removes the backup",
 			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
 				s.beforeDelete = func(string, bool) error {
@@ -427,16 +444,18 @@ func TestResumeCreatesOnlyFromSignedBackups(t *testing.T) {
 }
 
 // TestResumeKeepsTheBackupOfANADSomeoneElseCreated: when another writer
-// created the NAD again while it was missing, not in the wanted form, the
-// backup is the only copy of the original and stays; the report says where.
-// When a controller created it in the wanted form, the backup is closed.
+// created the NAD again while it was missing, with another config than the
+// run would create (legacy or flat alike), that NAD is theirs and the
+// backup, the only copy of the original, stays; the report says where.
+// Only a NAD holding exactly the config the run would create closes it.
 func TestResumeKeepsTheBackupOfANADSomeoneElseCreated(t *testing.T) {
 	for _, tc := range []struct {
 		name, config string
 		keep         bool
 	}{
 		{"a legacy form", nested, true},
-		{"a form that needs no migration", `{"cniVersion":"0.3.1","type":"macvlan","master":"eth0"}`, false},
+		{"a flat config that is not the original's", `{"cniVersion":"0.3.1","type":"macvlan","master":"eth0"}`, true},
+		{"exactly the config the run would create", flatOf, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, j := newMemStore(map[string]string{"a/n": nested}), newMemJournals()
@@ -448,7 +467,8 @@ func TestResumeKeepsTheBackupOfANADSomeoneElseCreated(t *testing.T) {
 			if !tc.keep && (it.Action != report.ActionUnchanged || !strings.Contains(it.Reason, "another writer created it meanwhile")) {
 				t.Errorf("%s %q", it.Action, it.Reason)
 			}
-			if tc.keep && (it.Action != report.ActionFailed || !strings.Contains(it.Reason, "another writer created this NAD again") || !strings.Contains(it.Reason, "memory netconf-migrator-backup-a/n")) {
+			if tc.keep && (it.Action != report.ActionFailed || !strings.Contains(it.Reason, "another writer created this NAD again") ||
+				!strings.Contains(it.Reason, "that NAD is theirs") || !strings.Contains(it.Reason, "memory netconf-migrator-backup-a/n")) {
 				t.Errorf("%s %q", it.Action, it.Reason)
 			}
 			if (len(j.saved) == 1) != tc.keep || rep.Summary.Total != 1 || len(s.creates) != 0 {

@@ -73,6 +73,11 @@ func (m *Migrator) fail(ctx context.Context, log logr.Logger, nad *nadv1.Network
 		log.Error(logged(err), "NetworkAttachmentDefinition is missing until a run creates it again from its backup", logging.KeyOutcome, it.Action, "backup", missing.Journal)
 		return it
 	}
+	var theirs *replace.CreatedByAnother
+	if errors.As(err, &theirs) {
+		// Reported failed below, naming where the original is kept.
+		it.Backup = theirs.Journal
+	}
 	var stopped *replace.Stopped
 	if errors.As(err, &stopped) {
 		it.Form = netconf.Normalize([]byte(nad.Spec.Config)).Form

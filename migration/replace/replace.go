@@ -15,6 +15,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"reflect"
 	"slices"
 	"strings"
 	"sync"
@@ -440,6 +441,9 @@ func (r *Replacer) finish(ctx context.Context, log logr.Logger, j *Journal) (*Re
 		r.close(ctx, log, j)
 		return r.result(j.Original, stored), nil
 	}
+	if other := r.standing(ctx, j, err); other != nil {
+		return r.createdByAnother(ctx, log, j, other)
+	}
 	werr := err
 	if _, err := r.create(ctx, j, Recreatable(j.Original)); err != nil {
 		return nil, &Missing{Journal: r.Journals.Where(j), Why: fmt.Sprintf("but the create was refused (%v) and so was creating the original back (%v)", werr, err)}
@@ -448,25 +452,49 @@ func (r *Replacer) finish(ctx context.Context, log logr.Logger, j *Journal) (*Re
 	return nil, fmt.Errorf("deleted to be created again, but the create was refused (%w); the original was created back", werr)
 }
 
-// createdByAnother handles a NAD someone else (a controller, a GitOps
-// tool) created under the name while it was missing: when it is what the
-// run wants, the journal is closed; otherwise the original stays in the
-// journal for a person.
+// createdByAnother handles a NAD that stands under the name with another
+// uid while the journal is open: one of this tool's creates whose answer
+// was lost (it carries our field manager and is what the run wants), or
+// someone else's (a controller, a GitOps tool, a person). Someone else's
+// closes the journal only when its config is exactly the one the run would
+// have created; any other is theirs, reported as theirs, and the original
+// stays in the journal until a person decides.
 func (r *Replacer) createdByAnother(ctx context.Context, log logr.Logger, j *Journal, cur *unstructured.Unstructured) (*Result, error) {
-	if r.wanted(j, cur) {
+	want, err := r.Want(j.Mode, j.Original)
+	switch {
+	case err != nil:
+	case writtenBy(cur, fieldManager) && r.Accepts(j.Mode, want, cur):
+		r.close(ctx, log, j)
+		return r.result(j.Original, cur), nil
+	case sameConfig(want, cur):
 		r.close(ctx, log, j)
 		res := r.result(j.Original, cur)
-		res.ByAnother = !writtenBy(cur, fieldManager)
+		res.ByAnother = true
 		return res, nil
 	}
-	return nil, &CreatedByAnother{Journal: r.Journals.Where(j)}
+	return nil, &CreatedByAnother{Journal: r.Journals.Where(j), UID: cur.GetUID(), Managers: managers(cur)}
 }
 
-// wanted says whether cur is what the run that wrote j wants in its NAD's
-// place.
-func (r *Replacer) wanted(j *Journal, cur *unstructured.Unstructured) bool {
-	want, err := r.Want(j.Mode, j.Original)
-	return err == nil && r.Accepts(j.Mode, want, cur)
+// sameConfig says whether b's spec.config is a's, as JSON values.
+func sameConfig(a, b *unstructured.Unstructured) bool {
+	ac, _, _ := unstructured.NestedString(a.Object, "spec", "config")
+	bc, _, _ := unstructured.NestedString(b.Object, "spec", "config")
+	var av, bv any
+	if json.Unmarshal([]byte(ac), &av) != nil || json.Unmarshal([]byte(bc), &bv) != nil {
+		return ac == bc
+	}
+	return reflect.DeepEqual(av, bv)
+}
+
+// managers are the field managers that wrote obj, for the report.
+func managers(obj *unstructured.Unstructured) []string {
+	var out []string
+	for _, f := range obj.GetManagedFields() {
+		if !slices.Contains(out, f.Manager) {
+			out = append(out, f.Manager)
+		}
+	}
+	return out
 }
 
 // dropJournal removes the journal of a replacement that deleted nothing.
@@ -480,13 +508,23 @@ func writtenBy(obj *unstructured.Unstructured, manager string) bool {
 	return slices.ContainsFunc(obj.GetManagedFields(), func(f metav1.ManagedFieldsEntry) bool { return f.Manager == manager })
 }
 
-// CreatedByAnother is a NAD another writer created again, not in the
-// wanted form, while this tool replaced it: its original stays in the
-// journal for a person to look at.
-type CreatedByAnother struct{ Journal string }
+// CreatedByAnother is a NAD someone else created under the name while this
+// tool replaced it, with another config than the run would have created:
+// it is theirs, and the original stays in the journal for a person to
+// decide.
+type CreatedByAnother struct {
+	Journal string
+	// UID is the uid of their NAD; Managers the field managers that wrote it.
+	UID      types.UID
+	Managers []string
+}
 
 func (e *CreatedByAnother) Error() string {
-	return fmt.Sprintf("while it was being replaced, another writer created this NAD again; its original is kept in %s", e.Journal)
+	by := "another writer"
+	if len(e.Managers) > 0 {
+		by += " (field manager " + strings.Join(e.Managers, ", ") + ")"
+	}
+	return fmt.Sprintf("while it was being replaced, %s created this NAD again (uid %s) with another config than netconf-migrator would have created; that NAD is theirs and was left as it is, and the original is kept in %s until a person decides", by, e.UID, e.Journal)
 }
 
 func (r *Replacer) close(ctx context.Context, log logr.Logger, j *Journal) {
@@ -497,21 +535,31 @@ func (r *Replacer) close(ctx context.Context, log logr.Logger, j *Journal) {
 	}
 }
 
-// create creates obj; AlreadyExists from a create whose answer was lost is
-// ours when the stored object is what the run wants.
+// create creates obj. An AlreadyExists is answered by standing.
 func (r *Replacer) create(ctx context.Context, j *Journal, obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {
 	var stored *unstructured.Unstructured
 	err := r.Retry(ctx, func() error {
 		stored = obj.DeepCopy()
 		return r.Objects.Create(ctx, stored, false)
 	})
-	if apierrors.IsAlreadyExists(err) {
-		cur, gerr := r.Objects.Get(ctx, obj.GetNamespace(), obj.GetName())
-		if gerr == nil && cur.GetUID() != j.UID() && r.wanted(j, cur) {
-			return cur, nil
-		}
-	}
 	return stored, err
+}
+
+// standing returns the NAD that a create refused with AlreadyExists met:
+// a create of ours whose answer was lost, or someone else's; nil for any
+// other error.
+func (r *Replacer) standing(ctx context.Context, j *Journal, err error) *unstructured.Unstructured {
+	if !apierrors.IsAlreadyExists(err) {
+		return nil
+	}
+	var cur *unstructured.Unstructured
+	if gerr := r.Retry(ctx, func() (err error) {
+		cur, err = r.Objects.Get(ctx, j.Original.GetNamespace(), j.Original.GetName())
+		return err
+	}); gerr != nil || cur.GetUID() == j.UID() {
+		return nil
+	}
+	return cur
 }
 
 // Recreatable is obj as a create sends it: every field but the ones the
