@@ -55,7 +55,7 @@ func Classify(err error) Class {
 		apierrors.IsUnauthorized(err), apierrors.IsMethodNotSupported(err), apierrors.IsNotAcceptable(err),
 		apierrors.IsRequestEntityTooLargeError(err), apierrors.IsUnsupportedMediaType(err), apierrors.IsAlreadyExists(err):
 		return Final
-	case errors.Is(err, context.Canceled), errors.Is(err, runlock.ErrLost):
+	case errors.Is(err, context.Canceled), errors.Is(err, runlock.ErrLost), errors.Is(err, replace.ErrKeyMissing):
 		return Final
 	case apierrors.IsResourceExpired(err) || apierrors.IsGone(err):
 		// An expired continue token stays expired: the listing starts

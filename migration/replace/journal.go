@@ -9,6 +9,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	"strings"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -178,17 +179,25 @@ func (c SecretJournals) List(ctx context.Context) ([]*Journal, []Rejected, error
 	return out, rejected, nil
 }
 
-// read checks that sec is a journal this tool wrote and decodes it.
-func (c SecretJournals) read(sec *corev1.Secret) (*Journal, error) {
+// decode reads sec as a journal, without checking who wrote it.
+func decode(sec *corev1.Secret) (*Journal, error) {
 	if sec.Type != JournalSecretType {
 		return nil, fmt.Errorf("not a backup netconf-migrator wrote: type %s, want %s", sec.Type, JournalSecretType)
 	}
-	original := sec.Data[keyOriginal]
 	u := &unstructured.Unstructured{}
-	if err := json.Unmarshal(original, &u.Object); err != nil || u.Object == nil {
+	if err := json.Unmarshal(sec.Data[keyOriginal], &u.Object); err != nil || u.Object == nil {
 		return nil, fmt.Errorf("not a backup netconf-migrator wrote: %s is not a JSON object", keyOriginal)
 	}
-	j := &Journal{Name: sec.Name, Run: sec.Annotations[AnnotationRun], Mode: sec.Annotations[AnnotationMode], Step: Step(sec.Annotations[AnnotationStep]), Original: u}
+	return &Journal{Name: sec.Name, Run: sec.Annotations[AnnotationRun], Mode: sec.Annotations[AnnotationMode], Step: Step(sec.Annotations[AnnotationStep]), Original: u}, nil
+}
+
+// read checks that sec is a journal this tool wrote and decodes it.
+func (c SecretJournals) read(sec *corev1.Secret) (*Journal, error) {
+	j, err := decode(sec)
+	if err != nil {
+		return nil, err
+	}
+	original := sec.Data[keyOriginal]
 	want := c.signature(sec.Name, j, original)
 	got := string(sec.Data[keySignature])
 	if len(c.Key) == 0 || !hmac.Equal([]byte(want), []byte(got)) {
@@ -200,6 +209,42 @@ func (c SecretJournals) read(sec *corev1.Secret) (*Journal, error) {
 	return j, nil
 }
 
+// Candidate is a Secret of the journals' type and label, as a person
+// reviewing it sees it: decoded whether or not its signature verifies.
+type Candidate struct {
+	Where string
+	// Journal is nil when the Secret cannot be decoded at all.
+	Journal *Journal
+	// Problem says why the signature does not verify under the current
+	// key; empty when it does.
+	Problem string
+}
+
+// Candidates lists every Secret labelled as a journal, verified or not:
+// what an administrator reviews when the key was lost or rotated.
+func (c SecretJournals) Candidates(ctx context.Context) ([]Candidate, error) {
+	list := &corev1.SecretList{}
+	if err := c.Client.List(ctx, list, client.InNamespace(c.Namespace), client.MatchingLabels{LabelJournal: "true"}); err != nil {
+		return nil, fmt.Errorf("listing backups in namespace %s: %w", c.Namespace, err)
+	}
+	out := make([]Candidate, 0, len(list.Items))
+	for _, sec := range list.Items {
+		cd := Candidate{Where: fmt.Sprintf("Secret %s/%s", sec.Namespace, sec.Name)}
+		if _, err := c.read(&sec); err != nil {
+			cd.Problem = err.Error()
+		}
+		if j, err := decode(&sec); err == nil && sec.Name == JournalName(j.UID()) {
+			cd.Journal = j
+		}
+		out = append(out, cd)
+	}
+	return out, nil
+}
+
+// Adopt signs j again under the current key: an administrator reviewed it
+// and vouches for it, so runs act on it from now on.
+func (c SecretJournals) Adopt(ctx context.Context, j *Journal) error { return c.Save(ctx, j) }
+
 func (c SecretJournals) Delete(ctx context.Context, j *Journal) error {
 	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: c.Namespace, Name: j.Name}}
 	if err := c.Client.Delete(ctx, sec); err != nil && !apierrors.IsNotFound(err) {
@@ -208,13 +253,55 @@ func (c SecretJournals) Delete(ctx context.Context, j *Journal) error {
 	return nil
 }
 
+// ErrKeyMissing is a signing key that is missing while journals exist: a
+// new key would make every one of them look forged and leave its NAD
+// missing, so none is made; an administrator adopts them (journals adopt).
+var ErrKeyMissing = errors.New("the backups' signing key is missing while backups exist")
+
+// KeyMissingError names the journals a missing key leaves unverifiable.
+type KeyMissingError struct {
+	Namespace string
+	Journals  []string
+}
+
+func (e *KeyMissingError) Error() string {
+	return fmt.Sprintf("%v: Secret %s/%s is gone and %d backups are in %s (%s); no new key is made, since every one of them would then look forged"+
+		" and its NAD stay missing. Review and adopt them with: netconf-migrator journals adopt --backup-namespace %s",
+		ErrKeyMissing, e.Namespace, KeySecretName, len(e.Journals), e.Namespace, strings.Join(e.Journals, ", "), e.Namespace)
+}
+func (e *KeyMissingError) Unwrap() error { return ErrKeyMissing }
+
 // LoadKey returns the journals' signing key, kept in the Secret
 // KeySecretName of namespace, creating it with 32 random bytes on first
-// use. Only the tool's ServiceAccount (and cluster administrators) may read
-// it, so only they can write a journal a run acts on.
+// use, when no journal exists yet. Only the tool's ServiceAccounts (and
+// cluster administrators) may read it, so only they can write a journal a
+// run acts on.
 func LoadKey(ctx context.Context, c client.Client, namespace string) ([]byte, error) {
+	return loadKey(ctx, c, namespace, false)
+}
+
+// MakeKey is LoadKey for an administrator who adopts journals: it makes a
+// key even while journals exist.
+func MakeKey(ctx context.Context, c client.Client, namespace string) ([]byte, error) {
+	return loadKey(ctx, c, namespace, true)
+}
+
+func loadKey(ctx context.Context, c client.Client, namespace string, adopting bool) ([]byte, error) {
 	s := &corev1.Secret{}
 	err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: KeySecretName}, s)
+	if apierrors.IsNotFound(err) && !adopting {
+		list := &corev1.SecretList{}
+		if err := c.List(ctx, list, client.InNamespace(namespace), client.MatchingLabels{LabelJournal: "true"}); err != nil {
+			return nil, fmt.Errorf("the backups' signing key (Secret %s/%s) is missing, and whether backups exist could not be listed: %w", namespace, KeySecretName, err)
+		}
+		if len(list.Items) > 0 {
+			e := &KeyMissingError{Namespace: namespace}
+			for _, sec := range list.Items {
+				e.Journals = append(e.Journals, sec.Name)
+			}
+			return nil, e
+		}
+	}
 	if apierrors.IsNotFound(err) {
 		key := make([]byte, 32)
 		if _, err := rand.Read(key); err != nil {

@@ -121,7 +121,9 @@ func Start(ctx context.Context, c Config, opts migration.Options) (*Run, error) 
 			key, err := loadKey(r.Context, c.Client, c.BackupNamespace, c.KeyBudget)
 			if err != nil {
 				r.Release()
-				return nil, &StartError{Err: err, Transient: migration.Classify(err) == migration.Retry}
+				// A key missing while backups exist waits for an
+				// administrator (journals adopt): the run stops, exit 3.
+				return nil, &StartError{Err: err, Transient: migration.Classify(err) == migration.Retry || errors.Is(err, replace.ErrKeyMissing)}
 			}
 			// Every write a replacement sends is fenced by the Lease: none
 			// is sent once another run may hold it.

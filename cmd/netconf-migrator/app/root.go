@@ -91,6 +91,7 @@ func NewRootCommand(streams IO) *cobra.Command {
 		newRunCommand(g, migration.ModeRollback),
 		newWebhookCommand(g),
 		newOperatorCommand(g),
+		newJournalsCommand(g),
 	)
 	root.AddCommand(&cobra.Command{
 		Use:   "version",

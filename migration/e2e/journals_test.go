@@ -1,0 +1,104 @@
+package e2e
+
+import (
+	"bytes"
+	"context"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/harvester/netconf-migrator/apis/netconf"
+	"github.com/harvester/netconf-migrator/cmd/netconf-migrator/app"
+	"github.com/harvester/netconf-migrator/migration/replace"
+)
+
+// runJournals runs the journals command in-process as an administrator.
+func runJournals(t *testing.T, args ...string) result {
+	t.Helper()
+	var out, errOut bytes.Buffer
+	code := app.Execute(append([]string{"journals"}, append(args, "--kubeconfig", env.KubeconfigPath)...), nil, &out, &errOut)
+	return result{code: code, out: out.String(), errOut: errOut.String()}
+}
+
+func keyExists(t *testing.T) bool {
+	t.Helper()
+	err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: backupNamespace, Name: replace.KeySecretName}, &corev1.Secret{})
+	if err != nil && !apierrors.IsNotFound(err) {
+		t.Fatal(err)
+	}
+	return err == nil
+}
+
+// TestALostKeyStopsTheRunUntilAnAdministratorAdopts: the signing key
+// Secret is deleted while a backup of a missing NAD exists. A run then
+// makes no new key (which would make the backup look forged and leave the
+// NAD missing for good): it stops with exit 3 and says how to recover. An
+// administrator reviews the backup with `journals adopt`, which shows the
+// diff and changes nothing without --yes; with --yes it is signed again,
+// and the next run creates the NAD.
+func TestALostKeyStopsTheRunUntilAnAdministratorAdopts(t *testing.T) {
+	ctx := context.Background()
+	const ns = "lost-key"
+	if err := env.CreateNamespace(ctx, ns, nil); err != nil {
+		t.Fatal(err)
+	}
+	key, err := replace.LoadKey(ctx, env.Client, backupNamespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	original := &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+		"metadata": map[string]any{"namespace": ns, "name": "n", "uid": "0000-lost-key"},
+		"spec":     map[string]any{"config": nestedConfig("lost")},
+	}}
+	js := replace.SecretJournals{Client: env.Client, Namespace: backupNamespace, Key: key}
+	j := &replace.Journal{Run: "killed-run", Mode: "migrate", Step: replace.StepDeleted, Original: original}
+	if err := js.Save(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = js.Delete(ctx, j) })
+	if err := env.Client.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: backupNamespace, Name: replace.KeySecretName}}); err != nil {
+		t.Fatal(err)
+	}
+
+	r := runCLI(t, "migrate", "-n", ns)
+	if r.code != app.ExitStopped || !strings.Contains(r.errOut, "signing key is missing while backups exist") ||
+		!strings.Contains(r.errOut, j.Name) || !strings.Contains(r.errOut, "netconf-migrator journals adopt") {
+		t.Fatalf("migrate with the key gone: exit %d, want %d naming the backup and the way out\n%s", r.code, app.ExitStopped, r.errOut)
+	}
+	if keyExists(t) {
+		t.Fatal("a run made a new signing key while a backup existed")
+	}
+
+	r = runJournals(t, "list")
+	if r.code != 0 || !strings.Contains(r.out, ns+"/n") || !strings.Contains(r.out, "missing") {
+		t.Fatalf("journals list: exit %d\n%s%s", r.code, r.out, r.errOut)
+	}
+	r = runJournals(t, "adopt")
+	if r.code != app.ExitAttention || !strings.Contains(r.out, "NAD "+ns+"/n (uid 0000-lost-key)") || !strings.Contains(r.out, "under the name now: missing") ||
+		!strings.Contains(r.out, `-  "NetConf": {`) || !strings.Contains(r.errOut, "--yes") {
+		t.Fatalf("journals adopt without --yes: exit %d, want %d with the diff\n%s%s", r.code, app.ExitAttention, r.out, r.errOut)
+	}
+	if keyExists(t) {
+		t.Fatal("journals adopt without --yes made a key")
+	}
+	r = runJournals(t, "adopt", "--yes")
+	if r.code != 0 || !strings.Contains(r.out, "Adopted the backup of "+ns+"/n") {
+		t.Fatalf("journals adopt --yes: exit %d\n%s%s", r.code, r.out, r.errOut)
+	}
+
+	r = runCLI(t, "migrate", "-n", ns)
+	if r.code != 0 {
+		t.Fatalf("migrate after the adoption: exit %d\n%s", r.code, r.errOut)
+	}
+	n, ok := listAll(t, ns)[ns+"/n"]
+	if !ok || netconf.Normalize([]byte(n.Spec.Config)).Form != netconf.FormFlat {
+		t.Fatalf("the NAD was not created from the adopted backup: %v", n)
+	}
+	checkNoBackups(t)
+}
