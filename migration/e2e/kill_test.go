@@ -8,7 +8,6 @@ import (
 	"math/rand/v2"
 	"os"
 	"os/exec"
-	"path/filepath"
 	"strconv"
 	"strings"
 	"syscall"
@@ -21,23 +20,9 @@ import (
 	"github.com/harvester/netconf-migrator/test/testenv"
 )
 
-// buildBinary builds cmd/netconf-migrator into the test's temp dir, so a
-// test can run and kill it as a separate process.
-func buildBinary(t testing.TB) string {
-	t.Helper()
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	bin := filepath.Join(t.TempDir(), "netconf-migrator")
-	cmd := exec.Command("go", "build", "-o", bin, "./cmd/netconf-migrator")
-	cmd.Dir = root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as the image ships it
-	if out, err := cmd.CombinedOutput(); err != nil {
-		t.Fatalf("go build: %v\n%s", err, out)
-	}
-	return bin
-}
+// buildBinary builds cmd/netconf-migrator for a test that runs and kills it
+// as a separate process.
+func buildBinary(t testing.TB) string { return testenv.BuildBinary(t) }
 
 // killSeed fixes TestKilledRuns's kill points.
 var killSeed = flag.String("kill-seed", os.Getenv("NETCONF_MIGRATOR_KILL_SEED"), "seed of TestKilledRuns's kill points (default: the clock)")

@@ -2,6 +2,7 @@ package operator
 
 import (
 	"fmt"
+	"time"
 
 	"github.com/go-logr/logr"
 	"k8s.io/apimachinery/pkg/runtime"
@@ -14,6 +15,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
 	"github.com/harvester/netconf-migrator/internal/serving"
+	"github.com/harvester/netconf-migrator/migration"
 )
 
 // ManagerOptions shape the operator's process. It runs in a Deployment of
@@ -33,6 +35,24 @@ type ManagerOptions struct {
 	// SkipNameValidation lets one process build several managers (the
 	// suites do).
 	SkipNameValidation bool
+	// GracefulShutdownTimeout is how long a stopping operator waits for its
+	// controllers' work in flight (ShutdownGrace of the replacement
+	// budget); zero: ShutdownGrace(migration.DefaultReplaceBudget).
+	GracefulShutdownTimeout time.Duration
+}
+
+// shutdownMargin is what a stopping operator needs after a replacement's
+// budget: the NADMigration's status and report, and releasing its Leases.
+const shutdownMargin = 20 * time.Second
+
+// ShutdownGrace is how long a stopping operator waits for its work in
+// flight: a replacement started before SIGTERM finishes within its budget,
+// and controller-runtime's default (30 s) would cut it, leaving the NAD
+// missing until the next run. The Pod's terminationGracePeriodSeconds must
+// be at least this (150 s in config/ and the chart, for the 2 minute
+// default budget).
+func ShutdownGrace(replaceBudget time.Duration) time.Duration {
+	return replaceBudget + shutdownMargin
 }
 
 // NewManager builds the operator's manager: its types, the cache that trims
@@ -41,6 +61,10 @@ type ManagerOptions struct {
 func NewManager(cfg *rest.Config, o ManagerOptions, log logr.Logger) (manager.Manager, error) {
 	if o.LeaderElectionNamespace == "" {
 		return nil, fmt.Errorf("the operator needs the namespace of its leader-election Lease")
+	}
+	grace := o.GracefulShutdownTimeout
+	if grace <= 0 {
+		grace = ShutdownGrace(migration.DefaultReplaceBudget)
 	}
 	scheme := runtime.NewScheme()
 	for _, add := range []func(*runtime.Scheme) error{clientgoscheme.AddToScheme, AddToScheme} {
@@ -59,6 +83,7 @@ func NewManager(cfg *rest.Config, o ManagerOptions, log logr.Logger) (manager.Ma
 		LeaderElectionNamespace:       o.LeaderElectionNamespace,
 		LeaderElectionReleaseOnCancel: true,
 		Controller:                    config.Controller{SkipNameValidation: ptr.To(o.SkipNameValidation)},
+		GracefulShutdownTimeout:       ptr.To(grace),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating the operator's manager: %w", err)

@@ -418,3 +418,21 @@ func (e *Env) CreateMany(ctx context.Context, objs []client.Object) error {
 	wg.Wait()
 	return firstErr
 }
+
+// BuildBinary builds cmd/netconf-migrator into the test's temp dir, so a
+// test can run it as a separate process: signal it, kill it.
+func BuildBinary(t testing.TB) string {
+	t.Helper()
+	root, err := RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	bin := filepath.Join(t.TempDir(), "netconf-migrator")
+	cmd := exec.Command("go", "build", "-o", bin, "./cmd/netconf-migrator")
+	cmd.Dir = root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0") // static, as the image ships it
+	if out, err := cmd.CombinedOutput(); err != nil {
+		t.Fatalf("go build: %v\n%s", err, out)
+	}
+	return bin
+}

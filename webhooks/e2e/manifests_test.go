@@ -9,6 +9,7 @@ import (
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	batchv1 "k8s.io/api/batch/v1"
@@ -20,6 +21,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
+	"github.com/harvester/netconf-migrator/migration"
+	"github.com/harvester/netconf-migrator/migration/operator"
 	"github.com/harvester/netconf-migrator/test/testenv"
 )
 
@@ -70,6 +73,27 @@ func TestManifestsServerDryRun(t *testing.T) {
 			if got := strings.Contains(out, "- --warn-flat"); got == want {
 				t.Errorf("config/%s passes --warn-flat: %v, want %v", dir, got, !want)
 			}
+		}
+	})
+
+	t.Run("the operator's Pod waits out its shutdown grace: a replacement under way at SIGTERM finishes", func(t *testing.T) {
+		op := deployments(t, "default")["netconf-migrator-operator"]
+		if len(op.Spec.Template.Spec.Containers) == 0 {
+			t.Fatal("config/default has no operator Deployment")
+		}
+		budget := migration.DefaultReplaceBudget
+		for _, a := range op.Spec.Template.Spec.Containers[0].Args {
+			if v, ok := strings.CutPrefix(a, "--replace-budget="); ok {
+				d, err := time.ParseDuration(v)
+				if err != nil {
+					t.Fatal(err)
+				}
+				budget = d
+			}
+		}
+		grace := time.Duration(*op.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second
+		if need := operator.ShutdownGrace(budget); grace <= need {
+			t.Errorf("terminationGracePeriodSeconds is %s; the operator waits up to %s for a replacement (budget %s) before it exits, and the kubelet would kill it first", grace, need, budget)
 		}
 	})
 

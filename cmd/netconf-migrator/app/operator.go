@@ -8,6 +8,7 @@ import (
 	"github.com/spf13/cobra"
 	ctrl "sigs.k8s.io/controller-runtime"
 
+	"github.com/harvester/netconf-migrator/migration"
 	"github.com/harvester/netconf-migrator/migration/detect"
 	"github.com/harvester/netconf-migrator/migration/operator"
 	"github.com/harvester/netconf-migrator/migration/runner"
@@ -34,6 +35,12 @@ webhook's: the Secrets it keeps (signed backups, their key, reports) are in
 			if o.Fix, err = detect.ParseFix(fix); err != nil {
 				return usageError("--fix-legacy: %w", err)
 			}
+			if o.ReplaceBudget <= 0 {
+				return usageError("--replace-budget must be positive")
+			}
+			// A replacement under way when SIGTERM comes finishes: the
+			// manager waits for it (the Pod's grace period must be longer).
+			m.GracefulShutdownTimeout = operator.ShutdownGrace(o.ReplaceBudget)
 			cfg, err := controllerConfig(kubeconfig, log)
 			if err != nil {
 				return err
@@ -61,6 +68,7 @@ webhook's: the Secrets it keeps (signed backups, their key, reports) are in
 	f.IntVar(&o.FlapLimit, "flap-limit", 3, "a NAD fixed this many times within --flap-window and set back again is left alone and reported")
 	f.DurationVar(&o.FlapWindow, "flap-window", 10*time.Minute, "see --flap-limit")
 	f.DurationVar(&o.LeaseDuration, "lease-duration", 15*time.Second, "how long the run Lease outlives an operator that stops renewing it")
+	f.DurationVar(&o.ReplaceBudget, "replace-budget", migration.DefaultReplaceBudget, "how long one replacement may take from its delete on; a stopping operator waits this long plus 20s for one under way, so the Pod's terminationGracePeriodSeconds must be longer")
 	f.StringVar(&m.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	f.StringVar(&m.MetricsBindAddress, "metrics-bind-address", ":8443", "address of the Prometheus metrics; 0 disables them")
 	f.BoolVar(&m.MetricsSecure, "metrics-secure", true, "serve the metrics over TLS to authenticated and authorized clients only (a ServiceAccount token allowed to GET /metrics); false serves plain HTTP to anyone")
