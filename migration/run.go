@@ -76,6 +76,19 @@ func (m *Migrator) Run(ctx context.Context) (*report.Report, error) {
 	return rep, err
 }
 
+// Resume only finishes the replacements earlier runs left in the run's
+// scope (their NADs are missing until then) and reports them: what a
+// retry does first whatever its deadline, and what the operator does for
+// every journal, whichever entry point wrote it. Unlike Run, it is not cut
+// by Opts.Timeout: each replacement has its own budget.
+func (m *Migrator) Resume(ctx context.Context) (*report.Report, error) {
+	m.defaults()
+	m.run = ctx
+	rep := report.New()
+	_, err := m.resume(withWait(context.WithoutCancel(ctx), ctx), rep)
+	return rep, err
+}
+
 // Fix migrates (or restores) one NAD as a run would, with the run's
 // retries and replacement, for a caller that found it itself (the
 // operator's watch). ctx bounds it like a run's context: once done, the

@@ -348,7 +348,7 @@ func (r *Reconciler) run(ctx context.Context, nm *v1alpha1.NADMigration, opts mi
 	for {
 		var err error
 		opts.Timeout = time.Until(deadline)
-		if opts.Timeout <= 0 {
+		if opts.Timeout <= 0 && nm.Status.Attempts <= 1 {
 			r.finish(ctx, log, nm, report.New(), fmt.Errorf("%w: the NADMigration's timeout was up while it waited for the run Lease", migration.ErrStopped), true)
 			return
 		}
@@ -377,17 +377,30 @@ func (r *Reconciler) run(ctx context.Context, nm *v1alpha1.NADMigration, opts mi
 		namespaces = []string{""}
 	}
 	rep := report.New()
+	migrator := func(ns string) *migration.Migrator {
+		o := opts
+		o.Namespace = ns
+		o.Timeout = max(time.Until(deadline), time.Nanosecond)
+		base := started.Migrator
+		return &migration.Migrator{Store: base.Store, Events: base.Events, Replacer: base.Replacer, Log: base.Log, Opts: o}
+	}
+	if time.Until(deadline) <= 0 {
+		// A retry past the deadline still finishes first the replacements
+		// earlier attempts left: their NADs are missing until then, and
+		// the report names the ones still missing.
+		var err error
+		for _, ns := range namespaces {
+			part, rerr := migrator(ns).Resume(started.Context)
+			rep.Merge(part)
+			err = errors.Join(err, rerr)
+		}
+		r.finish(ctx, log, nm, rep, errors.Join(fmt.Errorf("%w: the NADMigration's timeout was up; the replacements earlier attempts left were finished first", migration.ErrStopped), err), true)
+		return
+	}
 	var runErr error
 	done := int64(0)
 	for _, ns := range namespaces {
-		o := opts
-		o.Namespace = ns
-		o.Timeout = time.Until(deadline)
-		if o.Timeout <= 0 {
-			o.Timeout = time.Nanosecond
-		}
-		base := started.Migrator
-		m := &migration.Migrator{Store: base.Store, Events: base.Events, Replacer: base.Replacer, Log: base.Log, Opts: o}
+		m := migrator(ns)
 		stop := r.progress(started.Context, nm, m, done)
 		part, err := m.Run(started.Context)
 		stop()

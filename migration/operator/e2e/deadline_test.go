@@ -1,0 +1,61 @@
+package e2e
+
+import (
+	"testing"
+	"time"
+
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	v1alpha1 "github.com/harvester/netconf-migrator/apis/netconfmigrator/v1alpha1"
+	"github.com/harvester/netconf-migrator/apis/netconf"
+	"github.com/harvester/netconf-migrator/apis/report"
+	"github.com/harvester/netconf-migrator/migration/detect"
+	"github.com/harvester/netconf-migrator/migration/operator"
+	"github.com/harvester/netconf-migrator/test/harvester"
+)
+
+// TestARetryPastItsDeadlineResumesFirst: a NADMigration's first attempt
+// deletes a nested NAD beside Harvester v1.6 to replace it while
+// Harvester's controllers are down, so the NAD is missing when the
+// replacement's budget runs out; status.nads names it. The retry comes
+// after the NADMigration's timeout: it still creates the NAD from its
+// backup before it stops (it ended TimedOut with the NAD missing and named
+// nowhere before).
+func TestARetryPastItsDeadlineResumesFirst(t *testing.T) {
+	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
+	h := harvester.StartT(t, env, harvester.V16)
+	ns := h.Namespace(t, "past-deadline")
+	nad := newNAD(ns, "vlan100", `{"NetConf":{"cniVersion":"0.3.1","name":"%s","type":"bridge","ipam":{}},"bridge":"mgmt-br","promiscMode":true,"vlan":100}`)
+	nad.Labels = map[string]string{"network.harvesterhci.io/clusternetwork": "mgmt", "network.harvesterhci.io/type": "L2VlanNetwork", "network.harvesterhci.io/vlan-id": "100"}
+	h.Pause(func() { create(t, nad) })
+	h.Settle(t)
+	_, before := form(t, ns, "vlan100")
+	h.Controllers.SetDown(true)
+	t.Cleanup(func() { h.Controllers.SetDown(false) })
+
+	startOperator(t, operator.Options{Fix: detect.FixOff, ReplaceBudget: 2 * time.Second, RetryAfter: 4 * time.Second})
+	create(t, newMigration("past-deadline", v1alpha1.NADMigrationSpec{Namespaces: []string{ns}, Timeout: &metav1.Duration{Duration: 3 * time.Second}}))
+	waitFor(t, "the first attempt to leave the NAD missing, named in status", func() (bool, error) {
+		nm := get(t, "past-deadline")
+		c := meta.FindStatusCondition(nm.Status.Conditions, v1alpha1.ConditionReconciling)
+		named := len(nm.Status.NADs) == 1 && nm.Status.NADs[0].Name == "vlan100" && nm.Status.NADs[0].Action == string(report.ActionMissing)
+		return c != nil && c.Reason == v1alpha1.ReasonNADsMissing && named, nil
+	})
+	h.Controllers.SetDown(false) // Harvester's controllers are back: the old object goes
+
+	waitFor(t, "the retry past the deadline to end", func() (bool, error) {
+		return get(t, "past-deadline").Status.CompletionTime != nil, nil
+	})
+	nm := get(t, "past-deadline")
+	if c := meta.FindStatusCondition(nm.Status.Conditions, v1alpha1.ConditionStalled); c == nil || c.Reason != v1alpha1.ReasonTimedOut {
+		t.Errorf("the retry past the deadline ended with %v, want Stalled/TimedOut", nm.Status.Conditions)
+	}
+	f, after := form(t, ns, "vlan100")
+	if after == nil || after.UID == before.UID || f != netconf.FormFlat {
+		t.Fatalf("after the retry past the deadline: %v, want the NAD created again, flat", after)
+	}
+	if nm.Status.Actions[string(report.ActionNormalized)] != 1 || nm.Status.Attempts != 2 {
+		t.Errorf("status: attempts %d, actions %v; want 2 attempts and the resumed NAD counted normalized", nm.Status.Attempts, nm.Status.Actions)
+	}
+}
