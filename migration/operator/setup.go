@@ -34,6 +34,9 @@ type Options struct {
 	LeaseDuration time.Duration
 	// LeaseWait is how long one attempt waits for the run Lease.
 	LeaseWait time.Duration
+	// JournalInterval is how often the open replacements are looked at
+	// again (30 s).
+	JournalInterval time.Duration
 	// ReplaceBudget bounds one replacement from its delete on; the
 	// manager's GracefulShutdownTimeout must outlast it (ShutdownGrace).
 	ReplaceBudget     time.Duration
@@ -97,6 +100,10 @@ func Setup(mgr manager.Manager, cfg *rest.Config, log logr.Logger, o Options) er
 	if err := (&detect.Reconciler{Cache: mgr.GetClient(), Runner: rc, Fix: o.Fix, Events: events, FlapLimit: o.FlapLimit, FlapWindow: o.FlapWindow,
 		LeaseWait: o.LeaseWait, Log: log.WithName("legacy-nads")}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the legacy NAD watch: %w", err)
+	}
+	// Every open replacement has one owner, whichever entry point started it.
+	if err := mgr.Add(&Journals{Runner: rc, LeaseWait: o.LeaseWait, Interval: o.JournalInterval, Log: log.WithName("journals")}); err != nil {
+		return fmt.Errorf("setting up the owner of open replacements: %w", err)
 	}
 	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
 		err := ready.Start(ctx, o.ReadinessInterval)

@@ -79,7 +79,7 @@ func TestChartNADMigrationAndAlerts(t *testing.T) {
 			}
 		}
 	}
-	if alerts != 3 {
-		t.Errorf("%d alerts, want 3 (legacy NAD stored, NADMigration failed, VMs that cannot live-migrate)", alerts)
+	if alerts != 5 {
+		t.Errorf("%d alerts, want 5 (legacy NAD stored, NADMigration failed, NADs missing, backups open, VMs that cannot live-migrate)", alerts)
 	}
 }

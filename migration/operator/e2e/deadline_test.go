@@ -1,17 +1,21 @@
 package e2e
 
 import (
+	"context"
 	"testing"
 	"time"
 
+	corev1 "k8s.io/api/core/v1"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/harvester/netconf-migrator/apis/netconf"
 	v1alpha1 "github.com/harvester/netconf-migrator/apis/netconfmigrator/v1alpha1"
 	"github.com/harvester/netconf-migrator/apis/report"
 	"github.com/harvester/netconf-migrator/migration/detect"
 	"github.com/harvester/netconf-migrator/migration/operator"
+	"github.com/harvester/netconf-migrator/migration/replace"
 	"github.com/harvester/netconf-migrator/test/harvester"
 )
 
@@ -58,4 +62,43 @@ func TestARetryPastItsDeadlineResumesFirst(t *testing.T) {
 	if nm.Status.Actions[string(report.ActionNormalized)] != 1 || nm.Status.Attempts != 2 {
 		t.Errorf("status: attempts %d, actions %v; want 2 attempts and the resumed NAD counted normalized", nm.Status.Attempts, nm.Status.Actions)
 	}
+}
+
+// TestAReplaceFixLeftMissingIsFinished: the legacy-NAD watch, set to
+// Replace, deletes a nested NAD beside Harvester v1.6 while Harvester's
+// controllers are down for longer than the replacement's budget: the NAD
+// is missing (the gauge says so) and, once its finalizers go, the watch
+// forgets it (NotFound). The operator's owner of open replacements creates
+// it again from its backup once the controllers are back; nothing else
+// would have (no NADMigration, no CLI run).
+func TestAReplaceFixLeftMissingIsFinished(t *testing.T) {
+	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
+	h := harvester.StartT(t, env, harvester.V16)
+	ns := h.Namespace(t, "replace-fix-missing")
+	nad := newNAD(ns, "vlan100", `{"NetConf":{"cniVersion":"0.3.1","name":"%s","type":"bridge","ipam":{}},"bridge":"mgmt-br","promiscMode":true,"vlan":100}`)
+	nad.Labels = map[string]string{"network.harvesterhci.io/clusternetwork": "mgmt", "network.harvesterhci.io/type": "L2VlanNetwork", "network.harvesterhci.io/vlan-id": "100"}
+	h.Pause(func() { create(t, nad) })
+	h.Settle(t)
+	_, before := form(t, ns, "vlan100")
+	h.Controllers.SetDown(true)
+	t.Cleanup(func() { h.Controllers.SetDown(false) })
+
+	startOperator(t, operator.Options{Fix: detect.FixReplace, ReplaceBudget: 2 * time.Second, JournalInterval: 300 * time.Millisecond})
+	waitFor(t, "the watch's replacement to leave the NAD missing, counted", func() (bool, error) {
+		_, cur := form(t, ns, "vlan100")
+		return cur != nil && cur.UID == before.UID && cur.DeletionTimestamp != nil && gauge(t, "netconf_migrator_missing_nads", nil) == 1, nil
+	})
+	time.Sleep(3 * time.Second) // past the replacement's budget: the watch gave up on it
+	h.Controllers.SetDown(false)
+	waitFor(t, "the NAD to be created again from its backup", func() (bool, error) {
+		f, cur := form(t, ns, "vlan100")
+		return cur != nil && cur.UID != before.UID && f == netconf.FormFlat, nil
+	})
+	waitFor(t, "the missing-NAD gauge back to 0 and no backup left", func() (bool, error) {
+		list := &corev1.SecretList{}
+		if err := env.Client.List(context.Background(), list, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil {
+			return false, err
+		}
+		return len(list.Items) == 0 && gauge(t, "netconf_migrator_missing_nads", nil) == 0, nil
+	})
 }
