@@ -31,11 +31,16 @@ func TestOperatorRBAC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range []string{"config/operator/service_account.yaml", "config/operator/rbac.yaml"} {
+	// With the backup namespace's admission policy: the operator writes
+	// its backups, key and reports under it.
+	for _, f := range []string{"config/operator/service_account.yaml", "config/operator/rbac.yaml", "config/policy/policy.yaml"} {
 		if _, stderr, err := env.Kubectl(ctx, nil, "apply", "--server-side", "-f", filepath.Join(root, f)); err != nil {
 			t.Fatalf("kubectl apply %s: %v\n%s", f, err, stderr)
 		}
 	}
+	t.Cleanup(func() {
+		_, _, _ = env.Kubectl(ctx, nil, "delete", "-f", filepath.Join(root, "config/policy/policy.yaml"))
+	})
 	asSA := rest.CopyConfig(env.Config)
 	asSA.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:netconf-migrator-system:netconf-migrator-operator",
 		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:netconf-migrator-system", "system:authenticated"}}
