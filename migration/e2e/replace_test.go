@@ -257,7 +257,7 @@ func TestForgedBackupCreatesNothing(t *testing.T) {
 	}
 }
 
-// TestOneRunAtATime: a run meeting another's live Lease waits, then exits 3
+// TestOneRunAtATime: a run meeting another's live (renewing) Lease waits, then exits 3
 // naming the holder; a killed holder's Lease expires and the next run takes
 // it.
 func TestOneRunAtATime(t *testing.T) {
@@ -285,16 +285,36 @@ func TestOneRunAtATime(t *testing.T) {
 	} else if err := env.Client.Create(ctx, lease); err != nil {
 		t.Fatal(err)
 	}
+	// A live holder renews; one that does not may be dead, and a waiting
+	// run then waits on until its Lease may be taken.
+	renewing, renewed := make(chan struct{}), make(chan struct{})
+	go func() {
+		defer close(renewed)
+		for {
+			select {
+			case <-renewing:
+				return
+			case <-time.After(300 * time.Millisecond):
+			}
+			cur := &coordinationv1.Lease{}
+			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(lease), cur); err == nil {
+				cur.Spec.RenewTime = ptr.To(metav1.NewMicroTime(time.Now()))
+				_ = env.Client.Update(ctx, cur)
+			}
+		}
+	}()
 	r := runCLI(t, "migrate", "-n", ns, "--lease-wait", "2s")
+	close(renewing)
+	<-renewed
 	if r.code != app.ExitStopped || !strings.Contains(r.errOut, "holds the Lease "+backupNamespace+"/"+runlock.LeaseName+": upgrade-pre-hook_abc") {
 		t.Fatalf("exit %d, want %d naming the holder\n%s", r.code, app.ExitStopped, r.errOut)
 	}
 	if n := listAll(t, ns)[ns+"/n"]; n.Spec.Config != nestedConfig("n") {
 		t.Fatalf("a run without the Lease wrote %s", n.Spec.Config)
 	}
-	// The holder was killed: it renews no more. client-go counts the
-	// holder's declared duration from its own first look at the Lease (no
-	// trust in clocks), so a short one keeps this quick.
+	// The holder was killed: it renews no more. A run counts the holder's
+	// declared duration from its own first look at the Lease (no trust in
+	// clocks), so a short one keeps this quick.
 	old := metav1.NewMicroTime(time.Now().Add(-40 * time.Second))
 	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(lease), lease); err != nil {
 		t.Fatal(err)
