@@ -75,6 +75,10 @@ type Replacer struct {
 	Budget time.Duration
 	// Poll is how often the wait for the deleted object looks again.
 	Poll time.Duration
+	// Legacy, when set, moves journals kept where an earlier build kept
+	// them into Journals before Resume lists them, and returns the ones
+	// it could not verify (MoveConfigMapJournals).
+	Legacy func(ctx context.Context) ([]Rejected, error)
 
 	cnMu       sync.Mutex
 	cnListings map[string]cnListing
@@ -605,13 +609,22 @@ type Resumed struct {
 // on.
 func (r *Replacer) Resume(ctx context.Context, inScope func(original *unstructured.Unstructured) bool) ([]Resumed, []Rejected, error) {
 	var journals []*Journal
-	var rejected []Rejected
+	var rejected, legacy []Rejected
+	if r.Legacy != nil {
+		if err := r.Retry(ctx, func() (err error) {
+			legacy, err = r.Legacy(ctx)
+			return err
+		}); err != nil {
+			return nil, nil, err
+		}
+	}
 	if err := r.Retry(ctx, func() (err error) {
 		journals, rejected, err = r.Journals.List(ctx)
 		return err
 	}); err != nil {
 		return nil, nil, err
 	}
+	rejected = append(rejected, legacy...)
 	var out []Resumed
 	for _, j := range journals {
 		if !inScope(j.Original) {

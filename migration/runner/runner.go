@@ -13,10 +13,12 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/harvester/netconf-migrator/internal/harvester"
+	"github.com/harvester/netconf-migrator/internal/logging"
 	"github.com/harvester/netconf-migrator/internal/runlock"
 	"github.com/harvester/netconf-migrator/migration"
 	"github.com/harvester/netconf-migrator/migration/replace"
@@ -127,8 +129,24 @@ func Start(ctx context.Context, c Config, opts migration.Options) (*Run, error) 
 			}
 			// Every write a replacement sends is fenced by the Lease: none
 			// is sent once another run may hold it.
-			replacer.Journals = replace.FencedJournals(replace.SecretJournals{Client: c.Client, Namespace: c.BackupNamespace, Key: key}, fence)
+			journals := replace.SecretJournals{Client: c.Client, Namespace: c.BackupNamespace, Key: key}
+			replacer.Journals = replace.FencedJournals(journals, fence)
 			replacer.Objects = replace.FencedObjects(replacer.Objects, fence)
+			// Journals an earlier build kept in ConfigMaps: moved, then
+			// resumed like the rest.
+			replacer.Legacy = func(ctx context.Context) ([]replace.Rejected, error) {
+				moved, rejected, err := replace.MoveConfigMapJournals(ctx, c.Client, journals)
+				if apierrors.IsForbidden(err) {
+					// Roles older than the move could list ConfigMaps there;
+					// ones that cannot were never given any to write.
+					c.Log.Info("Not looking for backups kept in ConfigMaps: this identity may not list them", logging.KeyReason, err.Error())
+					return nil, nil
+				}
+				for _, ref := range moved {
+					c.Log.Info("Moved the backup of a NetworkAttachmentDefinition from a ConfigMap to a Secret", logging.KeyObject, ref)
+				}
+				return rejected, err
+			}
 		}
 	}
 	r.Migrator = &migration.Migrator{
