@@ -43,12 +43,22 @@
 #   NETCONF_MIGRATOR_STRICT            "true": stop the upgrade when migrate cannot run,
 #                                      or when a NAD failed or needs a person
 #   NETCONF_MIGRATOR_WAIT              seconds to wait for the operator's NADMigration (1800)
+#   NETCONF_MIGRATOR_NAMESPACE         where the operator runs (netconf-migrator-system)
 #
 # When netconf-migrator's operator is installed (the NADMigration CRD exists
-# and its Deployment has a ready replica), the hook needs no binary: it
-# creates a NADMigration and waits, bounded, for its Ready or Stalled
-# condition, with nothing but kubectl, which every upgrade image has. Its
-# outcomes map to the exit codes above (Stalled with reason NADsMissing is 4).
+# and its Deployment, in its own namespace and running as its own
+# ServiceAccount, has a ready replica), the hook needs no binary: it creates
+# a NADMigration and waits, bounded, for its Ready or Stalled condition, with
+# nothing but kubectl, which every upgrade image has. Its outcomes map to the
+# exit codes above (Stalled with reason NADsMissing is 4). A Deployment with
+# the operator's labels anywhere else is not taken for it: whoever may
+# create a Deployment in some namespace cannot make the hook wait on an
+# operator that does not exist.
+#
+# Whatever the path, the mode and the wait, the hook never lets the upgrade
+# go on while a replacement is not finished: a backup left in the backup
+# namespace is a NAD that may be missing, or one a person must decide on
+# (netconf-migrator journals list), and the hook then returns 4.
 
 netconf_migrator_pre_hook() {
   local bin=${NETCONF_MIGRATOR_BIN:-netconf-migrator}
@@ -58,16 +68,22 @@ netconf_migrator_pre_hook() {
   local -a args=()
   read -r -a args <<<"${NETCONF_MIGRATOR_ARGS:-}" || true
 
+  local ons=${NETCONF_MIGRATOR_NAMESPACE:-netconf-migrator-system}
+  local rc=0
+
   echo "netconf-migrator: migrating NetworkAttachmentDefinitions to the flat CNI form"
   if kubectl get crd nadmigrations.netconf-migrator.harvesterhci.io >/dev/null 2>&1 &&
-    [ -n "$(kubectl get deployments -A -l app.kubernetes.io/name=netconf-migrator,app.kubernetes.io/component=operator -o jsonpath='{.items[*].status.readyReplicas}' 2>/dev/null)" ]; then
-    netconf_migrator_by_operator "$strict"
+    [ -n "$(kubectl get deployments -n "$ons" -l app.kubernetes.io/name=netconf-migrator,app.kubernetes.io/component=operator \
+      -o jsonpath='{range .items[?(@.spec.template.spec.serviceAccountName=="netconf-migrator-operator")]}{.status.readyReplicas}{end}' 2>/dev/null)" ]; then
+    netconf_migrator_by_operator "$strict" || rc=$?
+    netconf_migrator_none_open "$bns" "$rc"
     return $?
   fi
   if ! command -v "$bin" >/dev/null 2>&1; then
     echo "netconf-migrator: $bin is not in this image; NADs were not migrated (run its Job after the upgrade)" >&2
-    [ "$strict" = true ] && return 2
-    return 0
+    [ "$strict" = true ] && rc=2
+    netconf_migrator_none_open "$bns" "$rc"
+    return $?
   fi
 
   if ! kubectl get namespace "$bns" >/dev/null 2>&1; then
@@ -75,13 +91,20 @@ netconf_migrator_pre_hook() {
       echo "netconf-migrator: could not create the namespace $bns for the backups; migrate's preflight says why" >&2
   fi
 
-  local rc=0
   # The termination message of this container is the upgrade script's own.
   # The report replaces the Secret on every upgrade: it always describes
   # the last run.
   "$bin" migrate --recreate=auto --backup-namespace "$bns" --report-secret "$ns/netconf-migrator-report" \
     --progress-interval 30s --termination-message-path "" "${args[@]}" || rc=$?
+  local out=0
+  netconf_migrator_binary_outcome "$rc" "$strict" "$bns" || out=$?
+  netconf_migrator_none_open "$bns" "$out"
+}
 
+# netconf_migrator_binary_outcome says what migrate's exit code means, and
+# returns the hook's.
+netconf_migrator_binary_outcome() {
+  local rc=$1 strict=$2 bns=$3
   case $rc in
   0)
     echo "netconf-migrator: every NAD is in the flat form"
@@ -104,18 +127,36 @@ netconf_migrator_pre_hook() {
     return 4
     ;;
   *)
-    echo "netconf-migrator: migrate could not run (exit code $rc); NADs were not migrated" >&2
     # A run that died (killed, out of memory) cannot say whether it left a
-    # replacement half done; its backups can.
-    if [ "$rc" -gt 4 ] && [ -n "$(kubectl get secrets -n "$bns" -l netconf-migrator.harvesterhci.io/backup=true -o name 2>/dev/null)" ]; then
-      echo "netconf-migrator: it left a replacement half done (a backup in $bns): a NAD may be missing; the upgrade" \
-        "stops here: run the upgrade again, or the Job, to create it" >&2
-      return 4
-    fi
+    # replacement half done; its backups can (netconf_migrator_none_open).
+    echo "netconf-migrator: migrate could not run (exit code $rc); NADs were not migrated" >&2
     [ "$strict" = true ] && return "$rc"
     ;;
   esac
   return 0
+}
+
+# netconf_migrator_none_open returns rc, or 4 when a backup is left in the
+# backup namespace bns (or cannot be listed): a replacement not finished is
+# a NAD that may be missing, or one a person must decide on, and the
+# upgrade must not go on past it, in any mode, after any wait.
+netconf_migrator_none_open() {
+  local bns=$1 rc=$2 open
+  if ! open=$(kubectl get secrets -n "$bns" -l netconf-migrator.harvesterhci.io/backup=true -o name 2>/dev/null); then
+    if kubectl get namespace "$bns" >/dev/null 2>&1; then
+      echo "netconf-migrator: could not list the backups in $bns; the upgrade stops here, since a NAD deleted" \
+        "to be replaced may be missing" >&2
+      return 4
+    fi
+    open="" # no backup namespace: no backup
+  fi
+  if [ -n "$open" ]; then
+    echo "netconf-migrator: a replacement is not finished (backups in $bns: $(echo "$open" | tr '\n' ' '));" \
+      "a NAD may be missing or need a person's decision (netconf-migrator journals list names each);" \
+      "the upgrade stops here: run the upgrade again, or the Job, once they are done" >&2
+    return 4
+  fi
+  return "$rc"
 }
 
 # netconf_migrator_by_operator has the operator run the migration: create a

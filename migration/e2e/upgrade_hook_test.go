@@ -399,7 +399,7 @@ func TestPreHookKilledMidReplacementTheChartJobFinishes(t *testing.T) {
 		t.Fatalf("the pre-hook's migrate was not killed: exit %d\n%s\n%s", u.code, u.out, u.errOut)
 	}
 	// It died with a replacement half done: the upgrade must not go on.
-	if u.code != 4 || u.upgraded() || !strings.Contains(u.errOut, "it left a replacement half done") {
+	if u.code != 4 || u.upgraded() || !strings.Contains(u.errOut, "a replacement is not finished") {
 		t.Fatalf("the upgrade went on with a NAD maybe missing: exit %d, upgraded %v\n%s", u.code, u.upgraded(), u.errOut)
 	}
 	var cms corev1.SecretList

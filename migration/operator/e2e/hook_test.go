@@ -91,10 +91,18 @@ func dropUnfixable(t *testing.T) {
 // in the test control plane).
 func readyDeployment(t *testing.T, component string) {
 	t.Helper()
-	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: backupNamespace, Name: "netconf-migrator-" + component,
+	readyDeploymentIn(t, backupNamespace, "netconf-migrator-"+component, component, "netconf-migrator-"+component)
+}
+
+// readyDeploymentIn stores a ready Deployment labelled as netconf-migrator's
+// component, running as the ServiceAccount sa.
+func readyDeploymentIn(t *testing.T, ns, name, component, sa string) {
+	t.Helper()
+	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name,
 		Labels: map[string]string{"app.kubernetes.io/name": "netconf-migrator", "app.kubernetes.io/component": component}},
 		Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "x"}},
-			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "x"}}, Spec: corev1.PodSpec{Containers: []corev1.Container{{Name: "c", Image: "i"}}}}}}
+			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "x"}},
+				Spec: corev1.PodSpec{ServiceAccountName: sa, Containers: []corev1.Container{{Name: "c", Image: "i"}}}}}}
 	create(t, dep)
 	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), dep) })
 	dep.Status.Replicas, dep.Status.ReadyReplicas = 1, 1

@@ -1,0 +1,67 @@
+package e2e
+
+import (
+	"context"
+	"errors"
+	"os/exec"
+	"strings"
+	"testing"
+
+	corev1 "k8s.io/api/core/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+
+	"github.com/harvester/netconf-migrator/migration/detect"
+	"github.com/harvester/netconf-migrator/migration/operator"
+	"github.com/harvester/netconf-migrator/migration/replace"
+)
+
+// The hook takes the operator's path only for the operator's Deployment in
+// its own namespace, running as its own ServiceAccount: one with the
+// operator's labels elsewhere (anyone who may create a Deployment in some
+// namespace could make one), or in its namespace under another account, is
+// not taken for it. Before, either made the hook create a NADMigration no
+// operator runs, wait it out and let the upgrade go on.
+func TestPreHookFindsTheOperatorOnlyInItsNamespaceAsItsAccount(t *testing.T) {
+	elsewhere := namespace(t, "spoof", nil)
+	readyDeploymentIn(t, elsewhere, "netconf-migrator-operator", "operator", "netconf-migrator-operator")
+	readyDeploymentIn(t, backupNamespace, "operator-look-alike", "operator", "default")
+	before := hookMigrations(t)
+	out, err := upgradeHook(t, "NETCONF_MIGRATOR_STRICT=true", "NETCONF_MIGRATOR_WAIT=5").CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "is not in this image") {
+		t.Errorf("the hook beside look-alikes of the operator: %v, want exit 2 naming the missing binary\n%s", err, out)
+	}
+	if after := hookMigrations(t); after != before {
+		t.Errorf("the hook created a NADMigration for a look-alike of the operator (%d, was %d)", after, before)
+	}
+}
+
+// Whatever the mode and the outcome, the hook never lets the upgrade go on
+// while a backup is open in the backup namespace: its NAD may be missing,
+// or a person must decide on it. Here a look-alike backup no run acts on
+// stays open; the NADMigration ends Stalled, which the hook, not strict,
+// let pass before.
+func TestPreHookNeverPassesWithABackupOpen(t *testing.T) {
+	dropUnfixable(t)
+	ctx := context.Background()
+	readyDeployment(t, "operator")
+	readyDeployment(t, "webhook")
+	startOperator(t, operator.Options{Fix: detect.FixOff})
+	open := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: backupNamespace, Name: replace.JournalName("0000-left-open"),
+		Labels: map[string]string{replace.LabelJournal: "true"}}, Type: replace.JournalSecretType,
+		Data: map[string][]byte{"original.json": []byte(`{}`)}}
+	create(t, open)
+	out, err := upgradeHook(t, "NETCONF_MIGRATOR_WAIT=120").CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 4 || strings.Contains(string(out), "Upgrading charts") ||
+		!strings.Contains(string(out), "a replacement is not finished") || !strings.Contains(string(out), open.Name) {
+		t.Errorf("the hook with a backup open: %v, want exit 4 before the charts, naming it\n%s", err, out)
+	}
+	if err := env.Client.Delete(ctx, open); err != nil {
+		t.Fatal(err)
+	}
+	out, err = upgradeHook(t, "NETCONF_MIGRATOR_WAIT=120").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Upgrading charts") {
+		t.Errorf("the hook with no backup open: %v\n%s", err, out)
+	}
+}
