@@ -30,11 +30,7 @@ func TestARetryPastItsDeadlineResumesFirst(t *testing.T) {
 	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
 	h := harvester.StartT(t, env, harvester.V16)
 	ns := h.Namespace(t, "past-deadline")
-	nad := newNAD(ns, "vlan100", `{"NetConf":{"cniVersion":"0.3.1","name":"%s","type":"bridge","ipam":{}},"bridge":"mgmt-br","promiscMode":true,"vlan":100}`)
-	nad.Labels = map[string]string{"network.harvesterhci.io/clusternetwork": "mgmt", "network.harvesterhci.io/type": "L2VlanNetwork", "network.harvesterhci.io/vlan-id": "100"}
-	h.Pause(func() { create(t, nad) })
-	h.Settle(t)
-	_, before := form(t, ns, "vlan100")
+	before := vlanNAD(t, h, ns)
 	h.Controllers.SetDown(true)
 	t.Cleanup(func() { h.Controllers.SetDown(false) })
 
@@ -75,11 +71,7 @@ func TestAReplaceFixLeftMissingIsFinished(t *testing.T) {
 	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
 	h := harvester.StartT(t, env, harvester.V16)
 	ns := h.Namespace(t, "replace-fix-missing")
-	nad := newNAD(ns, "vlan100", `{"NetConf":{"cniVersion":"0.3.1","name":"%s","type":"bridge","ipam":{}},"bridge":"mgmt-br","promiscMode":true,"vlan":100}`)
-	nad.Labels = map[string]string{"network.harvesterhci.io/clusternetwork": "mgmt", "network.harvesterhci.io/type": "L2VlanNetwork", "network.harvesterhci.io/vlan-id": "100"}
-	h.Pause(func() { create(t, nad) })
-	h.Settle(t)
-	_, before := form(t, ns, "vlan100")
+	before := vlanNAD(t, h, ns)
 	h.Controllers.SetDown(true)
 	t.Cleanup(func() { h.Controllers.SetDown(false) })
 
@@ -102,3 +94,4 @@ func TestAReplaceFixLeftMissingIsFinished(t *testing.T) {
 		return len(list.Items) == 0 && gauge(t, "netconf_migrator_missing_nads", nil) == 0, nil
 	})
 }
+

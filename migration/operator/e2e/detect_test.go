@@ -59,6 +59,19 @@ func form(t testing.TB, ns, name string) (netconf.Form, *nadv1.NetworkAttachment
 	return netconf.Normalize([]byte(nad.Spec.Config)).Form, nad
 }
 
+// vlanNAD stores the nested VLAN NAD vlan100 on the cluster network mgmt
+// beside the stand-ins h, as Harvester's UI makes it, waits until h's
+// controllers are done with it, and returns it as stored.
+func vlanNAD(t testing.TB, h *harvester.StandIns, ns string) *nadv1.NetworkAttachmentDefinition {
+	t.Helper()
+	nad := newNAD(ns, "vlan100", `{"NetConf":{"cniVersion":"0.3.1","name":"%s","type":"bridge","ipam":{}},"bridge":"mgmt-br","promiscMode":true,"vlan":100}`)
+	nad.Labels = map[string]string{"network.harvesterhci.io/clusternetwork": "mgmt", "network.harvesterhci.io/type": "L2VlanNetwork", "network.harvesterhci.io/vlan-id": "100"}
+	h.Pause(func() { create(t, nad) })
+	h.Settle(t)
+	_, stored := form(t, ns, "vlan100")
+	return stored
+}
+
 // A nested NAD stored behind the webhook's back (it is not registered
 // here) is counted, warned on once, and fixed in place without anyone
 // running anything; with the setting Off it is only counted and warned on.
@@ -138,12 +151,7 @@ func TestLegacyNADsBesideHarvesterV16(t *testing.T) {
 	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
 	h := harvester.StartT(t, env, harvester.V16)
 	ns := h.Namespace(t, "detect")
-	labels := map[string]string{"network.harvesterhci.io/clusternetwork": "mgmt", "network.harvesterhci.io/type": "L2VlanNetwork", "network.harvesterhci.io/vlan-id": "100"}
-	nad := newNAD(ns, "vlan100", `{"NetConf":{"cniVersion":"0.3.1","name":"%s","type":"bridge","ipam":{}},"bridge":"mgmt-br","promiscMode":true,"vlan":100}`)
-	nad.Labels = labels
-	h.Pause(func() { create(t, nad) })
-	h.Settle(t)
-	_, before := form(t, ns, "vlan100")
+	before := vlanNAD(t, h, ns)
 
 	inPlace := startOperator(t, operator.Options{Fix: detect.FixInPlace})
 	waitFor(t, "the NAD to be reported as not fixed", func() (bool, error) {

@@ -48,11 +48,7 @@ func TestOperatorRBAC(t *testing.T) {
 	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
 	h := harvester.StartT(t, env, harvester.V16)
 	ns := h.Namespace(t, "operator-rbac")
-	nad := newNAD(ns, "vlan100", `{"NetConf":{"cniVersion":"0.3.1","name":"%s","type":"bridge","ipam":{}},"bridge":"mgmt-br","promiscMode":true,"vlan":100}`)
-	nad.Labels = map[string]string{"network.harvesterhci.io/clusternetwork": "mgmt", "network.harvesterhci.io/type": "L2VlanNetwork", "network.harvesterhci.io/vlan-id": "100"}
-	h.Pause(func() { create(t, nad) })
-	h.Settle(t)
-	_, before := form(t, ns, "vlan100")
+	before := vlanNAD(t, h, ns)
 	harvester.Create(t, env.Client, harvester.NewVM(ns, "stopped", "other"))
 
 	startOperatorAs(t, asSA, operator.Options{Fix: detect.FixOff})

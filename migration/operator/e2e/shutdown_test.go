@@ -32,11 +32,7 @@ func TestSIGTERMWaitsForAReplacementUnderWay(t *testing.T) {
 	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
 	h := harvester.StartT(t, env, harvester.V16)
 	ns := h.Namespace(t, "sigterm")
-	nad := newNAD(ns, "vlan100", `{"NetConf":{"cniVersion":"0.3.1","name":"%s","type":"bridge","ipam":{}},"bridge":"mgmt-br","promiscMode":true,"vlan":100}`)
-	nad.Labels = map[string]string{"network.harvesterhci.io/clusternetwork": "mgmt", "network.harvesterhci.io/type": "L2VlanNetwork", "network.harvesterhci.io/vlan-id": "100"}
-	h.Pause(func() { create(t, nad) })
-	h.Settle(t)
-	_, before := form(t, ns, "vlan100")
+	before := vlanNAD(t, h, ns)
 	h.Controllers.SetCleanup(func(*nadv1.NetworkAttachmentDefinition) (time.Duration, error) { return 40 * time.Second, nil })
 	t.Cleanup(func() { h.Controllers.SetCleanup(nil) })
 
