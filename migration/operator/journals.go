@@ -13,10 +13,13 @@ import (
 	"github.com/prometheus/client_golang/prometheus"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	v1alpha1 "github.com/harvester/netconf-migrator/apis/netconfmigrator/v1alpha1"
 	"github.com/harvester/netconf-migrator/apis/report"
 	"github.com/harvester/netconf-migrator/internal/logging"
 	"github.com/harvester/netconf-migrator/internal/runlock"
@@ -149,10 +152,12 @@ func (j *Journals) resume(ctx context.Context) {
 	if err != nil {
 		j.Log.Error(err, "Finishing the open replacements failed")
 	}
+	done := map[string]report.Item{}
 	for _, it := range rep.Items {
 		switch it.Action {
 		case report.ActionNormalized, report.ActionRestored, report.ActionUnchanged:
 			resumedNADs.WithLabelValues("done").Inc()
+			done[it.Ref()] = it
 		default:
 			resumedNADs.WithLabelValues("left").Inc()
 			// The engine logged it with its reason; this names it as
@@ -160,6 +165,81 @@ func (j *Journals) resume(ctx context.Context) {
 			j.Log.Info("Open replacement left for the next pass or a person", logging.KeyObject, it.Ref(), logging.KeyOutcome, it.Action, "backup", it.Backup)
 		}
 	}
+	if len(done) > 0 {
+		j.settle(ctx, done)
+	}
+}
+
+// settle updates the NADMigrations whose status names as missing a NAD
+// this pass created again: its entry says so, and once none is missing the
+// NADMigration reads what its last attempt found apart from them (Ready,
+// or Stalled for the NADs that need a person). A NADMigration that left a
+// NAD missing keeps saying so until the NAD exists again.
+func (j *Journals) settle(ctx context.Context, done map[string]report.Item) {
+	list := &v1alpha1.NADMigrationList{}
+	if err := j.Runner.Client.List(ctx, list); err != nil {
+		j.Log.Error(err, "Listing the NADMigrations to update the ones that left NADs missing failed")
+		return
+	}
+	for i := range list.Items {
+		nm := &list.Items[i]
+		orig := nm.DeepCopy()
+		changed, missing := false, 0
+		for k := range nm.Status.NADs {
+			o := &nm.Status.NADs[k]
+			if o.Action != string(report.ActionMissing) {
+				continue
+			}
+			it, ok := done[o.Namespace+"/"+o.Name]
+			if !ok {
+				missing++
+				continue
+			}
+			if nm.Status.Actions == nil {
+				nm.Status.Actions = map[string]int32{}
+			}
+			nm.Status.Actions[string(report.ActionMissing)]--
+			nm.Status.Actions[string(it.Action)]++
+			o.Action, o.Reason, o.Advice = string(it.Action), "created again from its backup by the operator after this NADMigration's attempt", ""
+			changed = true
+		}
+		if !changed {
+			continue
+		}
+		if nm.Status.Actions[string(report.ActionMissing)] <= 0 {
+			delete(nm.Status.Actions, string(report.ActionMissing))
+		}
+		kept := nm.Status.NADs[:0]
+		for _, o := range nm.Status.NADs {
+			if o.Action == string(report.ActionMissing) || (o.Action != string(report.ActionNormalized) && o.Action != string(report.ActionRestored) && o.Action != string(report.ActionUnchanged)) {
+				kept = append(kept, o)
+			}
+		}
+		nm.Status.NADs = kept
+		nm.Status.NeedAttention = int32(len(kept))
+		if c := meta.FindStatusCondition(nm.Status.Conditions, v1alpha1.ConditionReconciling); missing == 0 && c != nil && c.Reason == v1alpha1.ReasonNADsMissing ||
+			missing == 0 && meta.IsStatusConditionTrue(nm.Status.Conditions, v1alpha1.ConditionStalled) && stalledFor(nm, v1alpha1.ReasonNADsMissing) {
+			now := metav1.Now()
+			nm.Status.CompletionTime = &now
+			if len(kept) > 0 {
+				setConditions(&nm.Status, nm.Generation, metav1.ConditionFalse, v1alpha1.ReasonNeedsAttention,
+					fmt.Sprintf("the NADs it left missing were created again by the operator; %d NAD(s) need a person: status.nads says why and what to do", len(kept)))
+			} else {
+				setConditions(&nm.Status, nm.Generation, metav1.ConditionFalse, v1alpha1.ReasonSucceeded,
+					"the NADs it left missing were created again by the operator; every other NAD was clean or fixed")
+			}
+		}
+		if err := j.Runner.Client.Status().Patch(ctx, nm, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
+			j.Log.Error(err, "Updating a NADMigration that left NADs missing failed; the next pass tries again", logging.KeyObject, nm.Name)
+			continue
+		}
+		j.Log.Info("NADMigration's missing NADs were created again", logging.KeyObject, nm.Name, "stillMissing", missing)
+	}
+}
+
+func stalledFor(nm *v1alpha1.NADMigration, reason string) bool {
+	c := meta.FindStatusCondition(nm.Status.Conditions, v1alpha1.ConditionStalled)
+	return c != nil && c.Reason == reason
 }
 
 var (

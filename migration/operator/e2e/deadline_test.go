@@ -95,3 +95,36 @@ func TestAReplaceFixLeftMissingIsFinished(t *testing.T) {
 	})
 }
 
+// TestANADMigrationSaysMissingUntilTheNADIsCreated: a NADMigration's
+// attempt leaves a NAD missing (Harvester v1.6's controllers are down past
+// the replacement's budget) and waits to retry. It says so, naming the NAD,
+// until the operator's owner of open replacements creates the NAD once the
+// controllers are back; then it reads Ready, with the NAD counted
+// normalized and named no more.
+func TestANADMigrationSaysMissingUntilTheNADIsCreated(t *testing.T) {
+	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
+	h := harvester.StartT(t, env, harvester.V16)
+	ns := h.Namespace(t, "missing-until-created")
+	before := vlanNAD(t, h, ns)
+	h.Controllers.SetDown(true)
+	t.Cleanup(func() { h.Controllers.SetDown(false) })
+
+	startOperator(t, operator.Options{Fix: detect.FixOff, ReplaceBudget: 2 * time.Second, RetryAfter: time.Hour, JournalInterval: 300 * time.Millisecond})
+	create(t, newMigration("missing-until-created", v1alpha1.NADMigrationSpec{Namespaces: []string{ns}}))
+	waitFor(t, "the attempt to leave the NAD missing, named in status", func() (bool, error) {
+		nm := get(t, "missing-until-created")
+		c := meta.FindStatusCondition(nm.Status.Conditions, v1alpha1.ConditionReconciling)
+		return c != nil && c.Reason == v1alpha1.ReasonNADsMissing && len(nm.Status.NADs) == 1 && nm.Status.NADs[0].Action == string(report.ActionMissing), nil
+	})
+	h.Controllers.SetDown(false)
+	waitFor(t, "the NADMigration to read Ready once the NAD exists again", func() (bool, error) {
+		return meta.IsStatusConditionTrue(get(t, "missing-until-created").Status.Conditions, v1alpha1.ConditionReady), nil
+	})
+	nm := get(t, "missing-until-created")
+	if len(nm.Status.NADs) != 0 || nm.Status.Actions[string(report.ActionNormalized)] != 1 || nm.Status.Actions[string(report.ActionMissing)] != 0 || nm.Status.CompletionTime == nil {
+		t.Errorf("status once the NAD was created: nads %v, actions %v, completion %v", nm.Status.NADs, nm.Status.Actions, nm.Status.CompletionTime)
+	}
+	if f, after := form(t, ns, "vlan100"); after == nil || after.UID == before.UID || f != netconf.FormFlat {
+		t.Errorf("the NAD: %v", after)
+	}
+}
