@@ -15,6 +15,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
@@ -171,10 +172,12 @@ func (j *Journals) resume(ctx context.Context) {
 }
 
 // settle updates the NADMigrations whose status names as missing a NAD
-// this pass created again: its entry says so, and once none is missing the
-// NADMigration reads what its last attempt found apart from them (Ready,
-// or Stalled for the NADs that need a person). A NADMigration that left a
-// NAD missing keeps saying so until the NAD exists again.
+// this pass created again: its entry goes and its count moves to the action
+// taken, and once none is missing the NADMigration reads what its last
+// attempt found apart from them (Ready, or Stalled for the NADs that need a
+// person). A NADMigration that left a NAD missing keeps saying so until the
+// NAD exists again. Conflicts with the NADMigration's own run are retried
+// here: the next pass no longer knows these NADs.
 func (j *Journals) settle(ctx context.Context, done map[string]report.Item) {
 	list := &v1alpha1.NADMigrationList{}
 	if err := j.Runner.Client.List(ctx, list); err != nil {
@@ -182,64 +185,81 @@ func (j *Journals) settle(ctx context.Context, done map[string]report.Item) {
 		return
 	}
 	for i := range list.Items {
-		nm := &list.Items[i]
-		orig := nm.DeepCopy()
-		changed, missing := false, 0
-		for k := range nm.Status.NADs {
-			o := &nm.Status.NADs[k]
-			if o.Action != string(report.ActionMissing) {
-				continue
+		key := client.ObjectKeyFromObject(&list.Items[i])
+		created, missing := 0, 0
+		err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+			nm := &v1alpha1.NADMigration{}
+			if err := j.Runner.Client.Get(ctx, key, nm); err != nil {
+				return client.IgnoreNotFound(err)
 			}
-			it, ok := done[o.Namespace+"/"+o.Name]
-			if !ok {
-				missing++
-				continue
+			orig := nm.DeepCopy()
+			if created, missing = createdAgain(&nm.Status, done); created == 0 {
+				return nil
 			}
-			if nm.Status.Actions == nil {
-				nm.Status.Actions = map[string]int32{}
-			}
-			nm.Status.Actions[string(report.ActionMissing)]--
-			nm.Status.Actions[string(it.Action)]++
-			o.Action, o.Reason, o.Advice = string(it.Action), "created again from its backup by the operator after this NADMigration's attempt", ""
-			changed = true
+			return j.Runner.Client.Status().Patch(ctx, nm, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{}))
+		})
+		switch {
+		case err != nil:
+			j.Log.Error(err, "Updating a NADMigration that left NADs missing failed", logging.KeyObject, key.Name)
+		case created > 0:
+			j.Log.Info("Updated a NADMigration whose missing NADs were created again", logging.KeyObject, key.Name, logging.KeyCount, created, "stillMissing", missing)
 		}
-		if !changed {
-			continue
-		}
-		if nm.Status.Actions[string(report.ActionMissing)] <= 0 {
-			delete(nm.Status.Actions, string(report.ActionMissing))
-		}
-		kept := nm.Status.NADs[:0]
-		for _, o := range nm.Status.NADs {
-			if o.Action == string(report.ActionMissing) || (o.Action != string(report.ActionNormalized) && o.Action != string(report.ActionRestored) && o.Action != string(report.ActionUnchanged)) {
-				kept = append(kept, o)
-			}
-		}
-		nm.Status.NADs = kept
-		nm.Status.NeedAttention = int32(len(kept))
-		if c := meta.FindStatusCondition(nm.Status.Conditions, v1alpha1.ConditionReconciling); missing == 0 && c != nil && c.Reason == v1alpha1.ReasonNADsMissing ||
-			missing == 0 && meta.IsStatusConditionTrue(nm.Status.Conditions, v1alpha1.ConditionStalled) && stalledFor(nm, v1alpha1.ReasonNADsMissing) {
-			now := metav1.Now()
-			nm.Status.CompletionTime = &now
-			if len(kept) > 0 {
-				setConditions(&nm.Status, nm.Generation, metav1.ConditionFalse, v1alpha1.ReasonNeedsAttention,
-					fmt.Sprintf("the NADs it left missing were created again by the operator; %d NAD(s) need a person: status.nads says why and what to do", len(kept)))
-			} else {
-				setConditions(&nm.Status, nm.Generation, metav1.ConditionFalse, v1alpha1.ReasonSucceeded,
-					"the NADs it left missing were created again by the operator; every other NAD was clean or fixed")
-			}
-		}
-		if err := j.Runner.Client.Status().Patch(ctx, nm, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
-			j.Log.Error(err, "Updating a NADMigration that left NADs missing failed; the next pass tries again", logging.KeyObject, nm.Name)
-			continue
-		}
-		j.Log.Info("NADMigration's missing NADs were created again", logging.KeyObject, nm.Name, "stillMissing", missing)
 	}
 }
 
-func stalledFor(nm *v1alpha1.NADMigration, reason string) bool {
-	c := meta.FindStatusCondition(nm.Status.Conditions, v1alpha1.ConditionStalled)
-	return c != nil && c.Reason == reason
+// createdAgain moves the NADs of st that done created again from missing to
+// what was done, and returns how many it moved and how many are still
+// missing.
+func createdAgain(st *v1alpha1.NADMigrationStatus, done map[string]report.Item) (created, missing int) {
+	kept := st.NADs[:0]
+	for _, o := range st.NADs {
+		it, ok := done[o.Namespace+"/"+o.Name]
+		switch {
+		case o.Action != string(report.ActionMissing):
+		case !ok:
+			missing++
+		default:
+			if st.Actions == nil {
+				st.Actions = map[string]int32{}
+			}
+			st.Actions[string(report.ActionMissing)]--
+			st.Actions[string(it.Action)]++
+			created++
+			continue // it needs no person any more
+		}
+		kept = append(kept, o)
+	}
+	if created == 0 {
+		return 0, missing
+	}
+	if st.Actions[string(report.ActionMissing)] <= 0 {
+		delete(st.Actions, string(report.ActionMissing))
+	}
+	st.NADs = kept
+	st.NeedAttention = max(st.NeedAttention-int32(created), int32(len(kept)))
+	waiting := reasonOf(st, v1alpha1.ConditionReconciling) == v1alpha1.ReasonNADsMissing || reasonOf(st, v1alpha1.ConditionStalled) == v1alpha1.ReasonNADsMissing
+	if missing > 0 || !waiting {
+		return created, missing
+	}
+	now := metav1.Now()
+	st.CompletionTime = &now
+	gen := st.ObservedGeneration
+	if len(kept) > 0 {
+		setConditions(st, gen, metav1.ConditionFalse, v1alpha1.ReasonNeedsAttention,
+			fmt.Sprintf("the NADs it left missing were created again by the operator; %d NAD(s) need a person: status.nads says why and what to do", len(kept)))
+	} else {
+		setConditions(st, gen, metav1.ConditionFalse, v1alpha1.ReasonSucceeded,
+			"the NADs it left missing were created again by the operator; every other NAD was clean or fixed")
+	}
+	return created, missing
+}
+
+// reasonOf is the reason of st's condition typ when it is True.
+func reasonOf(st *v1alpha1.NADMigrationStatus, typ string) string {
+	if c := meta.FindStatusCondition(st.Conditions, typ); c != nil && c.Status == metav1.ConditionTrue {
+		return c.Reason
+	}
+	return ""
 }
 
 var (
