@@ -74,9 +74,13 @@ func (m *Migrator) fail(ctx context.Context, log logr.Logger, nad *nadv1.Network
 		return it
 	}
 	var theirs *replace.CreatedByAnother
-	if errors.As(err, &theirs) {
-		// Reported failed below, naming where the original is kept.
+	var undecided *replace.Undecided
+	switch {
+	// Reported failed below, naming where the original is kept.
+	case errors.As(err, &theirs):
 		it.Backup = theirs.Journal
+	case errors.As(err, &undecided):
+		it.Backup = undecided.Journal
 	}
 	var stopped *replace.Stopped
 	if errors.As(err, &stopped) {

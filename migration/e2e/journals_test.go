@@ -5,6 +5,7 @@ import (
 	"context"
 	"strings"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -13,6 +14,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/harvester/netconf-migrator/apis/netconf"
+	"github.com/harvester/netconf-migrator/apis/report"
 	"github.com/harvester/netconf-migrator/cmd/netconf-migrator/app"
 	"github.com/harvester/netconf-migrator/migration/replace"
 )
@@ -99,6 +101,68 @@ func TestALostKeyStopsTheRunUntilAnAdministratorAdopts(t *testing.T) {
 	n, ok := listAll(t, ns)[ns+"/n"]
 	if !ok || netconf.Normalize([]byte(n.Spec.Config)).Form != netconf.FormFlat {
 		t.Fatalf("the NAD was not created from the adopted backup: %v", n)
+	}
+	checkNoBackups(t)
+}
+
+// TestAPersonsDeleteAfterAKilledRunIsNotUndone: a run was killed after
+// saving a NAD's backup (step Deleting) and before its delete; long after,
+// a person deleted the NAD. The next run cannot tell whose delete removed
+// it: it reports the NAD with its backup named, creates nothing, and keeps
+// the original. Before, it created the NAD again. A person then decides:
+// journals restore creates one, journals discard drops the other's backup.
+func TestAPersonsDeleteAfterAKilledRunIsNotUndone(t *testing.T) {
+	ctx := context.Background()
+	const ns = "deleted-by-a-person"
+	if err := env.CreateNamespace(ctx, ns, nil); err != nil {
+		t.Fatal(err)
+	}
+	key, err := replace.LoadKey(ctx, env.Client, backupNamespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	js := replace.SecretJournals{Client: env.Client, Namespace: backupNamespace, Key: key}
+	var journals []*replace.Journal
+	for _, name := range []string{"restored", "discarded"} {
+		j := &replace.Journal{Run: "killed-run", Mode: "migrate", Step: replace.StepDeleting, Original: &unstructured.Unstructured{Object: map[string]any{
+			"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+			"metadata": map[string]any{"namespace": ns, "name": name, "uid": "0000-" + name},
+			"spec":     map[string]any{"config": nestedConfig(name)},
+		}}}
+		if err := js.Save(ctx, j); err != nil {
+			t.Fatal(err)
+		}
+		t.Cleanup(func() { _ = js.Delete(ctx, j) })
+		journals = append(journals, j)
+	}
+	time.Sleep(2 * time.Second) // past the run's --resume-window below
+
+	r := runCLI(t, "migrate", "-n", ns, "--resume-window", "1s")
+	items := r.itemsByName()
+	if r.code != 1 || len(listAll(t, ns)) != 0 {
+		t.Fatalf("exit %d, %d NADs; want 1 and nothing created\n%s", r.code, len(listAll(t, ns)), r.errOut)
+	}
+	for _, j := range journals {
+		it := items[j.Original.GetName()]
+		if it.Action != report.ActionFailed || it.Backup != js.Where(j) || !strings.Contains(it.Reason, "cannot be told") {
+			t.Errorf("%s: %s, backup %q, %q", j.Ref(), it.Action, it.Backup, it.Reason)
+		}
+	}
+	if r := runJournals(t, "restore", ns+"/restored"); r.code != app.ExitAttention || !strings.Contains(r.out, "step Deleting") {
+		t.Fatalf("journals restore without --yes: exit %d\n%s%s", r.code, r.out, r.errOut)
+	}
+	if r := runJournals(t, "restore", ns+"/restored", "--yes"); r.code != 0 {
+		t.Fatalf("journals restore --yes: exit %d\n%s%s", r.code, r.out, r.errOut)
+	}
+	if r := runJournals(t, "discard", ns+"/discarded", "--yes"); r.code != 0 {
+		t.Fatalf("journals discard --yes: exit %d\n%s%s", r.code, r.out, r.errOut)
+	}
+	if r := runCLI(t, "migrate", "-n", ns, "--resume-window", "1s"); r.code != 0 {
+		t.Fatalf("after the decisions: exit %d\n%s", r.code, r.errOut)
+	}
+	nads := listAll(t, ns)
+	if n, ok := nads[ns+"/restored"]; !ok || netconf.Normalize([]byte(n.Spec.Config)).Form != netconf.FormFlat || len(nads) != 1 {
+		t.Fatalf("after restore and discard: %v", nads)
 	}
 	checkNoBackups(t)
 }

@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -44,6 +45,9 @@ type Journal struct {
 	Step Step
 	// Original is the NAD as read before the delete.
 	Original *unstructured.Unstructured
+	// Written is when the journal was first stored (the API server's
+	// creationTimestamp of its object): just before the delete.
+	Written time.Time
 }
 
 // Ref is the NAD's namespace/name.
@@ -188,7 +192,8 @@ func decode(sec *corev1.Secret) (*Journal, error) {
 	if err := json.Unmarshal(sec.Data[keyOriginal], &u.Object); err != nil || u.Object == nil {
 		return nil, fmt.Errorf("not a backup netconf-migrator wrote: %s is not a JSON object", keyOriginal)
 	}
-	return &Journal{Name: sec.Name, Run: sec.Annotations[AnnotationRun], Mode: sec.Annotations[AnnotationMode], Step: Step(sec.Annotations[AnnotationStep]), Original: u}, nil
+	return &Journal{Name: sec.Name, Run: sec.Annotations[AnnotationRun], Mode: sec.Annotations[AnnotationMode], Step: Step(sec.Annotations[AnnotationStep]),
+		Original: u, Written: sec.CreationTimestamp.Time}, nil
 }
 
 // read checks that sec is a journal this tool wrote and decodes it.

@@ -75,6 +75,9 @@ type Replacer struct {
 	Budget time.Duration
 	// Poll is how often the wait for the deleted object looks again.
 	Poll time.Duration
+	// ResumeWindow is how long after its writing a journal left at step
+	// Deleting may be finished when its NAD is gone (DefaultResumeWindow).
+	ResumeWindow time.Duration
 	// Legacy, when set, moves journals kept where an earlier build kept
 	// them into Journals before Resume lists them, and returns the ones
 	// it could not verify (MoveConfigMapJournals).
@@ -589,6 +592,37 @@ func probeName(name string) string {
 	return name + "-probe-"
 }
 
+// DefaultResumeWindow is how long after its writing a journal left at step
+// Deleting is finished when its NAD is gone. Its run stopped (killed)
+// between saving it and recording its delete, so whether that run's delete
+// removed the NAD, or a person's later, cannot be told from what is stored.
+// The operator resumes a stopped run's journals within its Lease's duration
+// and a pass (under a minute), and a person rarely deletes a NAD in those
+// seconds; later, the original is kept for a person to decide.
+const DefaultResumeWindow = 10 * time.Minute
+
+func (r *Replacer) resumeWindow() time.Duration {
+	if r.ResumeWindow > 0 {
+		return r.ResumeWindow
+	}
+	return DefaultResumeWindow
+}
+
+// Undecided is a journal left at step Deleting whose NAD is gone, found
+// after the resume window: whose delete removed the NAD cannot be told, so
+// nothing is created; the original stays for a person (journals restore,
+// journals discard).
+type Undecided struct {
+	Journal string
+	Age     time.Duration
+}
+
+func (e *Undecided) Error() string {
+	return fmt.Sprintf("the run that replaced this NAD stopped after saving its backup and before recording its delete, %s ago, and the NAD is gone:"+
+		" whether that run's delete or someone else's removed it cannot be told, so it is not created again; the original is kept in %s:"+
+		" create it with netconf-migrator journals restore, or drop the backup with netconf-migrator journals discard", e.Age.Round(time.Second), e.Journal)
+}
+
 // Resumed is a journal an earlier run left and what Resume did with it.
 type Resumed struct {
 	Journal *Journal
@@ -646,9 +680,18 @@ func (r *Replacer) Resume(ctx context.Context, inScope func(original *unstructur
 			}
 			continue
 		}
+		res := Resumed{Journal: j, Where: r.Journals.Where(j)}
+		if deleted := err != nil || cur.GetUID() == j.UID(); deleted && j.Step == StepDeleting && !j.Written.IsZero() && time.Since(j.Written) > r.resumeWindow() {
+			// Its run stopped between saving the journal and recording
+			// its delete, long enough ago that someone else may have
+			// deleted the NAD since: a person decides.
+			res.Err = &Undecided{Journal: res.Where, Age: time.Since(j.Written)}
+			log.Info("Leaving a backup for a person: whose delete removed the NetworkAttachmentDefinition cannot be told", logging.KeyReason, res.Err.Error())
+			out = append(out, res)
+			continue
+		}
 		// Missing, terminating, or created again by someone else.
 		tx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.Budget)
-		res := Resumed{Journal: j, Where: r.Journals.Where(j)}
 		if err == nil && cur.GetUID() != j.UID() {
 			res.Result, res.Err = r.createdByAnother(tx, log, j, cur)
 		} else {

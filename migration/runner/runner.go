@@ -48,6 +48,9 @@ type Config struct {
 	// Webhooks whose refusal calls for a replacement; nil: Harvester's.
 	Webhooks      []string
 	ReplaceBudget time.Duration
+	// ResumeWindow bounds how long after its writing a journal left at step
+	// Deleting is finished when its NAD is gone (replace.DefaultResumeWindow).
+	ResumeWindow time.Duration
 	// KeyBudget bounds the retries while loading the signing key.
 	KeyBudget time.Duration
 	Events    migration.Events
@@ -117,7 +120,7 @@ func Start(ctx context.Context, c Config, opts migration.Options) (*Run, error) 
 	if opts.Recreate == migration.RecreateAuto {
 		replacer = &replace.Replacer{
 			Objects: migration.ClientObjects{Client: c.Client}, Log: c.Log, Run: c.Identity,
-			Finalizers: c.Finalizers, Webhooks: c.Webhooks, Budget: c.ReplaceBudget,
+			Finalizers: c.Finalizers, Webhooks: c.Webhooks, Budget: c.ReplaceBudget, ResumeWindow: c.ResumeWindow,
 		}
 		if opts.DryRun == migration.DryRunNone {
 			key, err := loadKey(r.Context, c.Client, c.BackupNamespace, c.KeyBudget)

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"io"
 	"text/tabwriter"
+	"time"
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
@@ -64,7 +65,32 @@ have written them.`,
 		},
 	}
 	adopt.Flags().BoolVar(&f.yes, "yes", false, "sign the backups shown; without it, only show them and exit 1")
-	cmd.AddCommand(list, adopt)
+	restore := &cobra.Command{
+		Use:   "restore NAMESPACE/NAME",
+		Short: "Have the next run create a NAD again from its backup, when a run could not tell who deleted it",
+		Long: `A run killed between saving a NAD's backup and recording its delete leaves the backup at
+step Deleting. When the NAD is gone and the backup is older than --resume-window, whether that
+run's delete or someone else's removed the NAD cannot be told, and runs leave it alone.
+restore shows the backup and what a run creates from it; with --yes it records the delete as
+the run's (step Deleted, signed), and the next run or the operator creates the NAD.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return f.decide(cmd.Context(), g.io.Out, args[0], true)
+		},
+	}
+	restore.Flags().BoolVar(&f.yes, "yes", false, "record the decision; without it, only show the backup and exit 1")
+	discard := &cobra.Command{
+		Use:   "discard NAMESPACE/NAME",
+		Short: "Remove a NAD's backup a person decided not to create again (someone else deleted the NAD, or stands under its name)",
+		Long: `discard shows the backup and what stands under the NAD's name, and with --yes removes the
+backup: the original it holds is then gone for good.`,
+		Args: cobra.ExactArgs(1),
+		RunE: func(cmd *cobra.Command, args []string) error {
+			return f.decide(cmd.Context(), g.io.Out, args[0], false)
+		},
+	}
+	discard.Flags().BoolVar(&f.yes, "yes", false, "remove the backup; without it, only show it and exit 1")
+	cmd.AddCommand(list, adopt, restore, discard)
 	return cmd
 }
 
@@ -206,5 +232,65 @@ func (f *journalsFlags) adopt(ctx context.Context, out io.Writer) error {
 		}
 		fmt.Fprintf(out, "Adopted the backup of %s: the next run or the operator finishes it.\n", j.Ref())
 	}
+	return nil
+}
+
+// decide restores or discards the signed backup of the NAD ref, after
+// showing it.
+func (f *journalsFlags) decide(ctx context.Context, out io.Writer, ref string, restore bool) error {
+	c, err := f.client()
+	if err != nil {
+		return err
+	}
+	js, err := f.journals(ctx, c, false)
+	if err != nil {
+		return err
+	}
+	journals, _, err := js.List(ctx)
+	if err != nil {
+		return err
+	}
+	var j *replace.Journal
+	for _, cand := range journals {
+		if cand.Ref() == ref {
+			j = cand
+		}
+	}
+	if j == nil {
+		return usageError("no backup the current key verifies names NAD %s (netconf-migrator journals list)", ref)
+	}
+	now, cur, err := standing(ctx, c, j)
+	if err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "%s: NAD %s (uid %s), %s by run %s at step %s, written %s; under the name now: %s\n", js.Where(j), j.Ref(), j.UID(), j.Mode, j.Run, j.Step, j.Written.Format(time.RFC3339), now)
+	origCfg, _, _ := unstructured.NestedString(j.Original.Object, "spec", "config")
+	if want, err := migration.Want(j.Mode, j.Original); err == nil {
+		wantCfg, _, _ := unstructured.NestedString(want.Object, "spec", "config")
+		fmt.Fprint(out, configdiff.Unified(j.Ref()+" (original → what a run creates)", origCfg, wantCfg))
+	}
+	if restore && cur != nil {
+		return usageError("NAD %s stands (%s): a run creates nothing while it does; discard the backup, or remove that NAD first", ref, now)
+	}
+	if !f.yes {
+		what := "discard"
+		if restore {
+			what = "restore"
+		}
+		return &ExitError{Code: ExitAttention, Err: fmt.Errorf("nothing changed; review the backup above, then run journals %s %s --yes", what, ref)}
+	}
+	if !restore {
+		if err := js.Delete(ctx, j); err != nil {
+			return err
+		}
+		fmt.Fprintf(out, "Removed the backup of %s.\n", ref)
+		return nil
+	}
+	// The person vouches that the run's delete removed it.
+	j.Step = replace.StepDeleted
+	if err := js.Save(ctx, j); err != nil {
+		return err
+	}
+	fmt.Fprintf(out, "Recorded the delete of %s as the run's: the next run or the operator creates it.\n", ref)
 	return nil
 }

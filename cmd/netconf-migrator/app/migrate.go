@@ -32,6 +32,7 @@ import (
 	"github.com/harvester/netconf-migrator/internal/runlock"
 	"github.com/harvester/netconf-migrator/internal/version"
 	"github.com/harvester/netconf-migrator/migration"
+	"github.com/harvester/netconf-migrator/migration/replace"
 	"github.com/harvester/netconf-migrator/migration/runner"
 )
 
@@ -45,7 +46,7 @@ type runFlags struct {
 	events                                                                                string
 	recreate, backupNamespace, reportConfigMap, reportSecret                              string
 	replaceFinalizers, replaceWebhooks                                                    []string
-	replaceBudget, leaseWait, leaseDuration                                               time.Duration
+	replaceBudget, resumeWindow, leaseWait, leaseDuration                                 time.Duration
 }
 
 func newRunCommand(g *globals, mode migration.Mode) *cobra.Command {
@@ -129,6 +130,8 @@ Lease; 4 a NAD deleted to be created again is missing (see migrate).`
 		" every entry point (the upgrade pre-hook, the Jobs, a plain run) uses the same default, so each finishes what another left")
 	fl.StringArrayVar(&f.replaceFinalizers, "replace-finalizer", nil, "FINALIZER=CONTROLLER: a finalizer whose controller removes it after a delete, so a NAD carrying it may be replaced (Harvester's are known); repeatable")
 	fl.StringArrayVar(&f.replaceWebhooks, "replace-past-webhook", nil, "an admission webhook (its name as the API server's denial quotes it) whose refusal of an in-place write calls for a replacement, besides Harvester's network webhook; repeatable")
+	fl.DurationVar(&f.resumeWindow, "resume-window", replace.DefaultResumeWindow, "a backup a killed run left between saving it and recording its delete is finished only within this long of its writing when its NAD is gone;"+
+		" later, whose delete removed the NAD cannot be told, and it is left for a person (netconf-migrator journals restore or discard)")
 	fl.DurationVar(&f.replaceBudget, "replace-budget", migration.DefaultReplaceBudget, "how long one replacement may take from its delete on (the wait for finalizers included); it finishes within this even after SIGTERM or --timeout")
 	fl.DurationVar(&f.leaseWait, "lease-wait", 2*time.Minute, "how long to wait for another run to release the Lease before exiting 3")
 	fl.DurationVar(&f.leaseDuration, "lease-duration", runlock.DefaultDuration, "how long the run's Lease outlives a run that stops renewing it (killed); the run renews it within two thirds of this")
@@ -235,7 +238,7 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	started, err := runner.Start(ctx, runner.Config{
 		REST: cfg, Client: c, Log: log, Identity: fmt.Sprintf("%s_%s", host, rand.Text()[:8]),
 		BackupNamespace: f.backupNamespace, LeaseWait: f.leaseWait, LeaseDuration: f.leaseDuration,
-		Finalizers: finalizers, Webhooks: webhooks, ReplaceBudget: f.replaceBudget, KeyBudget: f.nadBudget,
+		Finalizers: finalizers, Webhooks: webhooks, ReplaceBudget: f.replaceBudget, ResumeWindow: f.resumeWindow, KeyBudget: f.nadBudget,
 		Events: policy.Filter(events),
 	}, migration.Options{
 		Mode: mode, Namespace: f.namespace, Selector: sel, PageSize: f.pageSize, Concurrency: f.concurrency,
