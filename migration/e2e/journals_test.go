@@ -36,6 +36,16 @@ func keyExists(t *testing.T) bool {
 	return err == nil
 }
 
+// killedRunsJournal is the journal a killed migrate run left for the NAD
+// ns/name (uid) holding config, at step.
+func killedRunsJournal(ns, name, uid, config string, step replace.Step) *replace.Journal {
+	return &replace.Journal{Run: "killed-run", Mode: "migrate", Step: step, Original: &unstructured.Unstructured{Object: map[string]any{
+		"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+		"metadata": map[string]any{"namespace": ns, "name": name, "uid": uid},
+		"spec":     map[string]any{"config": config},
+	}}}
+}
+
 // TestALostKeyStopsTheRunUntilAnAdministratorAdopts: the signing key
 // Secret is deleted while a backup of a missing NAD exists. A run then
 // makes no new key (which would make the backup look forged and leave the
@@ -53,13 +63,8 @@ func TestALostKeyStopsTheRunUntilAnAdministratorAdopts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	original := &unstructured.Unstructured{Object: map[string]any{
-		"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
-		"metadata": map[string]any{"namespace": ns, "name": "n", "uid": "0000-lost-key"},
-		"spec":     map[string]any{"config": nestedConfig("lost")},
-	}}
 	js := replace.SecretJournals{Client: env.Client, Namespace: backupNamespace, Key: key}
-	j := &replace.Journal{Run: "killed-run", Mode: "migrate", Step: replace.StepDeleted, Original: original}
+	j := killedRunsJournal(ns, "n", "0000-lost-key", nestedConfig("lost"), replace.StepDeleted)
 	if err := js.Save(ctx, j); err != nil {
 		t.Fatal(err)
 	}
@@ -124,11 +129,7 @@ func TestAPersonsDeleteAfterAKilledRunIsNotUndone(t *testing.T) {
 	js := replace.SecretJournals{Client: env.Client, Namespace: backupNamespace, Key: key}
 	var journals []*replace.Journal
 	for _, name := range []string{"restored", "discarded"} {
-		j := &replace.Journal{Run: "killed-run", Mode: "migrate", Step: replace.StepDeleting, Original: &unstructured.Unstructured{Object: map[string]any{
-			"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
-			"metadata": map[string]any{"namespace": ns, "name": name, "uid": "0000-" + name},
-			"spec":     map[string]any{"config": nestedConfig(name)},
-		}}}
+		j := killedRunsJournal(ns, name, "0000-"+name, nestedConfig(name), replace.StepDeleting)
 		if err := js.Save(ctx, j); err != nil {
 			t.Fatal(err)
 		}

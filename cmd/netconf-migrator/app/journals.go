@@ -205,13 +205,7 @@ func (f *journalsFlags) adopt(ctx context.Context, out io.Writer) error {
 			return err
 		}
 		fmt.Fprintf(out, "%s: NAD %s (uid %s), %s by run %s at step %s; under the name now: %s\n", cd.Where, j.Ref(), j.UID(), j.Mode, j.Run, j.Step, now)
-		origCfg, _, _ := unstructured.NestedString(j.Original.Object, "spec", "config")
-		if want, err := migration.Want(j.Mode, j.Original); err != nil {
-			fmt.Fprintf(out, "  a run could not create anything from it: %v\n", err)
-		} else {
-			wantCfg, _, _ := unstructured.NestedString(want.Object, "spec", "config")
-			fmt.Fprint(out, configdiff.Unified(j.Ref()+" (original → what a run creates)", origCfg, wantCfg))
-		}
+		origCfg := showPlan(out, j)
 		if cur != nil && cur.GetUID() != j.UID() {
 			curCfg, _, _ := unstructured.NestedString(cur.Object, "spec", "config")
 			fmt.Fprint(out, configdiff.Unified(j.Ref()+" (original → the NAD standing now)", origCfg, curCfg))
@@ -264,11 +258,7 @@ func (f *journalsFlags) decide(ctx context.Context, out io.Writer, ref string, r
 		return err
 	}
 	fmt.Fprintf(out, "%s: NAD %s (uid %s), %s by run %s at step %s, written %s; under the name now: %s\n", js.Where(j), j.Ref(), j.UID(), j.Mode, j.Run, j.Step, j.Written.Format(time.RFC3339), now)
-	origCfg, _, _ := unstructured.NestedString(j.Original.Object, "spec", "config")
-	if want, err := migration.Want(j.Mode, j.Original); err == nil {
-		wantCfg, _, _ := unstructured.NestedString(want.Object, "spec", "config")
-		fmt.Fprint(out, configdiff.Unified(j.Ref()+" (original → what a run creates)", origCfg, wantCfg))
-	}
+	showPlan(out, j)
 	if restore && cur != nil {
 		return usageError("NAD %s stands (%s): a run creates nothing while it does; discard the backup, or remove that NAD first", ref, now)
 	}
@@ -293,4 +283,18 @@ func (f *journalsFlags) decide(ctx context.Context, out io.Writer, ref string, r
 	}
 	fmt.Fprintf(out, "Recorded the delete of %s as the run's: the next run or the operator creates it.\n", ref)
 	return nil
+}
+
+// showPlan prints the diff between j's original config and what a run
+// creates from it, and returns the original config.
+func showPlan(out io.Writer, j *replace.Journal) string {
+	origCfg, _, _ := unstructured.NestedString(j.Original.Object, "spec", "config")
+	want, err := migration.Want(j.Mode, j.Original)
+	if err != nil {
+		fmt.Fprintf(out, "  a run could not create anything from it: %v\n", err)
+		return origCfg
+	}
+	wantCfg, _, _ := unstructured.NestedString(want.Object, "spec", "config")
+	fmt.Fprint(out, configdiff.Unified(j.Ref()+" (original → what a run creates)", origCfg, wantCfg))
+	return origCfg
 }

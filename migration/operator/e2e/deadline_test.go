@@ -16,7 +16,6 @@ import (
 	"github.com/harvester/netconf-migrator/migration/detect"
 	"github.com/harvester/netconf-migrator/migration/operator"
 	"github.com/harvester/netconf-migrator/migration/replace"
-	"github.com/harvester/netconf-migrator/test/harvester"
 )
 
 // TestARetryPastItsDeadlineResumesFirst: a NADMigration's first attempt
@@ -27,10 +26,7 @@ import (
 // backup before it stops (it ended TimedOut with the NAD missing and named
 // nowhere before).
 func TestARetryPastItsDeadlineResumesFirst(t *testing.T) {
-	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
-	h := harvester.StartT(t, env, harvester.V16)
-	ns := h.Namespace(t, "past-deadline")
-	before := vlanNAD(t, h, ns)
+	h, ns, before := vlanNADBesideV16(t, "past-deadline")
 	h.Controllers.SetDown(true)
 	t.Cleanup(func() { h.Controllers.SetDown(false) })
 
@@ -68,10 +64,7 @@ func TestARetryPastItsDeadlineResumesFirst(t *testing.T) {
 // it again from its backup once the controllers are back; nothing else
 // would have (no NADMigration, no CLI run).
 func TestAReplaceFixLeftMissingIsFinished(t *testing.T) {
-	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
-	h := harvester.StartT(t, env, harvester.V16)
-	ns := h.Namespace(t, "replace-fix-missing")
-	before := vlanNAD(t, h, ns)
+	h, ns, before := vlanNADBesideV16(t, "replace-fix-missing")
 	h.Controllers.SetDown(true)
 	t.Cleanup(func() { h.Controllers.SetDown(false) })
 
@@ -102,10 +95,7 @@ func TestAReplaceFixLeftMissingIsFinished(t *testing.T) {
 // controllers are back; then it reads Ready, with the NAD counted
 // normalized and named no more.
 func TestANADMigrationSaysMissingUntilTheNADIsCreated(t *testing.T) {
-	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
-	h := harvester.StartT(t, env, harvester.V16)
-	ns := h.Namespace(t, "missing-until-created")
-	before := vlanNAD(t, h, ns)
+	h, ns, before := vlanNADBesideV16(t, "missing-until-created")
 	h.Controllers.SetDown(true)
 	t.Cleanup(func() { h.Controllers.SetDown(false) })
 

@@ -59,6 +59,17 @@ func form(t testing.TB, ns, name string) (netconf.Form, *nadv1.NetworkAttachment
 	return netconf.Normalize([]byte(nad.Spec.Config)).Form, nad
 }
 
+// vlanNADBesideV16 starts Harvester v1.6's stand-ins and controllers with
+// the cluster network mgmt, and stores vlanNAD in a namespace of theirs
+// named after base.
+func vlanNADBesideV16(t testing.TB, base string) (*harvester.StandIns, string, *nadv1.NetworkAttachmentDefinition) {
+	t.Helper()
+	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
+	h := harvester.StartT(t, env, harvester.V16)
+	ns := h.Namespace(t, base)
+	return h, ns, vlanNAD(t, h, ns)
+}
+
 // vlanNAD stores the nested VLAN NAD vlan100 on the cluster network mgmt
 // beside the stand-ins h, as Harvester's UI makes it, waits until h's
 // controllers are done with it, and returns it as stored.
@@ -148,10 +159,7 @@ func TestAWriterThatKeepsSettingANADBackIsNamed(t *testing.T) {
 // controllers, whose webhook refuses to flatten a nested NAD in place: the
 // setting InPlace reports it, Replace replaces it.
 func TestLegacyNADsBesideHarvesterV16(t *testing.T) {
-	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
-	h := harvester.StartT(t, env, harvester.V16)
-	ns := h.Namespace(t, "detect")
-	before := vlanNAD(t, h, ns)
+	h, ns, before := vlanNADBesideV16(t, "detect")
 
 	inPlace := startOperator(t, operator.Options{Fix: detect.FixInPlace})
 	waitFor(t, "the NAD to be reported as not fixed", func() (bool, error) {

@@ -45,10 +45,7 @@ func TestOperatorRBAC(t *testing.T) {
 	asSA.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:netconf-migrator-system:netconf-migrator-operator",
 		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:netconf-migrator-system", "system:authenticated"}}
 
-	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
-	h := harvester.StartT(t, env, harvester.V16)
-	ns := h.Namespace(t, "operator-rbac")
-	before := vlanNAD(t, h, ns)
+	h, ns, before := vlanNADBesideV16(t, "operator-rbac")
 	harvester.Create(t, env.Client, harvester.NewVM(ns, "stopped", "other"))
 
 	startOperatorAs(t, asSA, operator.Options{Fix: detect.FixOff})

@@ -14,7 +14,6 @@ import (
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
 	"github.com/harvester/netconf-migrator/migration/replace"
-	"github.com/harvester/netconf-migrator/test/harvester"
 	"github.com/harvester/netconf-migrator/test/testenv"
 )
 
@@ -29,10 +28,7 @@ import (
 // checks), so the NAD exists again, flat, no backup is left, and it exits 0.
 func TestSIGTERMWaitsForAReplacementUnderWay(t *testing.T) {
 	ctx := context.Background()
-	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
-	h := harvester.StartT(t, env, harvester.V16)
-	ns := h.Namespace(t, "sigterm")
-	before := vlanNAD(t, h, ns)
+	h, ns, before := vlanNADBesideV16(t, "sigterm")
 	h.Controllers.SetCleanup(func(*nadv1.NetworkAttachmentDefinition) (time.Duration, error) { return 40 * time.Second, nil })
 	t.Cleanup(func() { h.Controllers.SetCleanup(nil) })
 
