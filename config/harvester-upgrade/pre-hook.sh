@@ -22,10 +22,12 @@
 # place and a double-encoded one be deleted and created again; from v1.6 they
 # refuse both (see README.md beside this file). So the hook replaces what it
 # cannot rewrite (--recreate=auto), keeping a signed backup Secret per NAD
-# in netconf-migrator-system until the NAD exists again: the same namespace
+# in netconf-migrator-backups until the NAD exists again: the same namespace
 # every entry point uses by default (the Jobs, a plain run), so whichever runs
 # next finishes a replacement this hook could not. The hook creates that
-# namespace when it is missing.
+# namespace when it is missing. Backups versions up to 0.2 kept beside the
+# webhook, in netconf-migrator-system, are moved there first (the upgrade
+# Job may list Secrets there; the operator may not).
 #
 # A NAD the hook deleted and could not create again yet (exit code 4: still
 # terminating behind a finalizer of Harvester's network controller, or its
@@ -39,7 +41,10 @@
 #                                      (default: none: every namespace)
 #   NETCONF_MIGRATOR_REPORT_NAMESPACE  where the report Secret goes (harvester-system)
 #   NETCONF_MIGRATOR_BACKUP_NAMESPACE  where the run's Lease and the backups go
-#                                      (netconf-migrator-system, migrate's default)
+#                                      (netconf-migrator-backups, migrate's default)
+#   NETCONF_MIGRATOR_EARLIER_BACKUP_NAMESPACE
+#                                      where versions up to 0.2 kept backups
+#                                      (netconf-migrator-system)
 #   NETCONF_MIGRATOR_STRICT            "true": stop the upgrade when migrate cannot run,
 #                                      or when a NAD failed or needs a person
 #   NETCONF_MIGRATOR_WAIT              seconds to wait for the operator's NADMigration (1800)
@@ -63,7 +68,8 @@
 netconf_migrator_pre_hook() {
   local bin=${NETCONF_MIGRATOR_BIN:-netconf-migrator}
   local ns=${NETCONF_MIGRATOR_REPORT_NAMESPACE:-harvester-system}
-  local bns=${NETCONF_MIGRATOR_BACKUP_NAMESPACE:-netconf-migrator-system}
+  local bns=${NETCONF_MIGRATOR_BACKUP_NAMESPACE:-netconf-migrator-backups}
+  local ens=${NETCONF_MIGRATOR_EARLIER_BACKUP_NAMESPACE:-netconf-migrator-system}
   local strict=${NETCONF_MIGRATOR_STRICT:-false}
   local -a args=()
   read -r -a args <<<"${NETCONF_MIGRATOR_ARGS:-}" || true
@@ -75,14 +81,20 @@ netconf_migrator_pre_hook() {
   if kubectl get crd nadmigrations.netconf-migrator.harvesterhci.io >/dev/null 2>&1 &&
     [ -n "$(kubectl get deployments -n "$ons" -l app.kubernetes.io/name=netconf-migrator,app.kubernetes.io/component=operator \
       -o jsonpath='{range .items[?(@.spec.template.spec.serviceAccountName=="netconf-migrator-operator")]}{.status.readyReplicas}{end}' 2>/dev/null)" ]; then
+    # The operator may not list Secrets beside the webhook: backups an
+    # earlier version kept there are moved with this Job's rights first.
+    if command -v "$bin" >/dev/null 2>&1; then
+      "$bin" journals move --from "$ens" --backup-namespace "$bns" --yes >/dev/null ||
+        echo "netconf-migrator: could not move the backups an earlier version kept in $ens (netconf-migrator journals move --from $ens says why)" >&2
+    fi
     netconf_migrator_by_operator "$strict" || rc=$?
-    netconf_migrator_none_open "$bns" "$rc"
+    netconf_migrator_none_open "$bns" "$rc" "$ens"
     return $?
   fi
   if ! command -v "$bin" >/dev/null 2>&1; then
     echo "netconf-migrator: $bin is not in this image; NADs were not migrated (run its Job after the upgrade)" >&2
     [ "$strict" = true ] && rc=2
-    netconf_migrator_none_open "$bns" "$rc"
+    netconf_migrator_none_open "$bns" "$rc" "$ens"
     return $?
   fi
 
@@ -94,11 +106,11 @@ netconf_migrator_pre_hook() {
   # The termination message of this container is the upgrade script's own.
   # The report replaces the Secret on every upgrade: it always describes
   # the last run.
-  "$bin" migrate --recreate=auto --backup-namespace "$bns" --report-secret "$ns/netconf-migrator-report" \
+  "$bin" migrate --recreate=auto --backup-namespace "$bns" --earlier-backup-namespace "$ens" --report-secret "$ns/netconf-migrator-report" \
     --progress-interval 30s --termination-message-path "" "${args[@]}" || rc=$?
   local out=0
   netconf_migrator_binary_outcome "$rc" "$strict" "$bns" || out=$?
-  netconf_migrator_none_open "$bns" "$out"
+  netconf_migrator_none_open "$bns" "$out" "$ens"
 }
 
 # netconf_migrator_binary_outcome says what migrate's exit code means, and
@@ -137,11 +149,12 @@ netconf_migrator_binary_outcome() {
 }
 
 # netconf_migrator_none_open returns rc, or 4 when a backup is left in the
-# backup namespace bns (or cannot be listed): a replacement not finished is
+# backup namespace bns, or in the namespace ens where an earlier version
+# kept them (or either cannot be listed): a replacement not finished is
 # a NAD that may be missing, or one a person must decide on, and the
 # upgrade must not go on past it, in any mode, after any wait.
 netconf_migrator_none_open() {
-  local bns=$1 rc=$2 open
+  local bns=$1 rc=$2 ens=${3:-} open
   if ! open=$(kubectl get secrets -n "$bns" -l netconf-migrator.harvesterhci.io/backup=true -o name 2>/dev/null); then
     if kubectl get namespace "$bns" >/dev/null 2>&1; then
       echo "netconf-migrator: could not list the backups in $bns; the upgrade stops here, since a NAD deleted" \
@@ -155,6 +168,18 @@ netconf_migrator_none_open() {
       "a NAD may be missing or need a person's decision (netconf-migrator journals list names each);" \
       "the upgrade stops here: run the upgrade again, or the Job, once they are done" >&2
     return 4
+  fi
+  if [ -n "$ens" ] && [ "$ens" != "$bns" ] && kubectl get namespace "$ens" >/dev/null 2>&1; then
+    if ! open=$(kubectl get secrets,configmaps -n "$ens" -l netconf-migrator.harvesterhci.io/backup=true -o name 2>/dev/null); then
+      echo "netconf-migrator: could not list the backups an earlier version may have left in $ens; the upgrade" \
+        "stops here, since a NAD deleted to be replaced may be missing" >&2
+      return 4
+    fi
+    if [ -n "$open" ]; then
+      echo "netconf-migrator: an earlier version left backups in $ens ($(echo "$open" | tr '\n' ' ')); a NAD may be" \
+        "missing; move them (netconf-migrator journals move --from $ens) and run the upgrade again" >&2
+      return 4
+    fi
   fi
   return "$rc"
 }

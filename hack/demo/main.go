@@ -330,9 +330,11 @@ func (d *demo) startWebhook(ctx context.Context, env *testenv.Env, onStop func(f
 		path := *mwc.Webhooks[i].ClientConfig.Service.Path
 		mwc.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: ptr.To(fmt.Sprintf("https://localhost:%d%s", port, path))}
 	}
-	const own = "netconf-migrator-system"
-	if err := env.CreateNamespace(ctx, own, nil); err != nil {
-		return err
+	const own, backups = "netconf-migrator-system", "netconf-migrator-backups"
+	for _, ns := range []string{own, backups} {
+		if err := env.CreateNamespace(ctx, ns, nil); err != nil {
+			return err
+		}
 	}
 	if err := env.Client.Create(ctx, mwc); err != nil {
 		return err
@@ -358,7 +360,7 @@ func (d *demo) startWebhook(ctx context.Context, env *testenv.Env, onStop func(f
 	})
 	// The operator, a process of its own as it is a Deployment of its own.
 	op := exec.Command(d.bin, "operator", "--kubeconfig", d.kubecfg, "--fix-legacy=InPlace",
-		"--leader-election-namespace="+own, "--backup-namespace="+own,
+		"--leader-election-namespace="+own, "--backup-namespace="+backups,
 		"--health-probe-bind-address=0", "--metrics-bind-address=0")
 	var opLogs bytes.Buffer // its own: exec copies each process's output in goroutines of its own
 	op.Stdout, op.Stderr = &opLogs, &opLogs

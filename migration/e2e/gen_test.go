@@ -86,7 +86,11 @@ func harvesterLabels() map[string]string {
 }
 
 // backupNamespace is where migrate keeps backups by default.
-const backupNamespace = "netconf-migrator-system"
+const backupNamespace = "netconf-migrator-backups"
+
+// earlierNamespace is where versions up to 0.2 kept them, beside the
+// webhook.
+const earlierNamespace = "netconf-migrator-system"
 
 func ensureBackupNamespace(t testing.TB) {
 	t.Helper()

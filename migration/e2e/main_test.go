@@ -35,7 +35,7 @@ func TestMain(m *testing.M) {
 	klog.SetLogger(logr.Discard()) // client-go's leader election, in in-process runs
 	// Webhook certificates are made for the Harvester stand-ins, which read
 	// the kinds of harvester.CRDs.
-	os.Exit(testenv.Main(m, testenv.Options{Webhooks: &envtest.WebhookInstallOptions{}, CRDs: harvester.CRDs(), Namespaces: []string{backupNamespace}}, &env))
+	os.Exit(testenv.Main(m, testenv.Options{Webhooks: &envtest.WebhookInstallOptions{}, CRDs: harvester.CRDs(), Namespaces: []string{backupNamespace, earlierNamespace}}, &env))
 }
 
 // fastClient is an admin client without client-side rate limits, for

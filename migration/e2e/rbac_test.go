@@ -48,7 +48,7 @@ func TestJobRBAC(t *testing.T) {
 	// The summary Events other tests' runs left are not this test's.
 	earlier := map[string]bool{}
 	var prior corev1.EventList
-	if err := fastClient(t).List(ctx, &prior, client.InNamespace(jobNamespace)); err != nil {
+	if err := fastClient(t).List(ctx, &prior, client.InNamespace(backupNamespace)); err != nil {
 		t.Fatal(err)
 	}
 	for _, e := range prior.Items {
@@ -62,7 +62,7 @@ func TestJobRBAC(t *testing.T) {
 		t.Fatal(err)
 	}
 	r := runCLI(t, "migrate", "-l", suiteLabel+"=rbac", "--kubeconfig", asJob, "--termination-message-path", termination,
-		"--report-secret", jobNamespace+"/netconf-migrator-report")
+		"--report-secret", backupNamespace+"/netconf-migrator-report")
 	if r.code != 1 {
 		t.Fatalf("exit %d, want 1 (two truncated NADs)\n%s", r.code, r.errOut)
 	}
@@ -74,7 +74,7 @@ func TestJobRBAC(t *testing.T) {
 		t.Errorf("termination message %+v (%v), want total 200, exit 1, 24 normalized", msg, err)
 	}
 	sec := &corev1.Secret{}
-	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: jobNamespace, Name: "netconf-migrator-report"}, sec); err != nil {
+	if err := env.Client.Get(ctx, types.NamespacedName{Namespace: backupNamespace, Name: "netconf-migrator-report"}, sec); err != nil {
 		t.Errorf("the Job's report Secret: %v", err)
 	} else if stored := report.New(); sec.Type != report.SecretType || json.Unmarshal(sec.Data[report.SecretKey], stored) != nil || stored.Summary.Total != 200 {
 		t.Errorf("the report Secret (type %s) holds %.200q", sec.Type, sec.Data[report.SecretKey])
@@ -96,7 +96,7 @@ func TestJobRBAC(t *testing.T) {
 	}
 	summaries := func() []corev1.Event {
 		var all corev1.EventList
-		if err := fastClient(t).List(ctx, &all, client.InNamespace(jobNamespace)); err != nil {
+		if err := fastClient(t).List(ctx, &all, client.InNamespace(backupNamespace)); err != nil {
 			t.Fatal(err)
 		}
 		var out []corev1.Event

@@ -46,6 +46,7 @@ type Journals struct {
 	Log       logr.Logger
 
 	lastProblem string
+	lastEarlier string
 }
 
 // Start runs until ctx ends; the manager runs it on the leader only.
@@ -94,10 +95,18 @@ func (j *Journals) count(ctx context.Context) (int, error) {
 	if err := j.Runner.Client.List(ctx, list, client.InNamespace(j.backupNamespace()), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil {
 		return 0, fmt.Errorf("listing the backups in %s: %w", j.backupNamespace(), err)
 	}
-	missing := 0
+	open := make([]metav1.Object, 0, len(list.Items))
 	for i := range list.Items {
-		sec := &list.Items[i]
-		ref, uid := sec.Annotations[replace.AnnotationNAD], sec.Labels[replace.LabelJournalUID]
+		open = append(open, &list.Items[i])
+	}
+	earlier, err := j.earlier(ctx)
+	if err != nil {
+		return 0, err
+	}
+	open = append(open, earlier...)
+	missing := 0
+	for _, sec := range open {
+		ref, uid := sec.GetAnnotations()[replace.AnnotationNAD], sec.GetLabels()[replace.LabelJournalUID]
 		ns, name, ok := strings.Cut(ref, "/")
 		if !ok {
 			continue
@@ -108,14 +117,70 @@ func (j *Journals) count(ctx context.Context) (int, error) {
 		case apierrors.IsNotFound(err):
 			missing++
 		case err != nil:
-			return 0, fmt.Errorf("reading %s, which backup Secret %s/%s names: %w", ref, sec.Namespace, sec.Name, err)
+			return 0, fmt.Errorf("reading %s, which backup %s/%s names: %w", ref, sec.GetNamespace(), sec.GetName(), err)
 		case string(nad.UID) == uid && nad.DeletionTimestamp != nil:
 			missing++
 		}
 	}
 	missingNADs.Set(float64(missing))
-	openBackups.Set(float64(len(list.Items)))
-	return len(list.Items), nil
+	openBackups.Set(float64(len(open)))
+	return len(open), nil
+}
+
+// earlier returns the backups an earlier version left in its namespace
+// (Secrets beside the webhook, or ConfigMaps), as far as this identity may
+// list them: the next resume moves them. The operator's Role may not list
+// Secrets there (the webhook's TLS key is one); when the earlier key is
+// still there, backups may wait unseen, and the gauge
+// netconf_migrator_earlier_backups_unseen says so until an administrator
+// moves them (journals move), which removes that key.
+func (j *Journals) earlier(ctx context.Context) ([]metav1.Object, error) {
+	ns := j.Runner.EarlierBackupNamespace
+	if ns == "" {
+		ns = runner.EarlierBackupNamespace
+	}
+	unseenEarlier.Set(0)
+	if ns == j.backupNamespace() {
+		return nil, nil
+	}
+	var out []metav1.Object
+	cms := &corev1.ConfigMapList{}
+	switch err := j.Runner.Client.List(ctx, cms, client.InNamespace(ns), client.MatchingLabels{replace.LabelJournal: "true"}); {
+	case err == nil:
+		for i := range cms.Items {
+			out = append(out, &cms.Items[i])
+		}
+	case !apierrors.IsForbidden(err):
+		return nil, fmt.Errorf("listing the backups an earlier version kept in ConfigMaps in %s: %w", ns, err)
+	}
+	secs := &corev1.SecretList{}
+	err := j.Runner.Client.List(ctx, secs, client.InNamespace(ns), client.MatchingLabels{replace.LabelJournal: "true"})
+	switch {
+	case err == nil:
+		for i := range secs.Items {
+			out = append(out, &secs.Items[i])
+		}
+		return out, nil
+	case !apierrors.IsForbidden(err):
+		return nil, fmt.Errorf("listing the backups an earlier version kept in %s: %w", ns, err)
+	}
+	key, err := replace.ReadKey(ctx, j.Runner.Client, ns)
+	switch {
+	case apierrors.IsForbidden(err):
+		return out, nil
+	case err != nil:
+		return nil, err
+	case key != nil:
+		unseenEarlier.Set(1)
+		if msg := "earlier:" + ns; msg != j.lastEarlier {
+			j.lastEarlier = msg
+			j.Log.Info("The signing key of an earlier version is still in its namespace, so backups it kept there may wait; this operator may not list Secrets there: an administrator moves them",
+				"namespace", ns, "command", "netconf-migrator journals move --from "+ns)
+		}
+	default:
+		j.lastEarlier = ""
+	}
+	return out, nil
 }
 
 func (j *Journals) backupNamespace() string {
@@ -275,9 +340,13 @@ var (
 		Name: "netconf_migrator_resumed_replacements_total",
 		Help: "Open replacements the operator looked at, by outcome: done (created again or closed) or left (still missing, or for a person).",
 	}, []string{"outcome"})
+	unseenEarlier = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "netconf_migrator_earlier_backups_unseen",
+		Help: "1 while the signing key of an earlier version is still in the namespace it kept its backups in (beside the webhook), where the operator may not list Secrets: backups may wait there; an administrator moves them with netconf-migrator journals move.",
+	})
 	journalMetricsOnce sync.Once
 )
 
 func registerJournalMetrics() {
-	journalMetricsOnce.Do(func() { metrics.Registry.MustRegister(missingNADs, openBackups, resumedNADs) })
+	journalMetricsOnce.Do(func() { metrics.Registry.MustRegister(missingNADs, openBackups, resumedNADs, unseenEarlier) })
 }

@@ -30,6 +30,8 @@ const LeaderElectionID = "netconf-migrator-operator"
 type Options struct {
 	Fix             detect.Fix
 	BackupNamespace string
+	// EarlierBackupNamespace is where an earlier version kept its backups.
+	EarlierBackupNamespace string
 	// LeaseDuration of the run Lease (the one CLI runs take).
 	LeaseDuration time.Duration
 	// LeaseWait is how long one attempt waits for the run Lease.
@@ -91,7 +93,7 @@ func Setup(mgr manager.Manager, cfg *rest.Config, log logr.Logger, o Options) er
 	rc := runner.Config{REST: cfg, Client: direct, Log: log, Identity: fmt.Sprintf("operator_%s_%s", host, rand.Text()[:6]),
 		// A NADMigration's runs record Events only on the NADs that need a
 		// person (its status holds the rest).
-		BackupNamespace: o.BackupNamespace, LeaseDuration: o.LeaseDuration, ReplaceBudget: o.ReplaceBudget, Events: migration.EventsFailures.Filter(events)}
+		BackupNamespace: o.BackupNamespace, EarlierBackupNamespace: o.EarlierBackupNamespace, LeaseDuration: o.LeaseDuration, ReplaceBudget: o.ReplaceBudget, Events: migration.EventsFailures.Filter(events)}
 	ready := &detect.Readiness{VMs: direct, NADs: mgr.GetClient(), Log: log.WithName("readiness")}
 	if err := (&Reconciler{Client: mgr.GetClient(), Runner: rc, Readiness: ready, LeaseWait: o.LeaseWait, RetryAfter: o.RetryAfter,
 		ProgressInterval: o.ProgressInterval, Log: log.WithName("nadmigration")}).SetupWithManager(mgr); err != nil {

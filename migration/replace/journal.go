@@ -46,8 +46,13 @@ type Journal struct {
 	// Original is the NAD as read before the delete.
 	Original *unstructured.Unstructured
 	// Written is when the journal was first stored (the API server's
-	// creationTimestamp of its object): just before the delete.
+	// creationTimestamp of its object): just before the delete. A journal
+	// moved from where an earlier version kept it carries the time of its
+	// first writing in AnnotationWritten, under its signature, so the move
+	// does not make an old journal look fresh (Replacer.ResumeWindow).
 	Written time.Time
+	// moved: Written came from elsewhere and is kept in AnnotationWritten.
+	moved bool
 }
 
 // Ref is the NAD's namespace/name.
@@ -78,17 +83,19 @@ type Journals interface {
 
 // What a journal Secret carries.
 const (
-	LabelJournal     = "netconf-migrator.harvesterhci.io/backup"
-	LabelJournalUID  = "netconf-migrator.harvesterhci.io/nad-uid"
-	AnnotationNAD    = "netconf-migrator.harvesterhci.io/nad"
-	AnnotationMode   = "netconf-migrator.harvesterhci.io/mode"
-	AnnotationStep   = "netconf-migrator.harvesterhci.io/step"
-	AnnotationRun    = "netconf-migrator.harvesterhci.io/run"
-	keyOriginal      = "original.json"
-	keySignature     = "signature"
-	journalPrefix    = "netconf-migrator-backup-"
-	KeySecretName    = "netconf-migrator-journal-key"
-	keySecretDataKey = "key"
+	LabelJournal    = "netconf-migrator.harvesterhci.io/backup"
+	LabelJournalUID = "netconf-migrator.harvesterhci.io/nad-uid"
+	AnnotationNAD   = "netconf-migrator.harvesterhci.io/nad"
+	AnnotationMode  = "netconf-migrator.harvesterhci.io/mode"
+	AnnotationStep  = "netconf-migrator.harvesterhci.io/step"
+	AnnotationRun   = "netconf-migrator.harvesterhci.io/run"
+	// AnnotationWritten is a moved journal's first writing (RFC 3339).
+	AnnotationWritten = "netconf-migrator.harvesterhci.io/written"
+	keyOriginal       = "original.json"
+	keySignature      = "signature"
+	journalPrefix     = "netconf-migrator-backup-"
+	KeySecretName     = "netconf-migrator-journal-key"
+	keySecretDataKey  = "key"
 	// KeySecretType marks the Secret that holds the journals' signing key.
 	KeySecretType corev1.SecretType = "netconf-migrator.harvesterhci.io/journal-key"
 	// JournalSecretType marks a journal: the NAD as read, with its config,
@@ -117,9 +124,15 @@ func (c SecretJournals) Where(j *Journal) string {
 
 // signature covers every field a journal acts on and the object it is
 // kept in, so a signed journal cannot be copied under another name.
-func (c SecretJournals) signature(name string, j *Journal, original []byte) string {
+func (c SecretJournals) signature(name string, j *Journal, original []byte, written string) string {
 	mac := hmac.New(sha256.New, c.Key)
-	for _, part := range [][]byte{[]byte(c.Namespace), []byte(name), []byte(j.Run), []byte(j.Mode), []byte(j.Step), []byte(j.UID()), []byte(j.Ref()), original} {
+	parts := [][]byte{[]byte(c.Namespace), []byte(name), []byte(j.Run), []byte(j.Mode), []byte(j.Step), []byte(j.UID()), []byte(j.Ref()), original}
+	if written != "" {
+		// Only moved journals carry it: every journal signed before it
+		// existed still verifies.
+		parts = append(parts, []byte(written))
+	}
+	for _, part := range parts {
 		// Length-prefixed, so no two field lists give the same bytes.
 		fmt.Fprintf(mac, "%d:", len(part))
 		mac.Write(part)
@@ -136,6 +149,10 @@ func (c SecretJournals) Save(ctx context.Context, j *Journal) error {
 		return fmt.Errorf("encoding the journal of %s: %w", j.Ref(), err)
 	}
 	j.Name = JournalName(j.UID())
+	written := ""
+	if j.moved {
+		written = j.Written.UTC().Format(time.RFC3339)
+	}
 	sec := &corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{
 			Namespace: c.Namespace, Name: j.Name,
@@ -146,7 +163,10 @@ func (c SecretJournals) Save(ctx context.Context, j *Journal) error {
 			Annotations: map[string]string{AnnotationNAD: j.Ref(), AnnotationMode: j.Mode, AnnotationStep: string(j.Step), AnnotationRun: j.Run},
 		},
 		Type: JournalSecretType,
-		Data: map[string][]byte{keyOriginal: original, keySignature: []byte(c.signature(j.Name, j, original))},
+		Data: map[string][]byte{keyOriginal: original, keySignature: []byte(c.signature(j.Name, j, original, written))},
+	}
+	if written != "" {
+		sec.Annotations[AnnotationWritten] = written
 	}
 	err = c.Client.Create(ctx, sec, client.FieldOwner(fieldManager))
 	if apierrors.IsAlreadyExists(err) {
@@ -192,8 +212,16 @@ func decode(sec *corev1.Secret) (*Journal, error) {
 	if err := json.Unmarshal(sec.Data[keyOriginal], &u.Object); err != nil || u.Object == nil {
 		return nil, fmt.Errorf("not a backup netconf-migrator wrote: %s is not a JSON object", keyOriginal)
 	}
-	return &Journal{Name: sec.Name, Run: sec.Annotations[AnnotationRun], Mode: sec.Annotations[AnnotationMode], Step: Step(sec.Annotations[AnnotationStep]),
-		Original: u, Written: sec.CreationTimestamp.Time}, nil
+	j := &Journal{Name: sec.Name, Run: sec.Annotations[AnnotationRun], Mode: sec.Annotations[AnnotationMode], Step: Step(sec.Annotations[AnnotationStep]),
+		Original: u, Written: sec.CreationTimestamp.Time}
+	if w, ok := sec.Annotations[AnnotationWritten]; ok {
+		t, err := time.Parse(time.RFC3339, w)
+		if err != nil {
+			return nil, fmt.Errorf("not a backup netconf-migrator wrote: annotation %s is not a time: %w", AnnotationWritten, err)
+		}
+		j.Written, j.moved = t, true
+	}
+	return j, nil
 }
 
 // read checks that sec is a journal this tool wrote and decodes it.
@@ -203,7 +231,7 @@ func (c SecretJournals) read(sec *corev1.Secret) (*Journal, error) {
 		return nil, err
 	}
 	original := sec.Data[keyOriginal]
-	want := c.signature(sec.Name, j, original)
+	want := c.signature(sec.Name, j, original, sec.Annotations[AnnotationWritten])
 	got := string(sec.Data[keySignature])
 	if len(c.Key) == 0 || !hmac.Equal([]byte(want), []byte(got)) {
 		return nil, errors.New("not a backup netconf-migrator wrote: its signature does not match (written or changed by someone else); nothing is created from it")

@@ -13,7 +13,6 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -25,11 +24,17 @@ import (
 )
 
 // DefaultBackupNamespace is where every entry point keeps its Lease and
-// backups: the namespace config/ and the chart install into. It never
-// depends on where the run itself runs (the upgrade pre-hook runs in
-// harvester-system, a Job in its release's namespace), so any run finishes
-// the replacements another left half done.
-const DefaultBackupNamespace = "netconf-migrator-system"
+// backups: a namespace of their own, which config/ and the chart create.
+// It never depends on where the run itself runs (the upgrade pre-hook runs
+// in harvester-system, a Job in its release's namespace), so any run
+// finishes the replacements another left half done. Nothing else lives
+// there: the tool's Secret rights reach its backups, their key and its
+// reports, and not the webhook's TLS key; the webhook has no rights there.
+const DefaultBackupNamespace = "netconf-migrator-backups"
+
+// EarlierBackupNamespace is where versions up to 0.2 kept their backups,
+// beside the webhook. Runs move what they find there (MoveEarlier).
+const EarlierBackupNamespace = "netconf-migrator-system"
 
 // Config is what every run of one process shares.
 type Config struct {
@@ -40,8 +45,11 @@ type Config struct {
 	// Identity names the run in the Lease (host or Pod, and a random part).
 	Identity        string
 	BackupNamespace string
-	LeaseWait       time.Duration
-	LeaseDuration   time.Duration
+	// EarlierBackupNamespace is where an earlier version may have left
+	// backups; EarlierBackupNamespace when empty.
+	EarlierBackupNamespace string
+	LeaseWait              time.Duration
+	LeaseDuration          time.Duration
 	// Finalizers a replacement may wait out, with their controllers;
 	// nil: Harvester's.
 	Finalizers map[string]string
@@ -83,6 +91,9 @@ func (r *Run) Release() { r.release() }
 func Start(ctx context.Context, c Config, opts migration.Options) (*Run, error) {
 	if c.BackupNamespace == "" {
 		c.BackupNamespace = DefaultBackupNamespace
+	}
+	if c.EarlierBackupNamespace == "" {
+		c.EarlierBackupNamespace = EarlierBackupNamespace
 	}
 	if c.Finalizers == nil {
 		c.Finalizers = harvester.Finalizers()
@@ -135,20 +146,21 @@ func Start(ctx context.Context, c Config, opts migration.Options) (*Run, error) 
 			journals := replace.SecretJournals{Client: c.Client, Namespace: c.BackupNamespace, Key: key}
 			replacer.Journals = replace.FencedJournals(journals, fence)
 			replacer.Objects = replace.FencedObjects(replacer.Objects, fence)
-			// Journals an earlier build kept in ConfigMaps: moved, then
-			// resumed like the rest.
+			// Backups an earlier version kept elsewhere (beside the
+			// webhook, or in ConfigMaps): moved, then resumed like the
+			// rest.
 			replacer.Legacy = func(ctx context.Context) ([]replace.Rejected, error) {
-				moved, rejected, err := replace.MoveConfigMapJournals(ctx, c.Client, journals)
-				if apierrors.IsForbidden(err) {
-					// Roles older than the move could list ConfigMaps there;
-					// ones that cannot were never given any to write.
-					c.Log.Info("Not looking for backups kept in ConfigMaps: this identity may not list them", logging.KeyReason, err.Error())
-					return nil, nil
+				e, err := replace.MoveEarlier(ctx, c.Client, c.EarlierBackupNamespace, journals)
+				for _, ref := range e.Moved {
+					c.Log.Info("Moved the backup of a NetworkAttachmentDefinition an earlier version kept elsewhere", logging.KeyObject, ref, "from", e.Namespace, "to", c.BackupNamespace)
 				}
-				for _, ref := range moved {
-					c.Log.Info("Moved the backup of a NetworkAttachmentDefinition from a ConfigMap to a Secret", logging.KeyObject, ref)
+				if e.KeyRemoved {
+					c.Log.Info("Removed the signing key an earlier version left: nothing of the tool's is left in its namespace", "namespace", e.Namespace)
 				}
-				return rejected, err
+				if e.Hidden != "" {
+					c.Log.Info("Backups of an earlier version may wait where this run cannot look", logging.KeyReason, e.Hidden)
+				}
+				return e.Rejected, err
 			}
 		}
 	}

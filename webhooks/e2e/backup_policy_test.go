@@ -18,19 +18,24 @@ import (
 	"github.com/harvester/netconf-migrator/migration/replace"
 )
 
-// TestOnlyTheToolWritesItsBackups applies config/default's RBAC and its
-// admission policy for the backup namespace for real, then writes through
-// the API server as each identity. The webhook's ServiceAccount may create
-// Secrets there (its certificate's: a create cannot be narrowed by name),
-// yet it can plant neither a signing key, nor a backup, nor a report: a
-// planted key would sign a backup, and a run would create the NAD it names.
-// Its own certificate it still writes. The operator's ServiceAccount writes
-// all three, and so does a cluster administrator (journals adopt).
+// TestOnlyTheToolWritesItsBackups applies config/default's namespaces, RBAC
+// and admission policy for real, then acts through the API server as each
+// identity:
+//   - In the backup namespace (netconf-migrator-backups) the webhook's
+//     ServiceAccount may do nothing with Secrets: RBAC refuses it before
+//     any policy. The operator's writes a signing key, a backup and a
+//     report; so does a cluster administrator (journals adopt).
+//   - In the webhook's own namespace, where versions up to 0.2 kept backups
+//     (and runs still move them from), the webhook may create Secrets (its
+//     certificate's: a create cannot be narrowed by name), yet the policy
+//     keeps it from planting a key, a backup or a report there: a planted
+//     key would sign a backup that the next move carries into the backup
+//     namespace.
+//   - Finding 10: the operator's Secret rights no longer reach the
+//     webhook's TLS key: in the webhook's namespace it lists no Secret and
+//     reads none but the earlier signing key, by name.
 func TestOnlyTheToolWritesItsBackups(t *testing.T) {
 	ctx := context.Background()
-	if err := env.CreateNamespace(ctx, ownNamespace, nil); err != nil {
-		t.Fatal(err)
-	}
 	applyShippedRBAC(t)
 	var policy []string
 	for _, doc := range strings.Split(string(kustomize(t, "default")), "\n---\n") {
@@ -57,39 +62,79 @@ func TestOnlyTheToolWritesItsBackups(t *testing.T) {
 		return c
 	}
 	webhook, operator := as("netconf-migrator-webhook"), as("netconf-migrator-operator")
-	secret := func(name string, typ corev1.SecretType, labels map[string]string) *corev1.Secret {
-		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ownNamespace, Name: name, Labels: labels}, Type: typ,
+	secret := func(ns, name string, typ corev1.SecretType, labels map[string]string) *corev1.Secret {
+		return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name, Labels: labels}, Type: typ,
 			Data: map[string][]byte{"key": []byte(strings.Repeat("k", 32))}}
 	}
-	planted := map[string]*corev1.Secret{
-		"the signing key":                secret(replace.KeySecretName, replace.KeySecretType, nil),
-		"the signing key's name, Opaque": secret(replace.KeySecretName, corev1.SecretTypeOpaque, nil),
-		"a backup":                       secret(replace.JournalName("0000-planted"), replace.JournalSecretType, map[string]string{replace.LabelJournal: "true"}),
-		"a look-alike backup, Opaque":    secret("planted", corev1.SecretTypeOpaque, map[string]string{replace.LabelJournal: "true"}),
-		"a report":                       secret("nadmigration-planted-1", report.SecretType, nil),
+	planted := func(ns string) map[string]*corev1.Secret {
+		return map[string]*corev1.Secret{
+			"the signing key":                secret(ns, replace.KeySecretName, replace.KeySecretType, nil),
+			"the signing key's name, Opaque": secret(ns, replace.KeySecretName, corev1.SecretTypeOpaque, nil),
+			"a backup":                       secret(ns, replace.JournalName("0000-planted"), replace.JournalSecretType, map[string]string{replace.LabelJournal: "true"}),
+			"a look-alike backup, Opaque":    secret(ns, "planted", corev1.SecretTypeOpaque, map[string]string{replace.LabelJournal: "true"}),
+			"a report":                       secret(ns, "nadmigration-planted-1", report.SecretType, nil),
+		}
 	}
 	// The API server loads a new policy within a moment.
 	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
-		err := webhook.Create(ctx, planted["the signing key"].DeepCopy(), client.DryRunAll)
+		err := webhook.Create(ctx, planted(ownNamespace)["the signing key"].DeepCopy(), client.DryRunAll)
 		return apierrors.IsForbidden(err) && strings.Contains(err.Error(), "only netconf-migrator"), nil
 	}); err != nil {
 		t.Fatalf("the backup policy never refused the webhook's ServiceAccount a signing key: %v", err)
 	}
-	for what, s := range planted {
+
+	// The backup namespace: the webhook has no rights at all.
+	for what, s := range planted(backupNamespace) {
 		err := webhook.Create(ctx, s.DeepCopy())
-		if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "only netconf-migrator") || !strings.Contains(err.Error(), "netconf-migrator-webhook may not") {
-			t.Errorf("the webhook's ServiceAccount creating %s: %v, want the policy's refusal", what, err)
+		if !apierrors.IsForbidden(err) || strings.Contains(err.Error(), "only netconf-migrator") {
+			t.Errorf("the webhook's ServiceAccount creating %s in %s: %v, want RBAC's refusal", what, backupNamespace, err)
 		}
 		if err := operator.Create(ctx, s.DeepCopy(), client.DryRunAll); err != nil {
-			t.Errorf("the operator's ServiceAccount creating %s: %v", what, err)
+			t.Errorf("the operator's ServiceAccount creating %s in %s: %v", what, backupNamespace, err)
 		}
 		if err := env.Client.Create(ctx, s.DeepCopy(), client.DryRunAll); err != nil {
-			t.Errorf("a cluster administrator creating %s: %v", what, err)
+			t.Errorf("a cluster administrator creating %s in %s: %v", what, backupNamespace, err)
 		}
 	}
-	// Its own certificate (and any Secret not the tool's) it still writes.
-	cert := secret("netconf-migrator-webhook-cert", corev1.SecretTypeOpaque, nil)
-	if err := webhook.Create(ctx, cert, client.DryRunAll); err != nil {
+	if err := webhook.List(ctx, &corev1.SecretList{}, client.InNamespace(backupNamespace)); !apierrors.IsForbidden(err) {
+		t.Errorf("the webhook's ServiceAccount listing the Secrets of %s: %v, want Forbidden", backupNamespace, err)
+	}
+	if err := webhook.Get(ctx, client.ObjectKey{Namespace: backupNamespace, Name: replace.KeySecretName}, &corev1.Secret{}); !apierrors.IsForbidden(err) {
+		t.Errorf("the webhook's ServiceAccount reading the signing key: %v, want Forbidden", err)
+	}
+
+	// The webhook's own namespace: its certificate yes, the tool's no.
+	for what, s := range planted(ownNamespace) {
+		err := webhook.Create(ctx, s.DeepCopy())
+		if !apierrors.IsForbidden(err) || !strings.Contains(err.Error(), "only netconf-migrator") || !strings.Contains(err.Error(), "netconf-migrator-webhook may not") {
+			t.Errorf("the webhook's ServiceAccount creating %s in %s: %v, want the policy's refusal", what, ownNamespace, err)
+		}
+	}
+	cert := secret(ownNamespace, "netconf-migrator-webhook-cert", corev1.SecretTypeOpaque, nil)
+	if err := webhook.Create(ctx, cert.DeepCopy(), client.DryRunAll); err != nil {
 		t.Errorf("the webhook's ServiceAccount creating its certificate's Secret: %v", err)
+	}
+
+	// Finding 10: the operator reads no Secret beside the webhook but the
+	// earlier signing key, by name.
+	if err := env.Client.Create(ctx, cert); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	earlierKey := planted(ownNamespace)["the signing key"]
+	if err := env.Client.Create(ctx, earlierKey); err != nil && !apierrors.IsAlreadyExists(err) {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(ctx, cert); _ = env.Client.Delete(ctx, earlierKey) })
+	if err := operator.Get(ctx, client.ObjectKeyFromObject(cert), &corev1.Secret{}); !apierrors.IsForbidden(err) {
+		t.Errorf("the operator's ServiceAccount reading the webhook's certificate Secret: %v, want Forbidden", err)
+	}
+	if err := operator.List(ctx, &corev1.SecretList{}, client.InNamespace(ownNamespace)); !apierrors.IsForbidden(err) {
+		t.Errorf("the operator's ServiceAccount listing the Secrets beside the webhook: %v, want Forbidden", err)
+	}
+	if err := operator.Get(ctx, client.ObjectKeyFromObject(earlierKey), &corev1.Secret{}); err != nil {
+		t.Errorf("the operator's ServiceAccount reading the earlier signing key by name: %v", err)
+	}
+	if err := operator.Create(ctx, planted(ownNamespace)["a backup"].DeepCopy(), client.DryRunAll); !apierrors.IsForbidden(err) {
+		t.Errorf("the operator's ServiceAccount creating a backup beside the webhook: %v, want Forbidden", err)
 	}
 }

@@ -161,6 +161,10 @@ func itoa(i int) string { return strconv.Itoa(i) }
 // config/default, and returns its Deployment and the ServiceAccount's name.
 func applyShippedRBAC(t *testing.T) (appsv1.Deployment, string) {
 	t.Helper()
+	// The Roles of the backup namespace go there.
+	if err := env.CreateNamespace(context.Background(), backupNamespace, nil); err != nil {
+		t.Fatal(err)
+	}
 	dep := deployments(t, "default")["netconf-migrator-webhook"]
 	var rbac []string
 	for _, doc := range strings.Split(string(kustomize(t, "default")), "\n---\n") {

@@ -43,13 +43,16 @@ func TestMain(m *testing.M) {
 	// envtest only makes the serving certificate and picks the port here;
 	// the suites register the shipped configuration themselves so they can
 	// remove it for the runs without our webhook.
-	os.Exit(testenv.Main(m, testenv.Options{Webhooks: &envtest.WebhookInstallOptions{}, CRDs: harvester.CRDs(), Namespaces: []string{"netconf-migrator-system"}}, &env))
+	os.Exit(testenv.Main(m, testenv.Options{Webhooks: &envtest.WebhookInstallOptions{}, CRDs: harvester.CRDs(), Namespaces: []string{ownNamespace, backupNamespace}}, &env))
 }
 
 const (
 	// ownNamespace is where config/ installs the webhook; the shipped
 	// configuration never intercepts it.
 	ownNamespace = "netconf-migrator-system"
+	// backupNamespace is where config/ keeps the tool's backups, their key
+	// and its reports, and nothing else: the webhook has no rights there.
+	backupNamespace = "netconf-migrator-backups"
 	// probeNamespace holds the dry-run creates that tell when the API server
 	// has picked up a change of webhook configuration.
 	probeNamespace = "webhook-probe"

@@ -2,6 +2,7 @@ package app
 
 import (
 	"context"
+	"crypto/rand"
 	"errors"
 	"fmt"
 	"io"
@@ -16,13 +17,15 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/harvester/netconf-migrator/internal/configdiff"
+	"github.com/harvester/netconf-migrator/internal/runlock"
 	"github.com/harvester/netconf-migrator/migration"
 	"github.com/harvester/netconf-migrator/migration/replace"
+	"github.com/harvester/netconf-migrator/migration/runner"
 )
 
 type journalsFlags struct {
-	kubeconfig, backupNamespace string
-	yes                         bool
+	kubeconfig, backupNamespace, from string
+	yes                               bool
 }
 
 // newJournalsCommand is the administrator's view of the open
@@ -90,7 +93,28 @@ backup: the original it holds is then gone for good.`,
 		},
 	}
 	discard.Flags().BoolVar(&f.yes, "yes", false, "remove the backup; without it, only show it and exit 1")
-	cmd.AddCommand(list, adopt, restore, discard)
+	move := &cobra.Command{
+		Use:   "move",
+		Short: "Move the backups an earlier version kept beside the webhook into --backup-namespace",
+		Long: `Versions up to 0.2 kept their backups, their signing key and their reports in
+` + runner.EarlierBackupNamespace + `, beside the webhook's TLS key. They now live in --backup-namespace,
+where nothing else does. Runs with the rights to list Secrets there (a cluster administrator's
+migrate, the Harvester upgrade pre-hook) move them by themselves; the operator and the Job may
+not, and report them instead (the gauge netconf_migrator_earlier_backups_unseen).
+
+move shows each backup found in --from: its NAD, whether the earlier key verifies it, what
+stands under its name now, and what a run creates from it. With --yes it takes the run's
+Lease, signs every verified backup again under the current key into --backup-namespace,
+removes it from --from, and removes the earlier key once nothing of the tool's is left there.
+A backup the earlier key does not verify is left where it is and never acted on.`,
+		Args: cobra.NoArgs,
+		RunE: func(cmd *cobra.Command, _ []string) error {
+			return f.move(cmd.Context(), g.io.Out)
+		},
+	}
+	move.Flags().StringVar(&f.from, "from", runner.EarlierBackupNamespace, "namespace an earlier version kept its backups in")
+	move.Flags().BoolVar(&f.yes, "yes", false, "move the backups shown; without it, only show them and exit 1")
+	cmd.AddCommand(list, adopt, restore, discard, move)
 	return cmd
 }
 
@@ -282,6 +306,97 @@ func (f *journalsFlags) decide(ctx context.Context, out io.Writer, ref string, r
 		return err
 	}
 	fmt.Fprintf(out, "Recorded the delete of %s as the run's: the next run or the operator creates it.\n", ref)
+	return nil
+}
+
+// move moves the backups an earlier version left in f.from, after showing
+// them.
+func (f *journalsFlags) move(ctx context.Context, out io.Writer) error {
+	if f.from == f.backupNamespace {
+		return usageError("--from and --backup-namespace are both %s: nothing to move", f.from)
+	}
+	cfg, err := loadConfig(f.kubeconfig)
+	if err != nil {
+		return usageError("loading the kubeconfig: %w", err)
+	}
+	c, err := f.client()
+	if err != nil {
+		return err
+	}
+	key, err := replace.ReadKey(ctx, c, f.from)
+	if err != nil {
+		return err
+	}
+	earlier := replace.SecretJournals{Client: c, Namespace: f.from, Key: key}
+	cands, err := earlier.Candidates(ctx)
+	if err != nil {
+		return err
+	}
+	cms := &corev1.ConfigMapList{}
+	if err := c.List(ctx, cms, client.InNamespace(f.from), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil {
+		return fmt.Errorf("listing the backups kept in ConfigMaps in namespace %s: %w", f.from, err)
+	}
+	verified := 0
+	for _, cd := range cands {
+		if cd.Journal == nil {
+			fmt.Fprintf(out, "%s: left where it is: %s\n\n", cd.Where, cd.Problem)
+			continue
+		}
+		j := cd.Journal
+		now, _, err := standing(ctx, c, j)
+		if err != nil {
+			return err
+		}
+		signed := "the earlier key verifies it: moved"
+		if cd.Problem != "" {
+			signed = "left where it is: " + cd.Problem
+		} else {
+			verified++
+		}
+		fmt.Fprintf(out, "%s: NAD %s (uid %s), %s by run %s at step %s, written %s; under the name now: %s; %s\n", cd.Where, j.Ref(), j.UID(), j.Mode, j.Run, j.Step, j.Written.Format(time.RFC3339), now, signed)
+		showPlan(out, j)
+		fmt.Fprintln(out)
+	}
+	for _, cm := range cms.Items {
+		fmt.Fprintf(out, "ConfigMap %s/%s: NAD %s, kept by a version before backups were Secrets: moved if the earlier key verifies it\n", cm.Namespace, cm.Name, cm.Annotations[replace.AnnotationNAD])
+	}
+	if len(cands) == 0 && len(cms.Items) == 0 {
+		if key == nil {
+			fmt.Fprintf(out, "Nothing of netconf-migrator's is left in namespace %s.\n", f.from)
+			return nil
+		}
+		fmt.Fprintf(out, "No backup is left in namespace %s; only the earlier signing key, which signs nothing.\n", f.from)
+	}
+	if !f.yes {
+		return &ExitError{Code: ExitAttention, Err: fmt.Errorf("nothing changed; %d backups in namespace %s are verified and would be moved to %s; review them above, then run journals move --yes", verified+len(cms.Items), f.from, f.backupNamespace)}
+	}
+	// One run at a time: a run resuming backups while they move would
+	// find each one twice.
+	held, err := runlock.Acquire(ctx, cfg, f.backupNamespace, "journals-move_"+rand.Text()[:8], 2*runlock.DefaultDuration, 0)
+	if err != nil {
+		return &ExitError{Code: ExitStopped, Err: fmt.Errorf("taking the run's Lease in %s: %w", f.backupNamespace, err)}
+	}
+	defer held.Release()
+	to, err := f.journals(ctx, c, false)
+	if err != nil {
+		return err
+	}
+	if to.Key == nil {
+		return &ExitError{Code: ExitStopped, Err: fmt.Errorf("the signing key of %s is missing while backups exist there: adopt them first (netconf-migrator journals adopt)", f.backupNamespace)}
+	}
+	e, err := replace.MoveEarlier(ctx, c, f.from, to)
+	for _, ref := range e.Moved {
+		fmt.Fprintf(out, "Moved the backup of %s to %s: the next run or the operator finishes it.\n", ref, f.backupNamespace)
+	}
+	if e.KeyRemoved {
+		fmt.Fprintf(out, "Removed the earlier signing key Secret %s/%s: nothing of netconf-migrator's is left in namespace %s.\n", f.from, replace.KeySecretName, f.from)
+	}
+	if err != nil {
+		return err
+	}
+	if len(e.Rejected) > 0 {
+		return &ExitError{Code: ExitAttention, Err: fmt.Errorf("%d look-alikes of backups were left in namespace %s and are never acted on; remove them once reviewed", len(e.Rejected), f.from)}
+	}
 	return nil
 }
 

@@ -45,6 +45,7 @@ type runFlags struct {
 	progress, timeout, nadBudget, requestTimeout                                          time.Duration
 	events                                                                                string
 	recreate, backupNamespace, reportConfigMap, reportSecret                              string
+	earlierBackupNamespace                                                                string
 	replaceFinalizers, replaceWebhooks                                                    []string
 	replaceBudget, resumeWindow, leaseWait, leaseDuration                                 time.Duration
 }
@@ -128,6 +129,7 @@ Lease; 4 a NAD deleted to be created again is missing (see migrate).`
 	fl.StringVar(&f.recreate, "recreate", string(migration.RecreateAuto), "auto: when an admission webhook refuses the in-place write (Harvester v1.6+ refuses to flatten a nested NAD), delete the NAD and create it again with the same name, after a server-side dry run and a backup; never: only update in place")
 	fl.StringVar(&f.backupNamespace, "backup-namespace", DefaultBackupNamespace, "namespace of the run's Lease, of the signed Secrets that back up NADs while they are replaced, and of their signing key;"+
 		" every entry point (the upgrade pre-hook, the Jobs, a plain run) uses the same default, so each finishes what another left")
+	fl.StringVar(&f.earlierBackupNamespace, "earlier-backup-namespace", runner.EarlierBackupNamespace, "where an earlier version kept its backups (beside the webhook); a run that may list Secrets there moves them into --backup-namespace first")
 	fl.StringArrayVar(&f.replaceFinalizers, "replace-finalizer", nil, "FINALIZER=CONTROLLER: a finalizer whose controller removes it after a delete, so a NAD carrying it may be replaced (Harvester's are known); repeatable")
 	fl.StringArrayVar(&f.replaceWebhooks, "replace-past-webhook", nil, "an admission webhook (its name as the API server's denial quotes it) whose refusal of an in-place write calls for a replacement, besides Harvester's network webhook; repeatable")
 	fl.DurationVar(&f.resumeWindow, "resume-window", replace.DefaultResumeWindow, "a backup a killed run left between saving it and recording its delete is finished only within this long of its writing when its NAD is gone;"+
@@ -237,7 +239,7 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	// One run at a time: the Lease is held until the report is stored.
 	started, err := runner.Start(ctx, runner.Config{
 		REST: cfg, Client: c, Log: log, Identity: fmt.Sprintf("%s_%s", host, rand.Text()[:8]),
-		BackupNamespace: f.backupNamespace, LeaseWait: f.leaseWait, LeaseDuration: f.leaseDuration,
+		BackupNamespace: f.backupNamespace, EarlierBackupNamespace: f.earlierBackupNamespace, LeaseWait: f.leaseWait, LeaseDuration: f.leaseDuration,
 		Finalizers: finalizers, Webhooks: webhooks, ReplaceBudget: f.replaceBudget, ResumeWindow: f.resumeWindow, KeyBudget: f.nadBudget,
 		Events: policy.Filter(events),
 	}, migration.Options{

@@ -63,6 +63,7 @@ webhook's: the Secrets it keeps (signed backups, their key, reports) are in
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: KUBECONFIG, then in-cluster)")
 	f.StringVar(&fix, "fix-legacy", string(detect.FixInPlace), "what the operator does with a NAD it finds stored in a legacy form: Off (count and warn), InPlace (rewrite it in place where admission allows, never delete) or Replace (also replace it, as migrate --recreate=auto does)")
 	f.StringVar(&o.BackupNamespace, "backup-namespace", runner.DefaultBackupNamespace, "namespace of the run Lease, the signed backups and the NADMigration reports (the one migrate uses)")
+	f.StringVar(&o.EarlierBackupNamespace, "earlier-backup-namespace", runner.EarlierBackupNamespace, "where an earlier version kept its backups (beside the webhook): moved when this identity may list them there, reported (netconf_migrator_earlier_backups_unseen) when not")
 	f.StringVar(&m.LeaderElectionNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the operator's leader-election Lease (default $POD_NAMESPACE)")
 	f.DurationVar(&o.ReadinessInterval, "readiness-interval", time.Minute, "how often the operator counts the KubeVirt VMs attached to legacy NADs")
 	f.IntVar(&o.FlapLimit, "flap-limit", 3, "a NAD fixed this many times within --flap-window and set back again is left alone and reported")

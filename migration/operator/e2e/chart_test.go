@@ -22,7 +22,7 @@ import (
 // operator serves.
 func TestChartNADMigrationAndAlerts(t *testing.T) {
 	dropUnfixable(t) // the chart's NADMigration covers every namespace
-	out, err := testenv.RenderChart(testenv.ChartOptions{Namespace: backupNamespace, Values: map[string]any{
+	out, err := testenv.RenderChart(testenv.ChartOptions{Namespace: ownNamespace, Values: map[string]any{
 		"operator": map[string]any{"nadMigration": map[string]any{"create": true}},
 		"metrics":  map[string]any{"prometheusRule": map[string]any{"enabled": true}},
 	}})
@@ -79,7 +79,7 @@ func TestChartNADMigrationAndAlerts(t *testing.T) {
 			}
 		}
 	}
-	if alerts != 5 {
-		t.Errorf("%d alerts, want 5 (legacy NAD stored, NADMigration failed, NADs missing, backups open, VMs that cannot live-migrate)", alerts)
+	if alerts != 6 {
+		t.Errorf("%d alerts, want 6 (legacy NAD stored, NADMigration failed, NADs missing, backups open, earlier backups unseen, VMs that cannot live-migrate)", alerts)
 	}
 }

@@ -24,7 +24,7 @@ import (
 func TestPreHookFindsTheOperatorOnlyInItsNamespaceAsItsAccount(t *testing.T) {
 	elsewhere := namespace(t, "spoof", nil)
 	readyDeploymentIn(t, elsewhere, "netconf-migrator-operator", "operator", "netconf-migrator-operator")
-	readyDeploymentIn(t, backupNamespace, "operator-look-alike", "operator", "default")
+	readyDeploymentIn(t, ownNamespace, "operator-look-alike", "operator", "default")
 	before := hookMigrations(t)
 	out, err := upgradeHook(t, "NETCONF_MIGRATOR_STRICT=true", "NETCONF_MIGRATOR_WAIT=5").CombinedOutput()
 	var exit *exec.ExitError
@@ -63,5 +63,33 @@ func TestPreHookNeverPassesWithABackupOpen(t *testing.T) {
 	out, err = upgradeHook(t, "NETCONF_MIGRATOR_WAIT=120").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "Upgrading charts") {
 		t.Errorf("the hook with no backup open: %v\n%s", err, out)
+	}
+}
+
+// Backups a 0.2 run left beside the webhook count too: the operator may not
+// list them, so the hook, with the upgrade Job's rights, checks that
+// namespace as well, and stops the upgrade while one is there.
+func TestPreHookNeverPassesWithAnEarlierBackupLeft(t *testing.T) {
+	dropUnfixable(t)
+	ctx := context.Background()
+	readyDeployment(t, "operator")
+	readyDeployment(t, "webhook")
+	startOperator(t, operator.Options{Fix: detect.FixOff})
+	left := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ownNamespace, Name: replace.JournalName("0000-left-by-0-2"),
+		Labels: map[string]string{replace.LabelJournal: "true"}}, Type: replace.JournalSecretType,
+		Data: map[string][]byte{"original.json": []byte(`{}`)}}
+	create(t, left)
+	out, err := upgradeHook(t, "NETCONF_MIGRATOR_WAIT=120").CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 4 || strings.Contains(string(out), "Upgrading charts") ||
+		!strings.Contains(string(out), "an earlier version left backups in "+ownNamespace) || !strings.Contains(string(out), left.Name) {
+		t.Errorf("the hook with a 0.2 backup left: %v, want exit 4 before the charts, naming it\n%s", err, out)
+	}
+	if err := env.Client.Delete(ctx, left); err != nil {
+		t.Fatal(err)
+	}
+	out, err = upgradeHook(t, "NETCONF_MIGRATOR_WAIT=120").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "Upgrading charts") {
+		t.Errorf("the hook with nothing left: %v\n%s", err, out)
 	}
 }

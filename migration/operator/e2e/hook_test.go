@@ -91,7 +91,7 @@ func dropUnfixable(t *testing.T) {
 // in the test control plane).
 func readyDeployment(t *testing.T, component string) {
 	t.Helper()
-	readyDeploymentIn(t, backupNamespace, "netconf-migrator-"+component, component, "netconf-migrator-"+component)
+	readyDeploymentIn(t, ownNamespace, "netconf-migrator-"+component, component, "netconf-migrator-"+component)
 }
 
 // readyDeploymentIn stores a ready Deployment labelled as netconf-migrator's

@@ -52,7 +52,7 @@ func TestAKilledOperatorsLeaseIsTakenInBoundedTime(t *testing.T) {
 
 			var stderr bytes.Buffer
 			op := exec.Command(bin, "operator", "--kubeconfig", env.KubeconfigPath, "--fix-legacy", tc.fix, "--lease-duration", "3s",
-				"--backup-namespace", backupNamespace, "--leader-election-namespace", backupNamespace,
+				"--backup-namespace", backupNamespace, "--leader-election-namespace", ownNamespace,
 				"--metrics-bind-address", "0", "--health-probe-bind-address", "0")
 			op.Stderr = &stderr
 			if err := op.Start(); err != nil {

@@ -47,7 +47,12 @@ import (
 
 var env *testenv.Env
 
-const backupNamespace = "netconf-migrator-system"
+// backupNamespace is where the operator keeps backups by default;
+// ownNamespace is where it runs, where versions up to 0.2 kept them.
+const (
+	backupNamespace = "netconf-migrator-backups"
+	ownNamespace    = "netconf-migrator-system"
+)
 
 func TestMain(m *testing.M) {
 	ctrllog.SetLogger(logr.Discard())
@@ -63,7 +68,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	os.Exit(testenv.Main(m, testenv.Options{Webhooks: &envtest.WebhookInstallOptions{},
-		CRDs: append(harvester.CRDs(), crd), Namespaces: []string{backupNamespace}}, &env))
+		CRDs: append(harvester.CRDs(), crd), Namespaces: []string{backupNamespace, ownNamespace}}, &env))
 }
 
 const (
@@ -141,7 +146,8 @@ func startOperatorAs(t testing.TB, cfg *rest.Config, o operator.Options) *runnin
 		o.BackupNamespace = backupNamespace
 	}
 	mgr, err := operator.NewManager(cfg, operator.ManagerOptions{
-		MetricsBindAddress: "0", HealthProbeBindAddress: "0", LeaderElectionNamespace: backupNamespace,
+		// Its own namespace, as config/operator elects it.
+		MetricsBindAddress: "0", HealthProbeBindAddress: "0", LeaderElectionNamespace: ownNamespace,
 		// Each test starts its own manager in this process.
 		SkipNameValidation: true,
 	}, log)

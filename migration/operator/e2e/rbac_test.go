@@ -4,10 +4,12 @@ import (
 	"context"
 	"path/filepath"
 	"testing"
+	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/client-go/rest"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -16,6 +18,7 @@ import (
 	v1alpha1 "github.com/harvester/netconf-migrator/apis/netconfmigrator/v1alpha1"
 	"github.com/harvester/netconf-migrator/migration/detect"
 	"github.com/harvester/netconf-migrator/migration/operator"
+	"github.com/harvester/netconf-migrator/migration/replace"
 	"github.com/harvester/netconf-migrator/test/harvester"
 	"github.com/harvester/netconf-migrator/test/testenv"
 )
@@ -24,7 +27,11 @@ import (
 // only: leader election, a NADMigration that must replace a NAD beside
 // Harvester v1.6 (Lease, signing key, signed backup, delete and create),
 // its report Secret, VM readiness and the legacy-NAD watch all work, and
-// it still cannot read a Secret.
+// it still cannot read a Secret. Beside the webhook, where versions up to
+// 0.2 kept backups, it lists no Secret (the webhook's TLS key is one): a
+// backup a 0.2 run left there is out of its sight, so it reports that one
+// may wait (the gauge netconf_migrator_earlier_backups_unseen) and touches
+// nothing.
 func TestOperatorRBAC(t *testing.T) {
 	ctx := context.Background()
 	root, err := testenv.RepoRoot()
@@ -48,7 +55,26 @@ func TestOperatorRBAC(t *testing.T) {
 	h, ns, before := vlanNADBesideV16(t, "operator-rbac")
 	harvester.Create(t, env.Client, harvester.NewVM(ns, "stopped", "other"))
 
-	startOperatorAs(t, asSA, operator.Options{Fix: detect.FixOff})
+	// A 0.2 run left its key and a backup beside the webhook.
+	earlierKey, err := replace.LoadKey(ctx, env.Client, ownNamespace)
+	if err != nil {
+		t.Fatal(err)
+	}
+	gone := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
+		"metadata": map[string]any{"namespace": ns, "name": "gone", "uid": "0000-earlier-gone"}, "spec": map[string]any{"config": "{}"}}}
+	earlier := replace.SecretJournals{Client: env.Client, Namespace: ownNamespace, Key: earlierKey}
+	if err := earlier.Save(ctx, &replace.Journal{Run: "v0.2-run", Mode: "migrate", Step: replace.StepDeleted, Original: gone}); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		_ = env.Client.DeleteAllOf(ctx, &corev1.Secret{}, client.InNamespace(ownNamespace), client.MatchingLabels{replace.LabelJournal: "true"})
+		_ = env.Client.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ownNamespace, Name: replace.KeySecretName}})
+	})
+
+	startOperatorAs(t, asSA, operator.Options{Fix: detect.FixOff, JournalInterval: 200 * time.Millisecond})
+	waitFor(t, "the gauge of backups a 0.2 run may have left beside the webhook", func() (bool, error) {
+		return gauge(t, "netconf_migrator_earlier_backups_unseen", nil) == 1, nil
+	})
 	create(t, newMigration("rbac", v1alpha1.NADMigrationSpec{Namespaces: []string{ns}}))
 	nm := waitStatus(t, "rbac", status.CurrentStatus)
 	if f, after := form(t, ns, "vlan100"); f != netconf.FormFlat || after.UID == before.UID || nm.Status.Changed != 1 || nm.Status.Report == nil {
@@ -68,7 +94,10 @@ func TestOperatorRBAC(t *testing.T) {
 	if err != nil {
 		t.Errorf("the operator cannot read the signing key it needs: %v", err)
 	}
-	// Outside its own namespace it reads no Secret.
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ownNamespace, Name: replace.JournalName("0000-earlier-gone")}, &corev1.Secret{}); err != nil {
+		t.Errorf("the backup a 0.2 run left beside the webhook: %v, want it left for an administrator", err)
+	}
+	// Outside the backup namespace it reads no Secret.
 	other := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: "not-the-tools"}}
 	create(t, other)
 	err = c.Get(ctx, client.ObjectKeyFromObject(other), &corev1.Secret{})

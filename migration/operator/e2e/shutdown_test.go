@@ -34,7 +34,7 @@ func TestSIGTERMWaitsForAReplacementUnderWay(t *testing.T) {
 
 	var stderr bytes.Buffer
 	op := exec.Command(testenv.BuildBinary(t), "operator", "--kubeconfig", env.KubeconfigPath, "--fix-legacy", "Replace",
-		"--backup-namespace", backupNamespace, "--leader-election-namespace", backupNamespace,
+		"--backup-namespace", backupNamespace, "--leader-election-namespace", ownNamespace,
 		"--metrics-bind-address", "0", "--health-probe-bind-address", "0", "--replace-budget", "90s")
 	op.Stderr = &stderr
 	if err := op.Start(); err != nil {

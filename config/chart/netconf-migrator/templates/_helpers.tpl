@@ -34,3 +34,21 @@ securityContext:
   seccompProfile:
     type: RuntimeDefault
 {{- end -}}
+
+{{/*
+The backup namespaces this release's runs use, each once, as a JSON list.
+*/}}
+{{- define "netconf-migrator.backupNamespaces" -}}
+{{- $ns := list -}}
+{{- if .Values.operator.enabled -}}{{- $ns = append $ns .Values.operator.backupNamespace -}}{{- end -}}
+{{- if .Values.migrationJob.enabled -}}{{- $ns = append $ns .Values.migrationJob.backupNamespace -}}{{- end -}}
+{{- $ns | uniq | toJson -}}
+{{- end -}}
+
+{{/*
+True when the namespace an earlier version kept its backups in is this
+release's (it exists, and the release's webhook lives there).
+*/}}
+{{- define "netconf-migrator.earlierHere" -}}
+{{- if and .Values.backups.earlierNamespace (eq .Values.backups.earlierNamespace .Release.Namespace) -}}true{{- end -}}
+{{- end -}}
