@@ -85,12 +85,14 @@ soak: test-assets ## Run the soaks for SOAK_DURATION and print their figures.
 	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" $(GO) test -race -count=1 -timeout 3h -run '^TestSoak' -v ./webhooks/e2e ./migration/e2e -args -soak=$(SOAK_DURATION) 2>&1 | tee $(BIN)/soak.log | grep -E '^(=== RUN|--- |ok|FAIL|panic)'
 	@grep -ho 'SOAK .*' $(BIN)/soak.log
 
-# The chaos soak (TestChaos): two operator replicas, CLI runs, NADMigrations
-# and the Replace fix beside Harvester v1.6's stand-ins and controllers, a
-# writer, and faults at random moments (SIGKILL and SIGTERM of our
-# processes, Harvester's controllers down past the replacement budget);
-# nothing lost, nothing someone else deleted back, everything converged.
-# make test runs it for 60 s on 300 NADs; this target for CHAOS_DURATION.
+# The chaos soak (TestChaos): two operator replicas, our webhook, CLI runs,
+# NADMigrations and the Replace fix beside Harvester v1.6's and then v1.9's
+# stand-ins and controllers, a writer, and faults at random moments
+# (SIGKILL and SIGTERM of our processes, Harvester's controllers down past
+# the replacement budget, the kube-apiserver killed or restarted on the
+# same etcd, etcd paused, our webhook down); nothing lost, nothing someone
+# else deleted back, everything converged. make test runs it for 60 s on
+# 300 NADs per release; this target for CHAOS_DURATION.
 CHAOS_DURATION ?= 1h
 CHAOS_NADS ?= 3000
 chaos: test-assets ## Run the chaos soak for CHAOS_DURATION on CHAOS_NADS NADs and print its figures.

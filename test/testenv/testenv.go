@@ -52,6 +52,8 @@ type Env struct {
 
 	env *envtest.Environment
 	dir string
+	// apiserver is the kube-apiserver RestartAPIServer started, if any.
+	apiserver restarted
 }
 
 // Options shape the control plane.
@@ -300,7 +302,7 @@ func WaitEstablished(ctx context.Context, c client.Client, name string) error {
 
 // Stop stops the control plane and removes its files.
 func (e *Env) Stop() error {
-	err := e.env.Stop()
+	err := errors.Join(e.stopRestarted(), e.env.Stop())
 	if e.dir != "" {
 		err = errors.Join(err, os.RemoveAll(e.dir))
 	}

@@ -8,7 +8,9 @@ import (
 	"fmt"
 	"math/rand/v2"
 	"net/http"
+	"os"
 	"os/exec"
+	"path/filepath"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -16,11 +18,15 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
@@ -31,43 +37,67 @@ import (
 )
 
 var (
-	chaosFor  = flag.Duration("chaos", 60*time.Second, "how long TestChaos injects faults (make chaos: an hour)")
-	chaosNADs = flag.Int("chaos-nads", 300, "NADs TestChaos seeds, a fifth of them nested")
-	chaosSeed = flag.Uint64("chaos-seed", 0, "seed of TestChaos's faults (default: the clock)")
+	chaosFor      = flag.Duration("chaos", 60*time.Second, "how long TestChaos injects faults, shared among -chaos-releases (make chaos: an hour)")
+	chaosNADs     = flag.Int("chaos-nads", 300, "NADs TestChaos seeds per release, a fifth of them nested")
+	chaosSeed     = flag.Uint64("chaos-seed", 0, "seed of TestChaos's faults (default: the clock)")
+	chaosReleases = flag.String("chaos-releases", "v1.6,v1.9", "the Harvester releases whose stand-ins and controllers TestChaos runs beside, one after the other")
 )
 
-// TestChaos runs what a cluster runs, as processes, beside Harvester v1.6's
-// stand-ins and controllers (which refuse to flatten a nested NAD in place,
-// so every nested NAD is replaced): two operator replicas with leader
-// election and --fix-legacy=Replace, CLI runs, NADMigrations, and a writer
-// that creates and deletes NADs. Faults come at random moments: SIGKILL and
-// SIGTERM of any of our processes, and Harvester's controllers down for
-// longer than the replacement budget. Checked all along: every NAD nobody
-// else deleted exists or has a backup, and nothing someone else deleted
-// comes back. Checked at the end, once the faults stop: every NAD exists
-// once, holding exactly what the normalizer wants, no backup is left, every
-// NADMigration ended with a True condition, and the missing-NAD gauge is 0.
+// TestChaos runs what a cluster runs, as processes, beside Harvester's
+// stand-ins and controllers of each release in -chaos-releases (v1.6 and
+// v1.9 refuse to flatten a nested NAD in place, so every nested NAD is
+// replaced; v1.9 also judges deletes): two operator replicas with leader
+// election and --fix-legacy=Replace, our webhook, CLI runs, NADMigrations,
+// and a writer that creates flat and nested NADs (a client from before the
+// upgrade) and deletes NADs. Faults come at random moments:
+//   - SIGKILL and SIGTERM of any of our processes (operator replicas, CLI
+//     runs, the webhook);
+//   - Harvester's controllers down for longer than the replacement budget;
+//   - the kube-apiserver killed (SIGKILL) or stopped (SIGTERM) and started
+//     again on the same etcd;
+//   - etcd paused (SIGSTOP) for seconds;
+//   - our webhook down for seconds.
 //
-// Not yet injected: the kube-apiserver restarted on the same etcd, etcd
-// paused (envtest does not expose either process), our webhook down, and
-// Harvester v1.9's stand-ins beside v1.6's.
+// Checked all along: every NAD nobody else deleted exists or has a backup,
+// and nothing someone else deleted comes back. Checked at the end, once the
+// faults stop: every NAD exists once, holding exactly what the normalizer
+// wants, no backup is left, every NADMigration ended with a True condition,
+// and the missing-NAD gauge is 0.
+//
+// The releases run one after the other, each for its share of -chaos: the
+// stand-ins of two releases register the same webhook configurations, as
+// Harvester does, so they cannot judge one control plane at once.
 func TestChaos(t *testing.T) {
 	if *chaosFor <= 0 {
 		t.Skip("-chaos=0")
 	}
-	ctx := context.Background()
 	seed := *chaosSeed
 	if seed == 0 {
 		seed = uint64(time.Now().UnixNano())
 	}
 	t.Logf("faults from seed %d (replay with -chaos-seed %d)", seed, seed)
+	releases := strings.Split(*chaosReleases, ",")
+	bin := testenv.BuildBinary(t)
+	for i, name := range releases {
+		r, err := harvester.ParseRelease(strings.TrimSpace(name))
+		if err != nil {
+			t.Fatal(err)
+		}
+		t.Run(string(r), func(t *testing.T) {
+			chaos(t, bin, r, *chaosFor/time.Duration(len(releases)), seed+uint64(i))
+		})
+	}
+}
+
+func chaos(t *testing.T, bin string, release harvester.Release, chaosFor time.Duration, seed uint64) {
+	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(seed, 1))
 	var rngMu sync.Mutex
 	random := func(n int) int { rngMu.Lock(); defer rngMu.Unlock(); return rng.IntN(n) }
 
 	dropUnfixable(t)
 	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
-	h := harvester.StartT(t, env, harvester.V16)
+	h := harvester.StartT(t, env, release)
 	ns := h.Namespace(t, "chaos")
 	labels := map[string]string{"network.harvesterhci.io/clusternetwork": "mgmt", "network.harvesterhci.io/type": "L2VlanNetwork", "network.harvesterhci.io/vlan-id": "100"}
 	want := map[string]string{} // name -> the config the normalizer wants
@@ -92,58 +122,69 @@ func TestChaos(t *testing.T) {
 	removedBefore := h.Controllers.Removed.Load()
 	var wantMu sync.Mutex
 	deleted := map[string]types.UID{} // deleted by the writer (its uid): must never come back
+	maybe := map[string]string{}      // deleted or not: the answer was lost to a fault
 
-	bin := testenv.BuildBinary(t)
 	var faults sync.Map // kind -> *atomic.Int64
 	count := func(kind string) {
 		c, _ := faults.LoadOrStore(kind, new(atomic.Int64))
 		c.(*atomic.Int64).Add(1)
 	}
 
-	// Two operator replicas, each a process that a fault may kill and
-	// that comes back, as its Deployment's Pods do.
-	type replica struct {
-		mu      sync.Mutex
-		cmd     *exec.Cmd
-		exited  chan struct{}
-		metrics int
-	}
-	start := func(r *replica) {
-		cmd := exec.Command(bin, "operator", "--kubeconfig", env.KubeconfigPath, "--fix-legacy", "Replace",
-			"--lease-duration", "3s", "--replace-budget", "5s", "--backup-namespace", backupNamespace,
-			"--leader-election-namespace", backupNamespace, "--health-probe-bind-address", "0",
-			"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", r.metrics), "--metrics-secure=false")
-		if err := cmd.Start(); err != nil {
-			t.Error(err)
-			return
-		}
-		exited := make(chan struct{})
-		go func() { _ = cmd.Wait(); close(exited) }()
-		r.cmd, r.exited = cmd, exited
-	}
-	var replicas []*replica
+	// Two operator replicas, each a process that a fault may kill, or
+	// that exits by itself (a replica that loses its leader Lease while the
+	// API server is down ends, by design), and that comes back after a
+	// while, as its Deployment's Pods do.
+	var replicas []*supervised
 	for range 2 {
 		port, err := testenv.FreePort("127.0.0.1")
 		if err != nil {
 			t.Fatal(err)
 		}
-		r := &replica{metrics: port}
-		start(r)
-		replicas = append(replicas, r)
+		replicas = append(replicas, supervise(t, fmt.Sprintf("http://127.0.0.1:%d/metrics", port), func() time.Duration { return time.Duration(random(2000)) * time.Millisecond },
+			bin, "operator", "--kubeconfig", env.KubeconfigPath, "--fix-legacy", "Replace",
+			"--lease-duration", "3s", "--replace-budget", "5s", "--backup-namespace", backupNamespace,
+			"--leader-election-namespace", ownNamespace, "--health-probe-bind-address", "0",
+			"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", port), "--metrics-secure=false"))
 	}
-	t.Cleanup(func() {
-		for _, r := range replicas {
-			r.mu.Lock()
-			_ = r.cmd.Process.Kill()
-			<-r.exited
-			r.mu.Unlock()
-		}
-	})
+
+	// Our webhook, a process of its own as its Deployment's Pods are,
+	// registered through the shipped configuration.
+	hook := startWebhookProcess(t, bin, ns, func() time.Duration { return time.Duration(random(5000)) * time.Millisecond })
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
 	var cli sync.WaitGroup
 	violations := make(chan string, 100)
+
+	// stored reads a NAD once the API server answers again: a write whose
+	// answer was lost to a restart or a stalled etcd may have been done,
+	// and the writer must know what it did.
+	stored := func(name string) (*nadv1.NetworkAttachmentDefinition, bool) {
+		cur := &nadv1.NetworkAttachmentDefinition{}
+		var found bool
+		_ = wait.PollUntilContextTimeout(ctx, 200*time.Millisecond, 5*time.Minute, true, func(ctx context.Context) (bool, error) {
+			err := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, cur)
+			found = err == nil
+			return err == nil || apierrors.IsNotFound(err), nil
+		})
+		return cur, found
+	}
+	// created records what the writer's create of name left, whatever its
+	// answer said.
+	created := func(name, wanted string, err error) bool {
+		if err != nil && (apierrors.IsInvalid(err) || apierrors.IsForbidden(err) || apierrors.IsAlreadyExists(err) || apierrors.IsBadRequest(err)) {
+			return false // refused: nothing was stored
+		}
+		if err != nil {
+			if _, found := stored(name); !found {
+				return false
+			}
+		}
+		wantMu.Lock()
+		want[name] = wanted
+		wantMu.Unlock()
+		return true
+	}
 
 	// The writer: new flat NADs, label changes on them, and deletes of any
 	// NAD (a delete conditional on what it read).
@@ -154,17 +195,25 @@ func TestChaos(t *testing.T) {
 				return
 			case <-time.After(400 * time.Millisecond):
 			}
-			switch random(4) {
+			switch random(5) {
+			case 4: // a client from before the upgrade writes the nested form
+				name := fmt.Sprintf("new-%05d", i)
+				cfg := fmt.Sprintf(`{"NetConf":{"cniVersion":"0.3.1","name":"%s","type":"bridge"},"bridge":"mgmt-br","vlan":100}`, name)
+				n := newNAD(ns, name, cfg)
+				n.Labels = labels
+				// Our webhook flattens it; while it is down, Harvester
+				// refuses it (or, had it been stored nested, the
+				// operator's watch would replace it): either way what
+				// stands in the end is what the normalizer wants.
+				if created(name, string(netconf.Normalize([]byte(cfg)).Config), env.Client.Create(ctx, n)) {
+					count("writer nested creates")
+				}
 			case 0, 1:
 				name := fmt.Sprintf("new-%05d", i)
 				cfg := fmt.Sprintf(`{"cniVersion":"0.3.1","name":"%s","type":"bridge","bridge":"mgmt-br","vlan":100}`, name)
 				n := newNAD(ns, name, cfg)
 				n.Labels = labels
-				if err := env.Client.Create(ctx, n); err == nil {
-					wantMu.Lock()
-					want[name] = cfg
-					wantMu.Unlock()
-				}
+				created(name, cfg, env.Client.Create(ctx, n))
 			case 2: // a label change on one of its own NADs
 				cur := &nadv1.NetworkAttachmentDefinition{}
 				if env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: fmt.Sprintf("new-%05d", random(i+1))}, cur) == nil && cur.DeletionTimestamp == nil {
@@ -186,7 +235,20 @@ func TestChaos(t *testing.T) {
 					continue
 				}
 				uid, rv := cur.UID, cur.ResourceVersion
-				if err := env.Client.Delete(ctx, cur, client.Preconditions{UID: &uid, ResourceVersion: &rv}); err == nil {
+				err := env.Client.Delete(ctx, cur, client.Preconditions{UID: &uid, ResourceVersion: &rv})
+				if err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) && !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
+					// The answer was lost to a fault: whether this delete
+					// or a replacement's removed it cannot be told, so
+					// either end is right for it, as long as it is what
+					// the normalizer wants if it stands.
+					wantMu.Lock()
+					maybe[name] = want[name]
+					delete(want, name)
+					wantMu.Unlock()
+					count("writer deletes with a lost answer")
+					continue
+				}
+				if err == nil {
 					wantMu.Lock()
 					delete(want, name)
 					deleted[name] = uid
@@ -199,7 +261,7 @@ func TestChaos(t *testing.T) {
 
 	// Faults.
 	wg.Go(func() {
-		deadline := time.Now().Add(*chaosFor)
+		deadline := time.Now().Add(chaosFor)
 		n := 0
 		for time.Now().Before(deadline) {
 			select {
@@ -207,19 +269,32 @@ func TestChaos(t *testing.T) {
 				return
 			case <-time.After(time.Duration(1000+random(3000)) * time.Millisecond):
 			}
-			switch random(5) {
+			switch random(8) {
+			case 5: // the kube-apiserver crashes or is restarted
+				sig, kind := syscall.SIGKILL, "kube-apiserver SIGKILL"
+				if random(2) == 0 {
+					sig, kind = syscall.SIGTERM, "kube-apiserver restart"
+				}
+				if err := env.RestartAPIServer(ctx, sig); err != nil {
+					t.Errorf("restarting the kube-apiserver: %v", err)
+					return
+				}
+				count(kind)
+			case 6: // etcd stalls
+				if err := env.PauseEtcd(time.Duration(1000+random(4000)) * time.Millisecond); err != nil {
+					t.Errorf("pausing etcd: %v", err)
+					return
+				}
+				count("etcd paused")
+			case 7: // our webhook is killed, and its Pod comes back later
+				hook.signal(syscall.SIGKILL)
+				count("webhook down")
 			case 0, 1: // SIGKILL or SIGTERM an operator replica; its Pod comes back
-				r := replicas[random(len(replicas))]
 				sig, kind := syscall.SIGKILL, "SIGKILL operator"
 				if random(2) == 0 {
 					sig, kind = syscall.SIGTERM, "SIGTERM operator"
 				}
-				r.mu.Lock()
-				_ = r.cmd.Process.Signal(sig)
-				<-r.exited
-				time.Sleep(time.Duration(random(2000)) * time.Millisecond)
-				start(r)
-				r.mu.Unlock()
+				replicas[random(len(replicas))].signal(sig)
 				count(kind)
 			case 2: // a CLI run, killed or not
 				n++
@@ -269,7 +344,7 @@ func TestChaos(t *testing.T) {
 		}
 	})
 
-	time.Sleep(*chaosFor)
+	time.Sleep(chaosFor)
 	close(stop)
 	wg.Wait()
 	cli.Wait()
@@ -289,7 +364,7 @@ func TestChaos(t *testing.T) {
 		if err := env.Client.List(ctx, backups, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil {
 			return false, err
 		}
-		return len(backups.Items) == 0 && converged(list.Items, want), nil
+		return len(backups.Items) == 0 && converged(list.Items, want, maybe), nil
 	})
 	list := &nadv1.NetworkAttachmentDefinitionList{}
 	if err := env.Client.List(ctx, list, client.InNamespace(ns)); err != nil {
@@ -314,7 +389,7 @@ func TestChaos(t *testing.T) {
 	})
 	waitFor(t, "the missing-NAD gauge the elected operator serves to read 0", func() (bool, error) {
 		for _, r := range replicas {
-			if v, ok := scrape(fmt.Sprintf("http://127.0.0.1:%d/metrics", r.metrics), "netconf_migrator_missing_nads"); ok {
+			if v, ok := scrape(r.metrics, "netconf_migrator_missing_nads"); ok {
 				return v == 0, nil
 			}
 		}
@@ -325,8 +400,8 @@ func TestChaos(t *testing.T) {
 		summary = append(summary, fmt.Sprintf("%s=%d", k, v.(*atomic.Int64).Load()))
 		return true
 	})
-	t.Logf("CHAOS %s: %d NADs at the end, %d replacements finished by Harvester's controllers, NADs lost: 0; %s",
-		*chaosFor, len(list.Items), h.Controllers.Removed.Load()-removedBefore, strings.Join(summary, " "))
+	t.Logf("CHAOS %s beside Harvester %s: %d NADs at the end, %d replacements finished by Harvester's controllers, NADs lost: 0; %s",
+		chaosFor, release, len(list.Items), h.Controllers.Removed.Load()-removedBefore, strings.Join(summary, " "))
 }
 
 // checkNothingLost says what is wrong with the NADs of ns now: a NAD nobody
@@ -389,17 +464,20 @@ func checkNothingLost(ctx context.Context, ns string, mu *sync.Mutex, want map[s
 
 // converged says whether the NADs are exactly the wanted ones, each holding
 // what the normalizer wants.
-func converged(items []nadv1.NetworkAttachmentDefinition, want map[string]string) bool {
-	if len(items) != len(want) {
-		return false
-	}
+func converged(items []nadv1.NetworkAttachmentDefinition, want, maybe map[string]string) bool {
+	seen := 0
 	for _, n := range items {
 		w, ok := want[n.Name]
+		if ok {
+			seen++
+		} else {
+			w, ok = maybe[n.Name]
+		}
 		if !ok || !sameJSON(n.Spec.Config, w) {
 			return false
 		}
 	}
-	return true
+	return seen == len(want)
 }
 
 func sameJSON(a, b string) bool {
@@ -427,4 +505,105 @@ func scrape(url, name string) (float64, bool) {
 		}
 	}
 	return 0, false
+}
+
+// startWebhookProcess runs `netconf-migrator webhook` as its Deployment
+// runs it (self-signed certificates in its Secret, the shipped
+// configuration pointed at it on localhost), started again after pause
+// whenever it ends.
+func startWebhookProcess(t *testing.T, bin, probeNS string, pause func() time.Duration) *supervised {
+	t.Helper()
+	ctx := context.Background()
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	raw, err := os.ReadFile(filepath.Join(root, "config", "webhook", "manifests.yaml"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	if err := yaml.UnmarshalStrict(raw, mwc); err != nil {
+		t.Fatal(err)
+	}
+	port, err := testenv.FreePort("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	for i := range mwc.Webhooks {
+		path := *mwc.Webhooks[i].ClientConfig.Service.Path
+		mwc.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: ptr.To(fmt.Sprintf("https://localhost:%d%s", port, path))}
+	}
+	if err := env.Client.Create(ctx, mwc); err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() { _ = env.Client.Delete(ctx, mwc) })
+	w := supervise(t, "", pause, bin, "webhook", "--kubeconfig", env.KubeconfigPath, "--cert-mode=self-signed", "--namespace="+ownNamespace,
+		"--secret-name=netconf-migrator-webhook-cert", "--service-name=netconf-migrator-webhook", "--webhook-config-name="+mwc.Name,
+		"--extra-dns-names=localhost", "--host=127.0.0.1", fmt.Sprintf("--port=%d", port), "--cert-dir="+t.TempDir(),
+		"--health-probe-bind-address=0", "--metrics-bind-address=0", "--drain-period=0")
+	// Until the API server calls it: a nested dry-run create comes back flat.
+	waitFor(t, "the API server to call our webhook", func() (bool, error) {
+		n := newNAD(probeNS, "webhook-probe", `{"NetConf":{"cniVersion":"0.3.1","name":"probe","type":"bridge"},"bridge":"mgmt-br","vlan":100}`)
+		n.Labels = map[string]string{"network.harvesterhci.io/clusternetwork": "mgmt", "network.harvesterhci.io/type": "L2VlanNetwork", "network.harvesterhci.io/vlan-id": "100"}
+		if err := env.Client.Create(ctx, n, client.DryRunAll); err != nil {
+			return false, nil
+		}
+		return netconf.Normalize([]byte(n.Spec.Config)).Form == netconf.FormFlat, nil
+	})
+	return w
+}
+
+// supervised is a process started again whenever it ends, after a pause,
+// until the test ends: a container under the kubelet.
+type supervised struct {
+	metrics string
+	mu      sync.Mutex
+	cmd     *exec.Cmd
+	starts  atomic.Int64
+}
+
+func supervise(t *testing.T, metrics string, pause func() time.Duration, bin string, args ...string) *supervised {
+	p := &supervised{metrics: metrics}
+	stop := make(chan struct{})
+	done := make(chan struct{})
+	go func() {
+		defer close(done)
+		for {
+			cmd := exec.Command(bin, args...)
+			if err := cmd.Start(); err != nil {
+				t.Error(err)
+				return
+			}
+			p.starts.Add(1)
+			p.mu.Lock()
+			p.cmd = cmd
+			p.mu.Unlock()
+			exited := make(chan struct{})
+			go func() { _ = cmd.Wait(); close(exited) }()
+			select {
+			case <-stop:
+				_ = cmd.Process.Kill()
+				<-exited
+				return
+			case <-exited:
+			}
+			select {
+			case <-stop:
+				return
+			case <-time.After(pause()):
+			}
+		}
+	}()
+	t.Cleanup(func() { close(stop); <-done })
+	return p
+}
+
+// signal sends sig to the process running now.
+func (p *supervised) signal(sig syscall.Signal) {
+	p.mu.Lock()
+	defer p.mu.Unlock()
+	if p.cmd != nil {
+		_ = p.cmd.Process.Signal(sig)
+	}
 }
