@@ -66,7 +66,9 @@ func render(dir, namespace string, values map[string]any, cfg *rest.Config) ([]b
 	}
 	for _, name := range names {
 		body := strings.TrimSpace(files[name])
-		if strings.HasSuffix(name, ".tpl") || body == "" {
+		// NOTES.txt is text for a person, not a manifest: helm template
+		// leaves it out too.
+		if strings.HasSuffix(name, ".tpl") || strings.HasSuffix(name, "NOTES.txt") || body == "" {
 			continue
 		}
 		for _, doc := range strings.Split(body, "\n---") {

@@ -1,16 +1,70 @@
 {{- define "netconf-migrator.labels" -}}
 app.kubernetes.io/name: netconf-migrator
 app.kubernetes.io/instance: {{ .Release.Name }}
+app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
 helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
+{{/*
+The image, behind Rancher's global.cattle.systemDefaultRegistry when it is
+set: an air-gapped Harvester points every image at its private registry
+that way, and Rancher's app installer sets it for every chart.
+*/}}
 {{- define "netconf-migrator.image" -}}
+{{- $registry := "" -}}
+{{- with .Values.global -}}{{- with .cattle -}}{{- $registry = .systemDefaultRegistry | default "" -}}{{- end -}}{{- end -}}
+{{- $repo := .Values.image.repository -}}
+{{- if $registry -}}{{- $repo = printf "%s/%s" (trimSuffix "/" $registry) $repo -}}{{- end -}}
 {{- if .Values.image.digest -}}
-{{ .Values.image.repository }}@{{ .Values.image.digest }}
+{{ $repo }}@{{ .Values.image.digest }}
 {{- else -}}
-{{ .Values.image.repository }}:{{ .Values.image.tag | default .Chart.AppVersion }}
+{{ $repo }}:{{ .Values.image.tag | default .Chart.AppVersion }}
 {{- end -}}
+{{- end -}}
+
+{{/*
+Pod metadata every workload shares: its own labels, then podLabels and
+podAnnotations.
+*/}}
+{{- define "netconf-migrator.podMetadata" -}}
+labels:
+  app.kubernetes.io/name: netconf-migrator
+  app.kubernetes.io/component: {{ .component }}
+  {{- with .root.Values.podLabels }}
+  {{- toYaml . | nindent 2 }}
+  {{- end }}
+{{- with .root.Values.podAnnotations }}
+annotations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- end -}}
+
+{{/*
+Where a Pod may run and how its image is pulled: priorityClassName,
+nodeSelector, tolerations, imagePullSecrets and affinity (the given
+default when the values set none).
+*/}}
+{{- define "netconf-migrator.podPlacement" -}}
+{{- with .root.Values.priorityClassName }}
+priorityClassName: {{ . }}
+{{- end }}
+{{- with .root.Values.nodeSelector }}
+nodeSelector:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .root.Values.tolerations }}
+tolerations:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with .root.Values.imagePullSecrets }}
+imagePullSecrets:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
+{{- with (.root.Values.affinity | default .affinity) }}
+affinity:
+  {{- toYaml . | nindent 2 }}
+{{- end }}
 {{- end -}}
 
 {{- define "netconf-migrator.podSecurity" -}}

@@ -1,0 +1,152 @@
+package chartrender
+
+import (
+	"os"
+	"path/filepath"
+	"regexp"
+	"strings"
+	"testing"
+
+	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	"helm.sh/helm/v3/pkg/engine"
+	"sigs.k8s.io/yaml"
+)
+
+// umbrella writes a chart that depends on ours, as a product that bundles
+// it does (and as Rancher's app installer sees every chart: with global
+// values), and returns its directory.
+func umbrella(t *testing.T) string {
+	t.Helper()
+	dir := t.TempDir()
+	tgz, err := Package(filepath.Join("..", "..", "config", "chart", "netconf-migrator"), filepath.Join(dir, "charts"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	ours, err := loader.Load(tgz)
+	if err != nil {
+		t.Fatal(err)
+	}
+	chart := map[string]any{"apiVersion": "v2", "name": "umbrella", "version": "0.1.0",
+		"dependencies": []any{map[string]any{"name": ours.Name(), "version": ours.Metadata.Version}}}
+	raw, err := yaml.Marshal(chart)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := os.WriteFile(filepath.Join(dir, "Chart.yaml"), raw, 0o644); err != nil {
+		t.Fatal(err)
+	}
+	return dir
+}
+
+// renderUmbrella renders the umbrella with values as `helm template` does:
+// dependencies processed, every chart's values checked against its schema.
+func renderUmbrella(t *testing.T, dir string, values map[string]any) (map[string]string, error) {
+	t.Helper()
+	ch, err := loader.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if err := chartutil.ProcessDependenciesWithMerge(ch, values); err != nil {
+		return nil, err
+	}
+	vals, err := chartutil.ToRenderValues(ch, values, chartutil.ReleaseOptions{Name: "bundle", Namespace: "netconf-migrator-system", IsInstall: true, Revision: 1}, chartutil.DefaultCapabilities)
+	if err != nil {
+		return nil, err
+	}
+	return engine.Render(ch, vals)
+}
+
+// TestAsASubchart: the chart renders as a dependency of an umbrella chart,
+// which always hands it global values (before, its schema refused
+// "global" outright, so no umbrella could depend on it), and Rancher's
+// global.cattle.systemDefaultRegistry puts every image of ours behind the
+// private registry an air-gapped Harvester uses. imagePullSecrets, affinity
+// and pod labels and annotations reach every Pod. A wrong type is still
+// refused, naming the value.
+func TestAsASubchart(t *testing.T) {
+	dir := umbrella(t)
+	files, err := renderUmbrella(t, dir, map[string]any{
+		"global": map[string]any{"cattle": map[string]any{"systemDefaultRegistry": "registry.local:5000"}, "somethingElse": true},
+		"netconf-migrator": map[string]any{
+			"migrationJob":     map[string]any{"enabled": true},
+			"imagePullSecrets": []any{map[string]any{"name": "private"}},
+			"affinity":         map[string]any{"nodeAffinity": map[string]any{"requiredDuringSchedulingIgnoredDuringExecution": map[string]any{"nodeSelectorTerms": []any{map[string]any{"matchExpressions": []any{map[string]any{"key": "zone", "operator": "In", "values": []any{"a"}}}}}}}},
+			"podLabels":        map[string]any{"team": "network"},
+			"podAnnotations":   map[string]any{"example.com/owner": "network"},
+		},
+	})
+	if err != nil {
+		t.Fatalf("rendering as a subchart: %v", err)
+	}
+	image := regexp.MustCompile(`(?m)^\s*image: (\S+)$`)
+	pods := 0
+	for name, body := range files {
+		if !strings.Contains(name, "/charts/netconf-migrator/templates/") {
+			continue
+		}
+		for _, doc := range strings.Split(body, "\n---") {
+			if !strings.Contains(doc, "\n    spec:\n") || !strings.Contains(doc, "containers:") {
+				continue
+			}
+			pods++
+			for _, m := range image.FindAllStringSubmatch(doc, -1) {
+				if !strings.HasPrefix(m[1], "registry.local:5000/ghcr.io/harvester/netconf-migrator") {
+					t.Errorf("%s: image %s is not behind global.cattle.systemDefaultRegistry", name, m[1])
+				}
+			}
+			for _, want := range []string{"- name: private", "nodeAffinity:", "team: network", "example.com/owner: network"} {
+				if !strings.Contains(doc, want) {
+					t.Errorf("%s: a Pod without %q", name, want)
+				}
+			}
+		}
+	}
+	if pods != 3 {
+		t.Errorf("%d Pod templates rendered, want the webhook's, the operator's and the Job's", pods)
+	}
+
+	_, err = renderUmbrella(t, dir, map[string]any{"netconf-migrator": map[string]any{"imagePullSecrets": "private"}})
+	if err == nil || !strings.Contains(err.Error(), "imagePullSecrets") {
+		t.Errorf("imagePullSecrets of the wrong type: %v, want the schema's refusal naming it", err)
+	}
+	_, err = renderUmbrella(t, dir, map[string]any{"netconf-migrator": map[string]any{"replicaz": 3}})
+	if err == nil || !strings.Contains(err.Error(), "replicaz") {
+		t.Errorf("a misspelt value: %v, want the schema's refusal naming it", err)
+	}
+}
+
+// TestNotesNameWhatTheChartMade: every object NOTES.txt tells a person to
+// look at is one the chart renders, under that name.
+func TestNotesNameWhatTheChartMade(t *testing.T) {
+	ch, err := loader.Load(filepath.Join("..", "..", "config", "chart", "netconf-migrator"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vals, err := chartutil.ToRenderValues(ch, map[string]any{"migrationJob": map[string]any{"enabled": true}},
+		chartutil.ReleaseOptions{Name: "netconf-migrator", Namespace: "netconf-migrator-system", IsInstall: true, Revision: 3}, chartutil.DefaultCapabilities)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := engine.Render(ch, vals)
+	if err != nil {
+		t.Fatal(err)
+	}
+	notes := files["netconf-migrator/templates/NOTES.txt"]
+	var all strings.Builder
+	for name, body := range files {
+		if name != "netconf-migrator/templates/NOTES.txt" {
+			all.WriteString(body)
+		}
+	}
+	named := regexp.MustCompile(`(deployment|job|mutatingwebhookconfiguration)[/ ]([a-z0-9-]+)`)
+	found := named.FindAllStringSubmatch(notes, -1)
+	if len(found) < 3 {
+		t.Fatalf("NOTES.txt names %d objects, want the webhook's Deployment, its configuration and the Job:\n%s", len(found), notes)
+	}
+	for _, m := range found {
+		if !strings.Contains(all.String(), "name: "+m[2]+"\n") {
+			t.Errorf("NOTES.txt names %s %s, which the chart does not render", m[1], m[2])
+		}
+	}
+}
