@@ -2,6 +2,7 @@ package migration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"slices"
 	"strings"
@@ -173,24 +174,70 @@ func Preflight(ctx context.Context, cfg *rest.Config, scope PreflightScope, budg
 		// does not exist.
 		meta := metav1.ObjectMeta{Namespace: scope.BackupNamespace, GenerateName: "netconf-migrator-preflight-"}
 		dry := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
-		err := call(func() error {
-			var err error
-			if backupNamespace != "" {
-				_, err = kube.CoreV1().Secrets(scope.BackupNamespace).Create(ctx, &corev1.Secret{ObjectMeta: meta, Type: replace.JournalSecretType}, dry)
-			} else {
-				_, err = kube.CoordinationV1().Leases(scope.BackupNamespace).Create(ctx, &coordinationv1.Lease{ObjectMeta: meta}, dry)
+		probe := func() error {
+			return call(func() error {
+				var err error
+				if backupNamespace != "" {
+					_, err = kube.CoreV1().Secrets(scope.BackupNamespace).Create(ctx, &corev1.Secret{ObjectMeta: meta, Type: replace.JournalSecretType}, dry)
+				} else {
+					_, err = kube.CoordinationV1().Leases(scope.BackupNamespace).Create(ctx, &coordinationv1.Lease{ObjectMeta: meta}, dry)
+				}
+				return err
+			})
+		}
+		err := probe()
+		if apierrors.IsNotFound(err) {
+			// Made where this identity may, as helm --create-namespace
+			// does: by the real run (which then checks it may write
+			// there); a dry run only checks that it may make it.
+			err = createBackupNamespace(ctx, kube, call, transient, scope)
+			if err == nil && scope.Stores {
+				err = probe()
 			}
-			return err
-		})
+		}
 		switch {
-		case apierrors.IsNotFound(err):
-			return &PreflightError{Msg: fmt.Sprintf("The namespace %s, where the run keeps its Lease and the backups of the NADs it replaces, does not exist;"+
+		case errors.Is(err, errMayNotCreate):
+			return &PreflightError{Msg: fmt.Sprintf("The namespace %s, where the run keeps its Lease and the backups of the NADs it replaces, does not exist, and this identity may not create it;"+
 				" create it (kubectl create namespace %s) or pass --backup-namespace.", scope.BackupNamespace, scope.BackupNamespace)}
 		case err != nil:
 			return &PreflightError{Msg: fmt.Sprintf("Cannot write a backup in namespace %s: %v.", scope.BackupNamespace, apiMessage(err)), Transient: transient(err)}
 		}
 	}
 	return nil
+}
+
+var errMayNotCreate = errors.New("may not create the namespace")
+
+// createBackupNamespace makes the backup namespace for a real run (labelled
+// as config/ labels it: restricted Pod security, nothing but the tool's
+// Secrets), or, for a dry run, checks that the real run may. It returns
+// errMayNotCreate when this identity may not.
+func createBackupNamespace(ctx context.Context, kube kubernetes.Interface, call func(func() error) error, transient func(error) bool, scope PreflightScope) error {
+	ok, err := allowedName(ctx, kube, call, transient, "", "create", "", "namespaces", "")
+	if err != nil {
+		return err
+	}
+	if !ok {
+		return errMayNotCreate
+	}
+	if !scope.Stores {
+		return nil
+	}
+	ns := &corev1.Namespace{ObjectMeta: metav1.ObjectMeta{Name: scope.BackupNamespace, Labels: map[string]string{
+		"app.kubernetes.io/name": "netconf-migrator", "app.kubernetes.io/component": "backups",
+		"pod-security.kubernetes.io/enforce": "restricted", "pod-security.kubernetes.io/enforce-version": "latest",
+	}}}
+	err = call(func() error {
+		_, err := kube.CoreV1().Namespaces().Create(ctx, ns, metav1.CreateOptions{FieldManager: "netconf-migrator"})
+		if apierrors.IsAlreadyExists(err) {
+			return nil
+		}
+		return err
+	})
+	if apierrors.IsForbidden(err) {
+		return errMayNotCreate
+	}
+	return err
 }
 
 // allowedName asks the API server whether this identity may verb the

@@ -261,11 +261,45 @@ func TestPreflight(t *testing.T) {
 	}
 
 	// A server dry run checks everything the real run needs: with the
-	// backup namespace missing it must not report NADs "would-normalize
-	// (recreated)" that the real run then cannot replace.
-	r = runCLI(t, "migrate", "--dry-run=server", "--backup-namespace", "no-such-namespace")
-	if want := "The namespace no-such-namespace, where the run keeps its Lease and the backups of the NADs it replaces, does not exist"; r.code != 2 || !strings.Contains(r.errOut, want) {
-		t.Errorf("server dry run, backup namespace missing: exit %d, want 2 and %q\n%s", r.code, want, r.errOut)
+	// backup namespace missing, and an identity that may not create it, it
+	// must not report NADs "would-normalize (recreated)" that the real run
+	// then cannot replace.
+	// Everything a run needs, anywhere, but no namespaces.
+	everywhere := &rbacv1.ClusterRole{
+		ObjectMeta: metav1.ObjectMeta{Name: "preflight-no-namespaces"},
+		Rules: append(append([]rbacv1.PolicyRule{}, role.Rules...),
+			rbacv1.PolicyRule{APIGroups: []string{nadv1.GroupVersion.Group}, Resources: []string{"network-attachment-definitions"}, Verbs: []string{"patch", "create", "delete"}},
+			rbacv1.PolicyRule{APIGroups: []string{""}, Resources: []string{"secrets"}, Verbs: []string{"create", "get", "list", "update", "delete"}},
+			rbacv1.PolicyRule{APIGroups: []string{"coordination.k8s.io"}, Resources: []string{"leases"}, Verbs: []string{"create", "get", "update"}}),
+	}
+	everywhereBinding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "preflight-no-namespaces"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: everywhere.Name},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: "no-namespaces"}},
+	}
+	for _, o := range []client.Object{everywhere, everywhereBinding} {
+		if err := c.Create(ctx, o); err != nil {
+			t.Fatal(err)
+		}
+	}
+	r = runCLI(t, "migrate", "--dry-run=server", "-l", "nothing=here", "--backup-namespace", "no-such-namespace", "--kubeconfig", kubeconfigAs(t, "no-namespaces", "system:authenticated"))
+	if want := "The namespace no-such-namespace, where the run keeps its Lease and the backups of the NADs it replaces, does not exist, and this identity may not create it"; r.code != 2 || !strings.Contains(r.errOut, want) {
+		t.Errorf("server dry run, backup namespace missing, may not create it: exit %d, want 2 and %q\n%s", r.code, want, r.errOut)
+	}
+	// An identity that may create it (a person's, as a first step by hand):
+	// the dry run goes on and creates nothing; the real run makes the
+	// namespace, as helm --create-namespace does, restricted.
+	r = runCLI(t, "migrate", "--dry-run=server", "-l", "nothing=here", "--backup-namespace", "made-by-the-run")
+	if r.code != 0 {
+		t.Errorf("server dry run, backup namespace missing, may create it: exit %d, want 0\n%s", r.code, r.errOut)
+	}
+	if err := c.Get(ctx, client.ObjectKey{Name: "made-by-the-run"}, &corev1.Namespace{}); !apierrors.IsNotFound(err) {
+		t.Errorf("a dry run made the backup namespace: %v", err)
+	}
+	r = runCLI(t, "migrate", "-l", "nothing=here", "--backup-namespace", "made-by-the-run")
+	made := &corev1.Namespace{}
+	if err := c.Get(ctx, client.ObjectKey{Name: "made-by-the-run"}, made); r.code != 0 || err != nil || made.Labels["pod-security.kubernetes.io/enforce"] != "restricted" {
+		t.Errorf("the real run, backup namespace missing: exit %d, namespace %v (%v)\n%s", r.code, made.Labels, err, r.errOut)
 	}
 
 	if testing.Short() {
