@@ -150,3 +150,47 @@ func TestNotesNameWhatTheChartMade(t *testing.T) {
 		}
 	}
 }
+
+// TestTheChartsNADMigrationIsNamedByWhatItRuns: the same values render the
+// same NADMigration whatever the release revision (Argo CD renders every
+// one as 1; Helm counts up), so an upgrade that changes nothing starts no
+// run and keeps the report; a change of what it runs is a new object. The
+// earlier one is kept on upgrade by Helm and by Argo CD.
+func TestTheChartsNADMigrationIsNamedByWhatItRuns(t *testing.T) {
+	ch, err := loader.Load(filepath.Join("..", "..", "config", "chart", "netconf-migrator"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	render := func(revision int, nm map[string]any) map[string]any {
+		t.Helper()
+		vals, err := chartutil.ToRenderValues(ch, map[string]any{"operator": map[string]any{"nadMigration": nm}},
+			chartutil.ReleaseOptions{Name: "netconf-migrator", Namespace: "netconf-migrator-system", IsInstall: revision == 1, IsUpgrade: revision > 1, Revision: revision}, chartutil.DefaultCapabilities)
+		if err != nil {
+			t.Fatal(err)
+		}
+		files, err := engine.Render(ch, vals)
+		if err != nil {
+			t.Fatal(err)
+		}
+		out := map[string]any{}
+		if err := yaml.Unmarshal([]byte(files["netconf-migrator/templates/nadmigration.yaml"]), &out); err != nil {
+			t.Fatal(err)
+		}
+		return out
+	}
+	name := func(o map[string]any) string { return o["metadata"].(map[string]any)["name"].(string) }
+	first, again := render(1, map[string]any{"create": true}), render(7, map[string]any{"create": true})
+	if name(first) == "" || name(first) != name(again) {
+		t.Errorf("the same run is named %q at revision 1 and %q at revision 7", name(first), name(again))
+	}
+	if other := render(7, map[string]any{"create": true, "recreate": "Never"}); name(other) == name(first) {
+		t.Errorf("another run (recreate Never) has the same name %q", name(other))
+	}
+	ann := first["metadata"].(map[string]any)["annotations"].(map[string]any)
+	if ann["helm.sh/resource-policy"] != "keep" || ann["argocd.argoproj.io/sync-options"] != "Prune=false" {
+		t.Errorf("annotations %v: an upgrade would delete the earlier run and its report", ann)
+	}
+	if spec := first["spec"].(map[string]any); spec["operation"] != "Migrate" || spec["recreate"] != "Auto" || spec["timeout"] != "50m" {
+		t.Errorf("spec %v", spec)
+	}
+}

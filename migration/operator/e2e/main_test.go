@@ -16,6 +16,7 @@ import (
 	"path/filepath"
 	"strings"
 	"sync"
+	"sync/atomic"
 	"testing"
 	"time"
 
@@ -129,7 +130,11 @@ func startOperator(t testing.TB, o operator.Options) *running {
 // startOperatorAs runs the operator talking to the API server with cfg.
 func startOperatorAs(t testing.TB, cfg *rest.Config, o operator.Options) *running {
 	t.Helper()
-	log, err := logging.New(testWriter{t}, logging.Options{Format: "json", Verbosity: logging.Info})
+	w := &testWriter{t: t}
+	// The manager may log once more after it stopped (an error received
+	// after its stop sequence began); the test has ended by then.
+	t.Cleanup(func() { w.done.Store(true) })
+	log, err := logging.New(w, logging.Options{Format: "json", Verbosity: logging.Info})
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -164,10 +169,13 @@ func startOperatorAs(t testing.TB, cfg *rest.Config, o operator.Options) *runnin
 	return r
 }
 
-type testWriter struct{ t testing.TB }
+type testWriter struct {
+	t    testing.TB
+	done atomic.Bool
+}
 
-func (w testWriter) Write(p []byte) (int, error) {
-	if testing.Verbose() {
+func (w *testWriter) Write(p []byte) (int, error) {
+	if testing.Verbose() && !w.done.Load() {
 		w.t.Log(strings.TrimSpace(string(p)))
 	}
 	return len(p), nil
