@@ -103,11 +103,19 @@ func Start(ctx context.Context, env *testenv.Env, r Release) (*StandIns, error) 
 	})
 	// No panic recovery: a panic in Harvester's webhook drops the
 	// connection, and the API server applies the failurePolicy.
+	av := AddonValidator{Release: r, Client: env.Client}
 	serve := func(path string, calls *atomic.Int64, h func(context.Context, admission.Request) admission.Response) {
 		srv.Register(path, &webhook.Admission{RecoverPanic: ptr.To(false), Handler: admission.HandlerFunc(
 			func(ctx context.Context, req admission.Request) admission.Response {
 				calls.Add(1)
-				if s.paused.Load() || req.Kind.Kind != nadv1.Kind {
+				if s.paused.Load() {
+					return admission.Allowed("")
+				}
+				// Harvester's own validator judges add-ons too.
+				if req.Kind.Kind == AddonGVK.Kind && req.Kind.Group == AddonGVK.Group && path == harvesterValidation {
+					return av.handle(ctx, req)
+				}
+				if req.Kind.Kind != nadv1.Kind {
 					return admission.Allowed("")
 				}
 				return h(ctx, req)
@@ -124,7 +132,7 @@ func Start(ctx context.Context, env *testenv.Env, r Release) (*StandIns, error) 
 		return v.handle(ctx, req)
 	})
 	serve("/v1/webhook/mutation", &s.MutatorCalls, m.handle)
-	serve("/v1/webhook/harvester-validation", &s.SettingCalls, sv.handle)
+	serve(harvesterValidation, &s.SettingCalls, sv.handle)
 	sctx, cancel := context.WithCancel(context.Background())
 	s.cancel = cancel
 	go func() { s.done <- srv.Start(sctx) }()
@@ -167,12 +175,18 @@ func Start(ctx context.Context, env *testenv.Env, r Release) (*StandIns, error) 
 			}},
 		},
 	}
+	// Harvester's own validator (every release has one): add-ons at every
+	// release, and from v1.8 deletes of a setting's NAD.
+	harvesterRules := []admissionregistrationv1.RuleWithOperations{av.addonRules()}
 	if r.AtLeast(V18) {
+		harvesterRules = append(harvesterRules, nadRules(admissionregistrationv1.Delete)...)
+	}
+	{
 		s.configs = append(s.configs, &admissionregistrationv1.ValidatingWebhookConfiguration{
 			ObjectMeta: metav1.ObjectMeta{Name: HarvesterValidatorConfig},
 			Webhooks: []admissionregistrationv1.ValidatingWebhook{{
-				Name: HarvesterValidatorName, AdmissionReviewVersions: []string{"v1", "v1beta1"}, ClientConfig: clientConfig("/v1/webhook/harvester-validation"),
-				Rules: nadRules(admissionregistrationv1.Delete), NamespaceSelector: scope,
+				Name: HarvesterValidatorName, AdmissionReviewVersions: []string{"v1", "v1beta1"}, ClientConfig: clientConfig(harvesterValidation),
+				Rules: harvesterRules, NamespaceSelector: scope,
 				FailurePolicy: ptr.To(admissionregistrationv1.Fail), SideEffects: ptr.To(admissionregistrationv1.SideEffectClassNone),
 				TimeoutSeconds: ptr.To[int32](10),
 			}},
@@ -192,6 +206,9 @@ func Start(ctx context.Context, env *testenv.Env, r Release) (*StandIns, error) 
 	}
 	return s, nil
 }
+
+// harvesterValidation is the path of Harvester's own validator.
+const harvesterValidation = "/v1/webhook/harvester-validation"
 
 // ProbeNamespace is where Start's probe writes (dry run only).
 const ProbeNamespace = "harvester-probe"

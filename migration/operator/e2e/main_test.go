@@ -69,7 +69,7 @@ func TestMain(m *testing.M) {
 		os.Exit(1)
 	}
 	os.Exit(testenv.Main(m, testenv.Options{Webhooks: &envtest.WebhookInstallOptions{},
-		CRDs: append(harvester.CRDs(), crd), Namespaces: []string{backupNamespace, ownNamespace}}, &env))
+		CRDs: append(harvester.CRDs(), crd, harvester.AddonCRD()), Namespaces: []string{backupNamespace, ownNamespace}}, &env))
 }
 
 const (
