@@ -139,7 +139,9 @@ func (j *Journals) earlier(ctx context.Context) ([]metav1.Object, error) {
 	if ns == "" {
 		ns = runner.EarlierBackupNamespace
 	}
-	unseenEarlier.Set(0)
+	// Set once per pass, never 0 for a moment while the key is there.
+	unseen := 0.0
+	defer func() { unseenEarlier.Set(unseen) }()
 	if ns == j.backupNamespace() {
 		return nil, nil
 	}
@@ -171,7 +173,7 @@ func (j *Journals) earlier(ctx context.Context) ([]metav1.Object, error) {
 	case err != nil:
 		return nil, err
 	case key != nil:
-		unseenEarlier.Set(1)
+		unseen = 1
 		if msg := "earlier:" + ns; msg != j.lastEarlier {
 			j.lastEarlier = msg
 			j.Log.Info("The signing key of an earlier version is still in its namespace, so backups it kept there may wait; this operator may not list Secrets there: an administrator moves them",

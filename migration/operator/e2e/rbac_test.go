@@ -4,7 +4,6 @@ import (
 	"context"
 	"path/filepath"
 	"testing"
-	"time"
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -71,7 +70,7 @@ func TestOperatorRBAC(t *testing.T) {
 		_ = env.Client.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ownNamespace, Name: replace.KeySecretName}})
 	})
 
-	startOperatorAs(t, asSA, operator.Options{Fix: detect.FixOff, JournalInterval: 200 * time.Millisecond})
+	startOperatorAs(t, asSA, operator.Options{Fix: detect.FixOff})
 	waitFor(t, "the gauge of backups a 0.2 run may have left beside the webhook", func() (bool, error) {
 		return gauge(t, "netconf_migrator_earlier_backups_unseen", nil) == 1, nil
 	})
