@@ -39,6 +39,10 @@ type Options struct {
 	// JournalInterval is how often the open replacements are looked at
 	// again (30 s).
 	JournalInterval time.Duration
+	// UpgradeCRD has the elected replica keep the NADMigration CRD at this
+	// version (CRDUpgrader); Version names it.
+	UpgradeCRD bool
+	Version    string
 	// ReplaceBudget bounds one replacement from its delete on; the
 	// manager's GracefulShutdownTimeout must outlast it (ShutdownGrace).
 	ReplaceBudget     time.Duration
@@ -102,6 +106,11 @@ func Setup(mgr manager.Manager, cfg *rest.Config, log logr.Logger, o Options) er
 	if err := (&detect.Reconciler{Cache: mgr.GetClient(), Runner: rc, Fix: o.Fix, Events: events, FlapLimit: o.FlapLimit, FlapWindow: o.FlapWindow,
 		LeaseWait: o.LeaseWait, Log: log.WithName("legacy-nads")}).SetupWithManager(mgr); err != nil {
 		return fmt.Errorf("setting up the legacy NAD watch: %w", err)
+	}
+	if o.UpgradeCRD {
+		if err := mgr.Add(&CRDUpgrader{Client: direct, Version: o.Version, Log: log.WithName("crd")}); err != nil {
+			return fmt.Errorf("setting up the CRD upgrade: %w", err)
+		}
 	}
 	// Every open replacement has one owner, whichever entry point started it.
 	if err := mgr.Add(&Journals{Runner: rc, LeaseWait: o.LeaseWait, Interval: o.JournalInterval, Log: log.WithName("journals")}); err != nil {

@@ -10,6 +10,7 @@ import (
 
 	"github.com/harvester/netconf-migrator/migration"
 	"github.com/harvester/netconf-migrator/migration/detect"
+	"github.com/harvester/netconf-migrator/internal/version"
 	"github.com/harvester/netconf-migrator/migration/operator"
 	"github.com/harvester/netconf-migrator/migration/runner"
 )
@@ -49,6 +50,7 @@ webhook's: the Secrets it keeps (signed backups, their key, reports) are in
 			if err != nil {
 				return usageError("%w", err)
 			}
+			o.Version = version.String()
 			if err := operator.Setup(mgr, cfg, log, o); err != nil {
 				return usageError("%w", err)
 			}
@@ -63,6 +65,7 @@ webhook's: the Secrets it keeps (signed backups, their key, reports) are in
 	f.StringVar(&kubeconfig, "kubeconfig", "", "kubeconfig file (default: KUBECONFIG, then in-cluster)")
 	f.StringVar(&fix, "fix-legacy", string(detect.FixInPlace), "what the operator does with a NAD it finds stored in a legacy form: Off (count and warn), InPlace (rewrite it in place where admission allows, never delete) or Replace (also replace it, as migrate --recreate=auto does)")
 	f.StringVar(&o.BackupNamespace, "backup-namespace", runner.DefaultBackupNamespace, "namespace of the run Lease, the signed backups and the NADMigration reports (the one migrate uses)")
+	f.BoolVar(&o.UpgradeCRD, "upgrade-crd", true, "keep the NADMigration CRD at this version (Helm installs a chart's CRDs once and never upgrades them); a CRD a newer version applied is left alone")
 	f.StringVar(&o.EarlierBackupNamespace, "earlier-backup-namespace", runner.EarlierBackupNamespace, "where an earlier version kept its backups (beside the webhook): moved when this identity may list them there, reported (netconf_migrator_earlier_backups_unseen) when not")
 	f.StringVar(&m.LeaderElectionNamespace, "leader-election-namespace", os.Getenv("POD_NAMESPACE"), "namespace of the operator's leader-election Lease (default $POD_NAMESPACE)")
 	f.DurationVar(&o.ReadinessInterval, "readiness-interval", time.Minute, "how often the operator counts the KubeVirt VMs attached to legacy NADs")

@@ -2,6 +2,9 @@ package e2e
 
 import (
 	"context"
+
+	"github.com/go-logr/logr"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"path/filepath"
 	"testing"
 
@@ -103,4 +106,80 @@ func TestOperatorRBAC(t *testing.T) {
 	if !apierrors.IsForbidden(err) {
 		t.Errorf("the operator may read a Secret outside its namespace: %v", err)
 	}
+}
+
+// TestTheOperatorUpgradesItsCRD: Helm installs a chart's crds/ once and
+// never upgrades them. The operator, as its own ServiceAccount with the
+// shipped roles, brings a served CRD of an earlier version (here without
+// the Reason printer column) to its own, NADMigrations kept; a CRD a newer
+// version applied it leaves alone.
+func TestTheOperatorUpgradesItsCRD(t *testing.T) {
+	ctx := context.Background()
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, f := range []string{"config/operator/service_account.yaml", "config/operator/rbac.yaml"} {
+		if _, stderr, err := env.Kubectl(ctx, nil, "apply", "--server-side", "-f", filepath.Join(root, f)); err != nil {
+			t.Fatalf("kubectl apply %s: %v\n%s", f, err, stderr)
+		}
+	}
+	asSA := rest.CopyConfig(env.Config)
+	asSA.Impersonate = rest.ImpersonationConfig{UserName: "system:serviceaccount:netconf-migrator-system:netconf-migrator-operator",
+		Groups: []string{"system:serviceaccounts", "system:serviceaccounts:netconf-migrator-system", "system:authenticated"}}
+	name := "nadmigrations." + v1alpha1.GroupVersion.Group
+	columns := func() (int, string) {
+		crd := &apiextensionsv1.CustomResourceDefinition{}
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: name}, crd); err != nil {
+			t.Fatal(err)
+		}
+		return len(crd.Spec.Versions[0].AdditionalPrinterColumns), crd.Annotations[operator.AnnotationCRDVersion]
+	}
+	want, _ := columns()
+	// As an earlier chart left it: one column less, an earlier version.
+	setServed := func(drop int, version string) {
+		t.Helper()
+		crd := &apiextensionsv1.CustomResourceDefinition{}
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: name}, crd); err != nil {
+			t.Fatal(err)
+		}
+		cols := crd.Spec.Versions[0].AdditionalPrinterColumns
+		crd.Spec.Versions[0].AdditionalPrinterColumns = cols[:len(cols)-drop]
+		if crd.Annotations == nil {
+			crd.Annotations = map[string]string{}
+		}
+		crd.Annotations[operator.AnnotationCRDVersion] = version
+		if err := env.Client.Update(ctx, crd); err != nil {
+			t.Fatal(err)
+		}
+	}
+	create(t, newMigration("crd-upgrade-kept", v1alpha1.NADMigrationSpec{Namespaces: []string{"no-such-namespace"}}))
+
+	c, err := client.New(asSA, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		t.Fatal(err)
+	}
+	upgrade := func(version string) {
+		t.Helper()
+		if err := (&operator.CRDUpgrader{Client: c, Version: version, Log: logr.Discard()}).Start(ctx); err != nil {
+			t.Fatal(err)
+		}
+	}
+
+	setServed(1, "v0.9.0")
+	upgrade("v1.0.0")
+	if n, v := columns(); n != want || v != "v1.0.0" {
+		t.Errorf("after the operator of v1.0.0 started: %d printer columns (want %d), applied by %q", n, want, v)
+	}
+	setServed(1, "v2.0.0")
+	upgrade("v1.0.0")
+	if n, v := columns(); n != want-1 || v != "v2.0.0" {
+		t.Errorf("a CRD v2.0.0 applied, after the operator of v1.0.0 started: %d printer columns (want %d), applied by %q", n, want-1, v)
+	}
+	// Put the CRD of this build back for the rest of the suite.
+	upgrade("v3.0.0")
+	if n, _ := columns(); n != want {
+		t.Errorf("the CRD of this build was not put back: %d printer columns", n)
+	}
+	get(t, "crd-upgrade-kept")
 }

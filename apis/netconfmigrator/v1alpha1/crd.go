@@ -1,0 +1,11 @@
+package v1alpha1
+
+import _ "embed"
+
+// CRDManifest is the NADMigration CustomResourceDefinition these types
+// generate (make generate writes it beside them): the operator keeps the
+// served CRD at its own version, since Helm installs a chart's crds/ once
+// and never upgrades them.
+//
+//go:embed zz_generated.crd.yaml
+var CRDManifest []byte

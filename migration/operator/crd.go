@@ -1,0 +1,96 @@
+package operator
+
+import (
+	"context"
+	"fmt"
+	"time"
+
+	"github.com/go-logr/logr"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/version"
+	"k8s.io/apimachinery/pkg/util/wait"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	v1alpha1 "github.com/harvester/netconf-migrator/apis/netconfmigrator/v1alpha1"
+	"github.com/harvester/netconf-migrator/internal/logging"
+)
+
+// AnnotationCRDVersion records which version of the tool last applied the
+// NADMigration CRD.
+const AnnotationCRDVersion = "netconf-migrator.harvesterhci.io/version"
+
+// CRDUpgrader keeps the served NADMigration CRD at the operator's own
+// version. Helm installs a chart's crds/ once and never changes them, and
+// Harvester's helm-controller has Helm's semantics, so without it the
+// first schema change would leave every Helm and Addon install on the old
+// CRD. The elected replica applies the CRD it was built with (server-side
+// apply, forcing the fields Helm or kubectl set) unless the served one was
+// applied by a newer version: a rollback of the operator never takes
+// fields away from objects a newer one wrote. Uninstalling keeps the CRD
+// and every NADMigration, as Helm does with crds/.
+type CRDUpgrader struct {
+	Client  client.Client
+	Version string
+	Log     logr.Logger
+}
+
+// Start applies the CRD once, retrying transient errors for a minute; a
+// CRD it may not change is reported, and the operator goes on.
+func (u *CRDUpgrader) Start(ctx context.Context) error {
+	err := wait.ExponentialBackoffWithContext(ctx, wait.Backoff{Duration: time.Second, Factor: 2, Steps: 6, Cap: 20 * time.Second}, func(ctx context.Context) (bool, error) {
+		err := u.apply(ctx)
+		if err != nil && (apierrors.IsForbidden(err) || apierrors.IsInvalid(err)) {
+			return false, err
+		}
+		if err != nil {
+			u.Log.V(logging.Debug).Info("Applying the NADMigration CRD failed; retrying", logging.KeyReason, err.Error())
+		}
+		return err == nil, nil
+	})
+	if err != nil && ctx.Err() == nil {
+		u.Log.Error(err, "The NADMigration CRD was not upgraded to this version; NADMigrations keep the served schema")
+	}
+	return nil
+}
+
+func (u *CRDUpgrader) apply(ctx context.Context) error {
+	want := &apiextensionsv1.CustomResourceDefinition{}
+	if err := yaml.Unmarshal(v1alpha1.CRDManifest, want); err != nil {
+		return fmt.Errorf("decoding the embedded NADMigration CRD: %w", err)
+	}
+	cur := &apiextensionsv1.CustomResourceDefinition{}
+	err := u.Client.Get(ctx, client.ObjectKey{Name: want.Name}, cur)
+	if err != nil && !apierrors.IsNotFound(err) {
+		return fmt.Errorf("reading CustomResourceDefinition %s: %w", want.Name, err)
+	}
+	if err == nil && newer(cur.Annotations[AnnotationCRDVersion], u.Version) {
+		u.Log.Info("Leaving the NADMigration CRD as a newer version applied it", "served", cur.Annotations[AnnotationCRDVersion], "version", u.Version)
+		return nil
+	}
+	want.APIVersion, want.Kind = apiextensionsv1.SchemeGroupVersion.String(), "CustomResourceDefinition"
+	if want.Annotations == nil {
+		want.Annotations = map[string]string{}
+	}
+	want.Annotations[AnnotationCRDVersion] = u.Version
+	if err := u.Client.Patch(ctx, want, client.Apply, client.FieldOwner("netconf-migrator-operator"), client.ForceOwnership); err != nil {
+		return fmt.Errorf("applying CustomResourceDefinition %s: %w", want.Name, err)
+	}
+	u.Log.Info("Applied the NADMigration CRD of this version", "version", u.Version)
+	return nil
+}
+
+// newer says whether served names a later release than ours; a version
+// that is not semantic (a development build) is never newer.
+func newer(served, ours string) bool {
+	s, err := version.ParseSemantic(served)
+	if err != nil {
+		return false
+	}
+	o, err := version.ParseSemantic(ours)
+	if err != nil {
+		return false
+	}
+	return s.GreaterThan(o)
+}
