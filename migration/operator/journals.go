@@ -350,5 +350,10 @@ var (
 )
 
 func registerJournalMetrics() {
-	journalMetricsOnce.Do(func() { metrics.Registry.MustRegister(missingNADs, openBackups, resumedNADs, unseenEarlier) })
+	journalMetricsOnce.Do(func() {
+		metrics.Registry.MustRegister(missingNADs, openBackups, resumedNADs, unseenEarlier)
+		// Both outcomes exist from the start, so a rate reads 0, not nothing.
+		resumedNADs.WithLabelValues("done")
+		resumedNADs.WithLabelValues("left")
+	})
 }

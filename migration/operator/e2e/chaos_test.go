@@ -512,6 +512,12 @@ func scrape(url, name string) (float64, bool) {
 // configuration pointed at it on localhost), started again after pause
 // whenever it ends.
 func startWebhookProcess(t *testing.T, bin, probeNS string, pause func() time.Duration) *supervised {
+	return startWebhookProcessMetrics(t, bin, probeNS, pause, "0")
+}
+
+// startWebhookProcessMetrics is startWebhookProcess serving its metrics
+// over plain HTTP on metrics ("0": none).
+func startWebhookProcessMetrics(t *testing.T, bin, probeNS string, pause func() time.Duration, metrics string) *supervised {
 	t.Helper()
 	ctx := context.Background()
 	root, err := testenv.RepoRoot()
@@ -538,10 +544,10 @@ func startWebhookProcess(t *testing.T, bin, probeNS string, pause func() time.Du
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = env.Client.Delete(ctx, mwc) })
-	w := supervise(t, "", pause, bin, "webhook", "--kubeconfig", env.KubeconfigPath, "--cert-mode=self-signed", "--namespace="+ownNamespace,
+	w := supervise(t, "http://"+metrics+"/metrics", pause, bin, "webhook", "--kubeconfig", env.KubeconfigPath, "--cert-mode=self-signed", "--namespace="+ownNamespace,
 		"--secret-name=netconf-migrator-webhook-cert", "--service-name=netconf-migrator-webhook", "--webhook-config-name="+mwc.Name,
 		"--extra-dns-names=localhost", "--host=127.0.0.1", fmt.Sprintf("--port=%d", port), "--cert-dir="+t.TempDir(),
-		"--health-probe-bind-address=0", "--metrics-bind-address=0", "--drain-period=0")
+		"--health-probe-bind-address=0", "--metrics-bind-address="+metrics, "--metrics-secure=false", "--drain-period=0")
 	// Until the API server calls it: a nested dry-run create comes back flat.
 	waitFor(t, "the API server to call our webhook", func() (bool, error) {
 		n := newNAD(probeNS, "webhook-probe", `{"NetConf":{"cniVersion":"0.3.1","name":"probe","type":"bridge"},"bridge":"mgmt-br","vlan":100}`)
