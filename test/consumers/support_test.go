@@ -13,6 +13,7 @@ import (
 	"encoding/json"
 	"errors"
 	"fmt"
+	nadutils "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/utils"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -167,27 +168,12 @@ func (nsExec) Decode(b []byte) (version.PluginInfo, error) {
 }
 
 // multusConfig is what Multus does to spec.config before it hands it to
-// libcni, written from network-attachment-definition-client v1.7.7's
-// GetCNIConfigFromSpec (pkg/utils/cniconfig.go), which Multus calls: decode
-// it into a map, and only when the config has no name (or an empty one),
-// set the NAD's name and marshal the map again (keys sorted, numbers as
-// float64 print them). A config that is not an object fails here, in its
-// words. The module cannot be fetched for the build, so this is its logic
-// as read, not the module run.
+// libcni: network-attachment-definition-client v1.7.7's
+// GetCNIConfigFromSpec, which Multus calls (decode it into a map, and only
+// when the config has no name, or an empty one, set the NAD's name and
+// marshal the map again). The module itself runs here.
 func multusConfig(config []byte, nadName string) ([]byte, error) {
-	var raw map[string]any
-	if err := json.Unmarshal(config, &raw); err != nil {
-		return nil, fmt.Errorf("failed to unmarshal Spec.Config: %v", err)
-	}
-	if n, ok := raw["name"]; !ok || n == "" {
-		raw["name"] = nadName
-		out, err := json.Marshal(raw)
-		if err != nil {
-			return nil, fmt.Errorf("failed to re-marshal Spec.Config: %v", err)
-		}
-		return out, nil
-	}
-	return config, nil
+	return nadutils.GetCNIConfigFromSpec(string(config), nadName)
 }
 
 // network is a config loaded by libcni as the form says: a config list

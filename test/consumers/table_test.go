@@ -20,7 +20,7 @@ var update = flag.Bool("update", false, "rewrite testdata/consumers.md from this
 type consumer string
 
 const (
-	consumerMultus      consumer = "NAD client v1.7.7 (as read) + libcni (load)"
+	consumerMultus      consumer = "NAD client v1.7.7 + libcni (load)"
 	consumerBridge      consumer = "bridge plugin (ADD in netns)"
 	consumerWhereabouts consumer = "Whereabouts (ADD, DEL)"
 	consumerHarvester   consumer = "Harvester validator (CREATE)"
