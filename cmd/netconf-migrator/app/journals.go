@@ -24,15 +24,16 @@ import (
 )
 
 type journalsFlags struct {
-	kubeconfig, backupNamespace, from string
-	yes                               bool
+	backupNamespace, from string
+	yes                   bool
+	kube                  *kubeFlags
 }
 
 // newJournalsCommand is the administrator's view of the open
 // replacements: each journal is a NAD deleted (or about to be) to be
 // created again, and the only copy of its original until then.
 func newJournalsCommand(g *globals) *cobra.Command {
-	f := &journalsFlags{}
+	f := &journalsFlags{kube: newKubeFlags()}
 	cmd := &cobra.Command{
 		Use:   "journals",
 		Short: "List and adopt the backups of NADs being replaced",
@@ -41,7 +42,7 @@ deleted, or was about to delete, to create it again, signed with the key in Secr
 ` + replace.KeySecretName + `. Runs and the operator act only on backups whose signature verifies.`,
 		Args: cobra.NoArgs,
 	}
-	cmd.PersistentFlags().StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: KUBECONFIG, ~/.kube/config, then in-cluster)")
+	f.kube.addTo(cmd.PersistentFlags(), false)
 	cmd.PersistentFlags().StringVar(&f.backupNamespace, "backup-namespace", DefaultBackupNamespace, "namespace of the backups and their signing key")
 	list := &cobra.Command{
 		Use:   "list",
@@ -119,7 +120,7 @@ A backup the earlier key does not verify is left where it is and never acted on.
 }
 
 func (f *journalsFlags) client() (client.Client, error) {
-	cfg, err := loadConfig(f.kubeconfig)
+	cfg, err := f.kube.restConfig()
 	if err != nil {
 		return nil, usageError("loading the kubeconfig: %w", err)
 	}
@@ -315,7 +316,7 @@ func (f *journalsFlags) move(ctx context.Context, out io.Writer) error {
 	if f.from == f.backupNamespace {
 		return usageError("--from and --backup-namespace are both %s: nothing to move", f.from)
 	}
-	cfg, err := loadConfig(f.kubeconfig)
+	cfg, err := f.kube.restConfig()
 	if err != nil {
 		return usageError("loading the kubeconfig: %w", err)
 	}

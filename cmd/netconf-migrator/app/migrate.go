@@ -18,8 +18,6 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/types"
-	"k8s.io/client-go/rest"
-	"k8s.io/client-go/tools/clientcmd"
 	"k8s.io/klog/v2"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller/controllerutil"
@@ -38,7 +36,8 @@ import (
 
 // runFlags are the flags migrate and rollback share.
 type runFlags struct {
-	kubeconfig, namespace, selector, dryRun, output, reportPath, profile, terminationPath string
+	namespace, selector, dryRun, output, reportPath, profile, terminationPath string
+	kube                                                                    *kubeFlags
 	pageSize                                                                              int64
 	concurrency, burst                                                                    int
 	qps                                                                                   float32
@@ -107,8 +106,8 @@ Lease; 4 a NAD deleted to be created again is missing (see migrate).`
 	}
 	cmd.RunE = func(cmd *cobra.Command, _ []string) error { return run(cmd.Context(), g, mode, f) }
 	fl := cmd.Flags()
-	fl.StringVar(&f.kubeconfig, "kubeconfig", "", "kubeconfig file (default: KUBECONFIG, ~/.kube/config, then in-cluster)")
-	fl.StringVarP(&f.namespace, "namespace", "n", "", "only this namespace (default: all namespaces)")
+	f.kube = newKubeFlags()
+	f.kube.addTo(fl, true)
 	fl.StringVarP(&f.selector, "selector", "l", "", "only NADs matching this label selector")
 	fl.Int64Var(&f.pageSize, "page-size", 500, "NADs per list request")
 	fl.IntVar(&f.concurrency, "concurrency", 4, "NADs written at once")
@@ -192,7 +191,10 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 		finalizers[name] = owner
 	}
 	webhooks := append(harvester.Webhooks(), f.replaceWebhooks...)
-	cfg, err := loadConfig(f.kubeconfig)
+	if f.namespace, err = f.kube.namespace(); err != nil {
+		return err
+	}
+	cfg, err := f.kube.restConfig()
 	if err != nil {
 		return usageError("loading the kubeconfig: %w", err)
 	}
@@ -394,14 +396,6 @@ func writeReportConfigMap(ctx context.Context, c client.Client, ref types.Namesp
 
 // DefaultBackupNamespace is where every entry point keeps its Lease and backups.
 const DefaultBackupNamespace = runner.DefaultBackupNamespace
-
-// loadConfig resolves the kubeconfig like kubectl: the flag, KUBECONFIG,
-// ~/.kube/config, then the in-cluster service account.
-func loadConfig(path string) (*rest.Config, error) {
-	rules := clientcmd.NewDefaultClientConfigLoadingRules()
-	rules.ExplicitPath = path
-	return clientcmd.NewNonInteractiveDeferredLoadingClientConfig(rules, &clientcmd.ConfigOverrides{}).ClientConfig()
-}
 
 // writeTermination leaves a short JSON summary where Kubernetes reads a
 // container's termination message, when running in a Pod.
