@@ -21,6 +21,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/harvester/netconf-migrator/apis/netconf"
+	"github.com/harvester/netconf-migrator/apis/report"
 	"github.com/harvester/netconf-migrator/migration/replace"
 )
 
@@ -123,7 +124,14 @@ func TestSoakMigration(t *testing.T) {
 
 	for i := range 2 {
 		if r := runCLI(t, "migrate", "-n", ns); r.code != 0 {
-			t.Fatalf("settling run %d: exit %d\n%s", i, r.code, r.errOut)
+			// Say which NADs or backups want a person: the log may not.
+			var why []string
+			for _, it := range r.report.Items {
+				if it.Action == report.ActionFailed || it.Action == report.ActionReported || it.Action == report.ActionMissing {
+					why = append(why, fmt.Sprintf("%s/%s %s: %s", it.Namespace, it.Name, it.Action, it.Reason))
+				}
+			}
+			t.Fatalf("settling run %d: exit %d; %v; rejected backups %v\n%s", i, r.code, why, r.report.Summary.RejectedBackups, r.errOut)
 		}
 	}
 	after := listAll(t, ns)

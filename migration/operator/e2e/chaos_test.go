@@ -147,6 +147,10 @@ func chaos(t *testing.T, bin string, release harvester.Release, chaosFor time.Du
 			"--metrics-bind-address", fmt.Sprintf("127.0.0.1:%d", port), "--metrics-secure=false"))
 	}
 
+	// This release's NADMigrations (they are cluster-scoped and outlive
+	// the subtest).
+	prefix := fmt.Sprintf("chaos-%s-", strings.ReplaceAll(strings.TrimPrefix(string(release), "v"), ".", "-"))
+
 	// Our webhook, a process of its own as its Deployment's Pods are,
 	// registered through the shipped configuration.
 	hook := startWebhookProcess(t, bin, ns, func() time.Duration { return time.Duration(random(5000)) * time.Millisecond })
@@ -313,9 +317,14 @@ func chaos(t *testing.T, bin string, release harvester.Release, chaosFor time.Du
 					}
 					_ = cmd.Wait()
 				})
-			case 3: // a NADMigration
+			case 3: // a NADMigration, as a person or the pre-hook starts one:
+				// never more than two waiting, or over a long run the
+				// queue outgrows what the faults leave time to run
+				if len(pendingMigrations(ctx, prefix)) >= 2 {
+					continue
+				}
 				n++
-				if env.Client.Create(ctx, newMigration(fmt.Sprintf("chaos-%d", n), v1alpha1.NADMigrationSpec{Namespaces: []string{ns}})) == nil {
+				if env.Client.Create(ctx, newMigration(fmt.Sprintf("%s%d", prefix, n), v1alpha1.NADMigrationSpec{Namespaces: []string{ns}})) == nil {
 					count("NADMigrations")
 				}
 			case 4: // Harvester's controllers down past the replacement budget
@@ -375,18 +384,17 @@ func chaos(t *testing.T, bin string, release harvester.Release, chaosFor time.Du
 			t.Errorf("%s/%s came back after the writer deleted it", ns, n.Name)
 		}
 	}
-	waitFor(t, "every NADMigration to end with a True condition", func() (bool, error) {
-		nms := &v1alpha1.NADMigrationList{}
-		if err := env.Client.List(ctx, nms); err != nil {
-			return false, err
+	// Every NADMigration ends: a few minutes, and two more for each still
+	// waiting when the faults stop.
+	budget := 3*time.Minute + 2*time.Minute*time.Duration(len(pendingMigrations(ctx, prefix)))
+	if err := wait.PollUntilContextTimeout(ctx, time.Second, budget, true, func(context.Context) (bool, error) {
+		return len(pendingMigrations(ctx, prefix)) == 0, nil
+	}); err != nil {
+		for _, nm := range pendingMigrations(ctx, prefix) {
+			t.Errorf("NADMigration %s has not ended after %s: %+v", nm.Name, budget, nm.Status.Conditions)
 		}
-		for _, nm := range nms.Items {
-			if strings.HasPrefix(nm.Name, "chaos-") && !(meta.IsStatusConditionTrue(nm.Status.Conditions, v1alpha1.ConditionReady) || meta.IsStatusConditionTrue(nm.Status.Conditions, v1alpha1.ConditionStalled)) {
-				return false, nil
-			}
-		}
-		return true, nil
-	})
+		t.FailNow()
+	}
 	waitFor(t, "the missing-NAD gauge the elected operator serves to read 0", func() (bool, error) {
 		for _, r := range replicas {
 			if v, ok := scrape(r.metrics, "netconf_migrator_missing_nads"); ok {
@@ -402,6 +410,22 @@ func chaos(t *testing.T, bin string, release harvester.Release, chaosFor time.Du
 	})
 	t.Logf("CHAOS %s beside Harvester %s: %d NADs at the end, %d replacements finished by Harvester's controllers, NADs lost: 0; %s",
 		chaosFor, release, len(list.Items), h.Controllers.Removed.Load()-removedBefore, strings.Join(summary, " "))
+}
+
+// pendingMigrations are the NADMigrations named with prefix that have
+// not ended (neither Ready nor Stalled).
+func pendingMigrations(ctx context.Context, prefix string) []v1alpha1.NADMigration {
+	nms := &v1alpha1.NADMigrationList{}
+	if err := env.Client.List(ctx, nms); err != nil {
+		return []v1alpha1.NADMigration{{}} // unknown: not done
+	}
+	var out []v1alpha1.NADMigration
+	for _, nm := range nms.Items {
+		if strings.HasPrefix(nm.Name, prefix) && !(meta.IsStatusConditionTrue(nm.Status.Conditions, v1alpha1.ConditionReady) || meta.IsStatusConditionTrue(nm.Status.Conditions, v1alpha1.ConditionStalled)) {
+			out = append(out, nm)
+		}
+	}
+	return out
 }
 
 // checkNothingLost says what is wrong with the NADs of ns now: a NAD nobody
