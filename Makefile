@@ -11,7 +11,7 @@ PKGS := ./...
 TOOLS := $(GO) -C hack
 CHART := $(CURDIR)/config/chart/netconf-migrator
 
-.PHONY: chaos chart-package demo image fuzz-normalizer all build test test-assets unit fuzz bench-smoke lint bench generate verify-generate manifests clean soak
+.PHONY: chaos release-cli chart-package demo image fuzz-normalizer all build test test-assets unit fuzz bench-smoke lint bench generate verify-generate manifests clean soak
 
 all: build
 
@@ -33,6 +33,13 @@ RELEASE_VERSION := v$(shell cat VERSION)
 VERSION ?= $(shell t=$$(git describe --tags --exact-match 2>/dev/null); if [ "$$t" = "$(RELEASE_VERSION)" ]; then echo $$t; else echo $(RELEASE_VERSION)-dev.$$(git rev-parse --short HEAD 2>/dev/null || echo unknown); fi)
 REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 CREATED ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
+# The CLI a release publishes: kubectl-netconf_migrator for every platform
+# kubectl runs on (linux, darwin, windows on amd64 and arm64), each with the
+# LICENSE in a .tar.gz (.zip on Windows), SHA256SUMS, and the krew manifest
+# netconf-migrator.yaml, into dist/cli. The same commit gives the same bytes.
+release-cli: ## Build the CLI archives, their checksums and the krew manifest into dist/cli.
+	$(TOOLS) run ./releasecli -root $(CURDIR) -version $(VERSION) -created $(CREATED) -out $(CURDIR)/dist/cli
+
 image: ## Build the multi-platform image into dist/image.
 	@for p in $(IMAGE_PLATFORMS); do \
 	  os=$${p%/*}; arch=$${p#*/}; \
@@ -64,7 +71,7 @@ test-assets: ## Install etcd and kubectl, build kube-apiserver and the CNI plugi
 # namespaces (root; CI is) from NETCONF_MIGRATOR_CNI_PATH.
 unit: test-assets
 	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" NETCONF_MIGRATOR_CNI_PATH="$$(hack/setup-cni-plugins.sh)" $(GO) test -race -count=1 -timeout 25m $(PKGS)
-	$(TOOLS) test -count=1 ./...
+	$(TOOLS) test -count=1 -timeout 20m ./...
 
 # Every benchmark once, the migration ones on a tenth of their NADs (-short):
 # the figures come from hack/bench-*.sh; this keeps the code behind them working.
