@@ -35,7 +35,7 @@ REVISION ?= $(shell git rev-parse HEAD 2>/dev/null)
 CREATED ?= $(shell git log -1 --format=%ct 2>/dev/null || echo 0)
 # The CLI a release publishes: kubectl-netconf_migrator for every platform
 # kubectl runs on (linux, darwin, windows on amd64 and arm64), each with the
-# LICENSE in a .tar.gz (.zip on Windows), SHA256SUMS, and the krew manifest
+# LICENSE in a .tar.gz (.zip on Windows), its CycloneDX SBOM, SHA256SUMS, and the krew manifest
 # netconf-migrator.yaml, into dist/cli. The same commit gives the same bytes.
 release-cli: ## Build the CLI archives, their checksums and the krew manifest into dist/cli.
 	$(TOOLS) run ./releasecli -root $(CURDIR) -version $(VERSION) -created $(CREATED) -out $(CURDIR)/dist/cli

@@ -2,8 +2,9 @@
 // a static kubectl-netconf_migrator (the binary, named as kubectl finds a
 // plugin), packed with the LICENSE into a .tar.gz (a .zip on Windows) whose
 // bytes depend only on the sources, the version and the time given (file
-// times, owners and order fixed), then SHA256SUMS and the krew manifest
-// (netconf-migrator.yaml) naming each archive's URL and checksum.
+// times, owners and order fixed), its CycloneDX SBOM beside it (.cdx.json),
+// then SHA256SUMS and the krew manifest (netconf-migrator.yaml) naming
+// each archive's URL and checksum.
 //
 //	go -C hack run ./releasecli -version v0.2.0 -created 1764000000 -out $PWD/dist/cli
 package main
@@ -152,6 +153,16 @@ func build(o Options, platform string, license []byte) (Archive, error) {
 	}
 	if err := os.WriteFile(filepath.Join(o.Out, name), buf.Bytes(), 0o644); err != nil {
 		return Archive{}, err
+	}
+	if o.Build == nil {
+		// Beside the archive: what it links, for scanners and policies.
+		sbom, err := SBOM(filepath.Join(tmp, bin), o.Version)
+		if err != nil {
+			return Archive{}, err
+		}
+		if err := os.WriteFile(filepath.Join(o.Out, name+".cdx.json"), sbom, 0o644); err != nil {
+			return Archive{}, err
+		}
 	}
 	sum := sha256.Sum256(buf.Bytes())
 	return Archive{Platform: platform, Name: name, SHA256: hex.EncodeToString(sum[:]), Bin: bin}, nil

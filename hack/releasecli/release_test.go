@@ -5,6 +5,7 @@ import (
 	"archive/zip"
 	"bytes"
 	"compress/gzip"
+	"encoding/json"
 	"io"
 	"os"
 	"os/exec"
@@ -107,6 +108,40 @@ func TestTheReleaseIsReproducibleAndKrewAccepts(t *testing.T) {
 	}
 	if out, err := exec.Command(filepath.Join(dir, "kubectl-netconf_migrator"), "version").CombinedOutput(); err != nil || !strings.Contains(string(out), "v0.2.0") {
 		t.Errorf("the released binary: %v\n%s", err, out)
+	}
+	// Its SBOM names every module the binary links, as go version -m
+	// lists them, at that version.
+	sbom, err := os.ReadFile(filepath.Join(real.Out, "kubectl-netconf_migrator_v0.2.0_linux_amd64.tar.gz.cdx.json"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	var doc struct {
+		Components []struct{ Name, Version, PURL string }
+	}
+	if err := json.Unmarshal(sbom, &doc); err != nil {
+		t.Fatal(err)
+	}
+	have := map[string]bool{}
+	for _, c := range doc.Components {
+		have[c.Name+"@"+c.Version] = true
+	}
+	mods, err := exec.Command("go", "version", "-m", filepath.Join(dir, "kubectl-netconf_migrator")).Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	deps := 0
+	for _, line := range strings.Split(string(mods), "\n") {
+		f := strings.Fields(line)
+		if len(f) < 3 || (f[0] != "dep" && f[0] != "=>") {
+			continue
+		}
+		deps++
+		if !have[f[1]+"@"+f[2]] {
+			t.Errorf("the SBOM lacks %s %s, which the binary links", f[1], f[2])
+		}
+	}
+	if deps < 20 || len(doc.Components) < deps {
+		t.Errorf("go version -m lists %d modules, the SBOM %d components", deps, len(doc.Components))
 	}
 	zr, err := zip.OpenReader(filepath.Join(outs[0], "kubectl-netconf_migrator_v0.2.0_windows_amd64.zip"))
 	if err != nil {
