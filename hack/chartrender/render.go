@@ -68,7 +68,9 @@ func render(dir, namespace string, values map[string]any, cfg *rest.Config) ([]b
 		body := strings.TrimSpace(files[name])
 		// NOTES.txt is text for a person, not a manifest: helm template
 		// leaves it out too.
-		if strings.HasSuffix(name, ".tpl") || strings.HasSuffix(name, "NOTES.txt") || body == "" {
+		// templates/tests/ are helm test's hooks: an install does not
+		// create them (helm template --skip-tests).
+		if strings.HasSuffix(name, ".tpl") || strings.HasSuffix(name, "NOTES.txt") || strings.Contains(name, "/templates/tests/") || body == "" {
 			continue
 		}
 		for _, doc := range strings.Split(body, "\n---") {

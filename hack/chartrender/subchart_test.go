@@ -1,6 +1,7 @@
 package chartrender
 
 import (
+	"fmt"
 	"os"
 	"path/filepath"
 	"regexp"
@@ -192,5 +193,60 @@ func TestTheChartsNADMigrationIsNamedByWhatItRuns(t *testing.T) {
 	}
 	if spec := first["spec"].(map[string]any); spec["operation"] != "Migrate" || spec["recreate"] != "Auto" || spec["timeout"] != "50m" {
 		t.Errorf("spec %v", spec)
+	}
+}
+
+// TestHelmTestChecksTheWebhook: helm test's Pod runs check-webhook in the
+// release's namespace as a ServiceAccount that may only create NADs there,
+// under the restricted Pod Security Standard, and every object is a test
+// hook Helm removes once it passed. An install does not render them.
+func TestHelmTestChecksTheWebhook(t *testing.T) {
+	ch, err := loader.Load(filepath.Join("..", "..", "config", "chart", "netconf-migrator"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	vals, err := chartutil.ToRenderValues(ch, nil, chartutil.ReleaseOptions{Name: "netconf-migrator", Namespace: "tools", IsInstall: true, Revision: 1}, chartutil.DefaultCapabilities)
+	if err != nil {
+		t.Fatal(err)
+	}
+	files, err := engine.Render(ch, vals)
+	if err != nil {
+		t.Fatal(err)
+	}
+	body := files["netconf-migrator/templates/tests/webhook-answers.yaml"]
+	kinds := map[string]map[string]any{}
+	for _, doc := range strings.Split(body, "\n---\n") {
+		o := map[string]any{}
+		if err := yaml.Unmarshal([]byte(doc), &o); err != nil || o["kind"] == nil {
+			continue
+		}
+		kinds[o["kind"].(string)] = o
+		ann, _ := o["metadata"].(map[string]any)["annotations"].(map[string]any)
+		if ann["helm.sh/hook"] != "test" || !strings.Contains(ann["helm.sh/hook-delete-policy"].(string), "hook-succeeded") {
+			t.Errorf("%s is not a test hook removed once it passed: %v", o["kind"], ann)
+		}
+	}
+	pod := kinds["Pod"]
+	if pod == nil || kinds["Role"] == nil || kinds["RoleBinding"] == nil || kinds["ServiceAccount"] == nil {
+		t.Fatalf("the test hooks: %v", kinds)
+	}
+	spec := pod["spec"].(map[string]any)
+	c := spec["containers"].([]any)[0].(map[string]any)
+	if args := c["args"].([]any); len(args) != 3 || args[0] != "check-webhook" || args[2] != "tools" {
+		t.Errorf("the test Pod runs %v", args)
+	}
+	if spec["securityContext"].(map[string]any)["runAsNonRoot"] != true || c["securityContext"].(map[string]any)["allowPrivilegeEscalation"] != false {
+		t.Errorf("the test Pod is not restricted: %v %v", spec["securityContext"], c["securityContext"])
+	}
+	rules := kinds["Role"]["rules"].([]any)
+	if len(rules) != 1 || fmt.Sprint(rules[0].(map[string]any)["verbs"]) != "[create]" {
+		t.Errorf("the test's Role grants %v", rules)
+	}
+	out, err := Render(filepath.Join("..", "..", "config", "chart", "netconf-migrator"), "tools", nil)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if strings.Contains(string(out), "netconf-migrator-test") {
+		t.Error("an install renders helm test's hooks")
 	}
 }

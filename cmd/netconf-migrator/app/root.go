@@ -92,6 +92,7 @@ func NewRootCommand(streams IO) *cobra.Command {
 		newWebhookCommand(g),
 		newOperatorCommand(g),
 		newJournalsCommand(g),
+		newCheckWebhookCommand(),
 	)
 	root.AddCommand(&cobra.Command{
 		Use:   "version",
