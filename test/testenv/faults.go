@@ -27,8 +27,9 @@ import (
 // restarted is the kube-apiserver a restart started in place of envtest's;
 // Stop ends it.
 type restarted struct {
-	mu  sync.Mutex
-	cmd *exec.Cmd
+	mu     sync.Mutex
+	cmd    *exec.Cmd
+	exited chan struct{}
 }
 
 // RestartAPIServer stops the kube-apiserver with sig (SIGKILL: a crash;
@@ -67,28 +68,47 @@ func (e *Env) RestartAPIServer(ctx context.Context, sig syscall.Signal) error {
 	}
 	e.apiserver.mu.Lock()
 	defer e.apiserver.mu.Unlock()
-	if e.apiserver.cmd != nil {
-		_ = e.apiserver.cmd.Wait() // ours: reap it
+	if e.apiserver.exited != nil {
+		<-e.apiserver.exited // ours: reaped
 	}
-	cmd := exec.Command(args[0], args[1:]...)
-	cmd.Env = environ
-	var out bytes.Buffer
-	cmd.Stdout, cmd.Stderr = &out, &out
-	if err := cmd.Start(); err != nil {
-		return fmt.Errorf("starting the kube-apiserver again: %w", err)
-	}
-	e.apiserver.cmd = cmd
 	kube, err := kubernetes.NewForConfig(e.Config)
 	if err != nil {
 		return err
 	}
-	if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
-		_, err := kube.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
-		return err == nil, nil
-	}); err != nil {
-		return fmt.Errorf("the restarted kube-apiserver never became ready: %w\n%s", err, tail(out.String(), 2000))
+	// Its port may be taken for a moment by another process's connection
+	// (the machine runs other suites): a start that exits is tried again,
+	// as the kubelet restarts a static Pod.
+	var out bytes.Buffer
+	for attempt := 1; ; attempt++ {
+		out.Reset()
+		cmd := exec.Command(args[0], args[1:]...)
+		cmd.Env = environ
+		cmd.Stdout, cmd.Stderr = &out, &out
+		if err := cmd.Start(); err != nil {
+			return fmt.Errorf("starting the kube-apiserver again: %w", err)
+		}
+		exited := make(chan struct{})
+		go func() { _ = cmd.Wait(); close(exited) }()
+		e.apiserver.cmd, e.apiserver.exited = cmd, exited
+		err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(ctx context.Context) (bool, error) {
+			select {
+			case <-exited:
+				return false, errors.New("it exited")
+			default:
+			}
+			_, err := kube.Discovery().RESTClient().Get().AbsPath("/readyz").DoRaw(ctx)
+			return err == nil, nil
+		})
+		if err == nil {
+			return nil
+		}
+		if attempt == 10 {
+			return fmt.Errorf("the restarted kube-apiserver never became ready (%d starts): %w\n%s", attempt, err, tail(out.String(), 2000))
+		}
+		_ = cmd.Process.Kill()
+		<-exited
+		time.Sleep(time.Second)
 	}
-	return nil
 }
 
 // PauseEtcd stops etcd (SIGSTOP) for d and continues it: a disk that
@@ -117,15 +137,14 @@ func (e *Env) stopRestarted() error {
 	if cmd == nil {
 		return nil
 	}
-	e.apiserver.cmd = nil
+	exited := e.apiserver.exited
+	e.apiserver.cmd, e.apiserver.exited = nil, nil
 	_ = cmd.Process.Signal(syscall.SIGTERM)
-	done := make(chan error, 1)
-	go func() { done <- cmd.Wait() }()
 	select {
-	case <-done:
+	case <-exited:
 	case <-time.After(20 * time.Second):
 		_ = cmd.Process.Kill()
-		<-done
+		<-exited
 	}
 	return nil
 }
