@@ -37,16 +37,16 @@ import (
 // runFlags are the flags migrate and rollback share.
 type runFlags struct {
 	namespace, selector, dryRun, output, reportPath, profile, terminationPath string
-	kube                                                                    *kubeFlags
-	pageSize                                                                              int64
-	concurrency, burst                                                                    int
-	qps                                                                                   float32
-	progress, timeout, nadBudget, requestTimeout                                          time.Duration
-	events                                                                                string
-	recreate, backupNamespace, reportConfigMap, reportSecret                              string
-	earlierBackupNamespace                                                                string
-	replaceFinalizers, replaceWebhooks                                                    []string
-	replaceBudget, resumeWindow, leaseWait, leaseDuration                                 time.Duration
+	kube                                                                      *kubeFlags
+	pageSize                                                                  int64
+	concurrency, burst                                                        int
+	qps                                                                       float32
+	progress, timeout, nadBudget, requestTimeout                              time.Duration
+	events                                                                    string
+	recreate, backupNamespace, reportConfigMap, reportSecret                  string
+	earlierBackupNamespace                                                    string
+	replaceFinalizers, replaceWebhooks                                        []string
+	replaceBudget, resumeWindow, leaseWait, leaseDuration                     time.Duration
 }
 
 func newRunCommand(g *globals, mode migration.Mode) *cobra.Command {
