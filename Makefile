@@ -103,8 +103,8 @@ soak: test-assets ## Run the soaks for SOAK_DURATION and print their figures.
 CHAOS_DURATION ?= 1h
 CHAOS_NADS ?= 3000
 chaos: test-assets ## Run the chaos soak for CHAOS_DURATION on CHAOS_NADS NADs and print its figures.
-	@mkdir -p $(BIN)
-	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" $(GO) test -count=1 -timeout 3h -run '^TestChaos$$' -v ./migration/operator/e2e -args -chaos=$(CHAOS_DURATION) -chaos-nads=$(CHAOS_NADS) 2>&1 | tee $(BIN)/chaos.log | grep -E '^(=== RUN|--- |ok|FAIL|panic)|CHAOS|chaos_test'
+	@mkdir -p $(BIN) && rm -rf $(BIN)/chaos-logs && mkdir -p $(BIN)/chaos-logs
+	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" $(GO) test -count=1 -timeout 3h -run '^TestChaos$$' -v ./migration/operator/e2e -args -chaos=$(CHAOS_DURATION) -chaos-nads=$(CHAOS_NADS) -chaos-logs=$(abspath $(BIN))/chaos-logs 2>&1 | tee $(BIN)/chaos.log | grep -E '^(=== RUN|--- |ok|FAIL|panic)|CHAOS|chaos_test'
 	@grep -ho 'CHAOS .*' $(BIN)/chaos.log
 
 # Fuzzing instruments every package it builds: the normalizer's are few,

@@ -41,6 +41,7 @@ var (
 	chaosNADs     = flag.Int("chaos-nads", 300, "NADs TestChaos seeds per release, a fifth of them nested")
 	chaosSeed     = flag.Uint64("chaos-seed", 0, "seed of TestChaos's faults (default: the clock)")
 	chaosReleases = flag.String("chaos-releases", "v1.6,v1.9", "the Harvester releases whose stand-ins and controllers TestChaos runs beside, one after the other")
+	chaosLogs     = flag.String("chaos-logs", "", "a directory for the logs of every process TestChaos starts (one file per start); none when empty")
 )
 
 // TestChaos runs what a cluster runs, as processes, beside Harvester's
@@ -601,6 +602,17 @@ func supervise(t *testing.T, metrics string, pause func() time.Duration, bin str
 		defer close(done)
 		for {
 			cmd := exec.Command(bin, args...)
+			var logFile *os.File
+			if *chaosLogs != "" {
+				// What a process said before a fault cut it: the only
+				// account of a run that hangs.
+				name := fmt.Sprintf("%s-%s-%s-%03d.log", strings.ReplaceAll(t.Name(), "/", "_"), args[0], strings.TrimPrefix(strings.TrimPrefix(metrics, "http://127.0.0.1:"), "http://"), p.starts.Load())
+				name = strings.NewReplacer("/", "_", ":", "_").Replace(name)
+				if f, err := os.Create(filepath.Join(*chaosLogs, name)); err == nil {
+					logFile = f
+					cmd.Stdout, cmd.Stderr = f, f
+				}
+			}
 			if err := cmd.Start(); err != nil {
 				t.Error(err)
 				return
@@ -610,7 +622,13 @@ func supervise(t *testing.T, metrics string, pause func() time.Duration, bin str
 			p.cmd = cmd
 			p.mu.Unlock()
 			exited := make(chan struct{})
-			go func() { _ = cmd.Wait(); close(exited) }()
+			go func() {
+				_ = cmd.Wait()
+				if logFile != nil {
+					_ = logFile.Close()
+				}
+				close(exited)
+			}()
 			select {
 			case <-stop:
 				_ = cmd.Process.Kill()
