@@ -155,9 +155,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	return reconcile.Result{}, r.start(next)
 }
 
-// finished is a NADMigration whose outcome is final.
+// finished is a NADMigration whose outcome is final. One that says it is
+// reconciling is not, whatever completionTime says: a writer that set
+// completionTime (the owner of open replacements, when it created the
+// NADs an attempt left missing) may have raced an attempt's start, and a
+// NADMigration taken for finished while Running would never be resumed.
 func finished(nm *v1alpha1.NADMigration) bool {
-	return nm.Status.CompletionTime != nil && nm.Status.ObservedGeneration == nm.Generation
+	return nm.Status.CompletionTime != nil && nm.Status.ObservedGeneration == nm.Generation &&
+		!meta.IsStatusConditionTrue(nm.Status.Conditions, v1alpha1.ConditionReconciling)
 }
 
 // next is the NADMigration to run now: one a stopped operator left started
@@ -262,8 +267,12 @@ func (r *Reconciler) start(nm *v1alpha1.NADMigration) error {
 		st.StartTime = &now
 	}
 	st.Attempts++
+	st.CompletionTime = nil
 	setConditions(st, nm.Generation, metav1.ConditionTrue, v1alpha1.ReasonRunning, fmt.Sprintf("attempt %d started", st.Attempts))
-	if err := r.Client.Status().Patch(ctx, nm, client.MergeFrom(orig)); err != nil {
+	// On the status as read: if another writer changed it since (the
+	// owner of open replacements ending it), the start conflicts and the
+	// next reconcile decides again.
+	if err := r.Client.Status().Patch(ctx, nm, client.MergeFromWithOptions(orig, client.MergeFromWithOptimisticLock{})); err != nil {
 		return fmt.Errorf("marking NADMigration %s started: %w", nm.Name, err)
 	}
 	run, cancel := context.WithCancel(ctx)

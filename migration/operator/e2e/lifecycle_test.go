@@ -9,6 +9,7 @@ import (
 
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -147,4 +148,38 @@ func cond(nm *v1alpha1.NADMigration, typ string) *metav1.Condition {
 		}
 	}
 	return nil
+}
+
+// A NADMigration whose status says an attempt is running but also carries
+// a completionTime: what the hour-long chaos soak left when the owner of
+// open replacements ended a NADMigration (it had created the NADs an
+// attempt left missing) while the next attempt started, and that attempt's
+// replica was then killed. Taken for finished, it was never resumed and
+// read Running forever. It is resumed, and ends.
+func TestARunningNADMigrationWithACompletionTimeIsResumed(t *testing.T) {
+	ns := namespace(t, "stuck-running", nil)
+	create(t, newNAD(ns, "a", nested))
+	create(t, newMigration("stuck-running", v1alpha1.NADMigrationSpec{Namespaces: []string{ns}}))
+	nm := get(t, "stuck-running")
+	now := metav1.Now()
+	nm.Status.ObservedGeneration = nm.Generation
+	nm.Status.StartTime, nm.Status.CompletionTime, nm.Status.Attempts = &now, &now, 2
+	for _, typ := range []string{v1alpha1.ConditionReconciling, v1alpha1.ConditionReady, v1alpha1.ConditionStalled} {
+		status := metav1.ConditionFalse
+		if typ == v1alpha1.ConditionReconciling {
+			status = metav1.ConditionTrue
+		}
+		meta.SetStatusCondition(&nm.Status.Conditions, metav1.Condition{Type: typ, Status: status, Reason: v1alpha1.ReasonRunning, Message: "attempt 2 running", ObservedGeneration: nm.Generation})
+	}
+	if err := env.Client.Status().Update(context.Background(), nm); err != nil {
+		t.Fatal(err)
+	}
+	startOperator(t, operator.Options{Fix: detect.FixOff})
+	done := waitStatus(t, "stuck-running", status.CurrentStatus)
+	if done.Status.Attempts != 3 || !meta.IsStatusConditionTrue(done.Status.Conditions, v1alpha1.ConditionReady) {
+		t.Errorf("after the operator resumed it: attempts %d, conditions %+v", done.Status.Attempts, done.Status.Conditions)
+	}
+	if got := forms(t, ns); got[netconf.FormFlat] != 1 {
+		t.Errorf("forms %v", got)
+	}
 }
