@@ -29,11 +29,9 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/klog/v2"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
 	ctrllog "sigs.k8s.io/controller-runtime/pkg/log"
@@ -310,14 +308,6 @@ func manifest(name, config string, labels map[string]string) []byte {
 // shipped configuration pointed at it on localhost, and waits until the
 // API server calls it.
 func (d *demo) startWebhook(ctx context.Context, env *testenv.Env, onStop func(func())) error {
-	raw, err := os.ReadFile(filepath.Join("config", "webhook", "manifests.yaml"))
-	if err != nil {
-		return err
-	}
-	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
-	if err := yaml.UnmarshalStrict(raw, mwc); err != nil {
-		return err
-	}
 	port, err := testenv.FreePort("127.0.0.1")
 	if err != nil {
 		return err
@@ -326,9 +316,10 @@ func (d *demo) startWebhook(ctx context.Context, env *testenv.Env, onStop func(f
 	if err != nil {
 		return err
 	}
-	for i := range mwc.Webhooks {
-		path := *mwc.Webhooks[i].ClientConfig.Service.Path
-		mwc.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: ptr.To(fmt.Sprintf("https://localhost:%d%s", port, path))}
+	// The self-signed webhook fills in the caBundle itself.
+	mwc, err := testenv.ShippedWebhookConfiguration(fmt.Sprintf("https://localhost:%d", port), nil)
+	if err != nil {
+		return err
 	}
 	const own, backups = "netconf-migrator-system", "netconf-migrator-backups"
 	for _, ns := range []string{own, backups} {

@@ -7,6 +7,10 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
+	"k8s.io/utils/ptr"
+	"sigs.k8s.io/yaml"
 )
 
 // ChartOptions shape RenderChart.
@@ -61,4 +65,31 @@ func RenderChart(o ChartOptions) ([]byte, error) {
 		return nil, fmt.Errorf("rendering the chart (go %v): %w: %s", args, err, bytes.TrimSpace(stderr.Bytes()))
 	}
 	return stdout.Bytes(), nil
+}
+
+// ShippedWebhookConfiguration reads config/webhook/manifests.yaml and
+// points each webhook at base (scheme, host and port) plus the path its
+// Service names, with caBundle, the way a Service and an injected CA would:
+// for suites and demos that serve the webhook on this machine.
+func ShippedWebhookConfiguration(base string, caBundle []byte) (*admissionregistrationv1.MutatingWebhookConfiguration, error) {
+	root, err := RepoRoot()
+	if err != nil {
+		return nil, err
+	}
+	raw, err := os.ReadFile(filepath.Join(root, "config", "webhook", "manifests.yaml"))
+	if err != nil {
+		return nil, err
+	}
+	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
+	if err := yaml.UnmarshalStrict(raw, mwc); err != nil {
+		return nil, fmt.Errorf("decoding config/webhook/manifests.yaml: %w", err)
+	}
+	for i := range mwc.Webhooks {
+		svc := mwc.Webhooks[i].ClientConfig.Service
+		if svc == nil || svc.Path == nil {
+			return nil, fmt.Errorf("webhook %s is not called through a Service path", mwc.Webhooks[i].Name)
+		}
+		mwc.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: ptr.To(base + *svc.Path), CABundle: caBundle}
+	}
+	return mwc, nil
 }

@@ -14,7 +14,7 @@ import (
 	"net"
 	"net/http"
 	"os"
-	"path/filepath"
+	"strings"
 	"sync"
 	"testing"
 	"time"
@@ -24,11 +24,9 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
-	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/envtest"
-	"sigs.k8s.io/yaml"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/internal/logging"
@@ -63,26 +61,14 @@ const (
 // server with envtest's CA, the way a Service and a caBundle would.
 func shippedMWC(t testing.TB) *admissionregistrationv1.MutatingWebhookConfiguration {
 	t.Helper()
-	root, err := testenv.RepoRoot()
+	mwc, err := testenv.ShippedWebhookConfiguration("https://"+net.JoinHostPort(env.Webhook.LocalServingHost, fmt.Sprint(env.Webhook.LocalServingPort)), env.Webhook.LocalServingCAData)
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := os.ReadFile(filepath.Join(root, "config", "webhook", "manifests.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
-	if err := yaml.UnmarshalStrict(raw, mwc); err != nil {
-		t.Fatalf("decoding config/webhook/manifests.yaml: %v", err)
-	}
-	for i := range mwc.Webhooks {
-		cc := &mwc.Webhooks[i].ClientConfig
-		if cc.Service == nil || cc.Service.Path == nil || *cc.Service.Path != webhooks.Path {
-			t.Fatalf("webhook %s does not call %s through a Service", mwc.Webhooks[i].Name, webhooks.Path)
+	for _, w := range mwc.Webhooks {
+		if !strings.HasSuffix(*w.ClientConfig.URL, webhooks.Path) {
+			t.Fatalf("webhook %s does not call %s through a Service", w.Name, webhooks.Path)
 		}
-		cc.URL = ptr.To("https://" + net.JoinHostPort(env.Webhook.LocalServingHost, fmt.Sprint(env.Webhook.LocalServingPort)) + webhooks.Path)
-		cc.Service = nil
-		cc.CABundle = env.Webhook.LocalServingCAData
 	}
 	return mwc
 }

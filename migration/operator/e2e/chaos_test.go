@@ -18,15 +18,12 @@ import (
 	"testing"
 	"time"
 
-	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
-	"sigs.k8s.io/yaml"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
@@ -545,25 +542,13 @@ func startWebhookProcess(t *testing.T, bin, probeNS string, pause func() time.Du
 func startWebhookProcessMetrics(t *testing.T, bin, probeNS string, pause func() time.Duration, metrics string) *supervised {
 	t.Helper()
 	ctx := context.Background()
-	root, err := testenv.RepoRoot()
-	if err != nil {
-		t.Fatal(err)
-	}
-	raw, err := os.ReadFile(filepath.Join(root, "config", "webhook", "manifests.yaml"))
-	if err != nil {
-		t.Fatal(err)
-	}
-	mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
-	if err := yaml.UnmarshalStrict(raw, mwc); err != nil {
-		t.Fatal(err)
-	}
 	port, err := testenv.FreePort("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
 	}
-	for i := range mwc.Webhooks {
-		path := *mwc.Webhooks[i].ClientConfig.Service.Path
-		mwc.Webhooks[i].ClientConfig = admissionregistrationv1.WebhookClientConfig{URL: ptr.To(fmt.Sprintf("https://localhost:%d%s", port, path))}
+	mwc, err := testenv.ShippedWebhookConfiguration(fmt.Sprintf("https://localhost:%d", port), nil)
+	if err != nil {
+		t.Fatal(err)
 	}
 	if err := env.Client.Create(ctx, mwc); err != nil {
 		t.Fatal(err)
