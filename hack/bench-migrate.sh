@@ -9,8 +9,9 @@
 #   BenchmarkKubectlLoop     per-NAD time vs `kubectl get | jq | kubectl
 #                            replace` once per object, on 500 NADs
 #   BenchmarkReplaceBesideV16  3,000 NADs (20% nested) replaced beside
-#                            Harvester v1.6 and its controllers (cleanup 0-2 s
-#                            per NAD) vs fixed in place beside v1.5
+#                            Harvester v1.6 and v1.9 and their controllers
+#                            (cleanup 0-2 s per NAD) vs fixed in place beside
+#                            v1.5; REPLACE_NADS=15000 for the larger figure
 # Usage: hack/bench-migrate.sh [count] [kubectl-loop count] [replace count]   (default 3, 1, 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -22,7 +23,7 @@ assets=$(hack/setup-test-assets.sh)
 export KUBEBUILDER_ASSETS="$assets" PATH="$assets:$PATH"
 run() {
   local out
-  out=$(go test ./migration/e2e -run '^$' -bench "$1" -benchtime 1x -count "$2" -timeout 2h 2>&1 | grep -v '^{') ||
+  out=$(go test ./migration/e2e -run '^$' -bench "$1" -benchtime 1x -count "$2" -timeout 2h -args -bench-replace-nads "${REPLACE_NADS:-3000}" 2>&1 | grep -v '^{') ||
     { echo "$out" >&2; return 1; }
   echo "$out" | grep '^Benchmark' >&2
   echo "$out" | grep '^Benchmark'
@@ -56,8 +57,9 @@ echo "|---:|---:|---:|"
 printf '| %.1f | %.1f | %.0fx |\n' "$(echo "$loop" | median KubectlLoop migrate-ms/NAD)" \
   "$(echo "$loop" | median KubectlLoop kubectl-ms/NAD)" "$(echo "$loop" | median KubectlLoop speedup)"
 echo
-echo "| nested NADs | v1.5: in place (s) | v1.6 + controllers: replaced (s) | replaced / in place |"
-echo "|---:|---:|---:|---:|"
-printf '| %.0f | %.1f | %.1f | %.2fx |\n' "$(echo "$replace" | median ReplaceBesideV16 nested)" \
-  "$(echo "$replace" | median ReplaceBesideV16 v1.5-in-place-s)" "$(echo "$replace" | median ReplaceBesideV16 v1.6-replaced-s)" \
-  "$(echo "$replace" | median ReplaceBesideV16 replaced/in-place)"
+echo "| nested NADs | v1.5: in place (s) | v1.6: replaced (s) | v1.6 / in place | v1.9: replaced (s) | v1.9 / in place |"
+echo "|---:|---:|---:|---:|---:|---:|"
+printf '| %.0f | %.1f | %.1f | %.2fx | %.1f | %.2fx |\n' "$(echo "$replace" | median ReplaceBesideV16 nested)" \
+  "$(echo "$replace" | median ReplaceBesideV16 v1.5-in-place-s)" \
+  "$(echo "$replace" | median ReplaceBesideV16 v1.6-replaced-s)" "$(echo "$replace" | median ReplaceBesideV16 v1.6/in-place)" \
+  "$(echo "$replace" | median ReplaceBesideV16 v1.9-replaced-s)" "$(echo "$replace" | median ReplaceBesideV16 v1.9/in-place)"

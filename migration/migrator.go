@@ -54,6 +54,7 @@ const (
 	ReasonChangedSince   = "ChangedSinceMigration"
 	defaultPageSize      = 500
 	defaultConcurrency   = 4
+	defaultReplacing     = 16
 	defaultMaxConflicts  = 10
 	defaultProgressEvery = 10 * time.Second
 )
@@ -64,11 +65,18 @@ type Options struct {
 	Namespace string          // empty: all namespaces
 	Selector  labels.Selector // nil: every NAD
 	PageSize  int64
-	// Concurrency is how many NADs are written at once.
+	// Concurrency is how many NADs are written in place at once.
 	Concurrency int
-	DryRun      DryRun
-	Profile     netconf.Profile
-	Backoff     Backoff
+	// ReplaceConcurrency is how many replacements may be in flight at once
+	// besides (default 16): a replacement mostly waits on Harvester's
+	// controllers' cleanup, so replacements would hold the in-place
+	// writers for nothing. Its requests are bounded by this number and by
+	// the API server's answers (429 with Retry-After), not by the in-place
+	// writers' QPS.
+	ReplaceConcurrency int
+	DryRun             DryRun
+	Profile            netconf.Profile
+	Backoff            Backoff
 	// MaxConflicts bounds how often one NAD is read again after another
 	// writer won the race.
 	MaxConflicts int
@@ -112,6 +120,10 @@ type Migrator struct {
 
 	// run is the run's context: done when the run has to stop.
 	run context.Context
+	// inPlace and replacing bound a run's workers: inPlace is held while
+	// a NAD is read and written in place, replacing while it is replaced.
+	// Nil outside Run (Fix).
+	inPlace, replacing chan struct{}
 	// left are the NADs listed but not handed out when the run stopped.
 	left                         []*nadv1.NetworkAttachmentDefinition
 	seen, changed, failed, pages atomic.Int64
@@ -131,6 +143,9 @@ func (m *Migrator) defaults() {
 	}
 	if o.Concurrency <= 0 {
 		o.Concurrency = defaultConcurrency
+	}
+	if o.ReplaceConcurrency <= 0 {
+		o.ReplaceConcurrency = defaultReplacing
 	}
 	if o.DryRun == "" {
 		o.DryRun = DryRunNone

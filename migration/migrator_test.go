@@ -64,6 +64,10 @@ type memStore struct {
 	controller func(s *memStore, key string)
 	// objectLists counts the listings by label (memObjects.List).
 	objectLists int
+	// gets counts the reads of each NAD; gone, when set, is told of every
+	// NAD that leaves the store (the API server's watch).
+	gets map[string]int
+	gone func(*nadv1.NetworkAttachmentDefinition)
 }
 
 var nadGR = schema.GroupResource{Group: "k8s.cni.cncf.io", Resource: "network-attachment-definitions"}
@@ -120,6 +124,10 @@ func (s *memStore) List(_ context.Context, ns string, sel labels.Selector, limit
 func (s *memStore) Get(_ context.Context, ns, name string) (*nadv1.NetworkAttachmentDefinition, error) {
 	s.mu.Lock()
 	defer s.mu.Unlock()
+	if s.gets == nil {
+		s.gets = map[string]int{}
+	}
+	s.gets[ns+"/"+name]++
 	n, ok := s.nads[ns+"/"+name]
 	if !ok {
 		return nil, apierrors.NewNotFound(nadGR, name)
@@ -225,6 +233,9 @@ func (s *memStore) Delete(_ context.Context, nad *nadv1.NetworkAttachmentDefinit
 		return nil
 	}
 	delete(s.nads, key)
+	if s.gone != nil {
+		s.gone(cur)
+	}
 	return nil
 }
 
@@ -348,6 +359,9 @@ func (s *memStore) finalize(key string) {
 	defer s.mu.Unlock()
 	if n, ok := s.nads[key]; ok && n.DeletionTimestamp != nil {
 		delete(s.nads, key)
+		if s.gone != nil {
+			s.gone(n)
+		}
 	}
 }
 

@@ -121,6 +121,16 @@ func (m *Migrator) replaceIfRefused(ctx context.Context, nad, stored *nadv1.Netw
 	if err == nil || !m.mayRecreate(nad, err) {
 		return stored, nil, err
 	}
+	if m.inPlace != nil {
+		// The in-place slot goes to the next NAD while this one waits on
+		// its replacement, which holds a slot of its own.
+		<-m.inPlace
+		m.replacing <- struct{}{}
+		defer func() {
+			<-m.replacing
+			m.inPlace <- struct{}{}
+		}()
+	}
 	// Up to the delete, the NAD's own budget and the run's stop apply;
 	// from the delete on, the replacement's own budget.
 	res, err := m.Replacer.Replace(waitOf(ctx), string(m.Opts.Mode), types.NamespacedName{Namespace: nad.Namespace, Name: nad.Name},

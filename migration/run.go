@@ -41,8 +41,15 @@ func (m *Migrator) Run(ctx context.Context) (*report.Report, error) {
 		return rep, fmt.Errorf("finishing the replacements an earlier run started: %w", err)
 	}
 	work := make(chan *nadv1.NetworkAttachmentDefinition, m.Opts.Concurrency)
+	workers := m.Opts.Concurrency
+	if m.Replacer != nil && m.Opts.Recreate == RecreateAuto && m.Opts.DryRun != DryRunClient {
+		// More workers than in-place slots: a worker whose NAD is being
+		// replaced gives its slot to the next NAD while it waits.
+		m.inPlace, m.replacing = make(chan struct{}, m.Opts.Concurrency), make(chan struct{}, m.Opts.ReplaceConcurrency)
+		workers += m.Opts.ReplaceConcurrency
+	}
 	var wg sync.WaitGroup
-	for range m.Opts.Concurrency {
+	for range workers {
 		wg.Go(func() {
 			for nad := range work {
 				it := m.visit(requests, nad)
@@ -118,6 +125,10 @@ func stopReason(run context.Context, timeout time.Duration, last string, listed 
 // stop, a NAD not yet started, or whose write did not land, is reported
 // unvisited: no Event, no failure, the next run visits it.
 func (m *Migrator) visit(requests context.Context, nad *nadv1.NetworkAttachmentDefinition) report.Item {
+	if m.inPlace != nil {
+		m.inPlace <- struct{}{}
+		defer func() { <-m.inPlace }()
+	}
 	if m.run.Err() != nil {
 		return m.unvisited(nad)
 	}

@@ -6,6 +6,7 @@ package migration
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -13,6 +14,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
+	"k8s.io/apimachinery/pkg/watch"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
@@ -175,4 +177,31 @@ func (s ClientObjects) List(ctx context.Context, selector labels.Selector) ([]un
 		return nil, err
 	}
 	return list.Items, nil
+}
+
+// Current returns the NADs' collection resourceVersion now: a list of one
+// item's metadata, read from etcd (a limit without a resourceVersion is a
+// consistent read).
+func (s ClientObjects) Current(ctx context.Context) (string, error) {
+	list := nadMetadataList()
+	if err := s.Client.List(ctx, list, client.Limit(1)); err != nil {
+		return "", fmt.Errorf("reading the NADs' resourceVersion: %w", err)
+	}
+	return list.ResourceVersion, nil
+}
+
+// Watch watches the metadata of the NADs of every namespace from
+// resourceVersion, when Client can watch.
+func (s ClientObjects) Watch(ctx context.Context, resourceVersion string) (watch.Interface, error) {
+	w, ok := s.Client.(client.WithWatch)
+	if !ok {
+		return nil, errors.New("the client cannot watch")
+	}
+	return w.Watch(ctx, nadMetadataList(), &client.ListOptions{Raw: &metav1.ListOptions{ResourceVersion: resourceVersion, AllowWatchBookmarks: true}})
+}
+
+func nadMetadataList() *metav1.PartialObjectMetadataList {
+	list := &metav1.PartialObjectMetadataList{}
+	list.SetGroupVersionKind(nadv1.GroupVersion.WithKind(nadv1.Kind + "List"))
+	return list
 }

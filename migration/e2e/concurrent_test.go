@@ -107,14 +107,17 @@ func TestTwoRunsOneKilledMidReplacement(t *testing.T) {
 	checkNoBackups(t)
 }
 
-// BenchmarkReplaceBesideV16 runs migrate on 3,000 NADs (100 under -short),
-// 20% of them nested, twice in one run: beside Harvester v1.5,
-// which lets every nested NAD be flattened in place (the baseline), and
-// beside v1.6 and its controllers, which refuse that, so every nested NAD
-// is replaced while the controllers' cleanup takes 0 to 2 s per NAD. Both
-// must end with every NAD flat. Run with -benchtime 1x.
+var benchReplaceNADs = flag.Int("bench-replace-nads", 3000, "NADs in BenchmarkReplaceBesideV16, a fifth of them nested (the issue's figures: 3000 and 15000)")
+
+// BenchmarkReplaceBesideV16 runs migrate on -bench-replace-nads NADs (3,000;
+// 100 under -short), 20% of them nested, three times in one run: beside
+// Harvester v1.5, which lets every nested NAD be flattened in place (the
+// baseline), then beside v1.6 and beside v1.9 with their controllers, which
+// refuse that, so every nested NAD is replaced while the controllers'
+// cleanup takes 0 to 2 s per NAD. Each must end with every NAD flat. Run
+// with -benchtime 1x.
 func BenchmarkReplaceBesideV16(b *testing.B) {
-	n := 3000
+	n := *benchReplaceNADs
 	if testing.Short() { // make test's smoke run: the code behind the figure, small
 		n = 100
 	}
@@ -166,13 +169,16 @@ func BenchmarkReplaceBesideV16(b *testing.B) {
 	}
 	for range b.N {
 		inPlace, fixed15 := run(b, harvester.V15, false)
-		replaced, fixed16 := run(b, harvester.V16, true)
-		if fixed15 != n/5 || fixed16 != n/5 {
-			b.Fatalf("fixed %d beside v1.5 and %d beside v1.6, want %d each", fixed15, fixed16, n/5)
+		replaced16, fixed16 := run(b, harvester.V16, true)
+		replaced19, fixed19 := run(b, harvester.V19, true)
+		if fixed15 != n/5 || fixed16 != n/5 || fixed19 != n/5 {
+			b.Fatalf("fixed %d beside v1.5, %d beside v1.6 and %d beside v1.9, want %d each", fixed15, fixed16, fixed19, n/5)
 		}
 		b.ReportMetric(inPlace.Seconds(), "v1.5-in-place-s")
-		b.ReportMetric(replaced.Seconds(), "v1.6-replaced-s")
-		b.ReportMetric(float64(replaced)/float64(inPlace), "replaced/in-place")
+		b.ReportMetric(replaced16.Seconds(), "v1.6-replaced-s")
+		b.ReportMetric(replaced19.Seconds(), "v1.9-replaced-s")
+		b.ReportMetric(float64(replaced16)/float64(inPlace), "v1.6/in-place")
+		b.ReportMetric(float64(replaced19)/float64(inPlace), "v1.9/in-place")
 		b.ReportMetric(float64(n/5), "nested")
 		b.ReportMetric(0, "ns/op")
 	}

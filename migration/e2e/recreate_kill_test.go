@@ -123,7 +123,9 @@ func TestRecreateKilledAtEachStep(t *testing.T) {
 			before := listAll(t, ns)
 
 			p, srv := newKillProxy(t, step.match)
-			cmd := exec.Command(bin, "migrate", "-n", ns, "--concurrency", "1", "--lease-duration", "2s", "--kubeconfig", kubeconfigFor(t, srv.URL), "--termination-message-path", "")
+			// One replacement at a time, so the kill lands between two
+			// steps of one replacement and the others have not started.
+			cmd := exec.Command(bin, "migrate", "-n", ns, "--concurrency", "1", "--replace-concurrency", "1", "--lease-duration", "2s", "--kubeconfig", kubeconfigFor(t, srv.URL), "--termination-message-path", "")
 			p.start(t, cmd)
 			_ = cmd.Wait()
 			if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {

@@ -393,7 +393,7 @@ func TestPreHookKilledMidReplacementTheChartJobFinishes(t *testing.T) {
 		p.proc, _ = os.FindProcess(pid) // the proxy holds p.mu here
 		return true
 	})
-	u := runUpgrade(t, bin, "NETCONF_MIGRATOR_BIN="+wrapper, "NETCONF_MIGRATOR_ARGS=-n "+ns+" --concurrency 1 --lease-duration 2s",
+	u := runUpgrade(t, bin, "NETCONF_MIGRATOR_BIN="+wrapper, "NETCONF_MIGRATOR_ARGS=-n "+ns+" --concurrency 1 --replace-concurrency 1 --lease-duration 2s",
 		"KUBECONFIG="+kubeconfigFor(t, srv.URL))
 	if !strings.Contains(u.errOut, "migrate could not run (exit code 137)") {
 		t.Fatalf("the pre-hook's migrate was not killed: exit %d\n%s\n%s", u.code, u.out, u.errOut)

@@ -73,7 +73,12 @@ type Replacer struct {
 	// NAD's retry budget, and outlives a stopping run: once started, a
 	// replacement finishes (or stops with its journal kept) within it.
 	Budget time.Duration
-	// Poll is how often the wait for the deleted object looks again.
+	// Deletions, when set, is watched for the deletions replacements wait
+	// on, one watch for all of them; without it (or when the watch cannot
+	// run) each replacement reads its deleted object every Poll.
+	Deletions Watcher
+	// Poll is how often the wait for the deleted object looks again
+	// without the watch.
 	Poll time.Duration
 	// ResumeWindow is how long after its writing a journal left at step
 	// Deleting may be finished when its NAD is gone (DefaultResumeWindow).
@@ -85,6 +90,8 @@ type Replacer struct {
 
 	cnMu       sync.Mutex
 	cnListings map[string]cnListing
+	delMu      sync.Mutex
+	deletions  *deletions
 }
 
 // Denial is an admission webhook's refusal, as the API server words it.
@@ -370,12 +377,28 @@ func (r *Replacer) clusterNetworkNADs(ctx context.Context, cn string) ([]cnNAD, 
 
 // waitGone waits until the object with j's uid is gone: nil and the NAD
 // now stored under the name (another writer's) or nil when there is none.
-// When the budget runs out it says which finalizers hold the object and
-// which controllers own them.
+// It reads the object once, then waits on the shared watch of deletions
+// (reading again only when the watch started over, or every
+// deletionFallback), or, without Deletions or when the watch cannot run,
+// reads it every Poll. When the budget runs out it says which finalizers
+// hold the object and which controllers own them.
 func (r *Replacer) waitGone(ctx context.Context, j *Journal) (*unstructured.Unstructured, error) {
 	poll := r.Poll
 	if poll <= 0 {
 		poll = 200 * time.Millisecond
+	}
+	var sub *subscription
+	if r.Deletions != nil {
+		r.delMu.Lock()
+		if r.deletions == nil {
+			r.deletions = &deletions{w: r.Deletions, log: r.Log}
+		}
+		d := r.deletions
+		r.delMu.Unlock()
+		if sub = d.subscribe(ctx, j.UID()); sub != nil {
+			defer sub.close()
+			poll = deletionFallback
+		}
 	}
 	var last *unstructured.Unstructured
 	for {
@@ -394,6 +417,10 @@ func (r *Replacer) waitGone(ctx context.Context, j *Journal) (*unstructured.Unst
 		case ctx.Err() == nil:
 			return nil, err
 		}
+		var gone, again <-chan struct{}
+		if sub != nil {
+			gone, again = sub.gone, sub.again
+		}
 		select {
 		case <-ctx.Done():
 			why := r.holders(last)
@@ -405,10 +432,20 @@ func (r *Replacer) waitGone(ctx context.Context, j *Journal) (*unstructured.Unst
 				}
 			}
 			return nil, &Missing{Journal: r.Journals.Where(j), Why: why}
+		case <-gone:
+			// Deleted: the create that follows finds any NAD another
+			// writer put under the name meanwhile (AlreadyExists).
+			return nil, nil
+		case <-again:
 		case <-time.After(poll):
 		}
 	}
 }
+
+// deletionFallback is how often a replacement reads the object it deleted
+// while the shared watch of deletions runs: only in case an event is lost
+// in a way the watch cannot tell.
+const deletionFallback = 10 * time.Second
 
 func (r *Replacer) holders(obj *unstructured.Unstructured) string {
 	if obj == nil {

@@ -129,12 +129,18 @@ func Start(ctx context.Context, c Config, opts migration.Options) (*Run, error) 
 	}
 	var replacer *replace.Replacer
 	if opts.Recreate == migration.RecreateAuto {
+		rc, err := replaceClient(c)
+		if err != nil {
+			r.Release()
+			return nil, &StartError{Err: err}
+		}
+		objects := migration.ClientObjects{Client: rc}
 		replacer = &replace.Replacer{
-			Objects: migration.ClientObjects{Client: c.Client}, Log: c.Log, Run: c.Identity,
+			Objects: objects, Deletions: objects, Log: c.Log, Run: c.Identity,
 			Finalizers: c.Finalizers, Webhooks: c.Webhooks, Budget: c.ReplaceBudget, ResumeWindow: c.ResumeWindow,
 		}
 		if opts.DryRun == migration.DryRunNone {
-			key, err := loadKey(r.Context, c.Client, c.BackupNamespace, c.KeyBudget)
+			key, err := loadKey(r.Context, rc, c.BackupNamespace, c.KeyBudget)
 			if err != nil {
 				r.Release()
 				// A key missing while backups exist waits for an
@@ -143,7 +149,7 @@ func Start(ctx context.Context, c Config, opts migration.Options) (*Run, error) 
 			}
 			// Every write a replacement sends is fenced by the Lease: none
 			// is sent once another run may hold it.
-			journals := replace.SecretJournals{Client: c.Client, Namespace: c.BackupNamespace, Key: key}
+			journals := replace.SecretJournals{Client: rc, Namespace: c.BackupNamespace, Key: key}
 			replacer.Journals = replace.FencedJournals(journals, fence)
 			replacer.Objects = replace.FencedObjects(replacer.Objects, fence)
 			// Backups an earlier version kept elsewhere (beside the
@@ -172,6 +178,27 @@ func Start(ctx context.Context, c Config, opts migration.Options) (*Run, error) 
 		Opts:     opts,
 	}
 	return r, nil
+}
+
+// replaceClient is the client replacements send their requests with: one
+// of their own, which can watch (the shared watch of deletions) and has no
+// client-side rate limit. Replacements are bounded by how many may be in
+// flight (migration.Options.ReplaceConcurrency), each sending one request
+// at a time, and by the API server's own answers: client-go waits out a
+// 429's Retry-After, which API Priority and Fairness sends when it is
+// busy. Sharing the in-place writers' --qps made every replacement queue
+// behind them for tokens while it held a NAD missing.
+func replaceClient(c Config) (client.Client, error) {
+	if c.REST == nil {
+		return c.Client, nil
+	}
+	cfg := rest.CopyConfig(c.REST)
+	cfg.QPS, cfg.Burst, cfg.RateLimiter = -1, 0, nil
+	rc, err := client.NewWithWatch(cfg, client.Options{Scheme: c.Client.Scheme(), Mapper: c.Client.RESTMapper()})
+	if err != nil {
+		return nil, fmt.Errorf("creating the replacements' client: %w", err)
+	}
+	return rc, nil
 }
 
 // IsTransient reports whether err is a start that may succeed later.

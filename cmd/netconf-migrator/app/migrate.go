@@ -39,7 +39,7 @@ type runFlags struct {
 	namespace, selector, dryRun, output, reportPath, profile, terminationPath string
 	kube                                                                      *kubeFlags
 	pageSize                                                                  int64
-	concurrency, burst                                                        int
+	concurrency, replaceConcurrency, burst                                    int
 	qps                                                                       float32
 	progress, timeout, nadBudget, requestTimeout                              time.Duration
 	events                                                                    string
@@ -110,7 +110,8 @@ Lease; 4 a NAD deleted to be created again is missing (see migrate).`
 	f.kube.addTo(fl, true)
 	fl.StringVarP(&f.selector, "selector", "l", "", "only NADs matching this label selector")
 	fl.Int64Var(&f.pageSize, "page-size", 500, "NADs per list request")
-	fl.IntVar(&f.concurrency, "concurrency", 4, "NADs written at once")
+	fl.IntVar(&f.concurrency, "concurrency", 4, "NADs written in place at once")
+	fl.IntVar(&f.replaceConcurrency, "replace-concurrency", 16, "NADs replaced at once, besides --concurrency; replacements are not bound by --qps but by this number and the API server's 429s")
 	fl.Float32Var(&f.qps, "qps", 50, "client requests per second to the API server, for NAD requests and for Events each")
 	fl.IntVar(&f.burst, "burst", 100, "client burst above --qps, for NAD requests and for Events each")
 	fl.StringVar(&f.dryRun, "dry-run", string(migration.DryRunNone), "none; client (send nothing); server (the API server and its webhooks see every write, nothing is stored)")
@@ -179,8 +180,8 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	if err != nil {
 		return usageError("--report-secret: %w", err)
 	}
-	if f.pageSize <= 0 || f.concurrency <= 0 || f.qps <= 0 || f.burst <= 0 || f.nadBudget <= 0 || f.requestTimeout <= 0 || f.timeout < 0 || f.replaceBudget <= 0 || f.leaseWait < 0 || f.leaseDuration < time.Second {
-		return usageError("--page-size, --concurrency, --qps, --burst, --nad-retry-budget, --request-timeout and --replace-budget must be positive, --timeout and --lease-wait not negative, --lease-duration at least 1s")
+	if f.pageSize <= 0 || f.concurrency <= 0 || f.replaceConcurrency <= 0 || f.qps <= 0 || f.burst <= 0 || f.nadBudget <= 0 || f.requestTimeout <= 0 || f.timeout < 0 || f.replaceBudget <= 0 || f.leaseWait < 0 || f.leaseDuration < time.Second {
+		return usageError("--page-size, --concurrency, --replace-concurrency, --qps, --burst, --nad-retry-budget, --request-timeout and --replace-budget must be positive, --timeout and --lease-wait not negative, --lease-duration at least 1s")
 	}
 	finalizers := harvester.Finalizers()
 	for _, kv := range f.replaceFinalizers {
@@ -245,7 +246,7 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 		Finalizers: finalizers, Webhooks: webhooks, ReplaceBudget: f.replaceBudget, ResumeWindow: f.resumeWindow, KeyBudget: f.nadBudget,
 		Events: policy.Filter(events),
 	}, migration.Options{
-		Mode: mode, Namespace: f.namespace, Selector: sel, PageSize: f.pageSize, Concurrency: f.concurrency,
+		Mode: mode, Namespace: f.namespace, Selector: sel, PageSize: f.pageSize, Concurrency: f.concurrency, ReplaceConcurrency: f.replaceConcurrency,
 		DryRun: dry, Profile: profile, ProgressInterval: f.progress, Recreate: recreate,
 		Timeout: f.timeout, NADBudget: f.nadBudget,
 	})
@@ -264,7 +265,7 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 		m.Opts.Diff = g.io.Out
 	}
 	start := time.Now()
-	log.Info("Starting", "mode", mode, "namespace", f.namespace, "selector", f.selector, "dryRun", dry, "pageSize", f.pageSize, "concurrency", f.concurrency)
+	log.Info("Starting", "mode", mode, "namespace", f.namespace, "selector", f.selector, "dryRun", dry, "pageSize", f.pageSize, "concurrency", f.concurrency, "replaceConcurrency", f.replaceConcurrency)
 	rep, runErr := m.Run(ctx)
 	if dropped := events.Flush(eventsFlushBound); dropped > 0 {
 		log.Info("Dropped Events still queued when the flush bound ran out", logging.KeyCount, dropped, "bound", eventsFlushBound.String())
