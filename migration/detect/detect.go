@@ -166,15 +166,21 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 		r.event(ctx, nad, corev1.EventTypeWarning, ReasonContested, msg)
 		return reconcile.Result{}, nil
 	}
-	return r.fix(ctx, log, req.NamespacedName)
+	return r.fix(ctx, log, req.NamespacedName, nad)
 }
 
-// fix migrates the NAD as stored (read again: the cache holds a trimmed
-// copy) with the engine.
-func (r *Reconciler) fix(ctx context.Context, log logr.Logger, key types.NamespacedName) (reconcile.Result, error) {
-	live, err := migration.ClientStore{Client: r.Runner.Client}.Get(ctx, key.Namespace, key.Name)
-	if err != nil {
-		return reconcile.Result{}, client.IgnoreNotFound(err)
+// fix migrates the NAD with the engine, from the cached copy when it holds
+// the config (Trim keeps a fixable one's): the in-place patch carries only
+// what the fix changes and the cached resourceVersion, so it cannot drop
+// what Trim left out and loses to any newer write (read again then, as a
+// run does after a conflict). Otherwise the NAD is read again first.
+func (r *Reconciler) fix(ctx context.Context, log logr.Logger, key types.NamespacedName, cached *nadv1.NetworkAttachmentDefinition) (reconcile.Result, error) {
+	live := cached
+	if !Fixable(netconf.Normalize([]byte(cached.Spec.Config)).Form) {
+		var err error
+		if live, err = (migration.ClientStore{Client: r.Runner.Client}).Get(ctx, key.Namespace, key.Name); err != nil {
+			return reconcile.Result{}, client.IgnoreNotFound(err)
+		}
 	}
 	opts := migration.Options{Mode: migration.ModeMigrate, DryRun: migration.DryRunNone, Recreate: migration.RecreateNever, Concurrency: 1}
 	var m *migration.Migrator

@@ -40,8 +40,16 @@ func TestTrimKeepsWhatTheOperatorNeeds(t *testing.T) {
 	if diff := cmp.Diff(map[string]string{nadv1.LabelSkip: "true", "storage-network.settings.harvesterhci.io/hash": "h"}, got.Labels); diff != "" {
 		t.Errorf("labels kept (-want +got):\n%s", diff)
 	}
-	if got.Spec.Config != "" || got.ManagedFields != nil {
-		t.Errorf("trimmed NAD: config %q, managedFields %v, labels %v", got.Spec.Config, got.ManagedFields, got.Labels)
+	// A config the operator fixes is kept, so the fix need not read it
+	// again; any other is dropped.
+	if got.Spec.Config != nested || got.ManagedFields != nil {
+		t.Errorf("trimmed nested NAD: config %q, managedFields %v, labels %v", got.Spec.Config, got.ManagedFields, got.Labels)
+	}
+	for _, config := range []string{`{"cniVersion":"0.3.1","type":"bridge","bridge":"a-br"}`, `{"cniVersion":"0.3.1","name":"a","type":"bridge"}`} {
+		out, _ := Trim(&nadv1.NetworkAttachmentDefinition{Spec: nadv1.NetworkAttachmentDefinitionSpec{Config: config}})
+		if c := out.(*nadv1.NetworkAttachmentDefinition).Spec.Config; c != "" {
+			t.Errorf("trimmed %s NAD: config %q kept", CachedForm(out.(*nadv1.NetworkAttachmentDefinition)), c)
+		}
 	}
 	if CachedForm(got) != netconf.FormNested {
 		t.Errorf("CachedForm = %s", CachedForm(got))

@@ -19,7 +19,13 @@ const annotationCachedForm = "netconf-migrator.harvesterhci.io/cached-form"
 // (an opted-out NAD, a setting's NAD) and the form of its config: not the
 // config itself, nor managedFields, nor other labels and annotations
 // (kubectl's last-applied-configuration holds the config a second time).
-// A fix reads the NAD again from the API server; runs list it uncached.
+//
+// The one exception is the config of a NAD in a form the operator fixes
+// (nested, double-encoded): it is kept, so the fix writes straight from
+// the watch event instead of reading the NAD again first. Such NADs are
+// rare, and the config goes with the event of the fix. The fix's patch
+// carries the cached resourceVersion, so a newer write wins. Runs list
+// NADs uncached.
 func Trim(obj any) (any, error) {
 	nad, ok := obj.(*nadv1.NetworkAttachmentDefinition)
 	if !ok {
@@ -44,8 +50,16 @@ func Trim(obj any) (any, error) {
 		}
 	}
 	nad.Labels = labels
-	nad.Spec.Config = ""
+	if !Fixable(form) {
+		nad.Spec.Config = ""
+	}
 	return nad, nil
+}
+
+// Fixable says whether the operator fixes a NAD of form f: a legacy form
+// it can normalize.
+func Fixable(f netconf.Form) bool {
+	return f == netconf.FormNested || f == netconf.FormDoubleEncoded
 }
 
 // CachedForm is the form of a NAD read from the trimmed cache (or of its
