@@ -27,7 +27,8 @@ mkdir -p "$dir"
 for tool in nft:nftables ip:iproute2; do
   if ! command -v "${tool%%:*}" >/dev/null 2>&1; then
     log "apt-get install ${tool#*:}"
-    (apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "${tool#*:}") >&2
+    # One apt at a time: make prepare runs setup-test-assets.sh beside this.
+    flock "$cache/apt.lock" sh -c 'apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$1"' _ "${tool#*:}" >&2
   fi
 done
 

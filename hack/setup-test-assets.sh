@@ -26,11 +26,12 @@ apt_updated=""
 apt_install() {
   if [[ -z $apt_updated ]]; then
     log "apt-get update"
-    apt-get update -qq >&2
+    # One apt at a time: make prepare runs setup-cni-plugins.sh beside this.
+    flock "$cache/apt.lock" apt-get update -qq >&2
     apt_updated=1
   fi
   log "apt-get install $*"
-  DEBIAN_FRONTEND=noninteractive apt-get install -y -qq "$@" >&2
+  DEBIAN_FRONTEND=noninteractive flock "$cache/apt.lock" apt-get install -y -qq "$@" >&2
 }
 
 if ! command -v etcd >/dev/null 2>&1; then
