@@ -11,6 +11,7 @@ import (
 	"os"
 	"os/exec"
 	"path/filepath"
+	"sort"
 	"strings"
 	"sync"
 	"sync/atomic"
@@ -361,29 +362,11 @@ func chaos(t *testing.T, bin string, release harvester.Release, chaosFor time.Du
 		t.Error(v)
 	}
 
-	// Once the faults stop, everything converges.
-	waitFor(t, "every NAD to hold what the normalizer wants and no backup to be left", func() (bool, error) {
-		list := &nadv1.NetworkAttachmentDefinitionList{}
-		if err := env.Client.List(ctx, list, client.InNamespace(ns)); err != nil {
-			return false, err
-		}
-		backups := &corev1.SecretList{}
-		if err := env.Client.List(ctx, backups, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil {
-			return false, err
-		}
-		return len(backups.Items) == 0 && converged(list.Items, want, maybe), nil
-	})
-	list := &nadv1.NetworkAttachmentDefinitionList{}
-	if err := env.Client.List(ctx, list, client.InNamespace(ns)); err != nil {
-		t.Fatal(err)
-	}
-	for _, n := range list.Items {
-		if uid, ok := deleted[n.Name]; ok && n.UID != uid {
-			t.Errorf("%s/%s came back after the writer deleted it", ns, n.Name)
-		}
-	}
-	// Every NADMigration ends: a few minutes, and two more for each still
-	// waiting when the faults stop.
+	// Every NADMigration ends first: a few minutes, and two more for each
+	// still waiting when the faults stop. A running one holds the run
+	// Lease, so the NADs its replacements left missing are created again
+	// only when it ends (its retry resumes them first) or by the owner of
+	// open replacements after it.
 	budget := 3*time.Minute + 2*time.Minute*time.Duration(len(pendingMigrations(ctx, prefix)))
 	if err := wait.PollUntilContextTimeout(ctx, time.Second, budget, true, func(context.Context) (bool, error) {
 		return len(pendingMigrations(ctx, prefix)) == 0, nil
@@ -392,6 +375,34 @@ func chaos(t *testing.T, bin string, release harvester.Release, chaosFor time.Du
 			t.Errorf("NADMigration %s has not ended after %s: %+v", nm.Name, budget, nm.Status.Conditions)
 		}
 		t.FailNow()
+	}
+	// Then everything converges.
+	var left string
+	if err := wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 3*time.Minute, true, func(context.Context) (bool, error) {
+		list := &nadv1.NetworkAttachmentDefinitionList{}
+		if err := env.Client.List(ctx, list, client.InNamespace(ns)); err != nil {
+			return false, err
+		}
+		backups := &corev1.SecretList{}
+		if err := env.Client.List(ctx, backups, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil {
+			return false, err
+		}
+		left = divergence(list.Items, want, maybe)
+		for _, b := range backups.Items {
+			left += "; backup " + b.Name + " left"
+		}
+		return left == "", nil
+	}); err != nil {
+		t.Fatalf("waiting for every NAD to hold what the normalizer wants and no backup to be left: %v%s", err, left)
+	}
+	list := &nadv1.NetworkAttachmentDefinitionList{}
+	if err := env.Client.List(ctx, list, client.InNamespace(ns)); err != nil {
+		t.Fatal(err)
+	}
+	for _, n := range list.Items {
+		if uid, ok := deleted[n.Name]; ok && n.UID != uid {
+			t.Errorf("%s/%s came back after the writer deleted it", ns, n.Name)
+		}
 	}
 	waitFor(t, "the missing-NAD gauge the elected operator serves to read 0", func() (bool, error) {
 		for _, r := range replicas {
@@ -484,22 +495,39 @@ func checkNothingLost(ctx context.Context, ns string, mu *sync.Mutex, want map[s
 	return ""
 }
 
-// converged says whether the NADs are exactly the wanted ones, each holding
-// what the normalizer wants.
-func converged(items []nadv1.NetworkAttachmentDefinition, want, maybe map[string]string) bool {
-	seen := 0
+// divergence says how the NADs differ from exactly the wanted ones, each
+// holding what the normalizer wants (the first ten differences), or ""
+// when they do not.
+func divergence(items []nadv1.NetworkAttachmentDefinition, want, maybe map[string]string) string {
+	var out []string
+	stored := map[string]bool{}
 	for _, n := range items {
+		stored[n.Name] = true
 		w, ok := want[n.Name]
-		if ok {
-			seen++
-		} else {
+		if !ok {
 			w, ok = maybe[n.Name]
 		}
-		if !ok || !sameJSON(n.Spec.Config, w) {
-			return false
+		switch {
+		case !ok:
+			out = append(out, n.Name+" is stored and nobody wants it")
+		case !sameJSON(n.Spec.Config, w):
+			out = append(out, fmt.Sprintf("%s holds %s, want %s", n.Name, n.Spec.Config, w))
 		}
 	}
-	return seen == len(want)
+	for name := range want {
+		if !stored[name] {
+			out = append(out, name+" is missing")
+		}
+	}
+	if len(out) == 0 {
+		return ""
+	}
+	sort.Strings(out)
+	n := len(out)
+	if n > 10 {
+		out = out[:10]
+	}
+	return fmt.Sprintf("; %d NADs differ: %s", n, strings.Join(out, "; "))
 }
 
 func sameJSON(a, b string) bool {
