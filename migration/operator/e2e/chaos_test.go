@@ -4,6 +4,7 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
+	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -239,6 +240,21 @@ func chaos(t *testing.T, bin string, release harvester.Release, chaosFor time.Du
 				}
 				uid, rv := cur.UID, cur.ResourceVersion
 				err := env.Client.Delete(ctx, cur, client.Preconditions{UID: &uid, ResourceVersion: &rv})
+				if apierrors.IsConflict(err) {
+					// client-go retries a delete answered 5xx with
+					// Retry-After (a storage timeout while etcd is
+					// paused) although the first attempt may land
+					// later: the retry then meets the object it
+					// deleted, terminating behind its finalizers (409).
+					// Read it back: the same uid terminating is a lost
+					// answer. The soak then cannot tell its own delete
+					// from a replacement's, so that NAD only has to be
+					// right if it stands.
+					back := &nadv1.NetworkAttachmentDefinition{}
+					if gerr := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, back); gerr == nil && back.UID == uid && back.DeletionTimestamp != nil {
+						err = errors.New("the delete's answer may have been lost")
+					}
+				}
 				if err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) && !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
 					// The answer was lost to a fault: whether this delete
 					// or a replacement's removed it cannot be told, so
