@@ -169,14 +169,15 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	return r.fix(ctx, log, req.NamespacedName, nad)
 }
 
-// fix migrates the NAD with the engine, from the cached copy when it holds
+// fix migrates the NAD with the engine, from the cached copy, which holds
 // the config (Trim keeps a fixable one's): the in-place patch carries only
 // what the fix changes and the cached resourceVersion, so it cannot drop
 // what Trim left out and loses to any newer write (read again then, as a
-// run does after a conflict). Otherwise the NAD is read again first.
+// run does after a conflict). A copy without its config (a cache that
+// drops every config) is read again first.
 func (r *Reconciler) fix(ctx context.Context, log logr.Logger, key types.NamespacedName, cached *nadv1.NetworkAttachmentDefinition) (reconcile.Result, error) {
 	live := cached
-	if !Fixable(netconf.Normalize([]byte(cached.Spec.Config)).Form) {
+	if cached.Spec.Config == "" {
 		var err error
 		if live, err = (migration.ClientStore{Client: r.Runner.Client}).Get(ctx, key.Namespace, key.Name); err != nil {
 			return reconcile.Result{}, client.IgnoreNotFound(err)

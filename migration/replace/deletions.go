@@ -36,9 +36,9 @@ type deletions struct {
 	w   Watcher
 	log logr.Logger
 
-	mu      sync.Mutex
+	mu sync.Mutex
+	// waiters are the subscriptions by the uid each waits on.
 	waiters map[types.UID]map[*subscription]struct{}
-	subs    map[*subscription]struct{}
 	// running is the watch's stop, nil when none runs.
 	running context.CancelFunc
 	// up is closed once the current watch is established; down is
@@ -67,13 +67,11 @@ func (d *deletions) subscribe(ctx context.Context, uid types.UID) *subscription 
 	d.mu.Lock()
 	if d.waiters == nil {
 		d.waiters = map[types.UID]map[*subscription]struct{}{}
-		d.subs = map[*subscription]struct{}{}
 	}
 	if d.waiters[uid] == nil {
 		d.waiters[uid] = map[*subscription]struct{}{}
 	}
 	d.waiters[uid][s] = struct{}{}
-	d.subs[s] = struct{}{}
 	if d.running == nil {
 		wctx, cancel := context.WithCancel(context.Background())
 		d.running, d.up, d.down = cancel, make(chan struct{}), nil
@@ -102,17 +100,15 @@ func (s *subscription) close() {
 	d := s.d
 	d.mu.Lock()
 	defer d.mu.Unlock()
-	if _, ok := d.subs[s]; !ok {
+	w := d.waiters[s.uid]
+	if _, ok := w[s]; !ok {
 		return
 	}
-	delete(d.subs, s)
-	if w := d.waiters[s.uid]; w != nil {
-		delete(w, s)
-		if len(w) == 0 {
-			delete(d.waiters, s.uid)
-		}
+	delete(w, s)
+	if len(w) == 0 {
+		delete(d.waiters, s.uid)
 	}
-	if len(d.subs) == 0 && d.running != nil {
+	if len(d.waiters) == 0 && d.running != nil {
 		d.running()
 		d.running = nil
 	}
@@ -153,10 +149,12 @@ func (d *deletions) run(ctx context.Context, up chan struct{}) {
 			// Events between the last watch and this one are lost: every
 			// waiter reads its object again.
 			d.mu.Lock()
-			for s := range d.subs {
-				select {
-				case s.again <- struct{}{}:
-				default:
+			for _, w := range d.waiters {
+				for s := range w {
+					select {
+					case s.again <- struct{}{}:
+					default:
+					}
 				}
 			}
 			d.mu.Unlock()
