@@ -356,15 +356,54 @@ func TestRecreate(t *testing.T) {
 }
 
 // TestAStartedReplacementFinishesAfterSIGTERM: the run is canceled right
-// after the delete; the replacement has its own budget and creates the NAD,
-// which is never reported unvisited while missing.
+// after the first delete; that replacement has its own budget and creates
+// the NAD, which is never reported unvisited while missing. The other NAD,
+// whose replacement waits for the one slot, is not started after the stop.
+// Two workers share the list, so either NAD may be the first.
 func TestAStartedReplacementFinishesAfterSIGTERM(t *testing.T) {
 	s, j := newMemStore(map[string]string{"a/n": nested, "a/z": nested}), newMemJournals()
 	s.beforeUpdate = func(*memStore, string, int) error { return typeRule }
 	harvesterFinalizers(s, "a/n")
+	harvesterFinalizers(s, "a/z")
 	ctx, cancel := context.WithCancel(context.Background())
-	s.beforeDelete = func(_ string, dryRun bool) error {
-		if !dryRun {
+	var first string
+	s.beforeDelete = func(key string, dryRun bool) error {
+		if !dryRun && first == "" {
+			first = key
+			cancel()
+		}
+		return nil
+	}
+	rep, err := runReplacing(ctx, s, newReplacer(s, j), Options{Concurrency: 1, ReplaceConcurrency: 1})
+	if !errors.Is(err, ErrStopped) {
+		t.Fatalf("run ended with %v, want ErrStopped", err)
+	}
+	if first == "" {
+		t.Fatal("nothing was deleted")
+	}
+	other := map[string]string{"a/n": "a/z", "a/z": "a/n"}[first]
+	it, _ := action(rep, first)
+	if it.Action != report.ActionNormalized || !it.Recreated || s.nads[first] == nil || s.nads[first].Spec.Config != flatOf {
+		t.Fatalf("%s: %s %q, stored %v", first, it.Action, it.Reason, s.nads[first])
+	}
+	if z, _ := action(rep, other); z.Action != report.ActionUnvisited || s.nads[other] == nil || s.nads[other].Spec.Config != nested {
+		t.Errorf("%s, not started before the stop: %s, stored %v", other, z.Action, s.nads[other])
+	}
+	if len(j.saved) != 0 {
+		t.Errorf("%d backups left", len(j.saved))
+	}
+}
+
+// TestAStopDuringTheDryRunDeletesNothing: the run stops while the dry run
+// of the create is in flight (its answer still comes back); the NAD is not
+// deleted, no backup is written, and it is reported unvisited.
+func TestAStopDuringTheDryRunDeletesNothing(t *testing.T) {
+	s, j := newMemStore(map[string]string{"a/n": nested}), newMemJournals()
+	s.beforeUpdate = func(*memStore, string, int) error { return typeRule }
+	harvesterFinalizers(s, "a/n")
+	ctx, cancel := context.WithCancel(context.Background())
+	s.beforeCreate = func(_ *nadv1.NetworkAttachmentDefinition, dryRun bool) error {
+		if dryRun {
 			cancel()
 		}
 		return nil
@@ -373,15 +412,14 @@ func TestAStartedReplacementFinishesAfterSIGTERM(t *testing.T) {
 	if !errors.Is(err, ErrStopped) {
 		t.Fatalf("run ended with %v, want ErrStopped", err)
 	}
-	it, _ := action(rep, "a/n")
-	if it.Action != report.ActionNormalized || !it.Recreated || s.nads["a/n"] == nil || s.nads["a/n"].Spec.Config != flatOf {
-		t.Fatalf("a/n: %s %q, stored %v", it.Action, it.Reason, s.nads["a/n"])
+	if it, _ := action(rep, "a/n"); it.Action != report.ActionUnvisited {
+		t.Errorf("a/n: %s %q, want unvisited", it.Action, it.Reason)
 	}
-	if z, _ := action(rep, "a/z"); z.Action != report.ActionUnvisited {
-		t.Errorf("a/z, not started before the stop: %s", z.Action)
+	if len(s.deletes) != 0 || s.nads["a/n"] == nil || s.nads["a/n"].Spec.Config != nested {
+		t.Errorf("deleted %v after the stop; stored %v", s.deletes, s.nads["a/n"])
 	}
 	if len(j.saved) != 0 {
-		t.Errorf("%d backups left", len(j.saved))
+		t.Errorf("%d backups written after the stop", len(j.saved))
 	}
 }
 

@@ -207,6 +207,11 @@ func (r *Replacer) Replace(ctx context.Context, mode string, ref types.Namespace
 		return res, nil
 	}
 
+	// The last point at which a stopping run leaves the NAD alone: the
+	// requests above may have been answered after the stop.
+	if err := ctx.Err(); err != nil {
+		return nil, fmt.Errorf("%w; not replaced: %w", cause, context.Cause(ctx))
+	}
 	// From here on the NAD may be missing: the replacement has its own
 	// budget, and a stopping run (SIGTERM, --timeout) does not cut it.
 	tx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.Budget)
