@@ -4,7 +4,6 @@ import (
 	"bufio"
 	"context"
 	"encoding/json"
-	"errors"
 	"flag"
 	"fmt"
 	"math/rand/v2"
@@ -190,6 +189,21 @@ func chaos(t *testing.T, bin string, release harvester.Release, chaosFor time.Du
 		return true
 	}
 
+	// The writer's deletes, logged with -chaos-logs: the only account of
+	// which NADs the soak itself removed.
+	writerLog := func(string, ...any) {}
+	if *chaosLogs != "" {
+		if f, err := os.Create(filepath.Join(*chaosLogs, strings.ReplaceAll(t.Name(), "/", "_")+"-writer.log")); err == nil {
+			t.Cleanup(func() { _ = f.Close() })
+			var mu sync.Mutex
+			writerLog = func(format string, args ...any) {
+				mu.Lock()
+				defer mu.Unlock()
+				fmt.Fprintf(f, "%s "+format+"\n", append([]any{time.Now().UTC().Format(time.RFC3339Nano)}, args...)...)
+			}
+		}
+	}
+
 	// The writer: new flat NADs, label changes on them, and deletes of any
 	// NAD (a delete conditional on what it read).
 	wg.Go(func() {
@@ -250,11 +264,15 @@ func chaos(t *testing.T, bin string, release harvester.Release, chaosFor time.Du
 					// answer. The soak then cannot tell its own delete
 					// from a replacement's, so that NAD only has to be
 					// right if it stands.
+					// Gone already is the same case, its finalizers
+					// removed before the read.
 					back := &nadv1.NetworkAttachmentDefinition{}
-					if gerr := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, back); gerr == nil && back.UID == uid && back.DeletionTimestamp != nil {
-						err = errors.New("the delete's answer may have been lost")
+					gerr := env.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, back)
+					if apierrors.IsNotFound(gerr) || gerr == nil && back.UID == uid && back.DeletionTimestamp != nil {
+						err = fmt.Errorf("the delete's answer may have been lost: %w", err)
 					}
 				}
+				writerLog("delete %s uid %s rv %s: %v", name, uid, rv, err)
 				if err != nil && !apierrors.IsConflict(err) && !apierrors.IsNotFound(err) && !apierrors.IsForbidden(err) && !apierrors.IsInvalid(err) {
 					// The answer was lost to a fault: whether this delete
 					// or a replacement's removed it cannot be told, so
@@ -319,7 +337,17 @@ func chaos(t *testing.T, bin string, release harvester.Release, chaosFor time.Du
 				n++
 				cmd := exec.Command(bin, "migrate", "-n", ns, "--kubeconfig", env.KubeconfigPath, "--lease-wait", "2s", "--lease-duration", "3s",
 					"--replace-budget", "5s", "--termination-message-path", "")
+				var logFile *os.File
+				if *chaosLogs != "" {
+					if f, err := os.Create(filepath.Join(*chaosLogs, fmt.Sprintf("%s-cli-%04d.log", strings.ReplaceAll(t.Name(), "/", "_"), n))); err == nil {
+						logFile = f
+						cmd.Stdout, cmd.Stderr = f, f
+					}
+				}
 				if cmd.Start() != nil {
+					if logFile != nil {
+						_ = logFile.Close()
+					}
 					continue
 				}
 				count("CLI runs")
@@ -331,6 +359,9 @@ func chaos(t *testing.T, bin string, release harvester.Release, chaosFor time.Du
 						}
 					}
 					_ = cmd.Wait()
+					if logFile != nil {
+						_ = logFile.Close()
+					}
 				})
 			case 3: // a NADMigration, as a person or the pre-hook starts one:
 				// never more than two waiting, or over a long run the
