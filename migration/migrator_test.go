@@ -62,8 +62,11 @@ type memStore struct {
 	// controller is told of a NAD a delete left terminating (it has
 	// finalizers), without the lock held: a finalizer's controller.
 	controller func(s *memStore, key string)
-	// objectLists counts the listings by label (memObjects.List).
-	objectLists int
+	// objectLists counts the listings by label (memObjects.List), and
+	// objectPages their pages; beforeObjectList is called before each page
+	// is read (without the lock), with its continue token.
+	objectLists, objectPages int
+	beforeObjectList         func(cont string) error
 	// gets counts the reads of each NAD; gone, when set, is told of every
 	// NAD that leaves the store (the API server's watch).
 	gets map[string]int
@@ -339,17 +342,32 @@ func (o memObjects) Delete(ctx context.Context, obj *unstructured.Unstructured, 
 	return o.s.Delete(ctx, fromUnstructured(obj), dryRun)
 }
 
-func (o memObjects) List(_ context.Context, sel labels.Selector) ([]unstructured.Unstructured, error) {
+// List pages by key: the continue token is the last key returned.
+func (o memObjects) List(_ context.Context, sel labels.Selector, limit int64, cont string) ([]unstructured.Unstructured, string, error) {
+	if o.s.beforeObjectList != nil {
+		if err := o.s.beforeObjectList(cont); err != nil {
+			return nil, "", err
+		}
+	}
 	o.s.mu.Lock()
 	defer o.s.mu.Unlock()
-	o.s.objectLists++
+	if cont == "" {
+		o.s.objectLists++
+	}
+	o.s.objectPages++
 	var out []unstructured.Unstructured
 	for _, k := range o.s.keys() {
+		if k <= cont {
+			continue
+		}
 		if n := o.s.nads[k]; sel.Matches(labels.Set(n.Labels)) {
+			if int64(len(out)) == limit {
+				return out, out[len(out)-1].GetNamespace() + "/" + out[len(out)-1].GetName(), nil
+			}
 			out = append(out, *toUnstructured(n))
 		}
 	}
-	return out, nil
+	return out, "", nil
 }
 
 // finalize is a controller finishing its cleanup: it removes every

@@ -3,6 +3,7 @@ package migration
 import (
 	"context"
 	"errors"
+	"fmt"
 	"strconv"
 	"strings"
 	"testing"
@@ -12,6 +13,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	"k8s.io/apimachinery/pkg/types"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/report"
@@ -601,5 +603,71 @@ func TestOneListingPerClusterNetwork(t *testing.T) {
 	}
 	if s.objectLists != 1 {
 		t.Errorf("the cluster network's NADs were listed %d times for %d replacements, want once", s.objectLists, len(configs))
+	}
+}
+
+// TestAClusterNetworkIsListedInPages: the check that a deletion can finish
+// reads a large cluster network a page at a time, and finds a NAD it
+// cannot decode on the last page.
+func TestAClusterNetworkIsListedInPages(t *testing.T) {
+	configs := map[string]string{"a/n": nested}
+	for i := range 1200 {
+		configs[fmt.Sprintf("c/%04d", i)] = flatOf
+	}
+	s, j := newMemStore(configs), newMemJournals()
+	s.beforeUpdate = func(*memStore, string, int) error { return typeRule }
+	for k := range configs {
+		s.nads[k].Labels = map[string]string{harvester.LabelClusterNetwork: "mgmt"}
+	}
+	harvesterFinalizers(s, "a/n")
+	s.nads["a/n"].Finalizers = []string{harvester.FinalizerManager} // v1.7+
+	s.rv++
+	s.nads["z/double"] = &nadv1.NetworkAttachmentDefinition{
+		ObjectMeta: metav1.ObjectMeta{Namespace: "z", Name: "double", UID: "z/double", ResourceVersion: "99", Labels: map[string]string{harvester.LabelClusterNetwork: "mgmt"}},
+		Spec:       nadv1.NetworkAttachmentDefinitionSpec{Config: `"{\"type\":\"bridge\"}"`},
+	}
+	rep := runWithJournals(t, s, j, Options{})
+	it, _ := action(rep, "a/n")
+	if it.Action != report.ActionFailed || !strings.Contains(it.Reason, "NAD z/double on the same cluster network mgmt") {
+		t.Errorf("a/n: %s %q, want failed, naming z/double", it.Action, it.Reason)
+	}
+	if s.nads["a/n"].Spec.Config != nested || len(s.deletes) != 0 {
+		t.Errorf("a/n was deleted (%v) or changed: %s", s.deletes, s.nads["a/n"].Spec.Config)
+	}
+	if s.objectLists != 1 || s.objectPages != 3 {
+		t.Errorf("%d listings in %d pages, want 1 in 3 (1,202 NADs, 500 a page)", s.objectLists, s.objectPages)
+	}
+}
+
+// TestAListingOutlivesTheReplacementThatStartedIt: a replacement whose
+// budget runs out while its cluster network is listed stops waiting; the
+// listing goes on, and the next replacement uses it instead of listing
+// again (one slow listing per caller piled up behind a lock before).
+func TestAListingOutlivesTheReplacementThatStartedIt(t *testing.T) {
+	s, j := newMemStore(map[string]string{"a/1": nested, "a/2": nested}), newMemJournals()
+	for _, k := range []string{"a/1", "a/2"} {
+		harvesterFinalizers(s, k)
+		s.nads[k].Labels = map[string]string{harvester.LabelClusterNetwork: "mgmt"}
+	}
+	release := make(chan struct{})
+	s.beforeObjectList = func(string) error { <-release; return nil }
+	r := newReplacer(s, j)
+	r.Want, r.Accepts, r.Retry = Want, Accepts, fastBackoff.Retry
+	replace := func(ctx context.Context, key string) error {
+		n := s.nads[key]
+		_, err := r.Replace(ctx, string(ModeMigrate), types.NamespacedName{Namespace: n.Namespace, Name: n.Name}, n.UID, n.ResourceVersion, typeRule, true)
+		return err
+	}
+	short, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)
+	defer cancel()
+	if err := replace(short, "a/1"); err == nil || !strings.Contains(err.Error(), "waiting for the listing of the NADs of cluster network mgmt") {
+		t.Fatalf("a/1 with its budget spent during the listing: %v", err)
+	}
+	close(release)
+	if err := replace(context.Background(), "a/2"); err != nil {
+		t.Fatalf("a/2: %v", err)
+	}
+	if s.objectLists != 1 {
+		t.Errorf("the cluster network was listed %d times, want once", s.objectLists)
 	}
 }

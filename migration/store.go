@@ -170,13 +170,13 @@ func (s ClientObjects) Delete(ctx context.Context, obj *unstructured.Unstructure
 	return s.Client.Delete(ctx, obj, opts...)
 }
 
-func (s ClientObjects) List(ctx context.Context, selector labels.Selector) ([]unstructured.Unstructured, error) {
+func (s ClientObjects) List(ctx context.Context, selector labels.Selector, limit int64, cont string) ([]unstructured.Unstructured, string, error) {
 	list := &unstructured.UnstructuredList{}
 	list.SetGroupVersionKind(nadv1.GroupVersion.WithKind(nadv1.Kind + "List"))
-	if err := s.Client.List(ctx, list, client.MatchingLabelsSelector{Selector: selector}); err != nil {
-		return nil, err
+	if err := s.Client.List(ctx, list, client.MatchingLabelsSelector{Selector: selector}, client.Limit(limit), client.Continue(cont)); err != nil {
+		return nil, "", err
 	}
-	return list.Items, nil
+	return list.Items, list.GetContinue(), nil
 }
 
 // Current returns the NADs' collection resourceVersion now: a list of one

@@ -42,8 +42,10 @@ type Objects interface {
 	// Delete deletes the NAD only while its uid and resourceVersion are
 	// still obj's.
 	Delete(ctx context.Context, obj *unstructured.Unstructured, dryRun bool) error
-	// List returns the NADs of every namespace that match selector.
-	List(ctx context.Context, selector labels.Selector) ([]unstructured.Unstructured, error)
+	// List returns one page of at most limit NADs of every namespace that
+	// match selector, from the continue token cont (the first page when
+	// empty), and the token of the next page ("" after the last).
+	List(ctx context.Context, selector labels.Selector, limit int64, cont string) ([]unstructured.Unstructured, string, error)
 }
 
 // Replacer replaces NADs.
@@ -89,7 +91,7 @@ type Replacer struct {
 	Legacy func(ctx context.Context) ([]Rejected, error)
 
 	cnMu       sync.Mutex
-	cnListings map[string]cnListing
+	cnListings map[string]*cnListing
 	delMu      sync.Mutex
 	deletions  *deletions
 }
@@ -310,74 +312,132 @@ func (r *Replacer) blocker(ctx context.Context, obj *unstructured.Unstructured) 
 	if cn == "" {
 		return "", false, nil
 	}
-	nads, err := r.clusterNetworkNADs(ctx, cn)
+	l, err := r.clusterNetwork(ctx, cn)
 	if err != nil {
 		return "", false, err
 	}
-	blocker, recomputes := "", false
-	for _, n := range nads {
-		recomputes = recomputes || (n.managerOnly)
-		if n.terminating || n.uid == obj.GetUID() || blocker != "" || n.decodes {
+	for _, n := range l.undecodable {
+		if n.uid == obj.GetUID() {
 			continue
 		}
-		blocker = fmt.Sprintf("NAD %s on the same cluster network %s holds a config Harvester's network controller cannot decode,"+
+		return fmt.Sprintf("NAD %s on the same cluster network %s holds a config Harvester's network controller cannot decode,"+
 			" so from Harvester v1.7 its cleanup of any NAD on %s fails and a deleted NAD stays terminating; fix or remove %s first",
-			n.ref, cn, cn, n.ref)
+			n.ref, cn, cn, n.ref), l.recomputes, nil
 	}
-	return blocker, recomputes, nil
+	return "", l.recomputes, nil
 }
 
-// cnNAD is what blocker needs to know of a NAD of a cluster network.
+// cnNAD names a NAD of a cluster network.
 type cnNAD struct {
-	ref                               string
-	uid                               types.UID
-	managerOnly, terminating, decodes bool
+	ref string
+	uid types.UID
 }
 
-// clusterNetworkTTL is how long one listing of a cluster network's NADs
-// serves the replacements on it: listing thousands of NADs for each of
-// hundreds of replacements would cost more than the replacements. A
-// double-encoded NAD can only appear around Harvester's webhook, which
-// refuses creating one.
-const clusterNetworkTTL = time.Minute
+const (
+	// clusterNetworkTTL is how long one listing of a cluster network's
+	// NADs serves the replacements on it: listing thousands of NADs for
+	// each of hundreds of replacements would cost more than the
+	// replacements. A double-encoded NAD can only appear around
+	// Harvester's webhook, which refuses creating one.
+	clusterNetworkTTL = time.Minute
+	// clusterNetworkPage is the page size of that listing: a cluster
+	// network of 10,000 NADs is never held whole, only what blocker needs.
+	clusterNetworkPage = 500
+	// clusterNetworkBudget bounds one listing, which runs on its own: a
+	// replacement whose budget runs out while it waits stops waiting, and
+	// the listing goes on for the ones after it.
+	clusterNetworkBudget = 3 * time.Minute
+)
 
+// cnListing is what one listing of a cluster network found; done is
+// closed when it ended, and err is then its error or nil.
 type cnListing struct {
-	nads []cnNAD
+	done chan struct{}
+	err  error
 	at   time.Time
+	// recomputes: a NAD carries the manager's finalizer without the
+	// agent's, which proves a v1.7+ manager.
+	recomputes bool
+	// undecodable are the NADs, not terminating, whose config is not JSON.
+	undecodable []cnNAD
 }
 
-// clusterNetworkNADs lists the NADs labelled with cluster network cn, at
-// most once per clusterNetworkTTL for all replacements.
-func (r *Replacer) clusterNetworkNADs(ctx context.Context, cn string) ([]cnNAD, error) {
+func (l *cnListing) ended() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
+	}
+}
+
+// clusterNetwork returns a listing of the NADs labelled with cluster
+// network cn, at most clusterNetworkTTL old: one listing at a time for all
+// replacements, which wait for it while ctx lets them.
+func (r *Replacer) clusterNetwork(ctx context.Context, cn string) (*cnListing, error) {
 	r.cnMu.Lock()
-	defer r.cnMu.Unlock()
-	if l, ok := r.cnListings[cn]; ok && time.Since(l.at) < clusterNetworkTTL {
-		return l.nads, nil
+	l := r.cnListings[cn]
+	if l == nil || l.ended() && (l.err != nil || time.Since(l.at) >= clusterNetworkTTL) {
+		if r.cnListings == nil {
+			r.cnListings = map[string]*cnListing{}
+		}
+		l = &cnListing{done: make(chan struct{})}
+		r.cnListings[cn] = l
+		// Its own context: not the first caller's budget, nor its stop.
+		go r.listClusterNetwork(cn, l)
 	}
-	var items []unstructured.Unstructured
-	if err := r.Retry(ctx, func() (err error) {
-		items, err = r.Objects.List(ctx, labels.SelectorFromSet(labels.Set{harvester.LabelClusterNetwork: cn}))
-		return err
-	}); err != nil {
-		return nil, fmt.Errorf("listing the NADs of cluster network %s: %w", cn, err)
+	r.cnMu.Unlock()
+	select {
+	case <-l.done:
+		if l.err != nil {
+			return nil, l.err
+		}
+		return l, nil
+	case <-ctx.Done():
+		return nil, fmt.Errorf("waiting for the listing of the NADs of cluster network %s: %w", cn, context.Cause(ctx))
 	}
-	nads := make([]cnNAD, 0, len(items))
-	for _, n := range items {
-		f := n.GetFinalizers()
-		cfg, _, _ := unstructured.NestedString(n.Object, "spec", "config")
-		var m map[string]any
-		nads = append(nads, cnNAD{
-			ref: n.GetNamespace() + "/" + n.GetName(), uid: n.GetUID(),
-			managerOnly: slices.Contains(f, harvester.FinalizerManager) && !slices.Contains(f, harvester.FinalizerAgent),
-			terminating: n.GetDeletionTimestamp() != nil,
-			decodes:     cfg == "" || json.Unmarshal([]byte(cfg), &m) == nil,
+}
+
+func (r *Replacer) listClusterNetwork(cn string, l *cnListing) {
+	defer close(l.done)
+	ctx, cancel := context.WithTimeout(context.Background(), clusterNetworkBudget)
+	defer cancel()
+	sel := labels.SelectorFromSet(labels.Set{harvester.LabelClusterNetwork: cn})
+	cont := ""
+	for {
+		var items []unstructured.Unstructured
+		var next string
+		err := r.Retry(ctx, func() (err error) {
+			items, next, err = r.Objects.List(ctx, sel, clusterNetworkPage, cont)
+			return err
 		})
+		if apierrors.IsResourceExpired(err) && cont != "" {
+			// The continue token outlived etcd's compaction: list again
+			// from the start.
+			cont, l.recomputes, l.undecodable = "", false, nil
+			continue
+		}
+		if err != nil {
+			l.err = fmt.Errorf("listing the NADs of cluster network %s: %w", cn, err)
+			return
+		}
+		for _, n := range items {
+			f := n.GetFinalizers()
+			l.recomputes = l.recomputes || slices.Contains(f, harvester.FinalizerManager) && !slices.Contains(f, harvester.FinalizerAgent)
+			if n.GetDeletionTimestamp() != nil {
+				continue
+			}
+			cfg, _, _ := unstructured.NestedString(n.Object, "spec", "config")
+			var m map[string]any
+			if cfg != "" && json.Unmarshal([]byte(cfg), &m) != nil {
+				l.undecodable = append(l.undecodable, cnNAD{ref: n.GetNamespace() + "/" + n.GetName(), uid: n.GetUID()})
+			}
+		}
+		if cont = next; cont == "" {
+			break
+		}
 	}
-	if r.cnListings == nil {
-		r.cnListings = map[string]cnListing{}
-	}
-	r.cnListings[cn] = cnListing{nads: nads, at: time.Now()}
-	return nads, nil
+	l.at = time.Now()
 }
 
 // waitGone waits until the object with j's uid is gone: nil and the NAD
