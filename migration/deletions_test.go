@@ -21,6 +21,8 @@ type memDeletions struct {
 	mu      sync.Mutex
 	open    []*watch.RaceFreeFakeWatcher
 	watches int
+	// endAtOnce ends every watch as soon as it starts.
+	endAtOnce bool
 }
 
 func watchDeletions(s *memStore) *memDeletions {
@@ -37,6 +39,9 @@ func (d *memDeletions) Watch(context.Context, string) (watch.Interface, error) {
 	w := watch.NewRaceFreeFake()
 	d.open = append(d.open, w)
 	d.watches++
+	if d.endAtOnce {
+		w.Stop()
+	}
 	return w, nil
 }
 
@@ -110,6 +115,36 @@ func TestAReplacementReadsAgainWhenTheWatchStartsOver(t *testing.T) {
 	}
 	if d.watches != 2 {
 		t.Errorf("%d watches, want 2: the ended one and its successor", d.watches)
+	}
+}
+
+// TestAWatchThatEndsAtOnceIsNotStartedInALoop: an API server that ends
+// every watch as it starts gets a new one no faster than one a second (each
+// start wakes every waiter to read its NAD); the replacement still sees its
+// NAD gone, by reading it.
+func TestAWatchThatEndsAtOnceIsNotStartedInALoop(t *testing.T) {
+	s, j := newMemStore(map[string]string{"a/n": nested}), newMemJournals()
+	s.beforeUpdate = func(*memStore, string, int) error { return typeRule }
+	s.nads["a/n"].Finalizers = []string{harvester.FinalizerManager}
+	d := &memDeletions{endAtOnce: true}
+	s.controller = func(s *memStore, key string) {
+		time.Sleep(300 * time.Millisecond)
+		s.finalize(key)
+	}
+	r := newReplacer(s, j)
+	r.Deletions, r.Budget = d, time.Minute
+	rep, err := runReplacing(context.Background(), s, r, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	if it, _ := action(rep, "a/n"); it.Action != report.ActionNormalized || !it.Recreated {
+		t.Fatalf("a/n: %s %q", it.Action, it.Reason)
+	}
+	d.mu.Lock()
+	defer d.mu.Unlock()
+	// Started in a loop, thousands over the cleanup's 300 ms.
+	if d.watches > 3 {
+		t.Errorf("%d watches over a replacement of about a second, want at most 3", d.watches)
 	}
 }
 

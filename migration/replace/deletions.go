@@ -114,7 +114,8 @@ func (s *subscription) close() {
 	}
 }
 
-// watchRestartWait paces starting the watch again after it failed.
+// watchRestartWait paces starting the watch again after it failed or
+// ended early.
 const watchRestartWait = time.Second
 
 // run keeps one watch going until ctx ends, from a resourceVersion read
@@ -159,8 +160,19 @@ func (d *deletions) run(ctx context.Context, up chan struct{}) {
 			}
 			d.mu.Unlock()
 		}
+		started := time.Now()
 		d.drain(ctx, w)
 		w.Stop()
+		// A watch that ends as soon as it starts (an API server answering
+		// every watch with an error event) is started again no faster than
+		// one that fails to start: each start wakes every waiter to read.
+		if lasted := time.Since(started); lasted < watchRestartWait {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(watchRestartWait - lasted):
+			}
+		}
 	}
 }
 
