@@ -20,6 +20,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
+	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
 	"github.com/harvester/netconf-migrator/apis/report"
 	"github.com/harvester/netconf-migrator/migration/replace"
@@ -123,14 +124,23 @@ func TestSoakMigration(t *testing.T) {
 	}
 
 	for i := range 2 {
-		if r := runCLI(t, "migrate", "-n", ns); r.code != 0 {
-			// Say which NADs or backups want a person: the log may not.
-			var why []string
-			for _, it := range r.report.Items {
-				if it.Action == report.ActionFailed || it.Action == report.ActionReported || it.Action == report.ActionMissing {
-					why = append(why, fmt.Sprintf("%s/%s %s: %s", it.Namespace, it.Name, it.Action, it.Reason))
-				}
+		r := runCLI(t, "migrate", "-n", ns)
+		if r.code == 0 {
+			continue
+		}
+		// A seeded truncated NAD the writer never wrote is reported, as
+		// it should be (exit 1); anything else wants a person. Say which
+		// NADs or backups: the log may not.
+		var why []string
+		for _, it := range r.report.Items {
+			if it.Action == report.ActionReported && it.Namespace == ns && untouchedTruncated(nads, last, it.Name) {
+				continue
 			}
+			if it.Action == report.ActionFailed || it.Action == report.ActionReported || it.Action == report.ActionMissing {
+				why = append(why, fmt.Sprintf("%s/%s %s: %s", it.Namespace, it.Name, it.Action, it.Reason))
+			}
+		}
+		if r.code != 1 || len(why) > 0 || len(r.report.Summary.RejectedBackups) > 0 {
 			t.Fatalf("settling run %d: exit %d; %v; rejected backups %v\n%s", i, r.code, why, r.report.Summary.RejectedBackups, r.errOut)
 		}
 	}
@@ -185,4 +195,15 @@ func TestSoakMigration(t *testing.T) {
 	if len(backups.Items) != 0 {
 		t.Errorf("%d backups left behind", len(backups.Items))
 	}
+}
+
+// untouchedTruncated says whether name is a seeded truncated NAD the
+// writer never wrote: left as it is and reported by every run.
+func untouchedTruncated(nads []*nadv1.NetworkAttachmentDefinition, last []atomic.Int64, name string) bool {
+	for i, n := range nads {
+		if n.Name == name {
+			return kindOf(i) == kindTruncated && last[i].Load() < 0
+		}
+	}
+	return false
 }
