@@ -12,6 +12,7 @@ import (
 	"github.com/go-logr/logr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
 
@@ -669,5 +670,73 @@ func TestAListingOutlivesTheReplacementThatStartedIt(t *testing.T) {
 	}
 	if s.objectLists != 1 {
 		t.Errorf("the cluster network was listed %d times, want once", s.objectLists)
+	}
+}
+
+// lostAnswer is the API server's answer to a replacement's delete getting
+// lost: landed says whether the delete was done; resend, whether client-go
+// sent it again (a 5xx with Retry-After), the resend's answer coming back
+// as replace.Resent; otherwise the answer is a timeout.
+type lostAnswer struct {
+	memObjects
+	landed, resend bool
+}
+
+func (o lostAnswer) Delete(ctx context.Context, obj *unstructured.Unstructured, dryRun bool) error {
+	if dryRun {
+		return o.memObjects.Delete(ctx, obj, true)
+	}
+	if o.landed {
+		if err := o.memObjects.Delete(ctx, obj, false); err != nil {
+			return err
+		}
+	}
+	if o.resend {
+		return &replace.Resent{Err: o.memObjects.Delete(ctx, obj, false)}
+	}
+	return apierrors.NewServerTimeout(nadGR, "delete", 2)
+}
+
+// TestADeleteWhoseAnswerWasLost: a replacement's delete that landed, whose
+// answer was lost (a timeout, or a resend's 409 or 404), is finished: the
+// NAD is created again, never left deleted without its backup. One that
+// did not land leaves the NAD as it was and no backup.
+func TestADeleteWhoseAnswerWasLost(t *testing.T) {
+	for _, tc := range []struct {
+		name               string
+		finalizers         bool
+		landed, resend     bool
+		wantRecreated      bool
+		wantAction         report.Action
+		wantConfig, reason string
+	}{
+		{name: "landed, terminating, the resend answered 409", finalizers: true, landed: true, resend: true, wantRecreated: true, wantAction: report.ActionNormalized, wantConfig: flatOf},
+		{name: "landed, gone, the resend answered 404", landed: true, resend: true, wantRecreated: true, wantAction: report.ActionNormalized, wantConfig: flatOf},
+		{name: "landed, terminating, answered by a timeout", finalizers: true, landed: true, wantRecreated: true, wantAction: report.ActionNormalized, wantConfig: flatOf},
+		{name: "did not land, answered by a timeout", finalizers: true, wantAction: report.ActionFailed, wantConfig: nested, reason: "deleting it to create it again failed"},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, j := newMemStore(map[string]string{"a/n": nested}), newMemJournals()
+			s.beforeUpdate = func(*memStore, string, int) error { return typeRule }
+			if tc.finalizers {
+				harvesterFinalizers(s, "a/n")
+			}
+			r := newReplacer(s, j)
+			r.Objects = lostAnswer{memObjects{s}, tc.landed, tc.resend}
+			rep, err := runReplacing(context.Background(), s, r, Options{})
+			if err != nil && tc.wantAction != report.ActionFailed {
+				t.Fatal(err)
+			}
+			it, _ := action(rep, "a/n")
+			if it.Action != tc.wantAction || it.Recreated != tc.wantRecreated || !strings.Contains(it.Reason, tc.reason) {
+				t.Errorf("a/n: %s recreated=%v %q", it.Action, it.Recreated, it.Reason)
+			}
+			if n := s.nads["a/n"]; n == nil || n.Spec.Config != tc.wantConfig {
+				t.Errorf("a/n stored %v, want config %s", n, tc.wantConfig)
+			}
+			if len(j.saved) != 0 {
+				t.Errorf("%d backups left", len(j.saved))
+			}
+		})
 	}
 }

@@ -8,6 +8,8 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"net/http"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -18,6 +20,7 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	"github.com/harvester/netconf-migrator/migration/replace"
 )
 
 // Store reads and writes NADs.
@@ -161,13 +164,37 @@ func (s ClientObjects) Create(ctx context.Context, obj *unstructured.Unstructure
 	return s.Client.Create(ctx, obj, opts...)
 }
 
+// Delete says, with replace.Resent, when its answer is a resend's: it
+// counts the sends when Client's transport is wrapped with CountSends.
 func (s ClientObjects) Delete(ctx context.Context, obj *unstructured.Unstructured, dryRun bool) error {
 	uid, rv := obj.GetUID(), obj.GetResourceVersion()
 	opts := []client.DeleteOption{client.Preconditions{UID: &uid, ResourceVersion: &rv}}
 	if dryRun {
 		opts = append(opts, client.DryRunAll)
 	}
-	return s.Client.Delete(ctx, obj, opts...)
+	sends := new(atomic.Int32)
+	err := s.Client.Delete(context.WithValue(ctx, sendsKey{}, sends), obj, opts...)
+	if err != nil && sends.Load() > 1 {
+		return &replace.Resent{Err: err}
+	}
+	return err
+}
+
+type sendsKey struct{}
+
+// CountSends wraps a transport to count the requests sent for a call whose
+// context carries a counter (ClientObjects.Delete): client-go resends a
+// request answered 429 or 5xx with Retry-After and returns only the last
+// answer, which may contradict what an earlier send did.
+func CountSends(rt http.RoundTripper) http.RoundTripper { return sendCounter{rt} }
+
+type sendCounter struct{ rt http.RoundTripper }
+
+func (c sendCounter) RoundTrip(req *http.Request) (*http.Response, error) {
+	if n, ok := req.Context().Value(sendsKey{}).(*atomic.Int32); ok {
+		n.Add(1)
+	}
+	return c.rt.RoundTrip(req)
 }
 
 func (s ClientObjects) List(ctx context.Context, selector labels.Selector, limit int64, cont string) ([]unstructured.Unstructured, string, error) {

@@ -31,11 +31,14 @@ const (
 	faultDropBefore // the connection dies before the API server sees the write
 	faultDropAfter  // the write lands, its answer is lost
 	faultSlow
+	// The write lands; its answer is the API server's 504 "may still be
+	// processing the request" with Retry-After, and client-go resends it.
+	faultTimeoutAfter
 	faultKinds
 )
 
 func (f fault) String() string {
-	return [...]string{"none", "429", "500", "drop-before", "drop-after", "slow"}[f]
+	return [...]string{"none", "429", "500", "drop-before", "drop-after", "slow", "504-after"}[f]
 }
 
 // faultProxy stands between migrate and the API server. The first write
@@ -120,6 +123,12 @@ func (f fault) serve(w http.ResponseWriter, r *http.Request, upstream http.Handl
 	case faultSlow:
 		time.Sleep(300 * time.Millisecond)
 		upstream.ServeHTTP(w, r)
+	case faultTimeoutAfter:
+		upstream.ServeHTTP(httptest.NewRecorder(), r)
+		w.Header().Set("Retry-After", "1")
+		w.Header().Set("Content-Type", "application/json")
+		w.WriteHeader(http.StatusGatewayTimeout)
+		fmt.Fprint(w, `{"kind":"Status","apiVersion":"v1","metadata":{},"status":"Failure","message":"injected: the server was unable to return a response in the time allotted, but may still be processing the request","reason":"Timeout","details":{"retryAfterSeconds":1},"code":504}`)
 	default:
 		upstream.ServeHTTP(w, r)
 	}

@@ -96,6 +96,24 @@ type Replacer struct {
 	deletions  *deletions
 }
 
+// Resent is the answer to a request that was sent more than once (client-go
+// resends one answered 429 or 5xx with Retry-After): an earlier send may
+// have done what this answer says was not done.
+type Resent struct{ Err error }
+
+func (e *Resent) Error() string { return e.Err.Error() + " (an answer to a resend)" }
+func (e *Resent) Unwrap() error { return e.Err }
+
+// refused says whether err is the API server's answer that it did not do
+// the request: it was read and turned down, not lost or timed out.
+func refused(err error) bool {
+	if _, ok := DeniedBy(err); ok {
+		return true
+	}
+	return apierrors.IsNotFound(err) || apierrors.IsConflict(err) || apierrors.IsForbidden(err) || apierrors.IsInvalid(err) ||
+		apierrors.IsBadRequest(err) || apierrors.IsUnauthorized(err) || apierrors.IsMethodNotSupported(err)
+}
+
 // Denial is an admission webhook's refusal, as the API server words it.
 type Denial struct {
 	Webhook, Message string
@@ -222,14 +240,20 @@ func (r *Replacer) Replace(ctx context.Context, mode string, ref types.Namespace
 	if err := r.Retry(tx, func() error { return r.Journals.Save(tx, j) }); err != nil {
 		return nil, fmt.Errorf("%w; not replaced: %w", cause, err)
 	}
-	// Retry repeats only requests that got no final answer: a NotFound
-	// after such an attempt may be our own delete whose answer was lost;
-	// a NotFound on the first attempt is someone else's delete.
-	attempts := 0
+	// An answer says what the delete did only when no earlier send of it
+	// may have landed: Retry repeats a request that got no final answer,
+	// and client-go resends one answered 429 or 5xx with Retry-After
+	// (Resent), so a NotFound or a Conflict may answer a resend of a
+	// delete that had landed, and a timeout may hide one that lands.
+	attempts, resent := 0, false
 	err = r.Retry(tx, func() error {
 		attempts++
-		return r.Objects.Delete(tx, orig, false)
+		err := r.Objects.Delete(tx, orig, false)
+		var rs *Resent
+		resent = resent || errors.As(err, &rs)
+		return err
 	})
+	certain := attempts == 1 && !resent && refused(err)
 	var down *FenceDown
 	switch {
 	case err == nil:
@@ -238,14 +262,34 @@ func (r *Replacer) Replace(ctx context.Context, mode string, ref types.Namespace
 		// journal included (it is named after the NAD's uid, as the other
 		// run's would be).
 		return nil, &Stopped{Journal: r.Journals.Where(j), Err: down.Err}
-	case apierrors.IsNotFound(err) && attempts == 1:
+	case certain && apierrors.IsNotFound(err):
 		return nil, errors.Join(fmt.Errorf("%w; deleted by someone else before it could be replaced: not created again", cause), r.dropJournal(tx, j))
-	case apierrors.IsNotFound(err):
-		// Our own delete whose answer was lost.
-	case apierrors.IsConflict(err):
+	case certain && apierrors.IsConflict(err):
 		return nil, errors.Join(ErrConflict, r.dropJournal(tx, j))
-	default:
+	case certain:
 		return nil, errors.Join(fmt.Errorf("%w; deleting it to create it again was refused too: %w", cause, err), r.dropJournal(tx, j))
+	default:
+		// Read what the delete left: the NAD gone or terminating is
+		// taken for our delete, and is created again (a NAD someone else
+		// deleted meanwhile comes back, rather than one of ours being
+		// lost); the NAD as it was is not deleted.
+		var cur *unstructured.Unstructured
+		rerr := r.Retry(tx, func() (err error) {
+			cur, err = r.Objects.Get(tx, orig.GetNamespace(), orig.GetName())
+			return err
+		})
+		switch {
+		case apierrors.IsNotFound(rerr), rerr == nil && (cur.GetUID() != orig.GetUID() || cur.GetDeletionTimestamp() != nil):
+			log.Info("The delete's answer was lost; the NetworkAttachmentDefinition is deleted, so it is created again", logging.KeyReason, err.Error())
+		case rerr != nil:
+			// Whether it was deleted cannot be told now: the journal stays
+			// at its step, for the next run to finish or remove.
+			return nil, &Missing{Journal: r.Journals.Where(j), Why: fmt.Sprintf("whether the delete landed is not known (%v), nor could it be read (%v)", err, rerr)}
+		case apierrors.IsConflict(err):
+			return nil, errors.Join(ErrConflict, r.dropJournal(tx, j))
+		default:
+			return nil, errors.Join(fmt.Errorf("%w; deleting it to create it again failed: %w", cause, err), r.dropJournal(tx, j))
+		}
 	}
 	j.Step = StepDeleted
 	if err := r.Retry(tx, func() error { return r.Journals.Save(tx, j) }); err != nil {

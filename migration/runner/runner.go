@@ -194,6 +194,8 @@ func replaceClient(c Config) (client.Client, error) {
 	}
 	cfg := rest.CopyConfig(c.REST)
 	cfg.QPS, cfg.Burst, cfg.RateLimiter = -1, 0, nil
+	// A replacement's delete must know when its answer is a resend's.
+	cfg.Wrap(migration.CountSends)
 	rc, err := client.NewWithWatch(cfg, client.Options{Scheme: c.Client.Scheme(), Mapper: c.Client.RESTMapper()})
 	if err != nil {
 		return nil, fmt.Errorf("creating the replacements' client: %w", err)
