@@ -53,6 +53,10 @@ type Journal struct {
 	Written time.Time
 	// moved: Written came from elsewhere and is kept in AnnotationWritten.
 	moved bool
+	// resourceVersion is its object's as last saved or read: the next
+	// step is written with one update instead of a create refused as a
+	// duplicate, a read and an update.
+	resourceVersion string
 }
 
 // Ref is the NAD's namespace/name.
@@ -168,10 +172,20 @@ func (c SecretJournals) Save(ctx context.Context, j *Journal) error {
 	if written != "" {
 		sec.Annotations[AnnotationWritten] = written
 	}
-	err = c.Client.Create(ctx, sec, client.FieldOwner(fieldManager))
-	if apierrors.IsAlreadyExists(err) {
-		// The next step of the same replacement, or an earlier run that
-		// stopped before its delete (the NAD, same uid, is still there).
+	if j.resourceVersion != "" {
+		sec.ResourceVersion = j.resourceVersion
+		err = c.Client.Update(ctx, sec, client.FieldOwner(fieldManager))
+		if apierrors.IsNotFound(err) {
+			sec.ResourceVersion = ""
+			err = c.Client.Create(ctx, sec, client.FieldOwner(fieldManager))
+		}
+	} else {
+		err = c.Client.Create(ctx, sec, client.FieldOwner(fieldManager))
+	}
+	if apierrors.IsAlreadyExists(err) || apierrors.IsConflict(err) {
+		// Changed since (a lost answer to our own write), or an earlier
+		// run that stopped before its delete (the NAD, same uid, is still
+		// there): written over.
 		old := &corev1.Secret{}
 		if err = c.Client.Get(ctx, client.ObjectKeyFromObject(sec), old); err == nil {
 			sec.ResourceVersion = old.ResourceVersion
@@ -181,6 +195,7 @@ func (c SecretJournals) Save(ctx context.Context, j *Journal) error {
 	if err != nil {
 		return fmt.Errorf("saving the backup of %s in Secret %s/%s: %w", j.Ref(), c.Namespace, j.Name, err)
 	}
+	j.resourceVersion = sec.ResourceVersion
 	return nil
 }
 
@@ -239,6 +254,7 @@ func (c SecretJournals) read(sec *corev1.Secret) (*Journal, error) {
 	if sec.Name != JournalName(j.UID()) {
 		return nil, errors.New("not a backup netconf-migrator wrote: its name does not match the NAD's uid")
 	}
+	j.resourceVersion = sec.ResourceVersion
 	return j, nil
 }
 

@@ -121,3 +121,68 @@ func TestLoadKeyRefusesASecretOfAnotherType(t *testing.T) {
 		t.Fatalf("LoadKey: %v", err)
 	}
 }
+
+// countingClient counts the writes and reads sent through it.
+type countingClient struct {
+	client.Client
+	creates, updates, gets int
+}
+
+func (c *countingClient) Create(ctx context.Context, obj client.Object, opts ...client.CreateOption) error {
+	c.creates++
+	return c.Client.Create(ctx, obj, opts...)
+}
+
+func (c *countingClient) Update(ctx context.Context, obj client.Object, opts ...client.UpdateOption) error {
+	c.updates++
+	return c.Client.Update(ctx, obj, opts...)
+}
+
+func (c *countingClient) Get(ctx context.Context, key client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+	c.gets++
+	return c.Client.Get(ctx, key, obj, opts...)
+}
+
+// TestAStepIsSavedWithOneUpdate: the next step of a journal is one update
+// (it was a create refused as a duplicate, a read and an update); a journal
+// changed or removed since is still saved.
+func TestAStepIsSavedWithOneUpdate(t *testing.T) {
+	ctx := context.Background()
+	js, c := newJournals(t)
+	cc := &countingClient{Client: c}
+	js.Client = cc
+	j := &Journal{Run: "run-1", Mode: "migrate", Step: StepDeleting, Original: nad("a", "n", "uid-1", `{"type":"bridge"}`)}
+	if err := js.Save(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	j.Step = StepDeleted
+	if err := js.Save(ctx, j); err != nil {
+		t.Fatal(err)
+	}
+	if cc.creates != 1 || cc.updates != 1 || cc.gets != 0 {
+		t.Errorf("two saves sent %d creates, %d updates, %d reads; want 1, 1, 0", cc.creates, cc.updates, cc.gets)
+	}
+	// Changed behind its back (a lost answer to our own write): saved over.
+	sec := &corev1.Secret{}
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "tool", Name: j.Name}, sec); err != nil {
+		t.Fatal(err)
+	}
+	sec.Labels["touched"] = "yes"
+	if err := c.Update(ctx, sec); err != nil {
+		t.Fatal(err)
+	}
+	if err := js.Save(ctx, j); err != nil {
+		t.Fatalf("saving over a changed journal: %v", err)
+	}
+	// Removed: created again.
+	if err := c.Delete(ctx, sec); err != nil {
+		t.Fatal(err)
+	}
+	if err := js.Save(ctx, j); err != nil {
+		t.Fatalf("saving a removed journal: %v", err)
+	}
+	got, _, err := js.List(ctx)
+	if err != nil || len(got) != 1 || got[0].Step != StepDeleted {
+		t.Fatalf("List: %v, %v", got, err)
+	}
+}
