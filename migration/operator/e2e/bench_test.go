@@ -12,6 +12,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	"k8s.io/apimachinery/pkg/watch"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -159,9 +160,32 @@ func BenchmarkLegacyNADFixLatency(b *testing.B) {
 	if err != nil {
 		b.Fatal(err)
 	}
-	w, err := wc.Watch(context.Background(), &nadv1.NetworkAttachmentDefinitionList{}, client.InNamespace(ns))
-	if err != nil {
-		b.Fatal(err)
+	// A watch opened just after the control plane started may end at once
+	// ("Too large resource version": the API server's watch cache is behind
+	// etcd): open it until it delivers a probe NAD's event.
+	var w watch.Interface
+	for attempt := 0; w == nil; attempt++ {
+		if attempt == 20 {
+			b.Fatal("no watch of the NADs delivered an event")
+		}
+		cand, err := wc.Watch(context.Background(), &nadv1.NetworkAttachmentDefinitionList{}, client.InNamespace(ns))
+		if err != nil {
+			b.Fatal(err)
+		}
+		probe := newNAD(ns, fmt.Sprintf("probe-%d", attempt), flat)
+		create(b, probe)
+		for ev := range cand.ResultChan() {
+			if n, ok := ev.Object.(*nadv1.NetworkAttachmentDefinition); ok && n.Name == probe.Name {
+				w = cand
+				break
+			} else if !ok {
+				break
+			}
+		}
+		if w == nil {
+			cand.Stop()
+			time.Sleep(500 * time.Millisecond)
+		}
 	}
 	defer w.Stop()
 	var fixed, floor []time.Duration
