@@ -76,11 +76,18 @@ type Controllers struct {
 	done    chan error
 	down    atomic.Bool
 	cleanup atomic.Pointer[func(*nadv1.NetworkAttachmentDefinition) (time.Duration, error)]
-	// seen is when a NAD's deletion was first seen, by uid: a slow
-	// cleanup counts from there (deletionTimestamp has whole seconds).
+	// seen is when a NAD's deletion was first seen, by uid, and the hold
+	// its cleanup drew then: a slow cleanup counts from there
+	// (deletionTimestamp has whole seconds).
 	seen sync.Map
 	// Removed counts the NADs whose finalizers the controllers removed.
 	Removed atomic.Int64
+}
+
+// hold is a deleted NAD's cleanup: first seen, and how long it takes.
+type hold struct {
+	first time.Time
+	d     time.Duration
 }
 
 // SetDown stops (true) or starts again (false) the controllers' work, as
@@ -88,9 +95,10 @@ type Controllers struct {
 // NADs stay terminating.
 func (c *Controllers) SetDown(down bool) { c.down.Store(down) }
 
-// SetCleanup decides how long the cleanup of a deleted NAD takes and
-// whether it fails (it is retried); nil: at once, as it succeeds on a
-// cluster with nothing to clean.
+// SetCleanup decides how long the cleanup of a deleted NAD takes (the
+// duration f returns when the controllers first see the deletion) and
+// whether it fails (f is asked again at each retry); nil: at once, as it
+// succeeds on a cluster with nothing to clean.
 func (c *Controllers) SetCleanup(f func(nad *nadv1.NetworkAttachmentDefinition) (time.Duration, error)) {
 	if f == nil {
 		c.cleanup.Store(nil)
@@ -219,8 +227,11 @@ func (h *nadHandler) onRemove(ctx context.Context, nad *nadv1.NetworkAttachmentD
 		if err != nil {
 			return reconcile.Result{}, err
 		}
-		first, _ := h.c.seen.LoadOrStore(nad.UID, time.Now())
-		if left := d - time.Since(first.(time.Time)); left > 0 {
+		// The hold drawn at first sight stands: drawn again at each
+		// requeue, a random hold would end only when a draw fell below
+		// the time already spent, longer than the range it is drawn from.
+		v, _ := h.c.seen.LoadOrStore(nad.UID, hold{first: time.Now(), d: d})
+		if left := v.(hold).d - time.Since(v.(hold).first); left > 0 {
 			return reconcile.Result{RequeueAfter: left}, nil
 		}
 	}
