@@ -13,6 +13,7 @@ import (
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/report"
 	"github.com/harvester/netconf-migrator/internal/harvester"
+	"github.com/harvester/netconf-migrator/migration/replace"
 )
 
 // memDeletions is the API server's watch of NADs over a memStore: every
@@ -55,6 +56,23 @@ func (d *memDeletions) deleted(n *nadv1.NetworkAttachmentDefinition) {
 	}
 }
 
+// replaceWatched runs the replacement of a/n with d as the watch of
+// deletions and a minute's budget, and fails the test unless a/n was
+// replaced and stored flat.
+func replaceWatched(t *testing.T, s *memStore, j *memJournals, d replace.Watcher) {
+	t.Helper()
+	r := newReplacer(s, j)
+	r.Deletions, r.Budget = d, time.Minute
+	rep, err := runReplacing(context.Background(), s, r, Options{})
+	if err != nil {
+		t.Fatal(err)
+	}
+	it, _ := action(rep, "a/n")
+	if it.Action != report.ActionNormalized || !it.Recreated || s.nads["a/n"].Spec.Config != flatOf {
+		t.Fatalf("a/n: %s %q, stored %v", it.Action, it.Reason, s.nads["a/n"])
+	}
+}
+
 // TestAReplacementWaitsOnTheWatch: while Harvester's controllers clean up
 // after the delete, the replacement reads the deleted NAD once and then
 // waits on the shared watch of deletions; it used to read it every Poll
@@ -68,18 +86,9 @@ func TestAReplacementWaitsOnTheWatch(t *testing.T) {
 		s.finalize(key)
 	}
 	d := watchDeletions(s)
-	r := newReplacer(s, j)
-	r.Deletions, r.Poll, r.Budget = d, time.Millisecond, time.Minute
-	rep, err := runReplacing(context.Background(), s, r, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	it, _ := action(rep, "a/n")
-	if it.Action != report.ActionNormalized || !it.Recreated || s.nads["a/n"].Spec.Config != flatOf {
-		t.Fatalf("a/n: %s %q, stored %v", it.Action, it.Reason, s.nads["a/n"])
-	}
+	replaceWatched(t, s, j, d)
 	// One read before the delete (the NAD whole), one after it; polled
-	// every millisecond, about a hundred.
+	// every millisecond (newReplacer's Poll), about a hundred.
 	if got := s.gets["a/n"]; got > 2 {
 		t.Errorf("the replacement read a/n %d times, want at most 2: it should wait on the watch", got)
 	}
@@ -104,15 +113,7 @@ func TestAReplacementReadsAgainWhenTheWatchStartsOver(t *testing.T) {
 		d.open[0].Stop() // the API server ends the watch
 		d.mu.Unlock()
 	}
-	r := newReplacer(s, j)
-	r.Deletions, r.Budget = d, time.Minute
-	rep, err := runReplacing(context.Background(), s, r, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if it, _ := action(rep, "a/n"); it.Action != report.ActionNormalized || !it.Recreated {
-		t.Fatalf("a/n: %s %q", it.Action, it.Reason)
-	}
+	replaceWatched(t, s, j, d)
 	if d.watches != 2 {
 		t.Errorf("%d watches, want 2: the ended one and its successor", d.watches)
 	}
@@ -131,15 +132,7 @@ func TestAWatchThatEndsAtOnceIsNotStartedInALoop(t *testing.T) {
 		time.Sleep(300 * time.Millisecond)
 		s.finalize(key)
 	}
-	r := newReplacer(s, j)
-	r.Deletions, r.Budget = d, time.Minute
-	rep, err := runReplacing(context.Background(), s, r, Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if it, _ := action(rep, "a/n"); it.Action != report.ActionNormalized || !it.Recreated {
-		t.Fatalf("a/n: %s %q", it.Action, it.Reason)
-	}
+	replaceWatched(t, s, j, d)
 	d.mu.Lock()
 	defer d.mu.Unlock()
 	// Started in a loop, thousands over the cleanup's 300 ms.

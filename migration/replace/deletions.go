@@ -114,16 +114,28 @@ func (s *subscription) close() {
 	}
 }
 
-// watchRestartWait paces starting the watch again after it failed or
-// ended early.
+// watchRestartWait is the least time from one start of the watch (its
+// failure, or the watch it started) to the next.
 const watchRestartWait = time.Second
 
 // run keeps one watch going until ctx ends, from a resourceVersion read
 // when it starts; up is closed once the first watch runs or failed.
 func (d *deletions) run(ctx context.Context, up chan struct{}) {
 	first := true
+	var started time.Time
 	for ctx.Err() == nil {
+		// Starts are paced, whether the last one failed or its watch ended
+		// at once (an API server answering every watch with an error
+		// event): each start wakes every waiter to read.
+		if wait := watchRestartWait - time.Since(started); !first && wait > 0 {
+			select {
+			case <-ctx.Done():
+				return
+			case <-time.After(wait):
+			}
+		}
 		w, err := d.start(ctx)
+		started = time.Now()
 		if first {
 			first = false
 			d.mu.Lock()
@@ -140,12 +152,7 @@ func (d *deletions) run(ctx context.Context, up chan struct{}) {
 				return
 			}
 		} else if err != nil {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(watchRestartWait):
-				continue
-			}
+			continue
 		} else {
 			// Events between the last watch and this one are lost: every
 			// waiter reads its object again.
@@ -160,19 +167,8 @@ func (d *deletions) run(ctx context.Context, up chan struct{}) {
 			}
 			d.mu.Unlock()
 		}
-		started := time.Now()
 		d.drain(ctx, w)
 		w.Stop()
-		// A watch that ends as soon as it starts (an API server answering
-		// every watch with an error event) is started again no faster than
-		// one that fails to start: each start wakes every waiter to read.
-		if lasted := time.Since(started); lasted < watchRestartWait {
-			select {
-			case <-ctx.Done():
-				return
-			case <-time.After(watchRestartWait - lasted):
-			}
-		}
 	}
 }
 
