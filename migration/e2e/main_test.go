@@ -13,7 +13,6 @@ import (
 
 	"github.com/go-logr/logr"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
-	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/clientcmd"
 	clientcmdapi "k8s.io/client-go/tools/clientcmd/api"
 	"k8s.io/klog/v2"
@@ -42,9 +41,7 @@ func TestMain(m *testing.M) {
 // seeding and checking.
 func fastClient(t testing.TB) client.Client {
 	t.Helper()
-	cfg := rest.CopyConfig(env.Config)
-	cfg.QPS, cfg.Burst = -1, 0
-	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+	c, err := env.UnlimitedClient()
 	if err != nil {
 		t.Fatal(err)
 	}

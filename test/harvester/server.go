@@ -17,7 +17,6 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -97,9 +96,7 @@ func Start(ctx context.Context, env *testenv.Env, r Release) (*StandIns, error) 
 	// test's writes count at once) on a client of their own without one.
 	// On the test's client (5 requests a second) a v1.9 validation, which
 	// lists the storage network's NADs too, took seconds under load.
-	cfg := rest.CopyConfig(env.Config)
-	cfg.QPS, cfg.Burst = -1, 0
-	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+	c, err := env.UnlimitedClient()
 	if err != nil {
 		return nil, fmt.Errorf("the Harvester %s stand-ins' client: %w", r, err)
 	}

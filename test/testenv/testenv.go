@@ -386,13 +386,21 @@ func FreePort(host string) (int, error) {
 	return l.Addr().(*net.TCPAddr).Port, nil
 }
 
+// UnlimitedClient is a client of the control plane that no client-side
+// rate limit holds back: what measures the API server rather than
+// client-go's throttling, and what stands for a component that reads
+// caches (Harvester's webhook) or writes as fast as a busy cluster does.
+func (e *Env) UnlimitedClient() (client.Client, error) {
+	cfg := rest.CopyConfig(e.Config)
+	cfg.QPS, cfg.Burst = -1, 0
+	return client.New(cfg, client.Options{Scheme: e.Scheme})
+}
+
 // CreateMany creates objs from 16 writers with a client no rate limit
 // holds back, as a busy cluster's controllers and GitOps tools write, and
 // returns the first error, naming its object.
 func (e *Env) CreateMany(ctx context.Context, objs []client.Object) error {
-	cfg := rest.CopyConfig(e.Config)
-	cfg.QPS, cfg.Burst = -1, 0
-	c, err := client.New(cfg, client.Options{Scheme: e.Scheme})
+	c, err := e.UnlimitedClient()
 	if err != nil {
 		return err
 	}

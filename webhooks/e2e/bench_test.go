@@ -17,7 +17,6 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/webhook"
@@ -54,9 +53,7 @@ const flatBench = `{"cniVersion":"0.3.1","name":"bench","type":"bridge","bridge"
 // timeout per nested create). hack/bench-webhook.sh turns the runs into
 // ratios.
 func BenchmarkCreateLatency(b *testing.B) {
-	cfg := rest.CopyConfig(env.Config)
-	cfg.QPS, cfg.Burst = -1, 0 // measure the API server, not client-side throttling
-	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+	c, err := env.UnlimitedClient() // measure the API server, not client-side throttling
 	if err != nil {
 		b.Fatal(err)
 	}
@@ -239,9 +236,7 @@ func startBaseline(b testing.TB, handle admission.HandlerFunc) func() {
 // ours and fixed. hack/bench-webhook.sh reports the ratios.
 func BenchmarkCreateLatencyPaired(b *testing.B) {
 	ctx := context.Background()
-	cfg := rest.CopyConfig(env.Config)
-	cfg.QPS, cfg.Burst = -1, 0
-	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+	c, err := env.UnlimitedClient()
 	if err != nil {
 		b.Fatal(err)
 	}
