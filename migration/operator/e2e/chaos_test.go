@@ -206,15 +206,13 @@ func chaos(t *testing.T, bin string, release harvester.Release, chaosFor time.Du
 	// The writer's deletes, logged with -chaos-logs: the only account of
 	// which NADs the soak itself removed.
 	writerLog := func(string, ...any) {}
-	if *chaosLogs != "" {
-		if f, err := os.Create(filepath.Join(*chaosLogs, strings.ReplaceAll(t.Name(), "/", "_")+"-writer.log")); err == nil {
-			t.Cleanup(func() { _ = f.Close() })
-			var mu sync.Mutex
-			writerLog = func(format string, args ...any) {
-				mu.Lock()
-				defer mu.Unlock()
-				fmt.Fprintf(f, "%s "+format+"\n", append([]any{time.Now().UTC().Format(time.RFC3339Nano)}, args...)...)
-			}
+	if f := chaosLog(t, "writer"); f != nil {
+		t.Cleanup(func() { _ = f.Close() })
+		var mu sync.Mutex
+		writerLog = func(format string, args ...any) {
+			mu.Lock()
+			defer mu.Unlock()
+			fmt.Fprintf(f, "%s "+format+"\n", append([]any{time.Now().UTC().Format(time.RFC3339Nano)}, args...)...)
 		}
 	}
 
@@ -333,12 +331,9 @@ func chaos(t *testing.T, bin string, release harvester.Release, chaosFor time.Du
 				n++
 				cmd := exec.Command(bin, "migrate", "-n", ns, "--kubeconfig", env.KubeconfigPath, "--lease-wait", "2s", "--lease-duration", "3s",
 					"--replace-budget", "5s", "--termination-message-path", "")
-				var logFile *os.File
-				if *chaosLogs != "" {
-					if f, err := os.Create(filepath.Join(*chaosLogs, fmt.Sprintf("%s-cli-%04d.log", strings.ReplaceAll(t.Name(), "/", "_"), n))); err == nil {
-						logFile = f
-						cmd.Stdout, cmd.Stderr = f, f
-					}
+				logFile := chaosLog(t, fmt.Sprintf("cli-%04d", n))
+				if logFile != nil {
+					cmd.Stdout, cmd.Stderr = logFile, logFile
 				}
 				if cmd.Start() != nil {
 					if logFile != nil {
@@ -658,16 +653,11 @@ func supervise(t *testing.T, metrics string, pause func() time.Duration, bin str
 		defer close(done)
 		for {
 			cmd := exec.Command(bin, args...)
-			var logFile *os.File
-			if *chaosLogs != "" {
-				// What a process said before a fault cut it: the only
-				// account of a run that hangs.
-				name := fmt.Sprintf("%s-%s-%s-%03d.log", strings.ReplaceAll(t.Name(), "/", "_"), args[0], strings.TrimPrefix(strings.TrimPrefix(metrics, "http://127.0.0.1:"), "http://"), p.starts.Load())
-				name = strings.NewReplacer("/", "_", ":", "_").Replace(name)
-				if f, err := os.Create(filepath.Join(*chaosLogs, name)); err == nil {
-					logFile = f
-					cmd.Stdout, cmd.Stderr = f, f
-				}
+			// What a process said before a fault cut it: the only account
+			// of a run that hangs.
+			logFile := chaosLog(t, fmt.Sprintf("%s-%s-%03d", args[0], strings.TrimPrefix(strings.TrimPrefix(metrics, "http://127.0.0.1:"), "http://"), p.starts.Load()))
+			if logFile != nil {
+				cmd.Stdout, cmd.Stderr = logFile, logFile
 			}
 			if err := cmd.Start(); err != nil {
 				t.Error(err)
@@ -722,4 +712,18 @@ func (n noRetryAfter) RoundTrip(req *http.Request) (*http.Response, error) {
 		resp.Header.Del("Retry-After")
 	}
 	return resp, err
+}
+
+// chaosLog creates the log file of one of TestChaos's processes, named for
+// the subtest and what, in the -chaos-logs directory; nil without one.
+func chaosLog(t *testing.T, what string) *os.File {
+	if *chaosLogs == "" {
+		return nil
+	}
+	name := strings.NewReplacer("/", "_", ":", "_").Replace(t.Name() + "-" + what + ".log")
+	f, err := os.Create(filepath.Join(*chaosLogs, name))
+	if err != nil {
+		return nil
+	}
+	return f
 }
