@@ -19,6 +19,7 @@ import (
 	"k8s.io/client-go/rest"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
+	"github.com/harvester/netconf-migrator/apis/report"
 	"github.com/harvester/netconf-migrator/internal/runlock"
 	"github.com/harvester/netconf-migrator/migration/replace"
 )
@@ -52,18 +53,17 @@ type PreflightScope struct {
 // Preflight checks, before anything is written, that the NAD CRD is
 // installed and Established and that this identity may do what the run
 // will do: list and get NADs in the scope, patch them when the run writes;
-// create and delete them, and keep backups as Secrets in an existing
-// backup namespace, when it replaces; take the run's Lease and read its
-// signing key when it stores. A server dry run checks everything the real
-// run needs but the Lease and the key, so it never promises what the run
-// cannot do. Transient errors are retried for at most budget, as a NAD's
-// writes are: one etcd leader change must not fail a Job that fails at
-// once on exit code 2.
-func Preflight(ctx context.Context, cfg *rest.Config, scope PreflightScope, budget time.Duration) error {
-	namespace, writes, backupNamespace := scope.Namespace, scope.Writes, ""
-	if scope.Replaces {
-		backupNamespace = scope.BackupNamespace
-	}
+// create and delete them, and keep backups as Secrets in the backup
+// namespace, when it replaces; take the run's Lease there. A real run makes
+// a missing backup namespace where it may. A dry run starts whenever it
+// may send what it sends itself, and returns what the real run would need
+// that this identity lacks (rights, the backup namespace), for the report
+// to name beside the NADs that need it: a dry run never promises what the
+// real run cannot do. Transient errors are retried for at most budget, as
+// a NAD's writes are: one etcd leader change must not fail a Job that
+// fails at once on exit code 2.
+func Preflight(ctx context.Context, cfg *rest.Config, scope PreflightScope, budget time.Duration) ([]report.Need, error) {
+	namespace, writes := scope.Namespace, scope.Writes
 	b := DefaultBackoff
 	b.Budget = budget
 	call := func(op func() error) error {
@@ -73,7 +73,7 @@ func Preflight(ctx context.Context, cfg *rest.Config, scope PreflightScope, budg
 	transient := func(err error) bool { return Classify(err) == Retry }
 	ext, err := apiextensionsclient.NewForConfig(cfg)
 	if err != nil {
-		return &PreflightError{Msg: fmt.Sprintf("Cannot build a client for %s: %v.", cfg.Host, err)}
+		return nil, &PreflightError{Msg: fmt.Sprintf("Cannot build a client for %s: %v.", cfg.Host, err)}
 	}
 	var crd *apiextensionsv1.CustomResourceDefinition
 	err = call(func() (err error) {
@@ -82,11 +82,11 @@ func Preflight(ctx context.Context, cfg *rest.Config, scope PreflightScope, budg
 	})
 	switch {
 	case apierrors.IsNotFound(err):
-		return &PreflightError{Msg: fmt.Sprintf("The CustomResourceDefinition %s is not installed, so there are no NetworkAttachmentDefinitions to migrate (is Multus installed?).", nadv1.CRDName)}
+		return nil, &PreflightError{Msg: fmt.Sprintf("The CustomResourceDefinition %s is not installed, so there are no NetworkAttachmentDefinitions to migrate (is Multus installed?).", nadv1.CRDName)}
 	case apierrors.IsForbidden(err):
-		return &PreflightError{Msg: fmt.Sprintf("This identity may not read the CustomResourceDefinition %s: %v.", nadv1.CRDName, apiMessage(err))}
+		return nil, &PreflightError{Msg: fmt.Sprintf("This identity may not read the CustomResourceDefinition %s: %v.", nadv1.CRDName, apiMessage(err))}
 	case err != nil:
-		return &PreflightError{Msg: fmt.Sprintf("Cannot read the CustomResourceDefinition %s from %s: %v.", nadv1.CRDName, cfg.Host, err), Transient: transient(err)}
+		return nil, &PreflightError{Msg: fmt.Sprintf("Cannot read the CustomResourceDefinition %s from %s: %v.", nadv1.CRDName, cfg.Host, err), Transient: transient(err)}
 	}
 	established := false
 	for _, c := range crd.Status.Conditions {
@@ -95,115 +95,219 @@ func Preflight(ctx context.Context, cfg *rest.Config, scope PreflightScope, budg
 		}
 	}
 	if !established {
-		return &PreflightError{Msg: fmt.Sprintf("The CustomResourceDefinition %s is not Established yet; try again once the API server serves it.", nadv1.CRDName)}
+		return nil, &PreflightError{Msg: fmt.Sprintf("The CustomResourceDefinition %s is not Established yet; try again once the API server serves it.", nadv1.CRDName)}
 	}
 	served := false
 	for _, v := range crd.Spec.Versions {
 		served = served || (v.Name == nadv1.GroupVersion.Version && v.Served)
 	}
 	if !served {
-		return &PreflightError{Msg: fmt.Sprintf("The CustomResourceDefinition %s does not serve version %s.", nadv1.CRDName, nadv1.GroupVersion.Version)}
+		return nil, &PreflightError{Msg: fmt.Sprintf("The CustomResourceDefinition %s does not serve version %s.", nadv1.CRDName, nadv1.GroupVersion.Version)}
 	}
 
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return &PreflightError{Msg: fmt.Sprintf("Cannot build a client for %s: %v.", cfg.Host, err)}
+		return nil, &PreflightError{Msg: fmt.Sprintf("Cannot build a client for %s: %v.", cfg.Host, err)}
 	}
-	allowed := func(ns, verb, group, resource string) (bool, error) {
-		return allowedName(ctx, kube, call, transient, ns, verb, group, resource, "")
+	allowed := func(ns, verb, group, resource, name string) (bool, error) {
+		return allowedName(ctx, kube, call, transient, ns, verb, group, resource, name)
 	}
+	// What the run itself sends must be allowed; what only the real run
+	// sends is, for a dry run, a need it reports beside the NADs that need
+	// it (the first command a person runs shows what to grant).
+	dry := !scope.Stores
+	var needs []report.Need
+	scopeWords := "in all namespaces"
+	if namespace != "" {
+		scopeWords = "in namespace " + namespace
+	}
+	grant := "grant the netconf-migrator-job ClusterRole (config/job)"
 	var denied []string
-	verbs := []string{"list", "get"}
-	if writes {
-		verbs = append(verbs, "patch")
-		if backupNamespace != "" {
-			verbs = append(verbs, "create", "delete")
+	var deniedRewrite, deniedReplace []string
+	for _, v := range []struct {
+		verb    string
+		run     bool // the run itself sends it
+		real    bool // the real run sends it
+		needFor report.NeedFor
+	}{
+		{"list", true, true, report.NeedForRun},
+		{"get", true, true, report.NeedForRun},
+		{"patch", writes, true, report.NeedForRewrite},
+		{"create", writes && scope.Replaces, scope.Replaces, report.NeedForReplace},
+		{"delete", writes && scope.Replaces, scope.Replaces, report.NeedForReplace},
+	} {
+		if !v.run && !(dry && v.real) {
+			continue
 		}
-	}
-	for _, verb := range verbs {
-		ok, err := allowed(namespace, verb, nadv1.GroupVersion.Group, nadv1.Resource)
+		ok, err := allowed(namespace, v.verb, nadv1.GroupVersion.Group, nadv1.Resource, "")
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if !ok {
-			denied = append(denied, verb)
+		switch {
+		case ok:
+		case v.run:
+			denied = append(denied, v.verb)
+		case v.needFor == report.NeedForRewrite:
+			deniedRewrite = append(deniedRewrite, v.verb)
+		default:
+			deniedReplace = append(deniedReplace, v.verb)
 		}
 	}
 	if len(denied) > 0 {
-		scope := "in all namespaces"
-		if namespace != "" {
-			scope = "in namespace " + namespace
-		}
-		msg := fmt.Sprintf("This identity may not %s NetworkAttachmentDefinitions %s; grant the netconf-migrator-job ClusterRole (config/job)", strings.Join(denied, " or "), scope)
+		msg := fmt.Sprintf("This identity may not %s NetworkAttachmentDefinitions %s; %s", strings.Join(denied, " or "), scopeWords, grant)
 		if slices.Contains(denied, "create") || slices.Contains(denied, "delete") {
 			msg += ", or pass --recreate=never to only ever update NADs in place"
 		}
-		return &PreflightError{Msg: msg + "."}
+		return nil, &PreflightError{Msg: msg + "."}
 	}
-	type check struct{ verb, group, resource, name string }
+	if len(deniedRewrite) > 0 {
+		needs = append(needs, report.Need{What: fmt.Sprintf("%s NetworkAttachmentDefinitions %s", strings.Join(deniedRewrite, " or "), scopeWords), For: report.NeedForRewrite, Advice: grant})
+	}
+	if len(deniedReplace) > 0 {
+		needs = append(needs, report.Need{What: fmt.Sprintf("%s NetworkAttachmentDefinitions %s%s", strings.Join(deniedReplace, " or "), scopeWords, replaceWords(writes)),
+			For: replaceNeed(writes), Advice: grant + ", or pass --recreate=never to only ever update NADs in place"})
+	}
+
+	// The backup namespace: the real run's Lease, and the backups of the
+	// NADs it replaces with their signing key.
+	type check struct {
+		verb, group, resource, name string
+		needFor                     report.NeedFor
+	}
 	var checks []check
-	if writes && backupNamespace != "" {
+	if scope.Replaces {
 		for _, verb := range []string{"create", "get", "list", "update", "delete"} {
-			checks = append(checks, check{verb, "", "secrets", ""})
+			checks = append(checks, check{verb, "", "secrets", "", replaceNeed(writes)})
 		}
+		checks = append(checks, check{"get", "", "secrets", replace.KeySecretName, replaceNeed(writes)})
 	}
-	if scope.Stores {
-		checks = append(checks, check{"create", "coordination.k8s.io", "leases", ""}, check{"get", "coordination.k8s.io", "leases", runlock.LeaseName},
-			check{"update", "coordination.k8s.io", "leases", runlock.LeaseName})
-		if scope.Replaces {
-			checks = append(checks, check{"create", "", "secrets", ""}, check{"get", "", "secrets", replace.KeySecretName})
-		}
-	}
+	checks = append(checks, check{"create", "coordination.k8s.io", "leases", "", report.NeedForRun},
+		check{"get", "coordination.k8s.io", "leases", runlock.LeaseName, report.NeedForRun},
+		check{"update", "coordination.k8s.io", "leases", runlock.LeaseName, report.NeedForRun})
+	backupAdvice := fmt.Sprintf("grant the netconf-migrator-job Role in namespace %s (config/job), pass --backup-namespace, or --recreate=never", scope.BackupNamespace)
+	missing := map[string][]string{} // "resource named name" -> verbs, for a dry run
+	var order []string
+	forOf := map[string]report.NeedFor{}
 	for _, c := range checks {
-		ok, err := allowedName(ctx, kube, call, transient, scope.BackupNamespace, c.verb, c.group, c.resource, c.name)
+		ok, err := allowed(scope.BackupNamespace, c.verb, c.group, c.resource, c.name)
 		if err != nil {
-			return err
+			return nil, err
 		}
-		if !ok {
-			what := c.resource
-			if c.name != "" {
-				what += " named " + c.name
-			}
-			return &PreflightError{Msg: fmt.Sprintf("This identity may not %s %s in namespace %s, where the run keeps its Lease, the backups of the NADs it replaces and their signing key;"+
+		if ok {
+			continue
+		}
+		what := c.resource
+		if c.name != "" {
+			what += " named " + c.name
+		}
+		if !dry {
+			return nil, &PreflightError{Msg: fmt.Sprintf("This identity may not %s %s in namespace %s, where the run keeps its Lease, the backups of the NADs it replaces and their signing key;"+
 				" grant the netconf-migrator-job Role (config/job), pass --backup-namespace, or --recreate=never.", c.verb, what, scope.BackupNamespace)}
 		}
-	}
-	if (scope.Stores || backupNamespace != "") && writes {
-		// A dry-run create shows the namespace exists and admission lets
-		// us write there; SelfSubjectAccessReviews allow a namespace that
-		// does not exist.
-		meta := metav1.ObjectMeta{Namespace: scope.BackupNamespace, GenerateName: "netconf-migrator-preflight-"}
-		dry := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
-		probe := func() error {
-			return call(func() error {
-				var err error
-				if backupNamespace != "" {
-					_, err = kube.CoreV1().Secrets(scope.BackupNamespace).Create(ctx, &corev1.Secret{ObjectMeta: meta, Type: replace.JournalSecretType}, dry)
-				} else {
-					_, err = kube.CoordinationV1().Leases(scope.BackupNamespace).Create(ctx, &coordinationv1.Lease{ObjectMeta: meta}, dry)
-				}
-				return err
-			})
+		if _, seen := missing[what]; !seen {
+			order = append(order, what)
 		}
-		err := probe()
-		if apierrors.IsNotFound(err) {
-			// Made where this identity may, as helm --create-namespace
-			// does: by the real run (which then checks it may write
-			// there); a dry run only checks that it may make it.
-			err = createBackupNamespace(ctx, kube, call, transient, scope)
-			if err == nil && scope.Stores {
-				err = probe()
+		missing[what] = append(missing[what], c.verb)
+		forOf[what] = c.needFor
+	}
+	for _, what := range order {
+		advice := backupAdvice
+		if forOf[what] == report.NeedForRun {
+			advice = fmt.Sprintf("grant the netconf-migrator-job Role in namespace %s (config/job), or pass --backup-namespace", scope.BackupNamespace)
+		}
+		words := ""
+		if forOf[what] != report.NeedForRun {
+			words = replaceWords(writes)
+		}
+		needs = append(needs, report.Need{What: fmt.Sprintf("%s %s in namespace %s%s", strings.Join(missing[what], " or "), what, scope.BackupNamespace, words), For: forOf[what], Advice: advice})
+	}
+
+	// A write refused for the rights just found missing says nothing more:
+	// the namespace is then only read.
+	need, err := backupNamespaceReady(ctx, kube, call, transient, scope, writes && len(order) == 0)
+	if err != nil {
+		return nil, err
+	}
+	if need != nil {
+		needs = append(needs, *need)
+	}
+	return needs, nil
+}
+
+// replaceNeed is who needs what a replacement sends: the NADs a server dry
+// run would replace; in a client dry run, which sends nothing and so
+// cannot tell which in-place updates admission refuses, every NAD it would
+// rewrite.
+func replaceNeed(writes bool) report.NeedFor {
+	if writes {
+		return report.NeedForReplace
+	}
+	return report.NeedForRewrite
+}
+
+// replaceWords says, in a client dry run, when a replacement's need bites.
+func replaceWords(writes bool) string {
+	if writes {
+		return ""
+	}
+	return " (to replace a NAD whose update in place admission refuses)"
+}
+
+// backupNamespaceReady checks that the backup namespace exists and that
+// admission lets the run write there; a real run makes it where this
+// identity may, as helm --create-namespace does. For a dry run, a
+// namespace the real run could not make or write in is a need. With write
+// unset, it only reads the namespace, when it may.
+func backupNamespaceReady(ctx context.Context, kube kubernetes.Interface, call func(func() error) error, transient func(error) bool, scope PreflightScope, write bool) (*report.Need, error) {
+	dry := !scope.Stores
+	ns := scope.BackupNamespace
+	// A dry-run create shows the namespace exists and admission lets us
+	// write there; SelfSubjectAccessReviews allow a namespace that does
+	// not exist. A client dry run sends no write, so it reads the
+	// namespace instead, when it may.
+	meta := metav1.ObjectMeta{Namespace: ns, GenerateName: "netconf-migrator-preflight-"}
+	opts := metav1.CreateOptions{DryRun: []string{metav1.DryRunAll}}
+	probe := func() error {
+		return call(func() error {
+			var err error
+			switch {
+			case !write:
+				_, err = kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
+			case scope.Replaces:
+				_, err = kube.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: meta, Type: replace.JournalSecretType}, opts)
+			default:
+				_, err = kube.CoordinationV1().Leases(ns).Create(ctx, &coordinationv1.Lease{ObjectMeta: meta}, opts)
 			}
-		}
-		switch {
-		case errors.Is(err, errMayNotCreate):
-			return &PreflightError{Msg: fmt.Sprintf("The namespace %s, where the run keeps its Lease and the backups of the NADs it replaces, does not exist, and this identity may not create it;"+
-				" create it (kubectl create namespace %s) or pass --backup-namespace.", scope.BackupNamespace, scope.BackupNamespace)}
-		case err != nil:
-			return &PreflightError{Msg: fmt.Sprintf("Cannot write a backup in namespace %s: %v.", scope.BackupNamespace, apiMessage(err)), Transient: transient(err)}
+			return err
+		})
+	}
+	err := probe()
+	if !write && apierrors.IsForbidden(err) {
+		// This identity may not read namespaces: whether it exists is not
+		// known here, and the real run finds out.
+		return nil, nil
+	}
+	if apierrors.IsNotFound(err) {
+		err = createBackupNamespace(ctx, kube, call, transient, scope)
+		if err == nil && !dry {
+			err = probe()
 		}
 	}
-	return nil
+	switch {
+	case err == nil:
+		return nil, nil
+	case errors.Is(err, errMayNotCreate) && dry:
+		return &report.Need{What: fmt.Sprintf("the namespace %s, which does not exist, and this identity may not create it", ns), For: report.NeedForRun,
+			Advice: fmt.Sprintf("create it (kubectl create namespace %s) or pass --backup-namespace", ns)}, nil
+	case errors.Is(err, errMayNotCreate):
+		return nil, &PreflightError{Msg: fmt.Sprintf("The namespace %s, where the run keeps its Lease and the backups of the NADs it replaces, does not exist, and this identity may not create it;"+
+			" create it (kubectl create namespace %s) or pass --backup-namespace.", ns, ns)}
+	case dry && (apierrors.IsForbidden(err) || apierrors.IsInvalid(err)):
+		// Admission in that namespace (a policy, a quota) refuses it.
+		return &report.Need{What: fmt.Sprintf("to write in namespace %s, which admission refuses: %s", ns, apiMessage(err)), For: report.NeedForRun,
+			Advice: "pass --backup-namespace, or let this identity write there"}, nil
+	}
+	return nil, &PreflightError{Msg: fmt.Sprintf("Cannot write a backup in namespace %s: %v.", ns, apiMessage(err)), Transient: transient(err)}
 }
 
 var errMayNotCreate = errors.New("may not create the namespace")

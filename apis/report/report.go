@@ -80,6 +80,9 @@ type Summary struct {
 	// RejectedBackups are objects that look like backups but that this tool
 	// did not write: nothing was created from them.
 	RejectedBackups []string `json:"rejectedBackups,omitempty"`
+	// Needs are what the real run would need that a dry run's identity
+	// lacks (SetNeeds).
+	Needs []Need `json:"needs,omitempty"`
 }
 
 // Report is the document written by --report. Safe for concurrent use.
@@ -121,12 +124,13 @@ func (r *Report) Reject(where, reason string) {
 	r.Summary.RejectedBackups = append(r.Summary.RejectedBackups, where+": "+reason)
 }
 
-// NeedsAttention reports whether any NAD failed or needs a person, or a
-// look-alike backup was found.
+// NeedsAttention reports whether any NAD failed or needs a person, a
+// look-alike backup was found, or a dry run found that the real run would
+// need what its identity lacks.
 func (r *Report) NeedsAttention() bool {
 	r.mu.Lock()
 	defer r.mu.Unlock()
-	return r.Summary.Actions[ActionFailed]+r.Summary.Actions[ActionReported]+r.Summary.Actions[ActionMissing] > 0 || len(r.Summary.RejectedBackups) > 0
+	return r.Summary.Actions[ActionFailed]+r.Summary.Actions[ActionReported]+r.Summary.Actions[ActionMissing] > 0 || len(r.Summary.RejectedBackups) > 0 || len(r.Summary.Needs) > 0
 }
 
 func (r *Report) sorted() []Item {
@@ -194,6 +198,7 @@ func (r *Report) WriteSummary(w io.Writer) {
 	for _, b := range r.Summary.RejectedBackups {
 		fmt.Fprintf(w, "  not a backup of netconf-migrator's, ignored: %s\n", b)
 	}
+	writeNeeds(w, r.Summary.Needs)
 	for _, it := range r.sorted() {
 		line := fmt.Sprintf("%s: %s", it.Ref(), it.Form)
 		if it.Reason != "" {
@@ -241,6 +246,7 @@ func (r *Report) Merge(o *Report) {
 		r.Summary.Actions[a] += n
 	}
 	r.Summary.RejectedBackups = append(r.Summary.RejectedBackups, sum.RejectedBackups...)
+	r.Summary.Needs = append(r.Summary.Needs, sum.Needs...)
 	if sum.Stopped != "" {
 		r.Summary.Stopped = sum.Stopped
 	}

@@ -5,6 +5,7 @@ import (
 	"encoding/json"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 
@@ -169,7 +170,32 @@ func TestJobRBACRecreates(t *testing.T) {
 	h := harvester.StartT(t, env, harvester.V16)
 	ns := h.Namespace(t, "rbac-recreate")
 	seed(t, []*nadv1.NetworkAttachmentDefinition{newNAD(ns, "n", nestedConfig("n"), harvesterLabels())})
-	r := runCLI(t, "migrate", "-n", ns, "--kubeconfig", kubeconfigAs(t, jobSA, jobGroups...))
+	// A server dry run as an identity with the Job's ClusterRole but not
+	// its Role in the backup namespace: the NAD would be replaced, and the
+	// rights to keep its backup are named beside it.
+	binding := &rbacv1.ClusterRoleBinding{
+		ObjectMeta: metav1.ObjectMeta{Name: "job-without-backups"},
+		RoleRef:    rbacv1.RoleRef{APIGroup: rbacv1.GroupName, Kind: "ClusterRole", Name: "netconf-migrator-job"},
+		Subjects:   []rbacv1.Subject{{APIGroup: rbacv1.GroupName, Kind: "User", Name: "job-without-backups"}},
+	}
+	harvester.Create(t, env.Client, binding)
+	r := runCLI(t, "migrate", "--dry-run=server", "-n", ns, "--kubeconfig", kubeconfigAs(t, "job-without-backups", "system:authenticated"))
+	secrets := report.Need{}
+	for _, n := range r.report.Summary.Needs {
+		if n.What == "create or get or list or update or delete secrets in namespace "+backupNamespace {
+			secrets = n
+		}
+	}
+	if it := r.itemsByName()["n"]; r.code != 1 || it.Action != report.ActionWouldNormalize || !it.Recreated ||
+		secrets.For != report.NeedForReplace || !slices.Equal(secrets.NADs, []string{ns + "/n"}) ||
+		!strings.Contains(r.errOut, "    - create or get or list or update or delete secrets in namespace "+backupNamespace+", for the 1 NAD(s) it would replace: "+ns+"/n\n") {
+		t.Errorf("server dry run without the backup namespace's Role: exit %d, %+v, needs %+v; want exit 1, n would be recreated, and the Secret rights named beside it\n%s", r.code, it, r.report.Summary.Needs, r.errOut)
+	}
+	// As the Job itself: nothing needed.
+	if r := runCLI(t, "migrate", "--dry-run=server", "-n", ns, "--kubeconfig", kubeconfigAs(t, jobSA, jobGroups...)); r.code != 0 || len(r.report.Summary.Needs) != 0 || !r.itemsByName()["n"].Recreated {
+		t.Errorf("server dry run as the Job: exit %d, needs %+v\n%s", r.code, r.report.Summary.Needs, r.errOut)
+	}
+	r = runCLI(t, "migrate", "-n", ns, "--kubeconfig", kubeconfigAs(t, jobSA, jobGroups...))
 	if it := r.itemsByName()["n"]; r.code != 0 || it.Action != report.ActionNormalized || !it.Recreated {
 		t.Fatalf("exit %d: %+v\n%s", r.code, it, r.errOut)
 	}
@@ -251,19 +277,54 @@ func TestPreflight(t *testing.T) {
 	if want := "This identity may not patch NetworkAttachmentDefinitions in all namespaces; grant"; r.code != 2 || !strings.Contains(r.errOut, want) {
 		t.Errorf("list only, --recreate=never: exit %d, want 2 and %q\n%s", r.code, want, r.errOut)
 	}
-	// --dry-run=client sends no write: a read-only identity may see what a
-	// migration would do. A server dry run is authorized as a write.
-	if r := runCLI(t, "migrate", "--dry-run=client", "-l", "nothing=here", "--kubeconfig", kubeconfigAs(t, "lister", "system:authenticated")); r.code != 0 {
-		t.Errorf("list only, client dry run: exit %d, want 0\n%s", r.code, r.errOut)
-	}
+	// --dry-run=server is authorized as a write: refused at once.
 	if r := runCLI(t, "migrate", "--dry-run=server", "-l", "nothing=here", "--kubeconfig", kubeconfigAs(t, "lister", "system:authenticated")); r.code != 2 {
 		t.Errorf("list only, server dry run: exit %d, want 2\n%s", r.code, r.errOut)
+	}
+	// --dry-run=client sends no write: a read-only identity sees what a
+	// migration would do, and what the real run would need beside the
+	// NADs that need it; it exits 1 on those needs.
+	const needsNS = "preflight-needs"
+	if err := env.CreateNamespace(ctx, needsNS, nil); err != nil {
+		t.Fatal(err)
+	}
+	needsLabels := map[string]string{suiteLabel: needsNS}
+	seed(t, []*nadv1.NetworkAttachmentDefinition{
+		newNAD(needsNS, "a", nestedConfig("a"), needsLabels), newNAD(needsNS, "b", nestedConfig("b"), needsLabels),
+		newNAD(needsNS, "flat", `{"cniVersion":"1.0.0","name":"flat","type":"bridge","bridge":"br0"}`, needsLabels),
+	})
+	r = runCLI(t, "migrate", "--dry-run=client", "-l", suiteLabel+"="+needsNS, "--kubeconfig", kubeconfigAs(t, "lister", "system:authenticated"))
+	needs := map[string]report.Need{}
+	for _, n := range r.report.Summary.Needs {
+		needs[n.What] = n
+	}
+	nads := []string{needsNS + "/a", needsNS + "/b"}
+	const whenRefused = " (to replace a NAD whose update in place admission refuses)"
+	for what, want := range map[string]report.Need{
+		"patch NetworkAttachmentDefinitions in all namespaces":                                            {For: report.NeedForRewrite, NADs: nads},
+		"create or delete NetworkAttachmentDefinitions in all namespaces" + whenRefused:                   {For: report.NeedForRewrite, NADs: nads},
+		"create or get or list or update or delete secrets in namespace " + backupNamespace + whenRefused: {For: report.NeedForRewrite, NADs: nads},
+		"create leases in namespace " + backupNamespace:                                                   {For: report.NeedForRun},
+		"get or update leases named netconf-migrator-run in namespace " + backupNamespace:                 {For: report.NeedForRun},
+	} {
+		got, ok := needs[what]
+		if !ok || got.For != want.For || !slices.Equal(got.NADs, want.NADs) || got.Advice == "" {
+			t.Errorf("need %q: %+v, want for %s, NADs %v and advice", what, got, want.For, want.NADs)
+		}
+	}
+	if r.code != 1 || r.report.Summary.Actions[report.ActionWouldNormalize] != 2 || len(needs) != 6 ||
+		!strings.Contains(r.errOut, "the real run would need what this identity lacks:\n    - patch NetworkAttachmentDefinitions in all namespaces, for the 2 NAD(s) it would rewrite: "+needsNS+"/a, "+needsNS+"/b\n") {
+		t.Errorf("list only, client dry run: exit %d, %v, %d needs, want exit 1, 2 would-normalize and 6 needs named in the summary\n%s", r.code, r.report.Summary.Actions, len(needs), r.errOut)
+	}
+	// An identity with every right: the same dry run needs nothing, exit 0.
+	if r := runCLI(t, "migrate", "--dry-run=client", "-l", suiteLabel+"="+needsNS); r.code != 0 || len(r.report.Summary.Needs) != 0 || r.report.Summary.Actions[report.ActionWouldNormalize] != 2 {
+		t.Errorf("administrator, client dry run: exit %d, needs %+v, %v\n%s", r.code, r.report.Summary.Needs, r.report.Summary.Actions, r.errOut)
 	}
 
 	// A server dry run checks everything the real run needs: with the
 	// backup namespace missing, and an identity that may not create it, it
-	// must not report NADs "would-normalize (recreated)" that the real run
-	// then cannot replace.
+	// must not promise a real run that then cannot start. It reports the
+	// namespace as a need of every run and exits 1; the real run exits 2.
 	// Everything a run needs, anywhere, but no namespaces.
 	everywhere := &rbacv1.ClusterRole{
 		ObjectMeta: metav1.ObjectMeta{Name: "preflight-no-namespaces"},
@@ -282,9 +343,14 @@ func TestPreflight(t *testing.T) {
 			t.Fatal(err)
 		}
 	}
-	r = runCLI(t, "migrate", "--dry-run=server", "-l", "nothing=here", "--backup-namespace", "no-such-namespace", "--kubeconfig", kubeconfigAs(t, "no-namespaces", "system:authenticated"))
+	noNamespaces := kubeconfigAs(t, "no-namespaces", "system:authenticated")
+	r = runCLI(t, "migrate", "--dry-run=server", "-l", "nothing=here", "--backup-namespace", "no-such-namespace", "--kubeconfig", noNamespaces)
+	if want := "    - the namespace no-such-namespace, which does not exist, and this identity may not create it, for every run\n      what to do: create it (kubectl create namespace no-such-namespace) or pass --backup-namespace\n"; r.code != 1 || !strings.Contains(r.errOut, want) || len(r.report.Summary.Needs) != 1 {
+		t.Errorf("server dry run, backup namespace missing, may not create it: exit %d, needs %+v, want 1 and %q\n%s", r.code, r.report.Summary.Needs, want, r.errOut)
+	}
+	r = runCLI(t, "migrate", "-l", "nothing=here", "--backup-namespace", "no-such-namespace", "--kubeconfig", noNamespaces)
 	if want := "The namespace no-such-namespace, where the run keeps its Lease and the backups of the NADs it replaces, does not exist, and this identity may not create it"; r.code != 2 || !strings.Contains(r.errOut, want) {
-		t.Errorf("server dry run, backup namespace missing, may not create it: exit %d, want 2 and %q\n%s", r.code, want, r.errOut)
+		t.Errorf("real run, backup namespace missing, may not create it: exit %d, want 2 and %q\n%s", r.code, want, r.errOut)
 	}
 	// An identity that may create it (a person's, as a first step by hand):
 	// the dry run goes on and creates nothing; the real run makes the

@@ -208,10 +208,11 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
-	if err := migration.Preflight(ctx, cfg, migration.PreflightScope{
+	needs, err := migration.Preflight(ctx, cfg, migration.PreflightScope{
 		Namespace: f.namespace, Writes: dry != migration.DryRunClient, Stores: dry == migration.DryRunNone,
 		Replaces: recreate == migration.RecreateAuto, BackupNamespace: f.backupNamespace,
-	}, f.nadBudget); err != nil {
+	}, f.nadBudget)
+	if err != nil {
 		// A Job's Pod status then says why the run never started. An API
 		// server that kept failing is not a usage error: exit 3 lets the
 		// Job try again.
@@ -267,6 +268,11 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	start := time.Now()
 	log.Info("Starting", "mode", mode, "namespace", f.namespace, "selector", f.selector, "dryRun", dry, "pageSize", f.pageSize, "concurrency", f.concurrency, "replaceConcurrency", f.replaceConcurrency)
 	rep, runErr := m.Run(ctx)
+	if dry != migration.DryRunNone {
+		// Exits 1 when the real run would lack something that what this
+		// run found needs.
+		rep.SetNeeds(needs)
+	}
 	if dropped := events.Flush(eventsFlushBound); dropped > 0 {
 		log.Info("Dropped Events still queued when the flush bound ran out", logging.KeyCount, dropped, "bound", eventsFlushBound.String())
 	}
