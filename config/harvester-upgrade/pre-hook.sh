@@ -49,6 +49,9 @@
 #                                      or when a NAD failed or needs a person
 #   NETCONF_MIGRATOR_WAIT              seconds to wait for the operator's NADMigration (1800)
 #   NETCONF_MIGRATOR_NAMESPACE         where the operator runs (netconf-migrator-system)
+#   NETCONF_MIGRATOR_OPERATOR_ACCOUNT  the operator's ServiceAccount there
+#                                      (netconf-migrator-operator; <fullnameOverride>-operator
+#                                      when the chart was installed with one)
 #
 # When netconf-migrator's operator is installed (the NADMigration CRD exists
 # and its Deployment, in its own namespace and running as its own
@@ -75,12 +78,13 @@ netconf_migrator_pre_hook() {
   read -r -a args <<<"${NETCONF_MIGRATOR_ARGS:-}" || true
 
   local ons=${NETCONF_MIGRATOR_NAMESPACE:-netconf-migrator-system}
+  local oaccount=${NETCONF_MIGRATOR_OPERATOR_ACCOUNT:-netconf-migrator-operator}
   local rc=0
 
   echo "netconf-migrator: migrating NetworkAttachmentDefinitions to the flat CNI form"
   if kubectl get crd nadmigrations.netconf-migrator.harvesterhci.io >/dev/null 2>&1 &&
-    [ -n "$(kubectl get deployments -n "$ons" -l app.kubernetes.io/name=netconf-migrator,app.kubernetes.io/component=operator \
-      -o jsonpath='{range .items[?(@.spec.template.spec.serviceAccountName=="netconf-migrator-operator")]}{.status.readyReplicas}{end}' 2>/dev/null)" ]; then
+    [ -n "$(kubectl get deployments -n "$ons" -l app.kubernetes.io/component=operator \
+      -o jsonpath="{range .items[?(@.spec.template.spec.serviceAccountName==\"$oaccount\")]}{.status.readyReplicas}{end}" 2>/dev/null)" ]; then
     # The operator may not list Secrets beside the webhook: backups an
     # earlier version kept there are moved with this Job's rights first.
     if command -v "$bin" >/dev/null 2>&1; then

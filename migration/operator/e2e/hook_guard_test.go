@@ -7,8 +7,10 @@ import (
 	"strings"
 	"testing"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/harvester/netconf-migrator/migration/detect"
 	"github.com/harvester/netconf-migrator/migration/operator"
@@ -91,5 +93,33 @@ func TestPreHookNeverPassesWithAnEarlierBackupLeft(t *testing.T) {
 	out, err = upgradeHook(t, "NETCONF_MIGRATOR_WAIT=120").CombinedOutput()
 	if err != nil || !strings.Contains(string(out), "Upgrading charts") {
 		t.Errorf("the hook with nothing left: %v\n%s", err, out)
+	}
+}
+
+// An operator the chart installed with nameOverride and fullnameOverride
+// runs as <fullname>-operator and carries another name label: the hook
+// finds it by the account NETCONF_MIGRATOR_OPERATOR_ACCOUNT names, and
+// without it falls back to the binary rather than wait on a guess.
+func TestPreHookFindsAnOperatorInstalledUnderAnotherName(t *testing.T) {
+	dropUnfixable(t)
+	readyDeploymentIn(t, ownNamespace, "nm-operator", "operator", "nm-operator")
+	dep := &appsv1.Deployment{}
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Namespace: ownNamespace, Name: "nm-operator"}, dep); err != nil {
+		t.Fatal(err)
+	}
+	dep.Labels["app.kubernetes.io/name"] = "nadfix"
+	if err := env.Client.Update(context.Background(), dep); err != nil {
+		t.Fatal(err)
+	}
+	readyDeployment(t, "webhook")
+	out, err := upgradeHook(t, "NETCONF_MIGRATOR_STRICT=true", "NETCONF_MIGRATOR_WAIT=5").CombinedOutput()
+	var exit *exec.ExitError
+	if !errors.As(err, &exit) || exit.ExitCode() != 2 || !strings.Contains(string(out), "is not in this image") {
+		t.Errorf("the hook without the operator's account named: %v, want exit 2 naming the missing binary\n%s", err, out)
+	}
+	startOperator(t, operator.Options{Fix: detect.FixOff})
+	out, err = upgradeHook(t, "NETCONF_MIGRATOR_OPERATOR_ACCOUNT=nm-operator", "NETCONF_MIGRATOR_WAIT=120").CombinedOutput()
+	if err != nil || !strings.Contains(string(out), "the operator runs NADMigration") || !strings.Contains(string(out), "Upgrading charts") {
+		t.Errorf("the hook with the operator's account named: %v, want the operator's path and the upgrade going on\n%s", err, out)
 	}
 }

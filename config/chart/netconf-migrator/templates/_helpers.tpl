@@ -1,5 +1,27 @@
+{{/*
+The name in every object's app.kubernetes.io/name label and in the
+selectors: nameOverride, or the chart's name.
+*/}}
+{{- define "netconf-migrator.name" -}}
+{{- .Values.nameOverride | default .Chart.Name | trunc 63 | trimSuffix "-" -}}
+{{- end -}}
+
+{{/*
+What every object this chart makes is named after: fullnameOverride, else
+nameOverride, else the chart's name. Unlike Helm's scaffold it does not
+prefix the release's name: the tool is one per cluster (one webhook for
+every NAD, one run at a time), its cluster-scoped objects (the webhook
+configuration, ClusterRoles, the admission policy) keep their names
+whatever the release is called, and a release renamed in Rancher or Argo
+CD must not rename them on upgrade. At most 40 characters, so the longest
+name made from it fits every kind's limit (a Service's 63).
+*/}}
+{{- define "netconf-migrator.fullname" -}}
+{{- .Values.fullnameOverride | default (include "netconf-migrator.name" .) | trunc 40 | trimSuffix "-" -}}
+{{- end -}}
+
 {{- define "netconf-migrator.labels" -}}
-app.kubernetes.io/name: netconf-migrator
+app.kubernetes.io/name: {{ include "netconf-migrator.name" . }}
 app.kubernetes.io/instance: {{ .Release.Name }}
 app.kubernetes.io/version: {{ .Chart.AppVersion | quote }}
 app.kubernetes.io/managed-by: {{ .Release.Service }}
@@ -29,7 +51,7 @@ podAnnotations.
 */}}
 {{- define "netconf-migrator.podMetadata" -}}
 labels:
-  app.kubernetes.io/name: netconf-migrator
+  app.kubernetes.io/name: {{ include "netconf-migrator.name" .root }}
   app.kubernetes.io/component: {{ .component }}
   {{- with .root.Values.podLabels }}
   {{- toYaml . | nindent 2 }}
