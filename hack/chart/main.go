@@ -10,7 +10,10 @@ import (
 	"flag"
 	"fmt"
 	"os"
+	"path/filepath"
+	"strings"
 
+	"github.com/google/go-containerregistry/pkg/name"
 	"k8s.io/client-go/tools/clientcmd"
 	"sigs.k8s.io/yaml"
 
@@ -76,5 +79,11 @@ func run(dir, ns, valuesFile, kubeconfig, pkg, push string) error {
 		return err
 	}
 	fmt.Fprintln(os.Stderr, "chart: pushed", ref)
-	return nil
+	// What the release signs: the chart by digest, never a tag.
+	tagged, digest, _ := strings.Cut(ref, "@")
+	tag, err := name.NewTag(tagged)
+	if err != nil {
+		return err
+	}
+	return os.WriteFile(filepath.Join(pkg, "digest"), []byte(tag.Context().Digest(digest).String()+"\n"), 0o644)
 }

@@ -1,7 +1,10 @@
 // Command image assembles netconf-migrator's OCI image index from binaries
 // `make image` built, and writes it as an OCI layout, an OCI archive (for
 // `ctr images import` and Harvester's air-gap image import), one
-// `docker load` archive per platform, and, with -push, to a registry.
+// `docker load` archive per platform, the CycloneDX SBOM of each
+// platform's binary, the index's digest (for the release to sign), and,
+// with -push, all of it to a registry, the SBOMs as OCI referrers of the
+// index and of each platform's image.
 //
 //	go -C hack run ./image -bin linux/amd64=$PWD/bin/linux-amd64/netconf-migrator -bin linux/arm64=... \
 //	    -version v0.1.0 -revision abc123 -created 1764000000 -out $PWD/dist/image
@@ -19,6 +22,7 @@ import (
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 
 	"github.com/harvester/netconf-migrator/hack/imagebuild"
+	"github.com/harvester/netconf-migrator/hack/sbom"
 )
 
 type binFlags map[string]string
@@ -81,14 +85,39 @@ func run(o imagebuild.Options, out string, push bool) error {
 			return err
 		}
 	}
+	sboms := map[string][]byte{}
+	for plat, path := range o.Binaries {
+		doc, err := sbom.Of(path, o.Version)
+		if err != nil {
+			return fmt.Errorf("the SBOM of the %s image: %w", plat, err)
+		}
+		sboms[plat] = doc
+		if err := os.WriteFile(filepath.Join(out, "netconf-migrator-"+strings.ReplaceAll(plat, "/", "-")+".cdx.json"), doc, 0o644); err != nil {
+			return err
+		}
+	}
+	artifacts, err := imagebuild.SBOMArtifacts(idx, images, sboms, o.Created)
+	if err != nil {
+		return err
+	}
 	d, err := idx.Digest()
 	if err != nil {
 		return err
 	}
+	// What the release signs: the index by digest, never a tag.
+	if err := os.WriteFile(filepath.Join(out, "digest"), []byte(ref.Context().Digest(d.String()).String()+"\n"), 0o644); err != nil {
+		return err
+	}
 	fmt.Printf("%s@%s\n", ref, d)
 	if push {
-		if err := remote.WriteIndex(ref, idx, remote.WithAuthFromKeychain(authn.DefaultKeychain)); err != nil {
+		auth := remote.WithAuthFromKeychain(authn.DefaultKeychain)
+		if err := remote.WriteIndex(ref, idx, auth); err != nil {
 			return fmt.Errorf("pushing %s: %w", ref, err)
+		}
+		for _, a := range artifacts {
+			if err := a.Push(ref.Context(), auth); err != nil {
+				return err
+			}
 		}
 	}
 	return nil

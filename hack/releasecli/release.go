@@ -27,6 +27,8 @@ import (
 	"time"
 
 	"sigs.k8s.io/yaml"
+
+	"github.com/harvester/netconf-migrator/hack/sbom"
 )
 
 // Platforms are the ones released: what kubectl runs on.
@@ -156,11 +158,11 @@ func build(o Options, platform string, license []byte) (Archive, error) {
 	}
 	if o.Build == nil {
 		// Beside the archive: what it links, for scanners and policies.
-		sbom, err := SBOM(filepath.Join(tmp, bin), o.Version)
+		doc, err := sbom.Of(filepath.Join(tmp, bin), o.Version)
 		if err != nil {
 			return Archive{}, err
 		}
-		if err := os.WriteFile(filepath.Join(o.Out, name+".cdx.json"), sbom, 0o644); err != nil {
+		if err := os.WriteFile(filepath.Join(o.Out, name+".cdx.json"), doc, 0o644); err != nil {
 			return Archive{}, err
 		}
 	}

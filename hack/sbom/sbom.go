@@ -1,4 +1,6 @@
-package main
+// Package sbom makes the CycloneDX bill of materials of a Go binary, for the
+// released CLI archives and the image's platforms alike.
+package sbom
 
 import (
 	"bytes"
@@ -11,12 +13,12 @@ import (
 	"github.com/rs/zerolog"
 )
 
-// SBOM is the CycloneDX bill of materials of the binary at path, made by
+// Of is the CycloneDX bill of materials of the binary at path, made by
 // cyclonedx-gomod from the module graph the Go toolchain stamped into it
 // (every module it links, with its version and checksum, and the standard
 // library), version naming the main module. Its serial number is derived
 // from the binary, so the same binary gives the same SBOM.
-func SBOM(path, version string) ([]byte, error) {
+func Of(path, version string) ([]byte, error) {
 	g, err := bin.NewGenerator(path, bin.WithVersionOverride(version), bin.WithIncludeStdlib(true), bin.WithLogger(zerolog.Nop()))
 	if err != nil {
 		return nil, err
