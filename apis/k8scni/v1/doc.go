@@ -1,7 +1,5 @@
-// Package v1 holds the NetworkAttachmentDefinition type of k8s.cni.cncf.io/v1,
-// defined here because its client module cannot be fetched. Only the fields
-// netconf-migrator reads are modelled; the CRD preserves the rest.
-//
-// +kubebuilder:object:generate=true
-// +groupName=k8s.cni.cncf.io
+// Package v1 names the NetworkAttachmentDefinition type of k8s.cni.cncf.io/v1
+// (Multus's client module's, network-attachment-definition-client), its
+// CRD and resource, and what netconf-migrator writes on the NADs it touches.
+// The type models spec.config only; the CRD preserves the rest.
 package v1

@@ -1,20 +1,16 @@
 package v1
 
 import (
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	nadclient "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
 	"k8s.io/apimachinery/pkg/runtime/schema"
-	"sigs.k8s.io/controller-runtime/pkg/scheme"
 )
 
 // GroupVersion is the API group and version of NetworkAttachmentDefinitions.
 var GroupVersion = schema.GroupVersion{Group: "k8s.cni.cncf.io", Version: "v1"}
 
-var (
-	// SchemeBuilder registers the types of this package.
-	SchemeBuilder = &scheme.Builder{GroupVersion: GroupVersion}
-	// AddToScheme adds the types of this package to a scheme.
-	AddToScheme = SchemeBuilder.AddToScheme
-)
+// AddToScheme adds the NAD types to a scheme, as the client module
+// registers them.
+var AddToScheme = nadclient.AddToScheme
 
 const (
 	// Kind is the kind of a NetworkAttachmentDefinition.
@@ -39,32 +35,16 @@ const (
 // GroupVersionResource of NetworkAttachmentDefinitions.
 var GroupVersionResource = GroupVersion.WithResource(Resource)
 
-// NetworkAttachmentDefinition is Multus's per-namespace network definition.
-//
-// +kubebuilder:object:root=true
-type NetworkAttachmentDefinition struct {
-	metav1.TypeMeta   `json:",inline"`
-	metav1.ObjectMeta `json:"metadata,omitempty"`
-
-	Spec NetworkAttachmentDefinitionSpec `json:"spec"`
-}
-
-// NetworkAttachmentDefinitionSpec holds the CNI configuration as a string,
-// which the API server stores without looking inside.
-type NetworkAttachmentDefinitionSpec struct {
-	Config string `json:"config"`
-}
-
-// NetworkAttachmentDefinitionList is a list of NetworkAttachmentDefinitions.
-//
-// +kubebuilder:object:root=true
-type NetworkAttachmentDefinitionList struct {
-	metav1.TypeMeta `json:",inline"`
-	metav1.ListMeta `json:"metadata,omitempty"`
-
-	Items []NetworkAttachmentDefinition `json:"items"`
-}
-
-func init() {
-	SchemeBuilder.Register(&NetworkAttachmentDefinition{}, &NetworkAttachmentDefinitionList{})
-}
+// The NAD types are those of Multus's own client module
+// (network-attachment-definition-client), which Multus and every consumer
+// of NADs decode with: the same fields, JSON names and deep copies, so a
+// NAD this tool writes is the one they read.
+type (
+	// NetworkAttachmentDefinition is Multus's per-namespace network definition.
+	NetworkAttachmentDefinition = nadclient.NetworkAttachmentDefinition
+	// NetworkAttachmentDefinitionSpec holds the CNI configuration as a
+	// string, which the API server stores without looking inside.
+	NetworkAttachmentDefinitionSpec = nadclient.NetworkAttachmentDefinitionSpec
+	// NetworkAttachmentDefinitionList is a list of NetworkAttachmentDefinitions.
+	NetworkAttachmentDefinitionList = nadclient.NetworkAttachmentDefinitionList
+)

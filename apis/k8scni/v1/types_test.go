@@ -1,9 +1,12 @@
 package v1
 
 import (
+	"strings"
 	"testing"
 
 	"github.com/google/go-cmp/cmp"
+	nadclient "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/apis/k8s.cni.cncf.io/v1"
+	nadutils "github.com/k8snetworkplumbingwg/network-attachment-definition-client/pkg/utils"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/randfill"
 )
@@ -44,5 +47,16 @@ func TestSchemeKnowsTheTypes(t *testing.T) {
 	}
 	if gvks, _, _ := s.ObjectKinds(&NetworkAttachmentDefinition{}); gvks[0].Kind != Kind {
 		t.Fatalf("kind %s, want %s", gvks[0].Kind, Kind)
+	}
+}
+
+// The NAD is the client module's type, not a copy: what Multus's own
+// helpers take is what this tool reads and writes.
+func TestTheTypeIsTheClientModules(t *testing.T) {
+	var nad *nadclient.NetworkAttachmentDefinition = &NetworkAttachmentDefinition{Spec: NetworkAttachmentDefinitionSpec{Config: `{"cniVersion":"1.0.0","name":"n","type":"bridge"}`}}
+	nad.Name = "n"
+	conf, err := nadutils.GetCNIConfig(nad, "")
+	if err != nil || !strings.Contains(string(conf), `"type":"bridge"`) {
+		t.Fatalf("Multus's GetCNIConfig on this package's NAD: %s, %v", conf, err)
 	}
 }
