@@ -4,11 +4,12 @@ import (
 	"context"
 	"errors"
 	"fmt"
-	"math/rand/v2"
+	"math"
 	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/apimachinery/pkg/util/wait"
 
 	"github.com/harvester/netconf-migrator/internal/runlock"
 	"github.com/harvester/netconf-migrator/migration/replace"
@@ -103,15 +104,21 @@ func (b Backoff) Retry(ctx context.Context, op func() error) error {
 
 // retry runs op until it succeeds, fails for good, or the budget is spent.
 // It returns op's last error and how many attempts were made.
+//
+// The waits are apimachinery's wait.Backoff (doubling, capped, a quarter
+// of jitter to spread the workers); the loop is ours because its bound is
+// time, not a number of steps, and because it waits on another context
+// than the one its requests carry (withWait), which util/retry cannot.
 func (b Backoff) retry(ctx context.Context, op func() error) (attempts int, err error) {
-	wait, spent := b.Initial, time.Duration(0)
+	delays := wait.Backoff{Duration: b.Initial, Factor: 2, Jitter: 0.25, Cap: b.Max, Steps: math.MaxInt}.DelayFunc()
+	spent := time.Duration(0)
 	for {
 		attempts++
 		err = op()
 		if err == nil || Classify(err) != Retry {
 			return attempts, err
 		}
-		d := wait + time.Duration(rand.Int64N(int64(wait)/4+1)) // jitter spreads the workers
+		d := delays()
 		if spent+d > b.Budget {
 			return attempts, fmt.Errorf("giving up after %d attempts over %s: %w", attempts, spent.Round(time.Millisecond), err)
 		}
@@ -122,9 +129,6 @@ func (b Backoff) retry(ctx context.Context, op func() error) (attempts int, err 
 		case <-time.After(d):
 		}
 		spent += d
-		if wait *= 2; wait > b.Max {
-			wait = b.Max
-		}
 	}
 }
 
