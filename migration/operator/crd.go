@@ -34,6 +34,9 @@ type CRDUpgrader struct {
 	Client  client.Client
 	Version string
 	Log     logr.Logger
+	// Manifest is the CRD this version serves: the one embedded in apis/
+	// when empty (a test gives a later version's).
+	Manifest []byte
 }
 
 // Start applies the CRD once, retrying transient errors for a minute; a
@@ -57,7 +60,11 @@ func (u *CRDUpgrader) Start(ctx context.Context) error {
 
 func (u *CRDUpgrader) apply(ctx context.Context) error {
 	want := &apiextensionsv1.CustomResourceDefinition{}
-	if err := yaml.Unmarshal(v1alpha1.CRDManifest, want); err != nil {
+	manifest := u.Manifest
+	if len(manifest) == 0 {
+		manifest = v1alpha1.CRDManifest
+	}
+	if err := yaml.Unmarshal(manifest, want); err != nil {
 		return fmt.Errorf("decoding the embedded NADMigration CRD: %w", err)
 	}
 	cur := &apiextensionsv1.CustomResourceDefinition{}

@@ -1,0 +1,154 @@
+package chartrender
+
+import (
+	"context"
+	"path/filepath"
+	"strings"
+	"testing"
+
+	"github.com/go-logr/logr"
+	"helm.sh/helm/v3/pkg/action"
+	"helm.sh/helm/v3/pkg/chart"
+	"helm.sh/helm/v3/pkg/chart/loader"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/cli-runtime/pkg/genericclioptions"
+	"sigs.k8s.io/controller-runtime/pkg/client"
+	"sigs.k8s.io/yaml"
+
+	"github.com/harvester/netconf-migrator/migration/operator"
+	"github.com/harvester/netconf-migrator/test/testenv"
+)
+
+const crdName = "nadmigrations.netconf-migrator.harvesterhci.io"
+
+// The NADMigration CRD follows the chart: Helm (helm install, upgrade and
+// uninstall, with Helm's own action package against a real API server)
+// installs crds/ once and leaves them on upgrade, as it documents; the
+// operator of the upgraded release, starting, applies its CRD, so the
+// served CRD gains the later version's printer column; uninstalling keeps
+// the CRD and the chart's NADMigration.
+func TestTheCRDUpgradesWithTheChart(t *testing.T) {
+	env, err := testenv.Start(testenv.Options{Namespaces: []string{"netconf-migrator-system"}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := env.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	ctx := context.Background()
+	flags := genericclioptions.NewConfigFlags(false)
+	flags.KubeConfig = &env.KubeconfigPath
+	ns := "netconf-migrator-system"
+	flags.Namespace = &ns
+	cfg := &action.Configuration{}
+	if err := cfg.Init(flags, ns, "secret", t.Logf); err != nil {
+		t.Fatal(err)
+	}
+	dir := filepath.Join("..", "..", "config", "chart", "netconf-migrator")
+	first, err := loader.Load(dir)
+	if err != nil {
+		t.Fatal(err)
+	}
+	values := map[string]any{"operator": map[string]any{"nadMigration": map[string]any{"create": true}}}
+
+	install := action.NewInstall(cfg)
+	install.ReleaseName, install.Namespace = "netconf-migrator", ns
+	if _, err := install.Run(first, values); err != nil {
+		t.Fatalf("helm install: %v", err)
+	}
+	columns := func() []string {
+		t.Helper()
+		crd := &apiextensionsv1.CustomResourceDefinition{}
+		if err := env.Client.Get(ctx, client.ObjectKey{Name: crdName}, crd); err != nil {
+			t.Fatalf("the served CRD: %v", err)
+		}
+		var names []string
+		for _, c := range crd.Spec.Versions[0].AdditionalPrinterColumns {
+			names = append(names, c.Name)
+		}
+		return names
+	}
+	installed := columns()
+	migrations := func() []string {
+		t.Helper()
+		list := &unstructured.UnstructuredList{}
+		list.SetAPIVersion("netconf-migrator.harvesterhci.io/v1alpha1")
+		list.SetKind("NADMigrationList")
+		if err := env.Client.List(ctx, list); err != nil {
+			t.Fatalf("listing NADMigrations: %v", err)
+		}
+		var names []string
+		for _, u := range list.Items {
+			names = append(names, u.GetName())
+		}
+		return names
+	}
+	if m := migrations(); len(m) != 1 {
+		t.Fatalf("NADMigrations after install: %v, want the chart's one", m)
+	}
+
+	// The next version: a copy of the chart whose CRD gains a column.
+	next, crdManifest := withPrinterColumn(t, first, "Test", ".metadata.uid")
+	upgrade := action.NewUpgrade(cfg)
+	upgrade.Namespace = ns
+	if _, err := upgrade.Run("netconf-migrator", next, values); err != nil {
+		t.Fatalf("helm upgrade: %v", err)
+	}
+	if got := columns(); strings.Join(got, ",") != strings.Join(installed, ",") {
+		t.Fatalf("helm upgrade changed the served CRD (%v, was %v): Helm is documented not to", got, installed)
+	}
+	// The upgraded operator starts and applies its CRD.
+	if err := (&operator.CRDUpgrader{Client: env.Client, Version: "v9.9.9", Log: logr.Discard(), Manifest: crdManifest}).Start(ctx); err != nil {
+		t.Fatal(err)
+	}
+	if got := columns(); len(got) != len(installed)+1 || got[len(got)-1] != "Test" {
+		t.Errorf("after the upgraded operator started, the served CRD's columns are %v, want %v and Test", got, installed)
+	}
+
+	uninstall := action.NewUninstall(cfg)
+	if _, err := uninstall.Run("netconf-migrator"); err != nil {
+		t.Fatalf("helm uninstall: %v", err)
+	}
+	if got := columns(); len(got) != len(installed)+1 {
+		t.Errorf("after uninstall, the CRD's columns are %v", got)
+	}
+	if m := migrations(); len(m) != 1 {
+		t.Errorf("NADMigrations after uninstall: %v, want the chart's one kept", m)
+	}
+}
+
+// withPrinterColumn returns a copy of ch, one patch version on, whose
+// NADMigration CRD has one more printer column, and that CRD.
+func withPrinterColumn(t *testing.T, ch *chart.Chart, name, path string) (*chart.Chart, []byte) {
+	t.Helper()
+	next := *ch
+	meta := *ch.Metadata
+	meta.Version += "-next"
+	next.Metadata = &meta
+	next.Files = nil
+	var manifest []byte
+	for _, f := range ch.Files {
+		data := f.Data
+		if strings.HasPrefix(f.Name, "crds/") && strings.Contains(string(data), crdName) {
+			crd := &apiextensionsv1.CustomResourceDefinition{}
+			if err := yaml.Unmarshal(data, crd); err != nil {
+				t.Fatal(err)
+			}
+			v := &crd.Spec.Versions[0]
+			v.AdditionalPrinterColumns = append(v.AdditionalPrinterColumns, apiextensionsv1.CustomResourceColumnDefinition{Name: name, Type: "string", JSONPath: path})
+			var err error
+			if data, err = yaml.Marshal(crd); err != nil {
+				t.Fatal(err)
+			}
+			manifest = data
+		}
+		next.Files = append(next.Files, &chart.File{Name: f.Name, Data: data})
+	}
+	if manifest == nil {
+		t.Fatal("the chart has no NADMigration CRD in crds/")
+	}
+	return &next, manifest
+}
