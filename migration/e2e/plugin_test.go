@@ -76,7 +76,13 @@ func TestAsAKubectlPlugin(t *testing.T) {
 	if code, out := kubectl(append(append([]string{"migrate", "-n", ns, "--dry-run=client"}, asJob...), common...)...); code != 0 {
 		t.Errorf("--as the Job's ServiceAccount, client dry run: exit %d\n%s", code, out)
 	}
+	// A backup namespace the Job may not write: the dry run names what the
+	// real run would need there and exits 1; the real run refuses to start.
 	code, out := kubectl(append(append([]string{"migrate", "-n", ns, "--dry-run=server", "--backup-namespace", "default"}, asJob...), common...)...)
+	if code != 1 || !strings.Contains(out, "- create leases in namespace default, for every run") {
+		t.Errorf("--as the Job's ServiceAccount, dry run, a backup namespace it may not write: exit %d, want 1 naming what it needs there\n%s", code, out)
+	}
+	code, out = kubectl(append(append([]string{"migrate", "-n", ns, "--backup-namespace", "default"}, asJob...), common...)...)
 	if code != 2 || !strings.Contains(out, "in namespace default") {
 		t.Errorf("--as the Job's ServiceAccount, a backup namespace it may not write: exit %d, want 2 naming it\n%s", code, out)
 	}
