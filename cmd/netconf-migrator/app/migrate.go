@@ -78,8 +78,13 @@ webhook on the allow list (Harvester's network webhook, and --replace-past-webho
 waits until the old object is gone, then creates the new one from the object as read.
 Its backup is signed: a Secret this tool did not write is reported, never acted on.
 
+A dry run starts whenever this identity may send what the dry run sends; what only the
+real run needs (rights on NADs, the backup namespace, the rights there) it reports in the
+summary and the report (summary.needs), beside the NADs that need it.
+
 Exit codes: 0 every NAD is clean or was fixed; 1 some NADs failed or need a person
-(truncated, invalid, denied); 2 usage or preflight error; 3 stopped before every NAD
+(truncated, invalid, denied), or a dry run found the real run would need what this
+identity lacks; 2 usage or preflight error; 3 stopped before every NAD
 was visited (--timeout, SIGTERM), another run held the Lease, or the API server kept
 failing while the run started: a later run goes on; 4 a NAD deleted to be created
 again is missing (still terminating, or its create refused): the report names its
