@@ -69,20 +69,34 @@ test-assets: ## Install etcd and kubectl, build kube-apiserver and the CNI plugi
 # idle (downloads, the linker), so the CNI plugins build beside it and every
 # test binary compiles beside both (-exec true: compiled and linked, not
 # run), which the later steps then find in the build cache.
+# Once the product's test binaries are compiled, the same lane compiles
+# what the later steps would otherwise compile one after another, each
+# while nothing else runs: the tooling module's test binaries (also what
+# its vet and the demo need), the static binary the suites build and run
+# (testenv.BuildBinary), controller-gen, and the benchmark packages without
+# the race detector. The kube-apiserver build is the longest part
+# and leaves part of a core idle.
 prepare: ## Build the test assets and compile every test binary, side by side.
 	@set -e; hack/setup-test-assets.sh >/dev/null & assets=$$!; \
 	  hack/setup-cni-plugins.sh >/dev/null & cni=$$!; \
 	  compiled=0; $(GO) test -race -count=1 -exec /bin/true $(PKGS) >/dev/null || compiled=$$?; \
+	  $(TOOLS) test -count=1 -exec /bin/true ./... >/dev/null || compiled=1; \
+	  CGO_ENABLED=0 $(GO) build -o /dev/null ./cmd/netconf-migrator || compiled=1; \
+	  $(CONTROLLER_GEN) --version >/dev/null || compiled=1; \
+	  $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -exec /bin/true $(BENCH_PKGS) >/dev/null || compiled=1; \
 	  wait $$assets; wait $$cni; \
-	  if [ $$compiled -ne 0 ]; then $(GO) test -race -count=1 -exec /bin/true $(PKGS); fi
+	  if [ $$compiled -ne 0 ]; then $(GO) test -race -count=1 -exec /bin/true $(PKGS); $(TOOLS) test -count=1 -exec /bin/true ./...; fi
 
 # With the race detector: the migration's workers, the webhook and the
 # Harvester stand-ins all run concurrently.
 # test/consumers runs the real bridge plugin and Whereabouts in network
 # namespaces (root; CI is) from NETCONF_MIGRATOR_CNI_PATH.
+# The tooling module's tests run beside the product's: both mostly wait on
+# their control planes.
 unit: test-assets
-	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" NETCONF_MIGRATOR_CNI_PATH="$$(hack/setup-cni-plugins.sh)" $(GO) test -race -count=1 -timeout 25m $(PKGS)
-	$(TOOLS) test -count=1 -timeout 20m ./...
+	@$(TOOLS) test -count=1 -timeout 20m ./... & tools=$$!; \
+	  KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" NETCONF_MIGRATOR_CNI_PATH="$$(hack/setup-cni-plugins.sh)" $(GO) test -race -count=1 -timeout 25m $(PKGS); rc=$$?; \
+	  wait $$tools || rc=1; exit $$rc
 
 # Every benchmark once, the migration ones on a tenth of their NADs (-short):
 # the figures come from hack/bench-*.sh; this keeps the code behind them working.

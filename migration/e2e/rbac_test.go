@@ -170,6 +170,10 @@ func TestJobRBACRecreates(t *testing.T) {
 	h := harvester.StartT(t, env, harvester.V16)
 	ns := h.Namespace(t, "rbac-recreate")
 	seed(t, []*nadv1.NetworkAttachmentDefinition{newNAD(ns, "n", nestedConfig("n"), harvesterLabels())})
+	// Once Harvester's controllers have labelled it: a run that reads the
+	// NAD before their write is judged against it by the validator, which
+	// refuses the update (another label set) before the conflict shows.
+	h.Settle(t)
 	// A server dry run as an identity with the Job's ClusterRole but not
 	// its Role in the backup namespace: the NAD would be replaced, and the
 	// rights to keep its backup are named beside it.
