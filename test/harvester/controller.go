@@ -252,6 +252,11 @@ func (h *nadHandler) onRemove(ctx context.Context, nad *nadv1.NetworkAttachmentD
 
 // vlanSet is UpdateClusterNetworkVlanSet's read (v1.7+): every NAD of the
 // cluster network not being deleted is decoded (GeVlanIDSetFromClusterNetwork).
+// Harvester lists them from its wrangler cache, which hands out the cached
+// objects themselves (pkg/utils/nad.go ListNadsOnClusterNetwork, v1.9.0-rc6);
+// so does this read, without controller-runtime's deep copy of each, a cost
+// Harvester does not have and that grows with the cluster network (every
+// cleanup copied every NAD of it).
 func (h *nadHandler) vlanSet(ctx context.Context, cn string) error {
 	if cn == "" {
 		return nil
@@ -260,10 +265,10 @@ func (h *nadHandler) vlanSet(ctx context.Context, cn string) error {
 		return err // retried while the cluster network is not found
 	}
 	list := &nadv1.NetworkAttachmentDefinitionList{}
-	if err := h.client.List(ctx, list, client.MatchingLabels{LabelClusterNetwork: cn}); err != nil {
+	if err := h.client.List(ctx, list, client.MatchingLabels{LabelClusterNetwork: cn}, client.UnsafeDisableDeepCopy); err != nil {
 		return err
 	}
-	for _, n := range list.Items {
+	for _, n := range list.Items { // read only: shared with the cache
 		if n.DeletionTimestamp != nil {
 			continue
 		}
