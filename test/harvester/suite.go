@@ -78,7 +78,13 @@ func (s *StandIns) Clear(t testing.TB, ns string) {
 				t.Error(err)
 			}
 		}
-		if err := c.DeleteAllOf(ctx, &nadv1.NetworkAttachmentDefinition{}, client.InNamespace(ns)); err != nil {
+		// At 15,000 NADs the collection delete outlives the request's
+		// timeout while the API server goes on with it: not a failure of
+		// the test (a failed benchmark prints no figures), and the
+		// finalizers are stripped next either way.
+		if err := c.DeleteAllOf(ctx, &nadv1.NetworkAttachmentDefinition{}, client.InNamespace(ns)); apierrors.IsTimeout(err) || apierrors.IsServerTimeout(err) {
+			t.Logf("deleting the NADs of %s: %v; stripping their finalizers", ns, err)
+		} else if err != nil {
 			t.Error(err)
 		}
 		// A test may have held the controllers' cleanup: the next test
