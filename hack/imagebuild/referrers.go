@@ -10,6 +10,7 @@ import (
 
 	"github.com/google/go-containerregistry/pkg/name"
 	v1 "github.com/google/go-containerregistry/pkg/v1"
+	"github.com/google/go-containerregistry/pkg/v1/partial"
 	"github.com/google/go-containerregistry/pkg/v1/remote"
 	"github.com/google/go-containerregistry/pkg/v1/static"
 	"github.com/google/go-containerregistry/pkg/v1/types"
@@ -47,12 +48,12 @@ func (a *Artifact) Digest() (v1.Hash, error)            { return a.digest, nil }
 func SBOMArtifact(subject v1.Descriptor, platform string, sbom []byte, created time.Time) (*Artifact, error) {
 	cfg := static.NewLayer([]byte("{}"), emptyConfig)
 	layer := static.NewLayer(sbom, CycloneDXType)
-	cfgDesc, err := descriptor(cfg, emptyConfig)
+	cfgDesc, err := describe(cfg)
 	if err != nil {
 		return nil, err
 	}
 	cfgDesc.Data = []byte("{}")
-	layerDesc, err := descriptor(layer, CycloneDXType)
+	layerDesc, err := describe(layer)
 	if err != nil {
 		return nil, err
 	}
@@ -122,38 +123,15 @@ func SBOMArtifacts(idx v1.ImageIndex, images map[string]v1.Image, sboms map[stri
 	return out, nil
 }
 
-type describable interface {
-	MediaType() (types.MediaType, error)
-	Digest() (v1.Hash, error)
-	Size() (int64, error)
-}
-
-func describe(d describable) (v1.Descriptor, error) {
-	mt, err := d.MediaType()
+// describe is d's descriptor as go-containerregistry computes it (media
+// type, digest, size), without the artifact type it adds for images: a
+// subject and a blob carry only those three.
+func describe(d partial.Describable) (v1.Descriptor, error) {
+	desc, err := partial.Descriptor(d)
 	if err != nil {
 		return v1.Descriptor{}, err
 	}
-	dg, err := d.Digest()
-	if err != nil {
-		return v1.Descriptor{}, err
-	}
-	size, err := d.Size()
-	if err != nil {
-		return v1.Descriptor{}, err
-	}
-	return v1.Descriptor{MediaType: mt, Digest: dg, Size: size}, nil
-}
-
-func descriptor(l v1.Layer, mt types.MediaType) (v1.Descriptor, error) {
-	d, err := l.Digest()
-	if err != nil {
-		return v1.Descriptor{}, err
-	}
-	size, err := l.Size()
-	if err != nil {
-		return v1.Descriptor{}, err
-	}
-	return v1.Descriptor{MediaType: mt, Digest: d, Size: size}, nil
+	return v1.Descriptor{MediaType: desc.MediaType, Digest: desc.Digest, Size: desc.Size}, nil
 }
 
 // platformFile is a platform as file names carry it: linux-amd64.
