@@ -58,6 +58,13 @@ if [[ ! -x $assets/kube-apiserver ]]; then
     echo "go 1.26"
     echo
     echo "require k8s.io/kubernetes $version"
+    # At least the versions our own build uses (golang.org/x/net, zap, ...):
+    # where k8s.io/kubernetes asks for older ones, the newer patch releases
+    # are taken, so apimachinery, client-go, apiserver and the rest compile
+    # here exactly as for our binaries and tests without the race detector,
+    # and the Go build cache serves one build from the other (CI's time is
+    # CPU on two cores). The staging modules stay at the matching version.
+    go mod edit -json | jq -r '.Require[] | "require \(.Path) \(.Version)"'
     # Every staging module k8s.io/kubernetes replaces with ./staging/src is
     # published on its own at the matching v0 version.
     grep -oE '^[[:space:]]*k8s\.io/[A-Za-z0-9._-]+ => \./staging/src/' "$gomod" | awk '{print $1}' | sort -u |

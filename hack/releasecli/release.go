@@ -51,8 +51,11 @@ type Options struct {
 	// %[2]s its name).
 	URL string
 	// Build writes the binary for platform to out; nil builds it with go
-	// build (static, -trimpath, the version stamped).
+	// build (static, -trimpath, the version stamped: releaseBuild).
 	Build func(o Options, platform, out string) error
+	// NoSBOM leaves out the SBOM beside each archive, for a Build that
+	// writes no Go binary to read one from.
+	NoSBOM bool
 }
 
 // Archive is one platform's release file.
@@ -156,7 +159,7 @@ func build(o Options, platform string, license []byte) (Archive, error) {
 	if err := os.WriteFile(filepath.Join(o.Out, name), buf.Bytes(), 0o644); err != nil {
 		return Archive{}, err
 	}
-	if o.Build == nil {
+	if !o.NoSBOM {
 		// Beside the archive: what it links, for scanners and policies.
 		doc, err := sbom.Of(filepath.Join(tmp, bin), o.Version)
 		if err != nil {
@@ -172,16 +175,25 @@ func build(o Options, platform string, license []byte) (Archive, error) {
 
 // goBuild builds the static binary for platform, as the image's are built.
 func goBuild(o Options, platform, out string) error {
-	goos, goarch, _ := strings.Cut(platform, "/")
-	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false",
-		"-ldflags", "-s -w -X "+module+"/internal/version.Version="+o.Version,
-		"-o", out, "./cmd/netconf-migrator")
-	cmd.Dir = o.Root
-	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+goos, "GOARCH="+goarch)
-	if b, err := cmd.CombinedOutput(); err != nil {
+	if b, err := releaseBuild(o, platform, out).CombinedOutput(); err != nil {
 		return fmt.Errorf("building for %s: %w\n%s", platform, err, b)
 	}
 	return nil
+}
+
+// releaseBuild is the go build of a released binary: static, without the
+// builder's paths or VCS state (so two builds of one commit are the same
+// bytes), stripped, the version stamped.
+func releaseBuild(o Options, platform, out string) *exec.Cmd {
+	goos, goarch, _ := strings.Cut(platform, "/")
+	cmd := exec.Command("go", "build", "-trimpath", "-buildvcs=false", "-ldflags", ldflags(o), "-o", out, "./cmd/netconf-migrator")
+	cmd.Dir = o.Root
+	cmd.Env = append(os.Environ(), "CGO_ENABLED=0", "GOOS="+goos, "GOARCH="+goarch)
+	return cmd
+}
+
+func ldflags(o Options) string {
+	return "-s -w -X " + module + "/internal/version.Version=" + o.Version
 }
 
 type file struct {

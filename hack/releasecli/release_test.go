@@ -6,10 +6,13 @@ import (
 	"bytes"
 	"compress/gzip"
 	"encoding/json"
+	"fmt"
 	"io"
 	"os"
 	"os/exec"
 	"path/filepath"
+	"runtime"
+	"slices"
 	"strings"
 	"testing"
 	"time"
@@ -31,7 +34,7 @@ func TestTheReleaseIsReproducibleAndKrewAccepts(t *testing.T) {
 		return os.WriteFile(out, []byte("binary for "+platform+" "+o.Version), 0o755)
 	}
 	o := Options{Root: filepath.Join("..", ".."), Version: "v0.2.0", Created: time.Unix(1764000000, 0).UTC(),
-		Platforms: Platforms, URL: "https://github.com/harvester/netconf-migrator/releases/download/%[1]s/%[2]s", Build: fake}
+		Platforms: Platforms, URL: "https://github.com/harvester/netconf-migrator/releases/download/%[1]s/%[2]s", Build: fake, NoSBOM: true}
 	var outs []string
 	for range 2 {
 		o.Out = t.TempDir()
@@ -86,13 +89,26 @@ func TestTheReleaseIsReproducibleAndKrewAccepts(t *testing.T) {
 	if found["LICENSE"] != 0o644 || found["kubectl-netconf_migrator"] != 0o755 || len(found) != 2 {
 		t.Errorf("linux archive holds %v", found)
 	}
-	// Built for real: it runs and says its version.
+	// Built for real: it runs and says its version. With the go command's
+	// defaults and the release's -ldflags, not releaseBuild's static,
+	// -trimpath build: those flags change every package's build, and
+	// compiling client-go and controller-runtime once more only for this
+	// would cost CI minutes on two cores (TestTheReleaseBuildIsStatic
+	// checks the flags). What is checked here does not depend on them.
 	real := o
-	real.Build, real.Platforms, real.Out = nil, []string{"linux/amd64"}, t.TempDir()
+	real.Platforms, real.Out, real.NoSBOM = []string{runtime.GOOS + "/" + runtime.GOARCH}, t.TempDir(), false
+	real.Build = func(o Options, platform, out string) error {
+		cmd := exec.Command("go", "build", "-ldflags", ldflags(o), "-o", out, "./cmd/netconf-migrator")
+		cmd.Dir = o.Root
+		if b, err := cmd.CombinedOutput(); err != nil {
+			return fmt.Errorf("%w\n%s", err, b)
+		}
+		return nil
+	}
 	if _, err := Release(real); err != nil {
 		t.Fatal(err)
 	}
-	raw, _ = os.ReadFile(filepath.Join(real.Out, "kubectl-netconf_migrator_v0.2.0_linux_amd64.tar.gz"))
+	raw, _ = os.ReadFile(filepath.Join(real.Out, "kubectl-netconf_migrator_v0.2.0_"+runtime.GOOS+"_"+runtime.GOARCH+".tar.gz"))
 	gz, err = gzip.NewReader(bytes.NewReader(raw))
 	if err != nil {
 		t.Fatal(err)
@@ -111,7 +127,7 @@ func TestTheReleaseIsReproducibleAndKrewAccepts(t *testing.T) {
 	}
 	// Its SBOM names every module the binary links, as go version -m
 	// lists them, at that version.
-	sbom, err := os.ReadFile(filepath.Join(real.Out, "kubectl-netconf_migrator_v0.2.0_linux_amd64.tar.gz.cdx.json"))
+	sbom, err := os.ReadFile(filepath.Join(real.Out, "kubectl-netconf_migrator_v0.2.0_"+runtime.GOOS+"_"+runtime.GOARCH+".tar.gz.cdx.json"))
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -161,5 +177,31 @@ func TestTheReleaseIsReproducibleAndKrewAccepts(t *testing.T) {
 	cmd.Dir = t.TempDir() // outside this module: its go.mod must not decide krew's
 	if out, err := cmd.CombinedOutput(); err != nil {
 		t.Errorf("validate-krew-manifest refused the manifest: %v\n%s", err, out)
+	}
+}
+
+// TestTheReleaseBuildIsStatic: a released binary is built static for its
+// platform (it runs in any container and on any distribution), without the
+// builder's paths or VCS state (reproducible), stripped and stamped.
+func TestTheReleaseBuildIsStatic(t *testing.T) {
+	o := Options{Root: "/src", Version: "v0.2.0"}
+	cmd := releaseBuild(o, "windows/arm64", "/out/kubectl-netconf_migrator.exe")
+	if cmd.Dir != "/src" {
+		t.Errorf("builds in %q, want the repository", cmd.Dir)
+	}
+	want := []string{"go", "build", "-trimpath", "-buildvcs=false", "-ldflags",
+		"-s -w -X github.com/harvester/netconf-migrator/internal/version.Version=v0.2.0",
+		"-o", "/out/kubectl-netconf_migrator.exe", "./cmd/netconf-migrator"}
+	if !slices.Equal(cmd.Args, want) {
+		t.Errorf("runs %q, want %q", cmd.Args, want)
+	}
+	// The last of a variable wins in a process's environment.
+	env := map[string]string{}
+	for _, kv := range cmd.Env {
+		k, v, _ := strings.Cut(kv, "=")
+		env[k] = v
+	}
+	if env["CGO_ENABLED"] != "0" || env["GOOS"] != "windows" || env["GOARCH"] != "arm64" {
+		t.Errorf("builds with CGO_ENABLED=%q GOOS=%q GOARCH=%q, want 0, windows, arm64", env["CGO_ENABLED"], env["GOOS"], env["GOARCH"])
 	}
 }
