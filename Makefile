@@ -72,18 +72,20 @@ test-assets: ## Install etcd and kubectl, build kube-apiserver and the CNI plugi
 # Once the product's test binaries are compiled, the same lane compiles
 # what the later steps would otherwise compile one after another, each
 # while nothing else runs: the tooling module's test binaries (also what
-# its vet and the demo need), the static binary the suites build and run
-# (testenv.BuildBinary), controller-gen, and the benchmark packages without
-# the race detector. The kube-apiserver build is the longest part
-# and leaves part of a core idle.
+# its vet and the demo need), controller-gen, and the benchmark packages
+# and the CLI without the race detector (what the demo, the suites'
+# testenv.BuildBinary and the release test build). The kube-apiserver build
+# is the longest part and leaves part of a core idle; it compiles
+# apimachinery, client-go and the rest at our versions first
+# (setup-test-assets.sh), so the benchmark packages find them compiled.
 prepare: ## Build the test assets and compile every test binary, side by side.
 	@set -e; hack/setup-test-assets.sh >/dev/null & assets=$$!; \
 	  hack/setup-cni-plugins.sh >/dev/null & cni=$$!; \
 	  compiled=0; $(GO) test -race -count=1 -exec /bin/true $(PKGS) >/dev/null || compiled=$$?; \
 	  $(TOOLS) test -count=1 -exec /bin/true ./... >/dev/null || compiled=1; \
-	  CGO_ENABLED=0 $(GO) build -o /dev/null ./cmd/netconf-migrator || compiled=1; \
 	  $(CONTROLLER_GEN) --version >/dev/null || compiled=1; \
 	  $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -exec /bin/true $(BENCH_PKGS) >/dev/null || compiled=1; \
+	  $(GO) build -o /dev/null ./cmd/netconf-migrator || compiled=1; \
 	  wait $$assets; wait $$cni; \
 	  if [ $$compiled -ne 0 ]; then $(GO) test -race -count=1 -exec /bin/true $(PKGS); $(TOOLS) test -count=1 -exec /bin/true ./...; fi
 
@@ -92,10 +94,14 @@ prepare: ## Build the test assets and compile every test binary, side by side.
 # test/consumers runs the real bridge plugin and Whereabouts in network
 # namespaces (root; CI is) from NETCONF_MIGRATOR_CNI_PATH.
 # The tooling module's tests run beside the product's: both mostly wait on
-# their control planes.
+# their control planes. So do the suites: with go test's default of one
+# package per core, two of them on two cores left 40% of the CPU idle, and
+# the longest two packages ran after each other's company; UNIT_P packages
+# at once keeps the cores busy.
+UNIT_P ?= 4
 unit: test-assets
 	@$(TOOLS) test -count=1 -timeout 20m ./... & tools=$$!; \
-	  KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" NETCONF_MIGRATOR_CNI_PATH="$$(hack/setup-cni-plugins.sh)" $(GO) test -race -count=1 -timeout 25m $(PKGS); rc=$$?; \
+	  KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" NETCONF_MIGRATOR_CNI_PATH="$$(hack/setup-cni-plugins.sh)" $(GO) test -race -p $(UNIT_P) -count=1 -timeout 25m $(PKGS); rc=$$?; \
 	  wait $$tools || rc=1; exit $$rc
 
 # Every benchmark once, the migration ones on a tenth of their NADs (-short):
@@ -118,13 +124,14 @@ soak: test-assets ## Run the soaks for SOAK_DURATION and print their figures.
 	@grep -ho 'SOAK .*' $(BIN)/soak.log
 
 # The chaos soak (TestChaos): two operator replicas, our webhook, CLI runs,
-# NADMigrations and the Replace fix beside Harvester v1.6's and then v1.9's
-# stand-ins and controllers, a writer, and faults at random moments
+# NADMigrations and the Replace fix beside Harvester v1.6's and v1.9's
+# stand-ins and controllers (side by side, each release on a control plane
+# of its own), a writer, and faults at random moments
 # (SIGKILL and SIGTERM of our processes, Harvester's controllers down past
 # the replacement budget, the kube-apiserver killed or restarted on the
 # same etcd, etcd paused, our webhook down); nothing lost, nothing someone
-# else deleted back, everything converged. make test runs it for 60 s on
-# 300 NADs per release; this target for CHAOS_DURATION.
+# else deleted back, everything converged. make test runs it for 30 s on
+# 300 NADs per release; this target for CHAOS_DURATION per release.
 CHAOS_DURATION ?= 1h
 CHAOS_NADS ?= 3000
 chaos: test-assets ## Run the chaos soak for CHAOS_DURATION on CHAOS_NADS NADs and print its figures.
