@@ -36,10 +36,10 @@ import (
 )
 
 var (
-	chaosFor      = flag.Duration("chaos", 60*time.Second, "how long TestChaos injects faults, shared among -chaos-releases (make chaos: an hour)")
+	chaosFor      = flag.Duration("chaos", 30*time.Second, "how long TestChaos injects faults beside each release of -chaos-releases, the releases side by side (make chaos: an hour)")
 	chaosNADs     = flag.Int("chaos-nads", 300, "NADs TestChaos seeds per release, a fifth of them nested")
 	chaosSeed     = flag.Uint64("chaos-seed", 0, "seed of TestChaos's faults (default: the clock)")
-	chaosReleases = flag.String("chaos-releases", "v1.6,v1.9", "the Harvester releases whose stand-ins and controllers TestChaos runs beside, one after the other")
+	chaosReleases = flag.String("chaos-releases", "v1.6,v1.9", "the Harvester releases whose stand-ins and controllers TestChaos runs beside, each on a control plane of its own")
 	chaosLogs     = flag.String("chaos-logs", "", "a directory for the logs of every process TestChaos starts (one file per start); none when empty")
 )
 
@@ -64,9 +64,11 @@ var (
 // wants, no backup is left, every NADMigration ended with a True condition,
 // and the missing-NAD gauge is 0.
 //
-// The releases run one after the other, each for its share of -chaos: the
-// stand-ins of two releases register the same webhook configurations, as
-// Harvester does, so they cannot judge one control plane at once.
+// The releases run side by side, each for -chaos on a control plane of its
+// own (etcd and kube-apiserver): the stand-ins of two releases register the
+// same webhook configurations, as Harvester does, so they cannot judge one
+// control plane at once, and a fault to one release's API server is not
+// the other's.
 func TestChaos(t *testing.T) {
 	if *chaosFor <= 0 {
 		t.Skip("-chaos=0")
@@ -84,18 +86,33 @@ func TestChaos(t *testing.T) {
 			t.Fatal(err)
 		}
 		t.Run(string(r), func(t *testing.T) {
-			chaos(t, bin, r, *chaosFor/time.Duration(len(releases)), seed+uint64(i))
+			t.Parallel()
+			opts, err := envOptions()
+			if err != nil {
+				t.Fatal(err)
+			}
+			e, err := testenv.Start(opts)
+			if err != nil {
+				t.Fatal(err)
+			}
+			t.Cleanup(func() {
+				if err := e.Stop(); err != nil {
+					t.Error(err)
+				}
+			})
+			chaos(t, e, bin, r, *chaosFor, seed+uint64(i))
 		})
 	}
 }
 
-func chaos(t *testing.T, bin string, release harvester.Release, chaosFor time.Duration, seed uint64) {
+// chaos runs one release's soak on env, a control plane of its own (the
+// parameter hides the package's shared one).
+func chaos(t *testing.T, env *testenv.Env, bin string, release harvester.Release, chaosFor time.Duration, seed uint64) {
 	ctx := context.Background()
 	rng := rand.New(rand.NewPCG(seed, 1))
 	var rngMu sync.Mutex
 	random := func(n int) int { rngMu.Lock(); defer rngMu.Unlock(); return rng.IntN(n) }
 
-	dropUnfixable(t)
 	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
 	h := harvester.StartT(t, env, release)
 	ns := h.Namespace(t, "chaos")
@@ -153,7 +170,7 @@ func chaos(t *testing.T, bin string, release harvester.Release, chaosFor time.Du
 
 	// Our webhook, a process of its own as its Deployment's Pods are,
 	// registered through the shipped configuration.
-	hook := startWebhookProcess(t, bin, ns, func() time.Duration { return time.Duration(random(5000)) * time.Millisecond })
+	hook := startWebhookProcess(t, env, bin, ns, func() time.Duration { return time.Duration(random(5000)) * time.Millisecond })
 
 	stop := make(chan struct{})
 	var wg sync.WaitGroup
@@ -357,7 +374,7 @@ func chaos(t *testing.T, bin string, release harvester.Release, chaosFor time.Du
 			case 3: // a NADMigration, as a person or the pre-hook starts one:
 				// never more than two waiting, or over a long run the
 				// queue outgrows what the faults leave time to run
-				if len(pendingMigrations(ctx, prefix)) >= 2 {
+				if len(pendingMigrations(ctx, env, prefix)) >= 2 {
 					continue
 				}
 				n++
@@ -381,7 +398,7 @@ func chaos(t *testing.T, bin string, release harvester.Release, chaosFor time.Du
 				return
 			case <-time.After(time.Second):
 			}
-			if v := checkNothingLost(ctx, ns, &wantMu, want, deleted); v != "" {
+			if v := checkNothingLost(ctx, env, ns, &wantMu, want, deleted); v != "" {
 				select {
 				case violations <- v:
 				default:
@@ -405,11 +422,11 @@ func chaos(t *testing.T, bin string, release harvester.Release, chaosFor time.Du
 	// Lease, so the NADs its replacements left missing are created again
 	// only when it ends (its retry resumes them first) or by the owner of
 	// open replacements after it.
-	budget := 3*time.Minute + 2*time.Minute*time.Duration(len(pendingMigrations(ctx, prefix)))
+	budget := 3*time.Minute + 2*time.Minute*time.Duration(len(pendingMigrations(ctx, env, prefix)))
 	if err := wait.PollUntilContextTimeout(ctx, time.Second, budget, true, func(context.Context) (bool, error) {
-		return len(pendingMigrations(ctx, prefix)) == 0, nil
+		return len(pendingMigrations(ctx, env, prefix)) == 0, nil
 	}); err != nil {
-		for _, nm := range pendingMigrations(ctx, prefix) {
+		for _, nm := range pendingMigrations(ctx, env, prefix) {
 			t.Errorf("NADMigration %s has not ended after %s: %+v", nm.Name, budget, nm.Status.Conditions)
 		}
 		t.FailNow()
@@ -461,7 +478,7 @@ func chaos(t *testing.T, bin string, release harvester.Release, chaosFor time.Du
 
 // pendingMigrations are the NADMigrations named with prefix that have
 // not ended (neither Ready nor Stalled).
-func pendingMigrations(ctx context.Context, prefix string) []v1alpha1.NADMigration {
+func pendingMigrations(ctx context.Context, env *testenv.Env, prefix string) []v1alpha1.NADMigration {
 	nms := &v1alpha1.NADMigrationList{}
 	if err := env.Client.List(ctx, nms); err != nil {
 		return []v1alpha1.NADMigration{{}} // unknown: not done
@@ -478,7 +495,7 @@ func pendingMigrations(ctx context.Context, prefix string) []v1alpha1.NADMigrati
 // checkNothingLost says what is wrong with the NADs of ns now: a NAD nobody
 // else deleted that neither exists nor has a backup, or one someone else
 // deleted that exists again.
-func checkNothingLost(ctx context.Context, ns string, mu *sync.Mutex, want map[string]string, deleted map[string]types.UID) string {
+func checkNothingLost(ctx context.Context, env *testenv.Env, ns string, mu *sync.Mutex, want map[string]string, deleted map[string]types.UID) string {
 	mu.Lock()
 	var expected []string
 	for name := range want {
@@ -599,13 +616,13 @@ func scrape(url, name string) (float64, bool) {
 // runs it (self-signed certificates in its Secret, the shipped
 // configuration pointed at it on localhost), started again after pause
 // whenever it ends.
-func startWebhookProcess(t *testing.T, bin, probeNS string, pause func() time.Duration) *supervised {
-	return startWebhookProcessMetrics(t, bin, probeNS, pause, "0")
+func startWebhookProcess(t *testing.T, env *testenv.Env, bin, probeNS string, pause func() time.Duration) *supervised {
+	return startWebhookProcessMetrics(t, env, bin, probeNS, pause, "0")
 }
 
 // startWebhookProcessMetrics is startWebhookProcess serving its metrics
 // over plain HTTP on metrics ("0": none).
-func startWebhookProcessMetrics(t *testing.T, bin, probeNS string, pause func() time.Duration, metrics string) *supervised {
+func startWebhookProcessMetrics(t *testing.T, env *testenv.Env, bin, probeNS string, pause func() time.Duration, metrics string) *supervised {
 	t.Helper()
 	ctx := context.Background()
 	port, err := testenv.FreePort("127.0.0.1")

@@ -74,7 +74,7 @@ func TestGrafanaDashboard(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	hook := startWebhookProcessMetrics(t, testenv.BuildBinary(t), ns, func() time.Duration { return time.Second }, fmt.Sprintf("127.0.0.1:%d", port))
+	hook := startWebhookProcessMetrics(t, env, testenv.BuildBinary(t), ns, func() time.Duration { return time.Second }, fmt.Sprintf("127.0.0.1:%d", port))
 	help := regexp.MustCompile(`^# TYPE (\S+) `)
 	waitFor(t, "the webhook's metrics", func() (bool, error) {
 		resp, err := http.Get(hook.metrics)

@@ -58,18 +58,27 @@ const (
 func TestMain(m *testing.M) {
 	ctrllog.SetLogger(logr.Discard())
 	klog.SetLogger(logr.Discard()) // client-go's leader election
-	root, err := testenv.RepoRoot()
+	opts, err := envOptions()
 	if err != nil {
 		fmt.Fprintln(os.Stderr, err)
 		os.Exit(1)
+	}
+	os.Exit(testenv.Main(m, opts, &env))
+}
+
+// envOptions is the control plane the operator's tests run on: Harvester's
+// CRDs and ours, the namespaces the operator uses, webhooks served.
+func envOptions() (testenv.Options, error) {
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		return testenv.Options{}, err
 	}
 	crd, err := testenv.LoadNADMigrationCRD(root)
 	if err != nil {
-		fmt.Fprintln(os.Stderr, err)
-		os.Exit(1)
+		return testenv.Options{}, err
 	}
-	os.Exit(testenv.Main(m, testenv.Options{Webhooks: &envtest.WebhookInstallOptions{},
-		CRDs: append(harvester.CRDs(), crd, harvester.AddonCRD()), Namespaces: []string{backupNamespace, ownNamespace}}, &env))
+	return testenv.Options{Webhooks: &envtest.WebhookInstallOptions{},
+		CRDs: append(harvester.CRDs(), crd, harvester.AddonCRD()), Namespaces: []string{backupNamespace, ownNamespace}}, nil
 }
 
 const (
