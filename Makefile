@@ -57,7 +57,12 @@ DEMO_KUBECONFIG := $(if $(filter command line,$(origin KUBECONFIG)),$(KUBECONFIG
 demo: test-assets ## Show migrate, rollback and the webhook at work.
 	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" NETCONF_MIGRATOR_DEMO_KUBECONFIG="$(DEMO_KUBECONFIG)" $(TOOLS) run ./demo
 
-test: lint verify-generate unit fuzz-normalizer bench-smoke ## Everything CI runs.
+# The suites, the fuzzing and the benchmarks' smoke run side by side once
+# lint and generate pass: each mostly waits on its control planes, and one
+# after another they left a core idle (each target's output is printed
+# whole when it ends).
+test: lint verify-generate ## Everything CI runs.
+	@$(MAKE) --no-print-directory -j 3 --output-sync=target unit fuzz-normalizer bench-smoke
 
 # The suites against a real etcd and kube-apiserver find them through
 # KUBEBUILDER_ASSETS; the script installs or builds them once per version.
@@ -67,9 +72,10 @@ test-assets: ## Install etcd and kubectl, build kube-apiserver and the CNI plugi
 
 # For a cold machine (CI): the kube-apiserver build leaves much of a core
 # idle (downloads, the linker), so the CNI plugins build beside it and every
-# test binary compiles beside both (-exec true: compiled and linked, not
-# run), which the later steps then find in the build cache.
-# Once the product's test binaries are compiled, the same lane compiles
+# package and test package compiles beside both (go list -export compiles
+# without linking: go test links once, later), which the later steps then
+# find in the build cache.
+# Once the product's test packages are compiled, the same lane compiles
 # what the later steps would otherwise compile one after another, each
 # while nothing else runs: the tooling module's test binaries (also what
 # its vet and the demo need), controller-gen, and the benchmark packages
@@ -81,13 +87,12 @@ test-assets: ## Install etcd and kubectl, build kube-apiserver and the CNI plugi
 prepare: ## Build the test assets and compile every test binary, side by side.
 	@set -e; hack/setup-test-assets.sh >/dev/null & assets=$$!; \
 	  hack/setup-cni-plugins.sh >/dev/null & cni=$$!; \
-	  compiled=0; $(GO) test -race -count=1 -exec /bin/true $(PKGS) >/dev/null || compiled=$$?; \
-	  $(TOOLS) test -count=1 -exec /bin/true ./... >/dev/null || compiled=1; \
+	  compiled=0; $(GO) list -race -test -deps -export $(PKGS) >/dev/null || compiled=1; \
+	  $(TOOLS) list -test -deps -export ./... >/dev/null || compiled=1; \
 	  $(CONTROLLER_GEN) --version >/dev/null || compiled=1; \
-	  $(GO) test -count=1 -run '^$$' -bench . -benchtime 1x -exec /bin/true $(BENCH_PKGS) >/dev/null || compiled=1; \
-	  $(GO) build -o /dev/null ./cmd/netconf-migrator || compiled=1; \
+	  $(GO) list -test -deps -export $(BENCH_PKGS) ./cmd/netconf-migrator >/dev/null || compiled=1; \
 	  wait $$assets; wait $$cni; \
-	  if [ $$compiled -ne 0 ]; then $(GO) test -race -count=1 -exec /bin/true $(PKGS); $(TOOLS) test -count=1 -exec /bin/true ./...; fi
+	  if [ $$compiled -ne 0 ]; then echo "make prepare: compiling failed (above)"; exit 1; fi
 
 # With the race detector: the migration's workers, the webhook and the
 # Harvester stand-ins all run concurrently.
@@ -97,12 +102,29 @@ prepare: ## Build the test assets and compile every test binary, side by side.
 # their control planes. So do the suites: with go test's default of one
 # package per core, two of them on two cores left 40% of the CPU idle, and
 # the longest two packages ran after each other's company; UNIT_P packages
-# at once keeps the cores busy.
+# at once keeps the cores busy. -vet=off: make test has run go vet, with
+# all of its checks, on every package just before.
+# The longest two packages, migration/e2e and migration/operator/e2e, each
+# run as two processes side by side, each process on a control plane of its
+# own: the tests of UNIT_SHARD in one, the rest in the other (-run and -skip
+# of one pattern: every test runs once whatever is renamed; the names are
+# checked to be only theirs, as -skip reaches every package).
 UNIT_P ?= 4
+UNIT_SHARD_TESTS := TestKilledRuns TestRecreateKilledAtEachStep TestTwoRunsOneKilledMidReplacement \
+  TestPreHookOnEachHarvesterRelease TestSoakMigration TestConcurrentWriter \
+  TestChaos TestSIGTERMWaitsForAReplacementUnderWay TestAKilledOperatorsLeaseIsTakenInBoundedTime
+UNIT_SHARD_PKGS := ./migration/e2e ./migration/operator/e2e
+empty :=
+space := $(empty) $(empty)
+UNIT_SHARD := ^($(subst $(space),|,$(strip $(UNIT_SHARD_TESTS))))$$
 unit: test-assets
-	@$(TOOLS) test -count=1 -timeout 20m ./... & tools=$$!; \
-	  KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" NETCONF_MIGRATOR_CNI_PATH="$$(hack/setup-cni-plugins.sh)" $(GO) test -race -p $(UNIT_P) -count=1 -timeout 25m $(PKGS); rc=$$?; \
-	  wait $$tools || rc=1; exit $$rc
+	@others=$$(grep -rlE '^func ($(subst $(space),|,$(strip $(UNIT_SHARD_TESTS))))\(' --include='*_test.go' . | grep -vE '^\./migration/(operator/)?e2e/' || true); \
+	  if [ -n "$$others" ]; then echo "make unit: a test of UNIT_SHARD_TESTS is also named in $$others"; exit 1; fi
+	@export KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" NETCONF_MIGRATOR_CNI_PATH="$$(hack/setup-cni-plugins.sh)"; \
+	  $(TOOLS) test -vet=off -count=1 -timeout 20m ./... & tools=$$!; \
+	  $(GO) test -vet=off -race -count=1 -timeout 25m -run '$(UNIT_SHARD)' $(UNIT_SHARD_PKGS) & shard=$$!; \
+	  $(GO) test -vet=off -race -p $(UNIT_P) -count=1 -timeout 25m -skip '$(UNIT_SHARD)' $(PKGS); rc=$$?; \
+	  wait $$shard || rc=1; wait $$tools || rc=1; exit $$rc
 
 # Every benchmark once, the migration ones on a tenth of their NADs (-short):
 # the figures come from hack/bench-*.sh; this keeps the code behind them working.
@@ -110,7 +132,7 @@ unit: test-assets
 # detector.
 BENCH_PKGS = $(shell grep -rl --include='*_test.go' '^func Benchmark' apis cmd convert internal migration webhooks test | xargs -n1 dirname | sort -u | sed 's|^|./|')
 bench-smoke: test-assets
-	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" NETCONF_MIGRATOR_CNI_PATH="$$(hack/setup-cni-plugins.sh)" $(GO) test -short -count=1 -run '^$$' -bench . -benchtime 1x $(BENCH_PKGS)
+	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" NETCONF_MIGRATOR_CNI_PATH="$$(hack/setup-cni-plugins.sh)" $(GO) test -vet=off -short -count=1 -run '^$$' -bench . -benchtime 1x $(BENCH_PKGS)
 
 # The soaks (TestSoak*): the webhook under admissions through the API
 # server while its certificate is renewed and a replica restarted, then its
