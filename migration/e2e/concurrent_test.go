@@ -2,6 +2,7 @@ package e2e
 
 import (
 	"bufio"
+	"bytes"
 	"context"
 	"flag"
 	"fmt"
@@ -15,6 +16,8 @@ import (
 	"syscall"
 	"testing"
 	"time"
+
+	"k8s.io/client-go/kubernetes"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
@@ -108,7 +111,42 @@ func TestTwoRunsOneKilledMidReplacement(t *testing.T) {
 	checkNoBackups(t)
 }
 
-var benchReplaceNADs = flag.Int("bench-replace-nads", 3000, "NADs in BenchmarkReplaceBesideV16, a fifth of them nested (the issue's figures: 3000 and 15000)")
+var (
+	benchReplaceNADs        = flag.Int("bench-replace-nads", 3000, "NADs in BenchmarkReplaceBesideV16, a fifth of them nested (the issue's figures: 3000 and 15000)")
+	benchReplaceConcurrency = flag.Int("bench-replace-concurrency", 0, "migrate's --replace-concurrency in BenchmarkReplaceBesideV16 (0: its default)")
+)
+
+// apiserverRequests sums the API server's apiserver_request_total: every
+// request it answered, and those it answered 429 (too many requests).
+func apiserverRequests(tb testing.TB) (all, throttled float64) {
+	tb.Helper()
+	cs, err := kubernetes.NewForConfig(env.Config)
+	if err != nil {
+		tb.Fatal(err)
+	}
+	raw, err := cs.Discovery().RESTClient().Get().AbsPath("/metrics").DoRaw(context.Background())
+	if err != nil {
+		tb.Fatalf("reading the API server's metrics: %v", err)
+	}
+	sc := bufio.NewScanner(bytes.NewReader(raw))
+	sc.Buffer(make([]byte, 0, 1<<20), 1<<20)
+	for sc.Scan() {
+		line := sc.Text()
+		if !strings.HasPrefix(line, "apiserver_request_total{") {
+			continue
+		}
+		i := strings.LastIndexByte(line, ' ')
+		v, err := strconv.ParseFloat(line[i+1:], 64)
+		if err != nil {
+			continue
+		}
+		all += v
+		if strings.Contains(line, `code="429"`) {
+			throttled += v
+		}
+	}
+	return all, throttled
+}
 
 // BenchmarkReplaceBesideV16 runs migrate on -bench-replace-nads NADs (3,000;
 // 100 under -short), 20% of them nested, three times in one run: beside
@@ -122,6 +160,8 @@ func BenchmarkReplaceBesideV16(b *testing.B) {
 	if testing.Short() { // make test's smoke run: the code behind the figure, small
 		n = 100
 	}
+	// What the API server answered during each timed run.
+	var requests, throttled float64
 	run := func(b *testing.B, r harvester.Release, cleanup bool) (time.Duration, int) {
 		// Each release's NADs on a cluster network of their own: a
 		// replacement's check lists every NAD of its cluster network, and
@@ -157,10 +197,17 @@ func BenchmarkReplaceBesideV16(b *testing.B) {
 				return time.Duration(rand.Int64N(int64(2 * time.Second))), nil
 			})
 		}
+		args := []string{"migrate", "-n", ns, "--kubeconfig", env.KubeconfigPath, "--termination-message-path", "",
+			"--progress-interval", "1h", "--timeout", "0"}
+		if *benchReplaceConcurrency > 0 {
+			args = append(args, "--replace-concurrency", strconv.Itoa(*benchReplaceConcurrency))
+		}
+		all0, throttled0 := apiserverRequests(b)
 		start := time.Now()
-		code := app.Execute([]string{"migrate", "-n", ns, "--kubeconfig", env.KubeconfigPath, "--termination-message-path", "",
-			"--progress-interval", "1h", "--timeout", "0"}, nil, io.Discard, io.Discard)
+		code := app.Execute(args, nil, io.Discard, io.Discard)
 		took := time.Since(start)
+		all1, throttled1 := apiserverRequests(b)
+		requests, throttled = all1-all0, throttled1-throttled0
 		if code != 0 {
 			b.Fatalf("beside %s: exit %d", r, code)
 		}
@@ -178,7 +225,11 @@ func BenchmarkReplaceBesideV16(b *testing.B) {
 	for range b.N {
 		inPlace, fixed15 := run(b, harvester.V15, false)
 		replaced16, fixed16 := run(b, harvester.V16, true)
+		b.ReportMetric(requests, "v1.6-apiserver-requests")
+		b.ReportMetric(throttled, "v1.6-apiserver-429s")
 		replaced19, fixed19 := run(b, harvester.V19, true)
+		b.ReportMetric(requests, "v1.9-apiserver-requests")
+		b.ReportMetric(throttled, "v1.9-apiserver-429s")
 		if fixed15 != n/5 || fixed16 != n/5 || fixed19 != n/5 {
 			b.Fatalf("fixed %d beside v1.5, %d beside v1.6 and %d beside v1.9, want %d each", fixed15, fixed16, fixed19, n/5)
 		}
