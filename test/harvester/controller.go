@@ -389,19 +389,26 @@ func (h *nadHandler) reconcileClusterNetwork(ctx context.Context, req reconcile.
 // StripFinalizers removes every finalizer from the NADs of a namespace, as
 // an administrator would for a controller that is gone: test cleanup only.
 func StripFinalizers(ctx context.Context, c client.Client, ns string) error {
-	list := &nadv1.NetworkAttachmentDefinitionList{}
-	if err := c.List(ctx, list, client.InNamespace(ns)); err != nil {
-		return err
-	}
+	// In pages: one list of 15,000 NADs, while the API server is still
+	// deleting them, broke off mid-answer ("stream error").
 	var errs []error
-	for _, n := range list.Items {
-		if len(n.Finalizers) == 0 {
-			continue
+	next := ""
+	for {
+		list := &nadv1.NetworkAttachmentDefinitionList{} // fresh: a decode leaves absent fields as they were
+		if err := c.List(ctx, list, client.InNamespace(ns), client.Limit(500), client.Continue(next)); err != nil {
+			return errors.Join(append(errs, err)...)
 		}
-		patch := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`))
-		if err := c.Patch(ctx, &n, patch); err != nil && !apierrors.IsNotFound(err) {
-			errs = append(errs, err)
+		for _, n := range list.Items {
+			if len(n.Finalizers) == 0 {
+				continue
+			}
+			patch := client.RawPatch(types.MergePatchType, []byte(`{"metadata":{"finalizers":null}}`))
+			if err := c.Patch(ctx, &n, patch); err != nil && !apierrors.IsNotFound(err) {
+				errs = append(errs, err)
+			}
+		}
+		if next = list.Continue; next == "" {
+			return errors.Join(errs...)
 		}
 	}
-	return errors.Join(errs...)
 }
