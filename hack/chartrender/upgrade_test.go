@@ -29,15 +29,7 @@ const crdName = "nadmigrations.netconf-migrator.harvesterhci.io"
 // served CRD gains the later version's printer column; uninstalling keeps
 // the CRD and the chart's NADMigration.
 func TestTheCRDUpgradesWithTheChart(t *testing.T) {
-	env, err := testenv.Start(testenv.Options{Namespaces: []string{"netconf-migrator-system"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	t.Cleanup(func() {
-		if err := env.Stop(); err != nil {
-			t.Error(err)
-		}
-	})
+	env := testenv.StartT(t, testenv.Options{Namespaces: []string{"netconf-migrator-system"}})
 	ctx := context.Background()
 	flags := genericclioptions.NewConfigFlags(false)
 	flags.KubeConfig = &env.KubeconfigPath

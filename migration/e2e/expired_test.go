@@ -103,15 +103,7 @@ func TestExpiredContinueToken(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a second control plane")
 	}
-	e, err := testenv.Start(testenv.Options{APIServerFlags: map[string]string{"watch-cache": "false"}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := e.Stop(); err != nil {
-			t.Error(err)
-		}
-	}()
+	e := testenv.StartT(t, testenv.Options{APIServerFlags: map[string]string{"watch-cache": "false"}})
 	const ns, n = "expired-token", 50
 	ctx := context.Background()
 	if err := e.CreateNamespace(ctx, ns, nil); err != nil {

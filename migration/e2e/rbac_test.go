@@ -375,15 +375,7 @@ func TestPreflight(t *testing.T) {
 	if testing.Short() {
 		return
 	}
-	bare, err := testenv.Start(testenv.Options{WithoutNADCRD: true})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := bare.Stop(); err != nil {
-			t.Error(err)
-		}
-	}()
+	bare := testenv.StartT(t, testenv.Options{WithoutNADCRD: true})
 	var out, errOut strings.Builder
 	code := app.Execute([]string{"migrate", "--kubeconfig", bare.KubeconfigPath, "--termination-message-path", ""}, nil, &out, &errOut)
 	if code != 2 || !strings.Contains(errOut.String(), "is not installed") || !strings.Contains(errOut.String(), nadv1.CRDName) {

@@ -26,15 +26,7 @@ func TestFieldsOurTypeLacksSurvive(t *testing.T) {
 	if testing.Short() {
 		t.Skip("starts a second control plane")
 	}
-	e, err := testenv.Start(testenv.Options{PreserveUnknownNADFields: true, Namespaces: []string{backupNamespace}, Webhooks: &envtest.WebhookInstallOptions{}})
-	if err != nil {
-		t.Fatal(err)
-	}
-	defer func() {
-		if err := e.Stop(); err != nil {
-			t.Error(err)
-		}
-	}()
+	e := testenv.StartT(t, testenv.Options{PreserveUnknownNADFields: true, Namespaces: []string{backupNamespace}, Webhooks: &envtest.WebhookInstallOptions{}})
 	ctx := context.Background()
 	for _, replaced := range []bool{false, true} {
 		name := "in-place"

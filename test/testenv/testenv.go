@@ -326,6 +326,23 @@ func Main(m *testing.M, opts Options, env **Env) int {
 	return code
 }
 
+// StartT starts a control plane of the test's own, stopped when the test
+// ends, after the cleanups the test registers later (which may still need
+// it).
+func StartT(t testing.TB, opts Options) *Env {
+	t.Helper()
+	e, err := Start(opts)
+	if err != nil {
+		t.Fatal(err)
+	}
+	t.Cleanup(func() {
+		if err := e.Stop(); err != nil {
+			t.Error(err)
+		}
+	})
+	return e
+}
+
 // Kubectl runs kubectl against the control plane with the admin kubeconfig.
 func (e *Env) Kubectl(ctx context.Context, stdin []byte, args ...string) (stdout, stderr string, err error) {
 	cmd := exec.CommandContext(ctx, "kubectl", append([]string{"--kubeconfig", e.KubeconfigPath}, args...)...)

@@ -91,16 +91,7 @@ func TestChaos(t *testing.T) {
 			if err != nil {
 				t.Fatal(err)
 			}
-			e, err := testenv.Start(opts)
-			if err != nil {
-				t.Fatal(err)
-			}
-			t.Cleanup(func() {
-				if err := e.Stop(); err != nil {
-					t.Error(err)
-				}
-			})
-			chaos(t, e, bin, r, *chaosFor, seed+uint64(i))
+			chaos(t, testenv.StartT(t, opts), bin, r, *chaosFor, seed+uint64(i))
 		})
 	}
 }
