@@ -116,9 +116,10 @@ UNIT_SHARD_TESTS := TestKilledRuns TestRecreateKilledAtEachStep TestTwoRunsOneKi
 UNIT_SHARD_PKGS := ./migration/e2e ./migration/operator/e2e
 empty :=
 space := $(empty) $(empty)
-UNIT_SHARD := ^($(subst $(space),|,$(strip $(UNIT_SHARD_TESTS))))$$
+UNIT_SHARD_NAMES := $(subst $(space),|,$(strip $(UNIT_SHARD_TESTS)))
+UNIT_SHARD := ^($(UNIT_SHARD_NAMES))$$
 unit: test-assets
-	@others=$$(grep -rlE '^func ($(subst $(space),|,$(strip $(UNIT_SHARD_TESTS))))\(' --include='*_test.go' . | grep -vE '^\./migration/(operator/)?e2e/' || true); \
+	@others=$$(grep -rlE '^func ($(UNIT_SHARD_NAMES))\(' --include='*_test.go' . | grep -vE '^\./migration/(operator/)?e2e/' || true); \
 	  if [ -n "$$others" ]; then echo "make unit: a test of UNIT_SHARD_TESTS is also named in $$others"; exit 1; fi
 	@export KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" NETCONF_MIGRATOR_CNI_PATH="$$(hack/setup-cni-plugins.sh)"; \
 	  $(TOOLS) test -vet=off -count=1 -timeout 20m ./... & tools=$$!; \
