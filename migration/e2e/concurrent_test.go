@@ -170,8 +170,9 @@ func BenchmarkReplaceBesideV16(b *testing.B) {
 		harvester.Create(b, env.Client, harvester.NewClusterNetwork(cn, 0))
 		labels := harvesterLabels()
 		labels[harvester.LabelClusterNetwork] = cn
-		// One release's stand-ins at a time.
-		h, err := harvester.Start(context.Background(), env, r)
+		// One release's stand-ins at a time, reading caches as Harvester
+		// does: the API server serves only what it serves in a cluster.
+		h, err := harvester.Start(context.Background(), env, r, harvester.ReadingCaches())
 		if err != nil {
 			b.Fatal(err)
 		}

@@ -109,7 +109,11 @@ func (c *Controllers) SetCleanup(f func(nad *nadv1.NetworkAttachmentDefinition) 
 
 // StartControllers runs the release's controllers against the API server
 // until Stop.
-func StartControllers(cfg *rest.Config, r Release) (*Controllers, error) {
+func StartControllers(cfg *rest.Config, r Release, with ...Option) (*Controllers, error) {
+	var o options
+	for _, opt := range with {
+		opt(&o)
+	}
 	scheme := runtime.NewScheme()
 	if err := nadv1.AddToScheme(scheme); err != nil {
 		return nil, err
@@ -128,7 +132,15 @@ func StartControllers(cfg *rest.Config, r Release) (*Controllers, error) {
 		return nil, fmt.Errorf("the Harvester %s controllers: %w", r, err)
 	}
 	c := &Controllers{Release: r, done: make(chan error, 1)}
-	h := &nadHandler{c: c, client: mgr.GetClient(), cluster: ClientCluster{Client: mgr.GetClient()}}
+	// The manager's client reads NADs and Namespaces from its cache, and
+	// the network kinds (unstructured) from the API server, unless
+	// ReadingCaches: then from the cache too, as Harvester's controller
+	// reads its cnCache.
+	var reader client.Reader = mgr.GetClient()
+	if o.caches {
+		reader = mgr.GetCache()
+	}
+	h := &nadHandler{c: c, client: mgr.GetClient(), cluster: ClientCluster{Client: reader}}
 	opts := controller.Options{MaxConcurrentReconciles: 8, SkipNameValidation: ptr.To(true)}
 	if err := ctrl.NewControllerManagedBy(mgr).Named("harvester-network-manager-nad-controller").
 		For(&nadv1.NetworkAttachmentDefinition{}).WithOptions(opts).Complete(reconcile.Func(h.reconcile)); err != nil {

@@ -68,10 +68,11 @@ func CRDs() []*apiextensionsv1.CustomResourceDefinition {
 	return out
 }
 
-// ClientCluster is Cluster over the API server, read without a cache so
-// a test's writes count at once.
+// ClientCluster is Cluster over a reader: the API server, read without a
+// cache so a test's writes count at once, or with ReadingCaches the
+// stand-ins' informers, as Harvester reads.
 type ClientCluster struct {
-	Client client.Client
+	Client client.Reader
 }
 
 func (c ClientCluster) ClusterNetwork(ctx context.Context, name string) (*ClusterNetwork, error) {
@@ -154,8 +155,9 @@ func (c ClientCluster) SettingAnnotations(ctx context.Context, name string) (map
 	return u.GetAnnotations(), nil
 }
 
-// NADsLabelled reads the API server's watch cache (resourceVersion 0), as
-// Harvester reads its informer's: v1.9's validator calls it on every
+// NADsLabelled reads the API server's watch cache (resourceVersion 0),
+// standing for Harvester's informer (with ReadingCaches, the stand-ins'
+// informer, which takes no resourceVersion): v1.9's validator calls it on every
 // create and update of a NAD, and a consistent list, which waits for the
 // cache to catch up with etcd, took 0.5 to 2 s a call on a loaded machine.
 // No test needs the storage network's NADs the instant they are written.
