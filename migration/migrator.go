@@ -54,7 +54,7 @@ const (
 	ReasonChangedSince   = "ChangedSinceMigration"
 	defaultPageSize      = 500
 	defaultConcurrency   = 4
-	defaultReplacing     = 32
+	defaultReplacing     = 16
 	defaultMaxConflicts  = 10
 	defaultProgressEvery = 10 * time.Second
 )
@@ -68,7 +68,7 @@ type Options struct {
 	// Concurrency is how many NADs are written in place at once.
 	Concurrency int
 	// ReplaceConcurrency is how many replacements may be in flight at once
-	// besides (default 32): a replacement mostly waits on Harvester's
+	// besides (default 16): a replacement mostly waits on Harvester's
 	// controllers' cleanup, so replacements would hold the in-place
 	// writers for nothing. Its requests are bounded by this number and by
 	// the API server's answers (429 with Retry-After), not by the in-place
