@@ -88,6 +88,12 @@ func TestTwoRunsOneKilledMidReplacement(t *testing.T) {
 		t.Fatalf("the second run: exit %d\n%s", r.code, r.errOut)
 	}
 
+	// What the second run said, for any check below that fails.
+	defer func() {
+		if t.Failed() {
+			t.Logf("the second run's log:\n%s", r.errOut)
+		}
+	}()
 	after := listAll(t, ns)
 	if len(after) != len(before) {
 		t.Fatalf("%d NADs after, %d before", len(after), len(before))
