@@ -18,9 +18,7 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
-	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/util/wait"
-	"k8s.io/client-go/rest"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -258,20 +256,19 @@ func Start(ctx context.Context, env *testenv.Env, r Release, opts ...Option) (*S
 // startCaches starts informers of every kind the stand-ins look up, until
 // stop ends, and waits until they have synced; their end is sent to done.
 func startCaches(ctx, stop context.Context, env *testenv.Env, done chan<- error) (cache.Cache, error) {
-	cfg := rest.CopyConfig(env.Config)
-	cfg.QPS, cfg.Burst = -1, 0 // the first lists, as a busy cluster's informers start
 	scheme := runtime.NewScheme()
 	if err := nadv1.AddToScheme(scheme); err != nil {
 		return nil, err
 	}
-	ca, err := cache.New(cfg, cache.Options{Scheme: scheme})
+	// Unlimited: the first lists, as a busy cluster's informers start.
+	ca, err := cache.New(env.UnlimitedConfig(), cache.Options{Scheme: scheme})
 	if err != nil {
 		return nil, err
 	}
 	kinds := []client.Object{&nadv1.NetworkAttachmentDefinition{}}
-	for _, gvk := range []schema.GroupVersionKind{ClusterNetworkGVK, VlanConfigGVK, SettingGVK, VirtualMachineGVK, VMIGVK} {
+	for _, spec := range crdSpecs { // every kind the stand-ins read besides NADs
 		u := &unstructured.Unstructured{}
-		u.SetGroupVersionKind(gvk)
+		u.SetGroupVersionKind(spec.gvk)
 		kinds = append(kinds, u)
 	}
 	for _, k := range kinds {

@@ -408,9 +408,15 @@ func FreePort(host string) (int, error) {
 // client-go's throttling, and what stands for a component that reads
 // caches (Harvester's webhook) or writes as fast as a busy cluster does.
 func (e *Env) UnlimitedClient() (client.Client, error) {
+	return client.New(e.UnlimitedConfig(), client.Options{Scheme: e.Scheme})
+}
+
+// UnlimitedConfig is the control plane's config without a client-side
+// rate limit: UnlimitedClient's, and the stand-ins' informers'.
+func (e *Env) UnlimitedConfig() *rest.Config {
 	cfg := rest.CopyConfig(e.Config)
 	cfg.QPS, cfg.Burst = -1, 0
-	return client.New(cfg, client.Options{Scheme: e.Scheme})
+	return cfg
 }
 
 // CreateMany creates objs from 16 writers with a client no rate limit
