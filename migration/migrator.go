@@ -54,10 +54,15 @@ const (
 	ReasonChangedSince   = "ChangedSinceMigration"
 	defaultPageSize      = 500
 	defaultConcurrency   = 4
-	defaultReplacing     = 16
 	defaultMaxConflicts  = 10
 	defaultProgressEvery = 10 * time.Second
 )
+
+// DefaultReplaceConcurrency is how many replacements are in flight at
+// once unless asked otherwise. Each holds a NAD missing until Harvester's
+// controllers let its delete finish, so it also bounds how many NADs a
+// killed run leaves missing for the next to create.
+const DefaultReplaceConcurrency = 16
 
 // Options shape a run.
 type Options struct {
@@ -145,7 +150,7 @@ func (m *Migrator) defaults() {
 		o.Concurrency = defaultConcurrency
 	}
 	if o.ReplaceConcurrency <= 0 {
-		o.ReplaceConcurrency = defaultReplacing
+		o.ReplaceConcurrency = DefaultReplaceConcurrency
 	}
 	if o.DryRun == "" {
 		o.DryRun = DryRunNone

@@ -22,6 +22,7 @@ import (
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
 	"github.com/harvester/netconf-migrator/cmd/netconf-migrator/app"
+	"github.com/harvester/netconf-migrator/migration"
 	"github.com/harvester/netconf-migrator/test/harvester"
 )
 
@@ -159,8 +160,11 @@ func apiserverRequests(tb testing.TB) (all, throttled float64) {
 // Harvester v1.5, which lets every nested NAD be flattened in place (the
 // baseline), then beside v1.6 and beside v1.9 with their controllers, which
 // refuse that, so every nested NAD is replaced while the controllers'
-// cleanup takes 0 to 2 s per NAD. Each must end with every NAD flat. Run
-// with -benchtime 1x.
+// cleanup takes 0 to 2 s per NAD. Each must end with every NAD flat. After
+// each replacing run the same NADs are replaced again with nothing of the
+// tool's (replacedAgain): the time the release's controllers alone make a
+// replacement take, against which the tool's own share is read. Run with
+// -benchtime 1x.
 func BenchmarkReplaceBesideV16(b *testing.B) {
 	n := *benchReplaceNADs
 	if testing.Short() { // make test's smoke run: the code behind the figure, small
@@ -168,6 +172,13 @@ func BenchmarkReplaceBesideV16(b *testing.B) {
 	}
 	// What the API server answered during each timed run.
 	var requests, throttled float64
+	inFlight := *benchReplaceConcurrency
+	if inFlight <= 0 {
+		inFlight = migration.DefaultReplaceConcurrency
+	}
+	// alone is what the same replacements took with nothing of the tool's
+	// (replacedAgain), as many in flight, right after each release's run.
+	var alone time.Duration
 	run := func(b *testing.B, r harvester.Release, cleanup bool) (time.Duration, int) {
 		// Each release's NADs on a cluster network of their own: a
 		// replacement's check lists every NAD of its cluster network, and
@@ -230,6 +241,14 @@ func BenchmarkReplaceBesideV16(b *testing.B) {
 				replaced++
 			}
 		}
+		if cleanup {
+			var again int
+			alone, again = replacedAgain(b, ns, inFlight)
+			b.Logf("beside %s: the %d replaced NADs deleted and created again with nothing of the tool's, %d at a time: %.2f s", r, again, inFlight, alone.Seconds())
+			if again != replaced {
+				b.Fatalf("beside %s: %d NADs deleted and created again, want the %d replaced", r, again, replaced)
+			}
+		}
 		return took, replaced
 	}
 	for range b.N {
@@ -237,9 +256,13 @@ func BenchmarkReplaceBesideV16(b *testing.B) {
 		replaced16, fixed16 := run(b, harvester.V16, true)
 		b.ReportMetric(requests, "v1.6-apiserver-requests")
 		b.ReportMetric(throttled, "v1.6-apiserver-429s")
+		b.ReportMetric(alone.Seconds(), "v1.6-alone-s")
+		b.ReportMetric(float64(replaced16)/float64(alone), "v1.6/alone")
 		replaced19, fixed19 := run(b, harvester.V19, true)
 		b.ReportMetric(requests, "v1.9-apiserver-requests")
 		b.ReportMetric(throttled, "v1.9-apiserver-429s")
+		b.ReportMetric(alone.Seconds(), "v1.9-alone-s")
+		b.ReportMetric(float64(replaced19)/float64(alone), "v1.9/alone")
 		if fixed15 != n/5 || fixed16 != n/5 || fixed19 != n/5 {
 			b.Fatalf("fixed %d beside v1.5, %d beside v1.6 and %d beside v1.9, want %d each", fixed15, fixed16, fixed19, n/5)
 		}

@@ -116,7 +116,7 @@ Lease; 4 a NAD deleted to be created again is missing (see migrate).`
 	fl.StringVarP(&f.selector, "selector", "l", "", "only NADs matching this label selector")
 	fl.Int64Var(&f.pageSize, "page-size", 500, "NADs per list request")
 	fl.IntVar(&f.concurrency, "concurrency", 4, "NADs written in place at once")
-	fl.IntVar(&f.replaceConcurrency, "replace-concurrency", 16, "NADs replaced at once, besides --concurrency; replacements are not bound by --qps but by this number and the API server's 429s")
+	fl.IntVar(&f.replaceConcurrency, "replace-concurrency", migration.DefaultReplaceConcurrency, "NADs replaced at once, besides --concurrency; replacements are not bound by --qps but by this number and the API server's 429s")
 	fl.Float32Var(&f.qps, "qps", 50, "client requests per second to the API server, for NAD requests and for Events each")
 	fl.IntVar(&f.burst, "burst", 100, "client burst above --qps, for NAD requests and for Events each")
 	fl.StringVar(&f.dryRun, "dry-run", string(migration.DryRunNone), "none; client (send nothing); server (the API server and its webhooks see every write, nothing is stored)")
