@@ -11,7 +11,9 @@
 #   BenchmarkReplaceBesideV16  3,000 NADs (20% nested) replaced beside
 #                            Harvester v1.6 and v1.9 and their controllers
 #                            (cleanup 0-2 s per NAD) vs fixed in place beside
-#                            v1.5; REPLACE_NADS=15000 for the larger figure
+#                            v1.5, and vs the same NADs replaced again with
+#                            nothing of the tool's ("alone");
+#                            REPLACE_NADS=15000 for the larger figure
 # Usage: hack/bench-migrate.sh [count] [kubectl-loop count] [replace count]   (default 3, 1, 1)
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -57,9 +59,11 @@ echo "|---:|---:|---:|"
 printf '| %.1f | %.1f | %.0fx |\n' "$(echo "$loop" | median KubectlLoop migrate-ms/NAD)" \
   "$(echo "$loop" | median KubectlLoop kubectl-ms/NAD)" "$(echo "$loop" | median KubectlLoop speedup)"
 echo
-echo "| nested NADs | v1.5: in place (s) | v1.6: replaced (s) | v1.6 / in place | v1.9: replaced (s) | v1.9 / in place |"
-echo "|---:|---:|---:|---:|---:|---:|"
-printf '| %.0f | %.1f | %.1f | %.2fx | %.1f | %.2fx |\n' "$(echo "$replace" | median ReplaceBesideV16 nested)" \
+echo "| nested NADs | v1.5: in place (s) | v1.6: replaced (s) | v1.6 / alone | v1.6 / in place | v1.9: replaced (s) | v1.9 / alone | v1.9 / in place |"
+echo "|---:|---:|---:|---:|---:|---:|---:|---:|"
+printf '| %.0f | %.1f | %.1f | %.2fx | %.2fx | %.1f | %.2fx | %.2fx |\n' "$(echo "$replace" | median ReplaceBesideV16 nested)" \
   "$(echo "$replace" | median ReplaceBesideV16 v1.5-in-place-s)" \
-  "$(echo "$replace" | median ReplaceBesideV16 v1.6-replaced-s)" "$(echo "$replace" | median ReplaceBesideV16 v1.6/in-place)" \
-  "$(echo "$replace" | median ReplaceBesideV16 v1.9-replaced-s)" "$(echo "$replace" | median ReplaceBesideV16 v1.9/in-place)"
+  "$(echo "$replace" | median ReplaceBesideV16 v1.6-replaced-s)" "$(echo "$replace" | median ReplaceBesideV16 v1.6/alone)" \
+  "$(echo "$replace" | median ReplaceBesideV16 v1.6/in-place)" \
+  "$(echo "$replace" | median ReplaceBesideV16 v1.9-replaced-s)" "$(echo "$replace" | median ReplaceBesideV16 v1.9/alone)" \
+  "$(echo "$replace" | median ReplaceBesideV16 v1.9/in-place)"
