@@ -6,7 +6,6 @@ import (
 	"fmt"
 	"strconv"
 	"strings"
-	"sync/atomic"
 	"testing"
 	"time"
 
@@ -671,61 +670,6 @@ func TestAListingOutlivesTheReplacementThatStartedIt(t *testing.T) {
 	}
 	if s.objectLists != 1 {
 		t.Errorf("the cluster network was listed %d times, want once", s.objectLists)
-	}
-}
-
-// TestAnOldListingServesWhileTheNextIsUnderWay: once a cluster network's
-// listing is older than its TTL, the next listing starts and the old one
-// serves the replacements until it ends. At 15,000 NADs a listing took
-// tens of seconds, and every replacement waited for it once a minute.
-func TestAnOldListingServesWhileTheNextIsUnderWay(t *testing.T) {
-	keys := []string{"a/1", "a/2", "a/3"}
-	configs := map[string]string{}
-	for _, k := range keys {
-		configs[k] = nested
-	}
-	s, j := newMemStore(configs), newMemJournals()
-	for _, k := range keys {
-		harvesterFinalizers(s, k)
-		s.nads[k].Labels = map[string]string{harvester.LabelClusterNetwork: "mgmt"}
-	}
-	var lists atomic.Int32
-	second, release := make(chan struct{}), make(chan struct{})
-	s.beforeObjectList = func(cont string) error {
-		if cont == "" && lists.Add(1) == 2 {
-			close(second)
-			<-release // the second listing is under way until released
-		}
-		return nil
-	}
-	defer close(release)
-	r := newReplacer(s, j)
-	r.Want, r.Accepts, r.Retry = Want, Accepts, fastBackoff.Retry
-	// Every listing is older than its TTL by the next replacement.
-	r.ClusterNetworkTTL = time.Nanosecond
-	for i, k := range keys {
-		// A guard against a hang, not a measure: without a listing to
-		// serve, the replacement would wait for the held one.
-		ctx, cancel := context.WithTimeout(context.Background(), 30*time.Second)
-		n := s.nads[k]
-		_, err := r.Replace(ctx, string(ModeMigrate), types.NamespacedName{Namespace: n.Namespace, Name: n.Name}, n.UID, n.ResourceVersion, typeRule, true)
-		if err != nil {
-			t.Fatalf("%s: %v", k, err)
-		}
-		if i == 1 { // the next listing runs on its own
-			select {
-			case <-second:
-			case <-ctx.Done():
-				t.Fatalf("no listing started after %s found the last one older than its TTL", k)
-			}
-		}
-		cancel()
-		// The first waits for the first listing; the second starts the
-		// next one and is served the first; the third finds the next
-		// still under way and starts no other.
-		if want := int32(min(i+1, 2)); lists.Load() != want {
-			t.Errorf("after %s: %d listings, want %d", k, lists.Load(), want)
-		}
 	}
 }
 

@@ -89,12 +89,9 @@ type Replacer struct {
 	// them into Journals before Resume lists them, and returns the ones
 	// it could not verify (MoveConfigMapJournals).
 	Legacy func(ctx context.Context) ([]Rejected, error)
-	// ClusterNetworkTTL is how long one listing of a cluster network's
-	// NADs is taken as current (a minute when zero).
-	ClusterNetworkTTL time.Duration
 
 	cnMu       sync.Mutex
-	cnListings map[string]*cnListings
+	cnListings map[string]*cnListing
 	delMu      sync.Mutex
 	deletions  *deletions
 }
@@ -409,64 +406,30 @@ type cnListing struct {
 	undecodable []cnNAD
 }
 
-// cnListings is what is known of one cluster network's NADs: the last
-// listing that ended well, and the next one while it is under way.
-type cnListings struct {
-	last, next *cnListing
-}
-
-func (r *Replacer) clusterNetworkTTL() time.Duration {
-	if r.ClusterNetworkTTL > 0 {
-		return r.ClusterNetworkTTL
+func (l *cnListing) ended() bool {
+	select {
+	case <-l.done:
+		return true
+	default:
+		return false
 	}
-	return clusterNetworkTTL
 }
 
 // clusterNetwork returns a listing of the NADs labelled with cluster
-// network cn, one listing at a time for all replacements. A listing
-// younger than the TTL is used as it is. An older one starts the next
-// listing and still serves until that ends, for at most the TTL and one
-// listing's budget: at 15,000 NADs a listing takes tens of seconds on a
-// busy API server, and every replacement used to wait for it once a
-// minute. Without a listing young enough, callers wait for the next one
-// while ctx lets them.
+// network cn, at most clusterNetworkTTL old: one listing at a time for all
+// replacements, which wait for it while ctx lets them.
 func (r *Replacer) clusterNetwork(ctx context.Context, cn string) (*cnListing, error) {
-	ttl := r.clusterNetworkTTL()
 	r.cnMu.Lock()
-	if r.cnListings == nil {
-		r.cnListings = map[string]*cnListings{}
-	}
-	e := r.cnListings[cn]
-	if e == nil {
-		e = &cnListings{}
-		r.cnListings[cn] = e
-	}
-	if e.last != nil && time.Since(e.last.at) < ttl {
-		r.cnMu.Unlock()
-		return e.last, nil
-	}
-	if e.next == nil {
-		l := &cnListing{done: make(chan struct{})}
-		e.next = l
+	l := r.cnListings[cn]
+	if l == nil || l.ended() && (l.err != nil || time.Since(l.at) >= clusterNetworkTTL) {
+		if r.cnListings == nil {
+			r.cnListings = map[string]*cnListing{}
+		}
+		l = &cnListing{done: make(chan struct{})}
+		r.cnListings[cn] = l
 		// Its own context: not the first caller's budget, nor its stop.
-		go func() {
-			r.listClusterNetwork(cn, l)
-			// Taken as the last before its waiters go on, so the next
-			// caller finds it there.
-			r.cnMu.Lock()
-			e.next = nil
-			if l.err == nil {
-				e.last = l
-			}
-			r.cnMu.Unlock()
-			close(l.done)
-		}()
+		go r.listClusterNetwork(cn, l)
 	}
-	if e.last != nil && time.Since(e.last.at) < ttl+clusterNetworkBudget {
-		r.cnMu.Unlock()
-		return e.last, nil
-	}
-	l := e.next
 	r.cnMu.Unlock()
 	select {
 	case <-l.done:
@@ -479,8 +442,8 @@ func (r *Replacer) clusterNetwork(ctx context.Context, cn string) (*cnListing, e
 	}
 }
 
-// listClusterNetwork fills l; its caller closes l.done.
 func (r *Replacer) listClusterNetwork(cn string, l *cnListing) {
+	defer close(l.done)
 	ctx, cancel := context.WithTimeout(context.Background(), clusterNetworkBudget)
 	defer cancel()
 	sel := labels.SelectorFromSet(labels.Set{harvester.LabelClusterNetwork: cn})
