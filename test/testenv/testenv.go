@@ -412,7 +412,8 @@ func (e *Env) UnlimitedClient() (client.Client, error) {
 }
 
 // UnlimitedConfig is the control plane's config without a client-side
-// rate limit: UnlimitedClient's, and the stand-ins' informers'.
+// rate limit: UnlimitedClient's, and the informers of the stand-ins and of
+// the replacement benchmark's floor.
 func (e *Env) UnlimitedConfig() *rest.Config {
 	cfg := rest.CopyConfig(e.Config)
 	cfg.QPS, cfg.Burst = -1, 0
