@@ -211,7 +211,8 @@ generate: ## Regenerate deep-copy functions and the NADMigration CRD.
 	cp config/crd/bases/netconf-migrator.harvesterhci.io_nadmigrations.yaml config/chart/netconf-migrator/crds/
 	cp config/crd/bases/netconf-migrator.harvesterhci.io_nadmigrations.yaml apis/netconfmigrator/v1alpha1/zz_generated.crd.yaml
 
-# Fails when the generated files differ from what make generate writes.
-verify-generate: generate
-	@git diff --exit-code -- apis config/crd config/chart/netconf-migrator/crds || { echo "generated files are stale: run make generate and commit"; exit 1; }
-	@test -z "$$(git status --porcelain --untracked-files=all -- apis config/crd config/chart/netconf-migrator/crds)" || { git status --short -- apis config/crd config/chart/netconf-migrator/crds; echo "make generate wrote files not committed"; exit 1; }
+# Fails when the generated files differ from what make generate writes. It
+# generates in a copy of the tree: make test runs beside the demo, which
+# reads the CRD that an in-place generate rewrites.
+verify-generate:
+	@CONTROLLER_GEN="$(CONTROLLER_GEN)" hack/verify-generate.sh
