@@ -166,28 +166,28 @@ func AssetsDir(root string) (string, error) {
 
 // LoadCRD reads the NAD CRD shipped in config/crd.
 func LoadCRD(root string) (*apiextensionsv1.CustomResourceDefinition, error) {
-	path := filepath.Join(root, "config", "crd", "bases", "k8s.cni.cncf.io_network-attachment-definitions.yaml")
-	raw, err := os.ReadFile(path)
-	if err != nil {
-		return nil, fmt.Errorf("reading the NAD CRD: %w", err)
-	}
-	crd := &apiextensionsv1.CustomResourceDefinition{}
-	if err := yaml.UnmarshalStrict(raw, crd); err != nil {
-		return nil, fmt.Errorf("decoding %s: %w", path, err)
-	}
-	return crd, nil
+	return loadCRD(filepath.Join(root, "config", "crd", "bases", "k8s.cni.cncf.io_network-attachment-definitions.yaml"))
 }
 
 // LoadNADMigrationCRD reads the NADMigration CRD make generate writes.
 func LoadNADMigrationCRD(root string) (*apiextensionsv1.CustomResourceDefinition, error) {
-	path := filepath.Join(root, "config", "crd", "bases", "netconf-migrator.harvesterhci.io_nadmigrations.yaml")
+	return loadCRD(filepath.Join(root, "config", "crd", "bases", "netconf-migrator.harvesterhci.io_nadmigrations.yaml"))
+}
+
+// loadCRD decodes one CRD. A file without one (empty, or read while it was
+// being written) is an error here, naming it, and not a CRD without a name
+// that envtest then fails to look up.
+func loadCRD(path string) (*apiextensionsv1.CustomResourceDefinition, error) {
 	raw, err := os.ReadFile(path)
 	if err != nil {
-		return nil, fmt.Errorf("reading the NADMigration CRD: %w", err)
+		return nil, fmt.Errorf("reading a CRD: %w", err)
 	}
 	crd := &apiextensionsv1.CustomResourceDefinition{}
 	if err := yaml.UnmarshalStrict(raw, crd); err != nil {
 		return nil, fmt.Errorf("decoding %s: %w", path, err)
+	}
+	if crd.Kind != "CustomResourceDefinition" || crd.Name == "" {
+		return nil, fmt.Errorf("%s holds no named CustomResourceDefinition (%d bytes)", path, len(raw))
 	}
 	return crd, nil
 }
