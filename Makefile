@@ -125,7 +125,7 @@ unit: test-assets
 	  $(TOOLS) test -vet=off -count=1 -timeout 20m ./... & tools=$$!; \
 	  $(GO) test -vet=off -race -count=1 -timeout 25m -run '$(UNIT_SHARD)' $(UNIT_SHARD_PKGS) & shard=$$!; \
 	  $(GO) test -vet=off -race -p $(UNIT_P) -count=1 -timeout 25m -skip '$(UNIT_SHARD)' $(PKGS); rc=$$?; \
-	  wait $$shard || rc=1; wait $$tools || rc=1; exit $$rc
+	  wait $$shard || rc=1; wait $$tools || rc=1; echo "make unit took $${SECONDS}s"; exit $$rc
 
 # Every benchmark once, the migration ones on a tenth of their NADs (-short):
 # the figures come from hack/bench-*.sh; this keeps the code behind them working.
@@ -133,7 +133,8 @@ unit: test-assets
 # detector.
 BENCH_PKGS = $(shell grep -rl --include='*_test.go' '^func Benchmark' apis cmd convert internal migration webhooks test | xargs -n1 dirname | sort -u | sed 's|^|./|')
 bench-smoke: test-assets
-	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" NETCONF_MIGRATOR_CNI_PATH="$$(hack/setup-cni-plugins.sh)" $(GO) test -vet=off -short -count=1 -run '^$$' -bench . -benchtime 1x $(BENCH_PKGS)
+	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" NETCONF_MIGRATOR_CNI_PATH="$$(hack/setup-cni-plugins.sh)" $(GO) test -vet=off -short -count=1 -run '^$$' -bench . -benchtime 1x $(BENCH_PKGS); \
+	  rc=$$?; echo "make bench-smoke took $${SECONDS}s"; exit $$rc
 
 # The soaks (TestSoak*): the webhook under admissions through the API
 # server while its certificate is renewed and a replica restarted, then its

@@ -306,6 +306,11 @@ func BenchmarkKubectlLoop(b *testing.B) {
 	}
 	bin := buildBinary(b)
 	n := size(500)
+	if testing.Short() {
+		// make test's smoke run: three processes per NAD, each about a
+		// second of CI's two loaded cores; a few NADs show the loop works.
+		n = 10
+	}
 	ns := fmt.Sprintf("bench-%d", n)
 	nads := seedPopulation(b, ns, n)
 	var ours, loop time.Duration
