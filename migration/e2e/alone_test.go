@@ -3,14 +3,18 @@ package e2e
 import (
 	"context"
 	"fmt"
+	"net/http"
+	"net/http/httptest"
 	"sync"
 	"sync/atomic"
 	"testing"
 	"time"
 
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 )
@@ -21,9 +25,10 @@ import (
 // no dry run, no backup, one informer for every deletion. It is what any
 // replacement of those NADs costs beside the release's controllers, whose
 // cleanup a delete waits on: the floor the tool's own time is measured
-// against, in the same run and on the same cluster network. It returns the
-// time taken and how many NADs it replaced.
-func replacedAgain(tb testing.TB, ns string, inFlight int) (time.Duration, int) {
+// against, in the same run and on the same cluster network, through cfg
+// (the way to the API server migrate's run took). It returns the time
+// taken and how many NADs it replaced.
+func replacedAgain(tb testing.TB, cfg *rest.Config, ns string, inFlight int) (time.Duration, int) {
 	tb.Helper()
 	ctx, cancel := context.WithCancel(context.Background())
 	defer cancel()
@@ -33,11 +38,14 @@ func replacedAgain(tb testing.TB, ns string, inFlight int) (time.Duration, int) 
 			todo = append(todo, a)
 		}
 	}
-	c := fastClient(tb)
+	c, err := client.New(cfg, client.Options{Scheme: env.Scheme})
+	if err != nil {
+		tb.Fatal(err)
+	}
 	// An informer, not a bare watch: it watches again when the API server
 	// ends a watch (a 504 while its watch cache catches up), and lists
 	// again when it must, without missing a deletion.
-	informers, err := cache.New(env.UnlimitedConfig(), cache.Options{Scheme: env.Scheme, DefaultNamespaces: map[string]cache.Config{ns: {}}})
+	informers, err := cache.New(cfg, cache.Options{Scheme: env.Scheme, DefaultNamespaces: map[string]cache.Config{ns: {}}})
 	if err != nil {
 		tb.Fatal(err)
 	}
@@ -115,4 +123,19 @@ func replacedAgain(tb testing.TB, ns string, inFlight int) (time.Duration, int) 
 		tb.Fatal(*err)
 	}
 	return took, int(done.Load())
+}
+
+// delayed starts a proxy to the API server that holds each request for
+// latency before it forwards it (watches stream through, held once), and
+// returns a kubeconfig and a config without a rate limit for it.
+func delayed(tb testing.TB, latency time.Duration) (string, *rest.Config) {
+	tb.Helper()
+	rp := upstream(tb)
+	rp.FlushInterval = -1 // watches: each event at once
+	srv := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, r *http.Request) {
+		time.Sleep(latency)
+		rp.ServeHTTP(w, r)
+	}))
+	tb.Cleanup(srv.Close)
+	return kubeconfigFor(tb, srv.URL), &rest.Config{Host: srv.URL, QPS: -1}
 }

@@ -121,6 +121,7 @@ func TestTwoRunsOneKilledMidReplacement(t *testing.T) {
 var (
 	benchReplaceNADs        = flag.Int("bench-replace-nads", 3000, "NADs in BenchmarkReplaceBesideV16, a fifth of them nested (the issue's figures: 3000 and 15000)")
 	benchReplaceConcurrency = flag.Int("bench-replace-concurrency", 0, "migrate's --replace-concurrency in BenchmarkReplaceBesideV16 (0: its default)")
+	benchReplaceLatency     = flag.Duration("bench-replace-latency", 0, "BenchmarkReplaceBesideV16: each request of migrate's and of the replacements alone held this long on its way to the API server, as a round trip to a control plane on other nodes (0: none)")
 )
 
 // apiserverRequests sums the API server's apiserver_request_total: every
@@ -179,6 +180,14 @@ func BenchmarkReplaceBesideV16(b *testing.B) {
 	// alone is what the same replacements took with nothing of the tool's
 	// (replacedAgain), as many in flight, right after each release's run.
 	var alone time.Duration
+	// Both talk to the API server through a proxy that holds each request
+	// for -bench-replace-latency: on one machine a request waits on CPU,
+	// in a cluster also on the network and etcd's disk, and what a
+	// replacement sends one after the other then counts.
+	kubeconfig, cfg := env.KubeconfigPath, env.UnlimitedConfig()
+	if *benchReplaceLatency > 0 {
+		kubeconfig, cfg = delayed(b, *benchReplaceLatency)
+	}
 	run := func(b *testing.B, r harvester.Release, cleanup bool) (time.Duration, int) {
 		// Each release's NADs on a cluster network of their own: a
 		// replacement's check lists every NAD of its cluster network, and
@@ -215,7 +224,7 @@ func BenchmarkReplaceBesideV16(b *testing.B) {
 				return time.Duration(rand.Int64N(int64(2 * time.Second))), nil
 			})
 		}
-		args := []string{"migrate", "-n", ns, "--kubeconfig", env.KubeconfigPath, "--termination-message-path", "",
+		args := []string{"migrate", "-n", ns, "--kubeconfig", kubeconfig, "--termination-message-path", "",
 			"--progress-interval", "1h", "--timeout", "0"}
 		if *benchReplaceConcurrency > 0 {
 			args = append(args, "--replace-concurrency", strconv.Itoa(*benchReplaceConcurrency))
@@ -243,7 +252,7 @@ func BenchmarkReplaceBesideV16(b *testing.B) {
 		}
 		if cleanup {
 			var again int
-			alone, again = replacedAgain(b, ns, inFlight)
+			alone, again = replacedAgain(b, cfg, ns, inFlight)
 			b.Logf("beside %s: the %d replaced NADs deleted and created again with nothing of the tool's, %d at a time: %.2f s", r, again, inFlight, alone.Seconds())
 			if again != replaced {
 				b.Fatalf("beside %s: %d NADs deleted and created again, want the %d replaced", r, again, replaced)
