@@ -252,18 +252,11 @@ type memJournals struct {
 	failSaves int
 	listErr   error
 	rejected  []replace.Rejected
-	// beforeSave is called before each save, without the lock held.
-	beforeSave func(*replace.Journal) error
 }
 
 func newMemJournals() *memJournals { return &memJournals{saved: map[string]*replace.Journal{}} }
 
 func (b *memJournals) Save(_ context.Context, j *replace.Journal) error {
-	if b.beforeSave != nil {
-		if err := b.beforeSave(j); err != nil {
-			return err
-		}
-	}
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.failAll != nil {

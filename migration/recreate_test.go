@@ -358,65 +358,6 @@ func TestRecreate(t *testing.T) {
 	}
 }
 
-// TestTheBackupIsSavedBesideTheRequestsItDoesNotGate: the backup's save
-// and the dry-run create are both in flight at once, and so are the save
-// that records the delete and the wait for the controllers' cleanup: each
-// pair is held until the other of it has started, so sent one after the
-// other they wait out the guard and the test fails. Each of those requests
-// waited on the API server in turn, nine per replacement in all, while the
-// replacement held one of the slots in flight.
-func TestTheBackupIsSavedBesideTheRequestsItDoesNotGate(t *testing.T) {
-	s, j := newMemStore(map[string]string{"a/n": nested}), newMemJournals()
-	s.beforeUpdate = func(*memStore, string, int) error { return typeRule }
-	harvesterFinalizers(s, "a/n")
-	// Each pair's halves meet; sequential, one half waits for the guard.
-	const guard = 10 * time.Second
-	meet := func(mine, theirs chan struct{}, what string) error {
-		close(mine)
-		select {
-		case <-theirs:
-			return nil
-		case <-time.After(guard):
-			t.Errorf("%s waited %s for its pair: sent one after the other", what, guard)
-			return errors.New("injected: " + what + " waited out its guard")
-		}
-	}
-	saving, probing := make(chan struct{}), make(chan struct{})
-	recording, cleaning := make(chan struct{}), make(chan struct{})
-	s.beforeCreate = func(_ *nadv1.NetworkAttachmentDefinition, dryRun bool) error {
-		if dryRun {
-			return meet(probing, saving, "the dry-run create")
-		}
-		return nil
-	}
-	j.beforeSave = func(jr *replace.Journal) error {
-		switch jr.Step {
-		case replace.StepDeleting:
-			return meet(saving, probing, "the backup's save")
-		case replace.StepDeleted:
-			return meet(recording, cleaning, "the save recording the delete")
-		}
-		return nil
-	}
-	s.controller = func(s *memStore, key string) {
-		_ = meet(cleaning, recording, "the controllers' cleanup")
-		s.finalize(key)
-	}
-	rep, err := runReplacing(context.Background(), s, newReplacer(s, j), Options{})
-	if err != nil {
-		t.Fatal(err)
-	}
-	if it, _ := action(rep, "a/n"); it.Action != report.ActionNormalized || !it.Recreated {
-		t.Errorf("%s recreated=%v (%q), want normalized by a replacement", it.Action, it.Recreated, it.Reason)
-	}
-	if n := s.nads["a/n"]; n == nil || n.Spec.Config != flatOf {
-		t.Errorf("a/n holds %v, want the flat form", n)
-	}
-	if len(j.saved) != 0 || j.saves != 2 {
-		t.Errorf("%d backups left after %d saves, want none after 2", len(j.saved), j.saves)
-	}
-}
-
 // TestAStartedReplacementFinishesAfterSIGTERM: the run is canceled right
 // after the first delete; that replacement has its own budget and creates
 // the NAD, which is never reported unvisited while missing. The other NAD,

@@ -210,10 +210,14 @@ func (r *Replacer) Replace(ctx context.Context, mode string, ref types.Namespace
 	probe := want.DeepCopy()
 	probe.SetGenerateName(probeName(orig.GetName()))
 	probe.SetName("")
+	if err := r.Objects.Create(ctx, probe, true); err != nil {
+		return nil, fmt.Errorf("%w; creating it again would be refused too: %w", cause, err)
+	}
+	if !r.Accepts(mode, want, probe) {
+		cfg, _, _ := unstructured.NestedString(probe.Object, "spec", "config")
+		return nil, fmt.Errorf("%w; created again it would hold %s, as an admission webhook rewrites it", cause, cfg)
+	}
 	if dryRun {
-		if err := r.probe(ctx, mode, want, probe); err != nil {
-			return nil, fmt.Errorf("%w; %w", cause, err)
-		}
 		if err := r.Objects.Delete(ctx, orig, true); err != nil {
 			return nil, fmt.Errorf("%w; deleting it to create it again would be refused too: %w", cause, err)
 		}
@@ -223,37 +227,18 @@ func (r *Replacer) Replace(ctx context.Context, mode string, ref types.Namespace
 		return res, nil
 	}
 
-	// From the backup's save on the NAD may be missing: the replacement
-	// has its own budget, and a stopping run (SIGTERM, --timeout) does not
-	// cut it.
+	// The last point at which a stopping run leaves the NAD alone: the
+	// requests above may have been answered after the stop.
 	if err := ctx.Err(); err != nil {
 		return nil, fmt.Errorf("%w; not replaced: %w", cause, context.Cause(ctx))
 	}
+	// From here on the NAD may be missing: the replacement has its own
+	// budget, and a stopping run (SIGTERM, --timeout) does not cut it.
 	tx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.Budget)
 	defer cancel()
 	j := &Journal{Run: r.Run, Mode: mode, Step: StepDeleting, Original: orig}
-	// The backup is saved while the dry-run create runs: each waits on the
-	// API server (the dry run on every admission webhook too), and both
-	// must be done before the delete. A refused dry run then removes the
-	// backup; one left behind (a crash) names a NAD that still stands, and
-	// the next run removes it as stale.
-	saved := r.saveAside(tx, j)
-	perr := r.probe(ctx, mode, want, probe)
-	serr := saved()
-	if perr == nil && ctx.Err() != nil {
-		// The last point at which a stopping run leaves the NAD alone:
-		// the dry run may have been answered after the stop.
-		perr = fmt.Errorf("not replaced: %w", context.Cause(ctx))
-	}
-	switch {
-	case perr != nil && serr != nil:
-		// No backup to remove (one whose answer was lost is stale, and
-		// the next run removes it).
-		return nil, fmt.Errorf("%w; %w", cause, perr)
-	case perr != nil:
-		return nil, errors.Join(fmt.Errorf("%w; %w", cause, perr), r.dropJournal(tx, j))
-	case serr != nil:
-		return nil, fmt.Errorf("%w; not replaced: %w", cause, serr)
+	if err := r.Retry(tx, func() error { return r.Journals.Save(tx, j) }); err != nil {
+		return nil, fmt.Errorf("%w; not replaced: %w", cause, err)
 	}
 	// An answer says what the delete did only when no earlier send of it
 	// may have landed: Retry repeats a request that got no final answer,
@@ -306,44 +291,12 @@ func (r *Replacer) Replace(ctx context.Context, mode string, ref types.Namespace
 			return nil, errors.Join(fmt.Errorf("%w; deleting it to create it again failed: %w", cause, err), r.dropJournal(tx, j))
 		}
 	}
-	log.Info("Deleted NetworkAttachmentDefinition to create it again", "backup", r.Journals.Where(j))
-	// The delete is recorded while the controllers' cleanup runs, and
-	// before anything that follows writes the backup or removes it.
 	j.Step = StepDeleted
-	saved = r.saveAside(tx, j)
-	other, err := r.waitGone(tx, j)
-	if serr := saved(); serr != nil {
-		log.Error(serr, "Recording the delete in the backup failed; the backup still says the delete was being sent", "backup", r.Journals.Where(j))
+	if err := r.Retry(tx, func() error { return r.Journals.Save(tx, j) }); err != nil {
+		log.Error(err, "Recording the delete in the backup failed; the backup still says the delete was being sent", "backup", r.Journals.Where(j))
 	}
-	return r.afterGone(tx, log, j, other, err)
-}
-
-// probe is the dry-run create of want (as probe, under a generated name):
-// nil when it would be admitted and stored as the mode wants.
-func (r *Replacer) probe(ctx context.Context, mode string, want, probe *unstructured.Unstructured) error {
-	if err := r.Objects.Create(ctx, probe, true); err != nil {
-		return fmt.Errorf("creating it again would be refused too: %w", err)
-	}
-	if !r.Accepts(mode, want, probe) {
-		cfg, _, _ := unstructured.NestedString(probe.Object, "spec", "config")
-		return fmt.Errorf("created again it would hold %s, as an admission webhook rewrites it", cfg)
-	}
-	return nil
-}
-
-// saveAside saves j while its caller sends other requests, from a copy:
-// the caller reads j meanwhile. The function it returns waits for the save
-// and its error, and takes what the save learned (its name, its
-// resourceVersion) into j.
-func (r *Replacer) saveAside(ctx context.Context, j *Journal) func() error {
-	cp := *j
-	done := make(chan error, 1)
-	go func() { done <- r.Retry(ctx, func() error { return r.Journals.Save(ctx, &cp) }) }()
-	return func() error {
-		err := <-done
-		j.Name, j.resourceVersion = cp.Name, cp.resourceVersion
-		return err
-	}
+	log.Info("Deleted NetworkAttachmentDefinition to create it again", "backup", r.Journals.Where(j))
+	return r.finish(tx, log, j)
 }
 
 func (r *Replacer) result(orig, stored *unstructured.Unstructured) *Result {
@@ -626,11 +579,6 @@ func (r *Replacer) holders(obj *unstructured.Unstructured) string {
 // the original back. The journal is deleted once the NAD exists again.
 func (r *Replacer) finish(ctx context.Context, log logr.Logger, j *Journal) (*Result, error) {
 	other, err := r.waitGone(ctx, j)
-	return r.afterGone(ctx, log, j, other, err)
-}
-
-// afterGone creates the NAD again once waitGone answered.
-func (r *Replacer) afterGone(ctx context.Context, log logr.Logger, j *Journal, other *unstructured.Unstructured, err error) (*Result, error) {
 	if err != nil {
 		return nil, err
 	}
