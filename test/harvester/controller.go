@@ -82,18 +82,6 @@ type Controllers struct {
 	seen sync.Map
 	// Removed counts the NADs whose finalizers the controllers removed.
 	Removed atomic.Int64
-	// reconciled is the resourceVersion of each NAD (by uid) that the NAD
-	// controller last finished a reconcile at: at the NAD's current one,
-	// the controllers have acted on what it holds now (Settle).
-	reconciled sync.Map
-}
-
-// ReconciledAt says whether the NAD controller has finished a reconcile of
-// nad as it is now (its resourceVersion), while running: whatever it was
-// to write for that state is written, or failed and is retried.
-func (c *Controllers) ReconciledAt(nad *nadv1.NetworkAttachmentDefinition) bool {
-	rv, ok := c.reconciled.Load(nad.UID)
-	return ok && rv.(string) == nad.ResourceVersion
 }
 
 // hold is a deleted NAD's cleanup: first seen, and how long it takes.
@@ -212,7 +200,6 @@ func (h *nadHandler) reconcile(ctx context.Context, req reconcile.Request) (reco
 	if h.c.down.Load() {
 		return reconcile.Result{RequeueAfter: downPoll}, nil
 	}
-	defer h.c.reconciled.Store(nad.UID, nad.ResourceVersion)
 	r := h.c.Release
 	if nad.DeletionTimestamp != nil {
 		return h.onRemove(ctx, nad)
