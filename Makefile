@@ -11,7 +11,7 @@ PKGS := ./...
 TOOLS := $(GO) -C hack
 CHART := $(CURDIR)/config/chart/netconf-migrator
 
-.PHONY: prepare chaos release-cli chart-package demo image fuzz-normalizer all build test test-assets unit fuzz bench-smoke lint bench generate verify-generate manifests clean soak
+.PHONY: controller-gen prepare chaos release-cli chart-package demo image fuzz-normalizer all build test test-assets unit fuzz bench-smoke lint bench generate verify-generate manifests clean soak
 
 all: build
 
@@ -89,7 +89,7 @@ prepare: ## Build the test assets and compile every test binary, side by side.
 	  hack/setup-cni-plugins.sh >/dev/null & cni=$$!; \
 	  compiled=0; $(GO) list -race -test -deps -export $(PKGS) >/dev/null || compiled=1; \
 	  $(TOOLS) list -test -deps -export ./... >/dev/null || compiled=1; \
-	  $(CONTROLLER_GEN) --version >/dev/null || compiled=1; \
+	  $(MAKE) --no-print-directory controller-gen || compiled=1; \
 	  $(GO) list -test -deps -export $(BENCH_PKGS) ./cmd/netconf-migrator >/dev/null || compiled=1; \
 	  wait $$assets; wait $$cni; \
 	  if [ $$compiled -ne 0 ]; then echo "make prepare: compiling failed (above)"; exit 1; fi
@@ -205,8 +205,16 @@ clean:
 
 # controller-gen writes the deep-copy functions of every type under apis/
 # and the NADMigration CRD (the NAD CRD is Multus's, kept as published).
-CONTROLLER_GEN ?= $(GO) run sigs.k8s.io/controller-tools/cmd/controller-gen@v0.23.0
-generate: ## Regenerate deep-copy functions and the NADMigration CRD.
+# It is the tooling module's tool (hack/go.mod pins its version), built at
+# our k8s.io and golang.org/x versions: `go run ...@version` built it in a
+# module of its own, compiling apimachinery, apiextensions-apiserver and
+# apiserver a second time (CI's time is CPU on two cores).
+CONTROLLER_GEN_BIN := $(abspath $(BIN))/controller-gen
+CONTROLLER_GEN ?= $(CONTROLLER_GEN_BIN)
+controller-gen: ## Build controller-gen from the tooling module into bin/.
+	@$(TOOLS) build -o $(CONTROLLER_GEN_BIN) sigs.k8s.io/controller-tools/cmd/controller-gen
+# (Built only when it is the one run: verify-generate passes its own.)
+generate: $(if $(filter $(CONTROLLER_GEN_BIN),$(CONTROLLER_GEN)),controller-gen) ## Regenerate deep-copy functions and the NADMigration CRD.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./apis/...
 	$(CONTROLLER_GEN) crd:maxDescLen=400 paths=./apis/netconfmigrator/... output:crd:artifacts:config=config/crd/bases
 	cp config/crd/bases/netconf-migrator.harvesterhci.io_nadmigrations.yaml config/chart/netconf-migrator/crds/
@@ -215,5 +223,5 @@ generate: ## Regenerate deep-copy functions and the NADMigration CRD.
 # Fails when the generated files differ from what make generate writes. It
 # generates in a copy of the tree: make test runs beside the demo, which
 # reads the CRD that an in-place generate rewrites.
-verify-generate:
+verify-generate: $(if $(filter $(CONTROLLER_GEN_BIN),$(CONTROLLER_GEN)),controller-gen)
 	@CONTROLLER_GEN="$(CONTROLLER_GEN)" hack/verify-generate.sh
