@@ -27,8 +27,9 @@ func buildBinary(t testing.TB) string { return testenv.BuildBinary(t) }
 // killSeed fixes TestKilledRuns's kill points.
 var killSeed = flag.String("kill-seed", os.Getenv("NETCONF_MIGRATOR_KILL_SEED"), "seed of TestKilledRuns's kill points (default: the clock)")
 
-// TestKilledRuns SIGKILLs migrate at random points of a 5,000-NAD run, then
-// lets a run finish. After every kill each NAD is either its original or
+// TestKilledRuns SIGKILLs migrate at random points of a 5,000-NAD run (600
+// of them to rewrite), counted in the writes it has logged, then lets a run
+// finish. After every kill each NAD is either its original or
 // its normalized self, with nothing lost and nothing half-written.
 func TestKilledRuns(t *testing.T) {
 	if testing.Short() {
@@ -64,15 +65,21 @@ func TestKilledRuns(t *testing.T) {
 	// go test ./migration/e2e -run TestKilledRuns -kill-seed N.
 	t.Logf("kill points from seed %d (replay with -kill-seed %d or NETCONF_MIGRATOR_KILL_SEED=%d)", seedValue, seedValue, seedValue)
 
-	// At --qps 50 the writes take about 13s; each kill lands within 3s of
-	// the run starting its work, so three kills leave work for the last run.
+	// Kill points are counted in the run's own writes, not in wall time: a
+	// delay after "Starting" lands before the first write on a slow machine
+	// and after the last on a fast one. Each kill comes within the first
+	// third of what is left, so three kills leave work for the last run; the
+	// first always waits for a write, the others may land before any.
 	midRun := 0
 	prev := 0
 	for kill := 1; kill <= 3; kill++ {
-		delay := time.Duration(200+rng.IntN(2800)) * time.Millisecond
-		exited := runAndKill(t, bin, delay, "migrate", "-n", ns, "--qps", "50", "--burst", "10", "--page-size", "500", "--lease-duration", "2s")
+		after := rng.IntN(max(1, (changing-prev)/3))
+		if kill == 1 {
+			after++
+		}
+		exited := runAndKill(t, bin, after, "migrate", "-n", ns, "--qps", "50", "--burst", "10", "--page-size", "500", "--lease-duration", "2s")
 		done := checkEachOriginalOrNormalized(t, ns, originals)
-		t.Logf("kill %d after %v: %d of %d NADs normalized (exited by itself: %v)", kill, delay, done, changing, exited)
+		t.Logf("kill %d after the run's write %d: %d of %d NADs normalized (exited by itself: %v)", kill, after, done, changing, exited)
 		if done > prev && done < changing && !exited {
 			midRun++
 		}
@@ -97,10 +104,15 @@ func TestKilledRuns(t *testing.T) {
 	}
 }
 
-// runAndKill starts the binary with the admin kubeconfig and SIGKILLs it
-// delay after it logs that it starts working (preflight done). It reports
-// whether the process exited on its own first.
-func runAndKill(t *testing.T, bin string, delay time.Duration, args ...string) (exited bool) {
+// rewroteLine is what migrate logs once an in-place write is stored.
+const rewroteLine = `"msg":"Rewrote NetworkAttachmentDefinition config to the flat form"`
+
+// runAndKill starts the binary with the admin kubeconfig and SIGKILLs it as
+// soon as it has logged its writes-th stored write, or, with writes 0, as
+// soon as it logs that it starts working (preflight done). Writes in flight
+// in other workers may still land. It reports whether the process exited on
+// its own first.
+func runAndKill(t *testing.T, bin string, writes int, args ...string) (exited bool) {
 	t.Helper()
 	cmd := exec.Command(bin, append(args, "--kubeconfig", env.KubeconfigPath, "--termination-message-path", "")...)
 	cmd.Stdout = io.Discard
@@ -111,31 +123,38 @@ func runAndKill(t *testing.T, bin string, delay time.Duration, args ...string) (
 	if err := cmd.Start(); err != nil {
 		t.Fatal(err)
 	}
-	started := make(chan struct{})
+	reached := make(chan struct{})
+	scanned := make(chan struct{})
 	go func() {
+		defer close(scanned)
 		sc := bufio.NewScanner(stderr)
 		sc.Buffer(make([]byte, 0, 64<<10), 1<<20)
-		once := false
+		started, seen, signalled := false, 0, false
 		for sc.Scan() {
-			if !once && strings.Contains(sc.Text(), `"msg":"Starting"`) {
-				once = true
-				close(started)
+			line := sc.Text()
+			switch {
+			case !started && strings.Contains(line, `"msg":"Starting"`):
+				started = true
+			case strings.Contains(line, rewroteLine):
+				seen++
 			}
-		}
-		if !once {
-			close(started)
+			if !signalled && started && seen >= writes {
+				signalled = true
+				close(reached)
+			}
 		}
 	}()
 	waitErr := make(chan error, 1)
-	<-started
-	timer := time.NewTimer(delay)
-	go func() { waitErr <- cmd.Wait() }()
+	go func() {
+		// Wait closes the pipe, so the scanner must have read it all first.
+		<-scanned
+		waitErr <- cmd.Wait()
+	}()
 	select {
 	case err := <-waitErr:
-		timer.Stop()
 		t.Logf("the run exited by itself before the kill: %v", err)
 		return true
-	case <-timer.C:
+	case <-reached:
 	}
 	if err := cmd.Process.Signal(syscall.SIGKILL); err != nil && err != os.ErrProcessDone {
 		t.Fatal(err)
