@@ -40,8 +40,15 @@ func TestHarvesterControllers(t *testing.T) {
 		if !slices.Equal(got.Finalizers, h.Release.Finalizers()) {
 			t.Errorf("finalizers %v, want %v", got.Finalizers, h.Release.Finalizers())
 		}
+		// The finalizers and the labels are two writes of the NAD
+		// controller, as in Harvester (wrangler's OnRemove puts the
+		// finalizers on first): Settle waits for the finalizers and a
+		// quiet moment, which a loaded machine can find between the two.
 		want := map[string]string{harvester.LabelClusterNetwork: "ctl", harvester.LabelNetworkType: "L2VlanNetwork", harvester.LabelVlanID: "7", harvester.LabelNetworkReady: "true"}
-		if !maps.Equal(got.Labels, want) {
+		if err := wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 20*time.Second, true, func(context.Context) (bool, error) {
+			got = get(t, ns, "vlan7")
+			return maps.Equal(got.Labels, want), nil
+		}); err != nil {
 			t.Errorf("labels %v, want %v", got.Labels, want)
 		}
 
