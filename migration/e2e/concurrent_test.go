@@ -59,7 +59,12 @@ func TestTwoRunsOneKilledMidReplacement(t *testing.T) {
 	p, srv := newKillProxy(t, func(r *http.Request) bool {
 		return r.Method == http.MethodDelete && strings.Contains(r.URL.Path, "/network-attachment-definitions") && deletes.Add(1) == 5
 	})
-	args := []string{"migrate", "-n", ns, "--lease-duration", "3s", "--termination-message-path", ""}
+	// 6 s: a run renews every 0.75 s and stops writing once its last
+	// renewal is 3.6 s old (runlock's fence). With 3 s that was 1.8 s, and
+	// a cold CI run's saturated cores held a renewal back 1.85 s: the
+	// second run stopped (exit 4), as it must. Only the wait for the
+	// killed run's Lease grows.
+	args := []string{"migrate", "-n", ns, "--lease-duration", "6s", "--termination-message-path", ""}
 	first := exec.Command(bin, append(args, "--kubeconfig", kubeconfigFor(t, srv.URL))...)
 	first.Stdout = io.Discard
 	stderr, err := first.StderrPipe()
