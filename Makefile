@@ -216,10 +216,12 @@ clean:
 # apiserver a second time (CI's time is CPU on two cores).
 CONTROLLER_GEN_BIN := $(abspath $(BIN))/controller-gen
 CONTROLLER_GEN ?= $(CONTROLLER_GEN_BIN)
+# Built only when it is the one run: verify-generate passes the copy of
+# the tree it generates in its own.
+CONTROLLER_GEN_DEP := $(if $(filter $(CONTROLLER_GEN_BIN),$(CONTROLLER_GEN)),controller-gen)
 controller-gen: ## Build controller-gen from the tooling module into bin/.
 	@$(TOOLS) build -o $(CONTROLLER_GEN_BIN) sigs.k8s.io/controller-tools/cmd/controller-gen
-# (Built only when it is the one run: verify-generate passes its own.)
-generate: $(if $(filter $(CONTROLLER_GEN_BIN),$(CONTROLLER_GEN)),controller-gen) ## Regenerate deep-copy functions and the NADMigration CRD.
+generate: $(CONTROLLER_GEN_DEP) ## Regenerate deep-copy functions and the NADMigration CRD.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./apis/...
 	$(CONTROLLER_GEN) crd:maxDescLen=400 paths=./apis/netconfmigrator/... output:crd:artifacts:config=config/crd/bases
 	cp config/crd/bases/netconf-migrator.harvesterhci.io_nadmigrations.yaml config/chart/netconf-migrator/crds/
@@ -228,5 +230,5 @@ generate: $(if $(filter $(CONTROLLER_GEN_BIN),$(CONTROLLER_GEN)),controller-gen)
 # Fails when the generated files differ from what make generate writes. It
 # generates in a copy of the tree: make test runs beside the demo, which
 # reads the CRD that an in-place generate rewrites.
-verify-generate: $(if $(filter $(CONTROLLER_GEN_BIN),$(CONTROLLER_GEN)),controller-gen)
+verify-generate: $(CONTROLLER_GEN_DEP)
 	@CONTROLLER_GEN="$(CONTROLLER_GEN)" hack/verify-generate.sh

@@ -35,9 +35,10 @@ done
 export GOFLAGS=-mod=mod
 # Built with the go command's defaults, not as releases build them (static,
 # -trimpath): they run on this machine only, and the defaults let the build
-# cache serve the standard library and golang.org/x/sys from the other
-# builds, where the release flags compiled them once more (136 of 308
-# CPU-seconds, 2026-12-03).
+# cache serve the standard library from the other builds, where the release
+# flags compiled it once more (136 of 308 CPU-seconds, 2026-12-03). Their
+# own modules pin other golang.org/x/sys versions than ours, so nothing
+# above the standard library is shared.
 if [[ ! -x $dir/bridge || ! -x $dir/tuning || ! -x $dir/static || ! -x $dir/host-local ]]; then
   log "building bridge, tuning, static and host-local from github.com/containernetworking/plugins@$PLUGINS_VERSION"
   for p in main/bridge meta/tuning ipam/static ipam/host-local; do
