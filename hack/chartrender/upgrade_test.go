@@ -5,13 +5,15 @@ import (
 	"path/filepath"
 	"strings"
 	"testing"
+	"time"
 
-	"github.com/go-logr/logr"
+	"github.com/go-logr/logr/testr"
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -92,12 +94,15 @@ func TestTheCRDUpgradesWithTheChart(t *testing.T) {
 	if got := columns(); strings.Join(got, ",") != strings.Join(installed, ",") {
 		t.Fatalf("helm upgrade changed the served CRD (%v, was %v): Helm is documented not to", got, installed)
 	}
-	// The upgraded operator starts and applies its CRD.
-	if err := (&operator.CRDUpgrader{Client: env.Client, Version: "v9.9.9", Log: logr.Discard(), Manifest: crdManifest}).Start(ctx); err != nil {
-		t.Fatal(err)
-	}
-	if got := columns(); len(got) != len(installed)+1 || got[len(got)-1] != "Test" {
-		t.Errorf("after the upgraded operator started, the served CRD's columns are %v, want %v and Test", got, installed)
+	// The upgraded operator starts, built as the operator command builds
+	// it (NewManager, then Setup), and applies its CRD.
+	startOperator(t, env, ns, operator.Options{UpgradeCRD: true, Version: "v9.9.9", CRDManifest: crdManifest})
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(context.Context) (bool, error) {
+		got := columns()
+		return len(got) == len(installed)+1 && got[len(got)-1] == "Test", nil
+	})
+	if err != nil {
+		t.Errorf("after the upgraded operator started, the served CRD's columns are %v, want %v and Test", columns(), installed)
 	}
 
 	uninstall := action.NewUninstall(cfg)
@@ -143,4 +148,31 @@ func withPrinterColumn(t *testing.T, ch *chart.Chart, name, path string) (*chart
 		t.Fatal("the chart has no NADMigration CRD in crds/")
 	}
 	return &next, manifest
+}
+
+// startOperator runs the operator in this process as the operator command
+// builds it, electing its leader in ns, until the test ends.
+func startOperator(t *testing.T, env *testenv.Env, ns string, o operator.Options) {
+	t.Helper()
+	log := testr.New(t)
+	mgr, err := operator.NewManager(env.Config, operator.ManagerOptions{MetricsBindAddress: "0", HealthProbeBindAddress: "0",
+		LeaderElectionNamespace: ns, SkipNameValidation: true}, log)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if o.BackupNamespace == "" {
+		o.BackupNamespace = ns
+	}
+	if err := operator.Setup(mgr, env.Config, log, o); err != nil {
+		t.Fatal(err)
+	}
+	ctx, cancel := context.WithCancel(context.Background())
+	done := make(chan error, 1)
+	go func() { done <- mgr.Start(ctx) }()
+	t.Cleanup(func() {
+		cancel()
+		if err := <-done; err != nil {
+			t.Errorf("the operator stopped with: %v", err)
+		}
+	})
 }

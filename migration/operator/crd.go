@@ -2,6 +2,7 @@ package operator
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"time"
 
@@ -40,19 +41,25 @@ type CRDUpgrader struct {
 }
 
 // Start applies the CRD once, retrying transient errors for a minute; a
-// CRD it may not change is reported, and the operator goes on.
+// CRD it may not change is reported, and the operator goes on. The report
+// carries the last attempt's error at the default level: a timeout alone
+// says nothing an administrator can act on.
 func (u *CRDUpgrader) Start(ctx context.Context) error {
+	var last error
 	err := wait.ExponentialBackoffWithContext(ctx, wait.Backoff{Duration: time.Second, Factor: 2, Steps: 6, Cap: 20 * time.Second}, func(ctx context.Context) (bool, error) {
-		err := u.apply(ctx)
-		if err != nil && (apierrors.IsForbidden(err) || apierrors.IsInvalid(err)) {
-			return false, err
+		last = u.apply(ctx)
+		if last != nil && (apierrors.IsForbidden(last) || apierrors.IsInvalid(last)) {
+			return false, last
 		}
-		if err != nil {
-			u.Log.V(logging.Debug).Info("Applying the NADMigration CRD failed; retrying", logging.KeyReason, err.Error())
+		if last != nil {
+			u.Log.V(logging.Debug).Info("Applying the NADMigration CRD failed; retrying", logging.KeyReason, last.Error())
 		}
-		return err == nil, nil
+		return last == nil, nil
 	})
 	if err != nil && ctx.Err() == nil {
+		if last != nil && !errors.Is(err, last) {
+			err = fmt.Errorf("%w: %w", err, last)
+		}
 		u.Log.Error(err, "The NADMigration CRD was not upgraded to this version; NADMigrations keep the served schema")
 	}
 	return nil

@@ -8,6 +8,7 @@ import (
 	"time"
 
 	"github.com/go-logr/logr"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
@@ -43,6 +44,9 @@ type Options struct {
 	// version (CRDUpgrader); Version names it.
 	UpgradeCRD bool
 	Version    string
+	// CRDManifest is the CRD CRDUpgrader applies: the one embedded in
+	// apis/ when empty (a test gives a later version's).
+	CRDManifest []byte
 	// ReplaceBudget bounds one replacement from its delete on; the
 	// manager's GracefulShutdownTimeout must outlast it (ShutdownGrace).
 	ReplaceBudget     time.Duration
@@ -56,12 +60,16 @@ type Options struct {
 	Identity string
 }
 
-// AddToScheme adds the types the operator reads.
+// AddToScheme adds the types the operator reads and writes: NADs,
+// NADMigrations, and the CustomResourceDefinition CRDUpgrader applies
+// (without it, every apply failed with "no kind is registered").
 func AddToScheme(s *runtime.Scheme) error {
-	if err := nadv1.AddToScheme(s); err != nil {
-		return err
+	for _, add := range []func(*runtime.Scheme) error{nadv1.AddToScheme, v1alpha1.AddToScheme, apiextensionsv1.AddToScheme} {
+		if err := add(s); err != nil {
+			return err
+		}
 	}
-	return v1alpha1.AddToScheme(s)
+	return nil
 }
 
 // CacheOptions trims NADs in the manager's cache to what the operator needs.
@@ -108,7 +116,7 @@ func Setup(mgr manager.Manager, cfg *rest.Config, log logr.Logger, o Options) er
 		return fmt.Errorf("setting up the legacy NAD watch: %w", err)
 	}
 	if o.UpgradeCRD {
-		if err := mgr.Add(&CRDUpgrader{Client: direct, Version: o.Version, Log: log.WithName("crd")}); err != nil {
+		if err := mgr.Add(&CRDUpgrader{Client: direct, Version: o.Version, Log: log.WithName("crd"), Manifest: o.CRDManifest}); err != nil {
 			return fmt.Errorf("setting up the CRD upgrade: %w", err)
 		}
 	}

@@ -118,7 +118,11 @@ type running struct {
 	cancel context.CancelFunc
 	done   chan error
 	once   sync.Once
+	log    *testWriter
 }
+
+// logged says whether the operator has logged a line holding s.
+func (r *running) logged(s string) bool { return r.log.has(s) }
 
 // stop stops the operator as SIGTERM does, and returns once it stopped.
 func (r *running) stop(t testing.TB) {
@@ -172,22 +176,35 @@ func startOperatorAs(t testing.TB, cfg *rest.Config, o operator.Options) *runnin
 		t.Fatal(err)
 	}
 	ctx, cancel := context.WithCancel(context.Background())
-	r := &running{cancel: cancel, done: make(chan error, 1)}
+	r := &running{cancel: cancel, done: make(chan error, 1), log: w}
 	go func() { r.done <- mgr.Start(ctx) }()
 	t.Cleanup(func() { r.stop(t) })
 	return r
 }
 
+// testWriter shows the operator's log under -v and keeps it, for tests
+// that wait on what it said.
 type testWriter struct {
 	t    testing.TB
 	done atomic.Bool
+	mu   sync.Mutex
+	buf  strings.Builder
 }
 
 func (w *testWriter) Write(p []byte) (int, error) {
 	if testing.Verbose() && !w.done.Load() {
 		w.t.Log(strings.TrimSpace(string(p)))
 	}
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	w.buf.Write(p)
 	return len(p), nil
+}
+
+func (w *testWriter) has(s string) bool {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	return strings.Contains(w.buf.String(), s)
 }
 
 // kstatus reads a NADMigration the way Fleet, Argo CD and kpt do.

@@ -2,13 +2,12 @@ package e2e
 
 import (
 	"context"
-
-	"github.com/go-logr/logr"
-	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	"fmt"
 	"path/filepath"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
+	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
@@ -155,17 +154,20 @@ func TestTheOperatorUpgradesItsCRD(t *testing.T) {
 	}
 	create(t, newMigration("crd-upgrade-kept", v1alpha1.NADMigrationSpec{Namespaces: []string{"no-such-namespace"}}))
 
-	c, err := client.New(asSA, client.Options{Scheme: env.Scheme})
-	if err != nil {
-		t.Fatal(err)
-	}
+	// Through the wiring the binary uses (NewManager, Setup): a client of
+	// the test's own proved nothing of the operator's scheme, which had no
+	// CRD type, so every shipped operator failed to apply its CRD.
 	upgrade := func(version string) {
 		t.Helper()
-		if err := (&operator.CRDUpgrader{Client: c, Version: version, Log: logr.Discard()}).Start(ctx); err != nil {
-			t.Fatal(err)
-		}
+		r := startOperatorAs(t, asSA, operator.Options{UpgradeCRD: true, Version: version})
+		waitFor(t, "the operator of "+version+" to apply or leave its CRD", func() (bool, error) {
+			if r.logged("The NADMigration CRD was not upgraded") {
+				return false, fmt.Errorf("the operator of %s could not apply its CRD", version)
+			}
+			return r.logged("Applied the NADMigration CRD of this version") || r.logged("Leaving the NADMigration CRD as a newer version applied it"), nil
+		})
+		r.stop(t)
 	}
-
 	setServed(1, "v0.9.0")
 	upgrade("v1.0.0")
 	if n, v := columns(); n != want || v != "v1.0.0" {
