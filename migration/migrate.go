@@ -24,6 +24,7 @@ func (m *Migrator) migrate(ctx context.Context, nad *nadv1.NetworkAttachmentDefi
 		switch {
 		case res.Form == netconf.FormTruncated || res.Form == netconf.FormInvalid:
 			it.Action, it.Reason = report.ActionReported, fmt.Sprintf("%s: %s", res.Reason.Code, res.Reason.Message)
+			it.Advice = manualAdvice(nad.Namespace, nad.Name, res.Form)
 			log.Info("Leaving NetworkAttachmentDefinition that cannot be normalized safely", logging.KeyOutcome, it.Action, logging.KeyReason, it.Reason)
 			return it
 		case !res.Changed:
@@ -111,4 +112,21 @@ func (e replaceFailed) Unwrap() error { return e.error }
 func acceptFlat(config string) bool {
 	r := netconf.Normalize([]byte(config))
 	return !r.Changed && r.Form != netconf.FormTruncated && r.Form != netconf.FormInvalid && r.Form != netconf.FormEmpty
+}
+
+// manualAdvice says what a person does with a config no tool can repair:
+// a truncated one lost its bridge settings when it was written, and only
+// where the NAD was defined still knows them; an invalid one is not a
+// config netconf-migrator can read at all.
+func manualAdvice(namespace, name string, form netconf.Form) string {
+	edit := fmt.Sprintf("kubectl edit network-attachment-definitions -n %s %s", namespace, name)
+	switch form {
+	case netconf.FormTruncated:
+		return "write spec.config again with its bridge, vlan and ipam from where the network was defined " +
+			"(for Harvester, the VM network's cluster network and VLAN; a GitOps repository's manifest): " + edit +
+			"; until then pods attached to it get the default bridge cni0"
+	case netconf.FormInvalid:
+		return "spec.config is not a CNI config netconf-migrator can read: fix it by hand (" + edit + "), then run again"
+	}
+	return ""
 }

@@ -212,7 +212,8 @@ netconf_migrator_by_operator() {
     esac
     sleep 5
   done
-  kubectl get nadmigration "$name" -o jsonpath='{range .status.nads[*]}{.namespace}/{.name}: {.form} [{.action}] {.reason}{"\n"}    what to do: {.advice}{"\n"}{end}{range .status.blockedVMs[*]}{.kind} {.namespace}/{.name} on {.nad}: {.advice}{"\n"}{end}' 2>/dev/null || true
+  # A go-template, not jsonpath: a line of advice only where there is some.
+  kubectl get nadmigration "$name" -o go-template='{{with .status}}{{range .nads}}{{.namespace}}/{{.name}}: {{.form}} [{{.action}}]{{with .reason}} {{.}}{{end}}{{"\n"}}{{with .advice}}    what to do: {{.}}{{"\n"}}{{end}}{{end}}{{range .blockedVMs}}{{.kind}} {{.namespace}}/{{.name}} on {{.nad}}: {{.advice}}{{"\n"}}{{end}}{{end}}' 2>/dev/null || true
   case $state in
   *Ready/*)
     echo "netconf-migrator: every NAD is in the flat form"

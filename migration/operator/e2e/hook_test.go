@@ -51,6 +51,18 @@ func TestPreHookUsesTheOperator(t *testing.T) {
 	if !strings.Contains(string(out), ns+"/bad: truncated [reported]") {
 		t.Errorf("the hook's output does not name the NAD that needs a person:\n%s", out)
 	}
+	// Each "what to do" says something: for the truncated NAD, where its
+	// bridge settings must come from; an empty one is noise in the
+	// upgrade's log.
+	for _, line := range strings.Split(string(out), "\n") {
+		if strings.TrimSpace(line) == "what to do:" {
+			t.Errorf("the hook printed an empty \"what to do:\":\n%s", out)
+			break
+		}
+	}
+	if !strings.Contains(string(out), "what to do: write spec.config again with its bridge, vlan and ipam") {
+		t.Errorf("the hook does not say what to do with the truncated NAD:\n%s", out)
+	}
 	if got := forms(t, ns); got[netconf.FormNested] != 0 {
 		t.Errorf("forms after the hook: %v", got)
 	}
