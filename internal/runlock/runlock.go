@@ -169,6 +169,13 @@ func (r *renewals) Update(ctx context.Context, rec resourcelock.LeaderElectionRe
 // then stretched until its Lease may be taken (at most its duration plus a
 // retry period from the first sight of its last renewal).
 func Acquire(ctx context.Context, cfg *rest.Config, namespace, identity string, wait, duration time.Duration) (*Held, error) {
+	return AcquireAs(ctx, cfg, namespace, identity, wait, duration, nil)
+}
+
+// AcquireAs is Acquire, with a successor that may take the Lease from a
+// holder it proves dead without waiting for it to expire: once the
+// holder's writes in flight have ended (the fence margin after its death).
+func AcquireAs(ctx context.Context, cfg *rest.Config, namespace, identity string, wait, duration time.Duration, succ *Successor) (*Held, error) {
 	if duration <= 0 {
 		duration = DefaultDuration
 	}
@@ -181,7 +188,7 @@ func Acquire(ctx context.Context, cfg *rest.Config, namespace, identity string, 
 		Client:     kube.CoordinationV1(),
 		LockConfig: resourcelock.ResourceLockConfig{Identity: identity},
 	}}
-	holder, err := take(ctx, lock, namespace+"/"+LeaseName, identity, wait, duration)
+	holder, err := take(ctx, lock, namespace+"/"+LeaseName, identity, wait, duration, succ)
 	if err != nil {
 		return nil, err
 	}
@@ -223,8 +230,10 @@ func Acquire(ctx context.Context, cfg *rest.Config, namespace, identity string, 
 
 // take writes identity into the Lease once it is free, released or
 // expired, and returns the holder at the end of the wait.
-func take(ctx context.Context, lock *renewals, key, identity string, wait, duration time.Duration) (string, error) {
+func take(ctx context.Context, lock *renewals, key, identity string, wait, duration time.Duration, succ *Successor) (string, error) {
 	retry := RetryPeriod(duration)
+	// deadAt is when each holder was first proven dead by this wait.
+	deadAt := map[string]time.Time{}
 	deadline := time.Now().Add(wait)
 	// first is when this wait first read the Lease: a record first seen
 	// no later was not renewed during the wait.
@@ -251,6 +260,13 @@ func take(ctx context.Context, lock *renewals, key, identity string, wait, durat
 			seen := sighted(key, raw, now)
 			expires := seen.Add(time.Duration(rec.LeaseDurationSeconds) * time.Second)
 			free := holder == "" || holder == identity || !now.Before(expires)
+			if !free && succ != nil {
+				if at, ok := successorMay(ctx, succ, deadAt, holder, time.Duration(rec.LeaseDurationSeconds)*time.Second); ok {
+					if free = !now.Before(at); !free && deadline.Before(at) {
+						deadline = at.Add(retry)
+					}
+				}
+			}
 			if free {
 				transitions := rec.LeaderTransitions
 				if holder != identity {
@@ -292,4 +308,24 @@ func record(identity string, duration time.Duration, now time.Time, transitions 
 		HolderIdentity: identity, LeaseDurationSeconds: int(duration / time.Second),
 		AcquireTime: t, RenewTime: t, LeaderTransitions: transitions,
 	}
+}
+
+// successorMay returns when succ may take the Lease of holder, a Lease of
+// duration: the fence margin after the moment by which the holder was
+// proven dead. A holder sends no write past its fence, and a write it sent
+// is processed within the margin; a dead holder sends nothing after its
+// death, so once the margin has passed since then nothing of it is in
+// flight.
+func successorMay(ctx context.Context, succ *Successor, deadAt map[string]time.Time, holder string, duration time.Duration) (time.Time, bool) {
+	since, ok := deadAt[holder]
+	if !ok {
+		var why string
+		if since, why, ok = succ.DeadSince(ctx, holder); !ok {
+			return time.Time{}, false
+		}
+		deadAt[holder] = since
+		succ.Log.Info("Taking the run Lease from a holder proven gone once its writes in flight have ended, without waiting for it to expire",
+			"holder", holder, "reason", why, "after", max(0, time.Until(since.Add(fenceMargin(duration)))).Round(time.Millisecond).String())
+	}
+	return since.Add(fenceMargin(duration)), true
 }

@@ -44,12 +44,23 @@ type Journals struct {
 	LeaseWait time.Duration
 	Interval  time.Duration
 	Log       logr.Logger
+	// Elected is closed once this replica leads (the manager's Elected);
+	// nil: it leads from the start.
+	Elected <-chan struct{}
 
 	lastProblem string
 	lastEarlier string
 }
 
-// Start runs until ctx ends; the manager runs it on the leader only.
+// NeedLeaderElection is false: every replica counts the open
+// replacements from its start, so netconf_migrator_missing_nads is
+// exported at once, not only once a leader is elected (the election waits
+// out a killed predecessor's Lease). Only the leader finishes them.
+func (j *Journals) NeedLeaderElection() bool { return false }
+
+// Start runs until ctx ends: it counts every Interval, and once this
+// replica leads it also finishes the open replacements, the first time
+// as soon as it is elected.
 func (j *Journals) Start(ctx context.Context) error {
 	if j.Interval <= 0 {
 		j.Interval = 30 * time.Second
@@ -60,12 +71,19 @@ func (j *Journals) Start(ctx context.Context) error {
 	registerJournalMetrics()
 	t := time.NewTicker(j.Interval)
 	defer t.Stop()
+	elected := j.Elected
 	for {
-		j.pass(ctx)
+		if elected == nil {
+			j.pass(ctx)
+		} else if _, err := j.count(ctx); err != nil && ctx.Err() == nil {
+			j.Log.Error(err, "Counting the open replacements failed")
+		}
 		select {
 		case <-ctx.Done():
 			return nil
 		case <-t.C:
+		case <-elected:
+			elected = nil
 		}
 	}
 }

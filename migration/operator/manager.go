@@ -2,18 +2,22 @@ package operator
 
 import (
 	"fmt"
+	"os"
 	"time"
 
 	"github.com/go-logr/logr"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
 	clientgoscheme "k8s.io/client-go/kubernetes/scheme"
 	"k8s.io/client-go/rest"
+	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/utils/ptr"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/config"
 	"sigs.k8s.io/controller-runtime/pkg/healthz"
 	"sigs.k8s.io/controller-runtime/pkg/manager"
 
+	"github.com/harvester/netconf-migrator/internal/runlock"
 	"github.com/harvester/netconf-migrator/internal/serving"
 	"github.com/harvester/netconf-migrator/migration"
 )
@@ -72,18 +76,34 @@ func NewManager(cfg *rest.Config, o ManagerOptions, log logr.Logger) (manager.Ma
 			return nil, err
 		}
 	}
+	succ, err := successor(cfg, log)
+	if err != nil {
+		return nil, err
+	}
+	host, _ := os.Hostname()
+	if pod := os.Getenv("POD_NAME"); pod != "" {
+		host = pod
+	}
+	// The leader's Lease, as controller-runtime would make it, taken at
+	// once from a predecessor proven dead (runlock.LeaderLock).
+	lock := runlock.LeaderLock(&resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: o.LeaderElectionNamespace, Name: LeaderElectionID},
+		Client:     succ.Pods.CoordinationV1(),
+		LockConfig: resourcelock.ResourceLockConfig{Identity: succ.Self.Identity(host)},
+	}, *succ)
 	mgr, err := ctrl.NewManager(cfg, ctrl.Options{
-		Scheme:                        scheme,
-		Logger:                        log,
-		Metrics:                       serving.MetricsOptions(o.MetricsBindAddress, o.MetricsSecure, o.EnableHTTP2, o.MetricsCertDir),
-		HealthProbeBindAddress:        o.HealthProbeBindAddress,
-		Cache:                         CacheOptions(),
-		LeaderElection:                true,
-		LeaderElectionID:              LeaderElectionID,
-		LeaderElectionNamespace:       o.LeaderElectionNamespace,
-		LeaderElectionReleaseOnCancel: true,
-		Controller:                    config.Controller{SkipNameValidation: ptr.To(o.SkipNameValidation)},
-		GracefulShutdownTimeout:       ptr.To(grace),
+		Scheme:                              scheme,
+		Logger:                              log,
+		Metrics:                             serving.MetricsOptions(o.MetricsBindAddress, o.MetricsSecure, o.EnableHTTP2, o.MetricsCertDir),
+		HealthProbeBindAddress:              o.HealthProbeBindAddress,
+		Cache:                               CacheOptions(),
+		LeaderElection:                      true,
+		LeaderElectionID:                    LeaderElectionID,
+		LeaderElectionNamespace:             o.LeaderElectionNamespace,
+		LeaderElectionReleaseOnCancel:       true,
+		LeaderElectionResourceLockInterface: lock,
+		Controller:                          config.Controller{SkipNameValidation: ptr.To(o.SkipNameValidation)},
+		GracefulShutdownTimeout:             ptr.To(grace),
 	})
 	if err != nil {
 		return nil, fmt.Errorf("creating the operator's manager: %w", err)

@@ -2,7 +2,6 @@ package operator
 
 import (
 	"context"
-	"crypto/rand"
 	"fmt"
 	"os"
 	"time"
@@ -10,6 +9,7 @@ import (
 	"github.com/go-logr/logr"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/client-go/kubernetes"
 	"k8s.io/client-go/rest"
 	toolscache "k8s.io/client-go/tools/cache"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
@@ -19,6 +19,7 @@ import (
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	v1alpha1 "github.com/harvester/netconf-migrator/apis/netconfmigrator/v1alpha1"
 	"github.com/harvester/netconf-migrator/internal/logging"
+	"github.com/harvester/netconf-migrator/internal/runlock"
 	"github.com/harvester/netconf-migrator/migration"
 	"github.com/harvester/netconf-migrator/migration/detect"
 	"github.com/harvester/netconf-migrator/migration/runner"
@@ -102,7 +103,11 @@ func Setup(mgr manager.Manager, cfg *rest.Config, log logr.Logger, o Options) er
 	events := migration.NewQueuedEvents(migration.ClientEvents{Client: direct, Host: host, OnError: func(err error) {
 		log.V(logging.Debug).Info("Recording an event failed", logging.KeyReason, err.Error())
 	}}, 2, 1024)
-	rc := runner.Config{REST: cfg, Client: direct, Log: log, Identity: fmt.Sprintf("operator_%s_%s", host, rand.Text()[:6]),
+	succ, err := successor(cfg, log)
+	if err != nil {
+		return err
+	}
+	rc := runner.Config{REST: cfg, Client: direct, Log: log, Identity: succ.Self.Identity("operator_" + host), Successor: succ,
 		// A NADMigration's runs record Events only on the NADs that need a
 		// person (its status holds the rest).
 		BackupNamespace: o.BackupNamespace, EarlierBackupNamespace: o.EarlierBackupNamespace, LeaseDuration: o.LeaseDuration, ReplaceBudget: o.ReplaceBudget, Events: migration.EventsFailures.Filter(events)}
@@ -121,7 +126,7 @@ func Setup(mgr manager.Manager, cfg *rest.Config, log logr.Logger, o Options) er
 		}
 	}
 	// Every open replacement has one owner, whichever entry point started it.
-	if err := mgr.Add(&Journals{Runner: rc, LeaseWait: o.LeaseWait, Interval: o.JournalInterval, Log: log.WithName("journals")}); err != nil {
+	if err := mgr.Add(&Journals{Runner: rc, LeaseWait: o.LeaseWait, Interval: o.JournalInterval, Log: log.WithName("journals"), Elected: mgr.Elected()}); err != nil {
 		return fmt.Errorf("setting up the owner of open replacements: %w", err)
 	}
 	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {
@@ -129,4 +134,15 @@ func Setup(mgr manager.Manager, cfg *rest.Config, log logr.Logger, o Options) er
 		events.Flush(10 * time.Second)
 		return err
 	}))
+}
+
+// successor is this operator process as a Lease holder: its Pod, read from
+// the downward API, so that the container that follows it after a restart,
+// or another replica once its Pod is gone, takes its Leases at once.
+func successor(cfg *rest.Config, log logr.Logger) (*runlock.Successor, error) {
+	pods, err := kubernetes.NewForConfig(cfg)
+	if err != nil {
+		return nil, fmt.Errorf("creating a client for Pods: %w", err)
+	}
+	return &runlock.Successor{Self: runlock.SelfFromEnv("operator"), Pods: pods, Log: log.WithName("lease")}, nil
 }

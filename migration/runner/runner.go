@@ -43,7 +43,11 @@ type Config struct {
 	Client client.Client
 	Log    logr.Logger
 	// Identity names the run in the Lease (host or Pod, and a random part).
-	Identity        string
+	Identity string
+	// Successor, when set, takes the run Lease from a holder it proves
+	// dead (a restarted container's predecessor, a Pod that is gone)
+	// without waiting for it to expire.
+	Successor       *runlock.Successor
 	BackupNamespace string
 	// EarlierBackupNamespace is where an earlier version may have left
 	// backups; EarlierBackupNamespace when empty.
@@ -110,7 +114,7 @@ func Start(ctx context.Context, c Config, opts migration.Options) (*Run, error) 
 	r := &Run{Context: ctx, release: func() {}}
 	var fence replace.Fence
 	if opts.DryRun == migration.DryRunNone {
-		held, err := runlock.Acquire(ctx, c.REST, c.BackupNamespace, c.Identity, c.LeaseWait, c.LeaseDuration)
+		held, err := runlock.AcquireAs(ctx, c.REST, c.BackupNamespace, c.Identity, c.LeaseWait, c.LeaseDuration, c.Successor)
 		if err != nil {
 			return nil, &StartError{Err: err, Transient: true}
 		}
