@@ -70,6 +70,7 @@ func (m *Migrator) fail(ctx context.Context, log logr.Logger, nad *nadv1.Network
 		// Never unvisited, never skipped: the NAD is gone until a run
 		// creates it from its backup.
 		it.Action, it.Reason, it.Backup = report.ActionMissing, err.Error(), missing.Journal
+		it.Advice = missing.Advice
 		log.Error(logged(err), "NetworkAttachmentDefinition is missing until a run creates it again from its backup", logging.KeyOutcome, it.Action, "backup", missing.Journal)
 		return it
 	}

@@ -157,6 +157,8 @@ var ErrConflict = errors.New("the NAD changed before it could be replaced")
 type Missing struct {
 	Journal string
 	Why     string
+	// Advice says what a person does, when the wait cannot end by itself.
+	Advice string
 }
 
 func (e *Missing) Error() string {
@@ -532,7 +534,7 @@ func (r *Replacer) waitGone(ctx context.Context, j *Journal) (*unstructured.Unst
 		}
 		select {
 		case <-ctx.Done():
-			why := r.holders(last)
+			why, advice := r.holders(last), orphanedAgentFinalizer(last)
 			if last != nil {
 				// Name what keeps the controller's cleanup from finishing,
 				// when it can be seen.
@@ -540,7 +542,7 @@ func (r *Replacer) waitGone(ctx context.Context, j *Journal) (*unstructured.Unst
 					why += "; " + b
 				}
 			}
-			return nil, &Missing{Journal: r.Journals.Where(j), Why: why}
+			return nil, &Missing{Journal: r.Journals.Where(j), Why: why, Advice: advice}
 		case <-gone:
 			// Deleted: the create that follows finds any NAD another
 			// writer put under the name meanwhile (AlreadyExists).
@@ -572,6 +574,31 @@ func (r *Replacer) holders(obj *unstructured.Unstructured) string {
 		return "and the old object was still terminating when the replacement's budget ran out"
 	}
 	return "but it is still terminating, held by " + strings.Join(parts, " and ")
+}
+
+// orphanedAgentFinalizer is the advice for a NAD whose deletion waits on
+// the finalizer of Harvester's network agent alone, or "". From v1.7 the
+// agent has no NAD controller, and the manager removes the agent's
+// finalizer only while cleaning up a NAD that still carries its own
+// (wrangler calls an OnRemove handler only while its finalizer is there:
+// pkg/controller/manager/nad/controller.go at network-controller-harvester
+// v1.7.3). A NAD deleted during the upgrade from v1.6, once the v1.6 agent
+// was gone and while the v1.6 manager still ran, lost the manager's
+// finalizer and keeps the agent's: no controller of a later release ever
+// removes it. Before v1.7 the agent does, within seconds, where it runs.
+func orphanedAgentFinalizer(obj *unstructured.Unstructured) string {
+	if obj == nil || obj.GetDeletionTimestamp() == nil {
+		return ""
+	}
+	f := obj.GetFinalizers()
+	if !slices.Contains(f, harvester.FinalizerAgent) || slices.Contains(f, harvester.FinalizerManager) {
+		return ""
+	}
+	i := slices.Index(f, harvester.FinalizerAgent)
+	return fmt.Sprintf("only the finalizer of Harvester's network agent holds it, which no controller removes from Harvester v1.7 on "+
+		"(it was deleted during the upgrade from v1.6, after the v1.6 agent had gone): once Harvester runs v1.7 or later, remove it, "+
+		"`kubectl patch network-attachment-definitions -n %s %s --type json -p '[{\"op\":\"test\",\"path\":\"/metadata/finalizers/%d\",\"value\":\"%s\"},{\"op\":\"remove\",\"path\":\"/metadata/finalizers/%d\"}]'`, "+
+		"and run again: the NAD is created from its backup", obj.GetNamespace(), obj.GetName(), i, harvester.FinalizerAgent, i)
 }
 
 // finish waits until the deleted object is gone, then creates what Want

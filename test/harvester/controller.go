@@ -75,6 +75,9 @@ type Controllers struct {
 	cancel  context.CancelFunc
 	done    chan error
 	down    atomic.Bool
+	// agentDown: the agent's NAD controller (up to v1.6) does not run,
+	// as during the chart upgrade from v1.6, while the manager still runs.
+	agentDown atomic.Bool
 	cleanup atomic.Pointer[func(*nadv1.NetworkAttachmentDefinition) (time.Duration, error)]
 	// seen is when a NAD's deletion was first seen, by uid, and the hold
 	// its cleanup drew then: a slow cleanup counts from there
@@ -94,6 +97,22 @@ type hold struct {
 // when the manager's Deployment is scaled down: finalizers stay, deleted
 // NADs stay terminating.
 func (c *Controllers) SetDown(down bool) { c.down.Store(down) }
+
+// SetAgentDown stops (true) or starts again (false) the agent's NAD
+// controller alone (v1.6 and earlier; from v1.7 the agent has none), as in
+// the chart upgrade from v1.6 once the v1.6 agent DaemonSet is gone and
+// the v1.6 manager still runs: new NADs get only the manager's finalizer,
+// and a deleted NAD keeps the agent's.
+func (c *Controllers) SetAgentDown(down bool) { c.agentDown.Store(down) }
+
+// finalizers are the finalizers the controllers running now put on every
+// NAD.
+func (c *Controllers) finalizers() []string {
+	if c.agentDown.Load() {
+		return []string{FinalizerManager}
+	}
+	return c.Release.Finalizers()
+}
 
 // SetCleanup decides how long the cleanup of a deleted NAD takes (the
 // duration f returns when the controllers first see the deletion) and
@@ -200,12 +219,11 @@ func (h *nadHandler) reconcile(ctx context.Context, req reconcile.Request) (reco
 	if h.c.down.Load() {
 		return reconcile.Result{RequeueAfter: downPoll}, nil
 	}
-	r := h.c.Release
 	if nad.DeletionTimestamp != nil {
 		return h.onRemove(ctx, nad)
 	}
 	// wrangler's OnRemove registration: the finalizers go on first.
-	if missing := missingFinalizers(nad, r.Finalizers()); len(missing) > 0 {
+	if missing := missingFinalizers(nad, h.c.finalizers()); len(missing) > 0 {
 		upd := nad.DeepCopy()
 		upd.Finalizers = append(upd.Finalizers, missing...)
 		return reconcile.Result{}, h.client.Update(ctx, upd, client.FieldOwner(controllerFieldManager))
@@ -223,16 +241,32 @@ func missingFinalizers(nad *nadv1.NetworkAttachmentDefinition, want []string) []
 	return out
 }
 
-// onRemove is the cleanup after a delete: the test's hold, then (v1.7+)
-// the cluster network's VLAN set recomputed, then the finalizers removed
-// (v1.7+: the agent's deprecated one too).
+// onRemove is the cleanup after a delete, with wrangler's OnRemove
+// semantics: a handler runs only while the NAD still carries its own
+// finalizer, and wrangler removes that finalizer once it succeeded. The
+// manager's handler (every release): the test's hold, then (v1.7+) the
+// cluster network's VLAN set recomputed, and (v1.7+, Handler.OnRemove at
+// v1.7.3) the agent's deprecated finalizer removed with it. The agent's
+// (up to v1.6, while it runs): its finalizer removed. So from v1.7 a NAD
+// that lost the manager's finalizer before (deleted while the v1.6 agent
+// was gone and the v1.6 manager ran) keeps the agent's for good: no
+// handler of v1.7 ever runs for it.
 func (h *nadHandler) onRemove(ctx context.Context, nad *nadv1.NetworkAttachmentDefinition) (reconcile.Result, error) {
-	ours := h.c.Release.Finalizers()
-	if h.c.Release.AtLeast(V17) {
-		ours = append(ours, FinalizerAgent)
-	}
-	if !slices.ContainsFunc(nad.Finalizers, func(f string) bool { return slices.Contains(ours, f) }) {
+	r := h.c.Release
+	manager := slices.Contains(nad.Finalizers, FinalizerManager)
+	agent := !r.AtLeast(V17) && !h.c.agentDown.Load() && slices.Contains(nad.Finalizers, FinalizerAgent)
+	if !manager && !agent {
 		return reconcile.Result{}, nil
+	}
+	var ours []string
+	if manager {
+		ours = append(ours, FinalizerManager)
+		if r.AtLeast(V17) {
+			ours = append(ours, FinalizerAgent)
+		}
+	}
+	if agent {
+		ours = append(ours, FinalizerAgent)
 	}
 	if f := h.c.cleanup.Load(); f != nil {
 		d, err := (*f)(nad)
@@ -247,7 +281,7 @@ func (h *nadHandler) onRemove(ctx context.Context, nad *nadv1.NetworkAttachmentD
 			return reconcile.Result{RequeueAfter: left}, nil
 		}
 	}
-	if h.c.Release.AtLeast(V17) {
+	if manager && h.c.Release.AtLeast(V17) {
 		if err := h.vlanSet(ctx, nad.Labels[LabelClusterNetwork]); err != nil {
 			return reconcile.Result{}, err
 		}
