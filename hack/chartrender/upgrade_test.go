@@ -11,7 +11,9 @@ import (
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
+	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/cli-runtime/pkg/genericclioptions"
@@ -175,4 +177,92 @@ func startOperator(t *testing.T, env *testenv.Env, ns string, o operator.Options
 			t.Errorf("the operator stopped with: %v", err)
 		}
 	})
+}
+
+// helmConfig is Helm's action configuration for releases in ns.
+func helmConfig(t *testing.T, env *testenv.Env, ns string) *action.Configuration {
+	t.Helper()
+	flags := genericclioptions.NewConfigFlags(false)
+	flags.KubeConfig = &env.KubeconfigPath
+	flags.Namespace = &ns
+	cfg := &action.Configuration{}
+	if err := cfg.Init(flags, ns, "secret", t.Logf); err != nil {
+		t.Fatal(err)
+	}
+	return cfg
+}
+
+// Moving from a plain install to Harvester's Addon (another release name
+// and namespace), or into an umbrella chart, meets the backup namespace
+// the first release kept on uninstall, with what it holds; so does an
+// install after the upgrade pre-hook created that namespace. Helm refused
+// both ("cannot be imported into the current release"): the chart now
+// makes the namespace only where it is absent or its own, and a backup in
+// it outlives every step.
+func TestInstallingUnderAnotherNameKeepsTheBackupNamespace(t *testing.T) {
+	env := testenv.StartT(t, testenv.Options{Namespaces: []string{"netconf-migrator-system", "harvester-addons"}})
+	ctx := context.Background()
+	ch, err := loader.Load(filepath.Join("..", "..", "config", "chart", "netconf-migrator"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	const backups = "netconf-migrator-backups"
+	backup := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: backups, Name: "netconf-migrator-backup-kept",
+		Labels: map[string]string{"netconf-migrator.harvesterhci.io/backup": "true"}}}
+
+	first := action.NewInstall(helmConfig(t, env, "netconf-migrator-system"))
+	first.ReleaseName, first.Namespace = "netconf-migrator", "netconf-migrator-system"
+	if _, err := first.Run(ch, nil); err != nil {
+		t.Fatalf("helm install: %v", err)
+	}
+	// A replacement's backup, as the tool would write it.
+	if err := env.Client.Create(ctx, backup); err != nil {
+		t.Fatal(err)
+	}
+	// An upgrade of the same release keeps managing the namespace.
+	upgrade := action.NewUpgrade(helmConfig(t, env, "netconf-migrator-system"))
+	upgrade.Namespace = "netconf-migrator-system"
+	rel, err := upgrade.Run("netconf-migrator", ch, nil)
+	if err != nil {
+		t.Fatalf("helm upgrade: %v", err)
+	}
+	if !strings.Contains(rel.Manifest, "name: "+backups+"\n") {
+		t.Errorf("the upgraded release no longer makes the backup namespace it made")
+	}
+	if _, err := action.NewUninstall(helmConfig(t, env, "netconf-migrator-system")).Run("netconf-migrator"); err != nil {
+		t.Fatalf("helm uninstall: %v", err)
+	}
+
+	// The Addon's release: another name, another namespace.
+	addon := action.NewInstall(helmConfig(t, env, "harvester-addons"))
+	addon.ReleaseName, addon.Namespace = "netconf-migrator-addon", "harvester-addons"
+	if _, err := addon.Run(ch, map[string]any{"fullnameOverride": "nm"}); err != nil {
+		t.Fatalf("helm install under another name, after the first release was uninstalled: %v", err)
+	}
+	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(backup), &corev1.Secret{}); err != nil {
+		t.Errorf("the backup the first release's tool kept: %v", err)
+	}
+	ns := &corev1.Namespace{}
+	if err := env.Client.Get(ctx, client.ObjectKey{Name: backups}, ns); err != nil || ns.Labels["pod-security.kubernetes.io/enforce"] != "restricted" {
+		t.Errorf("the backup namespace: %v %v", err, ns.Labels)
+	}
+}
+
+// A backup namespace the upgrade pre-hook created (kubectl create
+// namespace, no Helm metadata) is used as it is by a later install.
+func TestInstallingBesideABackupNamespaceThePreHookMade(t *testing.T) {
+	env := testenv.StartT(t, testenv.Options{Namespaces: []string{"netconf-migrator-system", "netconf-migrator-backups"}})
+	ch, err := loader.Load(filepath.Join("..", "..", "config", "chart", "netconf-migrator"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	install := action.NewInstall(helmConfig(t, env, "netconf-migrator-system"))
+	install.ReleaseName, install.Namespace = "netconf-migrator", "netconf-migrator-system"
+	rel, err := install.Run(ch, nil)
+	if err != nil {
+		t.Fatalf("helm install beside the pre-hook's backup namespace: %v", err)
+	}
+	if strings.Contains(rel.Manifest, "kind: Namespace") {
+		t.Errorf("the release took over a namespace it did not make:\n%s", rel.Manifest)
+	}
 }
