@@ -102,6 +102,13 @@ func TestRecreate(t *testing.T) {
 				s.nads["a/n"].Finalizers = []string{"example.com/keep"}
 			},
 			action: report.ActionFailed, wantConfig: nested, reason: []string{"nad cannot be updated", "finalizer example.com/keep", "--replace-finalizer"}},
+		{name: "a NAD someone else deleted, still terminating: never deleted again nor created again",
+			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
+				harvesterFinalizers(s, "a/n")
+				s.controller = nil // its deletion waits on Harvester's controllers
+				s.nads["a/n"].DeletionTimestamp = &metav1.Time{Time: time.Now()}
+			},
+			action: report.ActionFailed, wantConfig: nested, reason: []string{"nad cannot be updated", "being deleted (by someone else)", "never created again"}},
 		{name: "a finalizer given with --replace-finalizer is waited out",
 			setup: func(s *memStore, _ *memJournals, r *replace.Replacer) {
 				s.nads["a/n"].Finalizers = []string{"example.com/keep"}

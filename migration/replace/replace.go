@@ -199,6 +199,12 @@ func (r *Replacer) Replace(ctx context.Context, mode string, ref types.Namespace
 	if orig.GetUID() != uid || orig.GetResourceVersion() != resourceVersion {
 		return nil, ErrConflict
 	}
+	// Someone else deleted it (a replacement deletes only below, after its
+	// journal): a delete now would be a no-op the API server accepts, and
+	// the create after it would bring back what they deleted.
+	if orig.GetDeletionTimestamp() != nil {
+		return nil, fmt.Errorf("%w; not replaced: it is being deleted (by someone else), and a NAD someone deleted is never created again", cause)
+	}
 	if err := r.finalizersKnown(orig); err != nil {
 		return nil, fmt.Errorf("%w; not replaced: %w", cause, err)
 	}
