@@ -38,7 +38,17 @@ func pod(t *testing.T, ns, name string, phase corev1.PodPhase) *corev1.Pod {
 }
 
 func self(p *corev1.Pod, role string, pid1 bool, process string) runlock.Self {
-	return runlock.Self{Role: role, Namespace: p.Namespace, Pod: p.Name, UID: string(p.UID), PID1: pid1, Process: process, Started: time.Now()}
+	return runlock.Self{Role: role, Namespace: p.Namespace, Pod: p.Name, UID: string(p.UID), Container: "operator", PID1: pid1, Process: process, Started: time.Now()}
+}
+
+// terminated reports every container of p terminated, as its kubelet
+// does once they exited.
+func terminated(t *testing.T, p *corev1.Pod) {
+	t.Helper()
+	p.Status.ContainerStatuses = []corev1.ContainerStatus{{Name: "operator", State: corev1.ContainerState{Terminated: &corev1.ContainerStateTerminated{ExitCode: 137}}}}
+	if err := env.Client.Status().Update(context.Background(), p); err != nil {
+		t.Fatal(err)
+	}
 }
 
 // A holder is proven dead only by what Kubernetes guarantees: a container
@@ -54,6 +64,10 @@ func TestASuccessorProvesItsPredecessorDead(t *testing.T) {
 	mine := pod(t, ns, "operator-a", corev1.PodRunning)
 	other := pod(t, ns, "operator-b", corev1.PodRunning)
 	ended := pod(t, ns, "operator-c", corev1.PodFailed)
+	terminated(t, ended)
+	// The pod garbage collector marks a Pod of a node that is gone Failed
+	// and deletes it, with no kubelet to say its processes stopped.
+	orphaned := pod(t, ns, "operator-f", corev1.PodFailed)
 	replaced := pod(t, ns, "operator-d", corev1.PodRunning)
 	replacedSelf := self(replaced, "operator", true, "old")
 	replacedSelf.UID = "0d1d0d1d-0000-0000-0000-000000000000"
@@ -61,6 +75,8 @@ func TestASuccessorProvesItsPredecessorDead(t *testing.T) {
 	gone.Pod, gone.UID = "operator-e", "0e0e0e0e-0000-0000-0000-000000000000"
 	elsewhere := self(mine, "operator", true, "x")
 	elsewhere.Namespace, elsewhere.UID = "kube-system", "0f0f0f0f-0000-0000-0000-000000000000"
+	sidecar := self(mine, "operator", true, "sidecar")
+	sidecar.Container = "debugger"
 	me := self(mine, "operator", true, "now")
 	s := runlock.Successor{Self: me, Pods: kube, Log: logr.Discard()}
 
@@ -74,11 +90,13 @@ func TestASuccessorProvesItsPredecessorDead(t *testing.T) {
 		{"this very process (another of its runs)", me.Identity("operator_x_journals"), false, ""},
 		{"the container before a restart in this Pod", self(mine, "operator", true, "before").Identity("operator_x"), true, "restarted"},
 		{"a process of this Pod that was not its main one (kubectl exec)", self(mine, "operator", false, "exec").Identity("operator_x"), false, ""},
+		{"another container of this Pod, PID 1 of its own", sidecar.Identity("operator_x"), false, ""},
 		{"another entry point in this Pod", self(mine, "migrate", true, "before").Identity("migrate_x"), false, ""},
 		{"a replica whose Pod runs", self(other, "operator", true, "b").Identity("operator_b"), false, ""},
-		{"a replica whose Pod has ended", self(ended, "operator", true, "c").Identity("operator_c"), true, "has ended (Failed)"},
-		{"a replica whose Pod is gone", gone.Identity("operator_e"), true, "is gone"},
-		{"a replica whose Pod was replaced by another of its name", replacedSelf.Identity("operator_d"), true, "was replaced"},
+		{"a replica whose Pod has ended, its containers terminated", self(ended, "operator", true, "c").Identity("operator_c"), true, "has ended (Failed)"},
+		{"a replica whose Pod was marked Failed with no kubelet to confirm", self(orphaned, "operator", true, "f").Identity("operator_f"), false, ""},
+		{"a replica whose Pod is gone (deleted by the pod garbage collector, or forced)", gone.Identity("operator_e"), false, ""},
+		{"a replica whose Pod was replaced by another of its name", replacedSelf.Identity("operator_d"), false, ""},
 		{"a Pod of a namespace this process does not read", elsewhere.Identity("operator_x"), false, ""},
 	} {
 		t.Run(tc.name, func(t *testing.T) {

@@ -32,7 +32,8 @@ import (
 // container runs `netconf-migrator operator` as the chart's Pod runs it:
 // the main process of its container (PID 1 of a PID namespace of its
 // own, as a container runtime starts it), with the downward API's
-// POD_NAMESPACE, POD_NAME and POD_UID, its metrics on plain HTTP at
+// POD_NAMESPACE, POD_NAME and POD_UID, the manifest's CONTAINER_NAME,
+// its metrics on plain HTTP at
 // metrics. Each call is one start of the container: a restart is a new
 // process, PID 1 again, in the same Pod.
 type container struct {
@@ -56,12 +57,17 @@ func (c *container) logs() string {
 }
 
 func startContainer(t *testing.T, bin string, pod *corev1.Pod, metrics string, args ...string) *container {
+	return startContainerOn(t, env, bin, pod, metrics, args...)
+}
+
+// startContainerOn is startContainer against the control plane env.
+func startContainerOn(t *testing.T, env *testenv.Env, bin string, pod *corev1.Pod, metrics string, args ...string) *container {
 	t.Helper()
 	c := &container{exited: make(chan struct{})}
 	c.cmd = exec.Command(bin, append([]string{"operator", "--kubeconfig", env.KubeconfigPath,
 		"--backup-namespace", backupNamespace, "--leader-election-namespace", ownNamespace,
 		"--metrics-bind-address", metrics, "--metrics-secure=false", "--health-probe-bind-address", "0"}, args...)...)
-	c.cmd.Env = append(os.Environ(), "POD_NAMESPACE="+pod.Namespace, "POD_NAME="+pod.Name, "POD_UID="+string(pod.UID))
+	c.cmd.Env = append(os.Environ(), "POD_NAMESPACE="+pod.Namespace, "POD_NAME="+pod.Name, "POD_UID="+string(pod.UID), "CONTAINER_NAME=operator")
 	// CLONE_NEWPID needs root, as the consumer suite's network namespaces
 	// do; CI runs as root.
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
@@ -229,7 +235,7 @@ func journalFor(t *testing.T, nad *nadv1.NetworkAttachmentDefinition) {
 func holdLeaderLease(t *testing.T, pod *corev1.Pod) (stop func()) {
 	t.Helper()
 	ctx := context.Background()
-	identity := runlock.Self{Role: "operator", Namespace: pod.Namespace, Pod: pod.Name, UID: string(pod.UID), PID1: true, Process: "alive"}.Identity(pod.Name)
+	identity := runlock.Self{Role: "operator", Namespace: pod.Namespace, Pod: pod.Name, UID: string(pod.UID), Container: "operator", PID1: true, Process: "alive"}.Identity(pod.Name)
 	renew := func() error {
 		now := metav1.NewMicroTime(time.Now())
 		l := &coordinationv1.Lease{}
