@@ -261,7 +261,9 @@ func (h *nadHandler) onRemove(ctx context.Context, nad *nadv1.NetworkAttachmentD
 	var ours []string
 	if manager {
 		ours = append(ours, FinalizerManager)
-		if r.AtLeast(V17) {
+		// v1.7.3's OnRemove returns early for an overlay NAD, before it
+		// removes the agent's finalizer.
+		if r.AtLeast(V17) && nad.Labels[LabelNetworkType] != "OverlayNetwork" {
 			ours = append(ours, FinalizerAgent)
 		}
 	}
@@ -281,7 +283,7 @@ func (h *nadHandler) onRemove(ctx context.Context, nad *nadv1.NetworkAttachmentD
 			return reconcile.Result{RequeueAfter: left}, nil
 		}
 	}
-	if manager && h.c.Release.AtLeast(V17) {
+	if manager && h.c.Release.AtLeast(V17) && nad.Labels[LabelNetworkType] != "OverlayNetwork" {
 		if err := h.vlanSet(ctx, nad.Labels[LabelClusterNetwork]); err != nil {
 			return reconcile.Result{}, err
 		}
