@@ -49,7 +49,9 @@ func TestTheAgentsFinalizerLeftByTheUpgradeFromV16IsNamed(t *testing.T) {
 			_ = v16.Remove(ctx)
 		}
 	})
-	v16.Pause(func() { seed(t, []*nadv1.NetworkAttachmentDefinition{newNAD(ns, "vlan100", nestedConfig("vlan100"), harvesterLabels())}) })
+	v16.Pause(func() {
+		seed(t, []*nadv1.NetworkAttachmentDefinition{newNAD(ns, "vlan100", nestedConfig("vlan100"), harvesterLabels())})
+	})
 	v16.Settle(t)
 	before := get(t, ns, "vlan100")
 	if !slices.Equal(before.Finalizers, harvester.V16.Finalizers()) {
