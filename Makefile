@@ -11,7 +11,7 @@ PKGS := ./...
 TOOLS := $(GO) -C hack
 CHART := $(CURDIR)/config/chart/netconf-migrator
 
-.PHONY: controller-gen prepare chaos release-cli chart-package demo image fuzz-normalizer all build test test-assets unit fuzz bench-smoke lint bench generate verify-generate manifests clean soak
+.PHONY: rehearsal controller-gen prepare chaos release-cli chart-package demo image fuzz-normalizer all build test test-assets unit fuzz bench-smoke lint bench generate verify-generate manifests clean soak
 
 all: build
 
@@ -117,7 +117,7 @@ UNIT_P ?= 4
 TEST_LDFLAGS ?= -ldflags=-w
 UNIT_SHARD_TESTS := TestKilledRuns TestRecreateKilledAtEachStep TestTwoRunsOneKilledMidReplacement \
   TestPreHookOnEachHarvesterRelease TestSoakMigration TestConcurrentWriter \
-  TestChaos TestSIGTERMWaitsForAReplacementUnderWay TestAKilledOperatorsLeaseIsTakenInBoundedTime
+  TestChaos TestSIGTERMWaitsForAReplacementUnderWay TestAKilledOperatorsLeaseIsTakenInBoundedTime TestRehearsal
 UNIT_SHARD_PKGS := ./migration/e2e ./migration/operator/e2e
 empty :=
 space := $(empty) $(empty)
@@ -167,6 +167,22 @@ chaos: test-assets ## Run the chaos soak for CHAOS_DURATION on CHAOS_NADS NADs a
 	@mkdir -p $(BIN) && rm -rf $(BIN)/chaos-logs && mkdir -p $(BIN)/chaos-logs
 	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" $(GO) test -count=1 -timeout 3h -run '^TestChaos$$' -v ./migration/operator/e2e -args -chaos=$(CHAOS_DURATION) -chaos-nads=$(CHAOS_NADS) -chaos-logs=$(abspath $(BIN))/chaos-logs 2>&1 | tee $(BIN)/chaos.log | grep -E '^(=== RUN|--- |ok|FAIL|panic)|CHAOS|chaos_test'
 	@grep -ho 'CHAOS .*' $(BIN)/chaos.log
+
+# The rehearsal (TestRehearsal): one control plane taken through every
+# Harvester release in order (v1.5 to v1.9) as Harvester upgrades it, with
+# the webhook and the operator installed all along: Harvester's own
+# pre_upgrade_manifest (from its module at each release's tag) sourcing the
+# pre-hook, the charts changing with Harvester's controllers down, writers,
+# a GitOps re-applier, the operator SIGKILLed mid-replacement, the
+# kube-apiserver restarted and etcd stalled; invariants at every step, and
+# the advice followed at the end. make test runs it short (20 nested NADs,
+# 4 s of writers per release); this target with REHEARSAL_NADS and
+# REHEARSAL_CALM, printing the timeline (BENCHMARKS.md keeps one).
+REHEARSAL_CALM ?= 60s
+REHEARSAL_NADS ?= 300
+rehearsal: test-assets ## Take one cluster through every Harvester release with the tool installed, and print the timeline.
+	@mkdir -p $(BIN)
+	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" $(GO) test -count=1 -timeout 2h -run '^TestRehearsal$$' -v ./migration/operator/e2e -args -rehearsal-calm=$(REHEARSAL_CALM) -rehearsal-nads=$(REHEARSAL_NADS) 2>&1 | tee $(BIN)/rehearsal.log | grep -E '^(=== RUN|--- |ok|FAIL|panic)|REHEARSAL|rehearsal_test'
 
 # Fuzzing instruments every package it builds: the normalizer's are few,
 # the webhook's handler pulls in controller-runtime and client-go, minutes

@@ -124,6 +124,8 @@ func manualAdvice(namespace, name string, form netconf.Form) string {
 	case netconf.FormTruncated:
 		return "write spec.config again with its bridge, vlan and ipam from where the network was defined " +
 			"(for Harvester, the VM network's cluster network and VLAN; a GitOps repository's manifest): " + edit +
+			"; from Harvester v1.6, which refuses to change a NAD's bridge, replace it instead while no VM references it: " +
+			fmt.Sprintf("kubectl get network-attachment-definitions -n %s %s -o yaml > nad.yaml, write the full spec.config there, kubectl replace --force -f nad.yaml", namespace, name) +
 			"; until then pods attached to it get the default bridge cni0"
 	case netconf.FormInvalid:
 		return "spec.config is not a CNI config netconf-migrator can read: fix it by hand (" + edit + "), then run again"

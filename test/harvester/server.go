@@ -239,7 +239,18 @@ func Start(ctx context.Context, env *testenv.Env, r Release, opts ...Option) (*S
 		})
 	}
 	for i, c := range s.configs {
-		if err := env.Client.Create(ctx, c); err != nil {
+		// A configuration of the same name left by a release that went
+		// down (GoDown) is taken over, as the chart upgrade updates it in
+		// place: there is never a moment without it.
+		err := env.Client.Create(ctx, c)
+		if apierrors.IsAlreadyExists(err) {
+			cur := c.DeepCopyObject().(client.Object)
+			if err = env.Client.Get(ctx, client.ObjectKeyFromObject(c), cur); err == nil {
+				c.SetResourceVersion(cur.GetResourceVersion())
+				err = env.Client.Update(ctx, c)
+			}
+		}
+		if err != nil {
 			s.configs = s.configs[:i]
 			return nil, errors.Join(fmt.Errorf("registering the Harvester %s stand-ins: %w", r, err), s.Remove(ctx))
 		}
@@ -337,6 +348,29 @@ func (s *StandIns) waitForgotten(ctx context.Context) error {
 		return fmt.Errorf("waiting for the API server to forget the Harvester %s stand-ins: %w", s.Release, err)
 	}
 	return nil
+}
+
+// GoDown stops the release's controllers and its webhook server and leaves
+// its webhook configurations registered, as during the chart upgrade to
+// the next release while its Pods restart: the API server's calls fail,
+// so its validator (failurePolicy Fail) refuses every NAD write and its
+// mutator (Ignore) is skipped, until the next release's Start takes the
+// configurations over.
+func (s *StandIns) GoDown(ctx context.Context) error {
+	var errs []error
+	if s.Controllers != nil {
+		errs = append(errs, s.Controllers.Stop())
+		s.Controllers = nil
+	}
+	s.configs = nil
+	if s.cancel != nil {
+		s.cancel()
+		for ; s.running > 0; s.running-- {
+			errs = append(errs, <-s.done)
+		}
+		s.cancel = nil
+	}
+	return errors.Join(errs...)
 }
 
 // Remove deletes the webhook configurations and waits until the API

@@ -110,12 +110,20 @@ func readyDeployment(t *testing.T, component string) {
 // component, running as the ServiceAccount sa.
 func readyDeploymentIn(t *testing.T, ns, name, component, sa string) {
 	t.Helper()
+	readyDeploymentOn(t, env, ns, name, component, sa)
+}
+
+// readyDeploymentOn is readyDeploymentIn on the control plane env.
+func readyDeploymentOn(t *testing.T, env *testenv.Env, ns, name, component, sa string) {
+	t.Helper()
 	dep := &appsv1.Deployment{ObjectMeta: metav1.ObjectMeta{Namespace: ns, Name: name,
 		Labels: map[string]string{"app.kubernetes.io/name": "netconf-migrator", "app.kubernetes.io/component": component}},
 		Spec: appsv1.DeploymentSpec{Selector: &metav1.LabelSelector{MatchLabels: map[string]string{"app": "x"}},
 			Template: corev1.PodTemplateSpec{ObjectMeta: metav1.ObjectMeta{Labels: map[string]string{"app": "x"}},
 				Spec: corev1.PodSpec{ServiceAccountName: sa, Containers: []corev1.Container{{Name: "c", Image: "i"}}}}}}
-	create(t, dep)
+	if err := env.Client.Create(context.Background(), dep); err != nil {
+		t.Fatalf("creating %s: %v", dep.Name, err)
+	}
 	t.Cleanup(func() { _ = env.Client.Delete(context.Background(), dep) })
 	dep.Status.Replicas, dep.Status.ReadyReplicas = 1, 1
 	if err := env.Client.Status().Update(context.Background(), dep); err != nil {
