@@ -78,7 +78,7 @@ type Controllers struct {
 	// agentDown: the agent's NAD controller (up to v1.6) does not run,
 	// as during the chart upgrade from v1.6, while the manager still runs.
 	agentDown atomic.Bool
-	cleanup atomic.Pointer[func(*nadv1.NetworkAttachmentDefinition) (time.Duration, error)]
+	cleanup   atomic.Pointer[func(*nadv1.NetworkAttachmentDefinition) (time.Duration, error)]
 	// seen is when a NAD's deletion was first seen, by uid, and the hold
 	// its cleanup drew then: a slow cleanup counts from there
 	// (deletionTimestamp has whole seconds).
