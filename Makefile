@@ -117,7 +117,7 @@ UNIT_P ?= 4
 TEST_LDFLAGS ?= -ldflags=-w
 UNIT_SHARD_TESTS := TestKilledRuns TestRecreateKilledAtEachStep TestTwoRunsOneKilledMidReplacement \
   TestPreHookOnEachHarvesterRelease TestSoakMigration TestConcurrentWriter \
-  TestChaos TestSIGTERMWaitsForAReplacementUnderWay TestAKilledOperatorsLeaseIsTakenInBoundedTime TestRehearsal
+  TestChaos TestSIGTERMWaitsForAReplacementUnderWay TestAKilledOperatorsLeaseIsTakenInBoundedTime
 UNIT_SHARD_PKGS := ./migration/e2e ./migration/operator/e2e
 empty :=
 space := $(empty) $(empty)
@@ -176,7 +176,7 @@ chaos: test-assets ## Run the chaos soak for CHAOS_DURATION on CHAOS_NADS NADs a
 # a GitOps re-applier, the operator SIGKILLed mid-replacement, the
 # kube-apiserver restarted and etcd stalled; invariants at every step, and
 # the advice followed at the end. make test runs it short (20 nested NADs,
-# 4 s of writers per release); this target with REHEARSAL_NADS and
+# 2 s of writers per release); this target with REHEARSAL_NADS and
 # REHEARSAL_CALM, printing the timeline (BENCHMARKS.md keeps one).
 REHEARSAL_CALM ?= 60s
 REHEARSAL_NADS ?= 300

@@ -15,6 +15,9 @@ import (
 
 // ChartOptions shape RenderChart.
 type ChartOptions struct {
+	// Chart is the chart's directory: config/chart/netconf-migrator of
+	// this tree when empty (a test gives an earlier build's).
+	Chart string
 	// Namespace is the release's namespace.
 	Namespace string
 	// Values go over the chart's defaults.
@@ -34,8 +37,11 @@ func RenderChart(o ChartOptions) ([]byte, error) {
 	if err != nil {
 		return nil, err
 	}
-	args := []string{"-C", filepath.Join(root, "hack"), "run", "./chart",
-		"-chart", filepath.Join(root, "config", "chart", "netconf-migrator"), "-namespace", o.Namespace}
+	chart := o.Chart
+	if chart == "" {
+		chart = filepath.Join(root, "config", "chart", "netconf-migrator")
+	}
+	args := []string{"-C", filepath.Join(root, "hack"), "run", "./chart", "-chart", chart, "-namespace", o.Namespace}
 	if o.Values != nil {
 		raw, err := json.Marshal(o.Values)
 		if err != nil {

@@ -43,8 +43,8 @@ import (
 )
 
 var (
-	rehearsalCalm = flag.Duration("rehearsal-calm", 4*time.Second, "how long TestRehearsal's writers and GitOps re-applier run at each release before its faults (make rehearsal: longer)")
-	rehearsalNADs = flag.Int("rehearsal-nads", 20, "nested NADs TestRehearsal seeds beside the population of every form (make rehearsal: more)")
+	rehearsalCalm = flag.Duration("rehearsal-calm", 2*time.Second, "how long TestRehearsal's writers and GitOps re-applier run at each release before its faults (make rehearsal: longer)")
+	rehearsalNADs = flag.Int("rehearsal-nads", 10, "nested NADs TestRehearsal seeds beside the population of every form (make rehearsal: more)")
 )
 
 // upgradeImage is, for each release a cluster is upgraded to, the tag of
@@ -818,7 +818,7 @@ func TestRehearsal(t *testing.T) {
 		killed := make(chan struct{})
 		go func() {
 			defer close(killed)
-			_ = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 30*time.Second, true, func(context.Context) (bool, error) {
+			_ = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 15*time.Second, true, func(context.Context) (bool, error) {
 				open := &corev1.SecretList{}
 				return c.List(ctx, open, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelJournal: "true"}) == nil && len(open.Items) > 0, nil
 			})
