@@ -175,7 +175,7 @@ chaos: test-assets ## Run the chaos soak for CHAOS_DURATION on CHAOS_NADS NADs a
 # pre-hook, the charts changing with Harvester's controllers down, writers,
 # a GitOps re-applier, the operator SIGKILLed mid-replacement, the
 # kube-apiserver restarted and etcd stalled; invariants at every step, and
-# the advice followed at the end. make test runs it short (20 nested NADs,
+# the advice followed at the end. make test runs it short (10 nested NADs,
 # 2 s of writers per release); this target with REHEARSAL_NADS and
 # REHEARSAL_CALM, printing the timeline (BENCHMARKS.md keeps one).
 REHEARSAL_CALM ?= 60s
