@@ -119,18 +119,25 @@ UNIT_SHARD_TESTS := TestKilledRuns TestRecreateKilledAtEachStep TestTwoRunsOneKi
   TestPreHookOnEachHarvesterRelease TestSoakMigration TestConcurrentWriter \
   TestChaos TestSIGTERMWaitsForAReplacementUnderWay TestAKilledOperatorsLeaseIsTakenInBoundedTime
 UNIT_SHARD_PKGS := ./migration/e2e ./migration/operator/e2e
+# The upgrade's tests, each on a control plane of its own and mostly
+# waiting on it (the rehearsal's releases, the build of 0.2), run as a
+# third process beside the two above.
+UNIT_UPGRADE_TESTS := TestRehearsal TestTheToolUpgradesItself
 empty :=
 space := $(empty) $(empty)
 UNIT_SHARD_NAMES := $(subst $(space),|,$(strip $(UNIT_SHARD_TESTS)))
+UNIT_UPGRADE_NAMES := $(subst $(space),|,$(strip $(UNIT_UPGRADE_TESTS)))
 UNIT_SHARD := ^($(UNIT_SHARD_NAMES))$$
+UNIT_UPGRADE := ^($(UNIT_UPGRADE_NAMES))$$
 unit: test-assets
-	@others=$$(grep -rlE '^func ($(UNIT_SHARD_NAMES))\(' --include='*_test.go' . | grep -vE '^\./migration/(operator/)?e2e/' || true); \
-	  if [ -n "$$others" ]; then echo "make unit: a test of UNIT_SHARD_TESTS is also named in $$others"; exit 1; fi
+	@others=$$(grep -rlE '^func ($(UNIT_SHARD_NAMES)|$(UNIT_UPGRADE_NAMES))\(' --include='*_test.go' . | grep -vE '^\./migration/(operator/)?e2e/' || true); \
+	  if [ -n "$$others" ]; then echo "make unit: a test of UNIT_SHARD_TESTS or UNIT_UPGRADE_TESTS is also named in $$others"; exit 1; fi
 	@export KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" NETCONF_MIGRATOR_CNI_PATH="$$(hack/setup-cni-plugins.sh)"; \
 	  $(TOOLS) test -vet=off $(TEST_LDFLAGS) -count=1 -timeout 20m ./... & tools=$$!; \
 	  $(GO) test -vet=off -race $(TEST_LDFLAGS) -count=1 -timeout 25m -run '$(UNIT_SHARD)' $(UNIT_SHARD_PKGS) & shard=$$!; \
-	  $(GO) test -vet=off -race $(TEST_LDFLAGS) -p $(UNIT_P) -count=1 -timeout 25m -skip '$(UNIT_SHARD)' $(PKGS); rc=$$?; \
-	  wait $$shard || rc=1; wait $$tools || rc=1; echo "make unit took $${SECONDS}s"; exit $$rc
+	  $(GO) test -vet=off -race $(TEST_LDFLAGS) -count=1 -timeout 25m -run '$(UNIT_UPGRADE)' ./migration/operator/e2e & upgrade=$$!; \
+	  $(GO) test -vet=off -race $(TEST_LDFLAGS) -p $(UNIT_P) -count=1 -timeout 25m -skip '$(UNIT_SHARD)|$(UNIT_UPGRADE)' $(PKGS); rc=$$?; \
+	  wait $$shard || rc=1; wait $$upgrade || rc=1; wait $$tools || rc=1; echo "make unit took $${SECONDS}s"; exit $$rc
 
 # Every benchmark once, the migration ones on a tenth of their NADs (-short):
 # the figures come from hack/bench-*.sh; this keeps the code behind them working.

@@ -125,7 +125,10 @@ func TestRecreateKilledAtEachStep(t *testing.T) {
 			p, srv := newKillProxy(t, step.match)
 			// One replacement at a time, so the kill lands between two
 			// steps of one replacement and the others have not started.
-			cmd := exec.Command(bin, "migrate", "-n", ns, "--concurrency", "1", "--replace-concurrency", "1", "--lease-duration", "2s", "--kubeconfig", kubeconfigFor(t, srv.URL), "--termination-message-path", "")
+			// A 6 s Lease: at 2 s a loaded machine held a renewal back past the
+			// fence (0.5 s before the end), and the run stopped itself (exit 3)
+			// before the step the proxy waits for.
+			cmd := exec.Command(bin, "migrate", "-n", ns, "--concurrency", "1", "--replace-concurrency", "1", "--lease-duration", "6s", "--kubeconfig", kubeconfigFor(t, srv.URL), "--termination-message-path", "")
 			p.start(t, cmd)
 			_ = cmd.Wait()
 			if ws, ok := cmd.ProcessState.Sys().(syscall.WaitStatus); !ok || !ws.Signaled() {

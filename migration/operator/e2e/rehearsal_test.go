@@ -798,7 +798,7 @@ func TestRehearsal(t *testing.T) {
 		}
 		// Down for a while: NAD writes are refused meanwhile (its
 		// validator's failurePolicy is Fail).
-		time.Sleep(3 * time.Second)
+		time.Sleep(*rehearsalCalm)
 		dir := harvesterModule(t, img.tag)
 		for _, f := range []string{"harvesterhci.io_settings.yaml", "harvesterhci.io_addons.yaml"} {
 			if _, stderr, err := env.Kubectl(ctx, nil, "apply", "--server-side", "--force-conflicts", "-f", filepath.Join(dir, "deploy", "charts", "harvester-crd", "templates", f)); err != nil {
