@@ -357,12 +357,23 @@ func (s *StandIns) waitForgotten(ctx context.Context) error {
 // mutator (Ignore) is skipped, until the next release's Start takes the
 // configurations over.
 func (s *StandIns) GoDown(ctx context.Context) error {
-	var errs []error
-	if s.Controllers != nil {
-		errs = append(errs, s.Controllers.Stop())
-		s.Controllers = nil
-	}
+	errs := s.stopControllers()
 	s.configs = nil
+	return errors.Join(append(errs, s.stopServing()...)...)
+}
+
+func (s *StandIns) stopControllers() []error {
+	if s.Controllers == nil {
+		return nil
+	}
+	err := s.Controllers.Stop()
+	s.Controllers = nil
+	return []error{err}
+}
+
+// stopServing stops the webhook server and the caches it reads.
+func (s *StandIns) stopServing() []error {
+	var errs []error
 	if s.cancel != nil {
 		s.cancel()
 		for ; s.running > 0; s.running-- {
@@ -370,18 +381,14 @@ func (s *StandIns) GoDown(ctx context.Context) error {
 		}
 		s.cancel = nil
 	}
-	return errors.Join(errs...)
+	return errs
 }
 
 // Remove deletes the webhook configurations and waits until the API
 // server calls them no more, then stops the server, so the API server is
 // never left calling a server that is gone.
 func (s *StandIns) Remove(ctx context.Context) error {
-	var errs []error
-	if s.Controllers != nil {
-		errs = append(errs, s.Controllers.Stop())
-		s.Controllers = nil
-	}
+	errs := s.stopControllers()
 	for _, c := range s.configs {
 		if err := s.env.Client.Delete(ctx, c); err != nil && !apierrors.IsNotFound(err) {
 			errs = append(errs, err)
@@ -391,14 +398,7 @@ func (s *StandIns) Remove(ctx context.Context) error {
 		errs = append(errs, s.waitForgotten(ctx))
 	}
 	s.configs = nil
-	if s.cancel != nil {
-		s.cancel()
-		for ; s.running > 0; s.running-- {
-			errs = append(errs, <-s.done)
-		}
-		s.cancel = nil
-	}
-	return errors.Join(errs...)
+	return errors.Join(append(errs, s.stopServing()...)...)
 }
 
 // networkRules covers Harvester's cluster-scoped network kinds.

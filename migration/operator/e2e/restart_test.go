@@ -4,7 +4,6 @@ import (
 	"bytes"
 	"context"
 	"fmt"
-	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -29,13 +28,10 @@ import (
 	"github.com/harvester/netconf-migrator/test/testenv"
 )
 
-// container runs `netconf-migrator operator` as the chart's Pod runs it:
-// the main process of its container (PID 1 of a PID namespace of its
-// own, as a container runtime starts it), with the downward API's
-// POD_NAMESPACE, POD_NAME and POD_UID, the manifest's CONTAINER_NAME,
-// its metrics on plain HTTP at
-// metrics. Each call is one start of the container: a restart is a new
-// process, PID 1 again, in the same Pod.
+// container is one start of the container operator of a Pod
+// (runContainer): a restart is a new process, PID 1 again, in the same
+// Pod. startContainer runs `netconf-migrator operator` in it as the
+// chart's Pod runs it, its metrics on plain HTTP at metrics.
 type container struct {
 	cmd     *exec.Cmd
 	exited  chan struct{}
@@ -63,22 +59,9 @@ func startContainer(t *testing.T, bin string, pod *corev1.Pod, metrics string, a
 // startContainerOn is startContainer against the control plane env.
 func startContainerOn(t *testing.T, env *testenv.Env, bin string, pod *corev1.Pod, metrics string, args ...string) *container {
 	t.Helper()
-	c := &container{exited: make(chan struct{})}
-	c.cmd = exec.Command(bin, append([]string{"operator", "--kubeconfig", env.KubeconfigPath,
+	return runContainer(t, bin, pod, append([]string{"operator", "--kubeconfig", env.KubeconfigPath,
 		"--backup-namespace", backupNamespace, "--leader-election-namespace", ownNamespace,
-		"--metrics-bind-address", metrics, "--metrics-secure=false", "--health-probe-bind-address", "0"}, args...)...)
-	c.cmd.Env = append(os.Environ(), "POD_NAMESPACE="+pod.Namespace, "POD_NAME="+pod.Name, "POD_UID="+string(pod.UID), "CONTAINER_NAME=operator")
-	// CLONE_NEWPID needs root, as the consumer suite's network namespaces
-	// do; CI runs as root.
-	c.cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
-	c.cmd.Stdout, c.cmd.Stderr = c, c
-	if err := c.cmd.Start(); err != nil {
-		t.Fatalf("starting the operator as its container's main process (a PID namespace of its own needs root): %v", err)
-	}
-	c.started = time.Now()
-	go func() { _ = c.cmd.Wait(); close(c.exited) }()
-	t.Cleanup(func() { c.kill() })
-	return c
+		"--metrics-bind-address", metrics, "--metrics-secure=false", "--health-probe-bind-address", "0"}, args...))
 }
 
 func (c *container) kill() {

@@ -11,6 +11,7 @@ import (
 	"strings"
 	"syscall"
 	"testing"
+	"time"
 
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
@@ -58,7 +59,9 @@ func modRequires(t *testing.T, dir string) map[string]string {
 	if err != nil {
 		t.Fatalf("go mod edit -json in %s: %v", dir, err)
 	}
-	var mod struct{ Require []struct{ Path, Version string } }
+	var mod struct {
+		Require []struct{ Path, Version string }
+	}
 	if err := json.Unmarshal(out, &mod); err != nil {
 		t.Fatal(err)
 	}
@@ -157,8 +160,11 @@ func renderedOperatorArgs(t *testing.T, env *testenv.Env, chart, namespace strin
 	return nil
 }
 
-// runContainer runs bin with args as the main process of a container of
-// pod, with the downward API's variables.
+// runContainer runs bin with args as the main process of the container
+// operator of pod: PID 1 of a PID namespace of its own, as a container
+// runtime starts it (CLONE_NEWPID needs root, as the consumer suite's
+// network namespaces do; CI runs as root), with the downward API's
+// POD_NAMESPACE, POD_NAME and POD_UID and the manifest's CONTAINER_NAME.
 func runContainer(t *testing.T, bin string, pod *corev1.Pod, args []string) *container {
 	t.Helper()
 	c := &container{exited: make(chan struct{})}
@@ -167,8 +173,9 @@ func runContainer(t *testing.T, bin string, pod *corev1.Pod, args []string) *con
 	c.cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
 	c.cmd.Stdout, c.cmd.Stderr = c, c
 	if err := c.cmd.Start(); err != nil {
-		t.Fatalf("starting %s: %v", bin, err)
+		t.Fatalf("starting %s as its container's main process (a PID namespace of its own needs root): %v", bin, err)
 	}
+	c.started = time.Now()
 	go func() { _ = c.cmd.Wait(); close(c.exited) }()
 	t.Cleanup(c.kill)
 	return c
