@@ -4,6 +4,7 @@ import (
 	"bytes"
 	"context"
 	"fmt"
+	"os"
 	"os/exec"
 	"strings"
 	"sync"
@@ -261,4 +262,25 @@ func holdLeaderLease(t *testing.T, pod *corev1.Pod) (stop func()) {
 			_ = env.Client.Update(ctx, l)
 		}
 	}
+}
+
+// runContainer runs bin with args as the main process of the container
+// operator of pod: PID 1 of a PID namespace of its own, as a container
+// runtime starts it (CLONE_NEWPID needs root, as the consumer suite's
+// network namespaces do; CI runs as root), with the downward API's
+// POD_NAMESPACE, POD_NAME and POD_UID and the manifest's CONTAINER_NAME.
+func runContainer(t *testing.T, bin string, pod *corev1.Pod, args []string) *container {
+	t.Helper()
+	c := &container{exited: make(chan struct{})}
+	c.cmd = exec.Command(bin, args...)
+	c.cmd.Env = append(os.Environ(), "POD_NAMESPACE="+pod.Namespace, "POD_NAME="+pod.Name, "POD_UID="+string(pod.UID), "CONTAINER_NAME=operator")
+	c.cmd.SysProcAttr = &syscall.SysProcAttr{Cloneflags: syscall.CLONE_NEWPID}
+	c.cmd.Stdout, c.cmd.Stderr = c, c
+	if err := c.cmd.Start(); err != nil {
+		t.Fatalf("starting %s as its container's main process (a PID namespace of its own needs root): %v", bin, err)
+	}
+	c.started = time.Now()
+	go func() { _ = c.cmd.Wait(); close(c.exited) }()
+	t.Cleanup(c.kill)
+	return c
 }
