@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
@@ -166,13 +167,17 @@ func TestARestartedOperatorResumesAtOnce(t *testing.T) {
 // Every replica exports netconf_migrator_missing_nads from its start, not
 // only once it leads: here another replica, alive, holds the leader's
 // Lease for the whole test, and the gauge still counts the NAD a
-// replacement left missing.
+// replacement left missing. The replica keeps its backups in a namespace
+// of this test's own: the gauge counts every journal of its namespace and
+// of the earlier version's, and the shared ones may hold what an earlier
+// test left open.
 func TestTheMissingGaugeIsExportedBeforeLeading(t *testing.T) {
 	bin := testenv.BuildBinary(t)
 	ns := namespace(t, "missing-gauge", nil)
+	backups := namespace(t, "missing-gauge-backups", nil)
 	nad := newNAD(ns, "gone", nested)
 	// A replacement left open: its journal, its NAD absent.
-	journalFor(t, nad)
+	journalFor(t, backups, nad)
 
 	alive := operatorPod(t, "netconf-migrator-operator-7d9f8-alive")
 	stop := holdLeaderLease(t, alive)
@@ -181,32 +186,44 @@ func TestTheMissingGaugeIsExportedBeforeLeading(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	c := startContainer(t, bin, operatorPod(t, "netconf-migrator-operator-7d9f8-other"), fmt.Sprintf("127.0.0.1:%d", port), "--fix-legacy", "Off")
+	// The later --backup-namespace wins over startContainer's; the earlier
+	// version's namespace is the same, so the replica reads none of the
+	// shared ones.
+	c := startContainer(t, bin, operatorPod(t, "netconf-migrator-operator-7d9f8-other"), fmt.Sprintf("127.0.0.1:%d", port),
+		"--fix-legacy", "Off", "--backup-namespace", backups, "--earlier-backup-namespace", backups)
 	url := fmt.Sprintf("http://127.0.0.1:%d/metrics", port)
-	waitFor(t, "the gauge on a replica that does not lead", func() (bool, error) {
+	last := "not scraped yet"
+	err = wait.PollUntilContextTimeout(context.Background(), 50*time.Millisecond, 3*time.Minute, true, func(context.Context) (bool, error) {
 		if h, _ := holder(t, ownNamespace, operator.LeaderElectionID); !strings.Contains(h, string(alive.UID)) {
 			return false, fmt.Errorf("the live replica lost the leader's Lease to %q", h)
 		}
 		v, ok := scrape(url, "netconf_migrator_missing_nads")
+		if ok {
+			last = fmt.Sprintf("%g", v)
+		}
 		return ok && v == 1, nil
 	})
+	if err != nil {
+		t.Fatalf("waiting for the gauge on a replica that does not lead: %v (last scraped: %s); its log:\n%s", err, last, c.logs())
+	}
 	if strings.Contains(c.logs(), "Taking the leader's Lease") {
 		t.Errorf("a replica took a live replica's Lease:\n%s", c.logs())
 	}
 }
 
-// journalFor stores a signed journal of a replacement that deleted nad
-// and has not created it again (step Deleted), removed when the test ends.
-func journalFor(t *testing.T, nad *nadv1.NetworkAttachmentDefinition) {
+// journalFor stores in backups a signed journal of a replacement that
+// deleted nad and has not created it again (step Deleted), removed when
+// the test ends.
+func journalFor(t *testing.T, backups string, nad *nadv1.NetworkAttachmentDefinition) {
 	t.Helper()
 	ctx := context.Background()
-	key, err := replace.LoadKey(ctx, env.Client, backupNamespace)
+	key, err := replace.LoadKey(ctx, env.Client, backups)
 	if err != nil {
 		t.Fatal(err)
 	}
 	u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
 		"metadata": map[string]any{"namespace": nad.Namespace, "name": nad.Name, "uid": "0000-missing-gauge"}, "spec": map[string]any{"config": nad.Spec.Config}}}
-	js := replace.SecretJournals{Client: env.Client, Namespace: backupNamespace, Key: key}
+	js := replace.SecretJournals{Client: env.Client, Namespace: backups, Key: key}
 	j := &replace.Journal{Run: "killed-run", Mode: "migrate", Step: replace.StepDeleted, Original: u}
 	if err := js.Save(ctx, j); err != nil {
 		t.Fatal(err)
