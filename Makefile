@@ -248,7 +248,7 @@ controller-gen: ## Build controller-gen from the tooling module into bin/.
 generate: $(CONTROLLER_GEN_DEP) ## Regenerate deep-copy functions and the NADMigration CRD.
 	$(CONTROLLER_GEN) object:headerFile=hack/boilerplate.go.txt paths=./apis/...
 	$(CONTROLLER_GEN) crd:maxDescLen=400 paths=./apis/netconfmigrator/... output:crd:artifacts:config=config/crd/bases
-	cp config/crd/bases/netconf-migrator.harvesterhci.io_nadmigrations.yaml config/chart/netconf-migrator/crds/
+	cp config/crd/bases/netconf-migrator.harvesterhci.io_nadmigrations.yaml config/chart/netconf-migrator/files/nadmigrations-crd.yaml
 	cp config/crd/bases/netconf-migrator.harvesterhci.io_nadmigrations.yaml apis/netconfmigrator/v1alpha1/zz_generated.crd.yaml
 
 # Fails when the generated files differ from what make generate writes. It

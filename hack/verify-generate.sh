@@ -16,7 +16,7 @@ git ls-files -z --cached --others --exclude-standard |
   tar --null -T - -cf - | tar -xf - -C "$copy"
 make --no-print-directory -s -C "$copy" generate ${CONTROLLER_GEN:+CONTROLLER_GEN="$CONTROLLER_GEN"} >/dev/null
 stale=0
-for d in apis config/crd config/chart/netconf-migrator/crds; do
+for d in apis config/crd config/chart/netconf-migrator/files; do
   diff -r -u "$d" "$copy/$d" || stale=1
 done
 if [[ $stale -ne 0 ]]; then

@@ -63,7 +63,17 @@ func TestPackageAndPush(t *testing.T) {
 	}
 	data, _ := io.ReadAll(rc)
 	got, err := loader.LoadArchive(bytes.NewReader(data))
-	if err != nil || got.Metadata.Version != want.Metadata.Version || len(got.CRDObjects()) != 1 {
-		t.Errorf("the pushed layer is not the chart: %v, %+v", err, got.Metadata)
+	if err != nil {
+		t.Fatalf("the pushed layer is not a chart archive: %v", err)
+	}
+	if got.Metadata.Version != want.Metadata.Version || len(got.Templates) != len(want.Templates) || len(got.Files) != len(want.Files) {
+		t.Errorf("the pushed layer is not the chart: %+v", got.Metadata)
+	}
+	var crd bool
+	for _, f := range got.Files {
+		crd = crd || f.Name == crdPath
+	}
+	if !crd {
+		t.Errorf("the pushed chart has no %s, which its CRD template renders", crdPath)
 	}
 }

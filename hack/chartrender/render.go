@@ -60,10 +60,12 @@ func render(dir, namespace string, values map[string]any, cfg *rest.Config) ([]b
 	sort.Strings(names)
 	var out bytes.Buffer
 	// The CRDs of crds/ first, as `helm template --include-crds` (and an
-	// install) puts them.
+	// install) puts them, then the templates' CRDs (Helm's install order),
+	// so one kubectl apply maps what follows.
 	for _, crd := range ch.CRDObjects() {
 		fmt.Fprintf(&out, "---\n# Source: %s\n%s\n", crd.Filename, strings.TrimSpace(strings.TrimPrefix(string(crd.File.Data), "---")))
 	}
+	var rest bytes.Buffer
 	for _, name := range names {
 		body := strings.TrimSpace(files[name])
 		// NOTES.txt is text for a person, not a manifest: helm template
@@ -75,10 +77,15 @@ func render(dir, namespace string, values map[string]any, cfg *rest.Config) ([]b
 		}
 		for _, doc := range strings.Split(body, "\n---") {
 			if doc = strings.TrimSpace(doc); doc != "" && strings.Contains(doc, "kind:") {
-				fmt.Fprintf(&out, "---\n# Source: %s\n%s\n", name, doc)
+				w := &rest
+				if strings.Contains(doc, "\nkind: CustomResourceDefinition\n") {
+					w = &out
+				}
+				fmt.Fprintf(w, "---\n# Source: %s\n%s\n", name, doc)
 			}
 		}
 	}
+	out.Write(rest.Bytes())
 	return out.Bytes(), nil
 }
 

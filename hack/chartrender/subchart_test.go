@@ -154,9 +154,11 @@ func TestNotesNameWhatTheChartMade(t *testing.T) {
 
 // TestTheChartsNADMigrationIsNamedByWhatItRuns: the same values render the
 // same NADMigration whatever the release revision (Argo CD renders every
-// one as 1; Helm counts up), so an upgrade that changes nothing starts no
-// run and keeps the report; a change of what it runs is a new object. The
-// earlier one is kept on upgrade by Helm and by Argo CD.
+// one as 1; Helm counts up), so an upgrade that changes nothing finds it
+// and starts no run (TestTheCRDUpgradesWithTheChart); a change of what it
+// runs is a new object. It is a post-install and post-upgrade hook (on a
+// first install its kind comes with the release's CRD), and a hook of
+// another name is never deleted: the earlier run's report is kept.
 func TestTheChartsNADMigrationIsNamedByWhatItRuns(t *testing.T) {
 	ch, err := loader.Load(filepath.Join("..", "..", "config", "chart", "netconf-migrator"))
 	if err != nil {
@@ -188,8 +190,8 @@ func TestTheChartsNADMigrationIsNamedByWhatItRuns(t *testing.T) {
 		t.Errorf("another run (recreate Never) has the same name %q", name(other))
 	}
 	ann := first["metadata"].(map[string]any)["annotations"].(map[string]any)
-	if ann["helm.sh/resource-policy"] != "keep" || ann["argocd.argoproj.io/sync-options"] != "Prune=false" {
-		t.Errorf("annotations %v: an upgrade would delete the earlier run and its report", ann)
+	if ann["helm.sh/hook"] != "post-install,post-upgrade" || ann["helm.sh/hook-delete-policy"] != "before-hook-creation" {
+		t.Errorf("annotations %v: want a post-install and post-upgrade hook that frees only its own name", ann)
 	}
 	if spec := first["spec"].(map[string]any); spec["operation"] != "Migrate" || spec["recreate"] != "Auto" || spec["timeout"] != "50m" {
 		t.Errorf("spec %v", spec)

@@ -13,6 +13,7 @@ import (
 	"helm.sh/helm/v3/pkg/chart/loader"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
@@ -26,98 +27,190 @@ import (
 
 const crdName = "nadmigrations.netconf-migrator.harvesterhci.io"
 
-// The NADMigration CRD follows the chart: Helm (helm install, upgrade and
-// uninstall, with Helm's own action package against a real API server)
-// installs crds/ once and leaves them on upgrade, as it documents; the
-// operator of the upgraded release, starting, applies its CRD, so the
-// served CRD gains the later version's printer column; uninstalling keeps
-// the CRD and the chart's NADMigration.
+// The NADMigration CRD follows the chart, as a template (crds.enabled),
+// with Helm's own install, upgrade and uninstall against a real API
+// server: a first install creates it and the chart's NADMigration (a hook,
+// since Helm maps every object of a release before it creates any); helm
+// upgrade alone gives the served CRD the next version's printer column
+// (Helm installs a chart's crds/ once and never upgrades them);
+// uninstalling keeps it and the NADMigration (crds.keep); installed again
+// with crds.keep=false, the release adopts the CRD it left, and
+// uninstalling then deletes it.
 func TestTheCRDUpgradesWithTheChart(t *testing.T) {
-	env := testenv.StartT(t, testenv.Options{Namespaces: []string{"netconf-migrator-system"}})
-	ctx := context.Background()
-	flags := genericclioptions.NewConfigFlags(false)
-	flags.KubeConfig = &env.KubeconfigPath
 	ns := "netconf-migrator-system"
-	flags.Namespace = &ns
-	cfg := &action.Configuration{}
-	if err := cfg.Init(flags, ns, "secret", t.Logf); err != nil {
-		t.Fatal(err)
-	}
-	dir := filepath.Join("..", "..", "config", "chart", "netconf-migrator")
-	first, err := loader.Load(dir)
+	env := testenv.StartT(t, testenv.Options{Namespaces: []string{ns}})
+	ctx := context.Background()
+	first, err := loader.Load(filepath.Join("..", "..", "config", "chart", "netconf-migrator"))
 	if err != nil {
 		t.Fatal(err)
 	}
 	values := map[string]any{"operator": map[string]any{"nadMigration": map[string]any{"create": true}}}
 
-	install := action.NewInstall(cfg)
+	install := action.NewInstall(helmConfig(t, env, ns))
 	install.ReleaseName, install.Namespace = "netconf-migrator", ns
-	if _, err := install.Run(first, values); err != nil {
-		t.Fatalf("helm install: %v", err)
+	rel, err := install.Run(first, values)
+	if err != nil {
+		t.Fatalf("helm install with the CRD and a NADMigration: %v", err)
 	}
-	columns := func() []string {
-		t.Helper()
-		crd := &apiextensionsv1.CustomResourceDefinition{}
-		if err := env.Client.Get(ctx, client.ObjectKey{Name: crdName}, crd); err != nil {
-			t.Fatalf("the served CRD: %v", err)
-		}
-		var names []string
-		for _, c := range crd.Spec.Versions[0].AdditionalPrinterColumns {
-			names = append(names, c.Name)
-		}
-		return names
+	if !strings.Contains(rel.Manifest, "kind: CustomResourceDefinition") {
+		t.Errorf("the release does not hold the CRD:\n%s", rel.Manifest)
 	}
-	installed := columns()
-	migrations := func() []string {
-		t.Helper()
-		list := &unstructured.UnstructuredList{}
-		list.SetAPIVersion("netconf-migrator.harvesterhci.io/v1alpha1")
-		list.SetKind("NADMigrationList")
-		if err := env.Client.List(ctx, list); err != nil {
-			t.Fatalf("listing NADMigrations: %v", err)
-		}
-		var names []string
-		for _, u := range list.Items {
-			names = append(names, u.GetName())
-		}
-		return names
+	crd := servedCRD(t, env)
+	if crd.Annotations["helm.sh/resource-policy"] != "keep" || crd.Annotations["meta.helm.sh/release-name"] != "netconf-migrator" {
+		t.Errorf("the installed CRD's annotations: %v, want the release's and resource-policy keep", crd.Annotations)
 	}
-	if m := migrations(); len(m) != 1 {
+	installed := columns(servedCRD(t, env))
+	m := migrations(t, env)
+	if len(m) != 1 {
 		t.Fatalf("NADMigrations after install: %v, want the chart's one", m)
 	}
 
-	// The next version: a copy of the chart whose CRD gains a column.
-	next, crdManifest := withPrinterColumn(t, first, "Test", ".metadata.uid")
-	upgrade := action.NewUpgrade(cfg)
+	// The next version: a copy of the chart whose CRD gains a column. No
+	// operator runs: Helm upgrades the CRD.
+	next, _ := withPrinterColumn(t, first, "Test", ".metadata.uid")
+	// A configuration of its own, as each helm command has: one kept from
+	// the install would remember the API server as it was then.
+	upgrade := action.NewUpgrade(helmConfig(t, env, ns))
 	upgrade.Namespace = ns
 	if _, err := upgrade.Run("netconf-migrator", next, values); err != nil {
 		t.Fatalf("helm upgrade: %v", err)
 	}
-	if got := columns(); strings.Join(got, ",") != strings.Join(installed, ",") {
-		t.Fatalf("helm upgrade changed the served CRD (%v, was %v): Helm is documented not to", got, installed)
+	want := strings.Join(append(installed, "Test"), ",")
+	if got := columns(servedCRD(t, env)); strings.Join(got, ",") != want {
+		t.Errorf("after helm upgrade the served CRD's columns are %v, want %s", got, want)
 	}
-	// The upgraded operator starts, built as the operator command builds
-	// it (NewManager, then Setup), and applies its CRD.
+	// The same spec and appVersion: the same NADMigration, not made anew
+	// (a new one would run again).
+	if after := migrations(t, env); strings.Join(after, ",") != strings.Join(m, ",") {
+		t.Errorf("NADMigrations after an upgrade that changed neither spec nor version: %v, were %v", after, m)
+	}
+
+	if _, err := action.NewUninstall(helmConfig(t, env, ns)).Run("netconf-migrator"); err != nil {
+		t.Fatalf("helm uninstall: %v", err)
+	}
+	if got := columns(servedCRD(t, env)); strings.Join(got, ",") != want {
+		t.Errorf("after uninstall, the CRD's columns are %v", got)
+	}
+	if m := migrations(t, env); len(m) != 1 {
+		t.Errorf("NADMigrations after uninstall: %v, want the chart's one kept", m)
+	}
+
+	// crds.keep=false: the same release again adopts the CRD it kept, and
+	// takes it when it goes.
+	again := action.NewInstall(helmConfig(t, env, ns))
+	again.ReleaseName, again.Namespace = "netconf-migrator", ns
+	if rel, err := again.Run(next, map[string]any{"crds": map[string]any{"keep": false}}); err != nil || !strings.Contains(rel.Manifest, "kind: CustomResourceDefinition") {
+		t.Fatalf("helm install again with crds.keep=false: %v, want the kept CRD adopted", err)
+	}
+	if _, err := action.NewUninstall(helmConfig(t, env, ns)).Run("netconf-migrator"); err != nil {
+		t.Fatalf("helm uninstall: %v", err)
+	}
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+		return apierrors.IsNotFound(env.Client.Get(ctx, client.ObjectKey{Name: crdName}, &apiextensionsv1.CustomResourceDefinition{})), nil
+	})
+	if err != nil {
+		t.Errorf("uninstalled with crds.keep=false, the CRD is still served")
+	}
+}
+
+// A CRD the release did not install (an earlier version's crds/, which
+// Helm installed with no release, or another tool) is left alone: Helm
+// would refuse to import it and fail the install. The operator, wired as
+// the binary wires it (NewManager, then Setup), keeps it at its version.
+// crds.enabled=false renders no CRD at all.
+func TestTheChartLeavesACRDItDidNotInstall(t *testing.T) {
+	ns := "netconf-migrator-system"
+	env := testenv.StartT(t, testenv.Options{Namespaces: []string{ns}})
+	ctx := context.Background()
+	ch, err := loader.Load(filepath.Join("..", "..", "config", "chart", "netconf-migrator"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	if out, err := Render(filepath.Join("..", "..", "config", "chart", "netconf-migrator"), ns, map[string]any{"crds": map[string]any{"enabled": false}}); err != nil || strings.Contains(string(out), "kind: CustomResourceDefinition") {
+		t.Errorf("rendered with crds.enabled=false: %v, want no CRD", err)
+	}
+	// As 0.2's crds/ left it: the chart's CRD, no release's metadata.
+	old := &apiextensionsv1.CustomResourceDefinition{}
+	if err := yaml.Unmarshal(crdFile(t, ch), old); err != nil {
+		t.Fatal(err)
+	}
+	if err := env.Client.Create(ctx, old); err != nil {
+		t.Fatal(err)
+	}
+	installed := columns(servedCRD(t, env))
+
+	next, crdManifest := withPrinterColumn(t, ch, "Test", ".metadata.uid")
+	install := action.NewInstall(helmConfig(t, env, ns))
+	install.ReleaseName, install.Namespace = "netconf-migrator", ns
+	rel, err := install.Run(next, nil)
+	if err != nil {
+		t.Fatalf("helm install beside a CRD no release owns: %v", err)
+	}
+	if strings.Contains(rel.Manifest, "kind: CustomResourceDefinition") {
+		t.Errorf("the release took over a CRD it did not install")
+	}
+	if got := columns(servedCRD(t, env)); strings.Join(got, ",") != strings.Join(installed, ",") {
+		t.Fatalf("helm install changed a CRD it did not install: %v, was %v", got, installed)
+	}
+	// The release's operator starts, and applies its CRD.
 	startOperator(t, env, ns, operator.Options{UpgradeCRD: true, Version: "v9.9.9", CRDManifest: crdManifest})
 	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(context.Context) (bool, error) {
-		got := columns()
+		got := columns(servedCRD(t, env))
 		return len(got) == len(installed)+1 && got[len(got)-1] == "Test", nil
 	})
 	if err != nil {
-		t.Errorf("after the upgraded operator started, the served CRD's columns are %v, want %v and Test", columns(), installed)
-	}
-
-	uninstall := action.NewUninstall(cfg)
-	if _, err := uninstall.Run("netconf-migrator"); err != nil {
-		t.Fatalf("helm uninstall: %v", err)
-	}
-	if got := columns(); len(got) != len(installed)+1 {
-		t.Errorf("after uninstall, the CRD's columns are %v", got)
-	}
-	if m := migrations(); len(m) != 1 {
-		t.Errorf("NADMigrations after uninstall: %v, want the chart's one kept", m)
+		t.Errorf("after the operator started, the served CRD's columns are %v, want %v and Test", columns(servedCRD(t, env)), installed)
 	}
 }
+
+// servedCRD is the NADMigration CRD the API server serves.
+func servedCRD(t *testing.T, env *testenv.Env) *apiextensionsv1.CustomResourceDefinition {
+	t.Helper()
+	crd := &apiextensionsv1.CustomResourceDefinition{}
+	if err := env.Client.Get(context.Background(), client.ObjectKey{Name: crdName}, crd); err != nil {
+		t.Fatalf("the served CRD: %v", err)
+	}
+	return crd
+}
+
+func columns(crd *apiextensionsv1.CustomResourceDefinition) []string {
+	var names []string
+	for _, c := range crd.Spec.Versions[0].AdditionalPrinterColumns {
+		names = append(names, c.Name)
+	}
+	return names
+}
+
+// migrations names every NADMigration as name/uid.
+func migrations(t *testing.T, env *testenv.Env) []string {
+	t.Helper()
+	list := &unstructured.UnstructuredList{}
+	list.SetAPIVersion("netconf-migrator.harvesterhci.io/v1alpha1")
+	list.SetKind("NADMigrationList")
+	if err := env.Client.List(context.Background(), list); err != nil {
+		t.Fatalf("listing NADMigrations: %v", err)
+	}
+	var names []string
+	for _, u := range list.Items {
+		names = append(names, u.GetName()+"/"+string(u.GetUID()))
+	}
+	return names
+}
+
+// crdFile is the chart's NADMigration CRD, as make generate writes it.
+func crdFile(t *testing.T, ch *chart.Chart) []byte {
+	t.Helper()
+	for _, f := range ch.Files {
+		if f.Name == crdPath {
+			return f.Data
+		}
+	}
+	t.Fatalf("the chart has no %s", crdPath)
+	return nil
+}
+
+// crdPath is where the chart keeps the CRD its template renders.
+const crdPath = "files/nadmigrations-crd.yaml"
 
 // withPrinterColumn returns a copy of ch, one patch version on, whose
 // NADMigration CRD has one more printer column, and that CRD.
@@ -131,7 +224,7 @@ func withPrinterColumn(t *testing.T, ch *chart.Chart, name, path string) (*chart
 	var manifest []byte
 	for _, f := range ch.Files {
 		data := f.Data
-		if strings.HasPrefix(f.Name, "crds/") && strings.Contains(string(data), crdName) {
+		if f.Name == crdPath {
 			crd := &apiextensionsv1.CustomResourceDefinition{}
 			if err := yaml.Unmarshal(data, crd); err != nil {
 				t.Fatal(err)
@@ -147,7 +240,7 @@ func withPrinterColumn(t *testing.T, ch *chart.Chart, name, path string) (*chart
 		next.Files = append(next.Files, &chart.File{Name: f.Name, Data: data})
 	}
 	if manifest == nil {
-		t.Fatal("the chart has no NADMigration CRD in crds/")
+		t.Fatalf("the chart has no %s", crdPath)
 	}
 	return &next, manifest
 }
@@ -241,6 +334,12 @@ func TestInstallingUnderAnotherNameKeepsTheBackupNamespace(t *testing.T) {
 	}
 	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(backup), &corev1.Secret{}); err != nil {
 		t.Errorf("the backup the first release's tool kept: %v", err)
+	}
+	// The CRD the first release kept (crds.keep) is another release's: the
+	// Addon's leaves it (Helm would refuse to import it), and the
+	// NADMigrations in it stay.
+	if crd := servedCRD(t, env); crd.Annotations["meta.helm.sh/release-name"] != "netconf-migrator" {
+		t.Errorf("the kept CRD changed hands: %v", crd.Annotations)
 	}
 	ns := &corev1.Namespace{}
 	if err := env.Client.Get(ctx, client.ObjectKey{Name: backups}, ns); err != nil || ns.Labels["pod-security.kubernetes.io/enforce"] != "restricted" {

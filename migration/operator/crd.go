@@ -23,14 +23,15 @@ import (
 const AnnotationCRDVersion = "netconf-migrator.harvesterhci.io/version"
 
 // CRDUpgrader keeps the served NADMigration CRD at the operator's own
-// version. Helm installs a chart's crds/ once and never changes them, and
-// Harvester's helm-controller has Helm's semantics, so without it the
-// first schema change would leave every Helm and Addon install on the old
-// CRD. The elected replica applies the CRD it was built with (server-side
+// version. The chart upgrades the CRD it installed (a template), but one
+// an earlier version's crds/ installed belongs to no release (Helm
+// installs crds/ once and never changes them, and Harvester's
+// helm-controller has Helm's semantics), nor does a kustomize install's
+// between applies; without it those would stay on the old CRD. The
+// elected replica applies the CRD it was built with (server-side
 // apply, forcing the fields Helm or kubectl set) unless the served one was
 // applied by a newer version: a rollback of the operator never takes
-// fields away from objects a newer one wrote. Uninstalling keeps the CRD
-// and every NADMigration, as Helm does with crds/.
+// fields away from objects a newer one wrote.
 type CRDUpgrader struct {
 	Client  client.Client
 	Version string

@@ -26,7 +26,7 @@ var everything = map[string]any{
 }
 
 // keepsItsName is what the chart names the same whatever the overrides:
-// the CRD (its name is its group's; a file of crds/, unlabelled), the
+// the CRD (its name is its group's), the
 // NADMigration (named by the release and what it runs) and the backup
 // namespace (a value).
 func keepsItsName(u *unstructured.Unstructured) bool {
@@ -83,7 +83,7 @@ func TestChartNamesFollowTheOverrides(t *testing.T) {
 		if strings.Contains(name, "netconf-migrator") && !keepsItsName(u) {
 			t.Errorf("%s keeps the chart's name", key)
 		}
-		if got, ok := u.GetLabels()["app.kubernetes.io/name"]; u.GetKind() != "CustomResourceDefinition" && (!ok || got != "nadfix") {
+		if got, ok := u.GetLabels()["app.kubernetes.io/name"]; !ok || got != "nadfix" {
 			t.Errorf("%s: app.kubernetes.io/name %q, want nadfix", key, got)
 		}
 	}
