@@ -117,7 +117,7 @@ UNIT_P ?= 4
 TEST_LDFLAGS ?= -ldflags=-w
 UNIT_SHARD_TESTS := TestKilledRuns TestRecreateKilledAtEachStep TestTwoRunsOneKilledMidReplacement \
   TestPreHookOnEachHarvesterRelease TestSoakMigration TestConcurrentWriter \
-  TestChaos TestSIGTERMWaitsForAReplacementUnderWay TestAKilledOperatorsLeaseIsTakenInBoundedTime
+  TestChaos TestSIGTERMWaitsForAReplacementUnderWay TestAKilledOperatorsLeaseIsTakenInBoundedTime TestTheToolUpgradesItself
 UNIT_SHARD_PKGS := ./migration/e2e ./migration/operator/e2e
 # The rehearsal, on a control plane of its own, runs once the others are
 # done: beside them, on two cores already saturated, TestChaos and it
