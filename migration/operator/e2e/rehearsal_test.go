@@ -22,6 +22,7 @@ import (
 	"testing"
 	"time"
 
+	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	rbacv1 "k8s.io/api/rbac/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -30,6 +31,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/wait"
 	toolscache "k8s.io/client-go/tools/cache"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/cache"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
@@ -375,6 +377,10 @@ func TestRehearsal(t *testing.T) {
 		// Another controller's labels and annotations, kept by every fix.
 		seeded{ns: tenant, name: "others", config: nestedOn("mgmt", "others", 54), labels: map[string]string{harvester.LabelClusterNetwork: "mgmt", harvester.LabelNetworkType: "L2VlanNetwork", harvester.LabelVlanID: "54", "app.kubernetes.io/managed-by": "fleet"},
 			annotations: map[string]string{"objectset.rio.cattle.io/id": "fleet-agent", "example.com/owner": "team-a"}},
+		// Double-encoded, no VM: on v1.5 only a replacement fixes it (the
+		// webhook cannot decode it, so refuses every update): 0.2's
+		// operator is killed in the middle of its replacement.
+		seeded{ns: tenant, name: "double", config: strconv.Quote(flatOn("mgmt", "double", 55)), labels: vlanLabels("mgmt", 55)},
 		// v1.7's blocking cleanup: a double-encoded NAD beside nested ones.
 		seeded{ns: tenant, name: "cn2-double", config: strconv.Quote(flatOn("cn2", "cn2-double", 60)), labels: vlanLabels("cn2", 60), usedBy: "vm-cn2", running: true},
 		seeded{ns: tenant, name: "cn2-nested-a", config: nestedOn("cn2", "cn2-nested-a", 61), labels: vlanLabels("cn2", 61)},
@@ -431,7 +437,13 @@ func TestRehearsal(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKeyFromObject(pod), pod); err != nil {
 		t.Fatal(err)
 	}
-	readyDeploymentOn(t, env, ownNamespace, "netconf-migrator-operator", "operator", "netconf-migrator-operator")
+	// netconf-migrator 0.2 (commit02, the last build that kept its backups
+	// beside the webhook), installed from its own chart: its operator runs
+	// first, with the chart's arguments (operator.fixLegacy=Replace), and
+	// is upgraded to this build part way (below).
+	old := buildAt(t, commit02)
+	oldArgs := append(renderedOperatorArgs(t, env, filepath.Join(checkout(t, commit02), "config", "chart", "netconf-migrator"), ownNamespace), "--fix-legacy", "Replace")
+	markDeploymentsReady(t, env, ownNamespace)
 	port, err := testenv.FreePort("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
@@ -442,8 +454,19 @@ func TestRehearsal(t *testing.T) {
 	// loses its leader's Lease while the API server is down exits, by
 	// design), in the same Pod.
 	var opMu sync.Mutex
-	held := false // its Pod is being drained: not restarted
-	op := startContainerOn(t, env, bin, pod, metrics, opArgs...)
+	held := false     // its Pod is being drained: not restarted
+	upgraded := false // this build runs, not 0.2
+	// launch starts the operator's container of the version installed.
+	launch := func() *container {
+		if !upgraded {
+			return runContainer(t, old, pod, oldArgs)
+		}
+		return startContainerOn(t, env, bin, pod, metrics, opArgs...)
+	}
+	// Harvester's controllers are down until 0.2 is killed: the deletion
+	// of the NAD it replaces waits on their finalizers.
+	h.Controllers.SetDown(true)
+	op := launch()
 	opStarts := 1
 	stopKubelet := make(chan struct{})
 	kubeletDone := make(chan struct{})
@@ -465,7 +488,7 @@ func TestRehearsal(t *testing.T) {
 				// API server's restart makes it crash-loop for seconds).
 				lines := strings.Split(strings.TrimSpace(cur.logs()), "\n")
 				t.Logf("the operator's container ended by itself (%v): %s", cur.cmd.ProcessState, lines[len(lines)-1])
-				op = startContainerOn(t, env, bin, pod, metrics, opArgs...)
+				op = launch()
 				opStarts++
 			}
 			opMu.Unlock()
@@ -476,7 +499,7 @@ func TestRehearsal(t *testing.T) {
 		opMu.Lock()
 		defer opMu.Unlock()
 		op.kill()
-		op = startContainerOn(t, env, bin, pod, metrics, opArgs...)
+		op = launch()
 		opStarts++
 	}
 	// drain stops the operator's Pod for a while (a node drain), until
@@ -491,7 +514,7 @@ func TestRehearsal(t *testing.T) {
 		opMu.Lock()
 		defer opMu.Unlock()
 		held = false
-		op = startContainerOn(t, env, bin, pod, metrics, opArgs...)
+		op = launch()
 		opStarts++
 	}
 	operatorLog := func() string {
@@ -503,6 +526,64 @@ func TestRehearsal(t *testing.T) {
 		}
 		return l
 	}
+
+	// The tool upgrades itself, on v1.5, with one of 0.2's replacements
+	// open: 0.2 is killed once it deleted the double-encoded NAD, whose
+	// deletion then finishes. This build is installed over it through the
+	// same path (its chart applied, its Deployment's new Pod), and the
+	// administrator moves 0.2's backups as docs/operations.md says.
+	doubleRef := client.ObjectKey{Namespace: tenant, Name: "double"}
+	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 3*time.Minute, true, func(context.Context) (bool, error) {
+		n := &nadv1.NetworkAttachmentDefinition{}
+		return c.Get(ctx, doubleRef, n) == nil && n.DeletionTimestamp != nil, nil
+	})
+	if err != nil {
+		opMu.Lock()
+		var about []string
+		for _, l := range strings.Split(op.logs(), "\n") {
+			if strings.Contains(l, doubleRef.String()) || strings.Contains(l, `"level":"error"`) {
+				about = append(about, l)
+			}
+		}
+		opMu.Unlock()
+		t.Fatalf("waiting for 0.2's operator to delete %s to replace it: %v\nwhat it logged of it, and its errors:\n%s", doubleRef, err, strings.Join(about, "\n"))
+	}
+	drain()
+	earlier := &corev1.SecretList{}
+	if err := c.List(ctx, earlier, client.InNamespace(ownNamespace), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil || len(earlier.Items) == 0 {
+		t.Fatalf("0.2 left no backup beside the webhook (%v) while %s was deleted", err, doubleRef)
+	}
+	h.Controllers.SetDown(false)
+	waitFor(t, "Harvester's controllers to finish the deletion 0.2 started", func() (bool, error) {
+		return apierrors.IsNotFound(c.Get(ctx, doubleRef, &nadv1.NetworkAttachmentDefinition{})), nil
+	})
+	root, err := testenv.RepoRoot()
+	if err != nil {
+		t.Fatal(err)
+	}
+	renderedOperatorArgs(t, env, filepath.Join(root, "config", "chart", "netconf-migrator"), ownNamespace)
+	markDeploymentsReady(t, env, ownNamespace)
+	if out, err := exec.Command(bin, "journals", "move", "--from", ownNamespace, "--backup-namespace", backupNamespace, "--yes", "--kubeconfig", env.KubeconfigPath).CombinedOutput(); err != nil {
+		t.Fatalf("journals move after upgrading from 0.2: %v\n%s", err, out)
+	}
+	newPod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ownNamespace, Name: "netconf-migrator-operator-9b1e4-rh"},
+		Spec: corev1.PodSpec{ServiceAccountName: "netconf-migrator-operator", Containers: []corev1.Container{{Name: "operator", Image: "netconf-migrator"}}}}
+	harvester.Create(t, c, newPod)
+	if err := c.Get(ctx, client.ObjectKeyFromObject(newPod), newPod); err != nil {
+		t.Fatal(err)
+	}
+	opMu.Lock()
+	upgraded, pod = true, newPod
+	opMu.Unlock()
+	upgradedAt := time.Now()
+	undrain()
+	waitFor(t, "this build to create again the NAD 0.2 was replacing", func() (bool, error) {
+		n := &nadv1.NetworkAttachmentDefinition{}
+		return c.Get(ctx, doubleRef, n) == nil && netconf.Normalize([]byte(n.Spec.Config)).Form == netconf.FormFlat, nil
+	})
+	toolUpgrade := fmt.Sprintf("netconf-migrator 0.2 (%s) killed mid-replacement and upgraded to this build; the NAD back %s after this build started",
+		commit02[:7], time.Since(upgradedAt).Round(time.Millisecond))
+	t.Logf("REHEARSAL %s", toolUpgrade)
 
 	// The GitOps controller: its nested manifest applied every second, as
 	// Argo CD or Fleet re-apply what drifted; every apply that changed the
@@ -729,6 +810,9 @@ func TestRehearsal(t *testing.T) {
 		beforeForms, _ := formsOf()
 		events.take()
 		faults := []string{}
+		if next == harvester.V16 {
+			faults = append(faults, "netconf-migrator 0.2 killed mid-replacement, then upgraded")
+		}
 
 		// The writers and the GitOps controller run a while on this release.
 		time.Sleep(*rehearsalCalm)
@@ -884,6 +968,26 @@ func TestRehearsal(t *testing.T) {
 }
 
 func ptrTrue() *bool { b := true; return &b }
+
+// markDeploymentsReady reports the chart's Deployments in ns rolled out
+// and ready, as a kubelet and the Deployment controller would (neither
+// runs here): the pre-hook finds the operator by its Deployment.
+func markDeploymentsReady(t *testing.T, env *testenv.Env, ns string) {
+	t.Helper()
+	list := &appsv1.DeploymentList{}
+	if err := env.Client.List(context.Background(), list, client.InNamespace(ns), client.MatchingLabels{"app.kubernetes.io/name": "netconf-migrator"}); err != nil {
+		t.Fatal(err)
+	}
+	for i := range list.Items {
+		d := &list.Items[i]
+		n := ptr.Deref(d.Spec.Replicas, 1)
+		d.Status.ObservedGeneration = d.Generation
+		d.Status.Replicas, d.Status.ReadyReplicas, d.Status.UpdatedReplicas, d.Status.AvailableReplicas = n, n, n, n
+		if err := env.Client.Status().Update(context.Background(), d); err != nil {
+			t.Fatalf("marking Deployment %s/%s ready: %v", ns, d.Name, err)
+		}
+	}
+}
 
 // impersonating writes a kubeconfig that acts as user (and groups) with
 // the admin credentials, as `kubectl --as` does.
