@@ -224,15 +224,17 @@ func multusNetworks(names []string) []any {
 	return out
 }
 
-// NewSetting returns a Harvester Setting (storage-network, rwx-network)
-// pointing at the NAD it made, as Harvester's controllers annotate it.
+// NewSetting returns a Harvester Setting (storage-network, rwx-network,
+// vm-migration-network) pointing at the NAD it made, as Harvester's
+// controllers annotate it: the NAD, and the hash of the value it was made
+// for (settings.go).
 func NewSetting(name, value, nad string) *unstructured.Unstructured {
 	u := &unstructured.Unstructured{}
 	u.SetGroupVersionKind(SettingGVK)
 	u.SetName(name)
 	u.Object["value"] = value
 	if nad != "" {
-		u.SetAnnotations(map[string]string{name + ".settings.harvesterhci.io" + settingNADAnnotationSufix: nad})
+		u.SetAnnotations(map[string]string{name + ".settings.harvesterhci.io" + settingNADAnnotationSufix: nad, SettingHashLabel(name): SettingHash(value)})
 	}
 	return u
 }

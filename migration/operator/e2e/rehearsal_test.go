@@ -358,6 +358,23 @@ func TestRehearsal(t *testing.T) {
 	vlanLabels := func(cn string, vlan int) map[string]string {
 		return map[string]string{harvester.LabelClusterNetwork: cn, harvester.LabelNetworkType: "L2VlanNetwork", harvester.LabelVlanID: strconv.Itoa(vlan)}
 	}
+	// The settings' values, and the hash label their controllers find
+	// their NADs by (test/harvester/settings.go).
+	settingValues := map[string]string{
+		"storage-network":      `{"clusterNetwork":"mgmt","vlan":70,"range":"10.52.0.0/24"}`,
+		"rwx-network":          `{"clusterNetwork":"mgmt","vlan":71,"range":"10.53.0.0/24"}`,
+		"vm-migration-network": `{"clusterNetwork":"mgmt","vlan":72,"range":"10.54.0.0/24"}`,
+	}
+	settingNADs := map[string]string{
+		"storage-network":      harvester.SystemNamespace + "/storagenetwork-r7k2p",
+		"rwx-network":          harvester.SystemNamespace + "/rwx-network-b8m4q",
+		"vm-migration-network": harvester.SystemNamespace + "/vm-migration-network-x2c9d",
+	}
+	settingLabels := func(setting, value string, vlan int) map[string]string {
+		l := vlanLabels("mgmt", vlan)
+		l[harvester.SettingHashLabel(setting)] = harvester.SettingHash(value)
+		return l
+	}
 	nestedOn := func(cn, name string, vlan int) string {
 		return fmt.Sprintf(`{"NetConf":{"cniVersion":"0.3.1","name":"%s","type":"bridge","ipam":{}},"bridge":"%s-br","promiscMode":true,"vlan":%d}`, name, cn, vlan)
 	}
@@ -387,11 +404,11 @@ func TestRehearsal(t *testing.T) {
 		seeded{ns: tenant, name: "cn2-nested-b", config: nestedOn("cn2", "cn2-nested-b", 62), labels: vlanLabels("cn2", 62)},
 		// The NADs of Harvester's settings.
 		seeded{ns: harvester.SystemNamespace, name: "storagenetwork-r7k2p", setting: true, config: `{"NetConf":{"cniVersion":"0.3.1","type":"bridge","ipam":{"type":"whereabouts","range":"10.52.0.0/24"}},"bridge":"mgmt-br","promiscMode":true,"vlan":70}`,
-			labels: vlanLabels("mgmt", 70), annotations: map[string]string{harvester.StorageNetworkAnnotation: "true"}},
+			labels: settingLabels("storage-network", settingValues["storage-network"], 70), annotations: map[string]string{harvester.StorageNetworkAnnotation: "true"}},
 		seeded{ns: harvester.SystemNamespace, name: "rwx-network-b8m4q", setting: true, config: `{"NetConf":{"cniVersion":"0.3.1","type":"bridge","ipam":{"type":"whereabouts","range":"10.53.0.0/24"}},"bridge":"mgmt-br","promiscMode":true,"vlan":71}`,
-			labels: vlanLabels("mgmt", 71), annotations: map[string]string{harvester.RWXNetworkAnnotation: "true"}},
+			labels: settingLabels("rwx-network", settingValues["rwx-network"], 71), annotations: map[string]string{harvester.RWXNetworkAnnotation: "true"}},
 		seeded{ns: harvester.SystemNamespace, name: "vm-migration-network-x2c9d", setting: true, config: `{"NetConf":{"cniVersion":"0.3.1","type":"bridge","ipam":{"type":"whereabouts","range":"10.54.0.0/24"}},"bridge":"mgmt-br","promiscMode":true,"vlan":72}`,
-			labels: vlanLabels("mgmt", 72), annotations: map[string]string{harvester.VMMigrationAnnotation: "true"}},
+			labels: settingLabels("vm-migration-network", settingValues["vm-migration-network"], 72), annotations: map[string]string{harvester.VMMigrationAnnotation: "true"}},
 	)
 	bySeed := map[string]seeded{}
 	for _, s := range pop {
@@ -401,8 +418,9 @@ func TestRehearsal(t *testing.T) {
 		harvester.NewVM(tenant, "vm-stopped", "stopped-vm"),
 		harvester.NewVM(tenant, "vm-running", "running-vm"), harvester.NewVMI(tenant, "vm-running", "running-vm"),
 		harvester.NewVM(tenant, "vm-cn2", "cn2-double"), harvester.NewVMI(tenant, "vm-cn2", "cn2-double"),
-		harvester.NewSetting("storage-network", `{"clusterNetwork":"mgmt","vlan":70,"range":"10.52.0.0/24"}`, harvester.SystemNamespace+"/storagenetwork-r7k2p"),
-		harvester.NewSetting("rwx-network", `{"clusterNetwork":"mgmt","vlan":71,"range":"10.53.0.0/24"}`, harvester.SystemNamespace+"/rwx-network-b8m4q"),
+	}
+	for _, setting := range []string{"storage-network", "rwx-network", "vm-migration-network"} {
+		vms = append(vms, harvester.NewSetting(setting, settingValues[setting], settingNADs[setting]))
 	}
 
 	release := harvester.V15
@@ -411,11 +429,21 @@ func TestRehearsal(t *testing.T) {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() { _ = h.Remove(ctx) })
+	// The double-encoded NAD carries Harvester's finalizers from its
+	// creation, as one stored flat and rewritten behind the webhooks' back
+	// does: Harvester's controllers cannot put them on later (its webhooks
+	// refuse every update of a config they cannot decode, the finalizers'
+	// included), and without them its deletion would end at once and
+	// leave no replacement open.
+	doubleRef := client.ObjectKey{Namespace: tenant, Name: "double"}
 	h.Pause(func() {
 		harvester.Create(t, c, vms...)
 		var objs []client.Object
 		for _, s := range pop {
 			n := &nadv1.NetworkAttachmentDefinition{ObjectMeta: metav1.ObjectMeta{Namespace: s.ns, Name: s.name, Labels: s.labels, Annotations: s.annotations}}
+			if s.ref() == doubleRef.String() {
+				n.Finalizers = release.Finalizers()
+			}
 			n.Spec.Config = s.config
 			objs = append(objs, n)
 		}
@@ -532,7 +560,6 @@ func TestRehearsal(t *testing.T) {
 	// deletion then finishes. This build is installed over it through the
 	// same path (its chart applied, its Deployment's new Pod), and the
 	// administrator moves 0.2's backups as docs/operations.md says.
-	doubleRef := client.ObjectKey{Namespace: tenant, Name: "double"}
 	err = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 3*time.Minute, true, func(context.Context) (bool, error) {
 		n := &nadv1.NetworkAttachmentDefinition{}
 		return c.Get(ctx, doubleRef, n) == nil && n.DeletionTimestamp != nil, nil
@@ -715,6 +742,11 @@ func TestRehearsal(t *testing.T) {
 						problems = append(problems, fmt.Sprintf("%s lost its annotation %s", ref, k))
 					}
 				}
+				for k, v := range s.labels {
+					if n.Labels[k] != v {
+						problems = append(problems, fmt.Sprintf("%s lost its label %s=%s", ref, k, v))
+					}
+				}
 			}
 			deletedMu.Lock()
 			for name := range deleted {
@@ -732,6 +764,18 @@ func TestRehearsal(t *testing.T) {
 					} else if f != netconf.FormFlat && !(r.AtLeast(harvester.V17) && blocked(all, "mgmt")) {
 						problems = append(problems, fmt.Sprintf("%s is %s, which %s lets the tool fix", ref, f, r))
 					}
+				}
+			}
+			// Each setting's controller still finds its one NAD by its hash
+			// label: none would make a second one.
+			for setting, want := range settingNADs {
+				found, err := harvester.SettingNADs(ctx, c, setting, settingValues[setting])
+				if err != nil || len(found) != 1 || found[0].Namespace+"/"+found[0].Name != want {
+					var names []string
+					for _, n := range found {
+						names = append(names, n.Namespace+"/"+n.Name)
+					}
+					problems = append(problems, fmt.Sprintf("Harvester's %s controller would find %v as its NAD (%v), want %s", setting, names, err, want))
 				}
 			}
 			if g, ok := all[gitopsNS+"/gitops-vlan"]; ok && netconf.Normalize([]byte(g.Spec.Config)).Form != netconf.FormFlat {
