@@ -193,6 +193,15 @@ func TestTheChartsNADMigrationIsNamedByWhatItRuns(t *testing.T) {
 	if ann["helm.sh/hook"] != "post-install,post-upgrade" || ann["helm.sh/hook-delete-policy"] != "before-hook-creation" {
 		t.Errorf("annotations %v: want a post-install and post-upgrade hook that frees only its own name", ann)
 	}
+	// For Argo CD: a plain object, kept, applied once the CRD is.
+	argo := render(7, map[string]any{"create": true, "helmHook": false})
+	if name(argo) != name(first) {
+		t.Errorf("helmHook changed the run's name: %q, was %q", name(argo), name(first))
+	}
+	if ann := argo["metadata"].(map[string]any)["annotations"].(map[string]any); ann["helm.sh/hook"] != nil || ann["helm.sh/resource-policy"] != "keep" ||
+		ann["argocd.argoproj.io/sync-options"] != "Prune=false,SkipDryRunOnMissingResource=true" {
+		t.Errorf("annotations with helmHook=false %v: want a kept plain object Argo CD applies after the CRD", ann)
+	}
 	if spec := first["spec"].(map[string]any); spec["operation"] != "Migrate" || spec["recreate"] != "Auto" || spec["timeout"] != "50m" {
 		t.Errorf("spec %v", spec)
 	}

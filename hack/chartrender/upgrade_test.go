@@ -2,6 +2,7 @@ package chartrender
 
 import (
 	"context"
+	"io"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -11,6 +12,10 @@ import (
 	"helm.sh/helm/v3/pkg/action"
 	"helm.sh/helm/v3/pkg/chart"
 	"helm.sh/helm/v3/pkg/chart/loader"
+	"helm.sh/helm/v3/pkg/chartutil"
+	kubefake "helm.sh/helm/v3/pkg/kube/fake"
+	"helm.sh/helm/v3/pkg/storage"
+	"helm.sh/helm/v3/pkg/storage/driver"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
@@ -83,6 +88,27 @@ func TestTheCRDUpgradesWithTheChart(t *testing.T) {
 	// (a new one would run again).
 	if after := migrations(t, env); strings.Join(after, ",") != strings.Join(m, ",") {
 		t.Errorf("NADMigrations after an upgrade that changed neither spec nor version: %v, were %v", after, m)
+	}
+
+	// An operator newer than the chart (its image pinned ahead) applies
+	// its CRD, one more column; a helm upgrade that changes another value
+	// renders the CRD as served and takes nothing away from it.
+	_, newer := withPrinterColumn(t, next, "Newer", ".metadata.name")
+	startOperator(t, env, ns, operator.Options{UpgradeCRD: true, Version: "v9.9.9", CRDManifest: newer})
+	want = strings.Join(append(installed, "Test", "Newer"), ",")
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, 2*time.Minute, true, func(context.Context) (bool, error) {
+		return strings.Join(columns(servedCRD(t, env)), ",") == want, nil
+	})
+	if err != nil {
+		t.Fatalf("the newer operator's CRD is not served: %v, want %s", columns(servedCRD(t, env)), want)
+	}
+	replicas := action.NewUpgrade(helmConfig(t, env, ns))
+	replicas.Namespace = ns
+	if _, err := replicas.Run("netconf-migrator", next, map[string]any{"operator": values["operator"], "replicas": 3}); err != nil {
+		t.Fatalf("helm upgrade of replicas: %v", err)
+	}
+	if got := columns(servedCRD(t, env)); strings.Join(got, ",") != want {
+		t.Errorf("a helm upgrade took the newer operator's CRD back: columns %v, want %s", got, want)
 	}
 
 	if _, err := action.NewUninstall(helmConfig(t, env, ns)).Run("netconf-migrator"); err != nil {
@@ -363,5 +389,45 @@ func TestInstallingBesideABackupNamespaceThePreHookMade(t *testing.T) {
 	}
 	if strings.Contains(rel.Manifest, "kind: Namespace") {
 		t.Errorf("the release took over a namespace it did not make:\n%s", rel.Manifest)
+	}
+}
+
+// helm upgrade --reuse-values renders with the values the release was
+// made with: from a chart without the crds values (0.2 and before), each
+// defaults to true on its own, so the CRD is rendered and kept, not
+// refused with a nil pointer nor rendered without keep. Helm's memory
+// storage and a printing client: no API server.
+func TestReuseValuesFromAChartWithoutCRDValues(t *testing.T) {
+	cur, err := loader.Load(filepath.Join("..", "..", "config", "chart", "netconf-migrator"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	old, err := loader.Load(filepath.Join("..", "..", "config", "chart", "netconf-migrator"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	delete(old.Values, "crds")
+	var tpls []*chart.File
+	for _, f := range old.Templates {
+		if f.Name != "templates/crds.yaml" {
+			tpls = append(tpls, f)
+		}
+	}
+	old.Templates = tpls
+	cfg := &action.Configuration{Releases: storage.Init(driver.NewMemory()), KubeClient: &kubefake.PrintingKubeClient{Out: io.Discard},
+		Capabilities: chartutil.DefaultCapabilities, Log: t.Logf}
+	in := action.NewInstall(cfg)
+	in.ReleaseName, in.Namespace = "netconf-migrator", "netconf-migrator-system"
+	if _, err := in.Run(old, map[string]any{"replicas": 3}); err != nil {
+		t.Fatalf("installing a chart without the crds values: %v", err)
+	}
+	up := action.NewUpgrade(cfg)
+	up.Namespace, up.ReuseValues = "netconf-migrator-system", true
+	rel, err := up.Run("netconf-migrator", cur, nil)
+	if err != nil {
+		t.Fatalf("helm upgrade --reuse-values onto this chart: %v", err)
+	}
+	if !strings.Contains(rel.Manifest, "kind: CustomResourceDefinition") || !strings.Contains(rel.Manifest, "helm.sh/resource-policy: keep") {
+		t.Errorf("upgraded with --reuse-values, the release's CRD is not rendered and kept:\n%s", rel.Manifest)
 	}
 }
