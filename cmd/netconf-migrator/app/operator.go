@@ -1,7 +1,9 @@
 package app
 
 import (
+	"errors"
 	"fmt"
+	"net/url"
 	"os"
 	"time"
 
@@ -48,6 +50,12 @@ webhook's: the Secrets it keeps (signed backups, their key, reports) are in
 			}
 			mgr, err := operator.NewManager(cfg, m, log)
 			if err != nil {
+				// The manager maps its types through the API server when
+				// it is built: not reaching it is no usage error (a Pod
+				// restarted by its kubelet, not a bad manifest).
+				if unreachable(err) {
+					return &ExitError{Code: ExitStopped, Err: fmt.Errorf("the API server could not be reached at start: %w", err)}
+				}
 				return usageError("%w", err)
 			}
 			o.Version = version.String()
@@ -79,4 +87,12 @@ webhook's: the Secrets it keeps (signed backups, their key, reports) are in
 	f.StringVar(&m.MetricsCertDir, "metrics-cert-dir", "", "directory holding the metrics' tls.crt and tls.key (default: a self-signed certificate made in memory)")
 	f.BoolVar(&m.EnableHTTP2, "enable-http2", false, "serve HTTP/2 (off by default)")
 	return cmd
+}
+
+// unreachable is an error of a request that got no answer from the API
+// server (refused, reset, timed out): client-go returns those as
+// *url.Error.
+func unreachable(err error) bool {
+	var u *url.Error
+	return errors.As(err, &u)
 }
