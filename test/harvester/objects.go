@@ -234,7 +234,7 @@ func NewSetting(name, value, nad string) *unstructured.Unstructured {
 	u.SetName(name)
 	u.Object["value"] = value
 	if nad != "" {
-		u.SetAnnotations(map[string]string{name + ".settings.harvesterhci.io" + settingNADAnnotationSufix: nad, SettingHashLabel(name): SettingHash(value)})
+		u.SetAnnotations(map[string]string{name + ".settings.harvesterhci.io" + settingNADAnnotationSufix: nad, SettingHashLabel(name): SettingHash(name, value)})
 	}
 	return u
 }

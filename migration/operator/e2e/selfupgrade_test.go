@@ -18,6 +18,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/version"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -115,11 +116,37 @@ func buildAt(t *testing.T, commit string) string {
 	return bin
 }
 
-// renderedOperatorArgs renders chart (a chart directory) as an install
-// into namespace does, applies it, and returns the operator container's
-// arguments with its ports moved to this machine's choice (no kubelet
+// installed is what applying a chart's render made: the operator
+// container's arguments, and every object by kind/namespace/name.
+type installed struct {
+	args    []string
+	objects map[string]*unstructured.Unstructured
+}
+
+// upgradeChart applies chart over from as helm upgrade does: the new
+// render applied, then every object of the earlier one the new one lacks
+// deleted, unless Helm keeps it (helm.sh/resource-policy: keep, or a CRD
+// of crds/). kubectl apply alone would leave the earlier version's RBAC
+// in place, rights this version's chart no longer grants.
+func upgradeChart(t *testing.T, env *testenv.Env, from installed, chart, namespace string) installed {
+	t.Helper()
+	to := installChart(t, env, chart, namespace)
+	for key, u := range from.objects {
+		if _, ok := to.objects[key]; ok || u.GetKind() == "CustomResourceDefinition" || u.GetAnnotations()["helm.sh/resource-policy"] == "keep" {
+			continue
+		}
+		if err := env.Client.Delete(context.Background(), u); err != nil && !apierrors.IsNotFound(err) {
+			t.Fatalf("deleting %s, which the upgraded chart no longer makes: %v", key, err)
+		}
+	}
+	return to
+}
+
+// installChart renders chart (a chart directory) as an install into
+// namespace does, applies it, and returns what it made, with the operator
+// container's arguments' ports moved to this machine's choice (no kubelet
 // runs the Deployment here).
-func renderedOperatorArgs(t *testing.T, env *testenv.Env, chart, namespace string) []string {
+func installChart(t *testing.T, env *testenv.Env, chart, namespace string) installed {
 	t.Helper()
 	ctx := context.Background()
 	out, err := testenv.RenderChart(testenv.ChartOptions{Chart: chart, Namespace: namespace, Kubeconfig: env.KubeconfigPath})
@@ -139,6 +166,18 @@ func renderedOperatorArgs(t *testing.T, env *testenv.Env, chart, namespace strin
 	if _, stderr, err := env.Kubectl(ctx, bytes.Join(apply, []byte("\n---")), "apply", "--server-side", "--force-conflicts", "-f", "-"); err != nil {
 		t.Fatalf("applying the chart rendered from %s: %v\n%s", chart, err, stderr)
 	}
+	made := installed{objects: map[string]*unstructured.Unstructured{}}
+	for _, doc := range apply {
+		u := &unstructured.Unstructured{}
+		if yaml.Unmarshal(doc, &u.Object) != nil || u.GetKind() == "" {
+			continue
+		}
+		if u.GetNamespace() == "" && u.GetKind() != "Namespace" && u.GetKind() != "CustomResourceDefinition" && !strings.HasPrefix(u.GetKind(), "Cluster") &&
+			!strings.HasSuffix(u.GetKind(), "WebhookConfiguration") && !strings.HasPrefix(u.GetKind(), "ValidatingAdmissionPolicy") {
+			u.SetNamespace(namespace)
+		}
+		made.objects[u.GetKind()+"/"+u.GetNamespace()+"/"+u.GetName()] = u
+	}
 	for _, doc := range docs {
 		dep := &appsv1.Deployment{}
 		if yaml.Unmarshal(doc, dep) != nil || dep.Kind != "Deployment" || dep.Labels["app.kubernetes.io/component"] != "operator" {
@@ -156,10 +195,11 @@ func renderedOperatorArgs(t *testing.T, env *testenv.Env, chart, namespace strin
 			}
 			args = append(args, a)
 		}
-		return append(args, "--kubeconfig", env.KubeconfigPath)
+		made.args = append(args, "--kubeconfig", env.KubeconfigPath)
+		return made
 	}
 	t.Fatalf("the chart rendered from %s has no operator Deployment", chart)
-	return nil
+	return installed{}
 }
 
 // TestTheToolUpgradesItself: a cluster runs the last build that kept its
@@ -181,6 +221,11 @@ func TestTheToolUpgradesItself(t *testing.T) {
 	c := env.Client
 	old := buildAt(t, commit02)
 	bin := testenv.BuildBinary(t)
+	v, err := exec.Command(bin, "version").Output()
+	if err != nil {
+		t.Fatal(err)
+	}
+	buildVersion := strings.TrimSpace(string(v))
 	root, err := testenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
@@ -209,7 +254,8 @@ func TestTheToolUpgradesItself(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKeyFromObject(pod), pod); err != nil {
 		t.Fatal(err)
 	}
-	oldArgs := renderedOperatorArgs(t, env, filepath.Join(checkout(t, commit02), "config", "chart", "netconf-migrator"), ownNamespace)
+	was := installChart(t, env, filepath.Join(checkout(t, commit02), "config", "chart", "netconf-migrator"), ownNamespace)
+	oldArgs := was.args
 	h.Controllers.SetDown(true) // the deletion waits on Harvester's finalizers
 	first := runContainer(t, old, pod, oldArgs)
 	nm := &v1alpha1.NADMigration{ObjectMeta: metav1.ObjectMeta{Name: "before-the-upgrade"}, Spec: v1alpha1.NADMigrationSpec{Recreate: v1alpha1.RecreateAuto, Namespaces: []string{ns}}}
@@ -236,25 +282,62 @@ func TestTheToolUpgradesItself(t *testing.T) {
 		return cur == nil, nil
 	})
 
-	// This build, installed over it the same way; the administrator moves
-	// the earlier backups (docs/operations.md), which the operator may not
-	// list beside the webhook.
-	newArgs := renderedOperatorArgs(t, env, filepath.Join(root, "config", "chart", "netconf-migrator"), ownNamespace)
+	// This build, installed over it the same way: its chart applied, a new
+	// Pod (a new image is a new ReplicaSet), the operator run with the
+	// rendered arguments as its ServiceAccount under the chart's RBAC,
+	// which may not list Secrets beside the webhook: 0.2's backup stays
+	// there, reported, until the administrator moves it
+	// (docs/operations.md).
+	newArgs := upgradeChart(t, env, was, filepath.Join(root, "config", "chart", "netconf-migrator"), ownNamespace).args
+	port, err := testenv.FreePort("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	metrics := fmt.Sprintf("127.0.0.1:%d", port)
+	asOperator := impersonating(t, env, "system:serviceaccount:"+ownNamespace+":netconf-migrator-operator",
+		"system:serviceaccounts", "system:serviceaccounts:"+ownNamespace, "system:authenticated")
+	// The later flags win over the rendered ones.
+	newArgs = append(newArgs, "--kubeconfig", asOperator, "--metrics-bind-address", metrics, "--metrics-secure=false")
+	newPod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ownNamespace, Name: "netconf-migrator-operator-8c2f1-new"},
+		Spec: corev1.PodSpec{ServiceAccountName: "netconf-migrator-operator", Containers: []corev1.Container{{Name: "operator", Image: "netconf-migrator"}}}}
+	harvester.Create(t, c, newPod)
+	if err := c.Get(ctx, client.ObjectKeyFromObject(newPod), newPod); err != nil {
+		t.Fatal(err)
+	}
+	second := runContainer(t, bin, newPod, newArgs)
+	last := "not scraped"
+	err = wait.PollUntilContextTimeout(ctx, 100*time.Millisecond, time.Minute, true, func(context.Context) (bool, error) {
+		v, ok := scrape("http://"+metrics+"/metrics", "netconf_migrator_earlier_backups_unseen")
+		if ok {
+			last = fmt.Sprint(v)
+		}
+		return ok && v == 1, nil
+	})
+	if err != nil {
+		t.Fatalf("this build's operator, as its ServiceAccount, did not report 0.2's backup it may not see: %v (last scraped: %s)\n%s", err, last, second.logs())
+	}
+	kept := &corev1.SecretList{}
+	if err := c.List(ctx, kept, client.InNamespace(ownNamespace), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil || len(kept.Items) != 1 {
+		t.Fatalf("0.2's backup beside the webhook before journals move: %d (%v), want it there still\n%s", len(kept.Items), err, second.logs())
+	}
 	move := exec.Command(bin, "journals", "move", "--from", ownNamespace, "--backup-namespace", backupNamespace, "--yes", "--kubeconfig", env.KubeconfigPath)
 	if out, err := move.CombinedOutput(); err != nil {
 		t.Fatalf("journals move: %v\n%s", err, out)
 	}
-	second := runContainer(t, bin, pod, newArgs)
 	waitFor(t, "this build's operator to create the NAD again", func() (bool, error) {
 		f, cur := formOn(t, env, ns, "vlan100")
 		return cur != nil && cur.UID != before.UID && f == netconf.FormFlat, nil
 	})
-	for _, where := range []string{ownNamespace, backupNamespace} {
-		left := &corev1.SecretList{}
-		if err := c.List(ctx, left, client.InNamespace(where), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil || len(left.Items) != 0 {
-			t.Errorf("%d backups left in %s (%v)\n%s", len(left.Items), where, err, second.logs())
+	// The backup goes once the NAD stands (created first, then closed).
+	waitFor(t, "no backup left in either namespace", func() (bool, error) {
+		for _, where := range []string{ownNamespace, backupNamespace} {
+			left := &corev1.SecretList{}
+			if err := c.List(ctx, left, client.InNamespace(where), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil || len(left.Items) != 0 {
+				return false, err
+			}
 		}
-	}
+		return true, nil
+	})
 	// The earlier key went with the last backup it signed: nothing of the
 	// tool's is left beside the webhook.
 	if err := c.Get(ctx, client.ObjectKey{Namespace: ownNamespace, Name: replace.KeySecretName}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
@@ -267,7 +350,7 @@ func TestTheToolUpgradesItself(t *testing.T) {
 		if err := c.Get(ctx, client.ObjectKey{Name: "nadmigrations." + v1alpha1.GroupVersion.Group}, crd); err != nil {
 			return false, err
 		}
-		return crd.Annotations[operator.AnnotationCRDVersion] != "", nil
+		return crd.Annotations[operator.AnnotationCRDVersion] == buildVersion, nil
 	})
 	// The NADMigration 0.2 started, and was killed in, is finished by this
 	// build: not left Reconciling for ever.
