@@ -117,12 +117,14 @@ UNIT_P ?= 4
 TEST_LDFLAGS ?= -ldflags=-w
 UNIT_SHARD_TESTS := TestKilledRuns TestRecreateKilledAtEachStep TestTwoRunsOneKilledMidReplacement \
   TestPreHookOnEachHarvesterRelease TestSoakMigration TestConcurrentWriter \
-  TestChaos TestSIGTERMWaitsForAReplacementUnderWay TestAKilledOperatorsLeaseIsTakenInBoundedTime TestTheToolUpgradesItself
+  TestSIGTERMWaitsForAReplacementUnderWay TestAKilledOperatorsLeaseIsTakenInBoundedTime TestTheToolUpgradesItself
 UNIT_SHARD_PKGS := ./migration/e2e ./migration/operator/e2e
-# The rehearsal, on a control plane of its own, runs once the others are
-# done: beside them, on two cores already saturated, TestChaos and it
-# missed their bounds.
-UNIT_UPGRADE_TESTS := TestRehearsal
+# The tests whose liveness bounds a saturated machine breaks run once the
+# others are done, one after another: the rehearsal and TestChaos (each on
+# control planes of their own; beside the suites on two cores they missed
+# their convergence bounds, TestChaos in 2 of 4 full runs of 2026-12-07,
+# and passed alone at once), and the deadline test's 3 s attempt.
+UNIT_UPGRADE_TESTS := TestChaos TestARetryPastItsDeadlineResumesFirst TestRehearsal
 empty :=
 space := $(empty) $(empty)
 UNIT_SHARD_NAMES := $(subst $(space),|,$(strip $(UNIT_SHARD_TESTS)))
