@@ -6,12 +6,17 @@ import (
 	"sort"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/google/go-cmp/cmp"
+	appsv1 "k8s.io/api/apps/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/api/meta"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/yaml"
 
+	"github.com/harvester/netconf-migrator/migration"
+	"github.com/harvester/netconf-migrator/migration/operator"
 	"github.com/harvester/netconf-migrator/test/testenv"
 )
 
@@ -145,6 +150,9 @@ func TestChartInstalls(t *testing.T) {
 			"replicas":          {"replicas": "two"},
 			"certificates.mode": {"certificates": map[string]any{"mode": "vault"}},
 			"webhook.onInvalid": {"webhook": map[string]any{"onInvalid": "maybe"}},
+			// A duration string is what --replace-budget takes, but the
+			// grace period is counted from this number.
+			"operator.replaceBudgetSeconds": {"operator": map[string]any{"replaceBudgetSeconds": "2m"}},
 		} {
 			_, err := testenv.RenderChart(testenv.ChartOptions{Namespace: ownNamespace, Values: values})
 			if err == nil || !strings.Contains(err.Error(), strings.ReplaceAll(path, ".", "/")) {
@@ -225,4 +233,46 @@ func namespaced(t *testing.T, u *unstructured.Unstructured) bool {
 		return true // a kind the control plane does not serve (cert-manager's): compare
 	}
 	return m.Scope.Name() == meta.RESTScopeNameNamespace
+}
+
+// TestTheChartsGracePeriodCoversTheReplaceBudget: operator.replaceBudgetSeconds
+// sets --replace-budget, and the operator Pod's grace period follows it, so
+// the kubelet never kills a stopping operator while a replacement it
+// started is still inside its budget.
+func TestTheChartsGracePeriodCoversTheReplaceBudget(t *testing.T) {
+	for _, seconds := range []int{0, 5, 600, 3600} {
+		var values map[string]any
+		want := migration.DefaultReplaceBudget
+		if seconds > 0 {
+			values = map[string]any{"operator": map[string]any{"replaceBudgetSeconds": seconds}}
+			want = time.Duration(seconds) * time.Second
+		}
+		out, err := testenv.RenderChart(testenv.ChartOptions{Namespace: ownNamespace, Values: values})
+		if err != nil {
+			t.Fatal(err)
+		}
+		u := objects(t, out)["Deployment/netconf-migrator-operator"]
+		if u == nil {
+			t.Fatal("the chart renders no operator Deployment")
+		}
+		dep := &appsv1.Deployment{}
+		if err := runtime.DefaultUnstructuredConverter.FromUnstructured(u.Object, dep); err != nil {
+			t.Fatal(err)
+		}
+		var budget time.Duration
+		for _, a := range dep.Spec.Template.Spec.Containers[0].Args {
+			if v, ok := strings.CutPrefix(a, "--replace-budget="); ok {
+				if budget, err = time.ParseDuration(v); err != nil {
+					t.Fatal(err)
+				}
+			}
+		}
+		if budget != want {
+			t.Errorf("replaceBudgetSeconds %d renders --replace-budget=%s, want %s", seconds, budget, want)
+		}
+		grace := time.Duration(*dep.Spec.Template.Spec.TerminationGracePeriodSeconds) * time.Second
+		if need := operator.ShutdownGrace(budget); grace <= need {
+			t.Errorf("replaceBudgetSeconds %d: terminationGracePeriodSeconds is %s; the operator waits up to %s for a replacement before it exits", seconds, grace, need)
+		}
+	}
 }
