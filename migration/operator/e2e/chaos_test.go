@@ -632,7 +632,25 @@ func startWebhookProcessMetrics(t *testing.T, env *testenv.Env, bin, probeNS str
 		"--secret-name=netconf-migrator-webhook-cert", "--service-name=netconf-migrator-webhook", "--webhook-config-name="+mwc.Name,
 		"--extra-dns-names=localhost", "--host=127.0.0.1", fmt.Sprintf("--port=%d", port), "--cert-dir="+t.TempDir(),
 		"--health-probe-bind-address=0", "--metrics-bind-address="+metrics, "--metrics-secure=false", "--drain-period=0")
-	// Until the API server calls it: a nested dry-run create comes back flat.
+	waitForWebhook(t, env, probeNS)
+	return w
+}
+
+// runWebhook runs bin's webhook with args (a chart's rendered ones, from
+// installChart) as the container webhook of Pod pod, restarted after
+// pause whenever it ends, until the API server calls it.
+func runWebhook(t *testing.T, env *testenv.Env, bin string, args []string, pod, probeNS string, pause func() time.Duration) *supervised {
+	t.Helper()
+	w := superviseIn(t, []string{"POD_NAMESPACE=" + ownNamespace, "POD_NAME=" + pod}, "webhook-"+pod, pause, bin, args...)
+	waitForWebhook(t, env, probeNS)
+	return w
+}
+
+// waitForWebhook waits until the API server calls our webhook: a nested
+// dry-run create in probeNS comes back flat.
+func waitForWebhook(t *testing.T, env *testenv.Env, probeNS string) {
+	t.Helper()
+	ctx := context.Background()
 	waitFor(t, "the API server to call our webhook", func() (bool, error) {
 		n := newNAD(probeNS, "webhook-probe", `{"NetConf":{"cniVersion":"0.3.1","name":"probe","type":"bridge"},"bridge":"mgmt-br","vlan":100}`)
 		n.Labels = map[string]string{"network.harvesterhci.io/clusternetwork": "mgmt", "network.harvesterhci.io/type": "L2VlanNetwork", "network.harvesterhci.io/vlan-id": "100"}
@@ -641,7 +659,6 @@ func startWebhookProcessMetrics(t *testing.T, env *testenv.Env, bin, probeNS str
 		}
 		return netconf.Normalize([]byte(n.Spec.Config)).Form == netconf.FormFlat, nil
 	})
-	return w
 }
 
 // supervised is a process started again whenever it ends, after a pause,
@@ -651,16 +668,28 @@ type supervised struct {
 	mu      sync.Mutex
 	cmd     *exec.Cmd
 	starts  atomic.Int64
+	// stop ends the process and its supervision (its Pod deleted).
+	stop func()
 }
 
 func supervise(t *testing.T, metrics string, pause func() time.Duration, bin string, args ...string) *supervised {
+	return superviseIn(t, nil, metrics, pause, bin, args...)
+}
+
+// superviseIn is supervise with more environment (the downward API's).
+func superviseIn(t *testing.T, environ []string, metrics string, pause func() time.Duration, bin string, args ...string) *supervised {
 	p := &supervised{metrics: metrics}
 	stop := make(chan struct{})
 	done := make(chan struct{})
+	var once sync.Once
+	p.stop = func() { once.Do(func() { close(stop) }); <-done }
 	go func() {
 		defer close(done)
 		for {
 			cmd := exec.Command(bin, args...)
+			if environ != nil {
+				cmd.Env = append(os.Environ(), environ...)
+			}
 			// What a process said before a fault cut it: the only account
 			// of a run that hangs.
 			logFile := chaosLog(t, fmt.Sprintf("%s-%s-%03d", args[0], strings.TrimPrefix(strings.TrimPrefix(metrics, "http://127.0.0.1:"), "http://"), p.starts.Load()))
@@ -697,7 +726,7 @@ func supervise(t *testing.T, metrics string, pause func() time.Duration, bin str
 			}
 		}
 	}()
-	t.Cleanup(func() { close(stop); <-done })
+	t.Cleanup(p.stop)
 	return p
 }
 

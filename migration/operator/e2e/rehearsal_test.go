@@ -263,9 +263,13 @@ func (s seeded) fixableOn(r harvester.Release, form netconf.Form, blockedCN bool
 
 // TestRehearsal takes one control plane through the path Harvester
 // supports, one minor release at a time (v1.5, v1.6, v1.7, v1.8, v1.9),
-// as Harvester upgrades it, with netconf-migrator installed all along (its
-// webhook and its operator, --fix-legacy=Replace, as processes with the
-// chart's arguments and its Pod's downward API), and at each step:
+// as Harvester upgrades it, with netconf-migrator installed all along:
+// first 0.2 (commit02), then this build over it. Each is installed from its
+// own chart (operator.fixLegacy=Replace; this build's with
+// operator.replaceBudgetSeconds=10), and its webhook and operator run as
+// processes with the rendered arguments (addresses and certificate
+// directory aside), the Pod's downward API, and a kubeconfig that acts as
+// the chart's ServiceAccount under the chart's RBAC. At each step:
 //
 //   - Harvester's upgrade Job's pre_upgrade_manifest, taken from
 //     upgrade_manifests.sh of the release's upgrade image (the module
@@ -455,10 +459,20 @@ func TestRehearsal(t *testing.T) {
 	events := watchNADs(t, env)
 
 	// netconf-migrator as installed: the webhook, and the operator as its
-	// Deployment's container (restarted in the same Pod after a kill).
+	// Deployment's container (restarted in the same Pod after a kill), each
+	// with its chart's rendered arguments, as its chart's ServiceAccount
+	// under its chart's RBAC.
 	var hookPause atomic.Int64 // how long our webhook's Pod takes to come back
 	hookPause.Store(int64(time.Second))
-	hook := startWebhookProcess(t, env, bin, tenant, func() time.Duration { return time.Duration(hookPause.Load()) })
+	webhookPort, err := testenv.FreePort("127.0.0.1")
+	if err != nil {
+		t.Fatal(err)
+	}
+	webhookURL := fmt.Sprintf("https://localhost:%d", webhookPort)
+	asOperator := impersonating(t, env, "system:serviceaccount:"+ownNamespace+":netconf-migrator-operator",
+		"system:serviceaccounts", "system:serviceaccounts:"+ownNamespace, "system:authenticated")
+	asWebhook := impersonating(t, env, "system:serviceaccount:"+ownNamespace+":netconf-migrator-webhook",
+		"system:serviceaccounts", "system:serviceaccounts:"+ownNamespace, "system:authenticated")
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ownNamespace, Name: "netconf-migrator-operator-5c8d7-rh"},
 		Spec: corev1.PodSpec{ServiceAccountName: "netconf-migrator-operator", Containers: []corev1.Container{{Name: "operator", Image: "netconf-migrator"}}}}
 	harvester.Create(t, c, pod)
@@ -466,29 +480,32 @@ func TestRehearsal(t *testing.T) {
 		t.Fatal(err)
 	}
 	// netconf-migrator 0.2 (commit02, the last build that kept its backups
-	// beside the webhook), installed from its own chart: its operator runs
-	// first, with the chart's arguments (operator.fixLegacy=Replace), and
-	// is upgraded to this build part way (below).
+	// beside the webhook), installed from its own chart with
+	// operator.fixLegacy=Replace: its webhook and operator run first, and
+	// are upgraded to this build part way (below).
 	old := buildAt(t, commit02)
-	was := installChart(t, env, filepath.Join(checkout(t, commit02), "config", "chart", "netconf-migrator"), ownNamespace)
-	oldArgs := append(was.args, "--fix-legacy", "Replace")
+	was := installChart(t, env, filepath.Join(checkout(t, commit02), "config", "chart", "netconf-migrator"), ownNamespace,
+		chartInstall{values: map[string]any{"operator": map[string]any{"fixLegacy": "Replace"}}, webhookURL: webhookURL})
+	oldArgs := append(was.args, "--kubeconfig", asOperator)
 	markDeploymentsReady(t, env, ownNamespace)
-	// This build's metrics address, chosen when it is installed (a port
-	// chosen now could be taken by then).
+	hook := runWebhook(t, env, old, append(was.webhookArgs, "--kubeconfig", asWebhook), "netconf-migrator-webhook-6f4d9-rh", tenant,
+		func() time.Duration { return time.Duration(hookPause.Load()) })
+	// This build's arguments and metrics address, chosen when it is
+	// installed (a port chosen now could be taken by then).
 	var metrics string
-	opArgs := []string{"--fix-legacy", "Replace", "--replace-budget", "10s"}
+	var opArgs []string
 	// The kubelet restarts the container whenever it ends (a replica that
 	// loses its leader's Lease while the API server is down exits, by
 	// design), in the same Pod.
 	var opMu sync.Mutex
 	held := false     // its Pod is being drained: not restarted
-	upgraded := false // this build runs, not 0.2
+	upgradedOn := false // this build runs, not 0.2
 	// launch starts the operator's container of the version installed.
 	launch := func() *container {
-		if !upgraded {
+		if !upgradedOn {
 			return runContainer(t, old, pod, oldArgs)
 		}
-		return startContainerOn(t, env, bin, pod, metrics, opArgs...)
+		return runContainer(t, bin, pod, opArgs)
 	}
 	// Harvester's controllers are down until 0.2 is killed: the deletion
 	// of the NAD it replaces waits on their finalizers.
@@ -588,8 +605,19 @@ func TestRehearsal(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	upgradeChart(t, env, was, filepath.Join(root, "config", "chart", "netconf-migrator"), ownNamespace)
+	// Its webhook's Pod goes, and this build's comes up behind the same
+	// Service (the chart's webhook configuration, applied again, keeps the
+	// CA bundle 0.2's webhook injected; this build's reads the same
+	// certificate Secret).
+	hook.stop()
+	// The rehearsal's operator answers a replacement held by a finalizer no
+	// controller removes (the v1.6 agent's) within seconds, not the default
+	// 2 minutes: the figure is the chart's value.
+	upgraded := upgradeChart(t, env, was, filepath.Join(root, "config", "chart", "netconf-migrator"), ownNamespace,
+		chartInstall{values: map[string]any{"operator": map[string]any{"fixLegacy": "Replace", "replaceBudgetSeconds": 10}}, webhookURL: webhookURL})
 	markDeploymentsReady(t, env, ownNamespace)
+	hook = runWebhook(t, env, bin, append(upgraded.webhookArgs, "--kubeconfig", asWebhook), "netconf-migrator-webhook-9b1e4-rh", tenant,
+		func() time.Duration { return time.Duration(hookPause.Load()) })
 	if out, err := exec.Command(bin, "journals", "move", "--from", ownNamespace, "--backup-namespace", backupNamespace, "--yes", "--kubeconfig", env.KubeconfigPath).CombinedOutput(); err != nil {
 		t.Fatalf("journals move after upgrading from 0.2: %v\n%s", err, out)
 	}
@@ -604,7 +632,9 @@ func TestRehearsal(t *testing.T) {
 		t.Fatal(err)
 	}
 	opMu.Lock()
-	upgraded, pod, metrics = true, newPod, fmt.Sprintf("127.0.0.1:%d", port)
+	metrics = fmt.Sprintf("127.0.0.1:%d", port)
+	// The later flags win over the rendered ones.
+	upgradedOn, pod, opArgs = true, newPod, append(upgraded.args, "--kubeconfig", asOperator, "--metrics-bind-address", metrics, "--metrics-secure=false")
 	opMu.Unlock()
 	upgradedAt := time.Now()
 	undrain()

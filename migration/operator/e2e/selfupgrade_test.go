@@ -5,6 +5,7 @@ import (
 	"context"
 	"encoding/json"
 	"fmt"
+	"net/url"
 	"os"
 	"os/exec"
 	"path/filepath"
@@ -12,6 +13,7 @@ import (
 	"testing"
 	"time"
 
+	admissionregistrationv1 "k8s.io/api/admissionregistration/v1"
 	appsv1 "k8s.io/api/apps/v1"
 	corev1 "k8s.io/api/core/v1"
 	apiextensionsv1 "k8s.io/apiextensions-apiserver/pkg/apis/apiextensions/v1"
@@ -21,6 +23,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/util/version"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/yaml"
 
@@ -116,11 +119,25 @@ func buildAt(t *testing.T, commit string) string {
 	return bin
 }
 
-// installed is what applying a chart's render made: the operator
-// container's arguments, and every object by kind/namespace/name.
+// installed is what applying a chart's render made: the operator's and
+// the webhook's container arguments, and every object by
+// kind/namespace/name.
 type installed struct {
-	args    []string
-	objects map[string]*unstructured.Unstructured
+	args        []string
+	webhookArgs []string
+	objects     map[string]*unstructured.Unstructured
+}
+
+// chartInstall is how a test installs a chart.
+type chartInstall struct {
+	// values go over the chart's defaults, as --set does.
+	values map[string]any
+	// webhookURL (https://localhost:port) is where the rendered webhook
+	// configuration sends admissions instead of the chart's Service: the
+	// address the webhook's process serves here, its Service's stand-in.
+	// Empty: the configuration is not applied (no webhook runs, and it
+	// would send every NAD write to a Service no kubelet backs).
+	webhookURL string
 }
 
 // upgradeChart applies chart over from as helm upgrade does: the new
@@ -128,9 +145,9 @@ type installed struct {
 // deleted, unless Helm keeps it (helm.sh/resource-policy: keep, or a CRD
 // of crds/). kubectl apply alone would leave the earlier version's RBAC
 // in place, rights this version's chart no longer grants.
-func upgradeChart(t *testing.T, env *testenv.Env, from installed, chart, namespace string) installed {
+func upgradeChart(t *testing.T, env *testenv.Env, from installed, chart, namespace string, o chartInstall) installed {
 	t.Helper()
-	to := installChart(t, env, chart, namespace)
+	to := installChart(t, env, chart, namespace, o)
 	for key, u := range from.objects {
 		if _, ok := to.objects[key]; ok || u.GetKind() == "CustomResourceDefinition" || u.GetAnnotations()["helm.sh/resource-policy"] == "keep" {
 			continue
@@ -143,25 +160,54 @@ func upgradeChart(t *testing.T, env *testenv.Env, from installed, chart, namespa
 }
 
 // installChart renders chart (a chart directory) as an install into
-// namespace does, applies it, and returns what it made, with the operator
-// container's arguments' ports moved to this machine's choice (no kubelet
-// runs the Deployment here).
-func installChart(t *testing.T, env *testenv.Env, chart, namespace string) installed {
+// namespace does, applies it, and returns what it made. The containers'
+// arguments are the rendered ones, but for what no kubelet runs here:
+// the probe and metrics addresses are off, the certificate directory is a
+// temporary one, the webhook serves o.webhookURL's port on 127.0.0.1 with
+// localhost in its certificate, and both talk to env (a caller gives a
+// kubeconfig of the ServiceAccount's after them: the later flag wins).
+func installChart(t *testing.T, env *testenv.Env, chart, namespace string, o chartInstall) installed {
 	t.Helper()
 	ctx := context.Background()
-	out, err := testenv.RenderChart(testenv.ChartOptions{Chart: chart, Namespace: namespace, Kubeconfig: env.KubeconfigPath})
+	out, err := testenv.RenderChart(testenv.ChartOptions{Chart: chart, Namespace: namespace, Kubeconfig: env.KubeconfigPath, Values: o.values})
 	if err != nil {
 		t.Fatal(err)
 	}
-	// Without the webhook's configuration: the webhook is not run here
-	// (TestRehearsal runs it), and the configuration would send every NAD
-	// write to a Service no kubelet backs.
+	var webhookPort string
+	if o.webhookURL != "" {
+		u, err := url.Parse(o.webhookURL)
+		if err != nil {
+			t.Fatal(err)
+		}
+		webhookPort = u.Port()
+	}
 	var apply [][]byte
 	docs := bytes.Split(out, []byte("\n---"))
 	for _, doc := range docs {
 		if !bytes.Contains(doc, []byte("kind: MutatingWebhookConfiguration")) {
 			apply = append(apply, doc)
+			continue
 		}
+		if o.webhookURL == "" {
+			continue
+		}
+		mwc := &admissionregistrationv1.MutatingWebhookConfiguration{}
+		if err := yaml.Unmarshal(doc, mwc); err != nil {
+			t.Fatalf("decoding the chart's webhook configuration: %v", err)
+		}
+		for i := range mwc.Webhooks {
+			svc := mwc.Webhooks[i].ClientConfig.Service
+			if svc == nil {
+				t.Fatalf("the chart's webhook %s calls no Service", mwc.Webhooks[i].Name)
+			}
+			u := o.webhookURL + ptr.Deref(svc.Path, "/")
+			mwc.Webhooks[i].ClientConfig.Service, mwc.Webhooks[i].ClientConfig.URL = nil, &u
+		}
+		raw, err := yaml.Marshal(mwc)
+		if err != nil {
+			t.Fatal(err)
+		}
+		apply = append(apply, append([]byte("\n"), raw...))
 	}
 	if _, stderr, err := env.Kubectl(ctx, bytes.Join(apply, []byte("\n---")), "apply", "--server-side", "--force-conflicts", "-f", "-"); err != nil {
 		t.Fatalf("applying the chart rendered from %s: %v\n%s", chart, err, stderr)
@@ -180,9 +226,10 @@ func installChart(t *testing.T, env *testenv.Env, chart, namespace string) insta
 	}
 	for _, doc := range docs {
 		dep := &appsv1.Deployment{}
-		if yaml.Unmarshal(doc, dep) != nil || dep.Kind != "Deployment" || dep.Labels["app.kubernetes.io/component"] != "operator" {
+		if yaml.Unmarshal(doc, dep) != nil || dep.Kind != "Deployment" {
 			continue
 		}
+		component := dep.Labels["app.kubernetes.io/component"]
 		var args []string
 		for _, a := range dep.Spec.Template.Spec.Containers[0].Args {
 			switch {
@@ -192,14 +239,25 @@ func installChart(t *testing.T, env *testenv.Env, chart, namespace string) insta
 				a = "--metrics-bind-address=0"
 			case strings.HasPrefix(a, "--metrics-cert-dir="):
 				continue
+			case strings.HasPrefix(a, "--cert-dir="):
+				a = "--cert-dir=" + t.TempDir()
+			case strings.HasPrefix(a, "--port=") && webhookPort != "":
+				a = "--port=" + webhookPort
 			}
 			args = append(args, a)
 		}
-		made.args = append(args, "--kubeconfig", env.KubeconfigPath)
-		return made
+		args = append(args, "--kubeconfig", env.KubeconfigPath)
+		switch component {
+		case "operator":
+			made.args = args
+		case "webhook":
+			made.webhookArgs = append(args, "--host=127.0.0.1", "--extra-dns-names=localhost")
+		}
 	}
-	t.Fatalf("the chart rendered from %s has no operator Deployment", chart)
-	return installed{}
+	if made.args == nil {
+		t.Fatalf("the chart rendered from %s has no operator Deployment", chart)
+	}
+	return made
 }
 
 // TestTheToolUpgradesItself: a cluster runs the last build that kept its
@@ -254,7 +312,7 @@ func TestTheToolUpgradesItself(t *testing.T) {
 	if err := c.Get(ctx, client.ObjectKeyFromObject(pod), pod); err != nil {
 		t.Fatal(err)
 	}
-	was := installChart(t, env, filepath.Join(checkout(t, commit02), "config", "chart", "netconf-migrator"), ownNamespace)
+	was := installChart(t, env, filepath.Join(checkout(t, commit02), "config", "chart", "netconf-migrator"), ownNamespace, chartInstall{})
 	oldArgs := was.args
 	h.Controllers.SetDown(true) // the deletion waits on Harvester's finalizers
 	first := runContainer(t, old, pod, oldArgs)
@@ -288,7 +346,7 @@ func TestTheToolUpgradesItself(t *testing.T) {
 	// which may not list Secrets beside the webhook: 0.2's backup stays
 	// there, reported, until the administrator moves it
 	// (docs/operations.md).
-	newArgs := upgradeChart(t, env, was, filepath.Join(root, "config", "chart", "netconf-migrator"), ownNamespace).args
+	newArgs := upgradeChart(t, env, was, filepath.Join(root, "config", "chart", "netconf-migrator"), ownNamespace, chartInstall{}).args
 	port, err := testenv.FreePort("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
