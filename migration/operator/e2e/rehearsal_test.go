@@ -498,7 +498,7 @@ func TestRehearsal(t *testing.T) {
 	// loses its leader's Lease while the API server is down exits, by
 	// design), in the same Pod.
 	var opMu sync.Mutex
-	held := false     // its Pod is being drained: not restarted
+	held := false       // its Pod is being drained: not restarted
 	upgradedOn := false // this build runs, not 0.2
 	// launch starts the operator's container of the version installed.
 	launch := func() *container {
