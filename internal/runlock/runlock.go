@@ -39,6 +39,18 @@ const LeaseName = "netconf-migrator-run"
 // the Lease; it renews within two thirds of it.
 const DefaultDuration = 15 * time.Second
 
+// ValidDuration says whether a Lease may last duration. The Lease
+// records it in whole seconds (leaseDurationSeconds, truncated), and
+// another run reads that record, while this one fences its writes by the
+// duration it was given: 1900ms would be read as 1s, and another run
+// could take the Lease while this one still writes.
+func ValidDuration(duration time.Duration) error {
+	if duration < time.Second || duration%time.Second != 0 {
+		return fmt.Errorf("%s is not a whole number of seconds of at least 1s: a Lease records its duration in whole seconds, and another run reads only that", duration)
+	}
+	return nil
+}
+
 // ErrHeld is returned when another run kept the Lease for the whole wait.
 var ErrHeld = errors.New("another netconf-migrator run holds the Lease")
 
@@ -178,6 +190,9 @@ func Acquire(ctx context.Context, cfg *rest.Config, namespace, identity string, 
 func AcquireAs(ctx context.Context, cfg *rest.Config, namespace, identity string, wait, duration time.Duration, succ *Successor) (*Held, error) {
 	if duration <= 0 {
 		duration = DefaultDuration
+	}
+	if err := ValidDuration(duration); err != nil {
+		return nil, fmt.Errorf("the Lease %s/%s: %w", namespace, LeaseName, err)
 	}
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {

@@ -6,6 +6,7 @@ import (
 	"fmt"
 	"net/http"
 	"os"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
@@ -202,3 +203,31 @@ func TestTheFenceFallsBeforeAnotherRunMayTakeOver(t *testing.T) {
 type roundTripper func(*http.Request) (*http.Response, error)
 
 func (f roundTripper) RoundTrip(r *http.Request) (*http.Response, error) { return f(r) }
+
+// N4 of issue 35: a Lease records its duration in whole seconds, while
+// its holder fenced its writes by the exact duration. With 1900ms the
+// record said 1s, and a second run took the Lease 185 ms before the
+// first one's fence ended. Such a duration is refused before anything is
+// written; whole seconds are taken.
+func TestALeaseLastsWholeSeconds(t *testing.T) {
+	for d, ok := range map[time.Duration]bool{
+		1900 * time.Millisecond: false, 500 * time.Millisecond: false, 2500 * time.Millisecond: false,
+		time.Second: true, 2 * time.Second: true, runlock.DefaultDuration: true,
+	} {
+		if err := runlock.ValidDuration(d); (err == nil) != ok {
+			t.Errorf("ValidDuration(%s) = %v, want valid: %v", d, err, ok)
+		}
+	}
+	ns := namespace(t)
+	h, err := runlock.Acquire(context.Background(), env.Config, ns, "fractional", time.Second, 1900*time.Millisecond)
+	if err == nil {
+		h.Release()
+		t.Fatal("a Lease of 1900ms was taken: another run would read it as 1s")
+	}
+	if !strings.Contains(err.Error(), "whole number of seconds") {
+		t.Errorf("refusing 1900ms: %v, want the reason", err)
+	}
+	if l := &(coordinationv1.Lease{}); env.Client.Get(context.Background(), client.ObjectKey{Namespace: ns, Name: runlock.LeaseName}, l) == nil {
+		t.Errorf("the refused attempt wrote the Lease: %+v", l.Spec)
+	}
+}

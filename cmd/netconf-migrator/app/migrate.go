@@ -141,7 +141,7 @@ Lease; 4 a NAD deleted to be created again is missing (see migrate).`
 		" later, whose delete removed the NAD cannot be told, and it is left for a person (netconf-migrator journals restore or discard)")
 	fl.DurationVar(&f.replaceBudget, "replace-budget", migration.DefaultReplaceBudget, "how long one replacement may take from its delete on (the wait for finalizers included); it finishes within this even after SIGTERM or --timeout")
 	fl.DurationVar(&f.leaseWait, "lease-wait", 2*time.Minute, "how long to wait for another run to release the Lease before exiting 3")
-	fl.DurationVar(&f.leaseDuration, "lease-duration", runlock.DefaultDuration, "how long the run's Lease outlives a run that stops renewing it (killed); the run renews it within two thirds of this")
+	fl.DurationVar(&f.leaseDuration, "lease-duration", runlock.DefaultDuration, "how long the run's Lease outlives a run that stops renewing it (killed), in whole seconds (a Lease records no less); the run renews it within two thirds of this")
 	return cmd
 }
 
@@ -185,8 +185,11 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	if err != nil {
 		return usageError("--report-secret: %w", err)
 	}
-	if f.pageSize <= 0 || f.concurrency <= 0 || f.replaceConcurrency <= 0 || f.qps <= 0 || f.burst <= 0 || f.nadBudget <= 0 || f.requestTimeout <= 0 || f.timeout < 0 || f.replaceBudget <= 0 || f.leaseWait < 0 || f.leaseDuration < time.Second {
-		return usageError("--page-size, --concurrency, --replace-concurrency, --qps, --burst, --nad-retry-budget, --request-timeout and --replace-budget must be positive, --timeout and --lease-wait not negative, --lease-duration at least 1s")
+	if f.pageSize <= 0 || f.concurrency <= 0 || f.replaceConcurrency <= 0 || f.qps <= 0 || f.burst <= 0 || f.nadBudget <= 0 || f.requestTimeout <= 0 || f.timeout < 0 || f.replaceBudget <= 0 || f.leaseWait < 0 {
+		return usageError("--page-size, --concurrency, --replace-concurrency, --qps, --burst, --nad-retry-budget, --request-timeout and --replace-budget must be positive, --timeout and --lease-wait not negative")
+	}
+	if err := runlock.ValidDuration(f.leaseDuration); err != nil {
+		return usageError("--lease-duration: %w", err)
 	}
 	finalizers := harvester.Finalizers()
 	for _, kv := range f.replaceFinalizers {

@@ -5,6 +5,7 @@ import (
 	"net"
 	"os"
 	"path/filepath"
+	"slices"
 	"strings"
 	"testing"
 )
@@ -13,7 +14,41 @@ import (
 // (stopped; its kubelet restarts it), saying so, not 2 (usage): nothing in
 // its command line is wrong.
 func TestTheOperatorSaysTheAPIServerIsUnreachable(t *testing.T) {
-	// A port nothing listens on: taken, then closed.
+	kubeconfig := unreachableKubeconfig(t)
+	var out, errOut bytes.Buffer
+	code := Execute([]string{"operator", "--kubeconfig", kubeconfig, "--leader-election-namespace", "x",
+		"--metrics-bind-address", "0", "--health-probe-bind-address", "0"}, strings.NewReader(""), &out, &errOut)
+	if code != ExitStopped || !strings.Contains(errOut.String(), "the API server could not be reached at start") {
+		t.Errorf("exit %d, want %d naming the API server:\n%s", code, ExitStopped, errOut.String())
+	}
+}
+
+// N4 of issue 35: a Lease records whole seconds, so --lease-duration 1900ms
+// would let another run take the run Lease (read as 1s) while this one's
+// fence still allows writes. Both entry points refuse it before
+// connecting (the server named is unreachable: a duration let through
+// would fail later, with another message and exit code), naming the flag.
+// runlock's TestALeaseLastsWholeSeconds shows whole seconds are taken.
+func TestALeaseDurationIsWholeSeconds(t *testing.T) {
+	for _, cmd := range [][]string{
+		{"migrate", "-n", "x"},
+		{"operator", "--leader-election-namespace", "x", "--metrics-bind-address", "0", "--health-probe-bind-address", "0"},
+	} {
+		for _, d := range []string{"1900ms", "500ms", "2.5s"} {
+			var out, errOut bytes.Buffer
+			args := append(slices.Clone(cmd), "--lease-duration", d, "--kubeconfig", unreachableKubeconfig(t))
+			code := Execute(args, strings.NewReader(""), &out, &errOut)
+			if code != ExitUsage || !strings.Contains(errOut.String(), "--lease-duration: ") || !strings.Contains(errOut.String(), "is not a whole number of seconds") {
+				t.Errorf("%s --lease-duration %s: exit %d, want %d refusing it as not whole seconds\n%s", cmd[0], d, code, ExitUsage, errOut.String())
+			}
+		}
+	}
+}
+
+// unreachableKubeconfig writes a kubeconfig naming a port nothing listens
+// on (taken, then closed).
+func unreachableKubeconfig(t *testing.T) string {
+	t.Helper()
 	l, err := net.Listen("tcp", "127.0.0.1:0")
 	if err != nil {
 		t.Fatal(err)
@@ -30,10 +65,5 @@ current-context: c
 `), 0o600); err != nil {
 		t.Fatal(err)
 	}
-	var out, errOut bytes.Buffer
-	code := Execute([]string{"operator", "--kubeconfig", kubeconfig, "--leader-election-namespace", "x",
-		"--metrics-bind-address", "0", "--health-probe-bind-address", "0"}, strings.NewReader(""), &out, &errOut)
-	if code != ExitStopped || !strings.Contains(errOut.String(), "the API server could not be reached at start") {
-		t.Errorf("exit %d, want %d naming the API server:\n%s", code, ExitStopped, errOut.String())
-	}
+	return kubeconfig
 }
