@@ -207,6 +207,48 @@ func TestRecreate(t *testing.T) {
 			},
 			action: report.ActionUnvisited, wantConfig: nested, backupLeft: true, backupStep: replace.StepDeleting,
 			reason: []string{"no longer provably holds the run Lease", "nothing was deleted"}},
+		{name: "our delete's answer is lost and the run's Lease falls before the retry: missing, with its backup, not 'nothing was deleted' (issue 35, N1)",
+			setup: func(s *memStore, _ *memJournals, r *replace.Replacer) {
+				up := true
+				s.beforeDelete = func(key string, dryRun bool) error {
+					if !dryRun && s.nads[key] != nil {
+						delete(s.nads, key)
+						s.deletes = append(s.deletes, key)
+						up = false
+						return apierrors.NewServiceUnavailable("injected: the answer was lost")
+					}
+					return nil
+				}
+				fence := func() (time.Time, error) {
+					if !up {
+						return time.Time{}, runlock.ErrLost
+					}
+					return time.Now().Add(time.Minute), nil
+				}
+				r.Objects, r.Journals = replace.FencedObjects(r.Objects, fence), replace.FencedJournals(r.Journals, fence)
+			},
+			action: report.ActionMissing, deletes: 1, backupLeft: true, backupStep: replace.StepDeleting,
+			reason: []string{"missing: deleted to be created again", "deleted by a delete whose answer was lost", "no longer provably holds the run Lease"}},
+		{name: "our delete's answer is lost, it had not landed, and the run's Lease falls before the retry: nothing was deleted",
+			setup: func(s *memStore, _ *memJournals, r *replace.Replacer) {
+				up := true
+				s.beforeDelete = func(key string, dryRun bool) error {
+					if !dryRun && up {
+						up = false
+						return apierrors.NewServiceUnavailable("injected: refused before it landed")
+					}
+					return nil
+				}
+				fence := func() (time.Time, error) {
+					if !up {
+						return time.Time{}, runlock.ErrLost
+					}
+					return time.Now().Add(time.Minute), nil
+				}
+				r.Objects, r.Journals = replace.FencedObjects(r.Objects, fence), replace.FencedJournals(r.Journals, fence)
+			},
+			action: report.ActionUnvisited, wantConfig: nested, backupLeft: true, backupStep: replace.StepDeleting,
+			reason: []string{"no longer provably holds the run Lease", "nothing was deleted"}},
 		{name: "another writer creates a flat NAD of its own under the name before our create: theirs, reported, the original kept in the backup",
 			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
 				s.beforeCreate = func(n *nadv1.NetworkAttachmentDefinition, dryRun bool) error {

@@ -268,7 +268,20 @@ func (r *Replacer) Replace(ctx context.Context, mode string, ref types.Namespace
 	case errors.As(err, &down):
 		// Another run may hold the Lease now: nothing more is written, the
 		// journal included (it is named after the NAD's uid, as the other
-		// run's would be).
+		// run's would be). Nothing was deleted only if no earlier send of
+		// the delete may have landed, or the NAD still stands as it was
+		// (reads are not fenced); otherwise it is missing, and its journal,
+		// at step Deleting, is the next holder's to finish.
+		if attempts > 1 || resent {
+			cur, rerr := r.Objects.Get(tx, orig.GetNamespace(), orig.GetName())
+			if rerr != nil || cur.GetUID() != orig.GetUID() || cur.GetDeletionTimestamp() != nil {
+				why := "deleted, or not known to be (" + err.Error() + "), by a delete whose answer was lost"
+				if rerr == nil || apierrors.IsNotFound(rerr) {
+					why = "deleted by a delete whose answer was lost"
+				}
+				return nil, &Missing{Journal: r.Journals.Where(j), Why: fmt.Sprintf("%s, and this run could not create it again: %v", why, down.Err)}
+			}
+		}
 		return nil, &Stopped{Journal: r.Journals.Where(j), Err: down.Err}
 	case certain && apierrors.IsNotFound(err):
 		return nil, errors.Join(fmt.Errorf("%w; deleted by someone else before it could be replaced: not created again", cause), r.dropJournal(tx, j))
