@@ -29,6 +29,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	toolscache "k8s.io/client-go/tools/cache"
 	"k8s.io/utils/ptr"
@@ -406,7 +407,8 @@ func TestRehearsal(t *testing.T) {
 		seeded{ns: tenant, name: "cn2-double", config: strconv.Quote(flatOn("cn2", "cn2-double", 60)), labels: vlanLabels("cn2", 60), usedBy: "vm-cn2", running: true},
 		seeded{ns: tenant, name: "cn2-nested-a", config: nestedOn("cn2", "cn2-nested-a", 61), labels: vlanLabels("cn2", 61)},
 		seeded{ns: tenant, name: "cn2-nested-b", config: nestedOn("cn2", "cn2-nested-b", 62), labels: vlanLabels("cn2", 62)},
-		// The NADs of Harvester's settings.
+		// The NADs of Harvester's settings: fixed in place where the
+		// release allows, never replaced (their controllers own them).
 		seeded{ns: harvester.SystemNamespace, name: "storagenetwork-r7k2p", setting: true, config: `{"NetConf":{"cniVersion":"0.3.1","type":"bridge","ipam":{"type":"whereabouts","range":"10.52.0.0/24"}},"bridge":"mgmt-br","promiscMode":true,"vlan":70}`,
 			labels: settingLabels("storage-network", settingValues["storage-network"], 70), annotations: map[string]string{harvester.StorageNetworkAnnotation: "true"}},
 		seeded{ns: harvester.SystemNamespace, name: "rwx-network-b8m4q", setting: true, config: `{"NetConf":{"cniVersion":"0.3.1","type":"bridge","ipam":{"type":"whereabouts","range":"10.53.0.0/24"}},"bridge":"mgmt-br","promiscMode":true,"vlan":71}`,
@@ -456,6 +458,19 @@ func TestRehearsal(t *testing.T) {
 		}
 	})
 	h.Settle(t)
+	// The settings' NADs as seeded: the tool never deletes one (Harvester
+	// finds each by its hash label and makes it anew itself), so each
+	// keeps its UID through every step.
+	settingUIDs := map[string]types.UID{}
+	for _, s := range pop {
+		if s.setting {
+			n := &nadv1.NetworkAttachmentDefinition{}
+			if err := c.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: s.name}, n); err != nil {
+				t.Fatal(err)
+			}
+			settingUIDs[s.ref()] = n.UID
+		}
+	}
 	events := watchNADs(t, env)
 
 	// netconf-migrator as installed: the webhook, and the operator as its
@@ -766,6 +781,9 @@ func TestRehearsal(t *testing.T) {
 				}
 				if n.DeletionTimestamp != nil {
 					problems = append(problems, ref+" is left terminating")
+				}
+				if uid, ok := settingUIDs[ref]; ok && n.UID != uid {
+					problems = append(problems, ref+", a setting's NAD, was deleted and created again")
 				}
 				f := netconf.Normalize([]byte(n.Spec.Config)).Form
 				if f != netconf.FormFlat && s.fixableOn(r, f, blocked(all, s.labels[harvester.LabelClusterNetwork])) {
