@@ -4,6 +4,7 @@ import (
 	"context"
 	"errors"
 	"fmt"
+	"slices"
 	"strconv"
 	"strings"
 	"testing"
@@ -354,6 +355,7 @@ func TestRecreate(t *testing.T) {
 		t.Run(tc.name, func(t *testing.T) {
 			s, j := newMemStore(map[string]string{"a/n": nested}), newMemJournals()
 			s.beforeUpdate = refuseUpdate
+			uid := s.nads["a/n"].UID
 			r := newReplacer(s, j)
 			if tc.setup != nil {
 				tc.setup(s, j, r)
@@ -377,6 +379,11 @@ func TestRecreate(t *testing.T) {
 			}
 			if got != tc.wantConfig {
 				t.Errorf("a/n holds %q, want %q", got, tc.wantConfig)
+			}
+			// Whatever a replacement created (as wanted, or the original
+			// back) carries the uid it replaced: its proof of ownership.
+			if n := s.nads["a/n"]; n != nil && slices.Contains(s.creates, "a/n") && n.Annotations[replace.AnnotationReplaces] != string(uid) {
+				t.Errorf("a/n, created by the replacement, carries %s=%q, want the uid it replaced, %s", replace.AnnotationReplaces, n.Annotations[replace.AnnotationReplaces], uid)
 			}
 			if len(s.deletes) != tc.deletes {
 				t.Errorf("%d deletes, want %d", len(s.deletes), tc.deletes)
@@ -537,32 +544,61 @@ func TestResumeCreatesOnlyFromSignedBackups(t *testing.T) {
 // created the NAD again while it was missing, with another config than the
 // run would create (legacy or flat alike), that NAD is theirs and the
 // backup, the only copy of the original, stays; the report says where.
-// Only a NAD holding exactly the config the run would create closes it.
+// Only a NAD holding exactly the config the run would create, or one this
+// tool provably created for this backup (AnnotationReplaces, set in its
+// create), closes it. Our field manager proves nothing: issue 35's N2 lost
+// the original when our in-place fix of their NAD was taken for our create.
 func TestResumeKeepsTheBackupOfANADSomeoneElseCreated(t *testing.T) {
+	const otherVLAN = `{"cniVersion":"0.3.1","name":"n","type":"bridge","bridge":"mgmt-br","vlan":99}`
+	const withMTU = `{"cniVersion":"0.3.1","name":"n","type":"bridge","bridge":"mgmt-br","vlan":100,"mtu":1500}`
 	for _, tc := range []struct {
 		name, config string
-		keep         bool
+		// ours: it carries our field manager; proof: AnnotationReplaces
+		// with the backup's uid ("other": another uid).
+		ours  bool
+		proof string
+		keep  bool
+		// closedAs is the action when the backup is closed.
+		closedAs report.Action
 	}{
-		{"a legacy form", nested, true},
-		{"a flat config that is not the original's", `{"cniVersion":"0.3.1","type":"macvlan","master":"eth0"}`, true},
-		{"exactly the config the run would create", flatOf, false},
+		{name: "a legacy form", config: nested, keep: true},
+		{name: "a flat config that is not the original's", config: `{"cniVersion":"0.3.1","type":"macvlan","master":"eth0"}`, keep: true},
+		{name: "exactly the config the run would create", config: flatOf, closedAs: report.ActionUnchanged},
+		{name: "their NAD, fixed in place by this tool: our field manager on another config", config: otherVLAN, ours: true, keep: true},
+		{name: "a NAD carrying the proof of another backup", config: otherVLAN, ours: true, proof: "other", keep: true},
+		{name: "our create for this backup, its answer lost, as other webhooks left it", config: withMTU, ours: true, proof: "a/n", closedAs: report.ActionNormalized},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
 			s, j := newMemStore(map[string]string{"a/n": nested}), newMemJournals()
-			_ = j.Save(context.Background(), journalOf(s, "a/n", replace.StepDeleted))
+			jr := journalOf(s, "a/n", replace.StepDeleted)
+			_ = j.Save(context.Background(), jr)
 			s.nads["a/n"].UID = "someone-else"
 			s.nads["a/n"].Spec.Config = tc.config
+			if tc.ours {
+				s.nads["a/n"].ManagedFields = []metav1.ManagedFieldsEntry{{Manager: FieldManager, Operation: metav1.ManagedFieldsOperationUpdate}}
+			}
+			switch tc.proof {
+			case "a/n":
+				s.nads["a/n"].Annotations = map[string]string{replace.AnnotationReplaces: string(jr.UID())}
+			case "other":
+				s.nads["a/n"].Annotations = map[string]string{replace.AnnotationReplaces: "b/m"}
+			}
 			rep := runWithJournals(t, s, j, Options{})
 			it, _ := action(rep, "a/n")
-			if !tc.keep && (it.Action != report.ActionUnchanged || !strings.Contains(it.Reason, "another writer created it meanwhile")) {
-				t.Errorf("%s %q", it.Action, it.Reason)
-			}
-			if tc.keep && (it.Action != report.ActionFailed || !strings.Contains(it.Reason, "another writer created this NAD again") ||
-				!strings.Contains(it.Reason, "that NAD is theirs") || !strings.Contains(it.Reason, "memory netconf-migrator-backup-a/n")) {
-				t.Errorf("%s %q", it.Action, it.Reason)
+			switch {
+			case tc.keep && (it.Action != report.ActionFailed || !strings.Contains(it.Reason, "another writer created this NAD again") ||
+				!strings.Contains(it.Reason, "that NAD is theirs") || !strings.Contains(it.Reason, "memory netconf-migrator-backup-a/n")):
+				t.Errorf("%s %q, want the backup kept and their NAD reported", it.Action, it.Reason)
+			case tc.closedAs == report.ActionUnchanged && (it.Action != report.ActionUnchanged || !strings.Contains(it.Reason, "another writer created it meanwhile")):
+				t.Errorf("%s %q, want it closed as another writer's create", it.Action, it.Reason)
+			case tc.closedAs == report.ActionNormalized && (it.Action != report.ActionNormalized || !strings.Contains(it.Reason, "created again from its backup")):
+				t.Errorf("%s %q, want it closed as our create", it.Action, it.Reason)
 			}
 			if (len(j.saved) == 1) != tc.keep || rep.Summary.Total != 1 || len(s.creates) != 0 {
 				t.Errorf("%d backups kept, %d NADs counted, created %v", len(j.saved), rep.Summary.Total, s.creates)
+			}
+			if s.nads["a/n"].Spec.Config != tc.config {
+				t.Errorf("the NAD standing was changed to %s", s.nads["a/n"].Spec.Config)
 			}
 		})
 	}

@@ -30,6 +30,7 @@ import (
 	"github.com/harvester/netconf-migrator/internal/logging"
 	"github.com/harvester/netconf-migrator/internal/runlock"
 	"github.com/harvester/netconf-migrator/migration"
+	"github.com/harvester/netconf-migrator/migration/replace"
 	"github.com/harvester/netconf-migrator/migration/runner"
 )
 
@@ -93,6 +94,9 @@ type Reconciler struct {
 	fixes     map[types.NamespacedName][]time.Time
 	contested map[types.NamespacedName]string
 	notFixed  map[types.NamespacedName]string // resourceVersion whose fix failed
+	// leftOpen is the resourceVersion of a NAD left to its open
+	// replacement, once said.
+	leftOpen map[types.NamespacedName]string
 }
 
 // SetupWithManager registers the controller: one worker, since NADs are
@@ -115,6 +119,7 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.fixes = map[types.NamespacedName][]time.Time{}
 	r.contested = map[types.NamespacedName]string{}
 	r.notFixed = map[types.NamespacedName]string{}
+	r.leftOpen = map[types.NamespacedName]string{}
 	registerMetrics()
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("legacy-nads").
@@ -176,6 +181,26 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 // run does after a conflict). A copy without its config (a cache that
 // drops every config) is read again first.
 func (r *Reconciler) fix(ctx context.Context, log logr.Logger, key types.NamespacedName, cached *nadv1.NetworkAttachmentDefinition) (reconcile.Result, error) {
+	// A NAD whose name has an open replacement is its owner's to decide:
+	// it may be another writer's, standing where the original was deleted,
+	// and a fix here would make it look like the replacement's create.
+	where, err := replace.OpenFor(ctx, r.Runner.Client, r.backupNamespaces(), key.Namespace, key.Name)
+	if err != nil {
+		return reconcile.Result{}, fmt.Errorf("looking for an open replacement of %s: %w", key, err)
+	}
+	if where != "" {
+		r.mu.Lock()
+		said := r.leftOpen[key] == cached.ResourceVersion
+		r.leftOpen[key] = cached.ResourceVersion
+		r.mu.Unlock()
+		if !said {
+			log.Info("Leaving NetworkAttachmentDefinition to its open replacement, whose owner decides what stands under the name", "backup", where)
+		}
+		return reconcile.Result{RequeueAfter: time.Minute}, nil
+	}
+	r.mu.Lock()
+	delete(r.leftOpen, key)
+	r.mu.Unlock()
 	live := cached
 	if cached.Spec.Config == "" {
 		var err error
@@ -230,6 +255,20 @@ func (r *Reconciler) fix(ctx context.Context, log logr.Logger, key types.Namespa
 		log.Info("Leaving NetworkAttachmentDefinition in a legacy form: it could not be fixed", logging.KeyOutcome, it.Action, logging.KeyReason, head)
 	}
 	return reconcile.Result{}, nil
+}
+
+// backupNamespaces are where open replacements are kept: this version's
+// namespace and an earlier version's.
+func (r *Reconciler) backupNamespaces() []string {
+	ns := r.Runner.BackupNamespace
+	if ns == "" {
+		ns = runner.DefaultBackupNamespace
+	}
+	out := []string{ns}
+	if e := r.Runner.EarlierBackupNamespace; e != "" && e != ns {
+		out = append(out, e)
+	}
+	return out
 }
 
 // normalOnly passes on the engine's Normal Events (what it rewrote) and
@@ -346,6 +385,7 @@ func (r *Reconciler) forget(key types.NamespacedName, uid types.UID) {
 		delete(r.warned, uid)
 	}
 	delete(r.notFixed, key)
+	delete(r.leftOpen, key)
 	_, wasContested := r.contested[key]
 	delete(r.contested, key)
 	n := len(r.contested)

@@ -95,11 +95,17 @@ const (
 	AnnotationRun   = "netconf-migrator.harvesterhci.io/run"
 	// AnnotationWritten is a moved journal's first writing (RFC 3339).
 	AnnotationWritten = "netconf-migrator.harvesterhci.io/written"
-	keyOriginal       = "original.json"
-	keySignature      = "signature"
-	journalPrefix     = "netconf-migrator-backup-"
-	KeySecretName     = "netconf-migrator-journal-key"
-	keySecretDataKey  = "key"
+	// AnnotationReplaces is set on every NAD a replacement creates, in the
+	// create itself: the uid of the NAD it replaces, whose journal it
+	// answers. It is the only proof that what stands under the name is
+	// this tool's create for that journal: a field manager proves nothing
+	// (this tool's in-place fix of another writer's NAD leaves it too).
+	AnnotationReplaces = "netconf-migrator.harvesterhci.io/replaces"
+	keyOriginal        = "original.json"
+	keySignature       = "signature"
+	journalPrefix      = "netconf-migrator-backup-"
+	KeySecretName      = "netconf-migrator-journal-key"
+	keySecretDataKey   = "key"
 	// KeySecretType marks the Secret that holds the journals' signing key.
 	KeySecretType corev1.SecretType = "netconf-migrator.harvesterhci.io/journal-key"
 	// JournalSecretType marks a journal: the NAD as read, with its config,
@@ -216,6 +222,33 @@ func (c SecretJournals) List(ctx context.Context) ([]*Journal, []Rejected, error
 		out = append(out, j)
 	}
 	return out, rejected, nil
+}
+
+// OpenFor names the journal (Kind namespace/name) open for the NAD
+// namespace/name in any of namespaces, or "". Every Secret labelled as a
+// journal counts, signed or not: an in-place writer leaves such a NAD to
+// the owner of open replacements, which alone decides what stands under
+// the name (issue 35's N2: the watch's fix of another writer's NAD was
+// taken for the replacement's create, and the original was lost). A
+// namespace whose Secrets this identity may not list is skipped: the
+// operator reports what it cannot see there (an earlier version's).
+func OpenFor(ctx context.Context, c client.Reader, namespaces []string, namespace, name string) (string, error) {
+	ref := namespace + "/" + name
+	for _, ns := range namespaces {
+		list := &corev1.SecretList{}
+		if err := c.List(ctx, list, client.InNamespace(ns), client.MatchingLabels{LabelJournal: "true"}); err != nil {
+			if apierrors.IsForbidden(err) {
+				continue
+			}
+			return "", fmt.Errorf("listing backups in namespace %s: %w", ns, err)
+		}
+		for _, sec := range list.Items {
+			if sec.Annotations[AnnotationNAD] == ref {
+				return fmt.Sprintf("Secret %s/%s", sec.Namespace, sec.Name), nil
+			}
+		}
+	}
+	return "", nil
 }
 
 // decode reads sec as a journal, without checking who wrote it.

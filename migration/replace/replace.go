@@ -23,7 +23,6 @@ import (
 
 	"github.com/go-logr/logr"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
-	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
@@ -635,7 +634,7 @@ func (r *Replacer) finish(ctx context.Context, log logr.Logger, j *Journal) (*Re
 	if err != nil {
 		return nil, &Missing{Journal: r.Journals.Where(j), Why: "and what to create could not be computed from the backup: " + err.Error()}
 	}
-	stored, err := r.create(ctx, j, want)
+	stored, err := r.create(ctx, j, provenFor(want, j))
 	if err == nil {
 		r.close(ctx, log, j)
 		return r.result(j.Original, stored), nil
@@ -644,7 +643,7 @@ func (r *Replacer) finish(ctx context.Context, log logr.Logger, j *Journal) (*Re
 		return r.createdByAnother(ctx, log, j, other)
 	}
 	werr := err
-	if _, err := r.create(ctx, j, Recreatable(j.Original)); err != nil {
+	if _, err := r.create(ctx, j, provenFor(Recreatable(j.Original), j)); err != nil {
 		return nil, &Missing{Journal: r.Journals.Where(j), Why: fmt.Sprintf("but the create was refused (%v) and so was creating the original back (%v)", werr, err)}
 	}
 	r.close(ctx, log, j)
@@ -652,17 +651,18 @@ func (r *Replacer) finish(ctx context.Context, log logr.Logger, j *Journal) (*Re
 }
 
 // createdByAnother handles a NAD that stands under the name with another
-// uid while the journal is open: one of this tool's creates whose answer
-// was lost (it carries our field manager and is what the run wants), or
-// someone else's (a controller, a GitOps tool, a person). Someone else's
-// closes the journal only when its config is exactly the one the run would
-// have created; any other is theirs, reported as theirs, and the original
-// stays in the journal until a person decides.
+// uid while the journal is open: one of this tool's creates for this
+// journal whose answer was lost (it carries AnnotationReplaces with the
+// journal's uid, set in the create, and what the run wants), or someone
+// else's (a controller, a GitOps tool, a person). Someone else's closes the
+// journal only when its config is exactly the one the run would have
+// created; any other is theirs, reported as theirs, and the original stays
+// in the journal until a person decides.
 func (r *Replacer) createdByAnother(ctx context.Context, log logr.Logger, j *Journal, cur *unstructured.Unstructured) (*Result, error) {
 	want, err := r.Want(j.Mode, j.Original)
 	switch {
 	case err != nil:
-	case writtenBy(cur, fieldManager) && r.Accepts(j.Mode, want, cur):
+	case createdFor(cur, j) && r.Accepts(j.Mode, want, cur):
 		r.close(ctx, log, j)
 		return r.result(j.Original, cur), nil
 	case sameConfig(want, cur):
@@ -685,11 +685,13 @@ func sameConfig(a, b *unstructured.Unstructured) bool {
 	return reflect.DeepEqual(av, bv)
 }
 
-// managers are the field managers that wrote obj, for the report.
+// managers are the field managers other than this tool's that wrote obj,
+// for the report (ours shows on their NAD once the webhook or an in-place
+// fix rewrote it; it does not make the NAD ours).
 func managers(obj *unstructured.Unstructured) []string {
 	var out []string
 	for _, f := range obj.GetManagedFields() {
-		if !slices.Contains(out, f.Manager) {
+		if f.Manager != fieldManager && !slices.Contains(out, f.Manager) {
 			out = append(out, f.Manager)
 		}
 	}
@@ -701,10 +703,25 @@ func (r *Replacer) dropJournal(ctx context.Context, j *Journal) error {
 	return r.Retry(ctx, func() error { return r.Journals.Delete(ctx, j) })
 }
 
-// writtenBy says whether manager wrote obj: a create killed before its
-// answer arrived left our field manager in managedFields.
-func writtenBy(obj *unstructured.Unstructured, manager string) bool {
-	return slices.ContainsFunc(obj.GetManagedFields(), func(f metav1.ManagedFieldsEntry) bool { return f.Manager == manager })
+// provenFor is obj as a create for j sends it: carrying j's uid in
+// AnnotationReplaces.
+func provenFor(obj *unstructured.Unstructured, j *Journal) *unstructured.Unstructured {
+	out := obj.DeepCopy()
+	ann := out.GetAnnotations()
+	if ann == nil {
+		ann = map[string]string{}
+	}
+	ann[AnnotationReplaces] = string(j.UID())
+	out.SetAnnotations(ann)
+	return out
+}
+
+// createdFor says whether obj is a create this tool sent for j: only such
+// a create carries j's uid in AnnotationReplaces (an API server never sets
+// it, and an update by anyone else that copied it would need the uid of a
+// NAD that is gone).
+func createdFor(obj *unstructured.Unstructured, j *Journal) bool {
+	return obj.GetUID() != j.UID() && obj.GetAnnotations()[AnnotationReplaces] == string(j.UID())
 }
 
 // CreatedByAnother is a NAD someone else created under the name while this

@@ -207,6 +207,23 @@ func (w *testWriter) has(s string) bool {
 	return strings.Contains(w.buf.String(), s)
 }
 
+// lines counts the lines that hold every one of s.
+func (w *testWriter) lines(s ...string) int {
+	w.mu.Lock()
+	defer w.mu.Unlock()
+	n := 0
+	for _, l := range strings.Split(w.buf.String(), "\n") {
+		all := true
+		for _, x := range s {
+			all = all && strings.Contains(l, x)
+		}
+		if all {
+			n++
+		}
+	}
+	return n
+}
+
 // kstatus reads a NADMigration the way Fleet, Argo CD and kpt do.
 func kstatus(t testing.TB, name string) *status.Result {
 	t.Helper()

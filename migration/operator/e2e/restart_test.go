@@ -17,6 +17,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
+	"k8s.io/apimachinery/pkg/types"
 	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/utils/ptr"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -216,13 +217,21 @@ func TestTheMissingGaugeIsExportedBeforeLeading(t *testing.T) {
 // the test ends.
 func journalFor(t *testing.T, backups string, nad *nadv1.NetworkAttachmentDefinition) {
 	t.Helper()
+	openJournal(t, backups, nad.Namespace, nad.Name, "0000-missing-gauge", nad.Spec.Config)
+}
+
+// openJournal stores in backups the signed journal a replacement of the
+// NAD namespace/name (uid, config) leaves once its delete landed (step
+// Deleted), as a killed run leaves it; removed when the test ends.
+func openJournal(t *testing.T, backups, namespace, name string, uid types.UID, config string) {
+	t.Helper()
 	ctx := context.Background()
 	key, err := replace.LoadKey(ctx, env.Client, backups)
 	if err != nil {
 		t.Fatal(err)
 	}
 	u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
-		"metadata": map[string]any{"namespace": nad.Namespace, "name": nad.Name, "uid": "0000-missing-gauge"}, "spec": map[string]any{"config": nad.Spec.Config}}}
+		"metadata": map[string]any{"namespace": namespace, "name": name, "uid": string(uid)}, "spec": map[string]any{"config": config}}}
 	js := replace.SecretJournals{Client: env.Client, Namespace: backups, Key: key}
 	j := &replace.Journal{Run: "killed-run", Mode: "migrate", Step: replace.StepDeleted, Original: u}
 	if err := js.Save(ctx, j); err != nil {
