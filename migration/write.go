@@ -98,7 +98,7 @@ func (m *Migrator) fail(ctx context.Context, log logr.Logger, nad *nadv1.Network
 		return it
 	}
 	it.Action, it.Reason = report.ActionFailed, err.Error()
-	if a := harvester.Advice(nad.Namespace, nad.Name, nad.Labels, nad.Annotations, it.Form == netconf.FormDoubleEncoded, err.Error()); a != "" {
+	if a := harvester.Advice(nad.Namespace, nad.Name, nad.Labels, nad.Annotations, it.Form == netconf.FormDoubleEncoded, err); a != "" {
 		it.Advice = a
 	}
 	log.Error(logged(err), "Writing NetworkAttachmentDefinition failed", logging.KeyOutcome, it.Action)

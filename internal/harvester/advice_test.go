@@ -1,6 +1,8 @@
 package harvester
 
 import (
+	"errors"
+	"fmt"
 	"strings"
 	"testing"
 )
@@ -20,13 +22,20 @@ func TestAdviceFollowsTheRefusal(t *testing.T) {
 		{"v1.6: VMs referencing it", "default", "vlan1", false, "it's used by VM default/vm1 which must remove the related networks and interfaces", "remove this network from the VMs named"},
 		{"double-encoded config Harvester cannot decode", "default", "vlan1", true, "json: cannot unmarshal string into Go value of type utils.NetConf", "no client can replace it while that webhook serves"},
 		{"the same words on a config not double-encoded", "default", "vlan1", false, "json: cannot unmarshal string into Go value of type utils.NetConf", ""},
-		{"v1.7 cleanup blocked by another NAD", "default", "vlan1", false, "NAD b/double on the same cluster network mgmt holds a config Harvester's network controller cannot decode", "replace that NAD first"},
+		// This tool's own refusal is known by its type: the same words
+		// from anyone else mean nothing.
+		{"its words alone, untyped", "default", "vlan1", false, (&CleanupBlocked{NAD: "b/double", ClusterNetwork: "mgmt"}).Error(), ""},
 		{"a refusal it does not know", "default", "vlan1", false, "denied the request: quota exceeded", ""},
 	} {
-		got := Advice(tc.ns, tc.nad, nil, nil, tc.doubleEncoded, tc.refusal)
+		got := Advice(tc.ns, tc.nad, nil, nil, tc.doubleEncoded, errors.New(tc.refusal))
 		if tc.want == "" && got != "" || !strings.Contains(got, tc.want) {
 			t.Errorf("%s: Advice = %q, want it to say %q", tc.name, got, tc.want)
 		}
+	}
+	// v1.7's blocked cleanup, as the engine wraps it (reworded freely).
+	wrapped := fmt.Errorf("nad cannot be updated; not replaced: %w", &CleanupBlocked{NAD: "b/double", ClusterNetwork: "mgmt"})
+	if got := Advice("default", "vlan1", nil, nil, false, wrapped); !strings.Contains(got, "replace that NAD first") {
+		t.Errorf("v1.7 cleanup blocked by another NAD: Advice = %q, want it to say to replace that NAD first", got)
 	}
 }
 

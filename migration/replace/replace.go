@@ -359,36 +359,34 @@ func (r *Replacer) deletionCanFinish(ctx context.Context, obj *unstructured.Unst
 	if err != nil {
 		return fmt.Errorf("cannot check that Harvester's network controller can finish deleting it: %w", err)
 	}
-	if blocker != "" && recomputes {
-		return errors.New(blocker)
+	if blocker != nil && recomputes {
+		return blocker
 	}
 	return nil
 }
 
 // blocker returns why Harvester's v1.7+ cleanup of obj would fail (a NAD on
-// its cluster network it cannot decode), or "", and whether a v1.7+
+// its cluster network it cannot decode), or nil, and whether a v1.7+
 // manager is proven to run.
-func (r *Replacer) blocker(ctx context.Context, obj *unstructured.Unstructured) (string, bool, error) {
+func (r *Replacer) blocker(ctx context.Context, obj *unstructured.Unstructured) (*harvester.CleanupBlocked, bool, error) {
 	if !slices.Contains(obj.GetFinalizers(), harvester.FinalizerManager) {
-		return "", false, nil
+		return nil, false, nil
 	}
 	cn := obj.GetLabels()[harvester.LabelClusterNetwork]
 	if cn == "" {
-		return "", false, nil
+		return nil, false, nil
 	}
 	l, err := r.clusterNetwork(ctx, cn)
 	if err != nil {
-		return "", false, err
+		return nil, false, err
 	}
 	for _, n := range l.undecodable {
 		if n.uid == obj.GetUID() {
 			continue
 		}
-		return fmt.Sprintf("NAD %s on the same cluster network %s holds a config Harvester's network controller cannot decode,"+
-			" so from Harvester v1.7 its cleanup of any NAD on %s fails and a deleted NAD stays terminating; fix or remove %s first",
-			n.ref, cn, cn, n.ref), l.recomputes, nil
+		return &harvester.CleanupBlocked{NAD: n.ref, ClusterNetwork: cn}, l.recomputes, nil
 	}
-	return "", l.recomputes, nil
+	return nil, l.recomputes, nil
 }
 
 // cnNAD names a NAD of a cluster network.
@@ -556,8 +554,8 @@ func (r *Replacer) waitGone(ctx context.Context, j *Journal) (*unstructured.Unst
 			if last != nil {
 				// Name what keeps the controller's cleanup from finishing,
 				// when it can be seen.
-				if b, _, err := r.blocker(context.WithoutCancel(ctx), last); err == nil && b != "" {
-					why += "; " + b
+				if b, _, err := r.blocker(context.WithoutCancel(ctx), last); err == nil && b != nil {
+					why += "; " + b.Error()
 				}
 			}
 			return nil, &Missing{Journal: r.Journals.Where(j), Why: why, Advice: advice}
