@@ -14,17 +14,19 @@ import (
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
+	"github.com/harvester/netconf-migrator/migration/mode"
 	"github.com/harvester/netconf-migrator/migration/replace"
 )
 
-// Mode is what a run does to each NAD.
-type Mode string
+// Mode is what a run does to each NAD (migration/mode, shared with the
+// replacement).
+type Mode = mode.Mode
 
 const (
 	// ModeMigrate rewrites nested and double-encoded configs.
-	ModeMigrate Mode = "migrate"
+	ModeMigrate = mode.Migrate
 	// ModeRollback restores the configs a migration rewrote.
-	ModeRollback Mode = "rollback"
+	ModeRollback = mode.Rollback
 )
 
 // DryRun is kubectl's --dry-run.

@@ -61,7 +61,7 @@ func (m *Migrator) mayRecreate(nad *nadv1.NetworkAttachmentDefinition, err error
 // rollback the original restored and the NAD opted out of our webhook; as
 // the in-place write of the same run would write it, on every field of
 // the object as read.
-func Want(mode string, original *unstructured.Unstructured) (*unstructured.Unstructured, error) {
+func Want(m Mode, original *unstructured.Unstructured) (*unstructured.Unstructured, error) {
 	out := replace.Recreatable(original)
 	cfg, _, err := unstructured.NestedString(original.Object, "spec", "config")
 	if err != nil {
@@ -71,7 +71,7 @@ func Want(mode string, original *unstructured.Unstructured) (*unstructured.Unstr
 	if ann == nil {
 		ann = map[string]string{}
 	}
-	switch Mode(mode) {
+	switch m {
 	case ModeMigrate:
 		res := netconf.Normalize([]byte(cfg))
 		if !res.Changed || res.Form == netconf.FormTruncated || res.Form == netconf.FormInvalid {
@@ -93,7 +93,7 @@ func Want(mode string, original *unstructured.Unstructured) (*unstructured.Unstr
 		lbl[nadv1.LabelSkip] = "true"
 		out.SetLabels(lbl)
 	default:
-		return nil, fmt.Errorf("unknown mode %q", mode)
+		return nil, fmt.Errorf("unknown mode %q", m)
 	}
 	out.SetAnnotations(ann)
 	if err := unstructured.SetNestedField(out.Object, cfg, "spec", "config"); err != nil {
@@ -106,10 +106,10 @@ func Want(mode string, original *unstructured.Unstructured) (*unstructured.Unstr
 // of mode wants: the restored original exactly (rollback), or any config
 // that needs no normalizing (migrate: other webhooks may add keys, such as
 // Harvester's mtu).
-func Accepts(mode string, want, stored *unstructured.Unstructured) bool {
+func Accepts(m Mode, want, stored *unstructured.Unstructured) bool {
 	w, _, _ := unstructured.NestedString(want.Object, "spec", "config")
 	s, _, _ := unstructured.NestedString(stored.Object, "spec", "config")
-	return accepts(Mode(mode), w, s)
+	return accepts(m, w, s)
 }
 
 // replaceIfRefused takes the outcome of an in-place write of upd over nad
@@ -133,7 +133,7 @@ func (m *Migrator) replaceIfRefused(ctx context.Context, nad, stored *nadv1.Netw
 	}
 	// Up to the delete, the NAD's own budget and the run's stop apply;
 	// from the delete on, the replacement's own budget.
-	res, err := m.Replacer.Replace(waitOf(ctx), string(m.Opts.Mode), types.NamespacedName{Namespace: nad.Namespace, Name: nad.Name},
+	res, err := m.Replacer.Replace(waitOf(ctx), m.Opts.Mode, types.NamespacedName{Namespace: nad.Namespace, Name: nad.Name},
 		nad.UID, nad.ResourceVersion, err, m.Opts.DryRun == DryRunServer)
 	if err != nil {
 		if !errors.Is(err, replace.ErrConflict) {
@@ -200,7 +200,7 @@ func (m *Migrator) resume(ctx context.Context, rep *report.Report) (map[string]b
 			m.failed.Add(1)
 			nad, _ := typedNAD(o)
 			reason := ReasonNormalizeFail
-			if Mode(r.Journal.Mode) == ModeRollback {
+			if r.Journal.Mode == ModeRollback {
 				reason = ReasonRestoreFailed
 			}
 			rep.Add(m.fail(ctx, log, nad, it, reason, r.Err))
@@ -215,7 +215,7 @@ func (m *Migrator) resume(ctx context.Context, rep *report.Report) (map[string]b
 		}
 		m.changed.Add(1)
 		it.Action, it.Reason = report.ActionNormalized, "deleted by an interrupted run to be created again; created again from its backup"
-		if Mode(r.Journal.Mode) == ModeRollback {
+		if r.Journal.Mode == ModeRollback {
 			it.Action = report.ActionRestored
 		}
 		replaced(&it, r.Result)

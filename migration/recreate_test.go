@@ -483,7 +483,7 @@ func TestAStopDuringTheDryRunDeletesNothing(t *testing.T) {
 }
 
 func journalOf(s *memStore, key string, step replace.Step) *replace.Journal {
-	return &replace.Journal{Run: "killed-run", Mode: string(ModeMigrate), Step: step, Original: toUnstructured(s.nads[key])}
+	return &replace.Journal{Run: "killed-run", Mode: ModeMigrate, Step: step, Original: toUnstructured(s.nads[key])}
 }
 
 // TestResumeFinishesAnInterruptedRecreate: a run killed between the delete
@@ -741,7 +741,7 @@ func TestAListingOutlivesTheReplacementThatStartedIt(t *testing.T) {
 	r.Want, r.Accepts, r.Retry = Want, Accepts, fastBackoff.Retry
 	replace := func(ctx context.Context, key string) error {
 		n := s.nads[key]
-		_, err := r.Replace(ctx, string(ModeMigrate), types.NamespacedName{Namespace: n.Namespace, Name: n.Name}, n.UID, n.ResourceVersion, typeRule, true)
+		_, err := r.Replace(ctx, ModeMigrate, types.NamespacedName{Namespace: n.Namespace, Name: n.Name}, n.UID, n.ResourceVersion, typeRule, true)
 		return err
 	}
 	short, cancel := context.WithTimeout(context.Background(), 20*time.Millisecond)

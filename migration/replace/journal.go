@@ -18,6 +18,8 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/types"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/harvester/netconf-migrator/migration/mode"
 )
 
 // Step is how far a replacement got, as its journal records it.
@@ -41,7 +43,7 @@ type Journal struct {
 	// Run is the identity of the run that wrote it.
 	Run string
 	// Mode is the run's mode (migrate or rollback): what Want computes.
-	Mode string
+	Mode mode.Mode
 	Step Step
 	// Original is the NAD as read before the delete.
 	Original *unstructured.Unstructured
@@ -170,7 +172,7 @@ func (c SecretJournals) Save(ctx context.Context, j *Journal) error {
 				"app.kubernetes.io/name": "netconf-migrator", "app.kubernetes.io/component": "backup",
 				LabelJournal: "true", LabelJournalUID: string(j.UID()),
 			},
-			Annotations: map[string]string{AnnotationNAD: j.Ref(), AnnotationMode: j.Mode, AnnotationStep: string(j.Step), AnnotationRun: j.Run},
+			Annotations: map[string]string{AnnotationNAD: j.Ref(), AnnotationMode: string(j.Mode), AnnotationStep: string(j.Step), AnnotationRun: j.Run},
 		},
 		Type: JournalSecretType,
 		Data: map[string][]byte{keyOriginal: original, keySignature: []byte(c.signature(j.Name, j, original, written))},
@@ -260,7 +262,7 @@ func decode(sec *corev1.Secret) (*Journal, error) {
 	if err := json.Unmarshal(sec.Data[keyOriginal], &u.Object); err != nil || u.Object == nil {
 		return nil, fmt.Errorf("not a backup netconf-migrator wrote: %s is not a JSON object", keyOriginal)
 	}
-	j := &Journal{Name: sec.Name, Run: sec.Annotations[AnnotationRun], Mode: sec.Annotations[AnnotationMode], Step: Step(sec.Annotations[AnnotationStep]),
+	j := &Journal{Name: sec.Name, Run: sec.Annotations[AnnotationRun], Mode: mode.Mode(sec.Annotations[AnnotationMode]), Step: Step(sec.Annotations[AnnotationStep]),
 		Original: u, Written: sec.CreationTimestamp.Time}
 	if w, ok := sec.Annotations[AnnotationWritten]; ok {
 		t, err := time.Parse(time.RFC3339, w)

@@ -11,6 +11,8 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/controller-runtime/pkg/client"
+
+	"github.com/harvester/netconf-migrator/migration/mode"
 )
 
 // Earlier is what MoveEarlier found where an earlier version kept its
@@ -172,7 +174,7 @@ func (c SecretJournals) readConfigMap(cm *corev1.ConfigMap) (*Journal, error) {
 	if err := json.Unmarshal([]byte(original), &u.Object); err != nil || u.Object == nil {
 		return nil, fmt.Errorf("not a backup netconf-migrator wrote: %s is not a JSON object", keyOriginal)
 	}
-	j := &Journal{Name: cm.Name, Run: cm.Annotations[AnnotationRun], Mode: cm.Annotations[AnnotationMode], Step: Step(cm.Annotations[AnnotationStep]), Original: u,
+	j := &Journal{Name: cm.Name, Run: cm.Annotations[AnnotationRun], Mode: mode.Mode(cm.Annotations[AnnotationMode]), Step: Step(cm.Annotations[AnnotationStep]), Original: u,
 		Written: cm.CreationTimestamp.Time, moved: true}
 	want := c.signature(cm.Name, j, []byte(original), "")
 	if len(c.Key) == 0 || !hmac.Equal([]byte(want), []byte(cm.Data[keySignature])) {

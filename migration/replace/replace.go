@@ -29,6 +29,7 @@ import (
 
 	"github.com/harvester/netconf-migrator/internal/harvester"
 	"github.com/harvester/netconf-migrator/internal/logging"
+	"github.com/harvester/netconf-migrator/migration/mode"
 )
 
 // Objects reads and writes NADs as the API server holds them, with every
@@ -57,10 +58,10 @@ type Replacer struct {
 	// Want computes the object to create from the NAD as read, for a
 	// run's mode: the only source of what is created, in a first attempt
 	// and when a later run finishes it.
-	Want func(mode string, original *unstructured.Unstructured) (*unstructured.Unstructured, error)
+	Want func(m mode.Mode, original *unstructured.Unstructured) (*unstructured.Unstructured, error)
 	// Accepts says whether what the API server would store (after every
 	// mutating webhook) for want is what the run wants.
-	Accepts func(mode string, want, stored *unstructured.Unstructured) bool
+	Accepts func(m mode.Mode, want, stored *unstructured.Unstructured) bool
 	// Finalizers are the finalizers a replacement waits out, each with the
 	// controller that removes it; a NAD with any other is left as it is.
 	Finalizers map[string]string
@@ -183,7 +184,7 @@ type Result struct {
 // NAD keeps its deletion from finishing, a server-side dry run shows the
 // API server and every webhook would admit the new object and store what
 // the run wants, and the journal is saved.
-func (r *Replacer) Replace(ctx context.Context, mode string, ref types.NamespacedName, uid types.UID, resourceVersion string, cause error, dryRun bool) (*Result, error) {
+func (r *Replacer) Replace(ctx context.Context, m mode.Mode, ref types.NamespacedName, uid types.UID, resourceVersion string, cause error, dryRun bool) (*Result, error) {
 	log := r.Log.WithValues(logging.KeyObject, ref.String())
 	var orig *unstructured.Unstructured
 	if err := r.Retry(ctx, func() (err error) {
@@ -210,7 +211,7 @@ func (r *Replacer) Replace(ctx context.Context, mode string, ref types.Namespace
 	if err := r.deletionCanFinish(ctx, orig); err != nil {
 		return nil, fmt.Errorf("%w; not replaced: %w", cause, err)
 	}
-	want, err := r.Want(mode, orig)
+	want, err := r.Want(m, orig)
 	if err != nil {
 		return nil, fmt.Errorf("%w; not replaced: %w", cause, err)
 	}
@@ -220,7 +221,7 @@ func (r *Replacer) Replace(ctx context.Context, mode string, ref types.Namespace
 	if err := r.Objects.Create(ctx, probe, true); err != nil {
 		return nil, fmt.Errorf("%w; creating it again would be refused too: %w", cause, err)
 	}
-	if !r.Accepts(mode, want, probe) {
+	if !r.Accepts(m, want, probe) {
 		cfg, _, _ := unstructured.NestedString(probe.Object, "spec", "config")
 		return nil, fmt.Errorf("%w; created again it would hold %s, as an admission webhook rewrites it", cause, cfg)
 	}
@@ -243,7 +244,7 @@ func (r *Replacer) Replace(ctx context.Context, mode string, ref types.Namespace
 	// budget, and a stopping run (SIGTERM, --timeout) does not cut it.
 	tx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.Budget)
 	defer cancel()
-	j := &Journal{Run: r.Run, Mode: mode, Step: StepDeleting, Original: orig}
+	j := &Journal{Run: r.Run, Mode: m, Step: StepDeleting, Original: orig}
 	if err := r.Retry(tx, func() error { return r.Journals.Save(tx, j) }); err != nil {
 		return nil, fmt.Errorf("%w; not replaced: %w", cause, err)
 	}
