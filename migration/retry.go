@@ -5,12 +5,12 @@ import (
 	"errors"
 	"fmt"
 	"math"
-	"strings"
 	"time"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
 
+	"github.com/harvester/netconf-migrator/internal/apistatus"
 	"github.com/harvester/netconf-migrator/internal/runlock"
 	"github.com/harvester/netconf-migrator/migration/replace"
 )
@@ -50,11 +50,8 @@ func Classify(err error) Class {
 		return Conflict
 	case apierrors.IsNotFound(err):
 		return Gone
-	case IsAdmissionDenial(err):
-		return Final
-	case apierrors.IsForbidden(err), apierrors.IsInvalid(err), apierrors.IsBadRequest(err),
-		apierrors.IsUnauthorized(err), apierrors.IsMethodNotSupported(err), apierrors.IsNotAcceptable(err),
-		apierrors.IsRequestEntityTooLargeError(err), apierrors.IsUnsupportedMediaType(err), apierrors.IsAlreadyExists(err):
+	case apistatus.Refused(err):
+		// A denial too, even when it arrives as HTTP 500.
 		return Final
 	case errors.Is(err, context.Canceled), errors.Is(err, runlock.ErrLost), errors.Is(err, replace.ErrKeyMissing):
 		return Final
@@ -77,12 +74,8 @@ func Classify(err error) Class {
 
 // IsAdmissionDenial reports whether an admission webhook refused the write.
 func IsAdmissionDenial(err error) bool {
-	var se apierrors.APIStatus
-	if !errors.As(err, &se) {
-		return false
-	}
-	msg := se.Status().Message
-	return strings.Contains(msg, "admission webhook") && strings.Contains(msg, "denied the request")
+	_, ok := apistatus.DeniedBy(err)
+	return ok
 }
 
 // Backoff is how long transient errors are retried: exponential from

@@ -27,6 +27,7 @@ import (
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
 
+	"github.com/harvester/netconf-migrator/internal/apistatus"
 	"github.com/harvester/netconf-migrator/internal/harvester"
 	"github.com/harvester/netconf-migrator/internal/logging"
 	"github.com/harvester/netconf-migrator/migration/mode"
@@ -104,41 +105,15 @@ type Resent struct{ Err error }
 func (e *Resent) Error() string { return e.Err.Error() + " (an answer to a resend)" }
 func (e *Resent) Unwrap() error { return e.Err }
 
-// refused says whether err is the API server's answer that it did not do
-// the request: it was read and turned down, not lost or timed out.
-func refused(err error) bool {
-	if _, ok := DeniedBy(err); ok {
-		return true
-	}
-	return apierrors.IsNotFound(err) || apierrors.IsConflict(err) || apierrors.IsForbidden(err) || apierrors.IsInvalid(err) ||
-		apierrors.IsBadRequest(err) || apierrors.IsUnauthorized(err) || apierrors.IsMethodNotSupported(err)
-}
+// refused says whether the API server refused a request for good: the
+// write did not happen (apistatus.Refused).
+func refused(err error) bool { return apistatus.Refused(err) }
 
 // Denial is an admission webhook's refusal, as the API server words it.
-type Denial struct {
-	Webhook, Message string
-}
+type Denial = apistatus.Denial
 
-// DeniedBy returns the webhook that refused a write, from the API
-// server's message, or ok false for any other error.
-func DeniedBy(err error) (d Denial, ok bool) {
-	var se apierrors.APIStatus
-	if !errors.As(err, &se) {
-		return d, false
-	}
-	msg := se.Status().Message
-	const pre, post = `admission webhook "`, `" denied the request`
-	i := strings.Index(msg, pre)
-	if i < 0 {
-		return d, false
-	}
-	rest := msg[i+len(pre):]
-	j := strings.Index(rest, post)
-	if j < 0 {
-		return d, false
-	}
-	return Denial{Webhook: rest[:j], Message: msg}, true
-}
+// DeniedBy returns the webhook that refused a write (apistatus.DeniedBy).
+func DeniedBy(err error) (Denial, bool) { return apistatus.DeniedBy(err) }
 
 // CallsForReplacement says whether a refused in-place write may be
 // replaced: only when a webhook on the allow list refused it.
