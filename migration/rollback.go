@@ -10,6 +10,7 @@ import (
 	"github.com/harvester/netconf-migrator/apis/netconf"
 	"github.com/harvester/netconf-migrator/apis/report"
 	"github.com/harvester/netconf-migrator/internal/logging"
+	"github.com/harvester/netconf-migrator/migration/replace"
 )
 
 // rollback restores the original config of a NAD the migration rewrote,
@@ -123,6 +124,8 @@ func (m *Migrator) dropAnnotations(ctx context.Context, nad *nadv1.NetworkAttach
 		upd := nad.DeepCopy()
 		delete(upd.Annotations, nadv1.AnnotationOriginalConfig)
 		delete(upd.Annotations, nadv1.AnnotationNormalizedFrom)
+		// A replacement's proof (the NAD's own replacement is over by now).
+		delete(upd.Annotations, replace.AnnotationReplaces)
 		_, err := m.write(ctx, nad, upd)
 		if err == nil || Classify(err) != Conflict || conflicts >= m.Opts.MaxConflicts {
 			return err

@@ -97,6 +97,7 @@ type Reconciler struct {
 	// leftOpen is the resourceVersion of a NAD left to its open
 	// replacement, once said.
 	leftOpen map[types.NamespacedName]string
+	open     *replace.OpenBackups
 }
 
 // SetupWithManager registers the controller: one worker, since NADs are
@@ -120,6 +121,11 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.contested = map[types.NamespacedName]string{}
 	r.notFixed = map[types.NamespacedName]string{}
 	r.leftOpen = map[types.NamespacedName]string{}
+	backups := r.Runner.BackupNamespace
+	if backups == "" {
+		backups = runner.DefaultBackupNamespace
+	}
+	r.open = &replace.OpenBackups{Client: r.Runner.Client, Namespace: backups, Earlier: r.Runner.EarlierBackupNamespace}
 	registerMetrics()
 	return ctrl.NewControllerManagedBy(mgr).
 		Named("legacy-nads").
@@ -184,7 +190,7 @@ func (r *Reconciler) fix(ctx context.Context, log logr.Logger, key types.Namespa
 	// A NAD whose name has an open replacement is its owner's to decide:
 	// it may be another writer's, standing where the original was deleted,
 	// and a fix here would make it look like the replacement's create.
-	where, err := replace.OpenFor(ctx, r.Runner.Client, r.backupNamespaces(), key.Namespace, key.Name)
+	where, err := r.open.For(ctx, key.Namespace, key.Name)
 	if err != nil {
 		return reconcile.Result{}, fmt.Errorf("looking for an open replacement of %s: %w", key, err)
 	}
@@ -255,20 +261,6 @@ func (r *Reconciler) fix(ctx context.Context, log logr.Logger, key types.Namespa
 		log.Info("Leaving NetworkAttachmentDefinition in a legacy form: it could not be fixed", logging.KeyOutcome, it.Action, logging.KeyReason, head)
 	}
 	return reconcile.Result{}, nil
-}
-
-// backupNamespaces are where open replacements are kept: this version's
-// namespace and an earlier version's.
-func (r *Reconciler) backupNamespaces() []string {
-	ns := r.Runner.BackupNamespace
-	if ns == "" {
-		ns = runner.DefaultBackupNamespace
-	}
-	out := []string{ns}
-	if e := r.Runner.EarlierBackupNamespace; e != "" && e != ns {
-		out = append(out, e)
-	}
-	return out
 }
 
 // normalOnly passes on the engine's Normal Events (what it rewrote) and

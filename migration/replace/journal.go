@@ -10,6 +10,7 @@ import (
 	"errors"
 	"fmt"
 	"strings"
+	"sync/atomic"
 	"time"
 
 	corev1 "k8s.io/api/core/v1"
@@ -226,27 +227,49 @@ func (c SecretJournals) List(ctx context.Context) ([]*Journal, []Rejected, error
 	return out, rejected, nil
 }
 
-// OpenFor names the journal (Kind namespace/name) open for the NAD
-// namespace/name in any of namespaces, or "". Every Secret labelled as a
-// journal counts, signed or not: an in-place writer leaves such a NAD to
-// the owner of open replacements, which alone decides what stands under
-// the name (issue 35's N2: the watch's fix of another writer's NAD was
-// taken for the replacement's create, and the original was lost). A
-// namespace whose Secrets this identity may not list is skipped: the
-// operator reports what it cannot see there (an earlier version's).
-func OpenFor(ctx context.Context, c client.Reader, namespaces []string, namespace, name string) (string, error) {
+// OpenBackups finds the open replacement of a NAD by its name, for the
+// in-place writers, which leave such a NAD to the owner of open
+// replacements: that owner alone decides what stands under the name (issue
+// 35's N2: the legacy-NAD watch's fix of another writer's NAD was taken for
+// the replacement's create, and the original was lost). Every Secret
+// labelled as a backup counts, signed or not (a look-alike holds its NAD
+// until it is removed; runs report it). Only the metadata is listed: the
+// NADs' configs stay where they are.
+type OpenBackups struct {
+	Client client.Reader
+	// Namespace is where this version keeps its backups: not being allowed
+	// to list them there is an error, never "none".
+	Namespace string
+	// Earlier is where an earlier version kept them, beside the webhook,
+	// or "". The operator may not list Secrets there (its owner reports
+	// what it cannot see): from the first Forbidden on, it is not asked
+	// again.
+	Earlier string
+
+	earlierUnseen atomic.Bool
+}
+
+// For names the open backup (Kind namespace/name) of the NAD
+// namespace/name, or "".
+func (o *OpenBackups) For(ctx context.Context, namespace, name string) (string, error) {
 	ref := namespace + "/" + name
-	for _, ns := range namespaces {
-		list := &corev1.SecretList{}
-		if err := c.List(ctx, list, client.InNamespace(ns), client.MatchingLabels{LabelJournal: "true"}); err != nil {
-			if apierrors.IsForbidden(err) {
+	places := []string{o.Namespace}
+	if o.Earlier != "" && o.Earlier != o.Namespace && !o.earlierUnseen.Load() {
+		places = append(places, o.Earlier)
+	}
+	for _, ns := range places {
+		list := &metav1.PartialObjectMetadataList{}
+		list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
+		if err := o.Client.List(ctx, list, client.InNamespace(ns), client.MatchingLabels{LabelJournal: "true"}); err != nil {
+			if ns == o.Earlier && apierrors.IsForbidden(err) {
+				o.earlierUnseen.Store(true)
 				continue
 			}
 			return "", fmt.Errorf("listing backups in namespace %s: %w", ns, err)
 		}
-		for _, sec := range list.Items {
-			if sec.Annotations[AnnotationNAD] == ref {
-				return fmt.Sprintf("Secret %s/%s", sec.Namespace, sec.Name), nil
+		for _, m := range list.Items {
+			if m.Annotations[AnnotationNAD] == ref {
+				return fmt.Sprintf("Secret %s/%s", m.Namespace, m.Name), nil
 			}
 		}
 	}

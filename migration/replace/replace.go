@@ -190,7 +190,10 @@ func (r *Replacer) Replace(ctx context.Context, m mode.Mode, ref types.Namespace
 	if err != nil {
 		return nil, fmt.Errorf("%w; not replaced: %w", cause, err)
 	}
-	probe := want.DeepCopy()
+	// The probe is the create as it will be sent, the proof included: a
+	// policy that refuses the annotation refuses the probe, before the
+	// delete.
+	probe := provenFor(want, &Journal{Original: orig})
 	probe.SetGenerateName(probeName(orig.GetName()))
 	probe.SetName("")
 	if err := r.Objects.Create(ctx, probe, true); err != nil {
@@ -625,27 +628,72 @@ func (r *Replacer) finish(ctx context.Context, log logr.Logger, j *Journal) (*Re
 }
 
 // createdByAnother handles a NAD that stands under the name with another
-// uid while the journal is open: one of this tool's creates for this
-// journal whose answer was lost (it carries AnnotationReplaces with the
-// journal's uid, set in the create, and what the run wants), or someone
-// else's (a controller, a GitOps tool, a person). Someone else's closes the
-// journal only when its config is exactly the one the run would have
-// created; any other is theirs, reported as theirs, and the original stays
-// in the journal until a person decides.
+// uid while the journal is open.
+//   - One of this tool's creates for this journal, whose answer was lost or
+//     whose journal could not be closed: it carries AnnotationReplaces with
+//     the journal's uid, set in the create. The replacement is done, even if
+//     another writer changed the NAD since (the legacy-NAD watch, which
+//     leaves a NAD with an open journal alone, then takes it over); if it is
+//     the original created back, the create was refused, as finish says.
+//   - Someone else's (a controller, a GitOps tool, a person, or a build
+//     before 0.3 that set no proof): it closes the journal only when its
+//     config holds every key and value of the one the run would have created
+//     (what another admission webhook adds, such as Harvester's mtu, aside).
+//     Any other is theirs, reported as theirs, and the original stays in the
+//     journal until a person decides.
 func (r *Replacer) createdByAnother(ctx context.Context, log logr.Logger, j *Journal, cur *unstructured.Unstructured) (*Result, error) {
+	proven := createdFor(cur, j)
 	want, err := r.Want(j.Mode, j.Original)
 	switch {
-	case err != nil:
-	case createdFor(cur, j) && r.Accepts(j.Mode, want, cur):
+	case proven && (err != nil || !r.Accepts(j.Mode, want, cur)) && sameConfig(j.Original, cur):
+		r.close(ctx, log, j)
+		return nil, errors.New("deleted to be created again, but the create was refused; the original was created back")
+	case proven:
+		if err != nil || !r.Accepts(j.Mode, want, cur) {
+			log.Info("The NetworkAttachmentDefinition this replacement created was changed since by another writer; its backup is closed",
+				"uid", cur.GetUID(), "fieldManagers", managers(cur))
+		}
 		r.close(ctx, log, j)
 		return r.result(j.Original, cur), nil
-	case sameConfig(want, cur):
+	case err != nil:
+	case holdsConfig(cur, want):
 		r.close(ctx, log, j)
 		res := r.result(j.Original, cur)
 		res.ByAnother = true
 		return res, nil
 	}
 	return nil, &CreatedByAnother{Journal: r.Journals.Where(j), UID: cur.GetUID(), Managers: managers(cur)}
+}
+
+// holdsConfig says whether got's spec.config, as JSON, holds every key and
+// value of want's, objects compared the same way at every depth; configs
+// that are not JSON objects must be equal.
+func holdsConfig(got, want *unstructured.Unstructured) bool {
+	gc, _, _ := unstructured.NestedString(got.Object, "spec", "config")
+	wc, _, _ := unstructured.NestedString(want.Object, "spec", "config")
+	var gv, wv any
+	if json.Unmarshal([]byte(gc), &gv) != nil || json.Unmarshal([]byte(wc), &wv) != nil {
+		return gc == wc
+	}
+	return holds(gv, wv)
+}
+
+func holds(got, want any) bool {
+	w, ok := want.(map[string]any)
+	if !ok {
+		return reflect.DeepEqual(got, want)
+	}
+	g, ok := got.(map[string]any)
+	if !ok {
+		return false
+	}
+	for k, wv := range w {
+		gv, ok := g[k]
+		if !ok || !holds(gv, wv) {
+			return false
+		}
+	}
+	return true
 }
 
 // sameConfig says whether b's spec.config is a's, as JSON values.
@@ -660,8 +708,8 @@ func sameConfig(a, b *unstructured.Unstructured) bool {
 }
 
 // managers are the field managers other than this tool's that wrote obj,
-// for the report (ours shows on their NAD once the webhook or an in-place
-// fix rewrote it; it does not make the NAD ours).
+// for the report (ours shows on their NAD once an in-place fix rewrote it;
+// it does not make the NAD ours).
 func managers(obj *unstructured.Unstructured) []string {
 	var out []string
 	for _, f := range obj.GetManagedFields() {
@@ -719,7 +767,7 @@ func (e *CreatedByAnother) Error() string {
 
 func (r *Replacer) close(ctx context.Context, log logr.Logger, j *Journal) {
 	// Left behind, it is closed by the next run, which finds the NAD
-	// created by us (managedFields).
+	// created by us (AnnotationReplaces).
 	if err := r.Retry(ctx, func() error { return r.Journals.Delete(ctx, j) }); err != nil {
 		log.Error(err, "Leaving a backup behind; delete it by hand", "backup", r.Journals.Where(j))
 	}
