@@ -16,6 +16,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime/schema"
 	"k8s.io/apimachinery/pkg/types"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/report"
@@ -821,6 +822,44 @@ func TestADeleteWhoseAnswerWasLost(t *testing.T) {
 			}
 			if len(j.saved) != 0 {
 				t.Errorf("%d backups left", len(j.saved))
+			}
+		})
+	}
+}
+
+// TestTheResumeWindowIsTheClocks: a journal left at step Deleting whose NAD
+// is gone is finished within the resume window of its writing and left for
+// a person after it, by the Replacer's clock: no test sleeps through a
+// window.
+func TestTheResumeWindowIsTheClocks(t *testing.T) {
+	written := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	for _, tc := range []struct {
+		name    string
+		after   time.Duration
+		created bool
+	}{
+		{"within the window", replace.DefaultResumeWindow - time.Minute, true},
+		{"past the window", replace.DefaultResumeWindow + time.Second, false},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			s, j := newMemStore(map[string]string{"a/n": nested}), newMemJournals()
+			jr := journalOf(s, "a/n", replace.StepDeleting)
+			jr.Written = written
+			_ = j.Save(context.Background(), jr)
+			delete(s.nads, "a/n") // deleted, by that run or by a person
+			r := newReplacer(s, j)
+			r.Clock = clocktesting.NewFakePassiveClock(written.Add(tc.after))
+			rep, err := runReplacing(context.Background(), s, r, Options{})
+			if err != nil {
+				t.Fatal(err)
+			}
+			it, _ := action(rep, "a/n")
+			_, exists := s.nads["a/n"]
+			if exists != tc.created || (len(j.saved) == 0) != tc.created {
+				t.Errorf("%s after its writing: created %v, backup kept %v, want created %v (%s %q)", tc.after, exists, len(j.saved) == 1, tc.created, it.Action, it.Reason)
+			}
+			if !tc.created && !strings.Contains(it.Reason, "cannot be told") {
+				t.Errorf("past the window: %s %q, want it left for a person", it.Action, it.Reason)
 			}
 		})
 	}

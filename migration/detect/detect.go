@@ -19,6 +19,7 @@ import (
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 	ctrl "sigs.k8s.io/controller-runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/controller"
@@ -87,6 +88,8 @@ type Reconciler struct {
 	// before it is tried again later.
 	LeaseWait time.Duration
 	Log       logr.Logger
+	// Clock tells the time of the flap window (the real clock when nil).
+	Clock clock.PassiveClock
 
 	mu        sync.Mutex
 	forms     map[types.NamespacedName]netconf.Form
@@ -239,7 +242,7 @@ func (r *Reconciler) fix(ctx context.Context, log logr.Logger, key types.Namespa
 	switch it.Action {
 	case report.ActionNormalized:
 		r.mu.Lock()
-		r.fixes[key] = append(r.fixes[key], time.Now())
+		r.fixes[key] = append(r.fixes[key], r.now())
 		r.mu.Unlock()
 		fixedNADs.Inc()
 		log.Info("Fixed NetworkAttachmentDefinition stored in a legacy form", logging.KeyOutcome, it.Action, "recreated", it.Recreated)
@@ -263,6 +266,13 @@ func (r *Reconciler) fix(ctx context.Context, log logr.Logger, key types.Namespa
 	return reconcile.Result{}, nil
 }
 
+func (r *Reconciler) now() time.Time {
+	if r.Clock == nil {
+		return time.Now()
+	}
+	return r.Clock.Now()
+}
+
 // normalOnly passes on the engine's Normal Events (what it rewrote) and
 // drops its Warnings: the watch puts one Warning of its own on a NAD it
 // could not fix, saying what would.
@@ -275,7 +285,7 @@ func (e normalOnly) Event(ctx context.Context, nad *nadv1.NetworkAttachmentDefin
 }
 
 func (r *Reconciler) recentFixes(key types.NamespacedName) int {
-	cut := time.Now().Add(-r.FlapWindow)
+	cut := r.now().Add(-r.FlapWindow)
 	kept := r.fixes[key][:0]
 	for _, t := range r.fixes[key] {
 		if t.After(cut) {

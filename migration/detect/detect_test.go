@@ -6,6 +6,8 @@ import (
 
 	"github.com/google/go-cmp/cmp"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/types"
+	clocktesting "k8s.io/utils/clock/testing"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
@@ -94,5 +96,26 @@ func TestParseFix(t *testing.T) {
 	}
 	if _, err := ParseFix("inplace"); err == nil {
 		t.Error("ParseFix accepted a misspelt setting")
+	}
+}
+
+// The flap window is the Reconciler's clock's: fixes older than the window
+// stop counting towards the flap limit, without a test sleeping through it.
+func TestTheFlapWindowIsTheClocks(t *testing.T) {
+	start := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	clk := clocktesting.NewFakePassiveClock(start)
+	r := &Reconciler{Clock: clk, FlapWindow: 10 * time.Minute, fixes: map[types.NamespacedName][]time.Time{}}
+	key := types.NamespacedName{Namespace: "a", Name: "n"}
+	for _, at := range []time.Duration{0, 4 * time.Minute, 8 * time.Minute} {
+		r.fixes[key] = append(r.fixes[key], start.Add(at))
+	}
+	for _, tc := range []struct {
+		now  time.Duration
+		want int
+	}{{9 * time.Minute, 3}, {11 * time.Minute, 2}, {15 * time.Minute, 1}, {19 * time.Minute, 0}} {
+		clk.SetTime(start.Add(tc.now))
+		if got := r.recentFixes(key); got != tc.want {
+			t.Errorf("at +%s: %d fixes within the window, want %d", tc.now, got, tc.want)
+		}
 	}
 }

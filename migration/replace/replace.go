@@ -26,6 +26,7 @@ import (
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/labels"
 	"k8s.io/apimachinery/pkg/types"
+	"k8s.io/utils/clock"
 
 	"github.com/harvester/netconf-migrator/internal/apistatus"
 	"github.com/harvester/netconf-migrator/internal/harvester"
@@ -86,6 +87,9 @@ type Replacer struct {
 	// ResumeWindow is how long after its writing a journal left at step
 	// Deleting may be finished when its NAD is gone (DefaultResumeWindow).
 	ResumeWindow time.Duration
+	// Clock tells the time for the resume window and how long a cluster
+	// network's listing serves (the real clock when nil): tests move it.
+	Clock clock.PassiveClock
 	// Legacy, when set, moves journals kept where an earlier build kept
 	// them into Journals before Resume lists them, and returns the ones
 	// it could not verify (MoveConfigMapJournals).
@@ -418,7 +422,7 @@ func (l *cnListing) ended() bool {
 func (r *Replacer) clusterNetwork(ctx context.Context, cn string) (*cnListing, error) {
 	r.cnMu.Lock()
 	l := r.cnListings[cn]
-	if l == nil || l.ended() && (l.err != nil || time.Since(l.at) >= clusterNetworkTTL) {
+	if l == nil || l.ended() && (l.err != nil || r.now().Sub(l.at) >= clusterNetworkTTL) {
 		if r.cnListings == nil {
 			r.cnListings = map[string]*cnListing{}
 		}
@@ -478,7 +482,7 @@ func (r *Replacer) listClusterNetwork(cn string, l *cnListing) {
 			break
 		}
 	}
-	l.at = time.Now()
+	l.at = r.now()
 }
 
 // waitGone waits until the object with j's uid is gone: nil and the NAD
@@ -832,6 +836,13 @@ func probeName(name string) string {
 // seconds; later, the original is kept for a person to decide.
 const DefaultResumeWindow = 10 * time.Minute
 
+func (r *Replacer) now() time.Time {
+	if r.Clock == nil {
+		return time.Now()
+	}
+	return r.Clock.Now()
+}
+
 func (r *Replacer) resumeWindow() time.Duration {
 	if r.ResumeWindow > 0 {
 		return r.ResumeWindow
@@ -912,11 +923,11 @@ func (r *Replacer) Resume(ctx context.Context, inScope func(original *unstructur
 			continue
 		}
 		res := Resumed{Journal: j, Where: r.Journals.Where(j)}
-		if deleted := err != nil || cur.GetUID() == j.UID(); deleted && j.Step == StepDeleting && !j.Written.IsZero() && time.Since(j.Written) > r.resumeWindow() {
+		if deleted := err != nil || cur.GetUID() == j.UID(); deleted && j.Step == StepDeleting && !j.Written.IsZero() && r.now().Sub(j.Written) > r.resumeWindow() {
 			// Its run stopped between saving the journal and recording
 			// its delete, long enough ago that someone else may have
 			// deleted the NAD since: a person decides.
-			res.Err = &Undecided{Journal: res.Where, Age: time.Since(j.Written)}
+			res.Err = &Undecided{Journal: res.Where, Age: r.now().Sub(j.Written)}
 			log.Info("Leaving a backup for a person: whose delete removed the NetworkAttachmentDefinition cannot be told", logging.KeyReason, res.Err.Error())
 			out = append(out, res)
 			continue
