@@ -71,6 +71,18 @@ func harvesterFinalizers(s *memStore, key string) {
 	}
 }
 
+// leaseLostWhen fences r's writes by a run Lease that is lost whenever
+// lost says so (asked before each write), as runlock.Held.Fence answers.
+func leaseLostWhen(r *replace.Replacer, lost func() bool) {
+	fence := func() (time.Time, error) {
+		if lost() {
+			return time.Time{}, runlock.ErrLost
+		}
+		return time.Now().Add(time.Minute), nil
+	}
+	r.Objects, r.Journals = replace.FencedObjects(r.Objects, fence), replace.FencedJournals(r.Journals, fence)
+}
+
 // TestRecreate walks the replacement through each way it can end, with
 // faults injected into the store: nothing is deleted unless the new object
 // would be admitted and every finalizer has a known controller, and the
@@ -199,13 +211,7 @@ func TestRecreate(t *testing.T) {
 			setup: func(_ *memStore, _ *memJournals, r *replace.Replacer) {
 				// Up for the backup's save, down from then on.
 				calls := 0
-				fence := func() (time.Time, error) {
-					if calls++; calls > 1 {
-						return time.Time{}, runlock.ErrLost
-					}
-					return time.Now().Add(time.Minute), nil
-				}
-				r.Objects, r.Journals = replace.FencedObjects(r.Objects, fence), replace.FencedJournals(r.Journals, fence)
+				leaseLostWhen(r, func() bool { calls++; return calls > 1 })
 			},
 			action: report.ActionUnvisited, wantConfig: nested, backupLeft: true, backupStep: replace.StepDeleting,
 			reason: []string{"no longer provably holds the run Lease", "nothing was deleted"}},
@@ -221,13 +227,7 @@ func TestRecreate(t *testing.T) {
 					}
 					return nil
 				}
-				fence := func() (time.Time, error) {
-					if !up {
-						return time.Time{}, runlock.ErrLost
-					}
-					return time.Now().Add(time.Minute), nil
-				}
-				r.Objects, r.Journals = replace.FencedObjects(r.Objects, fence), replace.FencedJournals(r.Journals, fence)
+				leaseLostWhen(r, func() bool { return !up })
 			},
 			action: report.ActionMissing, deletes: 1, backupLeft: true, backupStep: replace.StepDeleting,
 			reason: []string{"missing: deleted to be created again", "deleted by a delete whose answer was lost", "no longer provably holds the run Lease"}},
@@ -241,13 +241,7 @@ func TestRecreate(t *testing.T) {
 					}
 					return nil
 				}
-				fence := func() (time.Time, error) {
-					if !up {
-						return time.Time{}, runlock.ErrLost
-					}
-					return time.Now().Add(time.Minute), nil
-				}
-				r.Objects, r.Journals = replace.FencedObjects(r.Objects, fence), replace.FencedJournals(r.Journals, fence)
+				leaseLostWhen(r, func() bool { return !up })
 			},
 			action: report.ActionUnvisited, wantConfig: nested, backupLeft: true, backupStep: replace.StepDeleting,
 			reason: []string{"no longer provably holds the run Lease", "nothing was deleted"}},
@@ -640,8 +634,12 @@ func TestRollbackRecreates(t *testing.T) {
 	if it.Action != report.ActionRestored || !it.Recreated || n.Spec.Config != nested || n.Labels[nadv1.LabelSkip] != "true" {
 		t.Fatalf("%s recreated=%v %q; stored %s %v", it.Action, it.Recreated, it.Reason, n.Spec.Config, n.Labels)
 	}
-	if _, ok := n.Annotations[nadv1.AnnotationOriginalConfig]; ok {
-		t.Errorf("the restored NAD keeps %v", n.Annotations)
+	// None of the tool's annotations stays, the replacement's proof
+	// included (the docs say rollback removes them).
+	for k := range n.Annotations {
+		if strings.HasPrefix(k, "netconf-migrator.harvesterhci.io/") {
+			t.Errorf("the restored NAD keeps netconf-migrator's annotation %s=%s", k, n.Annotations[k])
+		}
 	}
 }
 

@@ -76,28 +76,3 @@ func TestA02CreateWithHarvestersMTUClosesItsBackup(t *testing.T) {
 		t.Errorf("0.2's create (its original-config annotation and all) reported as another writer's, %d backups kept: %s %q", len(j.saved), it.Action, it.Reason)
 	}
 }
-
-// Rollback restores a NAD by replacing it; the restored NAD keeps none of
-// netconf-migrator's annotations, the replacement's proof included (the
-// docs say rollback removes them).
-func TestRollbackLeavesNoAnnotationOfOurs(t *testing.T) {
-	s, j := newMemStore(map[string]string{"a/n": flatOf}), newMemJournals()
-	s.nads["a/n"].Annotations = map[string]string{nadv1.AnnotationOriginalConfig: nested, nadv1.AnnotationNormalizedFrom: "nested"}
-	s.beforeUpdate = func(s *memStore, key string, _ int) error {
-		if s.nads[key].Spec.Config == flatOf {
-			return webhookDenial("can't update nad a/n because nad cannot be updated from network type bridge to network type ")
-		}
-		return nil
-	}
-	rep := runWithJournals(t, s, j, Options{Mode: ModeRollback})
-	it, _ := action(rep, "a/n")
-	n := s.nads["a/n"]
-	if it.Action != report.ActionRestored || !it.Recreated {
-		t.Fatalf("%s recreated=%v %q", it.Action, it.Recreated, it.Reason)
-	}
-	for k := range n.Annotations {
-		if strings.HasPrefix(k, "netconf-migrator.harvesterhci.io/") {
-			t.Errorf("the restored NAD keeps netconf-migrator's annotation %s=%s", k, n.Annotations[k])
-		}
-	}
-}

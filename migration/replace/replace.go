@@ -671,16 +671,8 @@ func (r *Replacer) createdByAnother(ctx context.Context, log logr.Logger, j *Jou
 
 // holdsConfig says whether got's spec.config, as JSON, holds every key and
 // value of want's, objects compared the same way at every depth; configs
-// that are not JSON objects must be equal.
-func holdsConfig(got, want *unstructured.Unstructured) bool {
-	gc, _, _ := unstructured.NestedString(got.Object, "spec", "config")
-	wc, _, _ := unstructured.NestedString(want.Object, "spec", "config")
-	var gv, wv any
-	if json.Unmarshal([]byte(gc), &gv) != nil || json.Unmarshal([]byte(wc), &wv) != nil {
-		return gc == wc
-	}
-	return holds(gv, wv)
-}
+// that are not JSON must be equal.
+func holdsConfig(got, want *unstructured.Unstructured) bool { return compareConfigs(got, want, holds) }
 
 func holds(got, want any) bool {
 	w, ok := want.(map[string]any)
@@ -701,14 +693,18 @@ func holds(got, want any) bool {
 }
 
 // sameConfig says whether b's spec.config is a's, as JSON values.
-func sameConfig(a, b *unstructured.Unstructured) bool {
+func sameConfig(a, b *unstructured.Unstructured) bool { return compareConfigs(a, b, reflect.DeepEqual) }
+
+// compareConfigs parses a's and b's spec.config as JSON and compares them
+// with same; configs that are not JSON must be equal.
+func compareConfigs(a, b *unstructured.Unstructured, same func(a, b any) bool) bool {
 	ac, _, _ := unstructured.NestedString(a.Object, "spec", "config")
 	bc, _, _ := unstructured.NestedString(b.Object, "spec", "config")
 	var av, bv any
 	if json.Unmarshal([]byte(ac), &av) != nil || json.Unmarshal([]byte(bc), &bv) != nil {
 		return ac == bc
 	}
-	return reflect.DeepEqual(av, bv)
+	return same(av, bv)
 }
 
 // managers are the field managers other than this tool's that wrote obj,

@@ -331,7 +331,7 @@ func TestRehearsal(t *testing.T) {
 		&rbacv1.ClusterRoleBinding{ObjectMeta: metav1.ObjectMeta{Name: "harvester"},
 			RoleRef:  rbacv1.RoleRef{APIGroup: "rbac.authorization.k8s.io", Kind: "ClusterRole", Name: "cluster-admin"},
 			Subjects: []rbacv1.Subject{{Kind: "ServiceAccount", Name: "harvester", Namespace: harvester.SystemNamespace}}})
-	jobKubeconfig := impersonating(t, env, "system:serviceaccount:harvester-system:harvester", "system:serviceaccounts", "system:serviceaccounts:harvester-system", "system:authenticated")
+	jobKubeconfig := asServiceAccount(t, env, harvester.SystemNamespace, "harvester")
 	// v1.8's pre_upgrade_manifest checks rke2-multus's HelmChartConfig after
 	// the pre-hook; an earlier upgrade made it (the first one sleeps 10 s).
 	hcc := &unstructured.Unstructured{}
@@ -484,10 +484,8 @@ func TestRehearsal(t *testing.T) {
 		t.Fatal(err)
 	}
 	webhookURL := fmt.Sprintf("https://localhost:%d", webhookPort)
-	asOperator := impersonating(t, env, "system:serviceaccount:"+ownNamespace+":netconf-migrator-operator",
-		"system:serviceaccounts", "system:serviceaccounts:"+ownNamespace, "system:authenticated")
-	asWebhook := impersonating(t, env, "system:serviceaccount:"+ownNamespace+":netconf-migrator-webhook",
-		"system:serviceaccounts", "system:serviceaccounts:"+ownNamespace, "system:authenticated")
+	asOperator := asServiceAccount(t, env, ownNamespace, "netconf-migrator-operator")
+	asWebhook := asServiceAccount(t, env, ownNamespace, "netconf-migrator-webhook")
 	pod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ownNamespace, Name: "netconf-migrator-operator-5c8d7-rh"},
 		Spec: corev1.PodSpec{ServiceAccountName: "netconf-migrator-operator", Containers: []corev1.Container{{Name: "operator", Image: "netconf-migrator"}}}}
 	harvester.Create(t, c, pod)
@@ -1121,6 +1119,14 @@ func impersonating(t *testing.T, env *testenv.Env, user string, groups ...string
 		t.Fatal(err)
 	}
 	return path
+}
+
+// asServiceAccount writes a kubeconfig that acts as the ServiceAccount
+// namespace/name, with the groups the API server gives its tokens.
+func asServiceAccount(t *testing.T, env *testenv.Env, namespace, name string) string {
+	t.Helper()
+	return impersonating(t, env, "system:serviceaccount:"+namespace+":"+name,
+		"system:serviceaccounts", "system:serviceaccounts:"+namespace, "system:authenticated")
 }
 
 // yamlToJSON converts a kubeconfig to JSON.

@@ -352,8 +352,7 @@ func TestTheToolUpgradesItself(t *testing.T) {
 		t.Fatal(err)
 	}
 	metrics := fmt.Sprintf("127.0.0.1:%d", port)
-	asOperator := impersonating(t, env, "system:serviceaccount:"+ownNamespace+":netconf-migrator-operator",
-		"system:serviceaccounts", "system:serviceaccounts:"+ownNamespace, "system:authenticated")
+	asOperator := asServiceAccount(t, env, ownNamespace, "netconf-migrator-operator")
 	// The later flags win over the rendered ones.
 	newArgs = append(newArgs, "--kubeconfig", asOperator, "--metrics-bind-address", metrics, "--metrics-secure=false")
 	newPod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ownNamespace, Name: "netconf-migrator-operator-8c2f1-new"},
