@@ -104,7 +104,7 @@ prepare: ## Build the test assets and compile every test binary, side by side.
 # the longest two packages ran after each other's company; UNIT_P packages
 # at once keeps the cores busy. -vet=off: make test has run go vet, with
 # all of its checks, on every package just before.
-# The longest two packages, migration/e2e and migration/operator/e2e, each
+# The longest two packages, migration/e2e and operator/e2e, each
 # run as two processes side by side, each process on a control plane of its
 # own: the tests of UNIT_SHARD in one, the rest in the other (-run and -skip
 # of one pattern: every test runs once whatever is renamed; the names are
@@ -118,7 +118,7 @@ TEST_LDFLAGS ?= -ldflags=-w
 UNIT_SHARD_TESTS := TestKilledRuns TestRecreateKilledAtEachStep TestTwoRunsOneKilledMidReplacement \
   TestPreHookOnEachHarvesterRelease TestSoakMigration TestConcurrentWriter \
   TestSIGTERMWaitsForAReplacementUnderWay TestAKilledOperatorsLeaseIsTakenInBoundedTime TestTheToolUpgradesItself
-UNIT_SHARD_PKGS := ./migration/e2e ./migration/operator/e2e
+UNIT_SHARD_PKGS := ./migration/e2e ./operator/e2e
 # The tests whose liveness bounds a saturated machine breaks run once the
 # others are done, one after another: the rehearsal and TestChaos (each on
 # control planes of their own; beside the suites on two cores they missed
@@ -132,21 +132,21 @@ UNIT_UPGRADE_NAMES := $(subst $(space),|,$(strip $(UNIT_UPGRADE_TESTS)))
 UNIT_SHARD := ^($(UNIT_SHARD_NAMES))$$
 UNIT_UPGRADE := ^($(UNIT_UPGRADE_NAMES))$$
 unit: test-assets
-	@others=$$(grep -rlE '^func ($(UNIT_SHARD_NAMES)|$(UNIT_UPGRADE_NAMES))\(' --include='*_test.go' . | grep -vE '^\./migration/(operator/)?e2e/' || true); \
+	@others=$$(grep -rlE '^func ($(UNIT_SHARD_NAMES)|$(UNIT_UPGRADE_NAMES))\(' --include='*_test.go' . | grep -vE '^\./(migration|operator)/e2e/' || true); \
 	  if [ -n "$$others" ]; then echo "make unit: a test of UNIT_SHARD_TESTS or UNIT_UPGRADE_TESTS is also named in $$others"; exit 1; fi
 	@export KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" NETCONF_MIGRATOR_CNI_PATH="$$(hack/setup-cni-plugins.sh)"; \
 	  $(TOOLS) test -vet=off $(TEST_LDFLAGS) -count=1 -timeout 20m ./... & tools=$$!; \
 	  $(GO) test -vet=off -race $(TEST_LDFLAGS) -count=1 -timeout 25m -run '$(UNIT_SHARD)' $(UNIT_SHARD_PKGS) & shard=$$!; \
 	  $(GO) test -vet=off -race $(TEST_LDFLAGS) -p $(UNIT_P) -count=1 -timeout 25m -skip '$(UNIT_SHARD)|$(UNIT_UPGRADE)' $(PKGS); rc=$$?; \
 	  wait $$shard || rc=1; wait $$tools || rc=1; \
-	  $(GO) test -vet=off -race $(TEST_LDFLAGS) -count=1 -timeout 25m -run '$(UNIT_UPGRADE)' ./migration/operator/e2e || rc=1; \
+	  $(GO) test -vet=off -race $(TEST_LDFLAGS) -count=1 -timeout 25m -run '$(UNIT_UPGRADE)' ./operator/e2e || rc=1; \
 	  echo "make unit took $${SECONDS}s"; exit $$rc
 
 # Every benchmark once, the migration ones on a tenth of their NADs (-short):
 # the figures come from hack/bench-*.sh; this keeps the code behind them working.
 # Only the packages that have benchmarks are built again without the race
 # detector.
-BENCH_PKGS = $(shell grep -rl --include='*_test.go' '^func Benchmark' apis cmd convert internal migration webhooks test | xargs -n1 dirname | sort -u | sed 's|^|./|')
+BENCH_PKGS = $(shell grep -rl --include='*_test.go' '^func Benchmark' apis cmd convert internal migration operator webhooks test | xargs -n1 dirname | sort -u | sed 's|^|./|')
 bench-smoke: test-assets
 	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" NETCONF_MIGRATOR_CNI_PATH="$$(hack/setup-cni-plugins.sh)" $(GO) test -vet=off $(TEST_LDFLAGS) -short -count=1 -run '^$$' -bench . -benchtime 1x $(BENCH_PKGS); \
 	  rc=$$?; echo "make bench-smoke took $${SECONDS}s"; exit $$rc
@@ -175,7 +175,7 @@ CHAOS_DURATION ?= 1h
 CHAOS_NADS ?= 3000
 chaos: test-assets ## Run the chaos soak for CHAOS_DURATION on CHAOS_NADS NADs and print its figures.
 	@mkdir -p $(BIN) && rm -rf $(BIN)/chaos-logs && mkdir -p $(BIN)/chaos-logs
-	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" $(GO) test -count=1 -timeout 3h -run '^TestChaos$$' -v ./migration/operator/e2e -args -chaos=$(CHAOS_DURATION) -chaos-nads=$(CHAOS_NADS) -chaos-logs=$(abspath $(BIN))/chaos-logs 2>&1 | tee $(BIN)/chaos.log | grep -E '^(=== RUN|--- |ok|FAIL|panic)|CHAOS|chaos_test'
+	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" $(GO) test -count=1 -timeout 3h -run '^TestChaos$$' -v ./operator/e2e -args -chaos=$(CHAOS_DURATION) -chaos-nads=$(CHAOS_NADS) -chaos-logs=$(abspath $(BIN))/chaos-logs 2>&1 | tee $(BIN)/chaos.log | grep -E '^(=== RUN|--- |ok|FAIL|panic)|CHAOS|chaos_test'
 	@grep -ho 'CHAOS .*' $(BIN)/chaos.log
 
 # The rehearsal (TestRehearsal): one control plane taken through every
@@ -192,7 +192,7 @@ REHEARSAL_CALM ?= 60s
 REHEARSAL_NADS ?= 300
 rehearsal: test-assets ## Take one cluster through every Harvester release with the tool installed, and print the timeline.
 	@mkdir -p $(BIN)
-	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" $(GO) test -count=1 -timeout 2h -run '^TestRehearsal$$' -v ./migration/operator/e2e -args -rehearsal-calm=$(REHEARSAL_CALM) -rehearsal-nads=$(REHEARSAL_NADS) 2>&1 | tee $(BIN)/rehearsal.log | grep -E '^(=== RUN|--- |ok|FAIL|panic)|REHEARSAL|rehearsal_test'
+	KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" $(GO) test -count=1 -timeout 2h -run '^TestRehearsal$$' -v ./operator/e2e -args -rehearsal-calm=$(REHEARSAL_CALM) -rehearsal-nads=$(REHEARSAL_NADS) 2>&1 | tee $(BIN)/rehearsal.log | grep -E '^(=== RUN|--- |ok|FAIL|panic)|REHEARSAL|rehearsal_test'
 
 # Fuzzing instruments every package it builds: the normalizer's are few,
 # the webhook's handler pulls in controller-runtime and client-go, minutes

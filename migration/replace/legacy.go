@@ -116,7 +116,7 @@ func ignoreForbidden(err error) error {
 
 // ReadKey reads the signing key of namespace without making one: nil when
 // there is none.
-func ReadKey(ctx context.Context, c client.Client, namespace string) ([]byte, error) {
+func ReadKey(ctx context.Context, c client.Reader, namespace string) ([]byte, error) {
 	s := &corev1.Secret{}
 	err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: KeySecretName}, s)
 	if apierrors.IsNotFound(err) {

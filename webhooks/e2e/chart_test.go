@@ -16,7 +16,7 @@ import (
 	"sigs.k8s.io/yaml"
 
 	"github.com/harvester/netconf-migrator/migration"
-	"github.com/harvester/netconf-migrator/migration/operator"
+	"github.com/harvester/netconf-migrator/operator"
 	"github.com/harvester/netconf-migrator/test/testenv"
 )
 

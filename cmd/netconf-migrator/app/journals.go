@@ -11,7 +11,6 @@ import (
 
 	"github.com/spf13/cobra"
 	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
 	"sigs.k8s.io/controller-runtime/pkg/client"
@@ -150,23 +149,16 @@ func (f *journalsFlags) journals(ctx context.Context, c client.Client, makeKey b
 	return js, nil
 }
 
-// standing says what stands under j's NAD's name now.
-func standing(ctx context.Context, c client.Client, j *replace.Journal) (string, *unstructured.Unstructured, error) {
-	cur := &unstructured.Unstructured{}
-	cur.SetAPIVersion("k8s.cni.cncf.io/v1")
-	cur.SetKind("NetworkAttachmentDefinition")
-	err := c.Get(ctx, client.ObjectKey{Namespace: j.Original.GetNamespace(), Name: j.Original.GetName()}, cur)
-	switch {
-	case apierrors.IsNotFound(err):
-		return "missing", nil, nil
-	case err != nil:
-		return "", nil, fmt.Errorf("reading %s: %w", j.Ref(), err)
-	case cur.GetUID() == j.UID() && cur.GetDeletionTimestamp() != nil:
-		return "terminating", cur, nil
-	case cur.GetUID() == j.UID():
-		return "not deleted", cur, nil
+// standing says what stands under j's NAD's name now, as replace reads it.
+func standing(ctx context.Context, js replace.SecretJournals, j *replace.Journal) (string, *unstructured.Unstructured, error) {
+	st, cur, err := js.Standing(ctx, j)
+	if err != nil {
+		return "", nil, err
 	}
-	return "another NAD (uid " + string(cur.GetUID()) + ")", cur, nil
+	if st == replace.StandsAnother {
+		return st.String() + " (uid " + string(cur.GetUID()) + ")", cur, nil
+	}
+	return st.String(), cur, nil
 }
 
 func (f *journalsFlags) list(ctx context.Context, out io.Writer) error {
@@ -189,7 +181,7 @@ func (f *journalsFlags) list(ctx context.Context, out io.Writer) error {
 			fmt.Fprintf(tw, "%s\t-\t-\t-\tno: %s\t-\n", cd.Where, cd.Problem)
 			continue
 		}
-		now, _, err := standing(ctx, c, cd.Journal)
+		now, _, err := standing(ctx, js, cd.Journal)
 		if err != nil {
 			return err
 		}
@@ -225,7 +217,7 @@ func (f *journalsFlags) adopt(ctx context.Context, out io.Writer) error {
 			continue
 		}
 		j := cd.Journal
-		now, cur, err := standing(ctx, c, j)
+		now, cur, err := standing(ctx, js, j)
 		if err != nil {
 			return err
 		}
@@ -278,7 +270,7 @@ func (f *journalsFlags) decide(ctx context.Context, out io.Writer, ref string, r
 	if j == nil {
 		return usageError("no backup the current key verifies names NAD %s (netconf-migrator journals list)", ref)
 	}
-	now, cur, err := standing(ctx, c, j)
+	now, cur, err := standing(ctx, js, j)
 	if err != nil {
 		return err
 	}
@@ -302,8 +294,7 @@ func (f *journalsFlags) decide(ctx context.Context, out io.Writer, ref string, r
 		return nil
 	}
 	// The person vouches that the run's delete removed it.
-	j.Step = replace.StepDeleted
-	if err := js.Save(ctx, j); err != nil {
+	if err := js.Restore(ctx, j); err != nil {
 		return err
 	}
 	fmt.Fprintf(out, "Recorded the delete of %s as the run's: the next run or the operator creates it.\n", ref)
@@ -333,9 +324,9 @@ func (f *journalsFlags) move(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	cms := &corev1.ConfigMapList{}
-	if err := c.List(ctx, cms, client.InNamespace(f.from), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil {
-		return fmt.Errorf("listing the backups kept in ConfigMaps in namespace %s: %w", f.from, err)
+	cms, err := replace.ConfigMapBackups(ctx, c, f.from)
+	if err != nil {
+		return err
 	}
 	verified := 0
 	for _, cd := range cands {
@@ -344,7 +335,7 @@ func (f *journalsFlags) move(ctx context.Context, out io.Writer) error {
 			continue
 		}
 		j := cd.Journal
-		now, _, err := standing(ctx, c, j)
+		now, _, err := standing(ctx, earlier, j)
 		if err != nil {
 			return err
 		}
@@ -358,10 +349,10 @@ func (f *journalsFlags) move(ctx context.Context, out io.Writer) error {
 		showPlan(out, j)
 		fmt.Fprintln(out)
 	}
-	for _, cm := range cms.Items {
-		fmt.Fprintf(out, "ConfigMap %s/%s: NAD %s, kept by a version before backups were Secrets: moved if the earlier key verifies it\n", cm.Namespace, cm.Name, cm.Annotations[replace.AnnotationNAD])
+	for _, cm := range cms {
+		fmt.Fprintf(out, "%s: NAD %s, kept by a version before backups were Secrets: moved if the earlier key verifies it\n", cm.Where, cm.NAD)
 	}
-	if len(cands) == 0 && len(cms.Items) == 0 {
+	if len(cands) == 0 && len(cms) == 0 {
 		if key == nil {
 			fmt.Fprintf(out, "Nothing of netconf-migrator's is left in namespace %s.\n", f.from)
 			return nil
@@ -369,7 +360,7 @@ func (f *journalsFlags) move(ctx context.Context, out io.Writer) error {
 		fmt.Fprintf(out, "No backup is left in namespace %s; only the earlier signing key, which signs nothing.\n", f.from)
 	}
 	if !f.yes {
-		return &ExitError{Code: ExitAttention, Err: fmt.Errorf("nothing changed; %d backups in namespace %s are verified and would be moved to %s; review them above, then run journals move --yes", verified+len(cms.Items), f.from, f.backupNamespace)}
+		return &ExitError{Code: ExitAttention, Err: fmt.Errorf("nothing changed; %d backups in namespace %s are verified and would be moved to %s; review them above, then run journals move --yes", verified+len(cms), f.from, f.backupNamespace)}
 	}
 	// One run at a time: a run resuming backups while they move would
 	// find each one twice.

@@ -216,7 +216,7 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 	ctx, stop := signal.NotifyContext(ctx, syscall.SIGTERM, os.Interrupt)
 	defer stop()
 
-	needs, err := migration.Preflight(ctx, cfg, migration.PreflightScope{
+	needs, err := preflight(ctx, cfg, preflightScope{
 		Namespace: f.namespace, Writes: dry != migration.DryRunClient, Stores: dry == migration.DryRunNone,
 		Replaces: recreate == migration.RecreateAuto, BackupNamespace: f.backupNamespace,
 	}, f.nadBudget)
@@ -225,7 +225,7 @@ func run(ctx context.Context, g *globals, mode migration.Mode, f runFlags) error
 		// server that kept failing is not a usage error: exit 3 lets the
 		// Job try again.
 		code := ExitUsage
-		var pe *migration.PreflightError
+		var pe *preflightError
 		if errors.As(err, &pe) && pe.Transient {
 			code = ExitStopped
 		}

@@ -5,21 +5,17 @@ import (
 	"crypto/rand"
 	"errors"
 	"fmt"
-	"strings"
 	"sync"
 	"time"
 
 	"github.com/go-logr/logr"
 	"github.com/prometheus/client_golang/prometheus"
-	corev1 "k8s.io/api/core/v1"
-	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 
-	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	v1alpha1 "github.com/harvester/netconf-migrator/apis/netconfmigrator/v1alpha1"
 	"github.com/harvester/netconf-migrator/apis/report"
 	"github.com/harvester/netconf-migrator/internal/logging"
@@ -29,7 +25,7 @@ import (
 	"github.com/harvester/netconf-migrator/migration/runner"
 )
 
-// Journals owns every open replacement, whichever entry point wrote its
+// OpenReplacements owns every open replacement, whichever entry point wrote its
 // journal (a CLI run, the Job, the upgrade pre-hook, a NADMigration, the
 // legacy-NAD watch): on the elected replica it looks at the journals every
 // Interval, counts the NADs they leave missing, and drives each to its end
@@ -37,7 +33,7 @@ import (
 // left for a person with the reason in the log and the gauges. A journal
 // is an object in the backup namespace, so a restarted operator picks up
 // every one; a NAD missing is never forgotten while its journal exists.
-type Journals struct {
+type OpenReplacements struct {
 	// Runner gives the uncached client, the backup namespace and how a
 	// run starts (the Lease, the key, the replacer).
 	Runner    runner.Config
@@ -56,12 +52,12 @@ type Journals struct {
 // replacements from its start, so netconf_migrator_missing_nads is
 // exported at once, not only once a leader is elected (the election waits
 // out a killed predecessor's Lease). Only the leader finishes them.
-func (j *Journals) NeedLeaderElection() bool { return false }
+func (j *OpenReplacements) NeedLeaderElection() bool { return false }
 
 // Start runs until ctx ends: it counts every Interval, and once this
 // replica leads it also finishes the open replacements, the first time
 // as soon as it is elected.
-func (j *Journals) Start(ctx context.Context) error {
+func (j *OpenReplacements) Start(ctx context.Context) error {
 	if j.Interval <= 0 {
 		j.Interval = 30 * time.Second
 	}
@@ -90,7 +86,7 @@ func (j *Journals) Start(ctx context.Context) error {
 
 // pass counts the open journals, resumes them when any is open, and counts
 // again.
-func (j *Journals) pass(ctx context.Context) {
+func (j *OpenReplacements) pass(ctx context.Context) {
 	open, err := j.count(ctx)
 	if err != nil {
 		j.Log.Error(err, "Counting the open replacements failed")
@@ -105,105 +101,35 @@ func (j *Journals) pass(ctx context.Context) {
 	}
 }
 
-// count sets the gauges from the journals as stored (signed or not: a
-// journal the key does not verify still names a NAD someone deleted) and
-// what stands under each NAD's name.
-func (j *Journals) count(ctx context.Context) (int, error) {
-	list := &corev1.SecretList{}
-	if err := j.Runner.Client.List(ctx, list, client.InNamespace(j.backupNamespace()), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil {
-		return 0, fmt.Errorf("listing the backups in %s: %w", j.backupNamespace(), err)
+// count sets the gauges from replace's census of the open backups, and
+// says once when an earlier version's backups may wait where this
+// identity may not look.
+func (j *OpenReplacements) count(ctx context.Context) (int, error) {
+	earlier := j.Runner.EarlierBackupNamespace
+	if earlier == "" {
+		earlier = runner.EarlierBackupNamespace
 	}
-	open := make([]metav1.Object, 0, len(list.Items))
-	for i := range list.Items {
-		open = append(open, &list.Items[i])
-	}
-	earlier, err := j.earlier(ctx)
+	cs, err := replace.Count(ctx, j.Runner.Client, j.backupNamespace(), earlier)
 	if err != nil {
 		return 0, err
 	}
-	open = append(open, earlier...)
-	missing := 0
-	for _, sec := range open {
-		ref, uid := sec.GetAnnotations()[replace.AnnotationNAD], sec.GetLabels()[replace.LabelJournalUID]
-		ns, name, ok := strings.Cut(ref, "/")
-		if !ok {
-			continue
-		}
-		nad := &nadv1.NetworkAttachmentDefinition{}
-		err := j.Runner.Client.Get(ctx, client.ObjectKey{Namespace: ns, Name: name}, nad)
-		switch {
-		case apierrors.IsNotFound(err):
-			missing++
-		case err != nil:
-			return 0, fmt.Errorf("reading %s, which backup %s/%s names: %w", ref, sec.GetNamespace(), sec.GetName(), err)
-		case string(nad.UID) == uid && nad.DeletionTimestamp != nil:
-			missing++
-		}
-	}
-	missingNADs.Set(float64(missing))
-	openBackups.Set(float64(len(open)))
-	return len(open), nil
-}
-
-// earlier returns the backups an earlier version left in its namespace
-// (Secrets beside the webhook, or ConfigMaps), as far as this identity may
-// list them: the next resume moves them. The operator's Role may not list
-// Secrets there (the webhook's TLS key is one); when the earlier key is
-// still there, backups may wait unseen, and the gauge
-// netconf_migrator_earlier_backups_unseen says so until an administrator
-// moves them (journals move), which removes that key.
-func (j *Journals) earlier(ctx context.Context) ([]metav1.Object, error) {
-	ns := j.Runner.EarlierBackupNamespace
-	if ns == "" {
-		ns = runner.EarlierBackupNamespace
-	}
-	// Set once per pass, never 0 for a moment while the key is there.
-	unseen := 0.0
-	defer func() { unseenEarlier.Set(unseen) }()
-	if ns == j.backupNamespace() {
-		return nil, nil
-	}
-	var out []metav1.Object
-	cms := &corev1.ConfigMapList{}
-	switch err := j.Runner.Client.List(ctx, cms, client.InNamespace(ns), client.MatchingLabels{replace.LabelJournal: "true"}); {
-	case err == nil:
-		for i := range cms.Items {
-			out = append(out, &cms.Items[i])
-		}
-	case !apierrors.IsForbidden(err):
-		return nil, fmt.Errorf("listing the backups an earlier version kept in ConfigMaps in %s: %w", ns, err)
-	}
-	secs := &corev1.SecretList{}
-	err := j.Runner.Client.List(ctx, secs, client.InNamespace(ns), client.MatchingLabels{replace.LabelJournal: "true"})
-	switch {
-	case err == nil:
-		for i := range secs.Items {
-			out = append(out, &secs.Items[i])
-		}
-		return out, nil
-	case !apierrors.IsForbidden(err):
-		return nil, fmt.Errorf("listing the backups an earlier version kept in %s: %w", ns, err)
-	}
-	key, err := replace.ReadKey(ctx, j.Runner.Client, ns)
-	switch {
-	case apierrors.IsForbidden(err):
-		return out, nil
-	case err != nil:
-		return nil, err
-	case key != nil:
-		unseen = 1
-		if msg := "earlier:" + ns; msg != j.lastEarlier {
+	if cs.EarlierUnseen {
+		unseenEarlier.Set(1)
+		if msg := "earlier:" + earlier; msg != j.lastEarlier {
 			j.lastEarlier = msg
 			j.Log.Info("The signing key of an earlier version is still in its namespace, so backups it kept there may wait; this operator may not list Secrets there: an administrator moves them",
-				"namespace", ns, "command", "netconf-migrator journals move --from "+ns)
+				"namespace", earlier, "command", "netconf-migrator journals move --from "+earlier)
 		}
-	default:
+	} else {
+		unseenEarlier.Set(0)
 		j.lastEarlier = ""
 	}
-	return out, nil
+	missingNADs.Set(float64(cs.Missing))
+	openBackups.Set(float64(cs.Open))
+	return cs.Open, nil
 }
 
-func (j *Journals) backupNamespace() string {
+func (j *OpenReplacements) backupNamespace() string {
 	if j.Runner.BackupNamespace == "" {
 		return runner.DefaultBackupNamespace
 	}
@@ -213,7 +139,7 @@ func (j *Journals) backupNamespace() string {
 // resume finishes every journal it may under the run Lease: a run holding
 // the Lease is still working on its own (and resumes them itself), so this
 // waits for the next pass.
-func (j *Journals) resume(ctx context.Context) {
+func (j *OpenReplacements) resume(ctx context.Context) {
 	cfg := j.Runner
 	cfg.Identity = fmt.Sprintf("%s_journals_%s", j.Runner.Identity, rand.Text()[:6])
 	cfg.LeaseWait = j.LeaseWait
@@ -263,7 +189,7 @@ func (j *Journals) resume(ctx context.Context) {
 // person). A NADMigration that left a NAD missing keeps saying so until the
 // NAD exists again. Conflicts with the NADMigration's own run are retried
 // here: the next pass no longer knows these NADs.
-func (j *Journals) settle(ctx context.Context, done map[string]report.Item) {
+func (j *OpenReplacements) settle(ctx context.Context, done map[string]report.Item) {
 	list := &v1alpha1.NADMigrationList{}
 	if err := j.Runner.Client.List(ctx, list); err != nil {
 		j.Log.Error(err, "Listing the NADMigrations to update the ones that left NADs missing failed")

@@ -17,8 +17,8 @@ import (
 	"sigs.k8s.io/yaml"
 
 	v1alpha1 "github.com/harvester/netconf-migrator/apis/netconfmigrator/v1alpha1"
-	"github.com/harvester/netconf-migrator/migration/detect"
-	"github.com/harvester/netconf-migrator/migration/operator"
+	"github.com/harvester/netconf-migrator/operator"
+	"github.com/harvester/netconf-migrator/operator/detect"
 	"github.com/harvester/netconf-migrator/test/testenv"
 )
 

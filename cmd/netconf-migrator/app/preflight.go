@@ -1,4 +1,10 @@
-package migration
+package app
+
+// The preflight of migrate and rollback: before a run starts, what it will
+// need from the cluster (the NAD CRD, this identity's rights, the backup
+// namespace), said in one sentence when it is missing: the CLI's and the
+// Job's advice, kept out of the engine, which it asks how to retry and
+// classify the API server's answers.
 
 import (
 	"context"
@@ -21,21 +27,22 @@ import (
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/report"
 	"github.com/harvester/netconf-migrator/internal/runlock"
+	"github.com/harvester/netconf-migrator/migration"
 	"github.com/harvester/netconf-migrator/migration/replace"
 )
 
-// PreflightError is a reason not to start, in one sentence. Transient is
+// preflightError is a reason not to start, in one sentence. Transient is
 // set when the API server kept failing for reasons a later run may not
 // meet (5xx, timeouts, dropped connections) after the retries were spent.
-type PreflightError struct {
+type preflightError struct {
 	Msg       string
 	Transient bool
 }
 
-func (e *PreflightError) Error() string { return e.Msg }
+func (e *preflightError) Error() string { return e.Msg }
 
-// PreflightScope is what a run will do, for Preflight to check.
-type PreflightScope struct {
+// preflightScope is what a run will do, for preflight to check.
+type preflightScope struct {
 	// Namespace is the NADs' scope ("": every namespace).
 	Namespace string
 	// Writes: the run patches NADs (a server dry run is authorized as a
@@ -50,7 +57,7 @@ type PreflightScope struct {
 	BackupNamespace string
 }
 
-// Preflight checks, before anything is written, that the NAD CRD is
+// preflight verifies, before anything is written, that the NAD CRD is
 // installed and Established and that this identity may do what the run
 // will do: list and get NADs in the scope, patch them when the run writes;
 // create and delete them, and keep backups as Secrets in the backup
@@ -62,18 +69,15 @@ type PreflightScope struct {
 // real run cannot do. Transient errors are retried for at most budget, as
 // a NAD's writes are: one etcd leader change must not fail a Job that
 // fails at once on exit code 2.
-func Preflight(ctx context.Context, cfg *rest.Config, scope PreflightScope, budget time.Duration) ([]report.Need, error) {
+func preflight(ctx context.Context, cfg *rest.Config, scope preflightScope, budget time.Duration) ([]report.Need, error) {
 	namespace, writes := scope.Namespace, scope.Writes
-	b := DefaultBackoff
+	b := migration.DefaultBackoff
 	b.Budget = budget
-	call := func(op func() error) error {
-		_, err := b.retry(ctx, op)
-		return err
-	}
-	transient := func(err error) bool { return Classify(err) == Retry }
+	call := func(op func() error) error { return b.Retry(ctx, op) }
+	transient := func(err error) bool { return migration.Classify(err) == migration.Retry }
 	ext, err := apiextensionsclient.NewForConfig(cfg)
 	if err != nil {
-		return nil, &PreflightError{Msg: fmt.Sprintf("Cannot build a client for %s: %v.", cfg.Host, err)}
+		return nil, &preflightError{Msg: fmt.Sprintf("Cannot build a client for %s: %v.", cfg.Host, err)}
 	}
 	var crd *apiextensionsv1.CustomResourceDefinition
 	err = call(func() (err error) {
@@ -82,11 +86,11 @@ func Preflight(ctx context.Context, cfg *rest.Config, scope PreflightScope, budg
 	})
 	switch {
 	case apierrors.IsNotFound(err):
-		return nil, &PreflightError{Msg: fmt.Sprintf("The CustomResourceDefinition %s is not installed, so there are no NetworkAttachmentDefinitions to migrate (is Multus installed?).", nadv1.CRDName)}
+		return nil, &preflightError{Msg: fmt.Sprintf("The CustomResourceDefinition %s is not installed, so there are no NetworkAttachmentDefinitions to migrate (is Multus installed?).", nadv1.CRDName)}
 	case apierrors.IsForbidden(err):
-		return nil, &PreflightError{Msg: fmt.Sprintf("This identity may not read the CustomResourceDefinition %s: %v.", nadv1.CRDName, apiMessage(err))}
+		return nil, &preflightError{Msg: fmt.Sprintf("This identity may not read the CustomResourceDefinition %s: %v.", nadv1.CRDName, apiMessage(err))}
 	case err != nil:
-		return nil, &PreflightError{Msg: fmt.Sprintf("Cannot read the CustomResourceDefinition %s from %s: %v.", nadv1.CRDName, cfg.Host, err), Transient: transient(err)}
+		return nil, &preflightError{Msg: fmt.Sprintf("Cannot read the CustomResourceDefinition %s from %s: %v.", nadv1.CRDName, cfg.Host, err), Transient: transient(err)}
 	}
 	established := false
 	for _, c := range crd.Status.Conditions {
@@ -95,19 +99,19 @@ func Preflight(ctx context.Context, cfg *rest.Config, scope PreflightScope, budg
 		}
 	}
 	if !established {
-		return nil, &PreflightError{Msg: fmt.Sprintf("The CustomResourceDefinition %s is not Established yet; try again once the API server serves it.", nadv1.CRDName)}
+		return nil, &preflightError{Msg: fmt.Sprintf("The CustomResourceDefinition %s is not Established yet; try again once the API server serves it.", nadv1.CRDName)}
 	}
 	served := false
 	for _, v := range crd.Spec.Versions {
 		served = served || (v.Name == nadv1.GroupVersion.Version && v.Served)
 	}
 	if !served {
-		return nil, &PreflightError{Msg: fmt.Sprintf("The CustomResourceDefinition %s does not serve version %s.", nadv1.CRDName, nadv1.GroupVersion.Version)}
+		return nil, &preflightError{Msg: fmt.Sprintf("The CustomResourceDefinition %s does not serve version %s.", nadv1.CRDName, nadv1.GroupVersion.Version)}
 	}
 
 	kube, err := kubernetes.NewForConfig(cfg)
 	if err != nil {
-		return nil, &PreflightError{Msg: fmt.Sprintf("Cannot build a client for %s: %v.", cfg.Host, err)}
+		return nil, &preflightError{Msg: fmt.Sprintf("Cannot build a client for %s: %v.", cfg.Host, err)}
 	}
 	allowed := func(ns, verb, group, resource, name string) (bool, error) {
 		return allowedName(ctx, kube, call, transient, ns, verb, group, resource, name)
@@ -158,7 +162,7 @@ func Preflight(ctx context.Context, cfg *rest.Config, scope PreflightScope, budg
 		if slices.Contains(denied, "create") || slices.Contains(denied, "delete") {
 			msg += ", or pass --recreate=never to only ever update NADs in place"
 		}
-		return nil, &PreflightError{Msg: msg + "."}
+		return nil, &preflightError{Msg: msg + "."}
 	}
 	if len(deniedRewrite) > 0 {
 		needs = append(needs, report.Need{What: fmt.Sprintf("%s NetworkAttachmentDefinitions %s", strings.Join(deniedRewrite, " or "), scopeWords), For: report.NeedForRewrite, Advice: grant})
@@ -201,7 +205,7 @@ func Preflight(ctx context.Context, cfg *rest.Config, scope PreflightScope, budg
 			what += " named " + c.name
 		}
 		if !dry {
-			return nil, &PreflightError{Msg: fmt.Sprintf("This identity may not %s %s in namespace %s, where the run keeps its Lease, the backups of the NADs it replaces and their signing key;"+
+			return nil, &preflightError{Msg: fmt.Sprintf("This identity may not %s %s in namespace %s, where the run keeps its Lease, the backups of the NADs it replaces and their signing key;"+
 				" grant the netconf-migrator-job Role (config/job), pass --backup-namespace, or --recreate=never.", c.verb, what, scope.BackupNamespace)}
 		}
 		if _, seen := missing[what]; !seen {
@@ -258,7 +262,7 @@ func replaceWords(writes bool) string {
 // identity may, as helm --create-namespace does. For a dry run, a
 // namespace the real run could not make or write in is a need. With write
 // unset, it only reads the namespace, when it may.
-func backupNamespaceReady(ctx context.Context, kube kubernetes.Interface, call func(func() error) error, transient func(error) bool, scope PreflightScope, write bool) (*report.Need, error) {
+func backupNamespaceReady(ctx context.Context, kube kubernetes.Interface, call func(func() error) error, transient func(error) bool, scope preflightScope, write bool) (*report.Need, error) {
 	dry := !scope.Stores
 	ns := scope.BackupNamespace
 	// A dry-run create shows the namespace exists and admission lets us
@@ -300,14 +304,14 @@ func backupNamespaceReady(ctx context.Context, kube kubernetes.Interface, call f
 		return &report.Need{What: fmt.Sprintf("the namespace %s, which does not exist, and this identity may not create it", ns), For: report.NeedForRun,
 			Advice: fmt.Sprintf("create it (kubectl create namespace %s) or pass --backup-namespace", ns)}, nil
 	case errors.Is(err, errMayNotCreate):
-		return nil, &PreflightError{Msg: fmt.Sprintf("The namespace %s, where the run keeps its Lease and the backups of the NADs it replaces, does not exist, and this identity may not create it;"+
+		return nil, &preflightError{Msg: fmt.Sprintf("The namespace %s, where the run keeps its Lease and the backups of the NADs it replaces, does not exist, and this identity may not create it;"+
 			" create it (kubectl create namespace %s) or pass --backup-namespace.", ns, ns)}
 	case dry && (apierrors.IsForbidden(err) || apierrors.IsInvalid(err)):
 		// Admission in that namespace (a policy, a quota) refuses it.
 		return &report.Need{What: fmt.Sprintf("to write in namespace %s, which admission refuses: %s", ns, apiMessage(err)), For: report.NeedForRun,
 			Advice: "pass --backup-namespace, or let this identity write there"}, nil
 	}
-	return nil, &PreflightError{Msg: fmt.Sprintf("Cannot write a backup in namespace %s: %v.", ns, apiMessage(err)), Transient: transient(err)}
+	return nil, &preflightError{Msg: fmt.Sprintf("Cannot write a backup in namespace %s: %v.", ns, apiMessage(err)), Transient: transient(err)}
 }
 
 var errMayNotCreate = errors.New("may not create the namespace")
@@ -316,7 +320,7 @@ var errMayNotCreate = errors.New("may not create the namespace")
 // as config/ labels it: restricted Pod security, nothing but the tool's
 // Secrets), or, for a dry run, checks that the real run may. It returns
 // errMayNotCreate when this identity may not.
-func createBackupNamespace(ctx context.Context, kube kubernetes.Interface, call func(func() error) error, transient func(error) bool, scope PreflightScope) error {
+func createBackupNamespace(ctx context.Context, kube kubernetes.Interface, call func(func() error) error, transient func(error) bool, scope preflightScope) error {
 	ok, err := allowedName(ctx, kube, call, transient, "", "create", "", "namespaces", "")
 	if err != nil {
 		return err
@@ -356,7 +360,7 @@ func allowedName(ctx context.Context, kube kubernetes.Interface, call func(func(
 		return err
 	})
 	if err != nil {
-		return false, &PreflightError{Msg: fmt.Sprintf("Cannot check this identity's permissions on %s: %v.", resource, apiMessage(err)), Transient: transient(err)}
+		return false, &preflightError{Msg: fmt.Sprintf("Cannot check this identity's permissions on %s: %v.", resource, apiMessage(err)), Transient: transient(err)}
 	}
 	return res.Status.Allowed, nil
 }

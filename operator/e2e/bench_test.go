@@ -22,8 +22,8 @@ import (
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
-	"github.com/harvester/netconf-migrator/migration/detect"
-	"github.com/harvester/netconf-migrator/migration/operator"
+	"github.com/harvester/netconf-migrator/operator"
+	"github.com/harvester/netconf-migrator/operator/detect"
 )
 
 var (
@@ -83,7 +83,7 @@ func heap() uint64 {
 // untrimmed cache, and with the trim before it kept a nested NAD's config
 // (the config of every NAD dropped):
 //
-//	go test ./migration/operator/e2e -run '^$' -bench OperatorMemory -benchtime 1x -args -bench-nads=100000
+//	go test ./operator/e2e -run '^$' -bench OperatorMemory -benchtime 1x -args -bench-nads=100000
 func BenchmarkOperatorMemory(b *testing.B) {
 	n := *benchNADs
 	if testing.Short() {
@@ -149,7 +149,7 @@ func BenchmarkOperatorMemory(b *testing.B) {
 // place, against the baseline of the same two writes made back to back by
 // one client (the floor: a create, then an update), in the same run:
 //
-//	go test ./migration/operator/e2e -run '^$' -bench FixLatency -benchtime 200x
+//	go test ./operator/e2e -run '^$' -bench FixLatency -benchtime 200x
 func BenchmarkLegacyNADFixLatency(b *testing.B) {
 	ns := namespace(b, "latency", nil)
 	startOperator(b, operator.Options{Fix: detect.FixInPlace})

@@ -21,8 +21,8 @@ import (
 	"github.com/harvester/netconf-migrator/internal/logging"
 	"github.com/harvester/netconf-migrator/internal/runlock"
 	"github.com/harvester/netconf-migrator/migration"
-	"github.com/harvester/netconf-migrator/migration/detect"
 	"github.com/harvester/netconf-migrator/migration/runner"
+	"github.com/harvester/netconf-migrator/operator/detect"
 )
 
 // LeaderElectionID is the Lease the operator's replicas elect a leader with.
@@ -126,7 +126,7 @@ func Setup(mgr manager.Manager, cfg *rest.Config, log logr.Logger, o Options) er
 		}
 	}
 	// Every open replacement has one owner, whichever entry point started it.
-	if err := mgr.Add(&Journals{Runner: rc, LeaseWait: o.LeaseWait, Interval: o.JournalInterval, Log: log.WithName("journals"), Elected: mgr.Elected()}); err != nil {
+	if err := mgr.Add(&OpenReplacements{Runner: rc, LeaseWait: o.LeaseWait, Interval: o.JournalInterval, Log: log.WithName("open-replacements"), Elected: mgr.Elected()}); err != nil {
 		return fmt.Errorf("setting up the owner of open replacements: %w", err)
 	}
 	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {

@@ -15,8 +15,8 @@ import (
 
 	v1alpha1 "github.com/harvester/netconf-migrator/apis/netconfmigrator/v1alpha1"
 	"github.com/harvester/netconf-migrator/internal/runlock"
-	"github.com/harvester/netconf-migrator/migration/detect"
-	"github.com/harvester/netconf-migrator/migration/operator"
+	"github.com/harvester/netconf-migrator/operator"
+	"github.com/harvester/netconf-migrator/operator/detect"
 	"github.com/harvester/netconf-migrator/test/testenv"
 )
 

@@ -13,8 +13,8 @@ import (
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
 	v1alpha1 "github.com/harvester/netconf-migrator/apis/netconfmigrator/v1alpha1"
-	"github.com/harvester/netconf-migrator/migration/detect"
-	"github.com/harvester/netconf-migrator/migration/operator"
+	"github.com/harvester/netconf-migrator/operator"
+	"github.com/harvester/netconf-migrator/operator/detect"
 	"github.com/harvester/netconf-migrator/test/harvester"
 )
 

@@ -25,8 +25,8 @@ import (
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"github.com/harvester/netconf-migrator/apis/netconf"
 	"github.com/harvester/netconf-migrator/internal/runlock"
-	"github.com/harvester/netconf-migrator/migration/operator"
 	"github.com/harvester/netconf-migrator/migration/replace"
+	"github.com/harvester/netconf-migrator/operator"
 	"github.com/harvester/netconf-migrator/test/harvester"
 	"github.com/harvester/netconf-migrator/test/testenv"
 )

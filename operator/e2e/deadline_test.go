@@ -13,9 +13,9 @@ import (
 	"github.com/harvester/netconf-migrator/apis/netconf"
 	v1alpha1 "github.com/harvester/netconf-migrator/apis/netconfmigrator/v1alpha1"
 	"github.com/harvester/netconf-migrator/apis/report"
-	"github.com/harvester/netconf-migrator/migration/detect"
-	"github.com/harvester/netconf-migrator/migration/operator"
 	"github.com/harvester/netconf-migrator/migration/replace"
+	"github.com/harvester/netconf-migrator/operator"
+	"github.com/harvester/netconf-migrator/operator/detect"
 )
 
 // TestARetryPastItsDeadlineResumesFirst: a NADMigration's first attempt

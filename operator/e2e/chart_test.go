@@ -12,8 +12,8 @@ import (
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/yaml"
 
-	"github.com/harvester/netconf-migrator/migration/detect"
-	"github.com/harvester/netconf-migrator/migration/operator"
+	"github.com/harvester/netconf-migrator/operator"
+	"github.com/harvester/netconf-migrator/operator/detect"
 	"github.com/harvester/netconf-migrator/test/testenv"
 )
 
