@@ -127,8 +127,8 @@ func (s *StandIns) settle(ctx context.Context) error {
 		return nil
 	}
 	want := s.Release.Finalizers()
-	last := ""
-	return wait.PollUntilContextTimeout(ctx, 150*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
+	last, waitingOn := "", ""
+	err := wait.PollUntilContextTimeout(ctx, 150*time.Millisecond, time.Minute, true, func(ctx context.Context) (bool, error) {
 		nss := &corev1.NamespaceList{}
 		if err := s.env.Client.List(ctx, nss, client.MatchingLabels{NamespaceLabel: "true"}); err != nil {
 			return false, err
@@ -141,17 +141,31 @@ func (s *StandIns) settle(ctx context.Context) error {
 			}
 			for _, n := range list.Items {
 				state.WriteString(n.Namespace + "/" + n.Name + "@" + n.ResourceVersion + " ")
-				if _, err := decodeNetConf(n.Spec.Config, true); err != nil || n.DeletionTimestamp != nil {
+				conf, err := decodeNetConf(n.Spec.Config, true)
+				if err != nil || n.DeletionTimestamp != nil {
 					continue
 				}
-				if len(missingFinalizers(&n, want)) > 0 {
-					last = ""
+				if s.Release.AtLeast(V17) && conf.Type != cniTypeKubeOVN {
+					// From v1.7 the mutator refuses every update of a NAD
+					// whose bridge name is not valid (a truncated config),
+					// the controller's finalizers included: it never gets
+					// them.
+					if _, err := setNetworkInfoToLabels(conf, map[string]string{}); err != nil {
+						continue
+					}
+				}
+				if m := missingFinalizers(&n, want); len(m) > 0 {
+					last, waitingOn = "", fmt.Sprintf("%s/%s lacks finalizers %v", n.Namespace, n.Name, m)
 					return false, nil
 				}
 			}
 		}
 		quiet := state.String() == last
-		last = state.String()
+		last, waitingOn = state.String(), "NADs still changing"
 		return quiet, nil
 	})
+	if err != nil && waitingOn != "" {
+		return fmt.Errorf("%w (last: %s)", err, waitingOn)
+	}
+	return err
 }
