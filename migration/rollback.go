@@ -125,7 +125,7 @@ func (m *Migrator) dropAnnotations(ctx context.Context, nad *nadv1.NetworkAttach
 		delete(upd.Annotations, nadv1.AnnotationOriginalConfig)
 		delete(upd.Annotations, nadv1.AnnotationNormalizedFrom)
 		// A replacement's proof (the NAD's own replacement is over by now).
-		delete(upd.Annotations, replace.AnnotationReplaces)
+		replace.DropProof(upd.Annotations)
 		_, err := m.write(ctx, nad, upd)
 		if err == nil || Classify(err) != Conflict || conflicts >= m.Opts.MaxConflicts {
 			return err

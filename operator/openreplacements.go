@@ -110,9 +110,8 @@ func (j *OpenReplacements) count(ctx context.Context) (int, error) {
 		earlier = runner.EarlierBackupNamespace
 	}
 	cs, err := replace.Count(ctx, j.Runner.Client, j.backupNamespace(), earlier)
-	if err != nil {
-		return 0, err
-	}
+	// The unseen gauge follows the earlier key, which Count reads before
+	// any NAD: a NAD it could not read does not hold it.
 	if cs.EarlierUnseen {
 		unseenEarlier.Set(1)
 		if msg := "earlier:" + earlier; msg != j.lastEarlier {
@@ -120,9 +119,12 @@ func (j *OpenReplacements) count(ctx context.Context) (int, error) {
 			j.Log.Info("The signing key of an earlier version is still in its namespace, so backups it kept there may wait; this operator may not list Secrets there: an administrator moves them",
 				"namespace", earlier, "command", "netconf-migrator journals move --from "+earlier)
 		}
-	} else {
+	} else if err == nil {
 		unseenEarlier.Set(0)
 		j.lastEarlier = ""
+	}
+	if err != nil {
+		return 0, err
 	}
 	missingNADs.Set(float64(cs.Missing))
 	openBackups.Set(float64(cs.Open))

@@ -92,7 +92,7 @@ func getNAD(ctx context.Context, c client.Reader, namespace, name string) (*unst
 
 // missingUnder is Standing.Missing for a backup known by its metadata
 // alone (the NAD's uid): what the gauges count, signed or not.
-func missingUnder(uid types.UID, cur metav1.Object) bool {
+func missingUnder(uid types.UID, cur *unstructured.Unstructured) bool {
 	return cur == nil || (cur.GetUID() == uid && cur.GetDeletionTimestamp() != nil)
 }
 
@@ -108,8 +108,13 @@ func (c SecretJournals) Restore(ctx context.Context, j *Journal) error {
 	if st != StandsMissing {
 		return fmt.Errorf("NAD %s stands (%s): nothing is restored while it does", j.Ref(), st)
 	}
+	was := j.Step
 	j.Step = StepDeleted
-	return c.Save(ctx, j)
+	if err := c.Save(ctx, j); err != nil {
+		j.Step = was
+		return err
+	}
+	return nil
 }
 
 // Census is the open backups as stored, signed or not (a backup the key
@@ -126,15 +131,16 @@ type Census struct {
 }
 
 // Count takes the census of the backups in namespace and, when it differs,
-// earlier (an earlier version's namespace, or "").
+// earlier (an earlier version's namespace, or ""). EarlierUnseen is known
+// before any NAD is read, and is set even when reading one fails (the
+// error is returned beside it): the gauge that says so follows the key,
+// not the NADs.
 func Count(ctx context.Context, c client.Reader, namespace, earlier string) (Census, error) {
 	var cs Census
-	list := &metav1.PartialObjectMetadataList{}
-	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
-	if err := c.List(ctx, list, client.InNamespace(namespace), client.MatchingLabels{LabelJournal: "true"}); err != nil {
+	open, err := listMetadata(ctx, c, "Secret", namespace)
+	if err != nil {
 		return cs, fmt.Errorf("listing the backups in %s: %w", namespace, err)
 	}
-	open := list.Items
 	if earlier != "" && earlier != namespace {
 		kept, unseen, err := earlierMetadata(ctx, c, earlier)
 		if err != nil {
@@ -142,19 +148,17 @@ func Count(ctx context.Context, c client.Reader, namespace, earlier string) (Cen
 		}
 		open, cs.EarlierUnseen = append(open, kept...), unseen
 	}
-	for _, m := range open {
-		ref, uid := m.Annotations[AnnotationNAD], types.UID(m.Labels[LabelJournalUID])
+	for _, b := range open {
+		ref, uid := b.Annotations[AnnotationNAD], types.UID(b.Labels[LabelJournalUID])
 		ns, name, ok := strings.Cut(ref, "/")
 		if !ok {
 			continue
 		}
 		cur, err := getNAD(ctx, c, ns, name)
 		if err != nil {
-			return cs, fmt.Errorf("%s, which backup %s %s/%s names: %w", ref, m.Kind, m.Namespace, m.Name, err)
+			return cs, fmt.Errorf("counting the NADs backups leave missing (%s %s/%s): %w", b.kind, b.Namespace, b.Name, err)
 		}
-		if cur == nil {
-			cs.Missing++
-		} else if missingUnder(uid, cur) {
+		if missingUnder(uid, cur) {
 			cs.Missing++
 		}
 	}
@@ -162,24 +166,44 @@ func Count(ctx context.Context, c client.Reader, namespace, earlier string) (Cen
 	return cs, nil
 }
 
+// backupMetadata is a backup's metadata, with the kind of object it is
+// kept in (a metadata list's items say PartialObjectMetadata).
+type backupMetadata struct {
+	kind string
+	metav1.PartialObjectMetadata
+}
+
+// listMetadata lists the metadata of the objects of kind (Secret or
+// ConfigMap) labelled as backups in namespace ns.
+func listMetadata(ctx context.Context, c client.Reader, kind, ns string) ([]backupMetadata, error) {
+	list := &metav1.PartialObjectMetadataList{}
+	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind(kind + "List"))
+	if err := c.List(ctx, list, client.InNamespace(ns), client.MatchingLabels{LabelJournal: "true"}); err != nil {
+		return nil, err
+	}
+	out := make([]backupMetadata, 0, len(list.Items))
+	for _, m := range list.Items {
+		out = append(out, backupMetadata{kind: kind, PartialObjectMetadata: m})
+	}
+	return out, nil
+}
+
 // earlierMetadata lists the backups an earlier version kept in namespace
 // ns (Secrets, or ConfigMaps before backups were Secrets), as far as c may:
 // a Forbidden is not an error, and unseen says whether backups may wait
-// there anyway (the earlier signing key is still there).
-func earlierMetadata(ctx context.Context, c client.Reader, ns string) (kept []metav1.PartialObjectMetadata, unseen bool, err error) {
-	cms := &metav1.PartialObjectMetadataList{}
-	cms.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ConfigMapList"))
-	switch err := c.List(ctx, cms, client.InNamespace(ns), client.MatchingLabels{LabelJournal: "true"}); {
+// there anyway (the earlier signing key is still there). Where even the
+// key may not be read, nothing says backups wait: unseen is false, as
+// before this census existed.
+func earlierMetadata(ctx context.Context, c client.Reader, ns string) (kept []backupMetadata, unseen bool, err error) {
+	switch cms, err := listMetadata(ctx, c, "ConfigMap", ns); {
 	case err == nil:
-		kept = append(kept, cms.Items...)
+		kept = append(kept, cms...)
 	case !apierrors.IsForbidden(err):
 		return nil, false, fmt.Errorf("listing the backups an earlier version kept in ConfigMaps in %s: %w", ns, err)
 	}
-	secs := &metav1.PartialObjectMetadataList{}
-	secs.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
-	switch err := c.List(ctx, secs, client.InNamespace(ns), client.MatchingLabels{LabelJournal: "true"}); {
+	switch secs, err := listMetadata(ctx, c, "Secret", ns); {
 	case err == nil:
-		return append(kept, secs.Items...), false, nil
+		return append(kept, secs...), false, nil
 	case !apierrors.IsForbidden(err):
 		return nil, false, fmt.Errorf("listing the backups an earlier version kept in %s: %w", ns, err)
 	}
@@ -202,14 +226,24 @@ type Kept struct {
 // ConfigMapBackups lists the backups an earlier version kept in ConfigMaps
 // in namespace ns (MoveEarlier moves the ones its key verifies).
 func ConfigMapBackups(ctx context.Context, c client.Reader, ns string) ([]Kept, error) {
-	cms := &metav1.PartialObjectMetadataList{}
-	cms.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("ConfigMapList"))
-	if err := c.List(ctx, cms, client.InNamespace(ns), client.MatchingLabels{LabelJournal: "true"}); err != nil {
+	cms, err := listMetadata(ctx, c, "ConfigMap", ns)
+	if err != nil {
 		return nil, fmt.Errorf("listing the backups kept in ConfigMaps in namespace %s: %w", ns, err)
 	}
-	out := make([]Kept, 0, len(cms.Items))
-	for _, cm := range cms.Items {
+	out := make([]Kept, 0, len(cms))
+	for _, cm := range cms {
 		out = append(out, Kept{Where: fmt.Sprintf("ConfigMap %s/%s", cm.Namespace, cm.Name), NAD: cm.Annotations[AnnotationNAD]})
 	}
 	return out, nil
+}
+
+// DropProof removes from a NAD's annotations the proof a replacement's
+// create carries (AnnotationReplaces): a rollback's, once the NAD's own
+// replacement is over.
+func DropProof(annotations map[string]string) { delete(annotations, AnnotationReplaces) }
+
+// Probe is a Secret shaped as a backup in namespace, for a dry-run create
+// that shows a backup may be written there (the preflight's).
+func Probe(namespace, generateName string) *corev1.Secret {
+	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, GenerateName: generateName}, Type: JournalSecretType}
 }

@@ -278,7 +278,7 @@ func backupNamespaceReady(ctx context.Context, kube kubernetes.Interface, call f
 			case !write:
 				_, err = kube.CoreV1().Namespaces().Get(ctx, ns, metav1.GetOptions{})
 			case scope.Replaces:
-				_, err = kube.CoreV1().Secrets(ns).Create(ctx, &corev1.Secret{ObjectMeta: meta, Type: replace.JournalSecretType}, opts)
+				_, err = kube.CoreV1().Secrets(ns).Create(ctx, replace.Probe(ns, meta.GenerateName), opts)
 			default:
 				_, err = kube.CoordinationV1().Leases(ns).Create(ctx, &coordinationv1.Lease{ObjectMeta: meta}, opts)
 			}
