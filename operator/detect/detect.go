@@ -90,13 +90,18 @@ type Reconciler struct {
 	Log       logr.Logger
 	// Clock tells the time of the flap window (the real clock when nil).
 	Clock clock.PassiveClock
+	// A NAD whose fix failed is tried again after RetryFailed (an error: the
+	// API server or a webhook away longer than the engine's budget), or
+	// RetryReported (Harvester refused it: what refused may change without
+	// the NAD changing, as a VM that stops), or at once when it changes.
+	RetryFailed, RetryReported time.Duration
 
 	mu        sync.Mutex
 	forms     map[types.NamespacedName]netconf.Form
 	warned    map[types.UID]netconf.Form
 	fixes     map[types.NamespacedName][]time.Time
 	contested map[types.NamespacedName]string
-	notFixed  map[types.NamespacedName]string // resourceVersion whose fix failed
+	notFixed  map[types.NamespacedName]notFixed
 	// leftOpen is the resourceVersion of a NAD left to its open
 	// replacement, once said.
 	leftOpen map[types.NamespacedName]string
@@ -122,7 +127,13 @@ func (r *Reconciler) SetupWithManager(mgr ctrl.Manager) error {
 	r.warned = map[types.UID]netconf.Form{}
 	r.fixes = map[types.NamespacedName][]time.Time{}
 	r.contested = map[types.NamespacedName]string{}
-	r.notFixed = map[types.NamespacedName]string{}
+	r.notFixed = map[types.NamespacedName]notFixed{}
+	if r.RetryFailed <= 0 {
+		r.RetryFailed = time.Minute
+	}
+	if r.RetryReported <= 0 {
+		r.RetryReported = 10 * time.Minute
+	}
 	r.leftOpen = map[types.NamespacedName]string{}
 	backups := r.Runner.BackupNamespace
 	if backups == "" {
@@ -163,11 +174,14 @@ func (r *Reconciler) Reconcile(ctx context.Context, req reconcile.Request) (reco
 	}
 	r.mu.Lock()
 	writer, contested := r.contested[req.NamespacedName]
-	failedRV := r.notFixed[req.NamespacedName]
+	failed := r.notFixed[req.NamespacedName]
 	recent := r.recentFixes(req.NamespacedName)
 	r.mu.Unlock()
-	if contested || failedRV == nad.ResourceVersion {
+	if contested {
 		return reconcile.Result{}, nil
+	}
+	if wait := failed.retryIn(nad.ResourceVersion, r.now()); wait > 0 {
+		return reconcile.Result{RequeueAfter: wait}, nil
 	}
 	if recent >= r.FlapLimit {
 		writer = r.writer(ctx, req.NamespacedName)
@@ -249,9 +263,19 @@ func (r *Reconciler) fix(ctx context.Context, log logr.Logger, key types.Namespa
 	case report.ActionUnvisited, report.ActionMissing:
 		return reconcile.Result{RequeueAfter: 15 * time.Second}, nil
 	case report.ActionFailed, report.ActionReported:
+		retry := r.RetryFailed
+		if it.Action == report.ActionReported {
+			retry = r.RetryReported
+		}
 		r.mu.Lock()
-		r.notFixed[key] = live.ResourceVersion
+		before := r.notFixed[key]
+		r.notFixed[key] = notFixed{rv: live.ResourceVersion, at: r.now(), retry: retry}
 		r.mu.Unlock()
+		if before.rv == live.ResourceVersion {
+			// Said at the first try of this version; tried again later.
+			log.V(logging.Debug).Info("Leaving NetworkAttachmentDefinition in a legacy form again", logging.KeyOutcome, it.Action, logging.KeyReason, it.Reason)
+			return reconcile.Result{RequeueAfter: retry}, nil
+		}
 		msg := fmt.Sprintf("netconf-migrator could not fix this NAD with the fix setting %s: %s", r.Fix, it.Reason)
 		if r.Fix == FixInPlace && it.Form == netconf.FormNested {
 			msg += "; the setting Replace (or a NADMigration with recreate Auto) replaces it when no VM uses it"
@@ -261,9 +285,30 @@ func (r *Reconciler) fix(ctx context.Context, log logr.Logger, key types.Namespa
 		}
 		head, _ := logging.Cut(msg, 1024)
 		r.event(ctx, live, corev1.EventTypeWarning, ReasonNotFixed, head)
-		log.Info("Leaving NetworkAttachmentDefinition in a legacy form: it could not be fixed", logging.KeyOutcome, it.Action, logging.KeyReason, head)
+		log.Info("Leaving NetworkAttachmentDefinition in a legacy form: it could not be fixed", logging.KeyOutcome, it.Action, logging.KeyReason, head, "retryIn", retry)
+		return reconcile.Result{RequeueAfter: retry}, nil
 	}
 	return reconcile.Result{}, nil
+}
+
+// notFixed is a fix that failed: at which resourceVersion, when, and how
+// long until it is tried again.
+type notFixed struct {
+	rv    string
+	at    time.Time
+	retry time.Duration
+}
+
+// retryIn says how long a NAD at resourceVersion rv waits before its fix
+// is tried again: 0 when it changed since the failure (or none failed),
+// never forever (TestChaos in CI, 2026-12-07: a NAD whose fix failed
+// while the faults ran stayed nested for good after they stopped, the
+// watch waiting for a change that never came).
+func (f notFixed) retryIn(rv string, now time.Time) time.Duration {
+	if f.rv == "" || f.rv != rv {
+		return 0
+	}
+	return max(0, f.at.Add(f.retry).Sub(now))
 }
 
 func (r *Reconciler) now() time.Time {

@@ -119,3 +119,30 @@ func TestTheFlapWindowIsTheClocks(t *testing.T) {
 		}
 	}
 }
+
+// TestAFailedFixIsTriedAgain: a NAD whose fix failed waits for a change or
+// for its retry, never forever.
+func TestAFailedFixIsTriedAgain(t *testing.T) {
+	at := time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC)
+	failed := notFixed{rv: "7", at: at, retry: time.Minute}
+	for _, tc := range []struct {
+		name  string
+		f     notFixed
+		rv    string
+		after time.Duration
+		want  time.Duration
+	}{
+		{"none failed", notFixed{}, "7", 0, 0},
+		{"the same version, just failed", failed, "7", 0, time.Minute},
+		{"the same version, 40 s later", failed, "7", 40 * time.Second, 20 * time.Second},
+		{"the same version, its retry due", failed, "7", time.Minute, 0},
+		{"the same version, long after", failed, "7", time.Hour, 0},
+		{"changed since", failed, "8", 0, 0},
+	} {
+		t.Run(tc.name, func(t *testing.T) {
+			if got := tc.f.retryIn(tc.rv, at.Add(tc.after)); got != tc.want {
+				t.Errorf("retryIn = %s, want %s", got, tc.want)
+			}
+		})
+	}
+}
