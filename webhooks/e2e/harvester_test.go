@@ -7,6 +7,7 @@ import (
 	"testing"
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
+	"k8s.io/client-go/util/retry"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
@@ -138,12 +139,18 @@ func TestStorageNetworkBesideHarvester(t *testing.T) {
 			// it first, as on a running cluster; the update starts from
 			// what is stored then.
 			h.Settle(t)
-			if err := env.Client.Get(ctx, client.ObjectKeyFromObject(nad), nad); err != nil {
-				t.Fatal(err)
-			}
 			c, warn := warningClient(t)
-			nad.Labels = map[string]string{"app": "x"}
-			if err := c.Update(ctx, nad); err != nil {
+			// Read again after a conflict, as a client does: on a loaded
+			// machine a controller's last write can come after Settle saw
+			// the NADs quiet (the warnings are the last attempt's).
+			if err := retry.RetryOnConflict(retry.DefaultRetry, func() error {
+				if err := env.Client.Get(ctx, client.ObjectKeyFromObject(nad), nad); err != nil {
+					return err
+				}
+				warn.take()
+				nad.Labels = map[string]string{"app": "x"}
+				return c.Update(ctx, nad)
+			}); err != nil {
 				t.Fatalf("a metadata update of a NAD stored nested: %v", err)
 			}
 			if nad.Spec.Config != storedNested || nad.Annotations[webhooks.AnnotationNormalizedFrom] != "" {
