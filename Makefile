@@ -140,7 +140,7 @@ UNIT_TAIL := ^($(subst $(space),|,$(strip $(UNIT_UPGRADE_TESTS))))$$
 UNIT_REHEARSAL := ^($(subst $(space),|,$(strip $(UNIT_REHEARSAL_TESTS))))$$
 unit: test-assets
 	@others=$$(grep -rlE '^func ($(UNIT_SHARD_NAMES)|$(UNIT_UPGRADE_NAMES))\(' --include='*_test.go' . | grep -vE '^\./(migration|operator)/e2e/' || true); \
-	  if [ -n "$$others" ]; then echo "make unit: a test of UNIT_SHARD_TESTS or UNIT_UPGRADE_TESTS is also named in $$others"; exit 1; fi
+	  if [ -n "$$others" ]; then echo "make unit: a test of UNIT_SHARD_TESTS, UNIT_UPGRADE_TESTS or UNIT_REHEARSAL_TESTS is also named in $$others"; exit 1; fi
 	@export KUBEBUILDER_ASSETS="$$(hack/setup-test-assets.sh)" NETCONF_MIGRATOR_CNI_PATH="$$(hack/setup-cni-plugins.sh)"; \
 	  $(TOOLS) test -vet=off $(TEST_LDFLAGS) -count=1 -timeout 20m ./... & tools=$$!; \
 	  $(GO) test -vet=off -race $(TEST_LDFLAGS) -count=1 -timeout 25m -run '$(UNIT_SHARD)' $(UNIT_SHARD_PKGS) & shard=$$!; \

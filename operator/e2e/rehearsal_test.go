@@ -500,6 +500,14 @@ func TestRehearsal(t *testing.T) {
 	// under its chart's RBAC.
 	var hookPause atomic.Int64 // how long our webhook's Pod takes to come back
 	hookPause.Store(int64(time.Second))
+	// While set, our webhook's Pod comes back only once it is closed.
+	var hookHold atomic.Pointer[chan struct{}]
+	webhookPause := func() time.Duration {
+		if held := hookHold.Load(); held != nil {
+			<-*held
+		}
+		return time.Duration(hookPause.Load())
+	}
 	webhookPort, err := testenv.FreePort("127.0.0.1")
 	if err != nil {
 		t.Fatal(err)
@@ -523,7 +531,7 @@ func TestRehearsal(t *testing.T) {
 	oldArgs := append(was.args, "--kubeconfig", asOperator)
 	markDeploymentsReady(t, env, ownNamespace)
 	hook := runWebhook(t, env, old, append(was.webhookArgs, "--kubeconfig", asWebhook), "netconf-migrator-webhook-6f4d9-rh", tenant,
-		func() time.Duration { return time.Duration(hookPause.Load()) })
+		webhookPause)
 	// This build's arguments and metrics address, chosen when it is
 	// installed (a port chosen now could be taken by then).
 	var metrics string
@@ -651,7 +659,7 @@ func TestRehearsal(t *testing.T) {
 		chartInstall{values: map[string]any{"operator": map[string]any{"fixLegacy": "Replace", "replaceBudgetSeconds": 10}}, webhookURL: webhookURL})
 	markDeploymentsReady(t, env, ownNamespace)
 	hook = runWebhook(t, env, bin, append(upgraded.webhookArgs, "--kubeconfig", asWebhook), "netconf-migrator-webhook-9b1e4-rh", tenant,
-		func() time.Duration { return time.Duration(hookPause.Load()) })
+		webhookPause)
 	if out, err := exec.Command(bin, "journals", "move", "--from", ownNamespace, "--backup-namespace", backupNamespace, "--yes", "--kubeconfig", env.KubeconfigPath).CombinedOutput(); err != nil {
 		t.Fatalf("journals move after upgrading from 0.2: %v\n%s", err, out)
 	}
@@ -904,7 +912,8 @@ func TestRehearsal(t *testing.T) {
 	// release (followAdvice, at the end of the step). They are stored
 	// behind both webhooks' backs, as by a client of an earlier Harvester
 	// while ours was down: our webhook is held down (and checked down)
-	// meanwhile, Harvester's paused. It returns the namespace and the
+	// until Harvester's controllers are done with them, Harvester's
+	// webhooks paused while they are stored. It returns the namespace and the
 	// truncated NAD's full config, which its advice asks for.
 	seedAdviceTrial := func(r harvester.Release, at int) (string, string) {
 		ns := "rh-advice-" + strings.ReplaceAll(string(r), ".", "")
@@ -916,9 +925,13 @@ func TestRehearsal(t *testing.T) {
 			{ns: ns, name: "running-vm", config: nestedOn("mgmt", "running-vm", vlan+2), labels: vlanLabels("mgmt", vlan+2), usedBy: "vm-running", running: true},
 			{ns: ns, name: "cn2-double", config: strconv.Quote(flatOn(cn, "cn2-double", vlan+3)), labels: vlanLabels(cn, vlan+3), usedBy: "vm-cn2", running: true},
 		}
-		hookPause.Store(int64(8 * time.Second))
+		// Held down until the trial is stored and Harvester's controllers
+		// put their finalizers on it: their updates pass our webhook too,
+		// which would rewrite the nested ones.
+		release := make(chan struct{})
+		hookHold.Store(&release)
+		defer func() { hookHold.Store(nil); close(release) }()
 		hook.signal(syscall.SIGKILL)
-		defer hookPause.Store(int64(time.Second))
 		if err := wait.PollUntilContextTimeout(ctx, 20*time.Millisecond, 5*time.Second, true, func(context.Context) (bool, error) {
 			conn, err := net.DialTimeout("tcp", fmt.Sprintf("127.0.0.1:%d", webhookPort), time.Second)
 			if err == nil {
@@ -949,17 +962,17 @@ func TestRehearsal(t *testing.T) {
 				}
 			}
 		})
+		h.Settle(t)
 		for _, s := range trial {
 			n := &nadv1.NetworkAttachmentDefinition{}
 			if err := c.Get(ctx, client.ObjectKey{Namespace: s.ns, Name: s.name}, n); err != nil {
 				t.Fatal(err)
 			}
 			if got, want := netconf.Normalize([]byte(n.Spec.Config)).Form, netconf.Normalize([]byte(s.config)).Form; got != want {
-				t.Fatalf("%s was stored %s, not %s: our webhook was back before the advice trial was stored", s.ref(), got, want)
+				t.Fatalf("%s was stored %s, not %s, with our webhook held down", s.ref(), got, want)
 			}
 			bySeed[s.ref()] = s
 		}
-		h.Settle(t)
 		return ns, flatOn("mgmt", "truncated", vlan)
 	}
 
@@ -1163,7 +1176,7 @@ func TestRehearsal(t *testing.T) {
 		}
 		// This release's advice for what it does not let the tool fix,
 		// followed on this release.
-		followAdvice(t, env, h, trialNS, strings.ReplaceAll(string(release), ".", ""), truncatedFull, true)
+		followAdvice(t, env, h, bin, trialNS, strings.ReplaceAll(string(release), ".", ""), truncatedFull, true)
 		phase("advice")
 		// 4. Invariants.
 		problems := check(release)
@@ -1182,7 +1195,7 @@ func TestRehearsal(t *testing.T) {
 	}
 
 	// The advice, followed at the end on v1.9.
-	followAdvice(t, env, h, tenant, "tenant", `{"cniVersion":"0.3.1","name":"truncated","type":"bridge","bridge":"mgmt-br","promiscMode":true,"vlan":51,"ipam":{}}`, false)
+	followAdvice(t, env, h, bin, tenant, "tenant", `{"cniVersion":"0.3.1","name":"truncated","type":"bridge","bridge":"mgmt-br","promiscMode":true,"vlan":51,"ipam":{}}`, false)
 	if problems := check(release); len(problems) > 0 {
 		t.Errorf("after following the advice: %v", problems)
 	}
@@ -1342,7 +1355,7 @@ func setNetworks(t *testing.T, env *testenv.Env, ns, vm string, networks ...stri
 // again (truncatedFull). Each NAD is flat after. Strict: each of them
 // needed a person (an advice trial that tried no advice proves nothing).
 // The NADMigrations it runs are named for step.
-func followAdvice(t *testing.T, env *testenv.Env, h *harvester.StandIns, ns, step, truncatedFull string, strict bool) {
+func followAdvice(t *testing.T, env *testenv.Env, h *harvester.StandIns, bin, ns, step, truncatedFull string, strict bool) {
 	t.Helper()
 	ctx := context.Background()
 	nm := migrateNowIn(t, env, "rehearsal-advice-"+step, ns)
@@ -1385,7 +1398,6 @@ func followAdvice(t *testing.T, env *testenv.Env, h *harvester.StandIns, ns, ste
 	// The double-encoded NAD, in a maintenance window with Harvester's
 	// network webhook stopped, as its advice says.
 	h.Pause(func() {
-		bin := testenv.BuildBinary(t)
 		sh := exec.Command("sh", "-c", "kubectl get network-attachment-definitions -n "+ns+" cn2-double -o yaml | "+bin+" convert -f - | kubectl replace --force -f -")
 		sh.Env = append(os.Environ(), "KUBECONFIG="+env.KubeconfigPath)
 		if out, err := sh.CombinedOutput(); err != nil {

@@ -147,9 +147,10 @@ func (s *StandIns) settle(ctx context.Context) error {
 				}
 				if s.Release.AtLeast(V17) && conf.Type != cniTypeKubeOVN {
 					// From v1.7 the mutator refuses every update of a NAD
-					// whose bridge name is not valid (a truncated config),
-					// the controller's finalizers included: it never gets
-					// them.
+					// whose network it cannot tell (a bridge name that is
+					// not valid, as a truncated config's; a type other than
+					// bridge), the controller's finalizers included: such a
+					// NAD never gets them.
 					if _, err := setNetworkInfoToLabels(conf, map[string]string{}); err != nil {
 						continue
 					}
