@@ -5,14 +5,18 @@ import (
 	"encoding/json"
 	"net/http"
 	"net/http/httptest"
+	"strings"
 	"sync/atomic"
 	"testing"
 	"time"
 
+	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/api/meta"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/util/wait"
 	"k8s.io/client-go/rest"
+	clocktesting "k8s.io/utils/clock/testing"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
@@ -102,5 +106,53 @@ func TestClassifyRealResponses(t *testing.T) {
 				t.Errorf("our retry made %d attempts for a class %d error", attempts, tc.class)
 			}
 		})
+	}
+}
+
+// TestTheRetriesWaitOnTheBackoffsClock: the waits between attempts are the
+// Backoff's clock's (issue 35: time is injected), and the budget counts
+// them: 1 s, 2 s, 4 s and then 4 s more (each up to a quarter longer)
+// overrun 10 s, so the fourth attempt is the last.
+func TestTheRetriesWaitOnTheBackoffsClock(t *testing.T) {
+	fc := clocktesting.NewFakeClock(time.Date(2026, 12, 7, 12, 0, 0, 0, time.UTC))
+	b := Backoff{Initial: time.Second, Max: 4 * time.Second, Budget: 10 * time.Second, Clock: fc}
+	var attempts atomic.Int32
+	steps := 0
+	done := make(chan error, 1)
+	go func() {
+		_, err := b.retry(context.Background(), func() error {
+			attempts.Add(1)
+			return apierrors.NewServiceUnavailable("etcd leader changed")
+		})
+		done <- err
+	}()
+	for {
+		select {
+		case err := <-done:
+			if n := attempts.Load(); n != 4 || err == nil || !strings.Contains(err.Error(), "giving up after 4 attempts") {
+				t.Fatalf("%d attempts, then %v; want 4 and the budget spent", n, err)
+			}
+			if steps != 3 {
+				t.Fatalf("the fake clock released %d waits, want the 3 between the 4 attempts (the others waited on another clock)", steps)
+			}
+			return
+		default:
+		}
+		// Each wait is the fake clock's: it waits until moved.
+		if err := wait.PollUntilContextTimeout(context.Background(), time.Millisecond, 10*time.Second, true, func(context.Context) (bool, error) {
+			select {
+			case err := <-done:
+				done <- err
+				return true, nil
+			default:
+			}
+			return fc.HasWaiters(), nil
+		}); err != nil {
+			t.Fatalf("after %d attempts the retry waits on no fake clock: %v", attempts.Load(), err)
+		}
+		if fc.HasWaiters() {
+			fc.Step(5 * time.Second)
+			steps++
+		}
 	}
 }

@@ -160,8 +160,10 @@ func (m *Migrator) defaults() {
 	if o.Profile == "" {
 		o.Profile = netconf.ProfileHarvester
 	}
-	if o.Backoff == (Backoff{}) {
+	if o.Backoff.unset() {
+		clk := o.Backoff.Clock
 		o.Backoff = DefaultBackoff
+		o.Backoff.Clock = clk
 	}
 	if o.MaxConflicts <= 0 {
 		o.MaxConflicts = defaultMaxConflicts

@@ -9,6 +9,7 @@ import (
 
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	"k8s.io/apimachinery/pkg/util/wait"
+	"k8s.io/utils/clock"
 
 	"github.com/harvester/netconf-migrator/internal/apistatus"
 	"github.com/harvester/netconf-migrator/internal/runlock"
@@ -83,6 +84,19 @@ func IsAdmissionDenial(err error) bool {
 // out a webhook that is down for a minute or two.
 type Backoff struct {
 	Initial, Max, Budget time.Duration
+	// Clock is what the waits between attempts wait on (the real clock
+	// when nil): tests move a fake one instead of sleeping.
+	Clock clock.Clock
+}
+
+// unset says whether no duration is set (the defaults apply).
+func (b Backoff) unset() bool { return b.Initial == 0 && b.Max == 0 && b.Budget == 0 }
+
+func (b Backoff) after(d time.Duration) <-chan time.Time {
+	if b.Clock == nil {
+		return time.After(d)
+	}
+	return b.Clock.After(d)
 }
 
 // DefaultBackoff waits 0.5s, 1s, 2s ... 16s, 16s ... for at most 3 minutes.
@@ -119,7 +133,7 @@ func (b Backoff) retry(ctx context.Context, op func() error) (attempts int, err 
 		select {
 		case <-stop.Done():
 			return attempts, fmt.Errorf("%w (last error: %w)", stop.Err(), err)
-		case <-time.After(d):
+		case <-b.after(d):
 		}
 		spent += d
 	}
