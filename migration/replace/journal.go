@@ -258,16 +258,15 @@ func (o *OpenBackups) For(ctx context.Context, namespace, name string) (string, 
 		places = append(places, o.Earlier)
 	}
 	for _, ns := range places {
-		list := &metav1.PartialObjectMetadataList{}
-		list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind("SecretList"))
-		if err := o.Client.List(ctx, list, client.InNamespace(ns), client.MatchingLabels{LabelJournal: "true"}); err != nil {
+		list, err := listMetadata(ctx, o.Client, "Secret", ns)
+		if err != nil {
 			if ns == o.Earlier && apierrors.IsForbidden(err) {
 				o.earlierUnseen.Store(true)
 				continue
 			}
 			return "", fmt.Errorf("listing backups in namespace %s: %w", ns, err)
 		}
-		for _, m := range list.Items {
+		for _, m := range list {
 			if m.Annotations[AnnotationNAD] == ref {
 				return fmt.Sprintf("Secret %s/%s", m.Namespace, m.Name), nil
 			}

@@ -63,13 +63,7 @@ func backupMeta(kind, ns, name, nad, uid string) client.Object {
 // the earlier namespace's Secrets may not be listed and its key is there,
 // the census says backups may wait unseen.
 func TestCountIsTheGaugesCensus(t *testing.T) {
-	scheme := runtime.NewScheme()
-	if err := corev1.AddToScheme(scheme); err != nil {
-		t.Fatal(err)
-	}
-	nadGVK := schema.GroupVersionKind{Group: "k8s.cni.cncf.io", Version: "v1", Kind: "NetworkAttachmentDefinition"}
-	scheme.AddKnownTypeWithName(nadGVK, &unstructured.Unstructured{})
-	scheme.AddKnownTypeWithName(nadGVK.GroupVersion().WithKind(nadGVK.Kind+"List"), &unstructured.UnstructuredList{})
+	scheme := nadScheme(t)
 	terminating := nad("a", "gone-soon", "uid-t", `{}`)
 	terminating.SetDeletionTimestamp(ptrNow())
 	terminating.SetFinalizers([]string{"example.com/hold"})
@@ -157,3 +151,17 @@ func TestRestoreOnlyWhileNothingStands(t *testing.T) {
 }
 
 func ptrNow() *metav1.Time { now := metav1.Now(); return &now }
+
+// nadScheme knows Secrets and ConfigMaps, and NADs as unstructured objects
+// (as this package reads them).
+func nadScheme(t *testing.T) *runtime.Scheme {
+	t.Helper()
+	scheme := runtime.NewScheme()
+	if err := corev1.AddToScheme(scheme); err != nil {
+		t.Fatal(err)
+	}
+	nadGVK := schema.GroupVersionKind{Group: "k8s.cni.cncf.io", Version: "v1", Kind: "NetworkAttachmentDefinition"}
+	scheme.AddKnownTypeWithName(nadGVK, &unstructured.Unstructured{})
+	scheme.AddKnownTypeWithName(nadGVK.GroupVersion().WithKind(nadGVK.Kind+"List"), &unstructured.UnstructuredList{})
+	return scheme
+}
