@@ -11,22 +11,24 @@
 // the legacy-NAD watch) builds a new elector for each attempt, never waits
 // a whole Lease duration, and so never takes a dead holder's Lease. Here
 // the first sight of each Lease record is kept for the whole process, and
-// a wait that ends while the holder has not renewed once is stretched to
-// the Lease's expiry. Once taken, the Lease is renewed and released by
+// a wait that ends before the holder was seen renewing twice is stretched
+// to the Lease's expiry (one renewal may be a killed holder's last, stored
+// after its death). Once taken, the Lease is renewed and released by
 // client-go's elector.
 package runlock
 
 import (
-	"bytes"
 	"context"
 	"errors"
 	"fmt"
 	"sync"
 	"time"
 
+	coordinationv1 "k8s.io/api/coordination/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/client-go/kubernetes"
+	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	"k8s.io/client-go/rest"
 	"k8s.io/client-go/tools/leaderelection"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
@@ -110,10 +112,11 @@ func (h *Held) Fence() (time.Time, error) {
 	return until, nil
 }
 
-// observation is the record of a Lease as first seen by this process.
+// observation is a version of a Lease (its resourceVersion: each renewal
+// writes a new one) and when this process first saw it.
 type observation struct {
-	raw []byte
-	at  time.Time
+	version string
+	at      time.Time
 }
 
 // sightings keeps, per Lease, when this process first saw its current
@@ -123,25 +126,63 @@ var sightings = struct {
 	m map[string]observation
 }{m: map[string]observation{}}
 
-// sighted returns when this process first saw raw as the record of the
-// Lease key.
-func sighted(key string, raw []byte, now time.Time) time.Time {
+// sighted returns when this process first saw version of the Lease key.
+func sighted(key, version string, now time.Time) time.Time {
 	sightings.Lock()
 	defer sightings.Unlock()
 	o, ok := sightings.m[key]
-	if !ok || !bytes.Equal(o.raw, raw) {
-		o = observation{raw: bytes.Clone(raw), at: now}
+	if !ok || o.version != version {
+		o = observation{version: version, at: now}
 		sightings.m[key] = o
 	}
 	return o.at
 }
 
 // renewals is the Lease lock client-go's elector renews through: it notes
-// when each renewal this process wrote was sent.
+// when each renewal this process wrote was sent, and the resourceVersion
+// of the Lease it last read.
 type renewals struct {
 	*resourcelock.LeaseLock
 	mu   sync.Mutex
 	last time.Time
+	read string
+}
+
+// readVersion is the resourceVersion of the Lease last read: what tells
+// one record from the next. The raw record LeaseLock.Get returns does
+// not: it keeps the renewal time in whole seconds, so a holder renewing
+// more often than once a second (Leases under 8 s) looks as if it had
+// not renewed, and a renewal stored late in the same second as the one
+// before is not seen at all.
+func (r *renewals) readVersion() string {
+	r.mu.Lock()
+	defer r.mu.Unlock()
+	return r.read
+}
+
+// readVersions passes Lease requests on and notes each Lease read.
+type readVersions struct {
+	coordinationv1client.LeasesGetter
+	r *renewals
+}
+
+func (v readVersions) Leases(namespace string) coordinationv1client.LeaseInterface {
+	return readLeases{v.LeasesGetter.Leases(namespace), v.r}
+}
+
+type readLeases struct {
+	coordinationv1client.LeaseInterface
+	r *renewals
+}
+
+func (l readLeases) Get(ctx context.Context, name string, opts metav1.GetOptions) (*coordinationv1.Lease, error) {
+	lease, err := l.LeaseInterface.Get(ctx, name, opts)
+	if err == nil {
+		l.r.mu.Lock()
+		l.r.read = lease.ResourceVersion
+		l.r.mu.Unlock()
+	}
+	return lease, err
 }
 
 func (r *renewals) note(rec resourcelock.LeaderElectionRecord) {
@@ -177,9 +218,9 @@ func (r *renewals) Update(ctx context.Context, rec resourcelock.LeaderElectionRe
 // Acquire takes the Lease namespace/LeaseName as identity, waiting at most
 // wait for another run to release it or for its Lease to expire; duration
 // is how long the Lease outlives this holder when it stops renewing. A
-// holder that does not renew during the whole wait may be dead: the wait is
-// then stretched until its Lease may be taken (at most its duration plus a
-// retry period from the first sight of its last renewal).
+// holder not seen renewing twice during the whole wait may be dead: the
+// wait is then stretched until its Lease may be taken (at most its
+// duration plus a retry period from the first sight of its last renewal).
 func Acquire(ctx context.Context, cfg *rest.Config, namespace, identity string, wait, duration time.Duration) (*Held, error) {
 	return AcquireAs(ctx, cfg, namespace, identity, wait, duration, nil)
 }
@@ -198,11 +239,12 @@ func AcquireAs(ctx context.Context, cfg *rest.Config, namespace, identity string
 	if err != nil {
 		return nil, fmt.Errorf("building a client for the run's Lease: %w", err)
 	}
-	lock := &renewals{LeaseLock: &resourcelock.LeaseLock{
+	lock := &renewals{}
+	lock.LeaseLock = &resourcelock.LeaseLock{
 		LeaseMeta:  metav1.ObjectMeta{Namespace: namespace, Name: LeaseName},
-		Client:     kube.CoordinationV1(),
+		Client:     readVersions{kube.CoordinationV1(), lock},
 		LockConfig: resourcelock.ResourceLockConfig{Identity: identity},
-	}}
+	}
 	holder, err := take(ctx, lock, namespace+"/"+LeaseName, identity, wait, duration, succ)
 	if err != nil {
 		return nil, err
@@ -250,14 +292,20 @@ func take(ctx context.Context, lock *renewals, key, identity string, wait, durat
 	// deadAt is when each holder was first proven dead by this wait.
 	deadAt := map[string]time.Time{}
 	deadline := time.Now().Add(wait)
-	// first is when this wait first read the Lease: a record first seen
-	// no later was not renewed during the wait.
-	var first time.Time
-	var lastErr error
+	// renewed counts the holder's renewals seen during this wait: versions
+	// of the Lease, with the same holder, after the first one read. A holder killed
+	// with a renewal in flight can still show one, stored after its death
+	// (its elector sends one request at a time); only a second proves it
+	// alive.
+	var (
+		lastVersion string
+		renewed     int
+		lastErr     error
+	)
 	holder := ""
 	for {
 		now := time.Now()
-		rec, raw, err := lock.Get(ctx)
+		rec, _, err := lock.Get(ctx)
 		switch {
 		case apierrors.IsNotFound(err):
 			rec := record(identity, duration, now, 0)
@@ -268,11 +316,15 @@ func take(ctx context.Context, lock *renewals, key, identity string, wait, durat
 		case err != nil:
 			lastErr = err
 		default:
-			holder = rec.HolderIdentity
-			if first.IsZero() {
-				first = now
+			version := lock.readVersion()
+			switch {
+			case rec.HolderIdentity != holder:
+				renewed = 0
+			case lastVersion != "" && version != lastVersion:
+				renewed++
 			}
-			seen := sighted(key, raw, now)
+			holder, lastVersion = rec.HolderIdentity, version
+			seen := sighted(key, version, now)
 			expires := seen.Add(time.Duration(rec.LeaseDurationSeconds) * time.Second)
 			free := holder == "" || holder == identity || !now.Before(expires)
 			if !free && succ != nil {
@@ -291,10 +343,8 @@ func take(ctx context.Context, lock *renewals, key, identity string, wait, durat
 					return identity, nil
 				}
 				lastErr = err
-			} else if now.After(deadline) && !seen.After(first) {
-				// The holder has not renewed since this wait began: it may
-				// be dead, so wait on until its Lease may be taken.
-				deadline = expires.Add(retry)
+			} else if !now.Before(deadline) {
+				deadline = waitOn(deadline, renewed, seen, expires, time.Duration(rec.LeaseDurationSeconds)*time.Second, retry)
 			}
 		}
 		if !time.Now().Before(deadline) {
@@ -315,6 +365,25 @@ func take(ctx context.Context, lock *renewals, key, identity string, wait, durat
 		case <-time.After(retry):
 		}
 	}
+}
+
+// waitOn returns when a wait that reached its deadline with the Lease held
+// by another ends. A holder seen renewing twice is alive: the wait ends.
+// One seen renewing once may have been killed right after, its last
+// renewal stored late: the wait goes on until its next renewal was due
+// (its retry period twice, and one of this wait's own, from that
+// renewal's sight). One that did not renew (again) may be dead: the wait
+// goes on until its Lease may be taken, one retry period after it
+// expires. Each is bounded: a live holder renews, and a dead one's Lease
+// expires.
+func waitOn(deadline time.Time, renewed int, seen, expires time.Time, holderDuration, retry time.Duration) time.Time {
+	if renewed >= 2 {
+		return deadline
+	}
+	if due := seen.Add(2*RetryPeriod(holderDuration) + retry); renewed == 1 && deadline.Before(due) {
+		return due
+	}
+	return expires.Add(retry)
 }
 
 func record(identity string, duration time.Duration, now time.Time, transitions int) resourcelock.LeaderElectionRecord {

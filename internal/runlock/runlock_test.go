@@ -126,6 +126,67 @@ func TestAShortWaitOutlastsADeadHolder(t *testing.T) {
 	held.Release()
 }
 
+// A holder killed with a renewal in flight: the renewal is stored after
+// the next run's wait began, and none follows. Before, a renewal seen
+// during the wait counted as proof of life, the wait ended on time, and
+// the next run (the CLI after an operator's SIGKILL, with --lease-wait 1s)
+// gave up with "still after 1s" on a dead holder. Now it is taken once
+// the Lease expired, whether or not the last renewal fell in the same
+// second as the one before (the Lease record client-go reads keeps whole
+// seconds).
+func TestALastRenewalStoredLateDoesNotProveTheHolderAlive(t *testing.T) {
+	for name, gap := range map[string]time.Duration{"a second after the one before": time.Second, "in the same second": 0} {
+		t.Run(name, func(t *testing.T) {
+			ns := namespace(t)
+			const duration, wait = 3 * time.Second, time.Second
+			dead := deadHolder(t, ns, duration)
+			before := metav1.NewMicroTime(dead.Spec.RenewTime.Add(-gap))
+			dead.Spec.RenewTime = &before
+			if err := env.Client.Update(context.Background(), dead); err != nil {
+				t.Fatal(err)
+			}
+			// The late renewal is stored once the waiting run has read
+			// the Lease.
+			read := make(chan struct{})
+			var once atomic.Bool
+			cfg := rest.CopyConfig(env.Config)
+			cfg.WrapTransport = func(rt http.RoundTripper) http.RoundTripper {
+				return roundTripper(func(r *http.Request) (*http.Response, error) {
+					resp, err := rt.RoundTrip(r)
+					if r.Method == http.MethodGet && strings.HasSuffix(r.URL.Path, "/leases/"+runlock.LeaseName) && once.CompareAndSwap(false, true) {
+						close(read)
+					}
+					return resp, err
+				})
+			}
+			type result struct {
+				held *runlock.Held
+				err  error
+			}
+			done := make(chan result, 1)
+			go func() {
+				h, err := runlock.Acquire(context.Background(), cfg, ns, "next-run", wait, duration)
+				done <- result{h, err}
+			}()
+			<-read
+			last := metav1.NewMicroTime(before.Add(max(gap, time.Microsecond)))
+			dead.Spec.RenewTime = &last
+			if err := env.Client.Update(context.Background(), dead); err != nil {
+				t.Fatal(err)
+			}
+			stored := time.Now()
+			r := <-done
+			if r.err != nil {
+				t.Fatalf("a %s wait on a holder whose last renewal was stored during the wait, and none after: %v", wait, r.err)
+			}
+			defer r.held.Release()
+			if late := lease(t, ns).Spec.AcquireTime.Sub(stored); late < duration {
+				t.Errorf("the Lease was taken %s after its holder's last renewal was stored, before its %s expired", late, duration)
+			}
+		})
+	}
+}
+
 // A live holder keeps its Lease against any number of short attempts, and
 // gives it up at once on Release.
 func TestALiveHolderKeepsItsLease(t *testing.T) {
