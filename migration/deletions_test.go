@@ -59,7 +59,7 @@ func (d *memDeletions) deleted(n *nadv1.NetworkAttachmentDefinition) {
 // replaceWatched runs the replacement of a/n with d as the watch of
 // deletions and a minute's budget, and fails the test unless a/n was
 // replaced and stored flat.
-func replaceWatched(t *testing.T, s *memStore, j *memJournals, d replace.Watcher) {
+func replaceWatched(t *testing.T, s *memStore, j *memBackups, d replace.Watcher) {
 	t.Helper()
 	r := newReplacer(s, j)
 	r.Deletions, r.Budget = d, time.Minute
@@ -78,7 +78,7 @@ func replaceWatched(t *testing.T, s *memStore, j *memJournals, d replace.Watcher
 // waits on the shared watch of deletions; it used to read it every Poll
 // until it was gone, five reads a second.
 func TestAReplacementWaitsOnTheWatch(t *testing.T) {
-	s, j := newMemStore(map[string]string{"a/n": nested}), newMemJournals()
+	s, j := newMemStore(map[string]string{"a/n": nested}), newMemBackups()
 	s.beforeUpdate = func(*memStore, string, int) error { return typeRule }
 	s.nads["a/n"].Finalizers = []string{harvester.FinalizerManager, harvester.FinalizerAgent}
 	s.controller = func(s *memStore, key string) {
@@ -101,7 +101,7 @@ func TestAReplacementWaitsOnTheWatch(t *testing.T) {
 // have lost the deletion; the waiter reads its NAD again once a new watch
 // runs, and finds it gone.
 func TestAReplacementReadsAgainWhenTheWatchStartsOver(t *testing.T) {
-	s, j := newMemStore(map[string]string{"a/n": nested}), newMemJournals()
+	s, j := newMemStore(map[string]string{"a/n": nested}), newMemBackups()
 	s.beforeUpdate = func(*memStore, string, int) error { return typeRule }
 	s.nads["a/n"].Finalizers = []string{harvester.FinalizerManager}
 	d := &memDeletions{} // no events: only a read can see the NAD gone
@@ -124,7 +124,7 @@ func TestAReplacementReadsAgainWhenTheWatchStartsOver(t *testing.T) {
 // start wakes every waiter to read its NAD); the replacement still sees its
 // NAD gone, by reading it.
 func TestAWatchThatEndsAtOnceIsNotStartedInALoop(t *testing.T) {
-	s, j := newMemStore(map[string]string{"a/n": nested}), newMemJournals()
+	s, j := newMemStore(map[string]string{"a/n": nested}), newMemBackups()
 	s.beforeUpdate = func(*memStore, string, int) error { return typeRule }
 	s.nads["a/n"].Finalizers = []string{harvester.FinalizerManager}
 	d := &memDeletions{endAtOnce: true}
@@ -155,7 +155,7 @@ func TestReplacementsWaitBesideTheInPlaceWriters(t *testing.T) {
 	for i := range 20 {
 		configs[fmt.Sprintf("b/n%02d", i)] = nested
 	}
-	s, j := newMemStore(configs), newMemJournals()
+	s, j := newMemStore(configs), newMemBackups()
 	s.beforeUpdate = func(_ *memStore, key string, _ int) error {
 		if key[0] == 'a' {
 			return typeRule

@@ -242,10 +242,10 @@ func (s *memStore) Delete(_ context.Context, nad *nadv1.NetworkAttachmentDefinit
 	return nil
 }
 
-// memJournals is an in-memory replace.Journals.
-type memJournals struct {
+// memBackups is an in-memory replace.Backups.
+type memBackups struct {
 	mu      sync.Mutex
-	saved   map[string]*replace.Journal
+	saved   map[string]*replace.Backup
 	saves   int
 	failAll error
 	// failSaves fails that many saves with a transient error first.
@@ -254,9 +254,9 @@ type memJournals struct {
 	rejected  []replace.Rejected
 }
 
-func newMemJournals() *memJournals { return &memJournals{saved: map[string]*replace.Journal{}} }
+func newMemBackups() *memBackups { return &memBackups{saved: map[string]*replace.Backup{}} }
 
-func (b *memJournals) Save(_ context.Context, j *replace.Journal) error {
+func (b *memBackups) Save(_ context.Context, j *replace.Backup) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.failAll != nil {
@@ -266,7 +266,7 @@ func (b *memJournals) Save(_ context.Context, j *replace.Journal) error {
 		b.failSaves--
 		return apierrors.NewServiceUnavailable("injected: etcd leader changed")
 	}
-	j.Name = replace.JournalName(j.UID())
+	j.Name = replace.BackupName(j.UID())
 	c := *j
 	c.Original = j.Original.DeepCopy()
 	b.saved[j.Name] = &c
@@ -274,13 +274,13 @@ func (b *memJournals) Save(_ context.Context, j *replace.Journal) error {
 	return nil
 }
 
-func (b *memJournals) List(context.Context) ([]*replace.Journal, []replace.Rejected, error) {
+func (b *memBackups) List(context.Context) ([]*replace.Backup, []replace.Rejected, error) {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	if b.listErr != nil {
 		return nil, nil, b.listErr
 	}
-	var out []*replace.Journal
+	var out []*replace.Backup
 	for _, j := range b.saved {
 		c := *j
 		out = append(out, &c)
@@ -288,14 +288,14 @@ func (b *memJournals) List(context.Context) ([]*replace.Journal, []replace.Rejec
 	return out, b.rejected, nil
 }
 
-func (b *memJournals) Delete(_ context.Context, j *replace.Journal) error {
+func (b *memBackups) Delete(_ context.Context, j *replace.Backup) error {
 	b.mu.Lock()
 	defer b.mu.Unlock()
 	delete(b.saved, j.Name)
 	return nil
 }
 
-func (b *memJournals) Where(j *replace.Journal) string { return "memory " + j.Name }
+func (b *memBackups) Where(j *replace.Backup) string { return "memory " + j.Name }
 
 // memObjects is memStore as replace.Objects sees it: unstructured NADs.
 type memObjects struct{ s *memStore }

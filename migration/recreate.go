@@ -190,8 +190,8 @@ func (m *Migrator) resume(ctx context.Context, rep *report.Report) (map[string]b
 		rep.Reject(r.Where, r.Reason)
 	}
 	for _, r := range resumed {
-		o := r.Journal.Original
-		done[r.Journal.Ref()] = true
+		o := r.Backup.Original
+		done[r.Backup.Ref()] = true
 		m.seen.Add(1)
 		cfg, _, _ := unstructured.NestedString(o.Object, "spec", "config")
 		it := report.Item{Namespace: o.GetNamespace(), Name: o.GetName(), Form: netconf.Normalize([]byte(cfg)).Form}
@@ -200,7 +200,7 @@ func (m *Migrator) resume(ctx context.Context, rep *report.Report) (map[string]b
 			m.failed.Add(1)
 			nad, _ := typedNAD(o)
 			reason := ReasonNormalizeFail
-			if r.Journal.Mode == ModeRollback {
+			if r.Backup.Mode == ModeRollback {
 				reason = ReasonRestoreFailed
 			}
 			rep.Add(m.fail(ctx, log, nad, it, reason, r.Err))
@@ -215,7 +215,7 @@ func (m *Migrator) resume(ctx context.Context, rep *report.Report) (map[string]b
 		}
 		m.changed.Add(1)
 		it.Action, it.Reason = report.ActionNormalized, "deleted by an interrupted run to be created again; created again from its backup"
-		if r.Journal.Mode == ModeRollback {
+		if r.Backup.Mode == ModeRollback {
 			it.Action = report.ActionRestored
 		}
 		replaced(&it, r.Result)

@@ -35,15 +35,15 @@ func webhookDenial(msg string) error {
 
 var typeRule = webhookDenial("can't update nad a/n because nad cannot be updated from network type  to network type bridge")
 
-func newReplacer(s *memStore, j *memJournals) *replace.Replacer {
+func newReplacer(s *memStore, j *memBackups) *replace.Replacer {
 	return &replace.Replacer{
-		Objects: memObjects{s}, Journals: j, Log: logr.Discard(), Run: "test-run",
+		Objects: memObjects{s}, Backups: j, Log: logr.Discard(), Run: "test-run",
 		Finalizers: harvester.Finalizers(), Webhooks: harvester.Webhooks(),
 		Budget: time.Second, Poll: time.Millisecond,
 	}
 }
 
-func runWithJournals(t *testing.T, s *memStore, j *memJournals, o Options) *report.Report {
+func runWithBackups(t *testing.T, s *memStore, j *memBackups, o Options) *report.Report {
 	t.Helper()
 	rep, err := runReplacing(context.Background(), s, newReplacer(s, j), o)
 	if err != nil {
@@ -80,7 +80,7 @@ func leaseLostWhen(r *replace.Replacer, lost func() bool) {
 		}
 		return time.Now().Add(time.Minute), nil
 	}
-	r.Objects, r.Journals = replace.FencedObjects(r.Objects, fence), replace.FencedJournals(r.Journals, fence)
+	r.Objects, r.Backups = replace.FencedObjects(r.Objects, fence), replace.FencedBackups(r.Backups, fence)
 }
 
 // TestRecreate walks the replacement through each way it can end, with
@@ -95,7 +95,7 @@ func TestRecreate(t *testing.T) {
 		opts Options
 		// setup injects faults; the update is refused by the type rule
 		// unless setup changes beforeUpdate.
-		setup      func(s *memStore, j *memJournals, r *replace.Replacer)
+		setup      func(s *memStore, j *memBackups, r *replace.Replacer)
 		action     report.Action
 		recreated  bool
 		wantConfig string // what a/n holds at the end; "" means missing
@@ -109,29 +109,29 @@ func TestRecreate(t *testing.T) {
 			reason: []string{"nad cannot be updated from network type"}},
 		{name: "server dry run deletes nothing", opts: Options{DryRun: DryRunServer}, action: report.ActionWouldNormalize, recreated: true, wantConfig: nested},
 		{name: "Harvester's finalizers: waits until its controllers are done, then creates",
-			setup:  func(s *memStore, _ *memJournals, _ *replace.Replacer) { harvesterFinalizers(s, "a/n") },
+			setup:  func(s *memStore, _ *memBackups, _ *replace.Replacer) { harvesterFinalizers(s, "a/n") },
 			action: report.ActionNormalized, recreated: true, wantConfig: flatOf, deletes: 1},
 		{name: "a finalizer no known controller removes: nothing deleted, the finalizer named",
-			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
+			setup: func(s *memStore, _ *memBackups, _ *replace.Replacer) {
 				s.nads["a/n"].Finalizers = []string{"example.com/keep"}
 			},
 			action: report.ActionFailed, wantConfig: nested, reason: []string{"nad cannot be updated", "finalizer example.com/keep", "--replace-finalizer"}},
 		{name: "a NAD someone else deleted, still terminating: never deleted again nor created again",
-			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
+			setup: func(s *memStore, _ *memBackups, _ *replace.Replacer) {
 				harvesterFinalizers(s, "a/n")
 				s.controller = nil // its deletion waits on Harvester's controllers
 				s.nads["a/n"].DeletionTimestamp = &metav1.Time{Time: time.Now()}
 			},
 			action: report.ActionFailed, wantConfig: nested, reason: []string{"nad cannot be updated", "being deleted (by someone else)", "never created again"}},
 		{name: "a finalizer given with --replace-finalizer is waited out",
-			setup: func(s *memStore, _ *memJournals, r *replace.Replacer) {
+			setup: func(s *memStore, _ *memBackups, r *replace.Replacer) {
 				s.nads["a/n"].Finalizers = []string{"example.com/keep"}
 				s.controller = func(s *memStore, key string) { s.finalize(key) }
 				r.Finalizers["example.com/keep"] = "example's controller"
 			},
 			action: report.ActionNormalized, recreated: true, wantConfig: flatOf, deletes: 1},
 		{name: "a finalizer held past the budget: missing, backup kept at step Deleted, finalizer and controller named",
-			setup: func(s *memStore, _ *memJournals, r *replace.Replacer) {
+			setup: func(s *memStore, _ *memBackups, r *replace.Replacer) {
 				harvesterFinalizers(s, "a/n")
 				s.controller = nil // the controller is down
 				r.Budget = 50 * time.Millisecond
@@ -139,20 +139,20 @@ func TestRecreate(t *testing.T) {
 			action: report.ActionMissing, wantConfig: nested, deletes: 1, backupLeft: true, backupStep: replace.StepDeleted,
 			reason: []string{"missing", "still terminating", harvester.FinalizerManager, "network controller manager", "memory netconf-migrator-backup-a/n", "the next run goes on"}},
 		{name: "a refusal from a webhook not on the allow list is final, in its own words",
-			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
+			setup: func(s *memStore, _ *memBackups, _ *replace.Replacer) {
 				s.beforeUpdate = func(*memStore, string, int) error {
 					return denialBy("immutable-nads.kyverno.example", "NADs are immutable")
 				}
 			},
 			action: report.ActionFailed, wantConfig: nested, reason: []string{`admission webhook "immutable-nads.kyverno.example" denied the request: NADs are immutable`}},
 		{name: "a webhook added with --replace-past-webhook calls for a replacement",
-			setup: func(s *memStore, _ *memJournals, r *replace.Replacer) {
+			setup: func(s *memStore, _ *memBackups, r *replace.Replacer) {
 				s.beforeUpdate = func(*memStore, string, int) error { return denialBy("immutable-nads.example", "no") }
 				r.Webhooks = append(r.Webhooks, "immutable-nads.example")
 			},
 			action: report.ActionNormalized, recreated: true, wantConfig: flatOf, deletes: 1},
 		{name: "v1.6 (agent finalizers): a NAD on the same cluster network Harvester cannot decode does not hold the replacement",
-			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
+			setup: func(s *memStore, _ *memBackups, _ *replace.Replacer) {
 				harvesterFinalizers(s, "a/n")
 				s.nads["a/n"].Labels = map[string]string{harvester.LabelClusterNetwork: "mgmt"}
 				s.rv++
@@ -163,7 +163,7 @@ func TestRecreate(t *testing.T) {
 			},
 			action: report.ActionNormalized, recreated: true, wantConfig: flatOf, deletes: 1},
 		{name: "v1.7+ (the manager's finalizer alone): a NAD on the same cluster network Harvester cannot decode: nothing deleted, that NAD named",
-			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
+			setup: func(s *memStore, _ *memBackups, _ *replace.Replacer) {
 				harvesterFinalizers(s, "a/n")
 				s.nads["a/n"].Finalizers = []string{harvester.FinalizerManager}
 				s.nads["a/n"].Labels = map[string]string{harvester.LabelClusterNetwork: "mgmt"}
@@ -175,7 +175,7 @@ func TestRecreate(t *testing.T) {
 			},
 			action: report.ActionFailed, wantConfig: nested, reason: []string{"NAD b/double on the same cluster network mgmt", "stays terminating", "fix or remove b/double first"}},
 		{name: "v1.7 with every NAD older than the upgrade: the wait runs out and the report names the NAD that blocks the cleanup",
-			setup: func(s *memStore, _ *memJournals, r *replace.Replacer) {
+			setup: func(s *memStore, _ *memBackups, r *replace.Replacer) {
 				harvesterFinalizers(s, "a/n")
 				s.controller = nil // its cleanup fails on b/double
 				r.Budget = 50 * time.Millisecond
@@ -188,27 +188,27 @@ func TestRecreate(t *testing.T) {
 			action: report.ActionMissing, wantConfig: nested, deletes: 1, backupLeft: true, backupStep: replace.StepDeleted,
 			reason: []string{"still terminating", harvester.FinalizerManager, "NAD b/double on the same cluster network mgmt", "fix or remove b/double first"}},
 		{name: "a create the validators would refuse deletes nothing",
-			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
+			setup: func(s *memStore, _ *memBackups, _ *replace.Replacer) {
 				s.beforeCreate = func(*nadv1.NetworkAttachmentDefinition, bool) error {
 					return webhookDenial("can't create nad a/n because the bridge name a-br does not include suffix -br")
 				}
 			},
 			action: report.ActionFailed, wantConfig: nested, reason: []string{"nad cannot be updated", "creating it again would be refused too", "does not include suffix"}},
 		{name: "a create another webhook would rewrite to a legacy form deletes nothing",
-			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
+			setup: func(s *memStore, _ *memBackups, _ *replace.Replacer) {
 				s.mutate = func(n *nadv1.NetworkAttachmentDefinition) { n.Spec.Config = nested }
 			},
 			action: report.ActionFailed, wantConfig: nested, reason: []string{"as an admission webhook rewrites it"}},
 		{name: "no backup, no delete",
-			setup: func(_ *memStore, j *memJournals, _ *replace.Replacer) {
+			setup: func(_ *memStore, j *memBackups, _ *replace.Replacer) {
 				j.failAll = errors.New("configmaps is forbidden")
 			},
 			action: report.ActionFailed, wantConfig: nested, reason: []string{"not replaced", "configmaps is forbidden"}},
 		{name: "transient errors saving the backup are retried",
-			setup:  func(_ *memStore, j *memJournals, _ *replace.Replacer) { j.failSaves = 2 },
+			setup:  func(_ *memStore, j *memBackups, _ *replace.Replacer) { j.failSaves = 2 },
 			action: report.ActionNormalized, recreated: true, wantConfig: flatOf, deletes: 1},
 		{name: "the run's Lease lost after the backup was saved: no delete is sent, the backup stays for the next holder",
-			setup: func(_ *memStore, _ *memJournals, r *replace.Replacer) {
+			setup: func(_ *memStore, _ *memBackups, r *replace.Replacer) {
 				// Up for the backup's save, down from then on.
 				calls := 0
 				leaseLostWhen(r, func() bool { calls++; return calls > 1 })
@@ -216,7 +216,7 @@ func TestRecreate(t *testing.T) {
 			action: report.ActionUnvisited, wantConfig: nested, backupLeft: true, backupStep: replace.StepDeleting,
 			reason: []string{"no longer provably holds the run Lease", "nothing was deleted"}},
 		{name: "our delete's answer is lost and the run's Lease falls before the retry: missing, with its backup, not 'nothing was deleted' (issue 35, N1)",
-			setup: func(s *memStore, _ *memJournals, r *replace.Replacer) {
+			setup: func(s *memStore, _ *memBackups, r *replace.Replacer) {
 				up := true
 				s.beforeDelete = func(key string, dryRun bool) error {
 					if !dryRun && s.nads[key] != nil {
@@ -232,7 +232,7 @@ func TestRecreate(t *testing.T) {
 			action: report.ActionMissing, deletes: 1, backupLeft: true, backupStep: replace.StepDeleting,
 			reason: []string{"missing: deleted to be created again", "deleted by a delete whose answer was lost", "no longer provably holds the run Lease"}},
 		{name: "our delete's answer is lost, it had not landed, and the run's Lease falls before the retry: nothing was deleted",
-			setup: func(s *memStore, _ *memJournals, r *replace.Replacer) {
+			setup: func(s *memStore, _ *memBackups, r *replace.Replacer) {
 				up := true
 				s.beforeDelete = func(key string, dryRun bool) error {
 					if !dryRun && up {
@@ -246,7 +246,7 @@ func TestRecreate(t *testing.T) {
 			action: report.ActionUnvisited, wantConfig: nested, backupLeft: true, backupStep: replace.StepDeleting,
 			reason: []string{"no longer provably holds the run Lease", "nothing was deleted"}},
 		{name: "another writer creates a flat NAD of its own under the name before our create: theirs, reported, the original kept in the backup",
-			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
+			setup: func(s *memStore, _ *memBackups, _ *replace.Replacer) {
 				s.beforeCreate = func(n *nadv1.NetworkAttachmentDefinition, dryRun bool) error {
 					if !dryRun && s.nads["a/n"] == nil {
 						s.rv++
@@ -262,14 +262,14 @@ func TestRecreate(t *testing.T) {
 			action: report.ActionFailed, wantConfig: `{"cniVersion":"0.3.1","type":"macvlan","master":"eth0"}`, deletes: 1, backupLeft: true, backupStep: replace.StepDeleted,
 			reason: []string{"field manager argocd-controller", "uid theirs", "that NAD is theirs", "the original is kept in memory netconf-migrator-backup-a/n"}},
 		{name: "a refused delete leaves the NAD and removes the backup",
-			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
+			setup: func(s *memStore, _ *memBackups, _ *replace.Replacer) {
 				s.beforeDelete = func(string, bool) error {
 					return webhookDenial("can't delete nad a/n because it's still used by VM(s) a/vm1 which must remove the related networks and interfaces")
 				}
 			},
 			action: report.ActionFailed, wantConfig: nested, reason: []string{"deleting it to create it again was refused too", "a/vm1"}},
 		{name: "someone else deletes it between our read and our delete: not created again",
-			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
+			setup: func(s *memStore, _ *memBackups, _ *replace.Replacer) {
 				s.beforeDelete = func(key string, dryRun bool) error {
 					if !dryRun {
 						delete(s.nads, key)
@@ -279,7 +279,7 @@ func TestRecreate(t *testing.T) {
 			},
 			action: report.ActionFailed, reason: []string{"deleted by someone else before it could be replaced", "not created again"}},
 		{name: "our delete's answer is lost and the retry meets NotFound: ours, created",
-			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
+			setup: func(s *memStore, _ *memBackups, _ *replace.Replacer) {
 				s.beforeDelete = func(key string, dryRun bool) error {
 					if !dryRun && s.nads[key] != nil {
 						delete(s.nads, key)
@@ -291,7 +291,7 @@ func TestRecreate(t *testing.T) {
 			},
 			action: report.ActionNormalized, recreated: true, wantConfig: flatOf, deletes: 1},
 		{name: "a create refused after the delete puts the original back",
-			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
+			setup: func(s *memStore, _ *memBackups, _ *replace.Replacer) {
 				s.beforeCreate = func(n *nadv1.NetworkAttachmentDefinition, dryRun bool) error {
 					if !dryRun && n.Spec.Config == flatOf {
 						return webhookDenial("refused for real")
@@ -301,7 +301,7 @@ func TestRecreate(t *testing.T) {
 			},
 			action: report.ActionFailed, wantConfig: nested, deletes: 1, reason: []string{"refused for real", "the original was created back"}},
 		{name: "when no create succeeds the NAD is reported missing with its backup",
-			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
+			setup: func(s *memStore, _ *memBackups, _ *replace.Replacer) {
 				s.beforeCreate = func(_ *nadv1.NetworkAttachmentDefinition, dryRun bool) error {
 					if !dryRun {
 						return webhookDenial("refused for real")
@@ -312,7 +312,7 @@ func TestRecreate(t *testing.T) {
 			action: report.ActionMissing, deletes: 1, backupLeft: true, backupStep: replace.StepDeleted,
 			reason: []string{"missing", "the backup is at memory netconf-migrator-backup-a/n"}},
 		{name: "a create that meets a NotFound is reported missing, not skipped as deleted",
-			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
+			setup: func(s *memStore, _ *memBackups, _ *replace.Replacer) {
 				s.beforeCreate = func(_ *nadv1.NetworkAttachmentDefinition, dryRun bool) error {
 					if !dryRun {
 						return apierrors.NewNotFound(schema.GroupResource{Resource: "namespaces"}, "a")
@@ -323,7 +323,7 @@ func TestRecreate(t *testing.T) {
 			action: report.ActionMissing, deletes: 1, backupLeft: true, backupStep: replace.StepDeleted,
 			reason: []string{"missing", "the backup is at memory netconf-migrator-backup-a/n"}},
 		{name: "the answer to the create is lost: the retry finds our NAD",
-			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
+			setup: func(s *memStore, _ *memBackups, _ *replace.Replacer) {
 				lost := false
 				s.afterCreate = func(string) error {
 					if lost {
@@ -335,7 +335,7 @@ func TestRecreate(t *testing.T) {
 			},
 			action: report.ActionNormalized, recreated: true, wantConfig: flatOf, deletes: 1},
 		{name: "another writer between read and delete: read again, then replace",
-			setup: func(s *memStore, _ *memJournals, _ *replace.Replacer) {
+			setup: func(s *memStore, _ *memBackups, _ *replace.Replacer) {
 				once := false
 				s.beforeDelete = func(key string, dryRun bool) error {
 					if !dryRun && !once {
@@ -348,7 +348,7 @@ func TestRecreate(t *testing.T) {
 			action: report.ActionNormalized, recreated: true, wantConfig: flatOf, deletes: 1},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, j := newMemStore(map[string]string{"a/n": nested}), newMemJournals()
+			s, j := newMemStore(map[string]string{"a/n": nested}), newMemBackups()
 			s.beforeUpdate = refuseUpdate
 			uid := s.nads["a/n"].UID
 			r := newReplacer(s, j)
@@ -415,7 +415,7 @@ func TestRecreate(t *testing.T) {
 // whose replacement waits for the one slot, is not started after the stop.
 // Two workers share the list, so either NAD may be the first.
 func TestAStartedReplacementFinishesAfterSIGTERM(t *testing.T) {
-	s, j := newMemStore(map[string]string{"a/n": nested, "a/z": nested}), newMemJournals()
+	s, j := newMemStore(map[string]string{"a/n": nested, "a/z": nested}), newMemBackups()
 	s.beforeUpdate = func(*memStore, string, int) error { return typeRule }
 	harvesterFinalizers(s, "a/n")
 	harvesterFinalizers(s, "a/z")
@@ -452,7 +452,7 @@ func TestAStartedReplacementFinishesAfterSIGTERM(t *testing.T) {
 // of the create is in flight (its answer still comes back); the NAD is not
 // deleted, no backup is written, and it is reported unvisited.
 func TestAStopDuringTheDryRunDeletesNothing(t *testing.T) {
-	s, j := newMemStore(map[string]string{"a/n": nested}), newMemJournals()
+	s, j := newMemStore(map[string]string{"a/n": nested}), newMemBackups()
 	s.beforeUpdate = func(*memStore, string, int) error { return typeRule }
 	harvesterFinalizers(s, "a/n")
 	ctx, cancel := context.WithCancel(context.Background())
@@ -477,27 +477,27 @@ func TestAStopDuringTheDryRunDeletesNothing(t *testing.T) {
 	}
 }
 
-func journalOf(s *memStore, key string, step replace.Step) *replace.Journal {
-	return &replace.Journal{Run: "killed-run", Mode: ModeMigrate, Step: step, Original: toUnstructured(s.nads[key])}
+func backupOf(s *memStore, key string, step replace.Step) *replace.Backup {
+	return &replace.Backup{Run: "killed-run", Mode: ModeMigrate, Step: step, Original: toUnstructured(s.nads[key])}
 }
 
 // TestResumeFinishesAnInterruptedRecreate: a run killed between the delete
 // and the create left a backup and no NAD; the next run creates it first,
 // computing what to create from the original alone.
 func TestResumeFinishesAnInterruptedRecreate(t *testing.T) {
-	s, j := newMemStore(map[string]string{"a/n": nested, "a/stale": nested, "a/other": flatOf, "a/terminating": nested}), newMemJournals()
-	_ = j.Save(context.Background(), journalOf(s, "a/n", replace.StepDeleted))
+	s, j := newMemStore(map[string]string{"a/n": nested, "a/stale": nested, "a/other": flatOf, "a/terminating": nested}), newMemBackups()
+	_ = j.Save(context.Background(), backupOf(s, "a/n", replace.StepDeleted))
 	delete(s.nads, "a/n") // the interrupted run's delete
 	// A backup whose NAD still exists: that run stopped before deleting.
-	_ = j.Save(context.Background(), journalOf(s, "a/stale", replace.StepDeleting))
+	_ = j.Save(context.Background(), backupOf(s, "a/stale", replace.StepDeleting))
 	// Deleted, still terminating behind Harvester's finalizers.
 	harvesterFinalizers(s, "a/terminating")
-	_ = j.Save(context.Background(), journalOf(s, "a/terminating", replace.StepDeleted))
+	_ = j.Save(context.Background(), backupOf(s, "a/terminating", replace.StepDeleted))
 	now := metav1.Now()
 	s.nads["a/terminating"].DeletionTimestamp = &now
 	go s.controller(s, "a/terminating")
 
-	rep := runWithJournals(t, s, j, Options{})
+	rep := runWithBackups(t, s, j, Options{})
 	for _, key := range []string{"a/n", "a/terminating"} {
 		it, _ := action(rep, key)
 		if it.Action != report.ActionNormalized || !strings.Contains(it.Reason, "interrupted run") || !it.Recreated {
@@ -524,9 +524,9 @@ func TestResumeFinishesAnInterruptedRecreate(t *testing.T) {
 // TestResumeCreatesOnlyFromSignedBackups: a look-alike backup is reported,
 // and nothing is created from it.
 func TestResumeCreatesOnlyFromSignedBackups(t *testing.T) {
-	s, j := newMemStore(map[string]string{"a/flat": flatOf}), newMemJournals()
+	s, j := newMemStore(map[string]string{"a/flat": flatOf}), newMemBackups()
 	j.rejected = []replace.Rejected{{Where: "ConfigMap netconf-migrator-system/netconf-migrator-backup-forged", Reason: "its signature does not match"}}
-	rep := runWithJournals(t, s, j, Options{})
+	rep := runWithBackups(t, s, j, Options{})
 	if len(s.creates) != 0 {
 		t.Errorf("created %v from a look-alike backup", s.creates)
 	}
@@ -564,8 +564,8 @@ func TestResumeKeepsTheBackupOfANADSomeoneElseCreated(t *testing.T) {
 		{name: "our create for this backup, its answer lost, as other webhooks left it", config: withMTU, ours: true, proof: "a/n", closedAs: report.ActionNormalized},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, j := newMemStore(map[string]string{"a/n": nested}), newMemJournals()
-			jr := journalOf(s, "a/n", replace.StepDeleted)
+			s, j := newMemStore(map[string]string{"a/n": nested}), newMemBackups()
+			jr := backupOf(s, "a/n", replace.StepDeleted)
 			_ = j.Save(context.Background(), jr)
 			s.nads["a/n"].UID = "someone-else"
 			s.nads["a/n"].Spec.Config = tc.config
@@ -578,7 +578,7 @@ func TestResumeKeepsTheBackupOfANADSomeoneElseCreated(t *testing.T) {
 			case "other":
 				s.nads["a/n"].Annotations = map[string]string{replace.AnnotationReplaces: "b/m"}
 			}
-			rep := runWithJournals(t, s, j, Options{})
+			rep := runWithBackups(t, s, j, Options{})
 			it, _ := action(rep, "a/n")
 			switch {
 			case tc.keep && (it.Action != report.ActionFailed || !strings.Contains(it.Reason, "another writer created this NAD again") ||
@@ -602,9 +602,9 @@ func TestResumeKeepsTheBackupOfANADSomeoneElseCreated(t *testing.T) {
 // TestNeverRecreatesHarvesterManagedNADs: a NAD one of Harvester's settings
 // manages is reported with Harvester's way out, never deleted.
 func TestNeverRecreatesHarvesterManagedNADs(t *testing.T) {
-	s, j := newMemStore(map[string]string{"harvester-system/vm-migration-network-abcde": nested}), newMemJournals()
+	s, j := newMemStore(map[string]string{"harvester-system/vm-migration-network-abcde": nested}), newMemBackups()
 	s.beforeUpdate = func(*memStore, string, int) error { return typeRule }
-	rep := runWithJournals(t, s, j, Options{})
+	rep := runWithBackups(t, s, j, Options{})
 	it, _ := action(rep, "harvester-system/vm-migration-network-abcde")
 	if it.Action != report.ActionFailed || len(s.deletes) != 0 || j.saves != 0 {
 		t.Fatalf("%s, %d deletes, %d backups", it.Action, len(s.deletes), j.saves)
@@ -617,7 +617,7 @@ func TestNeverRecreatesHarvesterManagedNADs(t *testing.T) {
 // TestRollbackRecreates: a restore refused in place is done by creating
 // the NAD again with the original config, opted out of our webhook.
 func TestRollbackRecreates(t *testing.T) {
-	s, j := newMemStore(map[string]string{"a/n": flatOf}), newMemJournals()
+	s, j := newMemStore(map[string]string{"a/n": flatOf}), newMemBackups()
 	s.nads["a/n"].Annotations = map[string]string{nadv1.AnnotationOriginalConfig: nested, nadv1.AnnotationNormalizedFrom: "nested"}
 	harvesterFinalizers(s, "a/n")
 	// Harvester v1.6+: a change of the decoded type is refused, a metadata
@@ -628,7 +628,7 @@ func TestRollbackRecreates(t *testing.T) {
 		}
 		return nil
 	}
-	rep := runWithJournals(t, s, j, Options{Mode: ModeRollback})
+	rep := runWithBackups(t, s, j, Options{Mode: ModeRollback})
 	it, _ := action(rep, "a/n")
 	n := s.nads["a/n"]
 	if it.Action != report.ActionRestored || !it.Recreated || n.Spec.Config != nested || n.Labels[nadv1.LabelSkip] != "true" {
@@ -655,7 +655,7 @@ func TestStartupErrorsAreTransient(t *testing.T) {
 		{apierrors.NewServiceUnavailable("etcd leader changed"), true},
 		{apierrors.NewForbidden(schema.GroupResource{Resource: "configmaps"}, "", errors.New("no")), false},
 	} {
-		s, j := newMemStore(map[string]string{"a/n": nested}), newMemJournals()
+		s, j := newMemStore(map[string]string{"a/n": nested}), newMemBackups()
 		j.listErr = tc.err
 		_, err := runReplacing(context.Background(), s, newReplacer(s, j), Options{})
 		if err == nil || errors.Is(err, ErrStartup) != tc.transient {
@@ -676,13 +676,13 @@ func TestOneListingPerClusterNetwork(t *testing.T) {
 	for _, k := range []string{"a/1", "a/2", "a/3", "a/4"} {
 		configs[k] = nested
 	}
-	s, j := newMemStore(configs), newMemJournals()
+	s, j := newMemStore(configs), newMemBackups()
 	s.beforeUpdate = func(*memStore, string, int) error { return typeRule }
 	for k := range configs {
 		harvesterFinalizers(s, k)
 		s.nads[k].Labels = map[string]string{harvester.LabelClusterNetwork: "mgmt"}
 	}
-	rep := runWithJournals(t, s, j, Options{})
+	rep := runWithBackups(t, s, j, Options{})
 	if got := rep.Count(report.ActionNormalized); got != len(configs) {
 		t.Fatalf("%d replaced, want %d", got, len(configs))
 	}
@@ -699,7 +699,7 @@ func TestAClusterNetworkIsListedInPages(t *testing.T) {
 	for i := range 1200 {
 		configs[fmt.Sprintf("c/%04d", i)] = flatOf
 	}
-	s, j := newMemStore(configs), newMemJournals()
+	s, j := newMemStore(configs), newMemBackups()
 	s.beforeUpdate = func(*memStore, string, int) error { return typeRule }
 	for k := range configs {
 		s.nads[k].Labels = map[string]string{harvester.LabelClusterNetwork: "mgmt"}
@@ -711,7 +711,7 @@ func TestAClusterNetworkIsListedInPages(t *testing.T) {
 		ObjectMeta: metav1.ObjectMeta{Namespace: "z", Name: "double", UID: "z/double", ResourceVersion: "99", Labels: map[string]string{harvester.LabelClusterNetwork: "mgmt"}},
 		Spec:       nadv1.NetworkAttachmentDefinitionSpec{Config: `"{\"type\":\"bridge\"}"`},
 	}
-	rep := runWithJournals(t, s, j, Options{})
+	rep := runWithBackups(t, s, j, Options{})
 	it, _ := action(rep, "a/n")
 	if it.Action != report.ActionFailed || !strings.Contains(it.Reason, "NAD z/double on the same cluster network mgmt") {
 		t.Errorf("a/n: %s %q, want failed, naming z/double", it.Action, it.Reason)
@@ -729,7 +729,7 @@ func TestAClusterNetworkIsListedInPages(t *testing.T) {
 // listing goes on, and the next replacement uses it instead of listing
 // again (one slow listing per caller piled up behind a lock before).
 func TestAListingOutlivesTheReplacementThatStartedIt(t *testing.T) {
-	s, j := newMemStore(map[string]string{"a/1": nested, "a/2": nested}), newMemJournals()
+	s, j := newMemStore(map[string]string{"a/1": nested, "a/2": nested}), newMemBackups()
 	for _, k := range []string{"a/1", "a/2"} {
 		harvesterFinalizers(s, k)
 		s.nads[k].Labels = map[string]string{harvester.LabelClusterNetwork: "mgmt"}
@@ -800,7 +800,7 @@ func TestADeleteWhoseAnswerWasLost(t *testing.T) {
 		{name: "did not land, answered by a timeout", finalizers: true, wantAction: report.ActionFailed, wantConfig: nested, reason: "deleting it to create it again failed"},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, j := newMemStore(map[string]string{"a/n": nested}), newMemJournals()
+			s, j := newMemStore(map[string]string{"a/n": nested}), newMemBackups()
 			s.beforeUpdate = func(*memStore, string, int) error { return typeRule }
 			if tc.finalizers {
 				harvesterFinalizers(s, "a/n")
@@ -825,7 +825,7 @@ func TestADeleteWhoseAnswerWasLost(t *testing.T) {
 	}
 }
 
-// TestTheResumeWindowIsTheClocks: a journal left at step Deleting whose NAD
+// TestTheResumeWindowIsTheClocks: a backup left at step Deleting whose NAD
 // is gone is finished within the resume window of its writing and left for
 // a person after it, by the Replacer's clock: no test sleeps through a
 // window.
@@ -840,8 +840,8 @@ func TestTheResumeWindowIsTheClocks(t *testing.T) {
 		{"past the window", replace.DefaultResumeWindow + time.Second, false},
 	} {
 		t.Run(tc.name, func(t *testing.T) {
-			s, j := newMemStore(map[string]string{"a/n": nested}), newMemJournals()
-			jr := journalOf(s, "a/n", replace.StepDeleting)
+			s, j := newMemStore(map[string]string{"a/n": nested}), newMemBackups()
+			jr := backupOf(s, "a/n", replace.StepDeleting)
 			jr.Written = written
 			_ = j.Save(context.Background(), jr)
 			delete(s.nads, "a/n") // deleted, by that run or by a person

@@ -86,7 +86,7 @@ func (m *Migrator) Run(ctx context.Context) (*report.Report, error) {
 // Resume only finishes the replacements earlier runs left in the run's
 // scope (their NADs are missing until then) and reports them: what a
 // retry does first whatever its deadline, and what the operator does for
-// every journal, whichever entry point wrote it. Unlike Run, it is not cut
+// every backup, whichever entry point wrote it. Unlike Run, it is not cut
 // by Opts.Timeout: each replacement has its own budget.
 func (m *Migrator) Resume(ctx context.Context) (*report.Report, error) {
 	m.defaults()

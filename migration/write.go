@@ -69,9 +69,9 @@ func (m *Migrator) fail(ctx context.Context, log logr.Logger, nad *nadv1.Network
 	if errors.As(err, &missing) {
 		// Never unvisited, never skipped: the NAD is gone until a run
 		// creates it from its backup.
-		it.Action, it.Reason, it.Backup = report.ActionMissing, err.Error(), missing.Journal
+		it.Action, it.Reason, it.Backup = report.ActionMissing, err.Error(), missing.Backup
 		it.Advice = missing.Advice
-		log.Error(logged(err), "NetworkAttachmentDefinition is missing until a run creates it again from its backup", logging.KeyOutcome, it.Action, "backup", missing.Journal)
+		log.Error(logged(err), "NetworkAttachmentDefinition is missing until a run creates it again from its backup", logging.KeyOutcome, it.Action, "backup", missing.Backup)
 		return it
 	}
 	var theirs *replace.CreatedByAnother
@@ -79,15 +79,15 @@ func (m *Migrator) fail(ctx context.Context, log logr.Logger, nad *nadv1.Network
 	switch {
 	// Reported failed below, naming where the original is kept.
 	case errors.As(err, &theirs):
-		it.Backup = theirs.Journal
+		it.Backup = theirs.Backup
 	case errors.As(err, &undecided):
-		it.Backup = undecided.Journal
+		it.Backup = undecided.Backup
 	}
 	var stopped *replace.Stopped
 	if errors.As(err, &stopped) {
 		it.Form = netconf.Normalize([]byte(nad.Spec.Config)).Form
-		it.Action, it.Reason, it.Backup = report.ActionUnvisited, err.Error(), stopped.Journal
-		log.Info("Leaving NetworkAttachmentDefinition for the next run: this run lost its Lease before the delete", logging.KeyOutcome, it.Action, "backup", stopped.Journal)
+		it.Action, it.Reason, it.Backup = report.ActionUnvisited, err.Error(), stopped.Backup
+		log.Info("Leaving NetworkAttachmentDefinition for the next run: this run lost its Lease before the delete", logging.KeyOutcome, it.Action, "backup", stopped.Backup)
 		return it
 	}
 	if m.run != nil && m.run.Err() != nil && (Classify(err) == Retry || errors.Is(err, context.Canceled) || errors.Is(err, context.DeadlineExceeded)) {

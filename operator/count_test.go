@@ -35,8 +35,8 @@ func TestTheUnseenGaugeFollowsTheKeyWhenANADReadFails(t *testing.T) {
 		}
 	}
 	backup := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "tool", Name: "b1",
-		Labels:      map[string]string{replace.LabelJournal: "true", replace.LabelJournalUID: "uid-x"},
-		Annotations: map[string]string{replace.AnnotationNAD: "a/x"}}, Type: replace.JournalSecretType}
+		Labels:      map[string]string{replace.LabelBackup: "true", replace.LabelBackupUID: "uid-x"},
+		Annotations: map[string]string{replace.AnnotationNAD: "a/x"}}, Type: replace.BackupSecretType}
 	key := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "earlier", Name: replace.KeySecretName}, Type: replace.KeySecretType,
 		Data: map[string][]byte{"key": []byte(strings.Repeat("k", 32))}}
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(backup, key).WithInterceptorFuncs(interceptor.Funcs{

@@ -26,13 +26,13 @@ import (
 )
 
 // OpenReplacements owns every open replacement, whichever entry point wrote its
-// journal (a CLI run, the Job, the upgrade pre-hook, a NADMigration, the
-// legacy-NAD watch): on the elected replica it looks at the journals every
+// backup (a CLI run, the Job, the upgrade pre-hook, a NADMigration, the
+// legacy-NAD watch): on the elected replica it looks at the backups every
 // Interval, counts the NADs they leave missing, and drives each to its end
 // under the run Lease: created again, closed because the NAD stands, or
-// left for a person with the reason in the log and the gauges. A journal
+// left for a person with the reason in the log and the gauges. A backup
 // is an object in the backup namespace, so a restarted operator picks up
-// every one; a NAD missing is never forgotten while its journal exists.
+// every one; a NAD missing is never forgotten while its backup exists.
 type OpenReplacements struct {
 	// Runner gives the uncached client, the backup namespace and how a
 	// run starts (the Lease, the key, the replacer).
@@ -64,7 +64,7 @@ func (j *OpenReplacements) Start(ctx context.Context) error {
 	if j.LeaseWait <= 0 {
 		j.LeaseWait = 10 * time.Second
 	}
-	registerJournalMetrics()
+	registerBackupMetrics()
 	t := time.NewTicker(j.Interval)
 	defer t.Stop()
 	elected := j.Elected
@@ -84,7 +84,7 @@ func (j *OpenReplacements) Start(ctx context.Context) error {
 	}
 }
 
-// pass counts the open journals, resumes them when any is open, and counts
+// pass counts the open backups, resumes them when any is open, and counts
 // again.
 func (j *OpenReplacements) pass(ctx context.Context) {
 	open, err := j.count(ctx)
@@ -117,7 +117,7 @@ func (j *OpenReplacements) count(ctx context.Context) (int, error) {
 		if msg := "earlier:" + earlier; msg != j.lastEarlier {
 			j.lastEarlier = msg
 			j.Log.Info("The signing key of an earlier version is still in its namespace, so backups it kept there may wait; this operator may not list Secrets there: an administrator moves them",
-				"namespace", earlier, "command", "netconf-migrator journals move --from "+earlier)
+				"namespace", earlier, "command", "netconf-migrator backups move --from "+earlier)
 		}
 	} else if err == nil {
 		unseenEarlier.Set(0)
@@ -138,12 +138,12 @@ func (j *OpenReplacements) backupNamespace() string {
 	return j.Runner.BackupNamespace
 }
 
-// resume finishes every journal it may under the run Lease: a run holding
+// resume finishes every backup it may under the run Lease: a run holding
 // the Lease is still working on its own (and resumes them itself), so this
 // waits for the next pass.
 func (j *OpenReplacements) resume(ctx context.Context) {
 	cfg := j.Runner
-	cfg.Identity = fmt.Sprintf("%s_journals_%s", j.Runner.Identity, rand.Text()[:6])
+	cfg.Identity = fmt.Sprintf("%s_backups_%s", j.Runner.Identity, rand.Text()[:6])
 	cfg.LeaseWait = j.LeaseWait
 	cfg.Log = j.Log
 	started, err := runner.Start(ctx, cfg, migration.Options{Mode: migration.ModeMigrate, DryRun: migration.DryRunNone, Recreate: migration.RecreateAuto})
@@ -152,7 +152,7 @@ func (j *OpenReplacements) resume(ctx context.Context) {
 			j.Log.V(logging.Debug).Info("Leaving the open replacements to the run that holds the Lease", logging.KeyReason, err.Error())
 			return
 		}
-		// A missing key waits for an administrator (journals adopt): say
+		// A missing key waits for an administrator (backups adopt): say
 		// so once, not every pass.
 		if msg := err.Error(); msg != j.lastProblem {
 			j.lastProblem = msg
@@ -282,7 +282,7 @@ var (
 	})
 	openBackups = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "netconf_migrator_open_backups",
-		Help: "Backups of replacements not finished yet (journals), whichever entry point wrote them; one that stays open needs a person (netconf-migrator journals list).",
+		Help: "Backups of replacements not finished yet, whichever entry point wrote them; one that stays open needs a person (netconf-migrator backups list).",
 	})
 	resumedNADs = prometheus.NewCounterVec(prometheus.CounterOpts{
 		Name: "netconf_migrator_resumed_replacements_total",
@@ -290,13 +290,13 @@ var (
 	}, []string{"outcome"})
 	unseenEarlier = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "netconf_migrator_earlier_backups_unseen",
-		Help: "1 while the signing key of an earlier version is still in the namespace it kept its backups in (beside the webhook), where the operator may not list Secrets: backups may wait there; an administrator moves them with netconf-migrator journals move.",
+		Help: "1 while the signing key of an earlier version is still in the namespace it kept its backups in (beside the webhook), where the operator may not list Secrets: backups may wait there; an administrator moves them with netconf-migrator backups move.",
 	})
-	journalMetricsOnce sync.Once
+	backupMetricsOnce sync.Once
 )
 
-func registerJournalMetrics() {
-	journalMetricsOnce.Do(func() {
+func registerBackupMetrics() {
+	backupMetricsOnce.Do(func() {
 		metrics.Registry.MustRegister(missingNADs, openBackups, resumedNADs, unseenEarlier)
 		// Both outcomes exist from the start, so a rate reads 0, not nothing.
 		resumedNADs.WithLabelValues("done")

@@ -38,9 +38,9 @@ type Options struct {
 	LeaseDuration time.Duration
 	// LeaseWait is how long one attempt waits for the run Lease.
 	LeaseWait time.Duration
-	// JournalInterval is how often the open replacements are looked at
+	// BackupInterval is how often the open replacements are looked at
 	// again (30 s).
-	JournalInterval time.Duration
+	BackupInterval time.Duration
 	// UpgradeCRD has the elected replica keep the NADMigration CRD at this
 	// version (CRDUpgrader); Version names it.
 	UpgradeCRD bool
@@ -126,7 +126,7 @@ func Setup(mgr manager.Manager, cfg *rest.Config, log logr.Logger, o Options) er
 		}
 	}
 	// Every open replacement has one owner, whichever entry point started it.
-	if err := mgr.Add(&OpenReplacements{Runner: rc, LeaseWait: o.LeaseWait, Interval: o.JournalInterval, Log: log.WithName("open-replacements"), Elected: mgr.Elected()}); err != nil {
+	if err := mgr.Add(&OpenReplacements{Runner: rc, LeaseWait: o.LeaseWait, Interval: o.BackupInterval, Log: log.WithName("open-replacements"), Elected: mgr.Elected()}); err != nil {
 		return fmt.Errorf("setting up the owner of open replacements: %w", err)
 	}
 	return mgr.Add(manager.RunnableFunc(func(ctx context.Context) error {

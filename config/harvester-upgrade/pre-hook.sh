@@ -66,7 +66,7 @@
 # Whatever the path, the mode and the wait, the hook never lets the upgrade
 # go on while a replacement is not finished: a backup left in the backup
 # namespace is a NAD that may be missing, or one a person must decide on
-# (netconf-migrator journals list), and the hook then returns 4.
+# (netconf-migrator backups list), and the hook then returns 4.
 
 netconf_migrator_pre_hook() {
   local bin=${NETCONF_MIGRATOR_BIN:-netconf-migrator}
@@ -88,8 +88,8 @@ netconf_migrator_pre_hook() {
     # The operator may not list Secrets beside the webhook: backups an
     # earlier version kept there are moved with this Job's rights first.
     if command -v "$bin" >/dev/null 2>&1; then
-      "$bin" journals move --from "$ens" --backup-namespace "$bns" --yes >/dev/null ||
-        echo "netconf-migrator: could not move the backups an earlier version kept in $ens (netconf-migrator journals move --from $ens says why)" >&2
+      "$bin" backups move --from "$ens" --backup-namespace "$bns" --yes >/dev/null ||
+        echo "netconf-migrator: could not move the backups an earlier version kept in $ens (netconf-migrator backups move --from $ens says why)" >&2
     fi
     netconf_migrator_by_operator "$strict" || rc=$?
     netconf_migrator_none_open "$bns" "$rc" "$ens"
@@ -169,7 +169,7 @@ netconf_migrator_none_open() {
   fi
   if [ -n "$open" ]; then
     echo "netconf-migrator: a replacement is not finished (backups in $bns: $(echo "$open" | tr '\n' ' '));" \
-      "a NAD may be missing or need a person's decision (netconf-migrator journals list names each);" \
+      "a NAD may be missing or need a person's decision (netconf-migrator backups list names each);" \
       "the upgrade stops here: run the upgrade again, or the Job, once they are done" >&2
     return 4
   fi
@@ -181,7 +181,7 @@ netconf_migrator_none_open() {
     fi
     if [ -n "$open" ]; then
       echo "netconf-migrator: an earlier version left backups in $ens ($(echo "$open" | tr '\n' ' ')); a NAD may be" \
-        "missing; move them (netconf-migrator journals move --from $ens) and run the upgrade again" >&2
+        "missing; move them (netconf-migrator backups move --from $ens) and run the upgrade again" >&2
       return 4
     fi
   fi

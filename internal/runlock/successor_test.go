@@ -87,7 +87,7 @@ func TestASuccessorProvesItsPredecessorDead(t *testing.T) {
 		why    string
 	}{
 		{"a holder that names no Pod", "operator_host_abc123", false, ""},
-		{"this very process (another of its runs)", me.Identity("operator_x_journals"), false, ""},
+		{"this very process (another of its runs)", me.Identity("operator_x_backups"), false, ""},
 		{"the container before a restart in this Pod", self(mine, "operator", true, "before").Identity("operator_x"), true, "restarted"},
 		{"a process of this Pod that was not its main one (kubectl exec)", self(mine, "operator", false, "exec").Identity("operator_x"), false, ""},
 		{"another container of this Pod, PID 1 of its own", sidecar.Identity("operator_x"), false, ""},

@@ -89,7 +89,7 @@ func TestAsAKubectlPlugin(t *testing.T) {
 	if code, out := kubectl(append([]string{"migrate", "--context", real, "-n", ns, "-A"}, common...)...); code != 2 || !strings.Contains(out, "cannot go together") {
 		t.Errorf("-n with -A: exit %d, want 2\n%s", code, out)
 	}
-	if code, out := kubectl("journals", "list", "--context", real); code != 0 || !strings.Contains(out, "BACKUP") {
-		t.Errorf("kubectl netconf-migrator journals list: exit %d\n%s", code, out)
+	if code, out := kubectl("backups", "list", "--context", real); code != 0 || !strings.Contains(out, "BACKUP") {
+		t.Errorf("kubectl netconf-migrator backups list: exit %d\n%s", code, out)
 	}
 }

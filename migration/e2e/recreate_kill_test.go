@@ -136,7 +136,7 @@ func TestRecreateKilledAtEachStep(t *testing.T) {
 			}
 
 			var cms corev1.SecretList
-			if err := env.Client.List(context.Background(), &cms, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil {
+			if err := env.Client.List(context.Background(), &cms, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelBackup: "true"}); err != nil {
 				t.Fatal(err)
 			}
 			// Deleted means gone or terminating: Harvester's controllers

@@ -231,10 +231,10 @@ func TestForgedBackupCreatesNothing(t *testing.T) {
 		"spec":     map[string]any{"config": nestedConfig("made-up")}}
 	raw, _ := json.Marshal(original)
 	forged := &corev1.Secret{
-		ObjectMeta: metav1.ObjectMeta{Namespace: backupNamespace, Name: replace.JournalName("0000-made-up"),
-			Labels:      map[string]string{replace.LabelJournal: "true", replace.LabelJournalUID: "0000-made-up"},
+		ObjectMeta: metav1.ObjectMeta{Namespace: backupNamespace, Name: replace.BackupName("0000-made-up"),
+			Labels:      map[string]string{replace.LabelBackup: "true", replace.LabelBackupUID: "0000-made-up"},
 			Annotations: map[string]string{replace.AnnotationNAD: "kube-system/made-up", replace.AnnotationMode: "migrate", replace.AnnotationStep: string(replace.StepDeleted)}},
-		Type: replace.JournalSecretType,
+		Type: replace.BackupSecretType,
 		Data: map[string][]byte{"original.json": raw, "signature": []byte("bm90IG91ciBrZXk=")},
 	}
 	if err := c.Create(ctx, forged); err != nil {

@@ -176,7 +176,7 @@ func TestSoakMigration(t *testing.T) {
 		}
 	}
 	var backups corev1.SecretList
-	if err := env.Client.List(ctx, &backups, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil {
+	if err := env.Client.List(ctx, &backups, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelBackup: "true"}); err != nil {
 		t.Fatal(err)
 	}
 	proxy.mu.Lock()

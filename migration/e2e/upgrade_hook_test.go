@@ -322,7 +322,7 @@ func TestHarvesterUpgradeWindow(t *testing.T) {
 func checkNoBackupsIn(t *testing.T, ns string) {
 	t.Helper()
 	var cms corev1.SecretList
-	if err := env.Client.List(context.Background(), &cms, client.InNamespace(ns), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil {
+	if err := env.Client.List(context.Background(), &cms, client.InNamespace(ns), client.MatchingLabels{replace.LabelBackup: "true"}); err != nil {
 		t.Fatal(err)
 	}
 	if len(cms.Items) != 0 {
@@ -403,7 +403,7 @@ func TestPreHookKilledMidReplacementTheChartJobFinishes(t *testing.T) {
 		t.Fatalf("the upgrade went on with a NAD maybe missing: exit %d, upgraded %v\n%s", u.code, u.upgraded(), u.errOut)
 	}
 	var cms corev1.SecretList
-	if err := env.Client.List(context.Background(), &cms, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil {
+	if err := env.Client.List(context.Background(), &cms, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelBackup: "true"}); err != nil {
 		t.Fatal(err)
 	}
 	if len(cms.Items) != 1 {

@@ -1,6 +1,6 @@
 // Package mode names what a run does to each NAD: migrate it, or roll it
 // back. It is a leaf: the engine (migration) and the replacement
-// (migration/replace), which computes what to create for a journal's mode,
+// (migration/replace), which computes what to create for a backup's mode,
 // share the one type without importing each other.
 package mode
 

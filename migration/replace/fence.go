@@ -20,15 +20,15 @@ func (e *FenceDown) Error() string { return "not sent: " + e.Err.Error() }
 func (e *FenceDown) Unwrap() error { return e.Err }
 
 // Stopped is a replacement that stopped before its delete because its run
-// lost the Lease: the NAD is as it was, and its journal, at step Deleting,
+// lost the Lease: the NAD is as it was, and its backup, at step Deleting,
 // is left for the next holder, which finds the NAD and removes it.
 type Stopped struct {
-	Journal string
-	Err     error
+	Backup string
+	Err    error
 }
 
 func (e *Stopped) Error() string {
-	return fmt.Sprintf("stopped before deleting it to create it again: %v; nothing was deleted, and the backup at %s is left for the next run", e.Err, e.Journal)
+	return fmt.Sprintf("stopped before deleting it to create it again: %v; nothing was deleted, and the backup at %s is left for the next run", e.Err, e.Backup)
 }
 func (e *Stopped) Unwrap() error { return e.Err }
 
@@ -78,30 +78,30 @@ func (o fencedObjects) Delete(ctx context.Context, obj *unstructured.Unstructure
 	return o.Objects.Delete(ctx, obj, false)
 }
 
-// FencedJournals saves and removes journals only while the fence is up: a
-// journal is named after its NAD's uid, so a run that lost its Lease could
-// otherwise overwrite or remove the journal of the run that took it.
-func FencedJournals(j Journals, f Fence) Journals { return fencedJournals{j, f} }
+// FencedBackups saves and removes backups only while the fence is up: a
+// backup is named after its NAD's uid, so a run that lost its Lease could
+// otherwise overwrite or remove the backup of the run that took it.
+func FencedBackups(j Backups, f Fence) Backups { return fencedBackups{j, f} }
 
-type fencedJournals struct {
-	Journals
+type fencedBackups struct {
+	Backups
 	fence Fence
 }
 
-func (j fencedJournals) Save(ctx context.Context, jr *Journal) error {
+func (j fencedBackups) Save(ctx context.Context, jr *Backup) error {
 	ctx, cancel, err := fenced(ctx, j.fence)
 	if err != nil {
 		return err
 	}
 	defer cancel()
-	return j.Journals.Save(ctx, jr)
+	return j.Backups.Save(ctx, jr)
 }
 
-func (j fencedJournals) Delete(ctx context.Context, jr *Journal) error {
+func (j fencedBackups) Delete(ctx context.Context, jr *Backup) error {
 	ctx, cancel, err := fenced(ctx, j.fence)
 	if err != nil {
 		return err
 	}
 	defer cancel()
-	return j.Journals.Delete(ctx, jr)
+	return j.Backups.Delete(ctx, jr)
 }

@@ -26,7 +26,7 @@ type Earlier struct {
 	// Hidden, when set, says why backups may still wait there unseen: the
 	// earlier key exists, but this identity may not list Secrets in that
 	// namespace (the operator's and the Job's may not: the webhook's TLS
-	// key lives there). Only an administrator can move them (journals
+	// key lives there). Only an administrator can move them (backups
 	// move).
 	Hidden string
 	// KeyRemoved: nothing was left there, so the earlier key was removed
@@ -45,10 +45,10 @@ type Earlier struct {
 // killed between leaves both, and the next move writes the same backup
 // again (or finds its NAD already created again, which Resume closes as its
 // own).
-func MoveEarlier(ctx context.Context, c client.Client, from string, to SecretJournals) (Earlier, error) {
+func MoveEarlier(ctx context.Context, c client.Client, from string, to SecretBackups) (Earlier, error) {
 	out := Earlier{Namespace: from}
 	if from == to.Namespace {
-		moved, rejected, err := MoveConfigMapJournals(ctx, c, to, to)
+		moved, rejected, err := MoveConfigMapBackups(ctx, c, to, to)
 		out.Moved, out.Rejected = moved, rejected
 		return out, ignoreForbidden(err)
 	}
@@ -60,17 +60,17 @@ func MoveEarlier(ctx context.Context, c client.Client, from string, to SecretJou
 	case err != nil:
 		return out, err
 	}
-	earlier := SecretJournals{Client: c, Namespace: from, Key: key}
-	moved, rejected, err := MoveConfigMapJournals(ctx, c, earlier, to)
+	earlier := SecretBackups{Client: c, Namespace: from, Key: key}
+	moved, rejected, err := MoveConfigMapBackups(ctx, c, earlier, to)
 	out.Moved, out.Rejected = moved, rejected
 	if err != nil && !apierrors.IsForbidden(err) {
 		return out, err
 	}
 	left := len(rejected)
 	list := &corev1.SecretList{}
-	if err := c.List(ctx, list, client.InNamespace(from), client.MatchingLabels{LabelJournal: "true"}); err != nil {
+	if err := c.List(ctx, list, client.InNamespace(from), client.MatchingLabels{LabelBackup: "true"}); err != nil {
 		if apierrors.IsForbidden(err) && key != nil {
-			out.Hidden = fmt.Sprintf("the signing key of an earlier version is still in namespace %s, so backups it kept there may wait; this identity may not list Secrets there: an administrator moves them with: netconf-migrator journals move --from %s", from, from)
+			out.Hidden = fmt.Sprintf("the signing key of an earlier version is still in namespace %s, so backups it kept there may wait; this identity may not list Secrets there: an administrator moves them with: netconf-migrator backups move --from %s", from, from)
 			return out, nil
 		}
 		return out, ignoreForbidden(fmt.Errorf("listing the backups an earlier version kept in namespace %s: %w", from, err))
@@ -96,14 +96,20 @@ func MoveEarlier(ctx context.Context, c client.Client, from string, to SecretJou
 	if key == nil || left > 0 {
 		return out, nil
 	}
-	sec := &corev1.Secret{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: from, Name: KeySecretName}, sec); err != nil {
-		return out, client.IgnoreNotFound(err)
+	// Whichever name the key has there (0.2 wrote the earlier one).
+	for _, name := range []string{KeySecretName, EarlierKeySecretName} {
+		sec := &corev1.Secret{}
+		if err := c.Get(ctx, client.ObjectKey{Namespace: from, Name: name}, sec); err != nil {
+			if apierrors.IsNotFound(err) {
+				continue
+			}
+			return out, err
+		}
+		if err := c.Delete(ctx, sec, client.Preconditions{UID: &sec.UID}); err != nil && !apierrors.IsNotFound(err) {
+			return out, fmt.Errorf("removing the earlier signing key Secret %s/%s, which signs nothing any more: %w", from, name, err)
+		}
+		out.KeyRemoved = true
 	}
-	if err := c.Delete(ctx, sec, client.Preconditions{UID: &sec.UID}); err != nil && !apierrors.IsNotFound(err) {
-		return out, fmt.Errorf("removing the earlier signing key Secret %s/%s, which signs nothing any more: %w", from, KeySecretName, err)
-	}
-	out.KeyRemoved = true
 	return out, nil
 }
 
@@ -117,33 +123,29 @@ func ignoreForbidden(err error) error {
 // ReadKey reads the signing key of namespace without making one: nil when
 // there is none.
 func ReadKey(ctx context.Context, c client.Reader, namespace string) ([]byte, error) {
-	s := &corev1.Secret{}
-	err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: KeySecretName}, s)
+	s, err := keySecret(ctx, c, namespace)
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading the signing key Secret %s/%s: %w", namespace, KeySecretName, err)
 	}
-	if s.Type != KeySecretType || len(s.Data[keySecretDataKey]) < 32 {
-		return nil, fmt.Errorf("Secret %s/%s is not netconf-migrator's signing key (type %s, want %s with a key of 32 bytes or more)", namespace, KeySecretName, s.Type, KeySecretType)
-	}
-	return s.Data[keySecretDataKey], nil
+	return keyOf(s)
 }
 
-// Before backups were kept in Secrets, netconf-migrator kept each journal
+// Before backups were kept in Secrets, netconf-migrator kept each backup
 // in a ConfigMap of the backup namespace, with the same name, label and
 // annotations, signed with the same key over the same fields. A cluster
 // upgraded from such a build may still hold one, and its NAD may be missing:
-// MoveConfigMapJournals moves each one from's key verifies into a Secret
-// journal of to, so it is resumed like any other, and returns the ones it
+// MoveConfigMapBackups moves each one from's key verifies into a Secret
+// backup of to, so it is resumed like any other, and returns the ones it
 // could not verify, which are reported and never acted on.
 //
 // The Secret is written first, then the ConfigMap removed: a process killed
 // between leaves both, and the next move writes the same Secret again.
-func MoveConfigMapJournals(ctx context.Context, c client.Client, from, to SecretJournals) (moved []string, rejected []Rejected, err error) {
+func MoveConfigMapBackups(ctx context.Context, c client.Client, from, to SecretBackups) (moved []string, rejected []Rejected, err error) {
 	list := &corev1.ConfigMapList{}
-	if err := c.List(ctx, list, client.InNamespace(from.Namespace), client.MatchingLabels{LabelJournal: "true"}); err != nil {
+	if err := c.List(ctx, list, client.InNamespace(from.Namespace), client.MatchingLabels{LabelBackup: "true"}); err != nil {
 		return nil, nil, fmt.Errorf("listing the backups kept in ConfigMaps in namespace %s: %w", from.Namespace, err)
 	}
 	for i := range list.Items {
@@ -165,22 +167,22 @@ func MoveConfigMapJournals(ctx context.Context, c client.Client, from, to Secret
 	return moved, rejected, nil
 }
 
-// readConfigMap checks that cm is a journal this tool wrote, under c's
+// readConfigMap checks that cm is a backup this tool wrote, under c's
 // key, and decodes it. The ConfigMap's age is carried, signed, into the
 // Secret it moves to.
-func (c SecretJournals) readConfigMap(cm *corev1.ConfigMap) (*Journal, error) {
+func (c SecretBackups) readConfigMap(cm *corev1.ConfigMap) (*Backup, error) {
 	original := cm.Data[keyOriginal]
 	u := &unstructured.Unstructured{}
 	if err := json.Unmarshal([]byte(original), &u.Object); err != nil || u.Object == nil {
 		return nil, fmt.Errorf("not a backup netconf-migrator wrote: %s is not a JSON object", keyOriginal)
 	}
-	j := &Journal{Name: cm.Name, Run: cm.Annotations[AnnotationRun], Mode: mode.Mode(cm.Annotations[AnnotationMode]), Step: Step(cm.Annotations[AnnotationStep]), Original: u,
+	j := &Backup{Name: cm.Name, Run: cm.Annotations[AnnotationRun], Mode: mode.Mode(cm.Annotations[AnnotationMode]), Step: Step(cm.Annotations[AnnotationStep]), Original: u,
 		Written: cm.CreationTimestamp.Time, moved: true}
 	want := c.signature(cm.Name, j, []byte(original), "")
 	if len(c.Key) == 0 || !hmac.Equal([]byte(want), []byte(cm.Data[keySignature])) {
 		return nil, errors.New("not a backup netconf-migrator wrote: its signature does not match (written or changed by someone else); nothing is created from it")
 	}
-	if cm.Name != JournalName(j.UID()) {
+	if cm.Name != BackupName(j.UID()) {
 		return nil, errors.New("not a backup netconf-migrator wrote: its name does not match the NAD's uid")
 	}
 	return j, nil

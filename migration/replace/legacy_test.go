@@ -20,13 +20,13 @@ import (
 // key while anything is left beside it; once nothing is, the key goes too.
 func TestMoveEarlierKeepsTheAgeAndVerifies(t *testing.T) {
 	ctx := context.Background()
-	to, c := newJournals(t)
+	to, c := newBackups(t)
 	earlierKey, err := LoadKey(ctx, c, "earlier")
 	if err != nil {
 		t.Fatal(err)
 	}
-	earlier := SecretJournals{Client: c, Namespace: "earlier", Key: earlierKey}
-	j := &Journal{Run: "old-run", Mode: "migrate", Step: StepDeleting, Original: nad("a", "n", "uid-1", `{"type":"bridge"}`)}
+	earlier := SecretBackups{Client: c, Namespace: "earlier", Key: earlierKey}
+	j := &Backup{Run: "old-run", Mode: "migrate", Step: StepDeleting, Original: nad("a", "n", "uid-1", `{"type":"bridge"}`)}
 	if err := earlier.Save(ctx, j); err != nil {
 		t.Fatal(err)
 	}
@@ -34,15 +34,15 @@ func TestMoveEarlierKeepsTheAgeAndVerifies(t *testing.T) {
 	// an age, as the API server would have.
 	long := time.Now().Add(-3 * time.Hour).Truncate(time.Second).UTC()
 	sec := &corev1.Secret{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: "earlier", Name: JournalName("uid-1")}, sec); err != nil {
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "earlier", Name: BackupName("uid-1")}, sec); err != nil {
 		t.Fatal(err)
 	}
 	sec.CreationTimestamp.Time = long
 	if err := c.Update(ctx, sec); err != nil {
 		t.Fatal(err)
 	}
-	forged := (&SecretJournals{Client: c, Namespace: "earlier", Key: []byte(strings.Repeat("f", 32))})
-	if err := forged.Save(ctx, &Journal{Run: "x", Mode: "migrate", Step: StepDeleted, Original: nad("kube-system", "evil", "uid-x", `{}`)}); err != nil {
+	forged := (&SecretBackups{Client: c, Namespace: "earlier", Key: []byte(strings.Repeat("f", 32))})
+	if err := forged.Save(ctx, &Backup{Run: "x", Mode: "migrate", Step: StepDeleted, Original: nad("kube-system", "evil", "uid-x", `{}`)}); err != nil {
 		t.Fatal(err)
 	}
 
@@ -55,26 +55,26 @@ func TestMoveEarlierKeepsTheAgeAndVerifies(t *testing.T) {
 	}
 	got, rejected, err := to.List(ctx)
 	if err != nil || len(got) != 1 || len(rejected) != 0 {
-		t.Fatalf("after the move: %d journals, %v rejected, %v", len(got), rejected, err)
+		t.Fatalf("after the move: %d backups, %v rejected, %v", len(got), rejected, err)
 	}
 	if !got[0].Written.Equal(long) || got[0].Step != StepDeleting || got[0].Run != "old-run" {
-		t.Errorf("moved journal written %s (want %s), step %s, run %s", got[0].Written, long, got[0].Step, got[0].Run)
+		t.Errorf("moved backup written %s (want %s), step %s, run %s", got[0].Written, long, got[0].Step, got[0].Run)
 	}
 	// Written is signed: making the moved backup look fresh breaks it.
 	moved := &corev1.Secret{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: "tool", Name: JournalName("uid-1")}, moved); err != nil {
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "tool", Name: BackupName("uid-1")}, moved); err != nil {
 		t.Fatal(err)
 	}
 	moved.Annotations[AnnotationWritten] = time.Now().UTC().Format(time.RFC3339)
 	if _, err := to.read(moved); err == nil {
 		t.Error("a moved backup whose time of writing was changed still verifies")
 	}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: "earlier", Name: JournalName("uid-1")}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "earlier", Name: BackupName("uid-1")}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
 		t.Errorf("the moved backup is still beside the webhook: %v", err)
 	}
 
 	// Once the look-alike is removed, the next move removes the key.
-	if err := c.DeleteAllOf(ctx, &corev1.Secret{}, client.InNamespace("earlier"), client.MatchingLabels{LabelJournal: "true"}); err != nil {
+	if err := c.DeleteAllOf(ctx, &corev1.Secret{}, client.InNamespace("earlier"), client.MatchingLabels{LabelBackup: "true"}); err != nil {
 		t.Fatal(err)
 	}
 	e, err = MoveEarlier(ctx, c, "earlier", to)
@@ -86,27 +86,27 @@ func TestMoveEarlierKeepsTheAgeAndVerifies(t *testing.T) {
 	}
 }
 
-// TestAJournalWithoutAMoveVerifiesAsBefore: a backup written by this
+// TestABackupWithoutAMoveVerifiesAsBefore: a backup written by this
 // version's Save, never moved, carries no time annotation and verifies
 // under the signature every earlier version computed.
-func TestAJournalWithoutAMoveVerifiesAsBefore(t *testing.T) {
+func TestABackupWithoutAMoveVerifiesAsBefore(t *testing.T) {
 	ctx := context.Background()
-	js, c := newJournals(t)
-	if err := js.Save(ctx, &Journal{Run: "r", Mode: "migrate", Step: StepDeleting, Original: nad("a", "n", "uid-1", `{}`)}); err != nil {
+	js, c := newBackups(t)
+	if err := js.Save(ctx, &Backup{Run: "r", Mode: "migrate", Step: StepDeleting, Original: nad("a", "n", "uid-1", `{}`)}); err != nil {
 		t.Fatal(err)
 	}
 	sec := &corev1.Secret{}
-	if err := c.Get(ctx, client.ObjectKey{Namespace: "tool", Name: JournalName(types.UID("uid-1"))}, sec); err != nil {
+	if err := c.Get(ctx, client.ObjectKey{Namespace: "tool", Name: BackupName(types.UID("uid-1"))}, sec); err != nil {
 		t.Fatal(err)
 	}
 	if _, ok := sec.Annotations[AnnotationWritten]; ok {
-		t.Errorf("a journal never moved carries %s", AnnotationWritten)
+		t.Errorf("a backup never moved carries %s", AnnotationWritten)
 	}
 	j, err := decode(sec)
 	if err != nil {
 		t.Fatal(err)
 	}
 	if string(sec.Data[keySignature]) != js.signature(sec.Name, j, sec.Data[keyOriginal], "") {
-		t.Error("the signature of a journal never moved is not the one earlier versions computed")
+		t.Error("the signature of a backup never moved is not the one earlier versions computed")
 	}
 }

@@ -31,7 +31,7 @@ func openBackupsClient(t *testing.T, forbidden ...string) (client.Client, map[st
 	lists, whole := map[string]int{}, 0
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(&corev1.Secret{
 		ObjectMeta: metav1.ObjectMeta{Namespace: "netconf-migrator-backups", Name: "netconf-migrator-backup-u1",
-			Labels:      map[string]string{replace.LabelJournal: "true"},
+			Labels:      map[string]string{replace.LabelBackup: "true"},
 			Annotations: map[string]string{replace.AnnotationNAD: "a/open"}},
 		Data: map[string][]byte{"original.json": []byte(`{"a whole NAD":"with its config"}`)},
 	}).WithInterceptorFuncs(interceptor.Funcs{

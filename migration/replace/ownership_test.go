@@ -17,17 +17,17 @@ const importPath = "github.com/harvester/netconf-migrator/migration/replace"
 // given a step without this package: its labels and annotations, the proof
 // a create carries, a backup's object name, and the steps.
 var private = map[string]string{
-	"LabelJournal": LabelJournal, "LabelJournalUID": LabelJournalUID, "AnnotationNAD": AnnotationNAD,
+	"LabelBackup": LabelBackup, "LabelBackupUID": LabelBackupUID, "AnnotationNAD": AnnotationNAD,
 	"AnnotationStep": AnnotationStep, "AnnotationRun": AnnotationRun, "AnnotationMode": AnnotationMode,
 	"AnnotationWritten": AnnotationWritten, "AnnotationReplaces": AnnotationReplaces,
-	"JournalName": "", "JournalSecretType": string(JournalSecretType),
+	"BackupName": "", "BackupSecretType": string(BackupSecretType),
 	"StepDeleting": "", "StepDeleted": "",
 }
 
-// allowed are the uses of a private name that read no backup: the journals
+// allowed are the uses of a private name that read no backup: the backups
 // command's help names the Secrets' type.
 var allowed = map[string]bool{
-	filepath.Join("cmd", "netconf-migrator", "app", "journals.go") + ":JournalSecretType": true,
+	filepath.Join("cmd", "netconf-migrator", "app", "backups.go") + ":BackupSecretType": true,
 }
 
 // backupLeaks reports where the Go file f (at rel) reads or writes a
@@ -79,8 +79,8 @@ func backupLeaks(rel string, f *ast.File) []string {
 			for _, e := range n.Elts {
 				if kv, ok := e.(*ast.KeyValueExpr); ok {
 					if k, ok := kv.Key.(*ast.Ident); ok && k.Name == "Step" {
-						if s, ok := n.Type.(*ast.SelectorExpr); ok && s.Sel.Name == "Journal" {
-							out = append(out, rel+" writes a Journal with its Step")
+						if s, ok := n.Type.(*ast.SelectorExpr); ok && s.Sel.Name == "Backup" {
+							out = append(out, rel+" writes a Backup with its Step")
 						}
 					}
 				}
@@ -124,7 +124,7 @@ func constString(e ast.Expr) (string, bool) {
 // or the steps; nor spell their values (also in pieces), dot-import this
 // package, or give a backup a step: it calls Count, OpenBackups, Standing,
 // Restore, DropProof and the rest here. What it still cannot see: code
-// that lists Secrets by a label spelled at run time, and SecretJournals'
+// that lists Secrets by a label spelled at run time, and SecretBackups'
 // own API (the one way in, by design). Tests and the stand-ins (test/,
 // hack/) may look; the upgrade pre-hook is shell, and lists backups with
 // kubectl.
@@ -171,15 +171,15 @@ func TestBackupLeaksAreFound(t *testing.T) {
 		name, src string
 		leak      bool
 	}{
-		{"the label", `import "` + importPath + `"; var _ = client.HasLabels{replace.LabelJournal}`, true},
-		{"an import alias", `import r "` + importPath + `"; var _ = client.HasLabels{r.LabelJournal}`, true},
-		{"a dot import", `import . "` + importPath + `"; var _ = client.HasLabels{LabelJournal}`, true},
-		{"the Secrets' type", `import "` + importPath + `"; func f() { _ = c.List(ctx, l, client.MatchingFields{"type": string(replace.JournalSecretType)}) }`, true},
-		{"a backup's name", `import "` + importPath + `"; func f() { _ = c.Get(ctx, client.ObjectKey{Name: replace.JournalName(uid)}, s) }`, true},
-		{"a step in a literal", `import "` + importPath + `"; func f() { j := &replace.Journal{Step: s, Original: o}; _ = js.Save(ctx, j) }`, true},
+		{"the label", `import "` + importPath + `"; var _ = client.HasLabels{replace.LabelBackup}`, true},
+		{"an import alias", `import r "` + importPath + `"; var _ = client.HasLabels{r.LabelBackup}`, true},
+		{"a dot import", `import . "` + importPath + `"; var _ = client.HasLabels{LabelBackup}`, true},
+		{"the Secrets' type", `import "` + importPath + `"; func f() { _ = c.List(ctx, l, client.MatchingFields{"type": string(replace.BackupSecretType)}) }`, true},
+		{"a backup's name", `import "` + importPath + `"; func f() { _ = c.Get(ctx, client.ObjectKey{Name: replace.BackupName(uid)}, s) }`, true},
+		{"a step in a literal", `import "` + importPath + `"; func f() { j := &replace.Backup{Step: s, Original: o}; _ = js.Save(ctx, j) }`, true},
 		{"a step constant", `import "` + importPath + `"; func f() { j.Step2 = replace.StepDeleted }`, true},
-		{"a step set", `func f(j *replace.Journal) { j.Step = "Deleted" }`, true},
-		{"a step through a pointer", `func f(j *replace.Journal) { p := &j.Step; *p = "Deleted" }`, true},
+		{"a step set", `func f(j *replace.Backup) { j.Step = "Deleted" }`, true},
+		{"a step through a pointer", `func f(j *replace.Backup) { p := &j.Step; *p = "Deleted" }`, true},
 		{"the label in pieces", `var _ = client.HasLabels{"netconf-migrator.harvesterhci.io/" + "backup"}`, true},
 		{"the proof", `import "` + importPath + `"; func f(n *unstructured.Unstructured) { n.SetAnnotations(map[string]string{replace.AnnotationReplaces: "u"}) }`, true},
 		{"the API, as meant", `import "` + importPath + `"; func f() { cs, _ := replace.Count(ctx, c, ns, ""); _ = js.Restore(ctx, j); replace.DropProof(a); _ = cs }`, false},

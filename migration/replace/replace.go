@@ -1,12 +1,12 @@
 // Package replace replaces a NetworkAttachmentDefinition that admission
 // refuses to change in place: delete, wait until the object is gone, create
-// it again under the same name, as one transaction whose journal (a signed
+// it again under the same name, as one transaction whose backup (a signed
 // backup of the NAD as read) is written before the delete. A run killed at
-// any step is finished by the next one from the journal alone.
+// any step is finished by the next one from the backup alone.
 //
 // It acts only where it provably can: a refusal from a webhook on its allow
 // list, finalizers whose controllers it knows remove them after a delete,
-// no other NAD that would keep the deletion from finishing, and a journal
+// no other NAD that would keep the deletion from finishing, and a backup
 // it signed itself.
 package replace
 
@@ -52,10 +52,10 @@ type Objects interface {
 
 // Replacer replaces NADs.
 type Replacer struct {
-	Objects  Objects
-	Journals Journals
-	Log      logr.Logger
-	// Run identifies this run in the journals it writes.
+	Objects Objects
+	Backups Backups
+	Log     logr.Logger
+	// Run identifies this run in the backups it writes.
 	Run string
 	// Want computes the object to create from the NAD as read, for a
 	// run's mode: the only source of what is created, in a first attempt
@@ -75,7 +75,7 @@ type Replacer struct {
 	Retry func(ctx context.Context, op func() error) error
 	// Budget bounds delete, wait and create together, apart from the
 	// NAD's retry budget, and outlives a stopping run: once started, a
-	// replacement finishes (or stops with its journal kept) within it.
+	// replacement finishes (or stops with its backup kept) within it.
 	Budget time.Duration
 	// Deletions, when set, is watched for the deletions replacements wait
 	// on, one watch for all of them; without it (or when the watch cannot
@@ -84,15 +84,15 @@ type Replacer struct {
 	// Poll is how often the wait for the deleted object looks again
 	// without the watch.
 	Poll time.Duration
-	// ResumeWindow is how long after its writing a journal left at step
+	// ResumeWindow is how long after its writing a backup left at step
 	// Deleting may be finished when its NAD is gone (DefaultResumeWindow).
 	ResumeWindow time.Duration
 	// Clock tells the time for the resume window and how long a cluster
 	// network's listing serves (the real clock when nil): tests move it.
 	Clock clock.PassiveClock
-	// Legacy, when set, moves journals kept where an earlier build kept
-	// them into Journals before Resume lists them, and returns the ones
-	// it could not verify (MoveConfigMapJournals).
+	// Legacy, when set, moves backups kept where an earlier build kept
+	// them into Backups before Resume lists them, and returns the ones
+	// it could not verify (MoveConfigMapBackups).
 	Legacy func(ctx context.Context) ([]Rejected, error)
 
 	cnMu       sync.Mutex
@@ -132,16 +132,16 @@ var ErrConflict = errors.New("the NAD changed before it could be replaced")
 
 // Missing is a NAD this tool deleted and has not created again yet: still
 // terminating behind a finalizer, or gone and its create refused. Its
-// journal is kept and the next run goes on from it.
+// backup is kept and the next run goes on from it.
 type Missing struct {
-	Journal string
-	Why     string
+	Backup string
+	Why    string
 	// Advice says what a person does, when the wait cannot end by itself.
 	Advice string
 }
 
 func (e *Missing) Error() string {
-	return fmt.Sprintf("missing: deleted to be created again, %s; the backup is at %s and the next run goes on from it", e.Why, e.Journal)
+	return fmt.Sprintf("missing: deleted to be created again, %s; the backup is at %s and the next run goes on from it", e.Why, e.Backup)
 }
 
 // Result is what a replacement did.
@@ -162,7 +162,7 @@ type Result struct {
 // until the NAD as stored now is read whole, its finalizers are known, no
 // NAD keeps its deletion from finishing, a server-side dry run shows the
 // API server and every webhook would admit the new object and store what
-// the run wants, and the journal is saved.
+// the run wants, and the backup is saved.
 func (r *Replacer) Replace(ctx context.Context, m mode.Mode, ref types.NamespacedName, uid types.UID, resourceVersion string, cause error, dryRun bool) (*Result, error) {
 	log := r.Log.WithValues(logging.KeyObject, ref.String())
 	var orig *unstructured.Unstructured
@@ -179,7 +179,7 @@ func (r *Replacer) Replace(ctx context.Context, m mode.Mode, ref types.Namespace
 		return nil, ErrConflict
 	}
 	// Someone else deleted it (a replacement deletes only below, after its
-	// journal): a delete now would be a no-op the API server accepts, and
+	// backup): a delete now would be a no-op the API server accepts, and
 	// the create after it would bring back what they deleted.
 	if orig.GetDeletionTimestamp() != nil {
 		return nil, fmt.Errorf("%w; not replaced: it is being deleted (by someone else), and a NAD someone deleted is never created again", cause)
@@ -197,7 +197,7 @@ func (r *Replacer) Replace(ctx context.Context, m mode.Mode, ref types.Namespace
 	// The probe is the create as it will be sent, the proof included: a
 	// policy that refuses the annotation refuses the probe, before the
 	// delete.
-	probe := provenFor(want, &Journal{Original: orig})
+	probe := provenFor(want, &Backup{Original: orig})
 	probe.SetGenerateName(probeName(orig.GetName()))
 	probe.SetName("")
 	if err := r.Objects.Create(ctx, probe, true); err != nil {
@@ -226,8 +226,8 @@ func (r *Replacer) Replace(ctx context.Context, m mode.Mode, ref types.Namespace
 	// budget, and a stopping run (SIGTERM, --timeout) does not cut it.
 	tx, cancel := context.WithTimeout(context.WithoutCancel(ctx), r.Budget)
 	defer cancel()
-	j := &Journal{Run: r.Run, Mode: m, Step: StepDeleting, Original: orig}
-	if err := r.Retry(tx, func() error { return r.Journals.Save(tx, j) }); err != nil {
+	j := &Backup{Run: r.Run, Mode: m, Step: StepDeleting, Original: orig}
+	if err := r.Retry(tx, func() error { return r.Backups.Save(tx, j) }); err != nil {
 		return nil, fmt.Errorf("%w; not replaced: %w", cause, err)
 	}
 	// An answer says what the delete did only when no earlier send of it
@@ -249,10 +249,10 @@ func (r *Replacer) Replace(ctx context.Context, m mode.Mode, ref types.Namespace
 	case err == nil:
 	case errors.As(err, &down):
 		// Another run may hold the Lease now: nothing more is written, the
-		// journal included (it is named after the NAD's uid, as the other
+		// backup included (it is named after the NAD's uid, as the other
 		// run's would be). Nothing was deleted only if no earlier send of
 		// the delete may have landed, or the NAD still stands as it was
-		// (reads are not fenced); otherwise it is missing, and its journal,
+		// (reads are not fenced); otherwise it is missing, and its backup,
 		// at step Deleting, is the next holder's to finish.
 		if attempts > 1 || resent {
 			cur, rerr := r.Objects.Get(tx, orig.GetNamespace(), orig.GetName())
@@ -261,16 +261,16 @@ func (r *Replacer) Replace(ctx context.Context, m mode.Mode, ref types.Namespace
 				if rerr == nil || apierrors.IsNotFound(rerr) {
 					why = "deleted by a delete whose answer was lost"
 				}
-				return nil, &Missing{Journal: r.Journals.Where(j), Why: fmt.Sprintf("%s, and this run could not create it again: %v", why, down.Err)}
+				return nil, &Missing{Backup: r.Backups.Where(j), Why: fmt.Sprintf("%s, and this run could not create it again: %v", why, down.Err)}
 			}
 		}
-		return nil, &Stopped{Journal: r.Journals.Where(j), Err: down.Err}
+		return nil, &Stopped{Backup: r.Backups.Where(j), Err: down.Err}
 	case certain && apierrors.IsNotFound(err):
-		return nil, errors.Join(fmt.Errorf("%w; deleted by someone else before it could be replaced: not created again", cause), r.dropJournal(tx, j))
+		return nil, errors.Join(fmt.Errorf("%w; deleted by someone else before it could be replaced: not created again", cause), r.dropBackup(tx, j))
 	case certain && apierrors.IsConflict(err):
-		return nil, errors.Join(ErrConflict, r.dropJournal(tx, j))
+		return nil, errors.Join(ErrConflict, r.dropBackup(tx, j))
 	case certain:
-		return nil, errors.Join(fmt.Errorf("%w; deleting it to create it again was refused too: %w", cause, err), r.dropJournal(tx, j))
+		return nil, errors.Join(fmt.Errorf("%w; deleting it to create it again was refused too: %w", cause, err), r.dropBackup(tx, j))
 	default:
 		// Read what the delete left: the NAD gone or terminating is
 		// taken for our delete, and is created again (a NAD someone else
@@ -285,20 +285,20 @@ func (r *Replacer) Replace(ctx context.Context, m mode.Mode, ref types.Namespace
 		case apierrors.IsNotFound(rerr), rerr == nil && (cur.GetUID() != orig.GetUID() || cur.GetDeletionTimestamp() != nil):
 			log.Info("The delete's answer was lost; the NetworkAttachmentDefinition is deleted, so it is created again", logging.KeyReason, err.Error())
 		case rerr != nil:
-			// Whether it was deleted cannot be told now: the journal stays
+			// Whether it was deleted cannot be told now: the backup stays
 			// at its step, for the next run to finish or remove.
-			return nil, &Missing{Journal: r.Journals.Where(j), Why: fmt.Sprintf("whether the delete landed is not known (%v), nor could it be read (%v)", err, rerr)}
+			return nil, &Missing{Backup: r.Backups.Where(j), Why: fmt.Sprintf("whether the delete landed is not known (%v), nor could it be read (%v)", err, rerr)}
 		case apierrors.IsConflict(err):
-			return nil, errors.Join(ErrConflict, r.dropJournal(tx, j))
+			return nil, errors.Join(ErrConflict, r.dropBackup(tx, j))
 		default:
-			return nil, errors.Join(fmt.Errorf("%w; deleting it to create it again failed: %w", cause, err), r.dropJournal(tx, j))
+			return nil, errors.Join(fmt.Errorf("%w; deleting it to create it again failed: %w", cause, err), r.dropBackup(tx, j))
 		}
 	}
 	j.Step = StepDeleted
-	if err := r.Retry(tx, func() error { return r.Journals.Save(tx, j) }); err != nil {
-		log.Error(err, "Recording the delete in the backup failed; the backup still says the delete was being sent", "backup", r.Journals.Where(j))
+	if err := r.Retry(tx, func() error { return r.Backups.Save(tx, j) }); err != nil {
+		log.Error(err, "Recording the delete in the backup failed; the backup still says the delete was being sent", "backup", r.Backups.Where(j))
 	}
-	log.Info("Deleted NetworkAttachmentDefinition to create it again", "backup", r.Journals.Where(j))
+	log.Info("Deleted NetworkAttachmentDefinition to create it again", "backup", r.Backups.Where(j))
 	return r.finish(tx, log, j)
 }
 
@@ -492,7 +492,7 @@ func (r *Replacer) listClusterNetwork(cn string, l *cnListing) {
 // deletionFallback), or, without Deletions or when the watch cannot run,
 // reads it every Poll. When the budget runs out it says which finalizers
 // hold the object and which controllers own them.
-func (r *Replacer) waitGone(ctx context.Context, j *Journal) (*unstructured.Unstructured, error) {
+func (r *Replacer) waitGone(ctx context.Context, j *Backup) (*unstructured.Unstructured, error) {
 	poll := r.Poll
 	if poll <= 0 {
 		poll = 200 * time.Millisecond
@@ -541,7 +541,7 @@ func (r *Replacer) waitGone(ctx context.Context, j *Journal) (*unstructured.Unst
 					why += "; " + b.Error()
 				}
 			}
-			return nil, &Missing{Journal: r.Journals.Where(j), Why: why, Advice: advice}
+			return nil, &Missing{Backup: r.Backups.Where(j), Why: why, Advice: advice}
 		case <-gone:
 			// Deleted: the create that follows finds any NAD another
 			// writer put under the name meanwhile (AlreadyExists).
@@ -602,8 +602,8 @@ func orphanedAgentFinalizer(obj *unstructured.Unstructured) string {
 
 // finish waits until the deleted object is gone, then creates what Want
 // computes from j's original; when the API server refuses that, it creates
-// the original back. The journal is deleted once the NAD exists again.
-func (r *Replacer) finish(ctx context.Context, log logr.Logger, j *Journal) (*Result, error) {
+// the original back. The backup is deleted once the NAD exists again.
+func (r *Replacer) finish(ctx context.Context, log logr.Logger, j *Backup) (*Result, error) {
 	other, err := r.waitGone(ctx, j)
 	if err != nil {
 		return nil, err
@@ -613,7 +613,7 @@ func (r *Replacer) finish(ctx context.Context, log logr.Logger, j *Journal) (*Re
 	}
 	want, err := r.Want(j.Mode, j.Original)
 	if err != nil {
-		return nil, &Missing{Journal: r.Journals.Where(j), Why: "and what to create could not be computed from the backup: " + err.Error()}
+		return nil, &Missing{Backup: r.Backups.Where(j), Why: "and what to create could not be computed from the backup: " + err.Error()}
 	}
 	stored, err := r.create(ctx, j, provenFor(want, j))
 	if err == nil {
@@ -625,27 +625,27 @@ func (r *Replacer) finish(ctx context.Context, log logr.Logger, j *Journal) (*Re
 	}
 	werr := err
 	if _, err := r.create(ctx, j, provenFor(Recreatable(j.Original), j)); err != nil {
-		return nil, &Missing{Journal: r.Journals.Where(j), Why: fmt.Sprintf("but the create was refused (%v) and so was creating the original back (%v)", werr, err)}
+		return nil, &Missing{Backup: r.Backups.Where(j), Why: fmt.Sprintf("but the create was refused (%v) and so was creating the original back (%v)", werr, err)}
 	}
 	r.close(ctx, log, j)
 	return nil, fmt.Errorf("deleted to be created again, but the create was refused (%w); the original was created back", werr)
 }
 
 // createdByAnother handles a NAD that stands under the name with another
-// uid while the journal is open.
-//   - One of this tool's creates for this journal, whose answer was lost or
-//     whose journal could not be closed: it carries AnnotationReplaces with
-//     the journal's uid, set in the create. The replacement is done, even if
+// uid while the backup is open.
+//   - One of this tool's creates for this backup, whose answer was lost or
+//     whose backup could not be closed: it carries AnnotationReplaces with
+//     the backup's uid, set in the create. The replacement is done, even if
 //     another writer changed the NAD since (the legacy-NAD watch, which
-//     leaves a NAD with an open journal alone, then takes it over); if it is
+//     leaves a NAD with an open backup alone, then takes it over); if it is
 //     the original created back, the create was refused, as finish says.
 //   - Someone else's (a controller, a GitOps tool, a person, or a build
-//     before 0.3 that set no proof): it closes the journal only when its
+//     before 0.3 that set no proof): it closes the backup only when its
 //     config holds every key and value of the one the run would have created
 //     (what another admission webhook adds, such as Harvester's mtu, aside).
 //     Any other is theirs, reported as theirs, and the original stays in the
-//     journal until a person decides.
-func (r *Replacer) createdByAnother(ctx context.Context, log logr.Logger, j *Journal, cur *unstructured.Unstructured) (*Result, error) {
+//     backup until a person decides.
+func (r *Replacer) createdByAnother(ctx context.Context, log logr.Logger, j *Backup, cur *unstructured.Unstructured) (*Result, error) {
 	proven := createdFor(cur, j)
 	want, err := r.Want(j.Mode, j.Original)
 	switch {
@@ -666,7 +666,7 @@ func (r *Replacer) createdByAnother(ctx context.Context, log logr.Logger, j *Jou
 		res.ByAnother = true
 		return res, nil
 	}
-	return nil, &CreatedByAnother{Journal: r.Journals.Where(j), UID: cur.GetUID(), Managers: managers(cur)}
+	return nil, &CreatedByAnother{Backup: r.Backups.Where(j), UID: cur.GetUID(), Managers: managers(cur)}
 }
 
 // holdsConfig says whether got's spec.config, as JSON, holds every key and
@@ -720,14 +720,14 @@ func managers(obj *unstructured.Unstructured) []string {
 	return out
 }
 
-// dropJournal removes the journal of a replacement that deleted nothing.
-func (r *Replacer) dropJournal(ctx context.Context, j *Journal) error {
-	return r.Retry(ctx, func() error { return r.Journals.Delete(ctx, j) })
+// dropBackup removes the backup of a replacement that deleted nothing.
+func (r *Replacer) dropBackup(ctx context.Context, j *Backup) error {
+	return r.Retry(ctx, func() error { return r.Backups.Delete(ctx, j) })
 }
 
 // provenFor is obj as a create for j sends it: carrying j's uid in
 // AnnotationReplaces.
-func provenFor(obj *unstructured.Unstructured, j *Journal) *unstructured.Unstructured {
+func provenFor(obj *unstructured.Unstructured, j *Backup) *unstructured.Unstructured {
 	out := obj.DeepCopy()
 	ann := out.GetAnnotations()
 	if ann == nil {
@@ -742,16 +742,16 @@ func provenFor(obj *unstructured.Unstructured, j *Journal) *unstructured.Unstruc
 // a create carries j's uid in AnnotationReplaces (an API server never sets
 // it, and an update by anyone else that copied it would need the uid of a
 // NAD that is gone).
-func createdFor(obj *unstructured.Unstructured, j *Journal) bool {
+func createdFor(obj *unstructured.Unstructured, j *Backup) bool {
 	return obj.GetUID() != j.UID() && obj.GetAnnotations()[AnnotationReplaces] == string(j.UID())
 }
 
 // CreatedByAnother is a NAD someone else created under the name while this
 // tool replaced it, with another config than the run would have created:
-// it is theirs, and the original stays in the journal for a person to
+// it is theirs, and the original stays in the backup for a person to
 // decide.
 type CreatedByAnother struct {
-	Journal string
+	Backup string
 	// UID is the uid of their NAD; Managers the field managers that wrote it.
 	UID      types.UID
 	Managers []string
@@ -762,19 +762,19 @@ func (e *CreatedByAnother) Error() string {
 	if len(e.Managers) > 0 {
 		by += " (field manager " + strings.Join(e.Managers, ", ") + ")"
 	}
-	return fmt.Sprintf("while it was being replaced, %s created this NAD again (uid %s) with another config than netconf-migrator would have created; that NAD is theirs and was left as it is, and the original is kept in %s until a person decides", by, e.UID, e.Journal)
+	return fmt.Sprintf("while it was being replaced, %s created this NAD again (uid %s) with another config than netconf-migrator would have created; that NAD is theirs and was left as it is, and the original is kept in %s until a person decides", by, e.UID, e.Backup)
 }
 
-func (r *Replacer) close(ctx context.Context, log logr.Logger, j *Journal) {
+func (r *Replacer) close(ctx context.Context, log logr.Logger, j *Backup) {
 	// Left behind, it is closed by the next run, which finds the NAD
 	// created by us (AnnotationReplaces).
-	if err := r.Retry(ctx, func() error { return r.Journals.Delete(ctx, j) }); err != nil {
-		log.Error(err, "Leaving a backup behind; delete it by hand", "backup", r.Journals.Where(j))
+	if err := r.Retry(ctx, func() error { return r.Backups.Delete(ctx, j) }); err != nil {
+		log.Error(err, "Leaving a backup behind; delete it by hand", "backup", r.Backups.Where(j))
 	}
 }
 
 // create creates obj. An AlreadyExists is answered by standing.
-func (r *Replacer) create(ctx context.Context, j *Journal, obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {
+func (r *Replacer) create(ctx context.Context, j *Backup, obj *unstructured.Unstructured) (*unstructured.Unstructured, error) {
 	var stored *unstructured.Unstructured
 	err := r.Retry(ctx, func() error {
 		stored = obj.DeepCopy()
@@ -786,7 +786,7 @@ func (r *Replacer) create(ctx context.Context, j *Journal, obj *unstructured.Uns
 // standing returns the NAD that a create refused with AlreadyExists met:
 // a create of ours whose answer was lost, or someone else's; nil for any
 // other error.
-func (r *Replacer) standing(ctx context.Context, j *Journal, err error) *unstructured.Unstructured {
+func (r *Replacer) standing(ctx context.Context, j *Backup, err error) *unstructured.Unstructured {
 	if !apierrors.IsAlreadyExists(err) {
 		return nil
 	}
@@ -823,11 +823,11 @@ func probeName(name string) string {
 	return name + "-probe-"
 }
 
-// DefaultResumeWindow is how long after its writing a journal left at step
+// DefaultResumeWindow is how long after its writing a backup left at step
 // Deleting is finished when its NAD is gone. Its run stopped (killed)
 // between saving it and recording its delete, so whether that run's delete
 // removed the NAD, or a person's later, cannot be told from what is stored.
-// The operator resumes a stopped run's journals within its Lease's duration
+// The operator resumes a stopped run's backups within its Lease's duration
 // and a pass (under a minute), and a person rarely deletes a NAD in those
 // seconds; later, the original is kept for a person to decide.
 const DefaultResumeWindow = 10 * time.Minute
@@ -846,25 +846,25 @@ func (r *Replacer) resumeWindow() time.Duration {
 	return DefaultResumeWindow
 }
 
-// Undecided is a journal left at step Deleting whose NAD is gone, found
+// Undecided is a backup left at step Deleting whose NAD is gone, found
 // after the resume window: whose delete removed the NAD cannot be told, so
-// nothing is created; the original stays for a person (journals restore,
-// journals discard).
+// nothing is created; the original stays for a person (backups restore,
+// backups discard).
 type Undecided struct {
-	Journal string
-	Age     time.Duration
+	Backup string
+	Age    time.Duration
 }
 
 func (e *Undecided) Error() string {
 	return fmt.Sprintf("the run that replaced this NAD stopped after saving its backup and before recording its delete, %s ago, and the NAD is gone:"+
 		" whether that run's delete or someone else's removed it cannot be told, so it is not created again; the original is kept in %s:"+
-		" create it with netconf-migrator journals restore, or drop the backup with netconf-migrator journals discard", e.Age.Round(time.Second), e.Journal)
+		" create it with netconf-migrator backups restore, or drop the backup with netconf-migrator backups discard", e.Age.Round(time.Second), e.Backup)
 }
 
-// Resumed is a journal an earlier run left and what Resume did with it.
+// Resumed is a backup an earlier run left and what Resume did with it.
 type Resumed struct {
-	Journal *Journal
-	// Where names the journal.
+	Backup *Backup
+	// Where names the backup.
 	Where string
 	// Result is set when the NAD exists again in the wanted form.
 	Result *Result
@@ -873,14 +873,14 @@ type Resumed struct {
 	Err error
 }
 
-// Resume finishes the replacements earlier runs left, for the journals
+// Resume finishes the replacements earlier runs left, for the backups
 // inScope accepts. Only one run may resume at a time (the run's Lease):
-// a journal whose NAD still exists with the same uid and no deletion
+// a backup whose NAD still exists with the same uid and no deletion
 // under way is stale (that run stopped before its delete) and removed.
-// Journals this tool did not write are returned as rejected, never acted
+// Backups this tool did not write are returned as rejected, never acted
 // on.
 func (r *Replacer) Resume(ctx context.Context, inScope func(original *unstructured.Unstructured) bool) ([]Resumed, []Rejected, error) {
-	var journals []*Journal
+	var backups []*Backup
 	var rejected, legacy []Rejected
 	if r.Legacy != nil {
 		if err := r.Retry(ctx, func() (err error) {
@@ -891,18 +891,18 @@ func (r *Replacer) Resume(ctx context.Context, inScope func(original *unstructur
 		}
 	}
 	if err := r.Retry(ctx, func() (err error) {
-		journals, rejected, err = r.Journals.List(ctx)
+		backups, rejected, err = r.Backups.List(ctx)
 		return err
 	}); err != nil {
 		return nil, nil, err
 	}
 	rejected = append(rejected, legacy...)
 	var out []Resumed
-	for _, j := range journals {
+	for _, j := range backups {
 		if !inScope(j.Original) {
 			continue
 		}
-		log := r.Log.WithValues(logging.KeyObject, j.Ref(), "backup", r.Journals.Where(j))
+		log := r.Log.WithValues(logging.KeyObject, j.Ref(), "backup", r.Backups.Where(j))
 		var cur *unstructured.Unstructured
 		err := r.Retry(ctx, func() (err error) {
 			cur, err = r.Objects.Get(ctx, j.Original.GetNamespace(), j.Original.GetName())
@@ -913,17 +913,17 @@ func (r *Replacer) Resume(ctx context.Context, inScope func(original *unstructur
 			return out, rejected, fmt.Errorf("reading %s to finish its replacement: %w", j.Ref(), err)
 		case err == nil && cur.GetUID() == j.UID() && cur.GetDeletionTimestamp() == nil:
 			log.V(logging.Debug).Info("Removing a stale backup: the NetworkAttachmentDefinition was never deleted")
-			if err := r.Retry(ctx, func() error { return r.Journals.Delete(ctx, j) }); err != nil {
+			if err := r.Retry(ctx, func() error { return r.Backups.Delete(ctx, j) }); err != nil {
 				return out, rejected, err
 			}
 			continue
 		}
-		res := Resumed{Journal: j, Where: r.Journals.Where(j)}
+		res := Resumed{Backup: j, Where: r.Backups.Where(j)}
 		if deleted := err != nil || cur.GetUID() == j.UID(); deleted && j.Step == StepDeleting && !j.Written.IsZero() && r.now().Sub(j.Written) > r.resumeWindow() {
-			// Its run stopped between saving the journal and recording
+			// Its run stopped between saving the backup and recording
 			// its delete, long enough ago that someone else may have
 			// deleted the NAD since: a person decides.
-			res.Err = &Undecided{Journal: res.Where, Age: r.now().Sub(j.Written)}
+			res.Err = &Undecided{Backup: res.Where, Age: r.now().Sub(j.Written)}
 			log.Info("Leaving a backup for a person: whose delete removed the NetworkAttachmentDefinition cannot be told", logging.KeyReason, res.Err.Error())
 			out = append(out, res)
 			continue

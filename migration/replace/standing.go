@@ -14,7 +14,7 @@ import (
 )
 
 // Standing is what stands under a backup's NAD name now. Runs, the
-// operator's gauges and the journals command all read it here, so that
+// operator's gauges and the backups command all read it here, so that
 // "is the NAD missing" has one answer (issue 35: it was decided in three
 // places, each a little differently).
 type Standing int
@@ -52,7 +52,7 @@ func (s Standing) String() string {
 }
 
 // StandingOf reads cur, the NAD under j's name now (nil: none), against j.
-func StandingOf(j *Journal, cur *unstructured.Unstructured) Standing {
+func StandingOf(j *Backup, cur *unstructured.Unstructured) Standing {
 	switch {
 	case cur == nil:
 		return StandsMissing
@@ -67,7 +67,7 @@ func StandingOf(j *Journal, cur *unstructured.Unstructured) Standing {
 }
 
 // Standing reads what stands under j's NAD's name now.
-func (c SecretJournals) Standing(ctx context.Context, j *Journal) (Standing, *unstructured.Unstructured, error) {
+func (c SecretBackups) Standing(ctx context.Context, j *Backup) (Standing, *unstructured.Unstructured, error) {
 	cur, err := getNAD(ctx, c.Client, j.Original.GetNamespace(), j.Original.GetName())
 	if err != nil {
 		return 0, nil, err
@@ -100,7 +100,7 @@ func missingUnder(uid types.UID, cur *unstructured.Unstructured) bool {
 // run's delete removed the NAD: the next run or the operator creates it.
 // Only while nothing stands under the name: a run creates nothing while a
 // NAD does.
-func (c SecretJournals) Restore(ctx context.Context, j *Journal) error {
+func (c SecretBackups) Restore(ctx context.Context, j *Backup) error {
 	st, _, err := c.Standing(ctx, j)
 	if err != nil {
 		return err
@@ -126,7 +126,7 @@ type Census struct {
 	// EarlierUnseen: the earlier version's signing key is still in its
 	// namespace, whose Secrets this identity may not list (the operator's
 	// Role may not: the webhook's TLS key is there), so backups may wait
-	// there unseen until an administrator moves them (journals move).
+	// there unseen until an administrator moves them (backups move).
 	EarlierUnseen bool
 }
 
@@ -149,7 +149,7 @@ func Count(ctx context.Context, c client.Reader, namespace, earlier string) (Cen
 		open, cs.EarlierUnseen = append(open, kept...), unseen
 	}
 	for _, b := range open {
-		ref, uid := b.Annotations[AnnotationNAD], types.UID(b.Labels[LabelJournalUID])
+		ref, uid := b.Annotations[AnnotationNAD], types.UID(b.Labels[LabelBackupUID])
 		ns, name, ok := strings.Cut(ref, "/")
 		if !ok {
 			continue
@@ -178,7 +178,7 @@ type backupMetadata struct {
 func listMetadata(ctx context.Context, c client.Reader, kind, ns string) ([]backupMetadata, error) {
 	list := &metav1.PartialObjectMetadataList{}
 	list.SetGroupVersionKind(corev1.SchemeGroupVersion.WithKind(kind + "List"))
-	if err := c.List(ctx, list, client.InNamespace(ns), client.MatchingLabels{LabelJournal: "true"}); err != nil {
+	if err := c.List(ctx, list, client.InNamespace(ns), client.MatchingLabels{LabelBackup: "true"}); err != nil {
 		return nil, err
 	}
 	out := make([]backupMetadata, 0, len(list.Items))
@@ -245,5 +245,5 @@ func DropProof(annotations map[string]string) { delete(annotations, AnnotationRe
 // Probe is a Secret shaped as a backup in namespace, for a dry-run create
 // that shows a backup may be written there (the preflight's).
 func Probe(namespace, generateName string) *corev1.Secret {
-	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, GenerateName: generateName}, Type: JournalSecretType}
+	return &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: namespace, GenerateName: generateName}, Type: BackupSecretType}
 }

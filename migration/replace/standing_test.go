@@ -17,9 +17,9 @@ import (
 )
 
 // TestStandingOf: what stands under a backup's name, read one way for
-// runs, the gauges and the journals command.
+// runs, the gauges and the backups command.
 func TestStandingOf(t *testing.T) {
-	j := &Journal{Original: nad("a", "n", "uid-1", `{"type":"bridge"}`)}
+	j := &Backup{Original: nad("a", "n", "uid-1", `{"type":"bridge"}`)}
 	terminating := nad("a", "n", "uid-1", `{}`)
 	terminating.SetDeletionTimestamp(ptrNow())
 	ours := nad("a", "n", "uid-2", `{}`)
@@ -49,12 +49,12 @@ func TestStandingOf(t *testing.T) {
 }
 
 func backupMeta(kind, ns, name, nad, uid string) client.Object {
-	meta := metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{LabelJournal: "true", LabelJournalUID: uid},
+	meta := metav1.ObjectMeta{Namespace: ns, Name: name, Labels: map[string]string{LabelBackup: "true", LabelBackupUID: uid},
 		Annotations: map[string]string{AnnotationNAD: nad}}
 	if kind == "ConfigMap" {
 		return &corev1.ConfigMap{ObjectMeta: meta}
 	}
-	return &corev1.Secret{ObjectMeta: meta, Type: JournalSecretType}
+	return &corev1.Secret{ObjectMeta: meta, Type: BackupSecretType}
 }
 
 // TestCountIsTheGaugesCensus: every backup counts, signed or not, with the
@@ -123,8 +123,8 @@ func TestCountIsTheGaugesCensus(t *testing.T) {
 // delete as the run's only while nothing stands under the name.
 func TestRestoreOnlyWhileNothingStands(t *testing.T) {
 	ctx := context.Background()
-	js, c := newJournals(t)
-	j := &Journal{Run: "run-1", Mode: "migrate", Step: StepDeleting, Original: nad("a", "n", "uid-1", `{"type":"bridge"}`)}
+	js, c := newBackups(t)
+	j := &Backup{Run: "run-1", Mode: "migrate", Step: StepDeleting, Original: nad("a", "n", "uid-1", `{"type":"bridge"}`)}
 	if err := js.Save(ctx, j); err != nil {
 		t.Fatal(err)
 	}

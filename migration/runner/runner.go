@@ -60,7 +60,7 @@ type Config struct {
 	// Webhooks whose refusal calls for a replacement; nil: Harvester's.
 	Webhooks      []string
 	ReplaceBudget time.Duration
-	// ResumeWindow bounds how long after its writing a journal left at step
+	// ResumeWindow bounds how long after its writing a backup left at step
 	// Deleting is finished when its NAD is gone (replace.DefaultResumeWindow).
 	ResumeWindow time.Duration
 	// KeyBudget bounds the retries while loading the signing key.
@@ -148,19 +148,19 @@ func Start(ctx context.Context, c Config, opts migration.Options) (*Run, error) 
 			if err != nil {
 				r.Release()
 				// A key missing while backups exist waits for an
-				// administrator (journals adopt): the run stops, exit 3.
+				// administrator (backups adopt): the run stops, exit 3.
 				return nil, &StartError{Err: err, Transient: migration.Classify(err) == migration.Retry || errors.Is(err, replace.ErrKeyMissing)}
 			}
 			// Every write a replacement sends is fenced by the Lease: none
 			// is sent once another run may hold it.
-			journals := replace.SecretJournals{Client: rc, Namespace: c.BackupNamespace, Key: key}
-			replacer.Journals = replace.FencedJournals(journals, fence)
+			backups := replace.SecretBackups{Client: rc, Namespace: c.BackupNamespace, Key: key}
+			replacer.Backups = replace.FencedBackups(backups, fence)
 			replacer.Objects = replace.FencedObjects(replacer.Objects, fence)
 			// Backups an earlier version kept elsewhere (beside the
 			// webhook, or in ConfigMaps): moved, then resumed like the
 			// rest.
 			replacer.Legacy = func(ctx context.Context) ([]replace.Rejected, error) {
-				e, err := replace.MoveEarlier(ctx, c.Client, c.EarlierBackupNamespace, journals)
+				e, err := replace.MoveEarlier(ctx, c.Client, c.EarlierBackupNamespace, backups)
 				for _, ref := range e.Moved {
 					c.Log.Info("Moved the backup of a NetworkAttachmentDefinition an earlier version kept elsewhere", logging.KeyObject, ref, "from", e.Namespace, "to", c.BackupNamespace)
 				}

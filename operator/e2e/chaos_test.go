@@ -430,7 +430,7 @@ func chaos(t *testing.T, env *testenv.Env, bin string, release harvester.Release
 			return false, err
 		}
 		backups := &corev1.SecretList{}
-		if err := env.Client.List(ctx, backups, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil {
+		if err := env.Client.List(ctx, backups, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelBackup: "true"}); err != nil {
 			return false, err
 		}
 		left = divergence(list.Items, want, maybe)
@@ -521,7 +521,7 @@ func checkNothingLost(ctx context.Context, env *testenv.Env, ns string, mu *sync
 			continue
 		}
 		backups := &corev1.SecretList{}
-		if env.Client.List(ctx, backups, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelJournal: "true"}) != nil {
+		if env.Client.List(ctx, backups, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelBackup: "true"}) != nil {
 			continue
 		}
 		found := false

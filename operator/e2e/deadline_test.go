@@ -68,7 +68,7 @@ func TestAReplaceFixLeftMissingIsFinished(t *testing.T) {
 	h.Controllers.SetDown(true)
 	t.Cleanup(func() { h.Controllers.SetDown(false) })
 
-	startOperator(t, operator.Options{Fix: detect.FixReplace, ReplaceBudget: 2 * time.Second, JournalInterval: 300 * time.Millisecond})
+	startOperator(t, operator.Options{Fix: detect.FixReplace, ReplaceBudget: 2 * time.Second, BackupInterval: 300 * time.Millisecond})
 	waitFor(t, "the watch's replacement to leave the NAD missing, counted", func() (bool, error) {
 		_, cur := form(t, ns, "vlan100")
 		return cur != nil && cur.UID == before.UID && cur.DeletionTimestamp != nil && gauge(t, "netconf_migrator_missing_nads", nil) == 1, nil
@@ -81,7 +81,7 @@ func TestAReplaceFixLeftMissingIsFinished(t *testing.T) {
 	})
 	waitFor(t, "the missing-NAD gauge back to 0 and no backup left", func() (bool, error) {
 		list := &corev1.SecretList{}
-		if err := env.Client.List(context.Background(), list, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil {
+		if err := env.Client.List(context.Background(), list, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelBackup: "true"}); err != nil {
 			return false, err
 		}
 		return len(list.Items) == 0 && gauge(t, "netconf_migrator_missing_nads", nil) == 0, nil
@@ -99,7 +99,7 @@ func TestANADMigrationSaysMissingUntilTheNADIsCreated(t *testing.T) {
 	h.Controllers.SetDown(true)
 	t.Cleanup(func() { h.Controllers.SetDown(false) })
 
-	startOperator(t, operator.Options{Fix: detect.FixOff, ReplaceBudget: 2 * time.Second, RetryAfter: time.Hour, JournalInterval: 300 * time.Millisecond})
+	startOperator(t, operator.Options{Fix: detect.FixOff, ReplaceBudget: 2 * time.Second, RetryAfter: time.Hour, BackupInterval: 300 * time.Millisecond})
 	create(t, newMigration("missing-until-created", v1alpha1.NADMigrationSpec{Namespaces: []string{ns}}))
 	waitFor(t, "the attempt to leave the NAD missing, named in status", func() (bool, error) {
 		nm := get(t, "missing-until-created")

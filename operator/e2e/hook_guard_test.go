@@ -49,8 +49,8 @@ func TestPreHookNeverPassesWithABackupOpen(t *testing.T) {
 	readyDeployment(t, "operator")
 	readyDeployment(t, "webhook")
 	startOperator(t, operator.Options{Fix: detect.FixOff})
-	open := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: backupNamespace, Name: replace.JournalName("0000-left-open"),
-		Labels: map[string]string{replace.LabelJournal: "true"}}, Type: replace.JournalSecretType,
+	open := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: backupNamespace, Name: replace.BackupName("0000-left-open"),
+		Labels: map[string]string{replace.LabelBackup: "true"}}, Type: replace.BackupSecretType,
 		Data: map[string][]byte{"original.json": []byte(`{}`)}}
 	create(t, open)
 	out, err := upgradeHook(t, "NETCONF_MIGRATOR_WAIT=120").CombinedOutput()
@@ -77,8 +77,8 @@ func TestPreHookNeverPassesWithAnEarlierBackupLeft(t *testing.T) {
 	readyDeployment(t, "operator")
 	readyDeployment(t, "webhook")
 	startOperator(t, operator.Options{Fix: detect.FixOff})
-	left := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ownNamespace, Name: replace.JournalName("0000-left-by-0-2"),
-		Labels: map[string]string{replace.LabelJournal: "true"}}, Type: replace.JournalSecretType,
+	left := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ownNamespace, Name: replace.BackupName("0000-left-by-0-2"),
+		Labels: map[string]string{replace.LabelBackup: "true"}}, Type: replace.BackupSecretType,
 		Data: map[string][]byte{"original.json": []byte(`{}`)}}
 	create(t, left)
 	out, err := upgradeHook(t, "NETCONF_MIGRATOR_WAIT=120").CombinedOutput()

@@ -31,7 +31,7 @@ import (
 // watch's Replace fix. A CLI run with a wait (1 s) shorter than the
 // killed holder's Lease (3 s) then takes the Lease no earlier than it
 // expired and within twice its duration of the last renewal, finishes the
-// replacement from its journal, and leaves every NAD flat and no backup.
+// replacement from its backup, and leaves every NAD flat and no backup.
 func TestAKilledOperatorsLeaseIsTakenInBoundedTime(t *testing.T) {
 	harvester.Create(t, env.Client, harvester.NewClusterNetwork("mgmt", 0))
 	h := harvester.StartT(t, env, harvester.V16)
@@ -100,7 +100,7 @@ func TestAKilledOperatorsLeaseIsTakenInBoundedTime(t *testing.T) {
 				t.Errorf("after the CLI run: %v, want the NAD created again, flat", after)
 			}
 			backups := &corev1.SecretList{}
-			if err := env.Client.List(ctx, backups, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil {
+			if err := env.Client.List(ctx, backups, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelBackup: "true"}); err != nil {
 				t.Fatal(err)
 			}
 			if len(backups.Items) != 0 {

@@ -35,20 +35,20 @@ func TestAnotherWritersNADUnderAnOpenReplacementIsLeftToItsOwner(t *testing.T) {
 			vlan := func(id int) string {
 				return fmt.Sprintf(`{"cniVersion":"0.3.1","name":"vlan100","type":"bridge","NetConf":{"bridge":"mgmt-br","promiscMode":true,"vlan":%d}}`, id)
 			}
-			openJournal(t, backupNamespace, ns, "vlan100", types.UID("deleted-"+ns), vlan(100))
+			openBackup(t, backupNamespace, ns, "vlan100", types.UID("deleted-"+ns), vlan(100))
 			theirs := &nadv1.NetworkAttachmentDefinition{}
 			theirs.Namespace, theirs.Name, theirs.Spec.Config = ns, "vlan100", vlan(99)
 			if err := env.Client.Create(ctx, theirs, client.FieldOwner("argocd-controller")); err != nil {
 				t.Fatal(err)
 			}
-			op := startOperator(t, operator.Options{Fix: fix, JournalInterval: 300 * time.Millisecond})
+			op := startOperator(t, operator.Options{Fix: fix, BackupInterval: 300 * time.Millisecond})
 			changed := func() bool {
 				cur := &nadv1.NetworkAttachmentDefinition{}
 				return env.Client.Get(ctx, client.ObjectKeyFromObject(theirs), cur) != nil || cur.ResourceVersion != theirs.ResourceVersion
 			}
 			kept := func() bool {
 				backups := &corev1.SecretList{}
-				if err := env.Client.List(ctx, backups, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil {
+				if err := env.Client.List(ctx, backups, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelBackup: "true"}); err != nil {
 					t.Fatal(err)
 				}
 				for _, b := range backups.Items {

@@ -63,12 +63,12 @@ func TestOperatorRBAC(t *testing.T) {
 	}
 	gone := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
 		"metadata": map[string]any{"namespace": ns, "name": "gone", "uid": "0000-earlier-gone"}, "spec": map[string]any{"config": "{}"}}}
-	earlier := replace.SecretJournals{Client: env.Client, Namespace: ownNamespace, Key: earlierKey}
-	if err := earlier.Save(ctx, &replace.Journal{Run: "v0.2-run", Mode: "migrate", Step: replace.StepDeleted, Original: gone}); err != nil {
+	earlier := replace.SecretBackups{Client: env.Client, Namespace: ownNamespace, Key: earlierKey}
+	if err := earlier.Save(ctx, &replace.Backup{Run: "v0.2-run", Mode: "migrate", Step: replace.StepDeleted, Original: gone}); err != nil {
 		t.Fatal(err)
 	}
 	t.Cleanup(func() {
-		_ = env.Client.DeleteAllOf(ctx, &corev1.Secret{}, client.InNamespace(ownNamespace), client.MatchingLabels{replace.LabelJournal: "true"})
+		_ = env.Client.DeleteAllOf(ctx, &corev1.Secret{}, client.InNamespace(ownNamespace), client.MatchingLabels{replace.LabelBackup: "true"})
 		_ = env.Client.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ownNamespace, Name: replace.KeySecretName}})
 	})
 
@@ -91,11 +91,11 @@ func TestOperatorRBAC(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	err = c.Get(ctx, client.ObjectKey{Namespace: backupNamespace, Name: "netconf-migrator-journal-key"}, &corev1.Secret{})
+	err = c.Get(ctx, client.ObjectKey{Namespace: backupNamespace, Name: replace.KeySecretName}, &corev1.Secret{})
 	if err != nil {
 		t.Errorf("the operator cannot read the signing key it needs: %v", err)
 	}
-	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ownNamespace, Name: replace.JournalName("0000-earlier-gone")}, &corev1.Secret{}); err != nil {
+	if err := env.Client.Get(ctx, client.ObjectKey{Namespace: ownNamespace, Name: replace.BackupName("0000-earlier-gone")}, &corev1.Secret{}); err != nil {
 		t.Errorf("the backup a 0.2 run left beside the webhook: %v, want it left for an administrator", err)
 	}
 	// Outside the backup namespace it reads no Secret.

@@ -635,7 +635,7 @@ func TestRehearsal(t *testing.T) {
 	}
 	drain()
 	earlier := &corev1.SecretList{}
-	if err := c.List(ctx, earlier, client.InNamespace(ownNamespace), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil ||
+	if err := c.List(ctx, earlier, client.InNamespace(ownNamespace), client.MatchingLabels{replace.LabelBackup: "true"}); err != nil ||
 		!slices.ContainsFunc(earlier.Items, func(s corev1.Secret) bool { return s.Annotations[replace.AnnotationNAD] == doubleRef.String() }) {
 		t.Fatalf("0.2 left no backup of %s beside the webhook (%v) while it was deleted", doubleRef, err)
 	}
@@ -660,8 +660,8 @@ func TestRehearsal(t *testing.T) {
 	markDeploymentsReady(t, env, ownNamespace)
 	hook = runWebhook(t, env, bin, append(upgraded.webhookArgs, "--kubeconfig", asWebhook), "netconf-migrator-webhook-9b1e4-rh", tenant,
 		webhookPause)
-	if out, err := exec.Command(bin, "journals", "move", "--from", ownNamespace, "--backup-namespace", backupNamespace, "--yes", "--kubeconfig", env.KubeconfigPath).CombinedOutput(); err != nil {
-		t.Fatalf("journals move after upgrading from 0.2: %v\n%s", err, out)
+	if out, err := exec.Command(bin, "backups", "move", "--from", ownNamespace, "--backup-namespace", backupNamespace, "--yes", "--kubeconfig", env.KubeconfigPath).CombinedOutput(); err != nil {
+		t.Fatalf("backups move after upgrading from 0.2: %v\n%s", err, out)
 	}
 	newPod := &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: ownNamespace, Name: "netconf-migrator-operator-9b1e4-rh"},
 		Spec: corev1.PodSpec{ServiceAccountName: "netconf-migrator-operator", Containers: []corev1.Container{{Name: "operator", Image: "netconf-migrator"}}}}
@@ -892,7 +892,7 @@ func TestRehearsal(t *testing.T) {
 				problems = append(problems, "the GitOps controller's NAD is stored "+string(netconf.Normalize([]byte(g.Spec.Config)).Form))
 			}
 			backups := &corev1.SecretList{}
-			if err := c.List(ctx, backups, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil || len(backups.Items) != 0 {
+			if err := c.List(ctx, backups, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelBackup: "true"}); err != nil || len(backups.Items) != 0 {
 				problems = append(problems, fmt.Sprintf("%d backups open (%v)", len(backups.Items), err))
 			}
 			if v, ok := scrape("http://"+metrics+"/metrics", "netconf_migrator_missing_nads"); !ok || v != 0 {
@@ -1146,7 +1146,7 @@ func TestRehearsal(t *testing.T) {
 			defer close(killed)
 			midReplacement = wait.PollUntilContextTimeout(ctx, 50*time.Millisecond, 15*time.Second, true, func(context.Context) (bool, error) {
 				open := &corev1.SecretList{}
-				return c.List(ctx, open, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelJournal: "true"}) == nil && len(open.Items) > 0, nil
+				return c.List(ctx, open, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelBackup: "true"}) == nil && len(open.Items) > 0, nil
 			}) == nil
 			restartOperator()
 		}()

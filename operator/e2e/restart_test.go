@@ -169,7 +169,7 @@ func TestARestartedOperatorResumesAtOnce(t *testing.T) {
 // only once it leads: here another replica, alive, holds the leader's
 // Lease for the whole test, and the gauge still counts the NAD a
 // replacement left missing. The replica keeps its backups in a namespace
-// of this test's own: the gauge counts every journal of its namespace and
+// of this test's own: the gauge counts every backup of its namespace and
 // of the earlier version's, and the shared ones may hold what an earlier
 // test left open.
 func TestTheMissingGaugeIsExportedBeforeLeading(t *testing.T) {
@@ -177,8 +177,8 @@ func TestTheMissingGaugeIsExportedBeforeLeading(t *testing.T) {
 	ns := namespace(t, "missing-gauge", nil)
 	backups := namespace(t, "missing-gauge-backups", nil)
 	nad := newNAD(ns, "gone", nested)
-	// A replacement left open: its journal, its NAD absent.
-	journalFor(t, backups, nad)
+	// A replacement left open: its backup, its NAD absent.
+	backupFor(t, backups, nad)
 
 	alive := operatorPod(t, "netconf-migrator-operator-7d9f8-alive")
 	stop := holdLeaderLease(t, alive)
@@ -212,18 +212,18 @@ func TestTheMissingGaugeIsExportedBeforeLeading(t *testing.T) {
 	}
 }
 
-// journalFor stores in backups a signed journal of a replacement that
+// backupFor stores in backups a signed backup of a replacement that
 // deleted nad and has not created it again (step Deleted), removed when
 // the test ends.
-func journalFor(t *testing.T, backups string, nad *nadv1.NetworkAttachmentDefinition) {
+func backupFor(t *testing.T, backups string, nad *nadv1.NetworkAttachmentDefinition) {
 	t.Helper()
-	openJournal(t, backups, nad.Namespace, nad.Name, "0000-missing-gauge", nad.Spec.Config)
+	openBackup(t, backups, nad.Namespace, nad.Name, "0000-missing-gauge", nad.Spec.Config)
 }
 
-// openJournal stores in backups the signed journal a replacement of the
+// openBackup stores in backups the signed backup a replacement of the
 // NAD namespace/name (uid, config) leaves once its delete landed (step
 // Deleted), as a killed run leaves it; removed when the test ends.
-func openJournal(t *testing.T, backups, namespace, name string, uid types.UID, config string) {
+func openBackup(t *testing.T, backups, namespace, name string, uid types.UID, config string) {
 	t.Helper()
 	ctx := context.Background()
 	key, err := replace.LoadKey(ctx, env.Client, backups)
@@ -232,8 +232,8 @@ func openJournal(t *testing.T, backups, namespace, name string, uid types.UID, c
 	}
 	u := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
 		"metadata": map[string]any{"namespace": namespace, "name": name, "uid": string(uid)}, "spec": map[string]any{"config": config}}}
-	js := replace.SecretJournals{Client: env.Client, Namespace: backups, Key: key}
-	j := &replace.Journal{Run: "killed-run", Mode: "migrate", Step: replace.StepDeleted, Original: u}
+	js := replace.SecretBackups{Client: env.Client, Namespace: backups, Key: key}
+	j := &replace.Backup{Run: "killed-run", Mode: "migrate", Step: replace.StepDeleted, Original: u}
 	if err := js.Save(ctx, j); err != nil {
 		t.Fatal(err)
 	}

@@ -331,7 +331,7 @@ func TestTheToolUpgradesItself(t *testing.T) {
 	}
 	first.kill()
 	earlier := &corev1.SecretList{}
-	if err := c.List(ctx, earlier, client.InNamespace(ownNamespace), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil || len(earlier.Items) != 1 {
+	if err := c.List(ctx, earlier, client.InNamespace(ownNamespace), client.MatchingLabels{replace.LabelBackup: "true"}); err != nil || len(earlier.Items) != 1 {
 		t.Fatalf("0.2 left %d backups beside the webhook (%v), want its one open replacement\n%s", len(earlier.Items), err, first.logs())
 	}
 	h.Controllers.SetDown(false) // the deletion finishes: the NAD is gone
@@ -374,9 +374,10 @@ func TestTheToolUpgradesItself(t *testing.T) {
 		t.Fatalf("this build's operator, as its ServiceAccount, did not report 0.2's backup it may not see: %v (last scraped: %s)\n%s", err, last, second.logs())
 	}
 	kept := &corev1.SecretList{}
-	if err := c.List(ctx, kept, client.InNamespace(ownNamespace), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil || len(kept.Items) != 1 {
-		t.Fatalf("0.2's backup beside the webhook before journals move: %d (%v), want it there still\n%s", len(kept.Items), err, second.logs())
+	if err := c.List(ctx, kept, client.InNamespace(ownNamespace), client.MatchingLabels{replace.LabelBackup: "true"}); err != nil || len(kept.Items) != 1 {
+		t.Fatalf("0.2's backup beside the webhook before backups move: %d (%v), want it there still\n%s", len(kept.Items), err, second.logs())
 	}
+	// journals: the command's name in 0.2's docs, still an alias.
 	move := exec.Command(bin, "journals", "move", "--from", ownNamespace, "--backup-namespace", backupNamespace, "--yes", "--kubeconfig", env.KubeconfigPath)
 	if out, err := move.CombinedOutput(); err != nil {
 		t.Fatalf("journals move: %v\n%s", err, out)
@@ -389,16 +390,19 @@ func TestTheToolUpgradesItself(t *testing.T) {
 	waitFor(t, "no backup left in either namespace", func() (bool, error) {
 		for _, where := range []string{ownNamespace, backupNamespace} {
 			left := &corev1.SecretList{}
-			if err := c.List(ctx, left, client.InNamespace(where), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil || len(left.Items) != 0 {
+			if err := c.List(ctx, left, client.InNamespace(where), client.MatchingLabels{replace.LabelBackup: "true"}); err != nil || len(left.Items) != 0 {
 				return false, err
 			}
 		}
 		return true, nil
 	})
-	// The earlier key went with the last backup it signed: nothing of the
-	// tool's is left beside the webhook.
-	if err := c.Get(ctx, client.ObjectKey{Namespace: ownNamespace, Name: replace.KeySecretName}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
-		t.Errorf("0.2's signing key beside the webhook: %v, want it removed once its backups moved", err)
+	// The earlier key (0.2 named it netconf-migrator-journal-key) went
+	// with the last backup it signed: nothing of the tool's is left beside
+	// the webhook.
+	for _, name := range []string{replace.EarlierKeySecretName, replace.KeySecretName} {
+		if err := c.Get(ctx, client.ObjectKey{Namespace: ownNamespace, Name: name}, &corev1.Secret{}); !apierrors.IsNotFound(err) {
+			t.Errorf("a signing key %s beside the webhook: %v, want none once 0.2's backups moved", name, err)
+		}
 	}
 	// 0.2's CRD (its chart's crds/, no release's) is this build's now,
 	// applied by the operator through the binary's own wiring.

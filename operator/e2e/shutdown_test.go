@@ -67,7 +67,7 @@ func TestSIGTERMWaitsForAReplacementUnderWay(t *testing.T) {
 		t.Fatalf("after the operator stopped: %v (uid before %s), want a flat NAD created again\n%s", after, before.UID, stderr.String())
 	}
 	backups := &corev1.SecretList{}
-	if err := env.Client.List(ctx, backups, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil {
+	if err := env.Client.List(ctx, backups, client.InNamespace(backupNamespace), client.MatchingLabels{replace.LabelBackup: "true"}); err != nil {
 		t.Fatal(err)
 	}
 	if len(backups.Items) != 0 {

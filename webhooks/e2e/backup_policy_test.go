@@ -24,7 +24,7 @@ import (
 //   - In the backup namespace (netconf-migrator-backups) the webhook's
 //     ServiceAccount may do nothing with Secrets: RBAC refuses it before
 //     any policy. The operator's writes a signing key, a backup and a
-//     report; so does a cluster administrator (journals adopt).
+//     report; so does a cluster administrator (backups adopt).
 //   - In the webhook's own namespace, where versions up to 0.2 kept backups
 //     (and runs still move them from), the webhook may create Secrets (its
 //     certificate's: a create cannot be narrowed by name), yet the policy
@@ -70,8 +70,10 @@ func TestOnlyTheToolWritesItsBackups(t *testing.T) {
 		return map[string]*corev1.Secret{
 			"the signing key":                secret(ns, replace.KeySecretName, replace.KeySecretType, nil),
 			"the signing key's name, Opaque": secret(ns, replace.KeySecretName, corev1.SecretTypeOpaque, nil),
-			"a backup":                       secret(ns, replace.JournalName("0000-planted"), replace.JournalSecretType, map[string]string{replace.LabelJournal: "true"}),
-			"a look-alike backup, Opaque":    secret(ns, "planted", corev1.SecretTypeOpaque, map[string]string{replace.LabelJournal: "true"}),
+			"the key's earlier name":         secret(ns, replace.EarlierKeySecretName, replace.EarlierKeySecretType, nil),
+			"the key's earlier name, Opaque": secret(ns, replace.EarlierKeySecretName, corev1.SecretTypeOpaque, nil),
+			"a backup":                       secret(ns, replace.BackupName("0000-planted"), replace.BackupSecretType, map[string]string{replace.LabelBackup: "true"}),
+			"a look-alike backup, Opaque":    secret(ns, "planted", corev1.SecretTypeOpaque, map[string]string{replace.LabelBackup: "true"}),
 			"a report":                       secret(ns, "nadmigration-planted-1", report.SecretType, nil),
 		}
 	}

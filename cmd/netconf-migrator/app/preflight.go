@@ -183,7 +183,8 @@ func preflight(ctx context.Context, cfg *rest.Config, scope preflightScope, budg
 		for _, verb := range []string{"create", "get", "list", "update", "delete"} {
 			checks = append(checks, check{verb, "", "secrets", "", replaceNeed(writes)})
 		}
-		checks = append(checks, check{"get", "", "secrets", replace.KeySecretName, replaceNeed(writes)})
+		checks = append(checks, check{"get", "", "secrets", replace.KeySecretName, replaceNeed(writes)},
+			check{"get", "", "secrets", replace.EarlierKeySecretName, replaceNeed(writes)})
 	}
 	checks = append(checks, check{"create", "coordination.k8s.io", "leases", "", report.NeedForRun},
 		check{"get", "coordination.k8s.io", "leases", runlock.LeaseName, report.NeedForRun},

@@ -91,7 +91,7 @@ func NewRootCommand(streams IO) *cobra.Command {
 		newRunCommand(g, migration.ModeRollback),
 		newWebhookCommand(g),
 		newOperatorCommand(g),
-		newJournalsCommand(g),
+		newBackupsCommand(g),
 		newCheckWebhookCommand(),
 	)
 	root.AddCommand(&cobra.Command{

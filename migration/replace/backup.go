@@ -23,23 +23,23 @@ import (
 	"github.com/harvester/netconf-migrator/migration/mode"
 )
 
-// Step is how far a replacement got, as its journal records it.
+// Step is how far a replacement got, as its backup records it.
 type Step string
 
 const (
 	// StepDeleting is written before the delete is sent: from here on the
-	// NAD may be missing, and the journal is what brings it back.
+	// NAD may be missing, and the backup is what brings it back.
 	StepDeleting Step = "Deleting"
 	// StepDeleted is written once the API server accepted our delete.
 	StepDeleted Step = "Deleted"
 )
 
-// Journal is one replacement: the NAD as it was read (every field, the
+// Backup is one replacement: the NAD as it was read (every field, the
 // ones our NAD type lacks included), the run that started it and the step
 // it reached. It exists from before the delete until the NAD exists again.
 // What is created is never stored: it is computed again from Original.
-type Journal struct {
-	// Name is the journal's own object name.
+type Backup struct {
+	// Name is the backup's own object name.
 	Name string
 	// Run is the identity of the run that wrote it.
 	Run string
@@ -48,11 +48,11 @@ type Journal struct {
 	Step Step
 	// Original is the NAD as read before the delete.
 	Original *unstructured.Unstructured
-	// Written is when the journal was first stored (the API server's
-	// creationTimestamp of its object): just before the delete. A journal
+	// Written is when the backup was first stored (the API server's
+	// creationTimestamp of its object): just before the delete. A backup
 	// moved from where an earlier version kept it carries the time of its
 	// first writing in AnnotationWritten, under its signature, so the move
-	// does not make an old journal look fresh (Replacer.ResumeWindow).
+	// does not make an old backup look fresh (Replacer.ResumeWindow).
 	Written time.Time
 	// moved: Written came from elsewhere and is kept in AnnotationWritten.
 	moved bool
@@ -63,12 +63,12 @@ type Journal struct {
 }
 
 // Ref is the NAD's namespace/name.
-func (j *Journal) Ref() string { return j.Original.GetNamespace() + "/" + j.Original.GetName() }
+func (j *Backup) Ref() string { return j.Original.GetNamespace() + "/" + j.Original.GetName() }
 
 // UID is the uid of the NAD that was deleted.
-func (j *Journal) UID() types.UID { return j.Original.GetUID() }
+func (j *Backup) UID() types.UID { return j.Original.GetUID() }
 
-// Rejected is an object that looks like a journal but that this tool did
+// Rejected is an object that looks like a backup but that this tool did
 // not provably write: it is never acted on, only reported.
 type Rejected struct {
 	// Where names the object, for the report.
@@ -76,72 +76,79 @@ type Rejected struct {
 	Reason string
 }
 
-// Journals keeps Journals where they outlive the process.
-type Journals interface {
-	// Save stores j, replacing the journal of the same NAD uid.
-	Save(ctx context.Context, j *Journal) error
-	// List returns every journal this tool wrote, and the look-alikes it
+// Backups keeps Backups where they outlive the process.
+type Backups interface {
+	// Save stores j, replacing the backup of the same NAD uid.
+	Save(ctx context.Context, j *Backup) error
+	// List returns every backup this tool wrote, and the look-alikes it
 	// did not write.
-	List(ctx context.Context) ([]*Journal, []Rejected, error)
-	Delete(ctx context.Context, j *Journal) error
+	List(ctx context.Context) ([]*Backup, []Rejected, error)
+	Delete(ctx context.Context, j *Backup) error
 	// Where names the place j is kept, for messages: Kind namespace/name.
-	Where(j *Journal) string
+	Where(j *Backup) string
 }
 
-// What a journal Secret carries.
+// What a backup Secret carries.
 const (
-	LabelJournal    = "netconf-migrator.harvesterhci.io/backup"
-	LabelJournalUID = "netconf-migrator.harvesterhci.io/nad-uid"
-	AnnotationNAD   = "netconf-migrator.harvesterhci.io/nad"
-	AnnotationMode  = "netconf-migrator.harvesterhci.io/mode"
-	AnnotationStep  = "netconf-migrator.harvesterhci.io/step"
-	AnnotationRun   = "netconf-migrator.harvesterhci.io/run"
-	// AnnotationWritten is a moved journal's first writing (RFC 3339).
+	LabelBackup    = "netconf-migrator.harvesterhci.io/backup"
+	LabelBackupUID = "netconf-migrator.harvesterhci.io/nad-uid"
+	AnnotationNAD  = "netconf-migrator.harvesterhci.io/nad"
+	AnnotationMode = "netconf-migrator.harvesterhci.io/mode"
+	AnnotationStep = "netconf-migrator.harvesterhci.io/step"
+	AnnotationRun  = "netconf-migrator.harvesterhci.io/run"
+	// AnnotationWritten is a moved backup's first writing (RFC 3339).
 	AnnotationWritten = "netconf-migrator.harvesterhci.io/written"
 	// AnnotationReplaces is set on every NAD a replacement creates, in the
-	// create itself: the uid of the NAD it replaces, whose journal it
+	// create itself: the uid of the NAD it replaces, whose backup it
 	// answers. It is the only proof that what stands under the name is
-	// this tool's create for that journal: a field manager proves nothing
+	// this tool's create for that backup: a field manager proves nothing
 	// (this tool's in-place fix of another writer's NAD leaves it too).
 	AnnotationReplaces = "netconf-migrator.harvesterhci.io/replaces"
 	keyOriginal        = "original.json"
 	keySignature       = "signature"
-	journalPrefix      = "netconf-migrator-backup-"
-	KeySecretName      = "netconf-migrator-journal-key"
-	keySecretDataKey   = "key"
-	// KeySecretType marks the Secret that holds the journals' signing key.
-	KeySecretType corev1.SecretType = "netconf-migrator.harvesterhci.io/journal-key"
-	// JournalSecretType marks a journal: the NAD as read, with its config,
+	backupPrefix       = "netconf-migrator-backup-"
+	// KeySecretName is the Secret that holds the backups' signing key.
+	KeySecretName    = "netconf-migrator-signing-key"
+	keySecretDataKey = "key"
+	// KeySecretType marks the Secret that holds the backups' signing key.
+	KeySecretType corev1.SecretType = "netconf-migrator.harvesterhci.io/signing-key"
+	// EarlierKeySecretName and EarlierKeySecretType are the signing key's
+	// name and type up to 0.2, when the code called backups journals. A
+	// key of that name is read, never written: backups it signed in a
+	// cluster go on verifying, and no second key is made beside it.
+	EarlierKeySecretName                   = "netconf-migrator-journal-key"
+	EarlierKeySecretType corev1.SecretType = "netconf-migrator.harvesterhci.io/journal-key"
+	// BackupSecretType marks a backup: the NAD as read, with its config,
 	// kept where only the tool and cluster administrators read (the view
 	// role reads ConfigMaps, not Secrets).
-	JournalSecretType corev1.SecretType = "netconf-migrator.harvesterhci.io/backup"
+	BackupSecretType corev1.SecretType = "netconf-migrator.harvesterhci.io/backup"
 )
 
-// JournalName is the object name of the journal of the NAD with uid.
-func JournalName(uid types.UID) string { return journalPrefix + string(uid) }
+// BackupName is the object name of the backup of the NAD with uid.
+func BackupName(uid types.UID) string { return backupPrefix + string(uid) }
 
-// SecretJournals keeps each Journal in a Secret of Namespace, of type
-// JournalSecretType, named after the NAD's uid and signed with an
+// SecretBackups keeps each Backup in a Secret of Namespace, of type
+// BackupSecretType, named after the NAD's uid and signed with an
 // HMAC-SHA256 under Key: a Secret anyone else wrote, or changed, fails the
 // check and is never acted on. `kubectl get secrets -l
 // netconf-migrator.harvesterhci.io/backup` lists them.
-type SecretJournals struct {
+type SecretBackups struct {
 	Client    client.Client
 	Namespace string
 	Key       []byte
 }
 
-func (c SecretJournals) Where(j *Journal) string {
+func (c SecretBackups) Where(j *Backup) string {
 	return fmt.Sprintf("Secret %s/%s", c.Namespace, j.Name)
 }
 
-// signature covers every field a journal acts on and the object it is
-// kept in, so a signed journal cannot be copied under another name.
-func (c SecretJournals) signature(name string, j *Journal, original []byte, written string) string {
+// signature covers every field a backup acts on and the object it is
+// kept in, so a signed backup cannot be copied under another name.
+func (c SecretBackups) signature(name string, j *Backup, original []byte, written string) string {
 	mac := hmac.New(sha256.New, c.Key)
 	parts := [][]byte{[]byte(c.Namespace), []byte(name), []byte(j.Run), []byte(j.Mode), []byte(j.Step), []byte(j.UID()), []byte(j.Ref()), original}
 	if written != "" {
-		// Only moved journals carry it: every journal signed before it
+		// Only moved backups carry it: every backup signed before it
 		// existed still verifies.
 		parts = append(parts, []byte(written))
 	}
@@ -153,15 +160,15 @@ func (c SecretJournals) signature(name string, j *Journal, original []byte, writ
 	return base64.StdEncoding.EncodeToString(mac.Sum(nil))
 }
 
-func (c SecretJournals) Save(ctx context.Context, j *Journal) error {
+func (c SecretBackups) Save(ctx context.Context, j *Backup) error {
 	if len(c.Key) == 0 {
-		return errors.New("saving a journal: no signing key")
+		return errors.New("saving a backup: no signing key")
 	}
 	original, err := json.Marshal(j.Original.Object)
 	if err != nil {
-		return fmt.Errorf("encoding the journal of %s: %w", j.Ref(), err)
+		return fmt.Errorf("encoding the backup of %s: %w", j.Ref(), err)
 	}
-	j.Name = JournalName(j.UID())
+	j.Name = BackupName(j.UID())
 	written := ""
 	if j.moved {
 		written = j.Written.UTC().Format(time.RFC3339)
@@ -171,11 +178,11 @@ func (c SecretJournals) Save(ctx context.Context, j *Journal) error {
 			Namespace: c.Namespace, Name: j.Name,
 			Labels: map[string]string{
 				"app.kubernetes.io/name": "netconf-migrator", "app.kubernetes.io/component": "backup",
-				LabelJournal: "true", LabelJournalUID: string(j.UID()),
+				LabelBackup: "true", LabelBackupUID: string(j.UID()),
 			},
 			Annotations: map[string]string{AnnotationNAD: j.Ref(), AnnotationMode: string(j.Mode), AnnotationStep: string(j.Step), AnnotationRun: j.Run},
 		},
-		Type: JournalSecretType,
+		Type: BackupSecretType,
 		Data: map[string][]byte{keyOriginal: original, keySignature: []byte(c.signature(j.Name, j, original, written))},
 	}
 	if written != "" {
@@ -208,12 +215,12 @@ func (c SecretJournals) Save(ctx context.Context, j *Journal) error {
 	return nil
 }
 
-func (c SecretJournals) List(ctx context.Context) ([]*Journal, []Rejected, error) {
+func (c SecretBackups) List(ctx context.Context) ([]*Backup, []Rejected, error) {
 	list := &corev1.SecretList{}
-	if err := c.Client.List(ctx, list, client.InNamespace(c.Namespace), client.MatchingLabels{LabelJournal: "true"}); err != nil {
+	if err := c.Client.List(ctx, list, client.InNamespace(c.Namespace), client.MatchingLabels{LabelBackup: "true"}); err != nil {
 		return nil, nil, fmt.Errorf("listing backups in namespace %s: %w", c.Namespace, err)
 	}
-	var out []*Journal
+	var out []*Backup
 	var rejected []Rejected
 	for _, sec := range list.Items {
 		where := fmt.Sprintf("Secret %s/%s", sec.Namespace, sec.Name)
@@ -275,16 +282,16 @@ func (o *OpenBackups) For(ctx context.Context, namespace, name string) (string, 
 	return "", nil
 }
 
-// decode reads sec as a journal, without checking who wrote it.
-func decode(sec *corev1.Secret) (*Journal, error) {
-	if sec.Type != JournalSecretType {
-		return nil, fmt.Errorf("not a backup netconf-migrator wrote: type %s, want %s", sec.Type, JournalSecretType)
+// decode reads sec as a backup, without checking who wrote it.
+func decode(sec *corev1.Secret) (*Backup, error) {
+	if sec.Type != BackupSecretType {
+		return nil, fmt.Errorf("not a backup netconf-migrator wrote: type %s, want %s", sec.Type, BackupSecretType)
 	}
 	u := &unstructured.Unstructured{}
 	if err := json.Unmarshal(sec.Data[keyOriginal], &u.Object); err != nil || u.Object == nil {
 		return nil, fmt.Errorf("not a backup netconf-migrator wrote: %s is not a JSON object", keyOriginal)
 	}
-	j := &Journal{Name: sec.Name, Run: sec.Annotations[AnnotationRun], Mode: mode.Mode(sec.Annotations[AnnotationMode]), Step: Step(sec.Annotations[AnnotationStep]),
+	j := &Backup{Name: sec.Name, Run: sec.Annotations[AnnotationRun], Mode: mode.Mode(sec.Annotations[AnnotationMode]), Step: Step(sec.Annotations[AnnotationStep]),
 		Original: u, Written: sec.CreationTimestamp.Time}
 	if w, ok := sec.Annotations[AnnotationWritten]; ok {
 		t, err := time.Parse(time.RFC3339, w)
@@ -296,8 +303,8 @@ func decode(sec *corev1.Secret) (*Journal, error) {
 	return j, nil
 }
 
-// read checks that sec is a journal this tool wrote and decodes it.
-func (c SecretJournals) read(sec *corev1.Secret) (*Journal, error) {
+// read checks that sec is a backup this tool wrote and decodes it.
+func (c SecretBackups) read(sec *corev1.Secret) (*Backup, error) {
 	j, err := decode(sec)
 	if err != nil {
 		return nil, err
@@ -308,29 +315,29 @@ func (c SecretJournals) read(sec *corev1.Secret) (*Journal, error) {
 	if len(c.Key) == 0 || !hmac.Equal([]byte(want), []byte(got)) {
 		return nil, errors.New("not a backup netconf-migrator wrote: its signature does not match (written or changed by someone else); nothing is created from it")
 	}
-	if sec.Name != JournalName(j.UID()) {
+	if sec.Name != BackupName(j.UID()) {
 		return nil, errors.New("not a backup netconf-migrator wrote: its name does not match the NAD's uid")
 	}
 	j.resourceVersion = sec.ResourceVersion
 	return j, nil
 }
 
-// Candidate is a Secret of the journals' type and label, as a person
+// Candidate is a Secret of the backups' type and label, as a person
 // reviewing it sees it: decoded whether or not its signature verifies.
 type Candidate struct {
 	Where string
-	// Journal is nil when the Secret cannot be decoded at all.
-	Journal *Journal
+	// Backup is nil when the Secret cannot be decoded at all.
+	Backup *Backup
 	// Problem says why the signature does not verify under the current
 	// key; empty when it does.
 	Problem string
 }
 
-// Candidates lists every Secret labelled as a journal, verified or not:
+// Candidates lists every Secret labelled as a backup, verified or not:
 // what an administrator reviews when the key was lost or rotated.
-func (c SecretJournals) Candidates(ctx context.Context) ([]Candidate, error) {
+func (c SecretBackups) Candidates(ctx context.Context) ([]Candidate, error) {
 	list := &corev1.SecretList{}
-	if err := c.Client.List(ctx, list, client.InNamespace(c.Namespace), client.MatchingLabels{LabelJournal: "true"}); err != nil {
+	if err := c.Client.List(ctx, list, client.InNamespace(c.Namespace), client.MatchingLabels{LabelBackup: "true"}); err != nil {
 		return nil, fmt.Errorf("listing backups in namespace %s: %w", c.Namespace, err)
 	}
 	out := make([]Candidate, 0, len(list.Items))
@@ -339,8 +346,8 @@ func (c SecretJournals) Candidates(ctx context.Context) ([]Candidate, error) {
 		if _, err := c.read(&sec); err != nil {
 			cd.Problem = err.Error()
 		}
-		if j, err := decode(&sec); err == nil && sec.Name == JournalName(j.UID()) {
-			cd.Journal = j
+		if j, err := decode(&sec); err == nil && sec.Name == BackupName(j.UID()) {
+			cd.Backup = j
 		}
 		out = append(out, cd)
 	}
@@ -349,9 +356,9 @@ func (c SecretJournals) Candidates(ctx context.Context) ([]Candidate, error) {
 
 // Adopt signs j again under the current key: an administrator reviewed it
 // and vouches for it, so runs act on it from now on.
-func (c SecretJournals) Adopt(ctx context.Context, j *Journal) error { return c.Save(ctx, j) }
+func (c SecretBackups) Adopt(ctx context.Context, j *Backup) error { return c.Save(ctx, j) }
 
-func (c SecretJournals) Delete(ctx context.Context, j *Journal) error {
+func (c SecretBackups) Delete(ctx context.Context, j *Backup) error {
 	sec := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: c.Namespace, Name: j.Name}}
 	if err := c.Client.Delete(ctx, sec); err != nil && !apierrors.IsNotFound(err) {
 		return fmt.Errorf("deleting backup Secret %s/%s: %w", c.Namespace, j.Name, err)
@@ -359,51 +366,50 @@ func (c SecretJournals) Delete(ctx context.Context, j *Journal) error {
 	return nil
 }
 
-// ErrKeyMissing is a signing key that is missing while journals exist: a
+// ErrKeyMissing is a signing key that is missing while backups exist: a
 // new key would make every one of them look forged and leave its NAD
-// missing, so none is made; an administrator adopts them (journals adopt).
+// missing, so none is made; an administrator adopts them (backups adopt).
 var ErrKeyMissing = errors.New("the backups' signing key is missing while backups exist")
 
-// KeyMissingError names the journals a missing key leaves unverifiable.
+// KeyMissingError names the backups a missing key leaves unverifiable.
 type KeyMissingError struct {
 	Namespace string
-	Journals  []string
+	Backups   []string
 }
 
 func (e *KeyMissingError) Error() string {
 	return fmt.Sprintf("%v: Secret %s/%s is gone and %d backups are in %s (%s); no new key is made, since every one of them would then look forged"+
-		" and its NAD stay missing. Review and adopt them with: netconf-migrator journals adopt --backup-namespace %s",
-		ErrKeyMissing, e.Namespace, KeySecretName, len(e.Journals), e.Namespace, strings.Join(e.Journals, ", "), e.Namespace)
+		" and its NAD stay missing. Review and adopt them with: netconf-migrator backups adopt --backup-namespace %s",
+		ErrKeyMissing, e.Namespace, KeySecretName, len(e.Backups), e.Namespace, strings.Join(e.Backups, ", "), e.Namespace)
 }
 func (e *KeyMissingError) Unwrap() error { return ErrKeyMissing }
 
-// LoadKey returns the journals' signing key, kept in the Secret
+// LoadKey returns the backups' signing key, kept in the Secret
 // KeySecretName of namespace, creating it with 32 random bytes on first
-// use, when no journal exists yet. Only the tool's ServiceAccounts (and
-// cluster administrators) may read it, so only they can write a journal a
+// use, when no backup exists yet. Only the tool's ServiceAccounts (and
+// cluster administrators) may read it, so only they can write a backup a
 // run acts on.
 func LoadKey(ctx context.Context, c client.Client, namespace string) ([]byte, error) {
 	return loadKey(ctx, c, namespace, false)
 }
 
-// MakeKey is LoadKey for an administrator who adopts journals: it makes a
-// key even while journals exist.
+// MakeKey is LoadKey for an administrator who adopts backups: it makes a
+// key even while backups exist.
 func MakeKey(ctx context.Context, c client.Client, namespace string) ([]byte, error) {
 	return loadKey(ctx, c, namespace, true)
 }
 
 func loadKey(ctx context.Context, c client.Client, namespace string, adopting bool) ([]byte, error) {
-	s := &corev1.Secret{}
-	err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: KeySecretName}, s)
+	s, err := keySecret(ctx, c, namespace)
 	if apierrors.IsNotFound(err) && !adopting {
 		list := &corev1.SecretList{}
-		if err := c.List(ctx, list, client.InNamespace(namespace), client.MatchingLabels{LabelJournal: "true"}); err != nil {
+		if err := c.List(ctx, list, client.InNamespace(namespace), client.MatchingLabels{LabelBackup: "true"}); err != nil {
 			return nil, fmt.Errorf("the backups' signing key (Secret %s/%s) is missing, and whether backups exist could not be listed: %w", namespace, KeySecretName, err)
 		}
 		if len(list.Items) > 0 {
 			e := &KeyMissingError{Namespace: namespace}
 			for _, sec := range list.Items {
-				e.Journals = append(e.Journals, sec.Name)
+				e.Backups = append(e.Backups, sec.Name)
 			}
 			return nil, e
 		}
@@ -420,14 +426,43 @@ func loadKey(ctx context.Context, c client.Client, namespace string, adopting bo
 		}
 		err = c.Create(ctx, s, client.FieldOwner(fieldManager))
 		if apierrors.IsAlreadyExists(err) {
-			err = c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: KeySecretName}, s)
+			s, err = keySecret(ctx, c, namespace)
 		}
 	}
 	if err != nil {
 		return nil, fmt.Errorf("reading the backups' signing key (Secret %s/%s): %w", namespace, KeySecretName, err)
 	}
-	if s.Type != KeySecretType || len(s.Data[keySecretDataKey]) < 32 {
-		return nil, fmt.Errorf("Secret %s/%s is not netconf-migrator's signing key (type %s, want %s with a key of 32 bytes or more)", namespace, KeySecretName, s.Type, KeySecretType)
+	return keyOf(s)
+}
+
+// keySecret reads the signing key's Secret in namespace: the one named
+// KeySecretName, or else the one an earlier version named
+// EarlierKeySecretName. NotFound when neither exists.
+func keySecret(ctx context.Context, c client.Reader, namespace string) (*corev1.Secret, error) {
+	s := &corev1.Secret{}
+	err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: KeySecretName}, s)
+	if apierrors.IsNotFound(err) {
+		s = &corev1.Secret{}
+		if err = c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: EarlierKeySecretName}, s); apierrors.IsNotFound(err) {
+			// The NotFound of the name a key is written under.
+			return nil, apierrors.NewNotFound(corev1.Resource("secrets"), KeySecretName)
+		}
+	}
+	if err != nil {
+		return nil, err
+	}
+	return s, nil
+}
+
+// keyOf is the key a signing key's Secret holds, once its type (the one
+// its name has) and length show it is one.
+func keyOf(s *corev1.Secret) ([]byte, error) {
+	want := KeySecretType
+	if s.Name == EarlierKeySecretName {
+		want = EarlierKeySecretType
+	}
+	if s.Type != want || len(s.Data[keySecretDataKey]) < 32 {
+		return nil, fmt.Errorf("Secret %s/%s is not netconf-migrator's signing key (type %s, want %s with a key of 32 bytes or more)", s.Namespace, s.Name, s.Type, want)
 	}
 	return s.Data[keySecretDataKey], nil
 }

@@ -19,11 +19,11 @@ import (
 	"github.com/harvester/netconf-migrator/migration/replace"
 )
 
-// runJournals runs the journals command in-process as an administrator.
-func runJournals(t *testing.T, args ...string) result {
+// runBackups runs the backups command in-process as an administrator.
+func runBackups(t *testing.T, args ...string) result {
 	t.Helper()
 	var out, errOut bytes.Buffer
-	code := app.Execute(append([]string{"journals"}, append(args, "--kubeconfig", env.KubeconfigPath)...), nil, &out, &errOut)
+	code := app.Execute(append([]string{"backups"}, append(args, "--kubeconfig", env.KubeconfigPath)...), nil, &out, &errOut)
 	return result{code: code, out: out.String(), errOut: errOut.String()}
 }
 
@@ -36,10 +36,10 @@ func keyExists(t *testing.T) bool {
 	return err == nil
 }
 
-// killedRunsJournal is the journal a killed migrate run left for the NAD
+// killedRunsBackup is the backup a killed migrate run left for the NAD
 // ns/name (uid) holding config, at step.
-func killedRunsJournal(ns, name, uid, config string, step replace.Step) *replace.Journal {
-	return &replace.Journal{Run: "killed-run", Mode: "migrate", Step: step, Original: &unstructured.Unstructured{Object: map[string]any{
+func killedRunsBackup(ns, name, uid, config string, step replace.Step) *replace.Backup {
+	return &replace.Backup{Run: "killed-run", Mode: "migrate", Step: step, Original: &unstructured.Unstructured{Object: map[string]any{
 		"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
 		"metadata": map[string]any{"namespace": ns, "name": name, "uid": uid},
 		"spec":     map[string]any{"config": config},
@@ -50,7 +50,7 @@ func killedRunsJournal(ns, name, uid, config string, step replace.Step) *replace
 // Secret is deleted while a backup of a missing NAD exists. A run then
 // makes no new key (which would make the backup look forged and leave the
 // NAD missing for good): it stops with exit 3 and says how to recover. An
-// administrator reviews the backup with `journals adopt`, which shows the
+// administrator reviews the backup with `backups adopt`, which shows the
 // diff and changes nothing without --yes; with --yes it is signed again,
 // and the next run creates the NAD.
 func TestALostKeyStopsTheRunUntilAnAdministratorAdopts(t *testing.T) {
@@ -63,8 +63,8 @@ func TestALostKeyStopsTheRunUntilAnAdministratorAdopts(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	js := replace.SecretJournals{Client: env.Client, Namespace: backupNamespace, Key: key}
-	j := killedRunsJournal(ns, "n", "0000-lost-key", nestedConfig("lost"), replace.StepDeleted)
+	js := replace.SecretBackups{Client: env.Client, Namespace: backupNamespace, Key: key}
+	j := killedRunsBackup(ns, "n", "0000-lost-key", nestedConfig("lost"), replace.StepDeleted)
 	if err := js.Save(ctx, j); err != nil {
 		t.Fatal(err)
 	}
@@ -75,28 +75,28 @@ func TestALostKeyStopsTheRunUntilAnAdministratorAdopts(t *testing.T) {
 
 	r := runCLI(t, "migrate", "-n", ns)
 	if r.code != app.ExitStopped || !strings.Contains(r.errOut, "signing key is missing while backups exist") ||
-		!strings.Contains(r.errOut, j.Name) || !strings.Contains(r.errOut, "netconf-migrator journals adopt") {
+		!strings.Contains(r.errOut, j.Name) || !strings.Contains(r.errOut, "netconf-migrator backups adopt") {
 		t.Fatalf("migrate with the key gone: exit %d, want %d naming the backup and the way out\n%s", r.code, app.ExitStopped, r.errOut)
 	}
 	if keyExists(t) {
 		t.Fatal("a run made a new signing key while a backup existed")
 	}
 
-	r = runJournals(t, "list")
+	r = runBackups(t, "list")
 	if r.code != 0 || !strings.Contains(r.out, ns+"/n") || !strings.Contains(r.out, "missing") {
-		t.Fatalf("journals list: exit %d\n%s%s", r.code, r.out, r.errOut)
+		t.Fatalf("backups list: exit %d\n%s%s", r.code, r.out, r.errOut)
 	}
-	r = runJournals(t, "adopt")
+	r = runBackups(t, "adopt")
 	if r.code != app.ExitAttention || !strings.Contains(r.out, "NAD "+ns+"/n (uid 0000-lost-key)") || !strings.Contains(r.out, "under the name now: missing") ||
 		!strings.Contains(r.out, `-  "NetConf": {`) || !strings.Contains(r.errOut, "--yes") {
-		t.Fatalf("journals adopt without --yes: exit %d, want %d with the diff\n%s%s", r.code, app.ExitAttention, r.out, r.errOut)
+		t.Fatalf("backups adopt without --yes: exit %d, want %d with the diff\n%s%s", r.code, app.ExitAttention, r.out, r.errOut)
 	}
 	if keyExists(t) {
-		t.Fatal("journals adopt without --yes made a key")
+		t.Fatal("backups adopt without --yes made a key")
 	}
-	r = runJournals(t, "adopt", "--yes")
+	r = runBackups(t, "adopt", "--yes")
 	if r.code != 0 || !strings.Contains(r.out, "Adopted the backup of "+ns+"/n") {
-		t.Fatalf("journals adopt --yes: exit %d\n%s%s", r.code, r.out, r.errOut)
+		t.Fatalf("backups adopt --yes: exit %d\n%s%s", r.code, r.out, r.errOut)
 	}
 
 	r = runCLI(t, "migrate", "-n", ns)
@@ -115,7 +115,7 @@ func TestALostKeyStopsTheRunUntilAnAdministratorAdopts(t *testing.T) {
 // a person deleted the NAD. The next run cannot tell whose delete removed
 // it: it reports the NAD with its backup named, creates nothing, and keeps
 // the original. Before, it created the NAD again. A person then decides:
-// journals restore creates one, journals discard drops the other's backup.
+// backups restore creates one, backups discard drops the other's backup.
 func TestAPersonsDeleteAfterAKilledRunIsNotUndone(t *testing.T) {
 	ctx := context.Background()
 	const ns = "deleted-by-a-person"
@@ -126,15 +126,15 @@ func TestAPersonsDeleteAfterAKilledRunIsNotUndone(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	js := replace.SecretJournals{Client: env.Client, Namespace: backupNamespace, Key: key}
-	var journals []*replace.Journal
+	js := replace.SecretBackups{Client: env.Client, Namespace: backupNamespace, Key: key}
+	var backups []*replace.Backup
 	for _, name := range []string{"restored", "discarded"} {
-		j := killedRunsJournal(ns, name, "0000-"+name, nestedConfig(name), replace.StepDeleting)
+		j := killedRunsBackup(ns, name, "0000-"+name, nestedConfig(name), replace.StepDeleting)
 		if err := js.Save(ctx, j); err != nil {
 			t.Fatal(err)
 		}
 		t.Cleanup(func() { _ = js.Delete(ctx, j) })
-		journals = append(journals, j)
+		backups = append(backups, j)
 	}
 	time.Sleep(2 * time.Second) // past the run's --resume-window below
 
@@ -143,20 +143,20 @@ func TestAPersonsDeleteAfterAKilledRunIsNotUndone(t *testing.T) {
 	if r.code != 1 || len(listAll(t, ns)) != 0 {
 		t.Fatalf("exit %d, %d NADs; want 1 and nothing created\n%s", r.code, len(listAll(t, ns)), r.errOut)
 	}
-	for _, j := range journals {
+	for _, j := range backups {
 		it := items[j.Original.GetName()]
 		if it.Action != report.ActionFailed || it.Backup != js.Where(j) || !strings.Contains(it.Reason, "cannot be told") {
 			t.Errorf("%s: %s, backup %q, %q", j.Ref(), it.Action, it.Backup, it.Reason)
 		}
 	}
-	if r := runJournals(t, "restore", ns+"/restored"); r.code != app.ExitAttention || !strings.Contains(r.out, "step Deleting") {
-		t.Fatalf("journals restore without --yes: exit %d\n%s%s", r.code, r.out, r.errOut)
+	if r := runBackups(t, "restore", ns+"/restored"); r.code != app.ExitAttention || !strings.Contains(r.out, "step Deleting") {
+		t.Fatalf("backups restore without --yes: exit %d\n%s%s", r.code, r.out, r.errOut)
 	}
-	if r := runJournals(t, "restore", ns+"/restored", "--yes"); r.code != 0 {
-		t.Fatalf("journals restore --yes: exit %d\n%s%s", r.code, r.out, r.errOut)
+	if r := runBackups(t, "restore", ns+"/restored", "--yes"); r.code != 0 {
+		t.Fatalf("backups restore --yes: exit %d\n%s%s", r.code, r.out, r.errOut)
 	}
-	if r := runJournals(t, "discard", ns+"/discarded", "--yes"); r.code != 0 {
-		t.Fatalf("journals discard --yes: exit %d\n%s%s", r.code, r.out, r.errOut)
+	if r := runBackups(t, "discard", ns+"/discarded", "--yes"); r.code != 0 {
+		t.Fatalf("backups discard --yes: exit %d\n%s%s", r.code, r.out, r.errOut)
 	}
 	if r := runCLI(t, "migrate", "-n", ns, "--resume-window", "1s"); r.code != 0 {
 		t.Fatalf("after the decisions: exit %d\n%s", r.code, r.errOut)

@@ -22,21 +22,24 @@ import (
 	"github.com/harvester/netconf-migrator/migration/runner"
 )
 
-type journalsFlags struct {
+type backupsFlags struct {
 	backupNamespace, from string
 	yes                   bool
 	kube                  *kubeFlags
 }
 
-// newJournalsCommand is the administrator's view of the open
-// replacements: each journal is a NAD deleted (or about to be) to be
+// newBackupsCommand is the administrator's view of the open
+// replacements: each backup is a NAD deleted (or about to be) to be
 // created again, and the only copy of its original until then.
-func newJournalsCommand(g *globals) *cobra.Command {
-	f := &journalsFlags{kube: newKubeFlags()}
+func newBackupsCommand(g *globals) *cobra.Command {
+	f := &backupsFlags{kube: newKubeFlags()}
 	cmd := &cobra.Command{
-		Use:   "journals",
-		Short: "List and adopt the backups of NADs being replaced",
-		Long: `Each backup (a Secret of type ` + string(replace.JournalSecretType) + ` in --backup-namespace) is a NAD that a run
+		Use: "backups",
+		// journals: the command's name up to 0.2, in runbooks and earlier
+		// docs.
+		Aliases: []string{"journals"},
+		Short:   "List and adopt the backups of NADs being replaced",
+		Long: `Each backup (a Secret of type ` + string(replace.BackupSecretType) + ` in --backup-namespace) is a NAD that a run
 deleted, or was about to delete, to create it again, signed with the key in Secret
 ` + replace.KeySecretName + `. Runs and the operator act only on backups whose signature verifies.`,
 		Args: cobra.NoArgs,
@@ -118,7 +121,7 @@ A backup the earlier key does not verify is left where it is and never acted on.
 	return cmd
 }
 
-func (f *journalsFlags) client() (client.Client, error) {
+func (f *backupsFlags) client() (client.Client, error) {
 	cfg, err := f.kube.restConfig()
 	if err != nil {
 		return nil, usageError("loading the kubeconfig: %w", err)
@@ -130,10 +133,10 @@ func (f *journalsFlags) client() (client.Client, error) {
 	return client.New(cfg, client.Options{Scheme: scheme})
 }
 
-// journals returns the backups with the current key, or none when there is
+// backups returns the backups with the current key, or none when there is
 // no key (every signature then fails).
-func (f *journalsFlags) journals(ctx context.Context, c client.Client, makeKey bool) (replace.SecretJournals, error) {
-	js := replace.SecretJournals{Client: c, Namespace: f.backupNamespace}
+func (f *backupsFlags) backups(ctx context.Context, c client.Client, makeKey bool) (replace.SecretBackups, error) {
+	js := replace.SecretBackups{Client: c, Namespace: f.backupNamespace}
 	load := replace.LoadKey
 	if makeKey {
 		load = replace.MakeKey
@@ -150,7 +153,7 @@ func (f *journalsFlags) journals(ctx context.Context, c client.Client, makeKey b
 }
 
 // standing says what stands under j's NAD's name now, as replace reads it.
-func standing(ctx context.Context, js replace.SecretJournals, j *replace.Journal) (string, *unstructured.Unstructured, error) {
+func standing(ctx context.Context, js replace.SecretBackups, j *replace.Backup) (string, *unstructured.Unstructured, error) {
 	st, cur, err := js.Standing(ctx, j)
 	if err != nil {
 		return "", nil, err
@@ -161,12 +164,12 @@ func standing(ctx context.Context, js replace.SecretJournals, j *replace.Journal
 	return st.String(), cur, nil
 }
 
-func (f *journalsFlags) list(ctx context.Context, out io.Writer) error {
+func (f *backupsFlags) list(ctx context.Context, out io.Writer) error {
 	c, err := f.client()
 	if err != nil {
 		return err
 	}
-	js, err := f.journals(ctx, c, false)
+	js, err := f.backups(ctx, c, false)
 	if err != nil {
 		return err
 	}
@@ -177,11 +180,11 @@ func (f *journalsFlags) list(ctx context.Context, out io.Writer) error {
 	tw := tabwriter.NewWriter(out, 0, 4, 2, ' ', 0)
 	fmt.Fprintln(tw, "BACKUP\tNAD\tSTEP\tRUN\tSIGNED\tUNDER THE NAME NOW")
 	for _, cd := range cands {
-		if cd.Journal == nil {
+		if cd.Backup == nil {
 			fmt.Fprintf(tw, "%s\t-\t-\t-\tno: %s\t-\n", cd.Where, cd.Problem)
 			continue
 		}
-		now, _, err := standing(ctx, js, cd.Journal)
+		now, _, err := standing(ctx, js, cd.Backup)
 		if err != nil {
 			return err
 		}
@@ -189,17 +192,17 @@ func (f *journalsFlags) list(ctx context.Context, out io.Writer) error {
 		if cd.Problem != "" {
 			signed = "no"
 		}
-		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", cd.Where, cd.Journal.Ref(), cd.Journal.Step, cd.Journal.Run, signed, now)
+		fmt.Fprintf(tw, "%s\t%s\t%s\t%s\t%s\t%s\n", cd.Where, cd.Backup.Ref(), cd.Backup.Step, cd.Backup.Run, signed, now)
 	}
 	return tw.Flush()
 }
 
-func (f *journalsFlags) adopt(ctx context.Context, out io.Writer) error {
+func (f *backupsFlags) adopt(ctx context.Context, out io.Writer) error {
 	c, err := f.client()
 	if err != nil {
 		return err
 	}
-	js, err := f.journals(ctx, c, f.yes)
+	js, err := f.backups(ctx, c, f.yes)
 	if err != nil {
 		return err
 	}
@@ -207,16 +210,16 @@ func (f *journalsFlags) adopt(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	var adopt []*replace.Journal
+	var adopt []*replace.Backup
 	for _, cd := range cands {
 		if cd.Problem == "" {
 			continue
 		}
-		if cd.Journal == nil {
+		if cd.Backup == nil {
 			fmt.Fprintf(out, "%s cannot be adopted: %s\n\n", cd.Where, cd.Problem)
 			continue
 		}
-		j := cd.Journal
+		j := cd.Backup
 		now, cur, err := standing(ctx, js, j)
 		if err != nil {
 			return err
@@ -248,27 +251,27 @@ func (f *journalsFlags) adopt(ctx context.Context, out io.Writer) error {
 
 // decide restores or discards the signed backup of the NAD ref, after
 // showing it.
-func (f *journalsFlags) decide(ctx context.Context, out io.Writer, ref string, restore bool) error {
+func (f *backupsFlags) decide(ctx context.Context, out io.Writer, ref string, restore bool) error {
 	c, err := f.client()
 	if err != nil {
 		return err
 	}
-	js, err := f.journals(ctx, c, false)
+	js, err := f.backups(ctx, c, false)
 	if err != nil {
 		return err
 	}
-	journals, _, err := js.List(ctx)
+	backups, _, err := js.List(ctx)
 	if err != nil {
 		return err
 	}
-	var j *replace.Journal
-	for _, cand := range journals {
+	var j *replace.Backup
+	for _, cand := range backups {
 		if cand.Ref() == ref {
 			j = cand
 		}
 	}
 	if j == nil {
-		return usageError("no backup the current key verifies names NAD %s (netconf-migrator journals list)", ref)
+		return usageError("no backup the current key verifies names NAD %s (netconf-migrator backups list)", ref)
 	}
 	now, cur, err := standing(ctx, js, j)
 	if err != nil {
@@ -284,7 +287,7 @@ func (f *journalsFlags) decide(ctx context.Context, out io.Writer, ref string, r
 		if restore {
 			what = "restore"
 		}
-		return &ExitError{Code: ExitAttention, Err: fmt.Errorf("nothing changed; review the backup above, then run journals %s %s --yes", what, ref)}
+		return &ExitError{Code: ExitAttention, Err: fmt.Errorf("nothing changed; review the backup above, then run backups %s %s --yes", what, ref)}
 	}
 	if !restore {
 		if err := js.Delete(ctx, j); err != nil {
@@ -303,7 +306,7 @@ func (f *journalsFlags) decide(ctx context.Context, out io.Writer, ref string, r
 
 // move moves the backups an earlier version left in f.from, after showing
 // them.
-func (f *journalsFlags) move(ctx context.Context, out io.Writer) error {
+func (f *backupsFlags) move(ctx context.Context, out io.Writer) error {
 	if f.from == f.backupNamespace {
 		return usageError("--from and --backup-namespace are both %s: nothing to move", f.from)
 	}
@@ -319,7 +322,7 @@ func (f *journalsFlags) move(ctx context.Context, out io.Writer) error {
 	if err != nil {
 		return err
 	}
-	earlier := replace.SecretJournals{Client: c, Namespace: f.from, Key: key}
+	earlier := replace.SecretBackups{Client: c, Namespace: f.from, Key: key}
 	cands, err := earlier.Candidates(ctx)
 	if err != nil {
 		return err
@@ -330,11 +333,11 @@ func (f *journalsFlags) move(ctx context.Context, out io.Writer) error {
 	}
 	verified := 0
 	for _, cd := range cands {
-		if cd.Journal == nil {
+		if cd.Backup == nil {
 			fmt.Fprintf(out, "%s: left where it is: %s\n\n", cd.Where, cd.Problem)
 			continue
 		}
-		j := cd.Journal
+		j := cd.Backup
 		now, _, err := standing(ctx, earlier, j)
 		if err != nil {
 			return err
@@ -360,28 +363,28 @@ func (f *journalsFlags) move(ctx context.Context, out io.Writer) error {
 		fmt.Fprintf(out, "No backup is left in namespace %s; only the earlier signing key, which signs nothing.\n", f.from)
 	}
 	if !f.yes {
-		return &ExitError{Code: ExitAttention, Err: fmt.Errorf("nothing changed; %d backups in namespace %s are verified and would be moved to %s; review them above, then run journals move --yes", verified+len(cms), f.from, f.backupNamespace)}
+		return &ExitError{Code: ExitAttention, Err: fmt.Errorf("nothing changed; %d backups in namespace %s are verified and would be moved to %s; review them above, then run backups move --yes", verified+len(cms), f.from, f.backupNamespace)}
 	}
 	// One run at a time: a run resuming backups while they move would
 	// find each one twice.
-	held, err := runlock.Acquire(ctx, cfg, f.backupNamespace, "journals-move_"+rand.Text()[:8], 2*runlock.DefaultDuration, 0)
+	held, err := runlock.Acquire(ctx, cfg, f.backupNamespace, "backups-move_"+rand.Text()[:8], 2*runlock.DefaultDuration, 0)
 	if err != nil {
 		return &ExitError{Code: ExitStopped, Err: fmt.Errorf("taking the run's Lease in %s: %w", f.backupNamespace, err)}
 	}
 	defer held.Release()
-	to, err := f.journals(ctx, c, false)
+	to, err := f.backups(ctx, c, false)
 	if err != nil {
 		return err
 	}
 	if to.Key == nil {
-		return &ExitError{Code: ExitStopped, Err: fmt.Errorf("the signing key of %s is missing while backups exist there: adopt them first (netconf-migrator journals adopt)", f.backupNamespace)}
+		return &ExitError{Code: ExitStopped, Err: fmt.Errorf("the signing key of %s is missing while backups exist there: adopt them first (netconf-migrator backups adopt)", f.backupNamespace)}
 	}
 	e, err := replace.MoveEarlier(ctx, c, f.from, to)
 	for _, ref := range e.Moved {
 		fmt.Fprintf(out, "Moved the backup of %s to %s: the next run or the operator finishes it.\n", ref, f.backupNamespace)
 	}
 	if e.KeyRemoved {
-		fmt.Fprintf(out, "Removed the earlier signing key Secret %s/%s: nothing of netconf-migrator's is left in namespace %s.\n", f.from, replace.KeySecretName, f.from)
+		fmt.Fprintf(out, "Removed the earlier signing key from namespace %s: nothing of netconf-migrator's is left there.\n", f.from)
 	}
 	if err != nil {
 		return err
@@ -394,7 +397,7 @@ func (f *journalsFlags) move(ctx context.Context, out io.Writer) error {
 
 // showPlan prints the diff between j's original config and what a run
 // creates from it, and returns the original config.
-func showPlan(out io.Writer, j *replace.Journal) string {
+func showPlan(out io.Writer, j *replace.Backup) string {
 	origCfg, _, _ := unstructured.NestedString(j.Original.Object, "spec", "config")
 	want, err := migration.Want(j.Mode, j.Original)
 	if err != nil {

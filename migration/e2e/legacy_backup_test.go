@@ -21,19 +21,19 @@ import (
 	"github.com/harvester/netconf-migrator/migration/replace"
 )
 
-// configMapJournal is a journal as builds before backups moved to Secrets
+// configMapBackup is a backup as builds before backups moved to Secrets
 // wrote it: a ConfigMap of their backup namespace (netconf-migrator-system,
 // beside the webhook), signed under the same key
 // over the namespace, its name, the run, the mode, the step, the NAD's uid
 // and namespace/name, and the original (each length-prefixed).
-func configMapJournal(t *testing.T, key []byte, ns, name, uid, config string) *corev1.ConfigMap {
+func configMapBackup(t *testing.T, key []byte, ns, name, uid, config string) *corev1.ConfigMap {
 	t.Helper()
 	original, err := json.Marshal(map[string]any{"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
 		"metadata": map[string]any{"namespace": ns, "name": name, "uid": uid}, "spec": map[string]any{"config": config}})
 	if err != nil {
 		t.Fatal(err)
 	}
-	cmName := replace.JournalName(types.UID(uid))
+	cmName := replace.BackupName(types.UID(uid))
 	const run, mode, step = "old-build-run", "migrate", "Deleted"
 	mac := hmac.New(sha256.New, key)
 	for _, part := range []string{earlierNamespace, cmName, run, mode, step, uid, ns + "/" + name, string(original)} {
@@ -42,21 +42,21 @@ func configMapJournal(t *testing.T, key []byte, ns, name, uid, config string) *c
 	}
 	return &corev1.ConfigMap{
 		ObjectMeta: metav1.ObjectMeta{Namespace: earlierNamespace, Name: cmName,
-			Labels:      map[string]string{replace.LabelJournal: "true", replace.LabelJournalUID: uid},
+			Labels:      map[string]string{replace.LabelBackup: "true", replace.LabelBackupUID: uid},
 			Annotations: map[string]string{replace.AnnotationNAD: ns + "/" + name, replace.AnnotationMode: mode, replace.AnnotationStep: step, replace.AnnotationRun: run}},
 		Data: map[string]string{"original.json": string(original), "signature": base64.StdEncoding.EncodeToString(mac.Sum(nil))},
 	}
 }
 
-// TestConfigMapJournalsOfAnEarlierBuildAreMovedAndResumed: a cluster
-// upgraded from a build that kept journals in ConfigMaps holds one whose
+// TestConfigMapBackupsOfAnEarlierBuildAreMovedAndResumed: a cluster
+// upgraded from a build that kept backups in ConfigMaps holds one whose
 // NAD is missing. The next run moves it into a Secret, creates the NAD
 // from it and closes it; a ConfigMap the key does not verify is reported
 // as a look-alike and never acted on. Before, neither was read: the NAD
 // stayed missing and nothing said so.
-func TestConfigMapJournalsOfAnEarlierBuildAreMovedAndResumed(t *testing.T) {
+func TestConfigMapBackupsOfAnEarlierBuildAreMovedAndResumed(t *testing.T) {
 	ctx := context.Background()
-	const ns = "configmap-journals"
+	const ns = "configmap-backups"
 	if err := env.CreateNamespace(ctx, ns, nil); err != nil {
 		t.Fatal(err)
 	}
@@ -64,8 +64,8 @@ func TestConfigMapJournalsOfAnEarlierBuildAreMovedAndResumed(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	good := configMapJournal(t, key, ns, "missing", "0000-cm-missing", nestedConfig("missing"))
-	forged := configMapJournal(t, []byte(strings.Repeat("f", 32)), ns, "forged", "0000-cm-forged", nestedConfig("forged"))
+	good := configMapBackup(t, key, ns, "missing", "0000-cm-missing", nestedConfig("missing"))
+	forged := configMapBackup(t, []byte(strings.Repeat("f", 32)), ns, "forged", "0000-cm-forged", nestedConfig("forged"))
 	for _, cm := range []*corev1.ConfigMap{good, forged} {
 		if err := env.Client.Create(ctx, cm); err != nil {
 			t.Fatal(err)
@@ -79,7 +79,7 @@ func TestConfigMapJournalsOfAnEarlierBuildAreMovedAndResumed(t *testing.T) {
 	}
 	nads := listAll(t, ns)
 	if n, ok := nads[ns+"/missing"]; !ok || netconf.Normalize([]byte(n.Spec.Config)).Form != netconf.FormFlat {
-		t.Errorf("the NAD of the ConfigMap journal was not created again, flat: %v", n)
+		t.Errorf("the NAD of the ConfigMap backup was not created again, flat: %v", n)
 	}
 	if _, ok := nads[ns+"/forged"]; ok {
 		t.Error("a NAD was created from a ConfigMap the key does not verify")
@@ -88,14 +88,14 @@ func TestConfigMapJournalsOfAnEarlierBuildAreMovedAndResumed(t *testing.T) {
 		t.Errorf("rejected backups: %v, want the forged ConfigMap", got)
 	}
 	if err := env.Client.Get(ctx, client.ObjectKeyFromObject(good), &corev1.ConfigMap{}); !apierrors.IsNotFound(err) {
-		t.Errorf("the moved ConfigMap journal is still there: %v", err)
+		t.Errorf("the moved ConfigMap backup is still there: %v", err)
 	}
 	checkNoBackups(t)
 }
 
-// earlierJournal stores a backup as versions up to 0.2 did: a Secret beside
+// earlierBackup stores a backup as versions up to 0.2 did: a Secret beside
 // the webhook, signed under the key kept there, whose NAD is missing.
-func earlierJournal(t *testing.T, ns, name, uid string) {
+func earlierBackup(t *testing.T, ns, name, uid string) {
 	t.Helper()
 	ctx := context.Background()
 	key, err := replace.LoadKey(ctx, env.Client, earlierNamespace)
@@ -104,8 +104,8 @@ func earlierJournal(t *testing.T, ns, name, uid string) {
 	}
 	original := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
 		"metadata": map[string]any{"namespace": ns, "name": name, "uid": uid}, "spec": map[string]any{"config": nestedConfig(name)}}}
-	js := replace.SecretJournals{Client: env.Client, Namespace: earlierNamespace, Key: key}
-	if err := js.Save(ctx, &replace.Journal{Run: "v0.2-run", Mode: "migrate", Step: replace.StepDeleted, Original: original}); err != nil {
+	js := replace.SecretBackups{Client: env.Client, Namespace: earlierNamespace, Key: key}
+	if err := js.Save(ctx, &replace.Backup{Run: "v0.2-run", Mode: "migrate", Step: replace.StepDeleted, Original: original}); err != nil {
 		t.Fatal(err)
 	}
 }
@@ -115,7 +115,7 @@ func earlierJournal(t *testing.T, ns, name, uid string) {
 func earlierLeft(t *testing.T) (int, bool) {
 	t.Helper()
 	list := &corev1.SecretList{}
-	if err := env.Client.List(context.Background(), list, client.InNamespace(earlierNamespace), client.MatchingLabels{replace.LabelJournal: "true"}); err != nil {
+	if err := env.Client.List(context.Background(), list, client.InNamespace(earlierNamespace), client.MatchingLabels{replace.LabelBackup: "true"}); err != nil {
 		t.Fatal(err)
 	}
 	key, err := replace.ReadKey(context.Background(), env.Client, earlierNamespace)
@@ -128,7 +128,7 @@ func earlierLeft(t *testing.T) (int, bool) {
 // TestBackupsBesideTheWebhookAreMovedByAnAdministrator (finding 10): the
 // Job's ServiceAccount no longer lists Secrets beside the webhook, so a
 // backup a 0.2 run left there is out of its sight: its run says so, names
-// the command, and touches nothing. journals move shows the backups and,
+// the command, and touches nothing. backups move shows the backups and,
 // with --yes, moves them into the backup namespace and removes the earlier
 // key; the Job's next run creates the NADs.
 func TestBackupsBesideTheWebhookAreMovedByAnAdministrator(t *testing.T) {
@@ -138,28 +138,28 @@ func TestBackupsBesideTheWebhookAreMovedByAnAdministrator(t *testing.T) {
 	if err := env.CreateNamespace(ctx, ns, nil); err != nil {
 		t.Fatal(err)
 	}
-	earlierJournal(t, ns, "a", "0000-earlier-a")
-	earlierJournal(t, ns, "b", "0000-earlier-b")
+	earlierBackup(t, ns, "a", "0000-earlier-a")
+	earlierBackup(t, ns, "b", "0000-earlier-b")
 	asJob := kubeconfigAs(t, jobSA, jobGroups...)
 
 	r := runCLI(t, "migrate", "-n", ns, "--kubeconfig", asJob)
-	if r.code != 0 || !strings.Contains(r.errOut, "Backups of an earlier version may wait where this run cannot look") || !strings.Contains(r.errOut, "journals move --from "+earlierNamespace) {
-		t.Errorf("the Job's run: exit %d, want 0 and a line naming journals move\n%s", r.code, r.errOut)
+	if r.code != 0 || !strings.Contains(r.errOut, "Backups of an earlier version may wait where this run cannot look") || !strings.Contains(r.errOut, "backups move --from "+earlierNamespace) {
+		t.Errorf("the Job's run: exit %d, want 0 and a line naming backups move\n%s", r.code, r.errOut)
 	}
 	if n, key := earlierLeft(t); n != 2 || !key {
 		t.Fatalf("after the Job's run: %d backups and key %v beside the webhook, want both untouched", n, key)
 	}
 
-	r = runJournals(t, "move")
+	r = runBackups(t, "move")
 	if r.code != 1 || strings.Count(r.out, "the earlier key verifies it: moved") != 2 || !strings.Contains(r.out, ns+"/a") {
-		t.Fatalf("journals move without --yes: exit %d, want 1 and both backups shown\n%s%s", r.code, r.out, r.errOut)
+		t.Fatalf("backups move without --yes: exit %d, want 1 and both backups shown\n%s%s", r.code, r.out, r.errOut)
 	}
 	if n, _ := earlierLeft(t); n != 2 {
-		t.Fatalf("journals move without --yes moved something: %d left", n)
+		t.Fatalf("backups move without --yes moved something: %d left", n)
 	}
-	r = runJournals(t, "move", "--yes")
+	r = runBackups(t, "move", "--yes")
 	if r.code != 0 || strings.Count(r.out, "Moved the backup of") != 2 || !strings.Contains(r.out, "Removed the earlier signing key") {
-		t.Fatalf("journals move --yes: exit %d\n%s%s", r.code, r.out, r.errOut)
+		t.Fatalf("backups move --yes: exit %d\n%s%s", r.code, r.out, r.errOut)
 	}
 	if n, key := earlierLeft(t); n != 0 || key {
 		t.Fatalf("after the move: %d backups and key %v beside the webhook, want none", n, key)
@@ -189,7 +189,7 @@ func TestBackupsBesideTheWebhookAreMovedByAnAdministratorsRun(t *testing.T) {
 		t.Fatal(err)
 	}
 	ensureBackupNamespace(t)
-	earlierJournal(t, ns, "c", "0000-earlier-c")
+	earlierBackup(t, ns, "c", "0000-earlier-c")
 	r := runCLI(t, "migrate", "-n", ns)
 	if r.code != 0 {
 		t.Fatalf("exit %d\n%s", r.code, r.errOut)
