@@ -41,14 +41,25 @@ const LeaseName = "netconf-migrator-run"
 // the Lease; it renews within two thirds of it.
 const DefaultDuration = 15 * time.Second
 
+// MaxDuration bounds a Lease's duration: a holder killed while it holds
+// the Lease keeps every other run out for that long (a container that
+// restarts in the same Pod excepted), and the NADs it was replacing stay
+// missing meanwhile. A longer Lease buys nothing: a holder renews it
+// every eighth of it.
+const MaxDuration = 5 * time.Minute
+
 // ValidDuration says whether a Lease may last duration. The Lease
 // records it in whole seconds (leaseDurationSeconds, truncated), and
 // another run reads that record, while this one fences its writes by the
 // duration it was given: 1900ms would be read as 1s, and another run
-// could take the Lease while this one still writes.
+// could take the Lease while this one still writes. It may not last longer
+// than MaxDuration.
 func ValidDuration(duration time.Duration) error {
 	if duration < time.Second || duration%time.Second != 0 {
 		return fmt.Errorf("%s is not a whole number of seconds of at least 1s: a Lease records its duration in whole seconds, and another run reads only that", duration)
+	}
+	if duration > MaxDuration {
+		return fmt.Errorf("%s is longer than %s: a run killed while it holds the Lease would keep every other run out, and the NADs it was replacing missing, for that long", duration, MaxDuration)
 	}
 	return nil
 }
@@ -94,7 +105,7 @@ func fenceMargin(duration time.Duration) time.Duration {
 
 // Fence returns the time until which this process may send a write that no
 // other run may send at the same time (a NAD's delete or create, a
-// journal's save or removal): the Lease's last renewal this process sent,
+// backup's save or removal): the Lease's last renewal this process sent,
 // plus its duration, less a margin. Another run takes the Lease only once
 // it saw no renewal for a whole duration, and it can only have seen the
 // renewal after it was sent, so a write bounded by this deadline has ended

@@ -274,6 +274,7 @@ func TestALeaseLastsWholeSeconds(t *testing.T) {
 	for d, ok := range map[time.Duration]bool{
 		1900 * time.Millisecond: false, 500 * time.Millisecond: false, 2500 * time.Millisecond: false,
 		time.Second: true, 2 * time.Second: true, runlock.DefaultDuration: true,
+		runlock.MaxDuration: true, runlock.MaxDuration + time.Second: false, 24 * time.Hour: false,
 	} {
 		if err := runlock.ValidDuration(d); (err == nil) != ok {
 			t.Errorf("ValidDuration(%s) = %v, want valid: %v", d, err, ok)

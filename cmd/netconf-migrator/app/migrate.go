@@ -138,10 +138,10 @@ Lease; 4 a NAD deleted to be created again is missing (see migrate).`
 	fl.StringArrayVar(&f.replaceFinalizers, "replace-finalizer", nil, "FINALIZER=CONTROLLER: a finalizer whose controller removes it after a delete, so a NAD carrying it may be replaced (Harvester's are known); repeatable")
 	fl.StringArrayVar(&f.replaceWebhooks, "replace-past-webhook", nil, "an admission webhook (its name as the API server's denial quotes it) whose refusal of an in-place write calls for a replacement, besides Harvester's network webhook; repeatable")
 	fl.DurationVar(&f.resumeWindow, "resume-window", replace.DefaultResumeWindow, "a backup a killed run left between saving it and recording its delete is finished only within this long of its writing when its NAD is gone;"+
-		" later, whose delete removed the NAD cannot be told, and it is left for a person (netconf-migrator journals restore or discard)")
+		" later, whose delete removed the NAD cannot be told, and it is left for a person (netconf-migrator backups restore or discard)")
 	fl.DurationVar(&f.replaceBudget, "replace-budget", migration.DefaultReplaceBudget, "how long one replacement may take from its delete on (the wait for finalizers included); it finishes within this even after SIGTERM or --timeout")
 	fl.DurationVar(&f.leaseWait, "lease-wait", 2*time.Minute, "how long to wait for another run to release the Lease before exiting 3")
-	fl.DurationVar(&f.leaseDuration, "lease-duration", runlock.DefaultDuration, "how long the run's Lease outlives a run that stops renewing it (killed), in whole seconds (a Lease records no less); the run renews it within two thirds of this")
+	fl.DurationVar(&f.leaseDuration, "lease-duration", runlock.DefaultDuration, "how long the run's Lease outlives a run that stops renewing it (killed), in whole seconds (a Lease records no less), at most 5m; the run renews it within two thirds of this")
 	return cmd
 }
 

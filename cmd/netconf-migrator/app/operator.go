@@ -83,7 +83,7 @@ webhook's: the Secrets it keeps (signed backups, their key, reports) are in
 	f.DurationVar(&o.ReadinessInterval, "readiness-interval", time.Minute, "how often the operator counts the KubeVirt VMs attached to legacy NADs")
 	f.IntVar(&o.FlapLimit, "flap-limit", 3, "a NAD fixed this many times within --flap-window and set back again is left alone and reported")
 	f.DurationVar(&o.FlapWindow, "flap-window", 10*time.Minute, "see --flap-limit")
-	f.DurationVar(&o.LeaseDuration, "lease-duration", 15*time.Second, "how long the run Lease outlives an operator that stops renewing it, in whole seconds (a Lease records no less)")
+	f.DurationVar(&o.LeaseDuration, "lease-duration", 15*time.Second, "how long the run Lease outlives an operator that stops renewing it, in whole seconds (a Lease records no less), at most 5m")
 	f.DurationVar(&o.ReplaceBudget, "replace-budget", migration.DefaultReplaceBudget, "how long one replacement may take from its delete on; a stopping operator waits this long plus 20s for one under way, so the Pod's terminationGracePeriodSeconds must be longer")
 	f.StringVar(&m.HealthProbeBindAddress, "health-probe-bind-address", ":8081", "address of /healthz and /readyz")
 	f.StringVar(&m.MetricsBindAddress, "metrics-bind-address", ":8443", "address of the Prometheus metrics; 0 disables them")

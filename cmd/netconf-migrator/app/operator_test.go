@@ -29,17 +29,20 @@ func TestTheOperatorSaysTheAPIServerIsUnreachable(t *testing.T) {
 // connecting (the server named is unreachable: a duration let through
 // would fail later, with another message and exit code), naming the flag.
 // runlock's TestALeaseLastsWholeSeconds shows whole seconds are taken.
+// A Lease longer than runlock.MaxDuration is refused too: a killed
+// holder's would keep every other run out that long.
 func TestALeaseDurationIsWholeSeconds(t *testing.T) {
 	for _, cmd := range [][]string{
 		{"migrate", "-n", "x"},
 		{"operator", "--leader-election-namespace", "x", "--metrics-bind-address", "0", "--health-probe-bind-address", "0"},
 	} {
-		for _, d := range []string{"1900ms", "500ms", "2.5s"} {
+		for d, why := range map[string]string{"1900ms": "is not a whole number of seconds", "500ms": "is not a whole number of seconds",
+			"2.5s": "is not a whole number of seconds", "24h": "is longer than 5m0s"} {
 			var out, errOut bytes.Buffer
 			args := append(slices.Clone(cmd), "--lease-duration", d, "--kubeconfig", unreachableKubeconfig(t))
 			code := Execute(args, strings.NewReader(""), &out, &errOut)
-			if code != ExitUsage || !strings.Contains(errOut.String(), "--lease-duration: ") || !strings.Contains(errOut.String(), "is not a whole number of seconds") {
-				t.Errorf("%s --lease-duration %s: exit %d, want %d refusing it as not whole seconds\n%s", cmd[0], d, code, ExitUsage, errOut.String())
+			if code != ExitUsage || !strings.Contains(errOut.String(), "--lease-duration: ") || !strings.Contains(errOut.String(), why) {
+				t.Errorf("%s --lease-duration %s: exit %d, want %d refusing it (%s)\n%s", cmd[0], d, code, ExitUsage, why, errOut.String())
 			}
 		}
 	}
