@@ -26,11 +26,16 @@ func newKubeFlags() *kubeFlags {
 }
 
 // addTo binds the flags; scoped commands get -n and -A. kubectl's
-// --request-timeout is left out: migrate has its own, per request.
+// --request-timeout is left out: migrate has its own, per request. So are
+// --username and --password, as kubectl leaves them out (cli-runtime's
+// ConfigFlags binds them only when asked to): basic auth is gone from
+// Kubernetes, and a password on a command line lands in shell history.
 func (k *kubeFlags) addTo(fs *pflag.FlagSet, scoped bool) {
 	fs.StringVar(&k.rules.ExplicitPath, "kubeconfig", "", "kubeconfig file (default: KUBECONFIG, ~/.kube/config, then in-cluster)")
 	names := clientcmd.RecommendedConfigOverrideFlags("")
 	names.Timeout.LongName = ""
+	names.AuthOverrideFlags.Username.LongName = ""
+	names.AuthOverrideFlags.Password.LongName = ""
 	if !scoped {
 		names.ContextOverrideFlags.Namespace.LongName = ""
 		names.ContextOverrideFlags.Namespace.ShortName = ""

@@ -2,12 +2,15 @@ package app
 
 import (
 	"bytes"
+	"io"
 	"net"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+
+	"github.com/spf13/cobra"
 )
 
 // An operator that cannot reach the API server when it starts exits 3
@@ -69,4 +72,39 @@ current-context: c
 		t.Fatal(err)
 	}
 	return kubeconfig
+}
+
+// A kubectl plugin takes kubectl's connection flags, without the basic-auth
+// ones kubectl no longer offers (issue 36): a password on a command line
+// lands in shell history, and no API server of a supported version takes
+// it. Every command that connects shows --token and --as, and none shows
+// --username or --password, nor accepts them.
+func TestNoCommandOffersBasicAuth(t *testing.T) {
+	root := NewRootCommand(IO{In: strings.NewReader(""), Out: io.Discard, Err: io.Discard})
+	connecting := 0
+	var walk func(*cobra.Command)
+	walk = func(c *cobra.Command) {
+		if c.Flags().Lookup("token") != nil || c.InheritedFlags().Lookup("token") != nil {
+			connecting++
+			for _, name := range []string{"username", "password"} {
+				if c.Flags().Lookup(name) != nil || c.InheritedFlags().Lookup(name) != nil {
+					t.Errorf("%s offers --%s", c.CommandPath(), name)
+				}
+			}
+			if c.Flags().Lookup("as") == nil && c.InheritedFlags().Lookup("as") == nil {
+				t.Errorf("%s takes --token but not kubectl's --as", c.CommandPath())
+			}
+		}
+		for _, sub := range c.Commands() {
+			walk(sub)
+		}
+	}
+	walk(root)
+	if connecting < 5 {
+		t.Errorf("%d commands take kubectl's connection flags; want migrate, rollback, operator, backups and its subcommands at least", connecting)
+	}
+	var out, errOut bytes.Buffer
+	if code := Execute([]string{"migrate", "--username", "admin", "--password", "secret", "--kubeconfig", unreachableKubeconfig(t)}, strings.NewReader(""), &out, &errOut); code != ExitUsage || !strings.Contains(errOut.String(), "unknown flag: --username") {
+		t.Errorf("migrate --username: exit %d, want %d (unknown flag)\n%s", code, ExitUsage, errOut.String())
+	}
 }
