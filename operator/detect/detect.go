@@ -411,10 +411,18 @@ func (r *Reconciler) count(key types.NamespacedName, form netconf.Form) {
 		if old == form {
 			return
 		}
-		storedNADs.WithLabelValues(string(old)).Dec()
+		gaugeForm(old, -1)
 	}
 	r.forms[key] = form
-	storedNADs.WithLabelValues(string(form)).Inc()
+	gaugeForm(form, 1)
+}
+
+// gaugeForm counts one NAD more (by 1) or less (by -1) in form.
+func gaugeForm(form netconf.Form, by float64) {
+	storedNADs.WithLabelValues(string(form)).Add(by)
+	if Legacy(form) {
+		legacyNADs.Add(by)
+	}
 }
 
 // forget drops a NAD that is gone (uid empty) or clean.
@@ -422,7 +430,7 @@ func (r *Reconciler) forget(key types.NamespacedName, uid types.UID) {
 	r.mu.Lock()
 	if uid == "" {
 		if old, ok := r.forms[key]; ok {
-			storedNADs.WithLabelValues(string(old)).Dec()
+			gaugeForm(old, -1)
 			delete(r.forms, key)
 		}
 		delete(r.fixes, key)
@@ -447,6 +455,14 @@ var (
 		Name: "netconf_migrator_stored_nads",
 		Help: "NetworkAttachmentDefinitions stored in the cluster by spec.config form (nested, double-encoded and truncated are legacy forms).",
 	}, []string{"form"})
+	// legacyNADs is the one definition of "legacy" the chart's alert and
+	// dashboard query: the forms Legacy names. Selecting forms in PromQL
+	// let the two drift (the dashboard once counted conflists, empty and
+	// invalid configs as legacy).
+	legacyNADs = prometheus.NewGauge(prometheus.GaugeOpts{
+		Name: "netconf_migrator_legacy_nads",
+		Help: "NetworkAttachmentDefinitions stored in a legacy form the operator counts: nested, double-encoded or truncated.",
+	})
 	contestedNADs = prometheus.NewGauge(prometheus.GaugeOpts{
 		Name: "netconf_migrator_contested_nads",
 		Help: "NetworkAttachmentDefinitions left in a legacy form because another writer keeps setting them back.",

@@ -73,10 +73,11 @@ func CachedForm(nad *nadv1.NetworkAttachmentDefinition) netconf.Form {
 
 func registerMetrics() {
 	registerOnce.Do(func() {
-		metrics.Registry.MustRegister(storedNADs, contestedNADs, fixedNADs, legacyVMs)
+		metrics.Registry.MustRegister(storedNADs, legacyNADs, contestedNADs, fixedNADs, legacyVMs)
 	})
 	// A manager started again in the same process (tests) counts again.
 	storedNADs.Reset()
+	legacyNADs.Set(0)
 	contestedNADs.Set(0)
 	legacyVMs.Reset()
 }

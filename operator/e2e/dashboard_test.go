@@ -11,11 +11,13 @@ import (
 	"testing"
 	"time"
 
+	dto "github.com/prometheus/client_model/go"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"sigs.k8s.io/cli-utils/pkg/kstatus/status"
 	"sigs.k8s.io/controller-runtime/pkg/metrics"
 	"sigs.k8s.io/yaml"
 
+	"github.com/harvester/netconf-migrator/apis/netconf"
 	v1alpha1 "github.com/harvester/netconf-migrator/apis/netconfmigrator/v1alpha1"
 	"github.com/harvester/netconf-migrator/operator"
 	"github.com/harvester/netconf-migrator/operator/detect"
@@ -60,6 +62,12 @@ func TestGrafanaDashboard(t *testing.T) {
 	served := map[string]bool{}
 	ns := namespace(t, "dashboard", nil)
 	create(t, newNAD(ns, "a", nested))
+	// Clean NADs in the forms a wrong definition of legacy counts: a
+	// conflist, an empty config and one that is not JSON; and a nested one.
+	// No NADMigration covers this namespace.
+	forms := namespace(t, "dashboard-forms", nil)
+	create(t, newNAD(forms, "conflist", `{"cniVersion":"0.3.1","name":"%s","plugins":[{"type":"bridge","bridge":"%s-br"}]}`),
+		newNAD(forms, "empty", ""), newNAD(forms, "invalid", `{"cniVersion":`), newNAD(forms, "nested", nested))
 	startOperator(t, operator.Options{Fix: detect.FixOff})
 	create(t, newMigration("dashboard", v1alpha1.NADMigrationSpec{Namespaces: []string{ns}}))
 	waitStatus(t, "dashboard", status.CurrentStatus)
@@ -113,4 +121,124 @@ func TestGrafanaDashboard(t *testing.T) {
 	if queried < 10 {
 		t.Errorf("the dashboard queries %d metrics of ours", queried)
 	}
+
+	// One definition of legacy (issue 36): the panel "NADs in a legacy
+	// form" asks what the alert asks, and on the operator's live registry
+	// it gives the NADs stored in a form detect.Legacy names, not every
+	// NAD that is not flat.
+	var panel string
+	for _, p := range dash.Panels {
+		if p.Title == "NADs in a legacy form" && len(p.Targets) == 1 {
+			panel = p.Targets[0].Expr
+		}
+	}
+	alert := ruleExpr(t, "NetConfMigratorLegacyNADStored")
+	if want := strings.TrimSuffix(alert, " > 0"); panel != want {
+		t.Errorf("the panel \"NADs in a legacy form\" asks %q; the alert NetConfMigratorLegacyNADStored asks %q", panel, alert)
+	}
+	var got, want float64
+	waitFor(t, "the panel to count the NADs stored in a legacy form", func() (bool, error) {
+		families, err := metrics.Registry.Gather()
+		if err != nil {
+			return false, err
+		}
+		got, err = sumOf(families, panel)
+		if err != nil {
+			return false, err
+		}
+		want = 0
+		clean := map[string]bool{}
+		for _, f := range families {
+			if f.GetName() != "netconf_migrator_stored_nads" {
+				continue
+			}
+			for _, m := range f.GetMetric() {
+				for _, l := range m.GetLabel() {
+					if l.GetName() == "form" && detect.Legacy(netconf.Form(l.GetValue())) {
+						want += value(m)
+					} else if l.GetName() == "form" && value(m) > 0 {
+						clean[l.GetValue()] = true
+					}
+				}
+			}
+		}
+		// Until the operator counted this test's clean NADs, a wrong
+		// definition could not show.
+		return got == want && clean["conflist"] && clean["empty"] && clean["invalid"], nil
+	})
+	if got != want {
+		t.Errorf("the panel gives %v NADs in a legacy form; %v are stored in a form detect.Legacy names", got, want)
+	}
+}
+
+// ruleExpr is the expression of the chart's alert named alert.
+func ruleExpr(t *testing.T, alert string) string {
+	t.Helper()
+	out, err := testenv.RenderChart(testenv.ChartOptions{Namespace: ownNamespace, Values: map[string]any{
+		"metrics": map[string]any{"prometheusRule": map[string]any{"enabled": true}},
+	}})
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, doc := range bytes.Split(out, []byte("\n---\n")) {
+		u := &unstructured.Unstructured{}
+		if yaml.Unmarshal(doc, &u.Object) != nil || u.GetKind() != "PrometheusRule" {
+			continue
+		}
+		groups, _, _ := unstructured.NestedSlice(u.Object, "spec", "groups")
+		for _, g := range groups {
+			rules, _, _ := unstructured.NestedSlice(g.(map[string]any), "rules")
+			for _, r := range rules {
+				if r := r.(map[string]any); r["alert"] == alert {
+					return fmt.Sprint(r["expr"])
+				}
+			}
+		}
+	}
+	t.Fatalf("the chart renders no alert %s", alert)
+	return ""
+}
+
+// sumOf evaluates sum(name) or sum(name{matchers}), with =, != and =~
+// matchers, over gathered metric families: the queries the dashboard's
+// stat panels make, without a Prometheus.
+func sumOf(families []*dto.MetricFamily, expr string) (float64, error) {
+	m := regexp.MustCompile(`^sum\(([a-z_]+)(?:\{(.*)\})?\)$`).FindStringSubmatch(expr)
+	if m == nil {
+		return 0, fmt.Errorf("%q is not sum(metric{matchers})", expr)
+	}
+	type matcher struct {
+		label, op string
+		re        *regexp.Regexp
+		value     string
+	}
+	var matchers []matcher
+	for _, part := range regexp.MustCompile(`([a-z_]+)(=~|!=|=)"([^"]*)"`).FindAllStringSubmatch(m[2], -1) {
+		mt := matcher{label: part[1], op: part[2], value: part[3]}
+		if mt.op == "=~" {
+			mt.re = regexp.MustCompile("^(?:" + part[3] + ")$")
+		}
+		matchers = append(matchers, mt)
+	}
+	sum := 0.0
+	for _, f := range families {
+		if f.GetName() != m[1] {
+			continue
+		}
+	metric:
+		for _, sample := range f.GetMetric() {
+			labels := map[string]string{}
+			for _, l := range sample.GetLabel() {
+				labels[l.GetName()] = l.GetValue()
+			}
+			for _, mt := range matchers {
+				v := labels[mt.label]
+				if (mt.op == "=" && v != mt.value) || (mt.op == "!=" && v == mt.value) || (mt.op == "=~" && !mt.re.MatchString(v)) {
+					continue metric
+				}
+			}
+			sum += value(sample)
+		}
+	}
+	return sum, nil
 }
