@@ -216,7 +216,10 @@ func TestHelmTestChecksTheWebhook(t *testing.T) {
 	if err != nil {
 		t.Fatal(err)
 	}
-	vals, err := chartutil.ToRenderValues(ch, nil, chartutil.ReleaseOptions{Name: "netconf-migrator", Namespace: "tools", IsInstall: true, Revision: 1}, chartutil.DefaultCapabilities)
+	vals, err := chartutil.ToRenderValues(ch, map[string]any{
+		"podLabels":      map[string]any{"team": "network"},
+		"podAnnotations": map[string]any{"sidecar.istio.io/inject": "false"},
+	}, chartutil.ReleaseOptions{Name: "netconf-migrator", Namespace: "tools", IsInstall: true, Revision: 1}, chartutil.DefaultCapabilities)
 	if err != nil {
 		t.Fatal(err)
 	}
@@ -233,13 +236,27 @@ func TestHelmTestChecksTheWebhook(t *testing.T) {
 		}
 		kinds[o["kind"].(string)] = o
 		ann, _ := o["metadata"].(map[string]any)["annotations"].(map[string]any)
-		if ann["helm.sh/hook"] != "test" || !strings.Contains(ann["helm.sh/hook-delete-policy"].(string), "hook-succeeded") {
-			t.Errorf("%s is not a test hook removed once it passed: %v", o["kind"], ann)
+		policy, _ := ann["helm.sh/hook-delete-policy"].(string)
+		switch {
+		case ann["helm.sh/hook"] != "test" || !strings.Contains(policy, "before-hook-creation"):
+			t.Errorf("%s is not a test hook made anew by each helm test: %v", o["kind"], ann)
+		// helm test --logs reads the Pod's log after it ended: a Pod
+		// removed once it passed has none to show.
+		case o["kind"] == "Pod" && strings.Contains(policy, "hook-succeeded"):
+			t.Errorf("the test Pod is removed once it passed, before helm test --logs reads its log: %v", ann)
+		case o["kind"] != "Pod" && !strings.Contains(policy, "hook-succeeded"):
+			t.Errorf("%s is not removed once the test passed: %v", o["kind"], ann)
 		}
 	}
 	pod := kinds["Pod"]
 	if pod == nil || kinds["Role"] == nil || kinds["RoleBinding"] == nil || kinds["ServiceAccount"] == nil {
 		t.Fatalf("the test hooks: %v", kinds)
+	}
+	// podLabels and podAnnotations reach every Pod the chart makes (a
+	// mesh's injection, a cost label), the test's too.
+	if meta := pod["metadata"].(map[string]any); meta["labels"].(map[string]any)["team"] != "network" ||
+		meta["annotations"].(map[string]any)["sidecar.istio.io/inject"] != "false" {
+		t.Errorf("the test Pod misses podLabels or podAnnotations: %v", meta)
 	}
 	spec := pod["spec"].(map[string]any)
 	c := spec["containers"].([]any)[0].(map[string]any)
