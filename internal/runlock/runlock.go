@@ -302,21 +302,33 @@ func take(ctx context.Context, lock *renewals, key, identity string, wait, durat
 	retry := RetryPeriod(duration)
 	// deadAt is when each holder was first proven dead by this wait.
 	deadAt := map[string]time.Time{}
+	// The wait ends at deadline when the holder is proven alive, and is
+	// stretched (until) while it may be dead.
 	deadline := time.Now().Add(wait)
-	// renewed counts the holder's renewals seen during this wait: versions
-	// of the Lease, with the same holder, after the first one read. A holder killed
+	until := deadline
+	// renewed counts the versions of the Lease this wait saw after the
+	// first it read: renewals, and other holders taking it. A holder killed
 	// with a renewal in flight can still show one, stored after its death
-	// (its elector sends one request at a time); only a second proves it
-	// alive.
+	// (its elector sends one request at a time); only a second proves a
+	// live writer. Counted across holders: a run of short runs, each with
+	// an identity of its own, is the Lease in use.
 	var (
 		lastVersion string
 		renewed     int
 		lastErr     error
+		// Of the last record read, held by another: when this process first
+		// saw it, when it expires, and its duration.
+		seen, expires time.Time
+		held          time.Duration
 	)
 	holder := ""
 	for {
 		now := time.Now()
 		rec, _, err := lock.Get(ctx)
+		// A version is first seen once the Get that read it returned: a
+		// renewal stored while a slow Get was in flight was sent after
+		// that Get began, and its holder fences its writes from its send.
+		read := time.Now()
 		switch {
 		case apierrors.IsNotFound(err):
 			rec := record(identity, duration, now, 0)
@@ -328,20 +340,18 @@ func take(ctx context.Context, lock *renewals, key, identity string, wait, durat
 			lastErr = err
 		default:
 			version := lock.readVersion()
-			switch {
-			case rec.HolderIdentity != holder:
-				renewed = 0
-			case lastVersion != "" && version != lastVersion:
+			if lastVersion != "" && version != lastVersion {
 				renewed++
 			}
 			holder, lastVersion = rec.HolderIdentity, version
-			seen := sighted(key, version, now)
-			expires := seen.Add(time.Duration(rec.LeaseDurationSeconds) * time.Second)
-			free := holder == "" || holder == identity || !now.Before(expires)
+			held = time.Duration(rec.LeaseDurationSeconds) * time.Second
+			seen = sighted(key, version, read)
+			expires = seen.Add(held)
+			free := holder == "" || holder == identity || !read.Before(expires)
 			if !free && succ != nil {
-				if at, ok := successorMay(ctx, succ, deadAt, holder, time.Duration(rec.LeaseDurationSeconds)*time.Second); ok {
-					if free = !now.Before(at); !free && deadline.Before(at) {
-						deadline = at.Add(retry)
+				if at, ok := successorMay(ctx, succ, deadAt, holder, held); ok {
+					if free = !read.Before(at); !free && until.Before(at) {
+						until = at.Add(retry)
 					}
 				}
 			}
@@ -354,22 +364,33 @@ func take(ctx context.Context, lock *renewals, key, identity string, wait, durat
 					return identity, nil
 				}
 				lastErr = err
-			} else if !now.Before(deadline) {
-				deadline = waitOn(deadline, renewed, seen, expires, time.Duration(rec.LeaseDurationSeconds)*time.Second, retry)
 			}
 		}
-		if !time.Now().Before(deadline) {
-			if holder != "" && holder != identity {
+		if now := time.Now(); !now.Before(deadline) {
+			next, alive := waitOn(now, renewed, seen, expires, held, retry)
+			switch {
+			case holder == "" || holder == identity:
+				// Nothing held it, yet it could not be read or taken.
+			case alive:
 				return holder, nil
+			case now.Before(until):
+				// Stretched already (a successor's proof): wait on.
+			case now.Before(next):
+				until = next
 			}
-			if lastErr == nil {
-				lastErr = errors.New("no answer")
+			if !now.Before(until) {
+				// At the deadline the Lease was free, or its holder's Lease
+				// expired, and this run still did not take it: say why,
+				// rather than name a holder that may be long dead.
+				if lastErr == nil {
+					lastErr = errors.New("no answer")
+				}
+				return "", fmt.Errorf("could not take the Lease %s within %s (is the API server reachable, and may this identity get, create and update Leases there?): %w", key, wait, lastErr)
 			}
-			return "", fmt.Errorf("could not take the Lease %s within %s (is the API server reachable, and may this identity get, create and update Leases there?): %w", key, wait, lastErr)
 		}
 		select {
 		case <-ctx.Done():
-			if holder != "" {
+			if holder != "" && holder != identity {
 				return holder, nil
 			}
 			return "", fmt.Errorf("waiting for the Lease %s: %w", key, context.Cause(ctx))
@@ -378,23 +399,23 @@ func take(ctx context.Context, lock *renewals, key, identity string, wait, durat
 	}
 }
 
-// waitOn returns when a wait that reached its deadline with the Lease held
-// by another ends. A holder seen renewing twice is alive: the wait ends.
-// One seen renewing once may have been killed right after, its last
-// renewal stored late: the wait goes on until its next renewal was due
-// (its retry period twice, and one of this wait's own, from that
-// renewal's sight). One that did not renew (again) may be dead: the wait
-// goes on until its Lease may be taken, one retry period after it
-// expires. Each is bounded: a live holder renews, and a dead one's Lease
+// waitOn says, at now, past a wait's deadline, with the Lease held by
+// another, whether the holder is alive (seen writing twice during the
+// wait: the wait ends), and else until when to wait on. One seen writing
+// once may have been killed right after, its last renewal stored late:
+// until its next renewal was due (its retry period twice, and one of this
+// wait's own, from that renewal's sight). One that did not write (again)
+// may be dead: until its Lease may be taken, one retry period after it
+// expires. Each is bounded: a live holder writes, and a dead one's Lease
 // expires.
-func waitOn(deadline time.Time, renewed int, seen, expires time.Time, holderDuration, retry time.Duration) time.Time {
+func waitOn(now time.Time, renewed int, seen, expires time.Time, holderDuration, retry time.Duration) (time.Time, bool) {
 	if renewed >= 2 {
-		return deadline
+		return now, true
 	}
-	if due := seen.Add(2*RetryPeriod(holderDuration) + retry); renewed == 1 && deadline.Before(due) {
-		return due
+	if due := seen.Add(2*RetryPeriod(holderDuration) + retry); renewed == 1 && now.Before(due) {
+		return due, false
 	}
-	return expires.Add(retry)
+	return expires.Add(retry), false
 }
 
 func record(identity string, duration time.Duration, now time.Time, transitions int) resourcelock.LeaderElectionRecord {
