@@ -37,7 +37,8 @@ func TestTheUnseenGaugeFollowsTheKeyWhenANADReadFails(t *testing.T) {
 	backup := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "tool", Name: "b1",
 		Labels:      map[string]string{replace.LabelBackup: "true", replace.LabelBackupUID: "uid-x"},
 		Annotations: map[string]string{replace.AnnotationNAD: "a/x"}}, Type: replace.BackupSecretType}
-	key := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "earlier", Name: replace.KeySecretName}, Type: replace.KeySecretType,
+	// 0.2's key, under the name 0.2 gave it.
+	key := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "earlier", Name: replace.EarlierKeySecretName}, Type: replace.EarlierKeySecretType,
 		Data: map[string][]byte{"key": []byte(strings.Repeat("k", 32))}}
 	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(backup, key).WithInterceptorFuncs(interceptor.Funcs{
 		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
@@ -57,6 +58,11 @@ func TestTheUnseenGaugeFollowsTheKeyWhenANADReadFails(t *testing.T) {
 			}
 			if _, ok := obj.(*nadv1.NetworkAttachmentDefinition); ok {
 				return apierrors.NewServiceUnavailable("etcd leader changed")
+			}
+			// The Role beside the webhook that 0.2-era installs kept grants
+			// the key by its earlier name only.
+			if _, ok := obj.(*corev1.Secret); ok && k.Namespace == "earlier" && k.Name != replace.EarlierKeySecretName {
+				return apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, k.Name, nil)
 			}
 			return c.Get(ctx, k, obj, opts...)
 		},

@@ -378,9 +378,9 @@ type KeyMissingError struct {
 }
 
 func (e *KeyMissingError) Error() string {
-	return fmt.Sprintf("%v: Secret %s/%s is gone and %d backups are in %s (%s); no new key is made, since every one of them would then look forged"+
+	return fmt.Sprintf("%v: Secret %s/%s (%s up to 0.2) is gone and %d backups are in %s (%s); no new key is made, since every one of them would then look forged"+
 		" and its NAD stay missing. Review and adopt them with: netconf-migrator backups adopt --backup-namespace %s",
-		ErrKeyMissing, e.Namespace, KeySecretName, len(e.Backups), e.Namespace, strings.Join(e.Backups, ", "), e.Namespace)
+		ErrKeyMissing, e.Namespace, KeySecretName, EarlierKeySecretName, len(e.Backups), e.Namespace, strings.Join(e.Backups, ", "), e.Namespace)
 }
 func (e *KeyMissingError) Unwrap() error { return ErrKeyMissing }
 
@@ -437,21 +437,32 @@ func loadKey(ctx context.Context, c client.Client, namespace string, adopting bo
 
 // keySecret reads the signing key's Secret in namespace: the one named
 // KeySecretName, or else the one an earlier version named
-// EarlierKeySecretName. NotFound when neither exists.
+// EarlierKeySecretName. NotFound when neither exists. The earlier name is
+// asked for also when the current one may not be read: a Role that
+// grants the key by name may name only the earlier one (config/ did up to
+// 0.2).
 func keySecret(ctx context.Context, c client.Reader, namespace string) (*corev1.Secret, error) {
 	s := &corev1.Secret{}
 	err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: KeySecretName}, s)
-	if apierrors.IsNotFound(err) {
-		s = &corev1.Secret{}
-		if err = c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: EarlierKeySecretName}, s); apierrors.IsNotFound(err) {
-			// The NotFound of the name a key is written under.
-			return nil, apierrors.NewNotFound(corev1.Resource("secrets"), KeySecretName)
-		}
+	if err == nil {
+		return s, nil
 	}
-	if err != nil {
+	if !apierrors.IsNotFound(err) && !apierrors.IsForbidden(err) {
 		return nil, err
 	}
-	return s, nil
+	earlier := &corev1.Secret{}
+	switch eerr := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: EarlierKeySecretName}, earlier); {
+	case eerr == nil:
+		return earlier, nil
+	case apierrors.IsNotFound(err) && apierrors.IsNotFound(eerr):
+		// The NotFound of the name a key is written under.
+		return nil, err
+	case apierrors.IsForbidden(err):
+		// Whether a key exists under the current name is not known.
+		return nil, err
+	default:
+		return nil, eerr
+	}
 }
 
 // keyOf is the key a signing key's Secret holds, once its type (the one

@@ -10,8 +10,10 @@ import (
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
 	"k8s.io/apimachinery/pkg/apis/meta/v1/unstructured"
 	"k8s.io/apimachinery/pkg/runtime"
+	"k8s.io/apimachinery/pkg/runtime/schema"
 	"sigs.k8s.io/controller-runtime/pkg/client"
 	"sigs.k8s.io/controller-runtime/pkg/client/fake"
+	"sigs.k8s.io/controller-runtime/pkg/client/interceptor"
 )
 
 func nad(ns, name, uid, config string) *unstructured.Unstructured {
@@ -237,7 +239,7 @@ func TestAKeyUnderItsEarlierNameIsReadNeverWritten(t *testing.T) {
 	if err != nil || len(moved.Moved) != 1 || !moved.KeyRemoved {
 		t.Fatalf("MoveEarlier: %+v, %v", moved, err)
 	}
-	if !absent("earlier", EarlierKeySecretName) || !absent("earlier", KeySecretName) {
+	if !absent("earlier", EarlierKeySecretName) {
 		t.Errorf("a signing key is left in the earlier namespace after its last backup moved")
 	}
 
@@ -257,5 +259,53 @@ func TestAKeyUnderItsEarlierNameIsReadNeverWritten(t *testing.T) {
 	odd := fake.NewClientBuilder().WithScheme(scheme).WithObjects(keyIn("tool", KeySecretType)).Build()
 	if _, err := LoadKey(ctx, odd, "tool"); err == nil || !strings.Contains(err.Error(), "is not netconf-migrator's signing key") {
 		t.Errorf("LoadKey with %s of type %s: %v, want it refused", EarlierKeySecretName, KeySecretType, err)
+	}
+}
+
+// A Role that grants the signing key by name may name only the earlier
+// one (config/ did up to 0.2, and a kustomize install that bumps only the
+// image keeps it): the current name is then Forbidden, not NotFound. The
+// earlier key is still read, so the census says backups may wait unseen
+// beside it, and MoveEarlier finds it. Before, a Forbidden on the current
+// name hid it: the gauge stayed 0 and nothing was moved.
+func TestAKeyReadableOnlyByItsEarlierNameIsFound(t *testing.T) {
+	ctx := context.Background()
+	scheme := nadScheme(t)
+	key := []byte(strings.Repeat("k", 32))
+	earlier := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "earlier", Name: EarlierKeySecretName}, Type: EarlierKeySecretType,
+		Data: map[string][]byte{keySecretDataKey: key}}
+	forbidden := func(name string) error {
+		return apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, name, nil)
+	}
+	c := fake.NewClientBuilder().WithScheme(scheme).WithObjects(earlier).WithInterceptorFuncs(interceptor.Funcs{
+		List: func(ctx context.Context, c client.WithWatch, list client.ObjectList, opts ...client.ListOption) error {
+			o := &client.ListOptions{}
+			o.ApplyOptions(opts)
+			if l, ok := list.(*metav1.PartialObjectMetadataList); ok && o.Namespace == "earlier" && l.GetObjectKind().GroupVersionKind().Kind == "SecretList" {
+				return forbidden("")
+			}
+			return c.List(ctx, list, opts...)
+		},
+		Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			if _, ok := obj.(*corev1.Secret); ok && k.Namespace == "earlier" && k.Name != EarlierKeySecretName {
+				return forbidden(k.Name)
+			}
+			return c.Get(ctx, k, obj, opts...)
+		},
+	}).Build()
+	if got, err := ReadKey(ctx, c, "earlier"); err != nil || string(got) != string(key) {
+		t.Errorf("ReadKey with only the earlier name readable: %q, %v; want the earlier key", got, err)
+	}
+	if cs, err := Count(ctx, c, "tool", "earlier"); err != nil || !cs.EarlierUnseen {
+		t.Errorf("Count with only the earlier name readable: %+v, %v; want EarlierUnseen", cs, err)
+	}
+	// Neither readable: not known, an error, never "no key".
+	none := fake.NewClientBuilder().WithScheme(scheme).WithInterceptorFuncs(interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			return forbidden(k.Name)
+		},
+	}).Build()
+	if got, err := ReadKey(ctx, none, "earlier"); !apierrors.IsForbidden(err) {
+		t.Errorf("ReadKey with neither name readable: %q, %v; want Forbidden", got, err)
 	}
 }

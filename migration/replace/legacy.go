@@ -128,7 +128,7 @@ func ReadKey(ctx context.Context, c client.Reader, namespace string) ([]byte, er
 		return nil, nil
 	}
 	if err != nil {
-		return nil, fmt.Errorf("reading the signing key Secret %s/%s: %w", namespace, KeySecretName, err)
+		return nil, fmt.Errorf("reading the signing key in namespace %s: %w", namespace, err)
 	}
 	return keyOf(s)
 }

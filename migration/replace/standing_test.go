@@ -105,7 +105,8 @@ func TestCountIsTheGaugesCensus(t *testing.T) {
 	if cs, err := Count(ctx, c, "tool", "earlier"); err != nil || cs.EarlierUnseen || cs.Open != 5 {
 		t.Errorf("no earlier key: %+v, %v", cs, err)
 	}
-	if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "earlier", Name: KeySecretName}, Type: KeySecretType, Data: map[string][]byte{keySecretDataKey: []byte(strings.Repeat("k", 32))}}); err != nil {
+	// 0.2's key, under the name 0.2 gave it.
+	if err := c.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "earlier", Name: EarlierKeySecretName}, Type: EarlierKeySecretType, Data: map[string][]byte{keySecretDataKey: []byte(strings.Repeat("k", 32))}}); err != nil {
 		t.Fatal(err)
 	}
 	if cs, err := Count(ctx, c, "tool", "earlier"); err != nil || !cs.EarlierUnseen {

@@ -4,6 +4,7 @@ import (
 	"context"
 	"fmt"
 	"path/filepath"
+	"strings"
 	"testing"
 
 	corev1 "k8s.io/api/core/v1"
@@ -56,9 +57,11 @@ func TestOperatorRBAC(t *testing.T) {
 	h, ns, before := vlanNADBesideV16(t, "operator-rbac")
 	harvester.Create(t, env.Client, harvester.NewVM(ns, "stopped", "other"))
 
-	// A 0.2 run left its key and a backup beside the webhook.
-	earlierKey, err := replace.LoadKey(ctx, env.Client, ownNamespace)
-	if err != nil {
+	// A 0.2 run left its key (under the name 0.2 gave it) and a backup
+	// beside the webhook.
+	earlierKey := []byte(strings.Repeat("0.2-key-", 4))
+	if err := env.Client.Create(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ownNamespace, Name: replace.EarlierKeySecretName},
+		Type: replace.EarlierKeySecretType, Data: map[string][]byte{"key": earlierKey}}); err != nil {
 		t.Fatal(err)
 	}
 	gone := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "k8s.cni.cncf.io/v1", "kind": "NetworkAttachmentDefinition",
@@ -69,7 +72,7 @@ func TestOperatorRBAC(t *testing.T) {
 	}
 	t.Cleanup(func() {
 		_ = env.Client.DeleteAllOf(ctx, &corev1.Secret{}, client.InNamespace(ownNamespace), client.MatchingLabels{replace.LabelBackup: "true"})
-		_ = env.Client.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ownNamespace, Name: replace.KeySecretName}})
+		_ = env.Client.Delete(ctx, &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: ownNamespace, Name: replace.EarlierKeySecretName}})
 	})
 
 	startOperatorAs(t, asSA, operator.Options{Fix: detect.FixOff})

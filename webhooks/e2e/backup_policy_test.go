@@ -101,8 +101,10 @@ func TestOnlyTheToolWritesItsBackups(t *testing.T) {
 	if err := webhook.List(ctx, &corev1.SecretList{}, client.InNamespace(backupNamespace)); !apierrors.IsForbidden(err) {
 		t.Errorf("the webhook's ServiceAccount listing the Secrets of %s: %v, want Forbidden", backupNamespace, err)
 	}
-	if err := webhook.Get(ctx, client.ObjectKey{Namespace: backupNamespace, Name: replace.KeySecretName}, &corev1.Secret{}); !apierrors.IsForbidden(err) {
-		t.Errorf("the webhook's ServiceAccount reading the signing key: %v, want Forbidden", err)
+	for _, name := range []string{replace.KeySecretName, replace.EarlierKeySecretName} {
+		if err := webhook.Get(ctx, client.ObjectKey{Namespace: backupNamespace, Name: name}, &corev1.Secret{}); !apierrors.IsForbidden(err) {
+			t.Errorf("the webhook's ServiceAccount reading the signing key %s: %v, want Forbidden", name, err)
+		}
 	}
 
 	// The webhook's own namespace: its certificate yes, the tool's no.
@@ -122,7 +124,8 @@ func TestOnlyTheToolWritesItsBackups(t *testing.T) {
 	if err := env.Client.Create(ctx, cert); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
-	earlierKey := planted(ownNamespace)["the signing key"]
+	// 0.2 named it netconf-migrator-journal-key.
+	earlierKey := planted(ownNamespace)["the key's earlier name"]
 	if err := env.Client.Create(ctx, earlierKey); err != nil && !apierrors.IsAlreadyExists(err) {
 		t.Fatal(err)
 	}
