@@ -414,8 +414,12 @@ func TestReuseValuesFromAChartWithoutCRDValues(t *testing.T) {
 		}
 	}
 	old.Templates = tpls
+	// The Kubernetes of Harvester v1.6 (Helm as a library assumes 1.20,
+	// older than the chart's kubeVersion).
+	caps := chartutil.DefaultCapabilities.Copy()
+	caps.KubeVersion = chartutil.KubeVersion{Version: "v1.33.1", Major: "1", Minor: "33"}
 	cfg := &action.Configuration{Releases: storage.Init(driver.NewMemory()), KubeClient: &kubefake.PrintingKubeClient{Out: io.Discard},
-		Capabilities: chartutil.DefaultCapabilities, Log: t.Logf}
+		Capabilities: caps, Log: t.Logf}
 	in := action.NewInstall(cfg)
 	in.ReleaseName, in.Namespace = "netconf-migrator", "netconf-migrator-system"
 	if _, err := in.Run(old, map[string]any{"replicas": 3}); err != nil {
