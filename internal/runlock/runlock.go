@@ -306,12 +306,12 @@ func take(ctx context.Context, lock *renewals, key, identity string, wait, durat
 	// stretched (until) while it may be dead.
 	deadline := time.Now().Add(wait)
 	until := deadline
-	// renewed counts the versions of the Lease this wait saw after the
-	// first it read: renewals, and other holders taking it. A holder killed
-	// with a renewal in flight can still show one, stored after its death
-	// (its elector sends one request at a time); only a second proves a
-	// live writer. Counted across holders: a run of short runs, each with
-	// an identity of its own, is the Lease in use.
+	// renewed counts the versions of the Lease this wait saw, written by
+	// the current holder after the first it read of that holder. A holder
+	// killed with a renewal in flight can still show one, stored after its
+	// death (its elector sends one request at a time); only a second
+	// proves it alive. Counted per holder: two holders killed one after
+	// the other show one write each.
 	var (
 		lastVersion string
 		renewed     int
@@ -320,6 +320,12 @@ func take(ctx context.Context, lock *renewals, key, identity string, wait, durat
 		// saw it, when it expires, and its duration.
 		seen, expires time.Time
 		held          time.Duration
+		// changes counts the holders that took the Lease from another
+		// during this wait. Two mean the Lease is in use (short runs one
+		// after another, each with an identity of its own, as the
+		// operator's fixes take it, may never write twice): the wait ends
+		// at its deadline. Each holder killed at once would take three.
+		changes int
 	)
 	holder := ""
 	for {
@@ -339,8 +345,15 @@ func take(ctx context.Context, lock *renewals, key, identity string, wait, durat
 		case err != nil:
 			lastErr = err
 		default:
+			lastErr = nil
 			version := lock.readVersion()
-			if lastVersion != "" && version != lastVersion {
+			switch {
+			case rec.HolderIdentity != holder:
+				if holder != "" && lastVersion != "" {
+					changes++
+				}
+				renewed = 0
+			case lastVersion != "" && version != lastVersion:
 				renewed++
 			}
 			holder, lastVersion = rec.HolderIdentity, version
@@ -368,9 +381,18 @@ func take(ctx context.Context, lock *renewals, key, identity string, wait, durat
 		}
 		if now := time.Now(); !now.Before(deadline) {
 			next, alive := waitOn(now, renewed, seen, expires, held, retry)
+			alive = alive || changes >= 2
 			switch {
 			case holder == "" || holder == identity:
 				// Nothing held it, yet it could not be read or taken.
+			case !now.Before(expires) && lastErr != nil:
+				// The holder's Lease expired and this run could not take it
+				// (or read it since): the error says why.
+				until = now
+			case !now.Before(expires.Add(retry)):
+				// Expired, and nothing failed: the last pass read it just
+				// before (a slow successor's proof in between). One more.
+				until = now.Add(retry)
 			case alive:
 				return holder, nil
 			case now.Before(until):
@@ -379,9 +401,9 @@ func take(ctx context.Context, lock *renewals, key, identity string, wait, durat
 				until = next
 			}
 			if !now.Before(until) {
-				// At the deadline the Lease was free, or its holder's Lease
-				// expired, and this run still did not take it: say why,
-				// rather than name a holder that may be long dead.
+				if holder != "" && holder != identity && lastErr == nil {
+					return holder, nil
+				}
 				if lastErr == nil {
 					lastErr = errors.New("no answer")
 				}

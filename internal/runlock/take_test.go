@@ -6,16 +6,23 @@ package runlock
 
 import (
 	"context"
+	"fmt"
 	"strconv"
+	"strings"
 	"sync"
 	"testing"
 	"time"
 
+	"github.com/go-logr/logr"
 	coordinationv1 "k8s.io/api/coordination/v1"
+	corev1 "k8s.io/api/core/v1"
 	apierrors "k8s.io/apimachinery/pkg/api/errors"
 	metav1 "k8s.io/apimachinery/pkg/apis/meta/v1"
+	"k8s.io/apimachinery/pkg/runtime"
 	"k8s.io/apimachinery/pkg/runtime/schema"
+	kubefake "k8s.io/client-go/kubernetes/fake"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
+	k8stesting "k8s.io/client-go/testing"
 	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/utils/ptr"
 )
@@ -102,7 +109,7 @@ func TestAFailedReadAtTheDeadlineStillOutlastsADeadHolder(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	holder, err := take(ctx, lockOn(f, "next"), t.Name(), "next", 300*time.Millisecond, time.Second, nil)
+	holder, err := take(ctx, lockOn(f, "next"), unique(t), "next", 300*time.Millisecond, time.Second, nil)
 	if err != nil || holder != "next" {
 		t.Fatalf("take after %s: holder %q, %v; want the dead holder's Lease taken once it expired", time.Since(f.start).Round(time.Millisecond), holder, err)
 	}
@@ -120,7 +127,7 @@ func TestAReadAcrossTheDeadlineStillOutlastsADeadHolder(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	holder, err := take(ctx, lockOn(f, "next"), t.Name(), "next", 300*time.Millisecond, time.Second, nil)
+	holder, err := take(ctx, lockOn(f, "next"), unique(t), "next", 300*time.Millisecond, time.Second, nil)
 	if err != nil || holder != "next" {
 		t.Fatalf("take after %s: holder %q, %v; want the dead holder's Lease taken once it expired", time.Since(f.start).Round(time.Millisecond), holder, err)
 	}
@@ -143,9 +150,12 @@ func TestAWaitOnShortRunsOneAfterAnotherEnds(t *testing.T) {
 	ctx, cancel := context.WithTimeout(context.Background(), 5*time.Second)
 	defer cancel()
 	start := time.Now()
-	holder, err := take(ctx, lockOn(f, "next"), t.Name(), "next", 300*time.Millisecond, time.Second, nil)
+	holder, err := take(ctx, lockOn(f, "next"), unique(t), "next", 300*time.Millisecond, time.Second, nil)
 	if took := time.Since(start); took > 2500*time.Millisecond {
 		t.Fatalf("a 300ms wait lasted %s (ended by the context: %v), holder %q, %v", took.Round(time.Millisecond), ctx.Err() != nil, holder, err)
+	}
+	if err != nil || !strings.HasPrefix(holder, "run-") {
+		t.Errorf("the wait on short runs ended with holder %q, %v; want one of the runs (held)", holder, err)
 	}
 }
 
@@ -168,7 +178,7 @@ func TestASlowReadDoesNotEndAHoldersFenceEarly(t *testing.T) {
 	}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	holder, err := take(ctx, lockOn(f, "next"), t.Name(), "next", 10*time.Second, d, nil)
+	holder, err := take(ctx, lockOn(f, "next"), unique(t), "next", 10*time.Second, d, nil)
 	if err != nil || holder != "next" {
 		t.Fatalf("take: %q, %v", holder, err)
 	}
@@ -176,5 +186,92 @@ func TestASlowReadDoesNotEndAHoldersFenceEarly(t *testing.T) {
 	if f.takenAt.Before(fenceEnd) {
 		t.Errorf("taken %s before the holder's fence ended (renewal sent at +%s, taken at +%s)",
 			fenceEnd.Sub(f.takenAt).Round(time.Millisecond), sent.Sub(f.start).Round(time.Millisecond), f.takenAt.Sub(f.start).Round(time.Millisecond))
+	}
+}
+
+// unique keeps this process's sightings of one run of a test from the
+// next (-count=N): the Lease API in memory numbers versions from 1 again.
+func unique(t *testing.T) string { return fmt.Sprintf("%s/%d", t.Name(), time.Now().UnixNano()) }
+
+// failUpdates is a Lease API whose updates fail with err.
+type failUpdates struct {
+	*fakeLeases
+	err error
+}
+
+func (f failUpdates) Leases(string) coordinationv1client.LeaseInterface { return f }
+func (f failUpdates) Update(context.Context, *coordinationv1.Lease, metav1.UpdateOptions) (*coordinationv1.Lease, error) {
+	return nil, f.err
+}
+
+// A is killed with a renewal in flight (stored late); B takes the Lease
+// and is killed at once. One write each proves neither alive: B's Lease is
+// taken once it expired. Counted across holders, the two writes ended the
+// wait at its deadline naming B, who never wrote again.
+func TestTwoHoldersKilledOneAfterTheOtherAreOutlasted(t *testing.T) {
+	f := newFake("A", 1)
+	f.beforeGet = func(f *fakeLeases, n int) error {
+		switch n {
+		case 1:
+			f.write("A", 1, time.Now())
+		case 2:
+			f.write("B", 1, time.Now())
+		}
+		return nil
+	}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	holder, err := take(ctx, lockOn(f, "next"), unique(t), "next", 300*time.Millisecond, time.Second, nil)
+	if err != nil || holder != "next" {
+		t.Fatalf("take after %s: holder %q, %v; want B's Lease taken once it expired", time.Since(f.start).Round(time.Millisecond), holder, err)
+	}
+}
+
+// A renews twice during the wait and dies; its Lease expires before the
+// deadline, and this identity may not update Leases. The wait ends with
+// the Forbidden error, not "held by A".
+func TestAnExpiredLeaseThatCannotBeTakenSaysWhy(t *testing.T) {
+	f := newFake("A", 1)
+	f.beforeGet = func(f *fakeLeases, n int) error {
+		if n == 1 || n == 2 {
+			f.write("A", 1, time.Now())
+		}
+		return nil
+	}
+	g := failUpdates{f, apierrors.NewForbidden(schema.GroupResource{Group: "coordination.k8s.io", Resource: "leases"}, LeaseName, nil)}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	lock := &renewals{}
+	lock.LeaseLock = &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: "ns", Name: LeaseName},
+		Client:     readVersions{g, lock},
+		LockConfig: resourcelock.ResourceLockConfig{Identity: "next"},
+	}
+	holder, err := take(ctx, lock, unique(t), "next", 2*time.Second, time.Second, nil)
+	if !apierrors.IsForbidden(err) {
+		t.Fatalf("take after %s: holder %q, %v; want the Forbidden error", time.Since(f.start).Round(time.Millisecond), holder, err)
+	}
+}
+
+// A holder's Lease, a successor whose Pod read is slower than a retry
+// period (an API server under load): the read just before the Lease
+// expired is followed by the slow proof, and the deadline is checked past
+// the expiry. The Lease is taken on the next pass; before, the wait ended
+// with "could not take the Lease ... no answer".
+func TestASlowSuccessorsProofStillTakesAnExpiredLease(t *testing.T) {
+	f := newFake("old [operator pod ns/old uid-old container c proc old]", 1)
+	kube := kubefake.NewSimpleClientset()
+	kube.PrependReactor("get", "pods", func(k8stesting.Action) (bool, runtime.Object, error) {
+		if e := time.Since(f.start); e > 600*time.Millisecond && e < 1000*time.Millisecond {
+			time.Sleep(time.Until(f.start.Add(1200 * time.Millisecond)))
+		}
+		return true, &corev1.Pod{ObjectMeta: metav1.ObjectMeta{Namespace: "ns", Name: "old", UID: "uid-old"}, Status: corev1.PodStatus{Phase: corev1.PodRunning}}, nil
+	})
+	succ := &Successor{Self: Self{Role: "operator", Namespace: "ns", Pod: "me", UID: "uid-me", Container: "c", Process: "me", Started: time.Now()}, Pods: kube, Log: logr.Discard()}
+	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
+	defer cancel()
+	holder, err := take(ctx, lockOn(f, "next"), unique(t), "next", 300*time.Millisecond, time.Second, succ)
+	if err != nil || holder != "next" {
+		t.Fatalf("take after %s: holder %q, %v; want the expired Lease taken", time.Since(f.start).Round(time.Millisecond), holder, err)
 	}
 }
