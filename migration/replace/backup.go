@@ -400,7 +400,7 @@ func MakeKey(ctx context.Context, c client.Client, namespace string) ([]byte, er
 }
 
 func loadKey(ctx context.Context, c client.Client, namespace string, adopting bool) ([]byte, error) {
-	s, err := keySecret(ctx, c, namespace)
+	s, err := keySecret(ctx, c, namespace, false)
 	if apierrors.IsNotFound(err) && !adopting {
 		list := &corev1.SecretList{}
 		if err := c.List(ctx, list, client.InNamespace(namespace), client.MatchingLabels{LabelBackup: "true"}); err != nil {
@@ -426,7 +426,7 @@ func loadKey(ctx context.Context, c client.Client, namespace string, adopting bo
 		}
 		err = c.Create(ctx, s, client.FieldOwner(fieldManager))
 		if apierrors.IsAlreadyExists(err) {
-			s, err = keySecret(ctx, c, namespace)
+			s, err = keySecret(ctx, c, namespace, false)
 		}
 	}
 	if err != nil {
@@ -437,17 +437,19 @@ func loadKey(ctx context.Context, c client.Client, namespace string, adopting bo
 
 // keySecret reads the signing key's Secret in namespace: the one named
 // KeySecretName, or else the one an earlier version named
-// EarlierKeySecretName. NotFound when neither exists. The earlier name is
-// asked for also when the current one may not be read: a Role that
-// grants the key by name may name only the earlier one (config/ did up to
-// 0.2).
-func keySecret(ctx context.Context, c client.Reader, namespace string) (*corev1.Secret, error) {
+// EarlierKeySecretName. NotFound when neither exists. With pastForbidden,
+// the earlier name is asked for also when the current one may not be
+// read: a Role that grants the key by name may name only the earlier one
+// (config/ did up to 0.2). Only to verify and count: a key to sign with
+// is never chosen past a key this identity may not see, or its backups
+// and another identity's would each look forged to the other.
+func keySecret(ctx context.Context, c client.Reader, namespace string, pastForbidden bool) (*corev1.Secret, error) {
 	s := &corev1.Secret{}
 	err := c.Get(ctx, client.ObjectKey{Namespace: namespace, Name: KeySecretName}, s)
 	if err == nil {
 		return s, nil
 	}
-	if !apierrors.IsNotFound(err) && !apierrors.IsForbidden(err) {
+	if !apierrors.IsNotFound(err) && !(pastForbidden && apierrors.IsForbidden(err)) {
 		return nil, err
 	}
 	earlier := &corev1.Secret{}

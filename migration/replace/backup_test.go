@@ -309,3 +309,32 @@ func TestAKeyReadableOnlyByItsEarlierNameIsFound(t *testing.T) {
 		t.Errorf("ReadKey with neither name readable: %q, %v; want Forbidden", got, err)
 	}
 }
+
+// Both names hold a key (a 0.2 writer beside this version during an
+// upgrade, or a copy by hand), and one identity may not read the current
+// one. The key it signs with is never the other one: its backups and an
+// administrator's would each look forged to the other. It fails, naming
+// the Forbidden read; only counting and verifying look past it.
+func TestAKeyToSignWithIsNeverChosenPastOneForbidden(t *testing.T) {
+	ctx := context.Background()
+	scheme := nadScheme(t)
+	current := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "backups", Name: KeySecretName}, Type: KeySecretType,
+		Data: map[string][]byte{keySecretDataKey: []byte(strings.Repeat("c", 32))}}
+	earlier := &corev1.Secret{ObjectMeta: metav1.ObjectMeta{Namespace: "backups", Name: EarlierKeySecretName}, Type: EarlierKeySecretType,
+		Data: map[string][]byte{keySecretDataKey: []byte(strings.Repeat("e", 32))}}
+	admin := fake.NewClientBuilder().WithScheme(scheme).WithObjects(current, earlier).Build()
+	restricted := interceptor.NewClient(admin, interceptor.Funcs{
+		Get: func(ctx context.Context, c client.WithWatch, k client.ObjectKey, obj client.Object, opts ...client.GetOption) error {
+			if _, ok := obj.(*corev1.Secret); ok && k.Name == KeySecretName {
+				return apierrors.NewForbidden(schema.GroupResource{Resource: "secrets"}, k.Name, nil)
+			}
+			return c.Get(ctx, k, obj, opts...)
+		},
+	})
+	if key, err := LoadKey(ctx, admin, "backups"); err != nil || string(key) != string(current.Data[keySecretDataKey]) {
+		t.Fatalf("an administrator's key: %q, %v; want the current one", key, err)
+	}
+	if key, err := LoadKey(ctx, restricted, "backups"); !apierrors.IsForbidden(err) {
+		t.Errorf("LoadKey for an identity that may not read %s: %q, %v; want the Forbidden read", KeySecretName, key, err)
+	}
+}

@@ -123,7 +123,7 @@ func ignoreForbidden(err error) error {
 // ReadKey reads the signing key of namespace without making one: nil when
 // there is none.
 func ReadKey(ctx context.Context, c client.Reader, namespace string) ([]byte, error) {
-	s, err := keySecret(ctx, c, namespace)
+	s, err := keySecret(ctx, c, namespace, true)
 	if apierrors.IsNotFound(err) {
 		return nil, nil
 	}
