@@ -59,8 +59,16 @@ func Health(script string, obj any) (Status, error) {
 	if err := json.Unmarshal(raw, &decoded); err != nil {
 		return Status{}, err
 	}
-	L := lua.NewState()
+	// Argo CD opens only the package, base and table libraries (and a
+	// safe os, which no check here needs): a script that used string, io
+	// or os would pass with every library open and fail in Argo CD.
+	L := lua.NewState(lua.Options{SkipOpenLibs: true})
 	defer L.Close()
+	for name, open := range map[string]lua.LGFunction{lua.LoadLibName: lua.OpenPackage, lua.BaseLibName: lua.OpenBase, lua.TabLibName: lua.OpenTable} {
+		if err := L.CallByParam(lua.P{Fn: L.NewFunction(open), Protect: true}, lua.LString(name)); err != nil {
+			return Status{}, fmt.Errorf("opening Lua's %s library: %w", name, err)
+		}
+	}
 	L.SetGlobal("obj", toLua(L, decoded))
 	if err := L.DoString(script); err != nil {
 		return Status{}, fmt.Errorf("the health check failed: %w", err)

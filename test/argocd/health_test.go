@@ -78,3 +78,19 @@ func TestHealthChecksAsArgoCDRunsThem(t *testing.T) {
 		})
 	}
 }
+
+// Health opens the Lua libraries Argo CD opens, and no others: a check
+// that calls string or os functions fails here as it would in Argo CD.
+func TestHealthOpensOnlyArgoCDsLibraries(t *testing.T) {
+	for _, script := range []string{
+		`local hs = {} hs.status = string.upper("healthy") return hs`,
+		`local hs = {} hs.status = io.read() return hs`,
+	} {
+		if _, err := Health(script, map[string]any{}); err == nil {
+			t.Errorf("%q ran", script)
+		}
+	}
+	if hs, err := Health(`local hs = {} local t = {} table.insert(t, "Healthy") hs.status = t[1] return hs`, map[string]any{}); err != nil || hs.Status != "Healthy" {
+		t.Errorf("the table library: %+v, %v", hs, err)
+	}
+}
