@@ -107,6 +107,51 @@ func TestAsASubchart(t *testing.T) {
 		t.Errorf("%d Pod templates rendered, want the webhook's, the operator's and the Job's", pods)
 	}
 
+	// Air gaps (issue 36): RKE2's global.systemDefaultRegistry, when
+	// Rancher's is not set, and global.imagePullSecrets, names or {name},
+	// beside the chart's own, once each. Before, both were accepted and
+	// ignored, and a list of names was refused.
+	files, err = renderUmbrella(t, dir, map[string]any{
+		"global": map[string]any{"systemDefaultRegistry": "rke2.local:5000", "imagePullSecrets": []any{"from-global", map[string]any{"name": "shared"}}},
+		"netconf-migrator": map[string]any{
+			"migrationJob":     map[string]any{"enabled": true},
+			"imagePullSecrets": []any{"own", map[string]any{"name": "shared"}},
+		},
+	})
+	if err != nil {
+		t.Fatalf("rendering with RKE2's registry and global pull secrets: %v", err)
+	}
+	pods = 0
+	for name, body := range files {
+		if !strings.Contains(name, "/charts/netconf-migrator/templates/") {
+			continue
+		}
+		for _, doc := range strings.Split(body, "\n---") {
+			o := map[string]any{}
+			if yaml.Unmarshal([]byte(doc), &o) != nil {
+				continue
+			}
+			spec, _ := o["spec"].(map[string]any)
+			tmpl, _ := spec["template"].(map[string]any)
+			podSpec, _ := tmpl["spec"].(map[string]any)
+			if podSpec == nil {
+				continue
+			}
+			pods++
+			for _, c := range podSpec["containers"].([]any) {
+				if img := c.(map[string]any)["image"].(string); !strings.HasPrefix(img, "rke2.local:5000/ghcr.io/harvester/netconf-migrator") {
+					t.Errorf("%s: image %s is not behind global.systemDefaultRegistry", name, img)
+				}
+			}
+			if got := fmt.Sprint(podSpec["imagePullSecrets"]); got != "[map[name:from-global] map[name:shared] map[name:own]]" {
+				t.Errorf("%s: imagePullSecrets %s, want from-global, shared and own, once each", name, got)
+			}
+		}
+	}
+	if pods != 3 {
+		t.Errorf("%d Pod templates rendered with global pull secrets", pods)
+	}
+
 	_, err = renderUmbrella(t, dir, map[string]any{"netconf-migrator": map[string]any{"imagePullSecrets": "private"}})
 	if err == nil || !strings.Contains(err.Error(), "imagePullSecrets") {
 		t.Errorf("imagePullSecrets of the wrong type: %v, want the schema's refusal naming it", err)

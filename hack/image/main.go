@@ -104,6 +104,12 @@ func run(o imagebuild.Options, out string, push bool) error {
 	if err != nil {
 		return err
 	}
+	// The tag the archives carry, for an install from them (air gaps:
+	// --set image.tag=$(cat dist/image/tag)): the chart must name the
+	// image by the same tag, which git describe does not give.
+	if err := os.WriteFile(filepath.Join(out, "tag"), []byte(ref.TagStr()+"\n"), 0o644); err != nil {
+		return err
+	}
 	// What the release signs: the index by digest, never a tag.
 	if err := os.WriteFile(filepath.Join(out, "digest"), []byte(ref.Context().Digest(d.String()).String()+"\n"), 0o644); err != nil {
 		return err

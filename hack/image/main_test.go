@@ -48,6 +48,13 @@ func TestTheImageLeavesItsDigestAndSBOMs(t *testing.T) {
 	if want := "ghcr.io/harvester/netconf-migrator@" + m.Manifests[0].Digest.String() + "\n"; err != nil || string(digest) != want {
 		t.Errorf("digest file %q (%v), want %q", digest, err, want)
 	}
+	// The tag an air-gapped install names (README: --set
+	// image.tag=$(cat dist/image/tag)) is the one the archives carry: the
+	// README once told git describe's, which is not the image's.
+	tag, err := os.ReadFile(filepath.Join(out, "tag"))
+	if carried := m.Manifests[0].Annotations["org.opencontainers.image.ref.name"]; err != nil || string(tag) != carried+"\n" || carried != o.Version {
+		t.Errorf("tag file %q (%v); the layout carries %q, built as %q", tag, err, carried, o.Version)
+	}
 	var doc struct{ BOMFormat string }
 	raw, err := os.ReadFile(filepath.Join(out, "netconf-migrator-linux-amd64.cdx.json"))
 	if err != nil || json.Unmarshal(raw, &doc) != nil || doc.BOMFormat != "CycloneDX" {

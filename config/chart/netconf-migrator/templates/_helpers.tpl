@@ -29,13 +29,18 @@ helm.sh/chart: {{ printf "%s-%s" .Chart.Name .Chart.Version }}
 {{- end -}}
 
 {{/*
-The image, behind Rancher's global.cattle.systemDefaultRegistry when it is
-set: an air-gapped Harvester points every image at its private registry
-that way, and Rancher's app installer sets it for every chart.
+The image, behind a private registry when one is set: Rancher's
+global.cattle.systemDefaultRegistry (its app installer sets it for every
+chart; an air-gapped Harvester points every image at its registry that
+way), else global.systemDefaultRegistry (RKE2's spelling, in its own
+charts).
 */}}
 {{- define "netconf-migrator.image" -}}
 {{- $registry := "" -}}
-{{- with .Values.global -}}{{- with .cattle -}}{{- $registry = .systemDefaultRegistry | default "" -}}{{- end -}}{{- end -}}
+{{- with .Values.global -}}
+{{- $registry = .systemDefaultRegistry | default "" -}}
+{{- with .cattle -}}{{- $registry = .systemDefaultRegistry | default $registry -}}{{- end -}}
+{{- end -}}
 {{- $repo := .Values.image.repository -}}
 {{- if $registry -}}{{- $repo = printf "%s/%s" (trimSuffix "/" $registry) $repo -}}{{- end -}}
 {{- if .Values.image.digest -}}
@@ -65,7 +70,9 @@ annotations:
 {{/*
 Where a Pod may run and how its image is pulled: priorityClassName,
 nodeSelector, tolerations, imagePullSecrets and affinity (the given
-default when the values set none).
+default when the values set none). Pull secrets come from
+global.imagePullSecrets (as Rancher's charts take them) and
+imagePullSecrets, each a name or {name: ...}, once each.
 */}}
 {{- define "netconf-migrator.podPlacement" -}}
 {{- with .root.Values.priorityClassName }}
@@ -79,7 +86,12 @@ nodeSelector:
 tolerations:
   {{- toYaml . | nindent 2 }}
 {{- end }}
-{{- with .root.Values.imagePullSecrets }}
+{{- $pull := list }}
+{{- range concat (((.root.Values.global | default dict).imagePullSecrets) | default list) (.root.Values.imagePullSecrets | default list) }}
+{{- $name := . }}{{ if kindIs "map" . }}{{ $name = .name }}{{ end }}
+{{- if not (has (dict "name" $name) $pull) }}{{ $pull = append $pull (dict "name" $name) }}{{ end }}
+{{- end }}
+{{- with $pull }}
 imagePullSecrets:
   {{- toYaml . | nindent 2 }}
 {{- end }}
