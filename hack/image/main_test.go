@@ -77,18 +77,42 @@ func TestTheReleaseSignsWhatItPushes(t *testing.T) {
 		Jobs        map[string]struct {
 			Steps []struct {
 				Name, Uses, Run string
+				With            map[string]string
 			}
 		}
 	}
 	if err := yaml.Unmarshal(raw, &wf); err != nil {
 		t.Fatal(err)
 	}
-	if wf.Permissions["id-token"] != "write" {
-		t.Errorf("permissions %v: keyless signing needs id-token: write", wf.Permissions)
+	if wf.Permissions["id-token"] != "write" || wf.Permissions["attestations"] != "write" {
+		t.Errorf("permissions %v: keyless signing needs id-token: write, provenance attestations: write", wf.Permissions)
 	}
 	var order []string
 	for _, s := range wf.Jobs["release"].Steps {
+		// A shell line mixing || and && runs what precedence says, not
+		// what it reads as (apt || curl && chmod ran chmod after apt).
+		for _, line := range strings.Split(s.Run, "\n") {
+			if strings.Contains(line, "||") && strings.Contains(line, "&&") {
+				t.Errorf("step %q mixes || and && on one line: %s", s.Name, strings.TrimSpace(line))
+			}
+		}
 		switch {
+		case strings.Contains(s.Run, "cosign sign-blob"):
+			if !strings.Contains(s.Run, "for f in dist/release/*") || !strings.Contains(s.Run, `--bundle "$f.sigstore.json"`) {
+				t.Errorf("the blob signing step does not sign every file of the release with a bundle beside it:\n%s", s.Run)
+			}
+			order = append(order, "sign files")
+		case strings.HasPrefix(s.Uses, "actions/attest-build-provenance@"):
+			switch {
+			case strings.Contains(s.With["subject-path"], "dist/release/*"):
+				order = append(order, "provenance of files")
+			case s.With["subject-name"] == "ghcr.io/harvester/netconf-migrator" && s.With["push-to-registry"] == "true":
+				order = append(order, "provenance of the image")
+			case s.With["subject-name"] == "ghcr.io/harvester/charts/netconf-migrator" && s.With["push-to-registry"] == "true":
+				order = append(order, "provenance of the chart")
+			default:
+				t.Errorf("a provenance step of nothing the release publishes: %v", s.With)
+			}
 		case strings.Contains(s.Run, "make image IMAGE_PUSH=-push"):
 			order = append(order, "push image")
 		case strings.Contains(s.Run, "make chart-package CHART_PUSH="):
@@ -109,7 +133,28 @@ func TestTheReleaseSignsWhatItPushes(t *testing.T) {
 			order = append(order, "checksums")
 		}
 	}
-	if want := []string{"push image", "push chart", "install cosign", "sign", "checksums"}; !slices.Equal(order, want) {
+	if want := []string{"push image", "push chart", "install cosign", "sign", "checksums", "sign files",
+		"provenance of files", "provenance of the image", "provenance of the chart"}; !slices.Equal(order, want) {
 		t.Errorf("release steps %v, want %v", order, want)
+	}
+
+	// The README says how to verify each kind of artifact, with the
+	// identity the workflow signs as.
+	readme, err := os.ReadFile(filepath.Join("..", "..", "README.md"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	for _, want := range []string{
+		"cosign verify ghcr.io/harvester/netconf-migrator@sha256:",
+		"cosign verify ghcr.io/harvester/charts/netconf-migrator@sha256:",
+		"cosign verify-blob ", "--bundle ", ".sigstore.json",
+		"sha256sum -c SHA256SUMS",
+		"gh attestation verify ",
+		`/\.github/workflows/release\.yaml@refs/tags/v`,
+		"https://token.actions.githubusercontent.com",
+	} {
+		if !strings.Contains(string(readme), want) {
+			t.Errorf("the README's verification lacks %q", want)
+		}
 	}
 }
