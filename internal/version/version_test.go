@@ -47,8 +47,15 @@ func TestOneVersion(t *testing.T) {
 			t.Errorf("%s: images %+v, want the tag v%s", k, kust.Images, v)
 		}
 	}
-	if !strings.Contains(string(read("examples/harvester-addon.yaml")), "\n  version: "+v+"\n") {
-		t.Errorf("examples/harvester-addon.yaml does not install chart version %s", v)
+	for _, f := range []string{"examples/harvester-addon.yaml", "examples/harvester-addon-airgap.yaml"} {
+		if !strings.Contains(string(read(f)), "\n  version: "+v+"\n") {
+			t.Errorf("%s does not install chart version %s", f, v)
+		}
+	}
+	// The air-gapped Addon's repository is served by the image of this
+	// version: it holds this version's chart.
+	if !strings.Contains(string(read("examples/harvester-addon-airgap.yaml")), "image: ghcr.io/harvester/netconf-migrator:v"+v+"\n") {
+		t.Errorf("examples/harvester-addon-airgap.yaml does not serve its chart from the image v%s", v)
 	}
 	release := string(read(".github/workflows/release.yaml"))
 	if !strings.Contains(release, `test "${GITHUB_REF_NAME}" = "v$(cat VERSION)"`) || !strings.Contains(release, "make image IMAGE_PUSH=-push") {

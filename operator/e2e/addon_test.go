@@ -3,6 +3,7 @@ package e2e
 import (
 	"bytes"
 	"context"
+	"fmt"
 	"os"
 	"path/filepath"
 	"strings"
@@ -21,22 +22,81 @@ import (
 // exampleAddon reads the Addon of examples/harvester-addon.yaml.
 func exampleAddon(t *testing.T) *unstructured.Unstructured {
 	t.Helper()
+	return exampleObjects(t, "harvester-addon.yaml")["Addon"]
+}
+
+// exampleObjects reads the objects of examples/file, by kind.
+func exampleObjects(t *testing.T, file string) map[string]*unstructured.Unstructured {
+	t.Helper()
 	root, err := testenv.RepoRoot()
 	if err != nil {
 		t.Fatal(err)
 	}
-	raw, err := os.ReadFile(filepath.Join(root, "examples", "harvester-addon.yaml"))
+	raw, err := os.ReadFile(filepath.Join(root, "examples", file))
 	if err != nil {
 		t.Fatal(err)
 	}
+	out := map[string]*unstructured.Unstructured{}
 	for _, doc := range bytes.Split(raw, []byte("\n---\n")) {
 		u := &unstructured.Unstructured{}
-		if err := yaml.Unmarshal(doc, &u.Object); err == nil && u.GetKind() == "Addon" {
-			return u
+		if err := yaml.Unmarshal(doc, &u.Object); err == nil && u.GetKind() != "" {
+			out[u.GetKind()] = u
 		}
 	}
-	t.Fatal("examples/harvester-addon.yaml holds no Addon")
-	return nil
+	if out["Addon"] == nil {
+		t.Fatalf("examples/%s holds no Addon", file)
+	}
+	return out
+}
+
+// TestTheAirGappedAddonExample: examples/harvester-addon-airgap.yaml serves
+// the chart from the tool's own image inside the cluster (chart-repo) and
+// points the Addon's repo at that Service. Its Deployment and Service are
+// what the API server takes (a restricted namespace: a server-side dry
+// run), the Addon's repo is that Service's in-cluster URL, and Harvester's
+// Addon CRD and validator at v1.5 and v1.9 take the Addon and let it be
+// enabled and removed. Helm installing from the served repository is
+// hack/chartrender's TestHelmInstallsFromTheBinarysRepository.
+func TestTheAirGappedAddonExample(t *testing.T) {
+	ctx := context.Background()
+	objs := exampleObjects(t, "harvester-addon-airgap.yaml")
+	dep, svc, example := objs["Deployment"], objs["Service"], objs["Addon"]
+	if dep == nil || svc == nil {
+		t.Fatalf("the example serves no repository: %v", objs)
+	}
+	args, _, _ := unstructured.NestedSlice(dep.Object, "spec", "template", "spec", "containers")
+	if c := args[0].(map[string]any); fmt.Sprint(c["args"]) != "[chart-repo --listen=:8080]" {
+		t.Errorf("the repository's container runs %v", c["args"])
+	}
+	repoURL, _, _ := unstructured.NestedString(example.Object, "spec", "repo")
+	chartName, _, _ := unstructured.NestedString(example.Object, "spec", "chart")
+	if want := "http://" + svc.GetName() + "." + svc.GetNamespace() + ".svc"; repoURL != want || chartName != "netconf-migrator" {
+		t.Errorf("the Addon installs %s from %s, want netconf-migrator from %s", chartName, repoURL, want)
+	}
+	ns := example.GetNamespace()
+	if err := env.CreateNamespace(ctx, ns, map[string]string{"pod-security.kubernetes.io/enforce": "restricted"}); err != nil {
+		t.Fatal(err)
+	}
+	for _, o := range []*unstructured.Unstructured{dep, svc} {
+		if err := env.Client.Create(ctx, o.DeepCopy(), client.DryRunAll); err != nil {
+			t.Errorf("applying the example's %s: %v", o.GetKind(), err)
+		}
+	}
+	for _, r := range []harvester.Release{harvester.V15, harvester.V19} {
+		t.Run(string(r), func(t *testing.T) {
+			harvester.StartT(t, env, r)
+			addon := example.DeepCopy()
+			if err := env.Client.Create(ctx, addon); err != nil {
+				t.Fatalf("applying the example's Addon: %v", err)
+			}
+			if err := env.Client.Patch(ctx, addon, client.RawPatch(types.MergePatchType, []byte(`{"spec":{"enabled":true}}`))); err != nil {
+				t.Errorf("enabling it: %v", err)
+			}
+			if err := env.Client.Delete(ctx, addon); err != nil {
+				t.Errorf("removing it: %v", err)
+			}
+		})
+	}
 }
 
 // TestTheHarvesterAddonExample applies examples/harvester-addon.yaml through

@@ -2,13 +2,16 @@ package app
 
 import (
 	"bytes"
+	"context"
 	"io"
 	"net"
+	"net/http"
 	"os"
 	"path/filepath"
 	"slices"
 	"strings"
 	"testing"
+	"time"
 
 	"github.com/spf13/cobra"
 )
@@ -106,5 +109,38 @@ func TestNoCommandOffersBasicAuth(t *testing.T) {
 	var out, errOut bytes.Buffer
 	if code := Execute([]string{"migrate", "--username", "admin", "--password", "secret", "--kubeconfig", unreachableKubeconfig(t)}, strings.NewReader(""), &out, &errOut); code != ExitUsage || !strings.Contains(errOut.String(), "unknown flag: --username") {
 		t.Errorf("migrate --username: exit %d, want %d (unknown flag)\n%s", code, ExitUsage, errOut.String())
+	}
+}
+
+// chart-repo serves the chart the binary embeds, until its context ends.
+func TestChartRepoServesTheEmbeddedChart(t *testing.T) {
+	l, err := net.Listen("tcp", "127.0.0.1:0")
+	if err != nil {
+		t.Fatal(err)
+	}
+	addr := l.Addr().String()
+	_ = l.Close()
+	ctx, cancel := context.WithCancel(context.Background())
+	root := NewRootCommand(IO{In: strings.NewReader(""), Out: io.Discard, Err: io.Discard})
+	root.SetArgs([]string{"chart-repo", "--listen", addr})
+	done := make(chan error, 1)
+	go func() { done <- root.ExecuteContext(ctx) }()
+	var body []byte
+	for range 100 {
+		resp, err := http.Get("http://" + addr + "/index.yaml")
+		if err == nil {
+			body, _ = io.ReadAll(resp.Body)
+			resp.Body.Close()
+			break
+		}
+		time.Sleep(50 * time.Millisecond)
+	}
+	version, _ := os.ReadFile(filepath.Join("..", "..", "..", "VERSION"))
+	if !strings.Contains(string(body), "netconf-migrator-"+strings.TrimSpace(string(version))+".tgz") {
+		t.Errorf("chart-repo's index.yaml:\n%s", body)
+	}
+	cancel()
+	if err := <-done; err != nil {
+		t.Errorf("chart-repo after its context ended: %v", err)
 	}
 }

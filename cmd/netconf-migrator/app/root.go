@@ -93,6 +93,7 @@ func NewRootCommand(streams IO) *cobra.Command {
 		newOperatorCommand(g),
 		newBackupsCommand(g),
 		newCheckWebhookCommand(),
+		newChartRepoCommand(g),
 	)
 	root.AddCommand(&cobra.Command{
 		Use:   "version",
