@@ -3,6 +3,7 @@ package chartrender
 import (
 	"context"
 	"io"
+	"os/exec"
 	"path/filepath"
 	"strings"
 	"testing"
@@ -433,5 +434,89 @@ func TestReuseValuesFromAChartWithoutCRDValues(t *testing.T) {
 	}
 	if !strings.Contains(rel.Manifest, "kind: CustomResourceDefinition") || !strings.Contains(rel.Manifest, "helm.sh/resource-policy: keep") {
 		t.Errorf("upgraded with --reuse-values, the release's CRD is not rendered and kept:\n%s", rel.Manifest)
+	}
+}
+
+// earlierChart is the chart as commit left it, from this repository's
+// history.
+func earlierChart(t *testing.T, commit string) *chart.Chart {
+	t.Helper()
+	dir := t.TempDir()
+	archive := exec.Command("git", "-C", filepath.Join("..", ".."), "archive", commit, "config/chart/netconf-migrator")
+	extract := exec.Command("tar", "-x", "-C", dir)
+	pipe, err := archive.StdoutPipe()
+	if err != nil {
+		t.Fatal(err)
+	}
+	extract.Stdin = pipe
+	if err := extract.Start(); err != nil {
+		t.Fatal(err)
+	}
+	if err := archive.Run(); err != nil {
+		t.Fatalf("git archive %s (this test needs the repository's history): %v", commit, err)
+	}
+	if err := extract.Wait(); err != nil {
+		t.Fatal(err)
+	}
+	ch, err := loader.Load(filepath.Join(dir, "config", "chart", "netconf-migrator"))
+	if err != nil {
+		t.Fatal(err)
+	}
+	return ch
+}
+
+// helm upgrade --reuse-values renders this chart with an earlier release's
+// values, which lack every value added since. From the chart before
+// issue 36 (04b2c44) it upgrades; a value it lacked (metrics.rancherMonitoring)
+// stopped the render on a nil pointer. From 0.2 (a1d0efa), whose values keep
+// netconf-migrator-system as the backup namespace, it stops and says to use
+// --reset-then-reuse-values, which then upgrades with this chart's defaults
+// (Linux nodes) under the values the user gave.
+func TestReuseValuesFromEarlierReleases(t *testing.T) {
+	caps := chartutil.DefaultCapabilities.Copy()
+	caps.KubeVersion = chartutil.KubeVersion{Version: "v1.33.1", Major: "1", Minor: "33"}
+	// A fresh load per upgrade: --reuse-values sets the chart's defaults to
+	// the old release's in the chart it is handed.
+	current := func() *chart.Chart {
+		cur, err := loader.Load(filepath.Join("..", "..", "config", "chart", "netconf-migrator"))
+		if err != nil {
+			t.Fatal(err)
+		}
+		return cur
+	}
+	for _, tc := range []struct {
+		commit, refused string
+	}{
+		{commit: "04b2c44"},
+		{commit: "a1d0efa", refused: "--reset-then-reuse-values"},
+	} {
+		t.Run(tc.commit, func(t *testing.T) {
+			cfg := &action.Configuration{Releases: storage.Init(driver.NewMemory()), KubeClient: &kubefake.PrintingKubeClient{Out: io.Discard},
+				Capabilities: caps, Log: t.Logf}
+			in := action.NewInstall(cfg)
+			in.ReleaseName, in.Namespace = "netconf-migrator", "netconf-migrator-system"
+			if _, err := in.Run(earlierChart(t, tc.commit), map[string]any{"replicas": 3}); err != nil {
+				t.Fatalf("installing the chart of %s: %v", tc.commit, err)
+			}
+			up := action.NewUpgrade(cfg)
+			up.Namespace, up.ReuseValues = "netconf-migrator-system", true
+			rel, err := up.Run("netconf-migrator", current(), nil)
+			switch {
+			case tc.refused == "" && err != nil:
+				t.Fatalf("helm upgrade --reuse-values from %s: %v", tc.commit, err)
+			case tc.refused != "":
+				if err == nil || !strings.Contains(err.Error(), tc.refused) {
+					t.Fatalf("helm upgrade --reuse-values from %s: %v, want it refused naming %s", tc.commit, err, tc.refused)
+				}
+				up = action.NewUpgrade(cfg)
+				up.Namespace, up.ResetThenReuseValues = "netconf-migrator-system", true
+				if rel, err = up.Run("netconf-migrator", current(), nil); err != nil {
+					t.Fatalf("helm upgrade --reset-then-reuse-values from %s: %v", tc.commit, err)
+				}
+				if !strings.Contains(rel.Manifest, "kubernetes.io/os: linux") || !strings.Contains(rel.Manifest, "replicas: 3") {
+					t.Errorf("after --reset-then-reuse-values from %s, this chart's defaults or the user's replicas are missing", tc.commit)
+				}
+			}
+		})
 	}
 }

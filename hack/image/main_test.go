@@ -98,7 +98,7 @@ func TestTheReleaseSignsWhatItPushes(t *testing.T) {
 		}
 		switch {
 		case strings.Contains(s.Run, "cosign sign-blob"):
-			if !strings.Contains(s.Run, "for f in dist/release/*") || !strings.Contains(s.Run, `--bundle "$f.sigstore.json"`) {
+			if !strings.Contains(s.Run, "for f in dist/release/*") || !strings.Contains(s.Run, `--new-bundle-format --bundle "$f.sigstore.json"`) {
 				t.Errorf("the blob signing step does not sign every file of the release with a bundle beside it:\n%s", s.Run)
 			}
 			order = append(order, "sign files")
@@ -147,7 +147,8 @@ func TestTheReleaseSignsWhatItPushes(t *testing.T) {
 	for _, want := range []string{
 		"cosign verify ghcr.io/harvester/netconf-migrator@sha256:",
 		"cosign verify ghcr.io/harvester/charts/netconf-migrator@sha256:",
-		"cosign verify-blob ", "--bundle ", ".sigstore.json",
+		// An archive by the name make release-cli gives it.
+		"cosign verify-blob kubectl-netconf_migrator_v", "--bundle kubectl-netconf_migrator_v", ".sigstore.json",
 		"sha256sum -c SHA256SUMS",
 		"gh attestation verify ",
 		`/\.github/workflows/release\.yaml@refs/tags/v`,

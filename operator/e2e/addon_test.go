@@ -82,6 +82,21 @@ func TestTheAirGappedAddonExample(t *testing.T) {
 			t.Errorf("applying the example's %s: %v", o.GetKind(), err)
 		}
 	}
+	// Pod Security admission judges Pods, not Deployments: the Pod the
+	// Deployment makes, in the restricted namespace.
+	tmpl, _, _ := unstructured.NestedMap(dep.Object, "spec", "template")
+	restricted := namespace(t, "airgap-restricted", map[string]string{"pod-security.kubernetes.io/enforce": "restricted"})
+	pod := &unstructured.Unstructured{Object: map[string]any{"apiVersion": "v1", "kind": "Pod", "metadata": tmpl["metadata"], "spec": tmpl["spec"]}}
+	pod.SetNamespace(restricted)
+	pod.SetName("netconf-migrator-charts-probe")
+	if err := env.Client.Create(ctx, pod, client.DryRunAll); err != nil {
+		t.Errorf("the repository's Pod in a restricted namespace: %v", err)
+	}
+	privileged := pod.DeepCopy()
+	_ = unstructured.SetNestedField(privileged.Object, false, "spec", "securityContext", "runAsNonRoot")
+	if err := env.Client.Create(ctx, privileged, client.DryRunAll); err == nil || !strings.Contains(err.Error(), "violates PodSecurity") {
+		t.Errorf("a Pod that may run as root in the namespace: %v, want Pod Security's refusal (the check checks)", err)
+	}
 	for _, r := range []harvester.Release{harvester.V15, harvester.V19} {
 		t.Run(string(r), func(t *testing.T) {
 			harvester.StartT(t, env, r)

@@ -1,8 +1,9 @@
 // Package argocd runs the Argo CD health checks in
-// config/argocd/resource_customizations the way Argo CD runs them: the
-// object, as JSON, in the Lua global obj, and the returned table's status
-// and message read back (github.com/yuin/gopher-lua, the interpreter Argo
-// CD embeds). The layout there is Argo CD's own (resource_customizations/
+// config/argocd/resource_customizations the way a running Argo CD runs
+// them: the object, as JSON, in the Lua global obj, and the returned
+// table's status and message read back (github.com/yuin/gopher-lua, the
+// interpreter Argo CD embeds), with the libraries it opens at run time.
+// Argo CD's own tests open every library; this is stricter. The layout there is Argo CD's own (resource_customizations/
 // <group>/<kind>/health.lua, health_test.yaml, testdata/), so the checks
 // can be offered upstream as they are.
 package argocd

@@ -12,8 +12,9 @@ import (
 )
 
 // TestHealthChecksAsArgoCDRunsThem runs every health_test.yaml under
-// resource_customizations as Argo CD's own CI runs its checks: each case's
-// object through health.lua, status and message compared exactly. The
+// resource_customizations as Argo CD's own CI runs its checks (each case's
+// object through health.lua, status and message compared exactly), with
+// only the libraries a running Argo CD opens. The
 // argocd-cm.yaml users merge holds the same scripts.
 func TestHealthChecksAsArgoCDRunsThem(t *testing.T) {
 	root, err := testenv.RepoRoot()

@@ -140,3 +140,15 @@ release's (it exists, and the release's webhook lives there).
 {{- define "netconf-migrator.earlierHere" -}}
 {{- if and .Values.backups.earlierNamespace (eq .Values.backups.earlierNamespace .Release.Namespace) -}}true{{- end -}}
 {{- end -}}
+
+{{/*
+Values reused from a release of 0.2 (helm upgrade --reuse-values) lack the
+backups values and name netconf-migrator-system as the backup namespace,
+which this version moves away from: stop with what to do, not with a nil
+pointer or a silent move back.
+*/}}
+{{- define "netconf-migrator.checkValues" -}}
+{{- if not (hasKey .Values "backups") -}}
+{{- fail "these values are a 0.2 release's, reused (helm upgrade --reuse-values): they lack the backups values and keep netconf-migrator-system as the backup namespace, which this version moves away from. Upgrade with --reset-then-reuse-values (Helm 3.14 or later), or give your own values again without --reuse-values" -}}
+{{- end -}}
+{{- end -}}
