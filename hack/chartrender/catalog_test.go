@@ -133,19 +133,10 @@ func TestTheRancherCatalogShowsAForm(t *testing.T) {
 		if err != nil {
 			t.Fatal(err)
 		}
-		pods := 0
-		for _, doc := range strings.Split(string(out), "\n---\n") {
-			o := map[string]any{}
-			if yaml.Unmarshal([]byte(doc), &o) != nil {
-				continue
-			}
-			spec, _ := o["spec"].(map[string]any)
-			tmpl, _ := spec["template"].(map[string]any)
-			podSpec, _ := tmpl["spec"].(map[string]any)
-			if podSpec == nil {
-				continue
-			}
-			pods++
+		templates := podTemplates(string(out))
+		pods := len(templates)
+		for _, pt := range templates {
+			o, podSpec := pt.object, pt.spec
 			sel, _ := podSpec["nodeSelector"].(map[string]any)
 			if sel["kubernetes.io/os"] != "linux" {
 				t.Errorf("%s: %s %v may run on a Windows node: nodeSelector %v", name, o["kind"], o["metadata"].(map[string]any)["name"], sel)
@@ -166,6 +157,30 @@ func setPath(path string, v any) map[string]any {
 	out := map[string]any{keys[len(keys)-1]: v}
 	for i := len(keys) - 2; i >= 0; i-- {
 		out = map[string]any{keys[i]: out}
+	}
+	return out
+}
+
+// podTemplate is an object of a rendered manifest that makes Pods, and its
+// Pod template's spec.
+type podTemplate struct {
+	object, spec map[string]any
+}
+
+// podTemplates are the objects of a rendered manifest (documents split on
+// ---) that hold a Pod template: Deployments and Jobs.
+func podTemplates(manifest string) []podTemplate {
+	var out []podTemplate
+	for _, doc := range strings.Split(manifest, "\n---") {
+		o := map[string]any{}
+		if yaml.Unmarshal([]byte(doc), &o) != nil {
+			continue
+		}
+		spec, _ := o["spec"].(map[string]any)
+		tmpl, _ := spec["template"].(map[string]any)
+		if podSpec, _ := tmpl["spec"].(map[string]any); podSpec != nil {
+			out = append(out, podTemplate{o, podSpec})
+		}
 	}
 	return out
 }

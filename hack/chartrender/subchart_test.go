@@ -126,17 +126,8 @@ func TestAsASubchart(t *testing.T) {
 		if !strings.Contains(name, "/charts/netconf-migrator/templates/") {
 			continue
 		}
-		for _, doc := range strings.Split(body, "\n---") {
-			o := map[string]any{}
-			if yaml.Unmarshal([]byte(doc), &o) != nil {
-				continue
-			}
-			spec, _ := o["spec"].(map[string]any)
-			tmpl, _ := spec["template"].(map[string]any)
-			podSpec, _ := tmpl["spec"].(map[string]any)
-			if podSpec == nil {
-				continue
-			}
+		for _, pt := range podTemplates(body) {
+			podSpec := pt.spec
 			pods++
 			for _, c := range podSpec["containers"].([]any) {
 				if img := c.(map[string]any)["image"].(string); !strings.HasPrefix(img, "rke2.local:5000/ghcr.io/harvester/netconf-migrator") {
