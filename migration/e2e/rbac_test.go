@@ -22,6 +22,7 @@ import (
 	"github.com/harvester/netconf-migrator/apis/report"
 	"github.com/harvester/netconf-migrator/cmd/netconf-migrator/app"
 	"github.com/harvester/netconf-migrator/migration"
+	"github.com/harvester/netconf-migrator/migration/replace"
 	"github.com/harvester/netconf-migrator/test/harvester"
 	"github.com/harvester/netconf-migrator/test/testenv"
 )
@@ -310,15 +311,18 @@ func TestPreflight(t *testing.T) {
 		"create or get or list or update or delete secrets in namespace " + backupNamespace + whenRefused: {For: report.NeedForRewrite, NADs: nads},
 		"create leases in namespace " + backupNamespace:                                                   {For: report.NeedForRun},
 		"get or update leases named netconf-migrator-run in namespace " + backupNamespace:                 {For: report.NeedForRun},
+		// The signing key by either name: 0.2's is read where it is left.
+		"get secrets named " + replace.KeySecretName + " in namespace " + backupNamespace + whenRefused:        {For: report.NeedForRewrite, NADs: nads},
+		"get secrets named " + replace.EarlierKeySecretName + " in namespace " + backupNamespace + whenRefused: {For: report.NeedForRewrite, NADs: nads},
 	} {
 		got, ok := needs[what]
 		if !ok || got.For != want.For || !slices.Equal(got.NADs, want.NADs) || got.Advice == "" {
 			t.Errorf("need %q: %+v, want for %s, NADs %v and advice", what, got, want.For, want.NADs)
 		}
 	}
-	if r.code != 1 || r.report.Summary.Actions[report.ActionWouldNormalize] != 2 || len(needs) != 6 ||
+	if r.code != 1 || r.report.Summary.Actions[report.ActionWouldNormalize] != 2 || len(needs) != 7 ||
 		!strings.Contains(r.errOut, "the real run would need what this identity lacks:\n    - patch NetworkAttachmentDefinitions in all namespaces, for the 2 NAD(s) it would rewrite: "+needsNS+"/a, "+needsNS+"/b\n") {
-		t.Errorf("list only, client dry run: exit %d, %v, %d needs, want exit 1, 2 would-normalize and 6 needs named in the summary\n%s", r.code, r.report.Summary.Actions, len(needs), r.errOut)
+		t.Errorf("list only, client dry run: exit %d, %v, %d needs, want exit 1, 2 would-normalize and 7 needs named in the summary\n%s", r.code, r.report.Summary.Actions, len(needs), r.errOut)
 	}
 	// An identity with every right: the same dry run needs nothing, exit 0.
 	if r := runCLI(t, "migrate", "--dry-run=client", "-l", suiteLabel+"="+needsNS); r.code != 0 || len(r.report.Summary.Needs) != 0 || r.report.Summary.Actions[report.ActionWouldNormalize] != 2 {

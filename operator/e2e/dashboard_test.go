@@ -3,10 +3,13 @@ package e2e
 import (
 	"bufio"
 	"bytes"
+	"context"
 	"encoding/json"
 	"fmt"
+	nadv1 "github.com/harvester/netconf-migrator/apis/k8scni/v1"
 	"net/http"
 	"regexp"
+	"sigs.k8s.io/controller-runtime/pkg/client"
 	"strings"
 	"testing"
 	"time"
@@ -68,6 +71,16 @@ func TestGrafanaDashboard(t *testing.T) {
 	forms := namespace(t, "dashboard-forms", nil)
 	create(t, newNAD(forms, "conflist", `{"cniVersion":"0.3.1","name":"%s","plugins":[{"type":"bridge","bridge":"%s-br"}]}`),
 		newNAD(forms, "empty", ""), newNAD(forms, "invalid", `{"cniVersion":`), newNAD(forms, "nested", nested))
+	// Later tests of this control plane count NADs by form cluster-wide.
+	t.Cleanup(func() {
+		ctx := context.Background()
+		_ = env.Client.DeleteAllOf(ctx, &nadv1.NetworkAttachmentDefinition{}, client.InNamespace(forms))
+		waitFor(t, "the dashboard's NADs to go", func() (bool, error) {
+			l := &nadv1.NetworkAttachmentDefinitionList{}
+			err := env.Client.List(ctx, l, client.InNamespace(forms))
+			return err == nil && len(l.Items) == 0, err
+		})
+	})
 	startOperator(t, operator.Options{Fix: detect.FixOff})
 	create(t, newMigration("dashboard", v1alpha1.NADMigrationSpec{Namespaces: []string{ns}}))
 	waitStatus(t, "dashboard", status.CurrentStatus)
