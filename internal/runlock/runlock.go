@@ -171,6 +171,18 @@ func (r *renewals) readVersion() string {
 	return r.read
 }
 
+// newLock is the lock on namespace/LeaseName, as identity, through leases:
+// the Lease it reads noted (readVersion) and the renewals it sends.
+func newLock(leases coordinationv1client.LeasesGetter, namespace, identity string) *renewals {
+	lock := &renewals{}
+	lock.LeaseLock = &resourcelock.LeaseLock{
+		LeaseMeta:  metav1.ObjectMeta{Namespace: namespace, Name: LeaseName},
+		Client:     readVersions{leases, lock},
+		LockConfig: resourcelock.ResourceLockConfig{Identity: identity},
+	}
+	return lock
+}
+
 // readVersions passes Lease requests on and notes each Lease read.
 type readVersions struct {
 	coordinationv1client.LeasesGetter
@@ -250,12 +262,7 @@ func AcquireAs(ctx context.Context, cfg *rest.Config, namespace, identity string
 	if err != nil {
 		return nil, fmt.Errorf("building a client for the run's Lease: %w", err)
 	}
-	lock := &renewals{}
-	lock.LeaseLock = &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Namespace: namespace, Name: LeaseName},
-		Client:     readVersions{kube.CoordinationV1(), lock},
-		LockConfig: resourcelock.ResourceLockConfig{Identity: identity},
-	}
+	lock := newLock(kube.CoordinationV1(), namespace, identity)
 	holder, err := take(ctx, lock, namespace+"/"+LeaseName, identity, wait, duration, succ)
 	if err != nil {
 		return nil, err

@@ -23,7 +23,6 @@ import (
 	kubefake "k8s.io/client-go/kubernetes/fake"
 	coordinationv1client "k8s.io/client-go/kubernetes/typed/coordination/v1"
 	k8stesting "k8s.io/client-go/testing"
-	"k8s.io/client-go/tools/leaderelection/resourcelock"
 	"k8s.io/utils/ptr"
 )
 
@@ -85,15 +84,7 @@ func newFake(holder string, seconds int32) *fakeLeases {
 	return f
 }
 
-func lockOn(f *fakeLeases, identity string) *renewals {
-	lock := &renewals{}
-	lock.LeaseLock = &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Namespace: "ns", Name: LeaseName},
-		Client:     readVersions{f, lock},
-		LockConfig: resourcelock.ResourceLockConfig{Identity: identity},
-	}
-	return lock
-}
+func lockOn(f *fakeLeases, identity string) *renewals { return newLock(f, "ns", identity) }
 
 // A holder that never renews again (dead), and the read that crosses the
 // wait's deadline fails (an API server restarting). Before, the wait gave
@@ -241,13 +232,7 @@ func TestAnExpiredLeaseThatCannotBeTakenSaysWhy(t *testing.T) {
 	g := failUpdates{f, apierrors.NewForbidden(schema.GroupResource{Group: "coordination.k8s.io", Resource: "leases"}, LeaseName, nil)}
 	ctx, cancel := context.WithTimeout(context.Background(), 10*time.Second)
 	defer cancel()
-	lock := &renewals{}
-	lock.LeaseLock = &resourcelock.LeaseLock{
-		LeaseMeta:  metav1.ObjectMeta{Namespace: "ns", Name: LeaseName},
-		Client:     readVersions{g, lock},
-		LockConfig: resourcelock.ResourceLockConfig{Identity: "next"},
-	}
-	holder, err := take(ctx, lock, unique(t), "next", 2*time.Second, time.Second, nil)
+	holder, err := take(ctx, newLock(g, "ns", "next"), unique(t), "next", 2*time.Second, time.Second, nil)
 	if !apierrors.IsForbidden(err) {
 		t.Fatalf("take after %s: holder %q, %v; want the Forbidden error", time.Since(f.start).Round(time.Millisecond), holder, err)
 	}
