@@ -419,10 +419,14 @@ func take(ctx context.Context, lock *renewals, key, identity string, wait, durat
 		}
 		select {
 		case <-ctx.Done():
+			// Cancelled (a SIGTERM, a shutdown) before the wait could tell:
+			// the holder is named, but not as one that kept it (ErrHeld
+			// would say "still after" the whole wait, and callers wait on).
+			by := ""
 			if holder != "" && holder != identity {
-				return holder, nil
+				by = ", held by " + holder
 			}
-			return "", fmt.Errorf("waiting for the Lease %s: %w", key, context.Cause(ctx))
+			return "", fmt.Errorf("waiting for the Lease %s%s: %w", key, by, context.Cause(ctx))
 		case <-time.After(retry):
 		}
 	}

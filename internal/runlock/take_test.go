@@ -6,6 +6,7 @@ package runlock
 
 import (
 	"context"
+	"errors"
 	"fmt"
 	"strconv"
 	"strings"
@@ -258,5 +259,24 @@ func TestASlowSuccessorsProofStillTakesAnExpiredLease(t *testing.T) {
 	holder, err := take(ctx, lockOn(f, "next"), unique(t), "next", 300*time.Millisecond, time.Second, succ)
 	if err != nil || holder != "next" {
 		t.Fatalf("take after %s: holder %q, %v; want the expired Lease taken", time.Since(f.start).Round(time.Millisecond), holder, err)
+	}
+}
+
+// A wait cancelled (SIGTERM, a shutdown) while another holds the Lease ends
+// with the cancellation, naming the holder. Before, it returned the holder
+// as the one that kept the Lease, and the CLI said "still after" a wait
+// that had not run out.
+func TestACancelledWaitSaysItWasCancelled(t *testing.T) {
+	f := newFake("alive", 60)
+	ctx, cancel := context.WithCancel(context.Background())
+	f.beforeGet = func(f *fakeLeases, n int) error {
+		if n == 1 {
+			cancel()
+		}
+		return nil
+	}
+	holder, err := take(ctx, lockOn(f, "next"), unique(t), "next", time.Minute, time.Second, nil)
+	if err == nil || !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "held by alive") {
+		t.Fatalf("take cancelled during its wait: holder %q, %v; want an error wrapping context.Canceled that names the holder", holder, err)
 	}
 }

@@ -239,7 +239,9 @@ func (r *Reconciler) fix(ctx context.Context, log logr.Logger, key types.Namespa
 		cfg.Identity = fmt.Sprintf("%s_fix_%s", r.Runner.Identity, rand.Text()[:6])
 		cfg.Log, cfg.LeaseWait, cfg.Events = r.Log, r.LeaseWait, normalOnly{r.Events}
 		started, err := runner.Start(ctx, cfg, opts)
-		if errors.Is(err, runlock.ErrHeld) {
+		if errors.Is(err, runlock.ErrHeld) || (err != nil && ctx.Err() != nil) {
+			// A wait cancelled by the operator's stop is no failure: the
+			// next start fixes the NAD.
 			log.V(logging.Debug).Info("Waiting for another run to release the Lease before fixing", logging.KeyReason, err.Error())
 			return reconcile.Result{RequeueAfter: 15 * time.Second}, nil
 		}
