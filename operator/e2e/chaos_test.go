@@ -1,7 +1,6 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
 	"encoding/json"
 	"flag"
@@ -588,19 +587,11 @@ func sameJSON(a, b string) bool {
 
 // scrape reads a gauge from a metrics endpoint.
 func scrape(url, name string) (float64, bool) {
-	resp, err := http.Get(url)
+	families, err := testenv.Scrape(url)
 	if err != nil {
 		return 0, false
 	}
-	defer resp.Body.Close()
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		var v float64
-		if _, err := fmt.Sscanf(sc.Text(), name+" %g", &v); err == nil {
-			return v, true
-		}
-	}
-	return 0, false
+	return testenv.Sum(families, name, nil)
 }
 
 // startWebhookProcess runs `netconf-migrator webhook` as its Deployment

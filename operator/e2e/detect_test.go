@@ -16,31 +16,19 @@ import (
 	"github.com/harvester/netconf-migrator/operator"
 	"github.com/harvester/netconf-migrator/operator/detect"
 	"github.com/harvester/netconf-migrator/test/harvester"
+	"github.com/harvester/netconf-migrator/test/testenv"
 )
 
-// gauge reads one sample of a gauge from the registry the operator's
-// metrics endpoint serves.
+// gauge reads a gauge, its samples with labels added, from the registry
+// the operator's metrics endpoint serves.
 func gauge(t testing.TB, name string, labels map[string]string) float64 {
 	t.Helper()
 	families, err := metrics.Registry.Gather()
 	if err != nil {
 		t.Fatal(err)
 	}
-	for _, f := range families {
-		if f.GetName() != name {
-			continue
-		}
-	metric:
-		for _, m := range f.GetMetric() {
-			for _, l := range m.GetLabel() {
-				if v, ok := labels[l.GetName()]; ok && v != l.GetValue() {
-					continue metric
-				}
-			}
-			return value(m)
-		}
-	}
-	return 0
+	v, _ := testenv.Sum(families, name, labels)
+	return v
 }
 
 func value(m *dto.Metric) float64 {

@@ -1,16 +1,14 @@
 package e2e
 
 import (
-	"bufio"
 	"context"
-	"net/http"
-	"strconv"
 	"strings"
 	"testing"
 
 	"sigs.k8s.io/controller-runtime/pkg/client"
 
 	"github.com/harvester/netconf-migrator/apis/netconf"
+	"github.com/harvester/netconf-migrator/test/testenv"
 	"github.com/harvester/netconf-migrator/webhooks"
 )
 
@@ -18,22 +16,11 @@ import (
 // from its own metric.
 func admissions(t *testing.T, w *ours) float64 {
 	t.Helper()
-	resp, err := http.Get("http://" + w.metrics + "/metrics")
+	families, err := testenv.Scrape("http://" + w.metrics + "/metrics")
 	if err != nil {
 		t.Fatal(err)
 	}
-	defer resp.Body.Close()
-	var sum float64
-	sc := bufio.NewScanner(resp.Body)
-	for sc.Scan() {
-		if line := sc.Text(); strings.HasPrefix(line, "netconf_migrator_admissions_total{") {
-			v, err := strconv.ParseFloat(line[strings.LastIndexByte(line, ' ')+1:], 64)
-			if err != nil {
-				t.Fatal(err)
-			}
-			sum += v
-		}
-	}
+	sum, _ := testenv.Sum(families, "netconf_migrator_admissions_total", nil)
 	return sum
 }
 

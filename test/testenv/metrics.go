@@ -1,0 +1,62 @@
+package testenv
+
+import (
+	"fmt"
+	"net/http"
+
+	dto "github.com/prometheus/client_model/go"
+	"github.com/prometheus/common/expfmt"
+	"github.com/prometheus/common/model"
+)
+
+// Scrape reads the metric families a Prometheus text endpoint serves,
+// parsed as Prometheus parses them.
+func Scrape(url string) ([]*dto.MetricFamily, error) {
+	resp, err := http.Get(url)
+	if err != nil {
+		return nil, err
+	}
+	defer resp.Body.Close()
+	if resp.StatusCode != http.StatusOK {
+		return nil, fmt.Errorf("scraping %s: %s", url, resp.Status)
+	}
+	p := expfmt.NewTextParser(model.UTF8Validation)
+	byName, err := p.TextToMetricFamilies(resp.Body)
+	if err != nil {
+		return nil, fmt.Errorf("parsing the metrics of %s: %w", url, err)
+	}
+	families := make([]*dto.MetricFamily, 0, len(byName))
+	for _, f := range byName {
+		families = append(families, f)
+	}
+	return families, nil
+}
+
+// Sum adds the values of the samples of the gauge or counter name whose
+// labels include labels; found says whether any sample matched.
+func Sum(families []*dto.MetricFamily, name string, labels map[string]string) (sum float64, found bool) {
+	for _, f := range families {
+		if f.GetName() != name {
+			continue
+		}
+	sample:
+		for _, m := range f.GetMetric() {
+			have := map[string]string{}
+			for _, l := range m.GetLabel() {
+				have[l.GetName()] = l.GetValue()
+			}
+			for k, v := range labels {
+				if have[k] != v {
+					continue sample
+				}
+			}
+			found = true
+			if m.GetGauge() != nil {
+				sum += m.GetGauge().GetValue()
+			} else {
+				sum += m.GetCounter().GetValue()
+			}
+		}
+	}
+	return sum, found
+}
