@@ -148,9 +148,11 @@ func (j *OpenReplacements) resume(ctx context.Context) {
 	cfg.Log = j.Log
 	started, err := runner.Start(ctx, cfg, migration.Options{Mode: migration.ModeMigrate, DryRun: migration.DryRunNone, Recreate: migration.RecreateAuto})
 	if err != nil {
-		if errors.Is(err, runlock.ErrHeld) || ctx.Err() != nil {
-			// Held by a run that resumes them itself, or stopping (a
-			// cancelled wait): the next pass, or the next start, takes them.
+		if ctx.Err() != nil {
+			// Stopping during the wait: the next start resumes them.
+			return
+		}
+		if errors.Is(err, runlock.ErrHeld) {
 			j.Log.V(logging.Debug).Info("Leaving the open replacements to the run that holds the Lease", logging.KeyReason, err.Error())
 			return
 		}

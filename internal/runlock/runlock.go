@@ -335,9 +335,23 @@ func take(ctx context.Context, lock *renewals, key, identity string, wait, durat
 		changes int
 	)
 	holder := ""
+	// Cancelled (a SIGTERM, a shutdown) before the wait could tell: the
+	// holder is named, but not as one that kept it (ErrHeld would say
+	// "still after" the whole wait, and callers wait on), nor the read the
+	// cancellation failed as an API server's answer.
+	cancelled := func() (string, error) {
+		by := ""
+		if holder != "" && holder != identity {
+			by = ", held by " + holder
+		}
+		return "", fmt.Errorf("waiting for the Lease %s%s: %w", key, by, context.Cause(ctx))
+	}
 	for {
 		now := time.Now()
 		rec, _, err := lock.Get(ctx)
+		if ctx.Err() != nil {
+			return cancelled()
+		}
 		// A version is first seen once the Get that read it returned: a
 		// renewal stored while a slow Get was in flight was sent after
 		// that Get began, and its holder fences its writes from its send.
@@ -419,14 +433,7 @@ func take(ctx context.Context, lock *renewals, key, identity string, wait, durat
 		}
 		select {
 		case <-ctx.Done():
-			// Cancelled (a SIGTERM, a shutdown) before the wait could tell:
-			// the holder is named, but not as one that kept it (ErrHeld
-			// would say "still after" the whole wait, and callers wait on).
-			by := ""
-			if holder != "" && holder != identity {
-				by = ", held by " + holder
-			}
-			return "", fmt.Errorf("waiting for the Lease %s%s: %w", key, by, context.Cause(ctx))
+			return cancelled()
 		case <-time.After(retry):
 		}
 	}

@@ -280,3 +280,26 @@ func TestACancelledWaitSaysItWasCancelled(t *testing.T) {
 		t.Fatalf("take cancelled during its wait: holder %q, %v; want an error wrapping context.Canceled that names the holder", holder, err)
 	}
 }
+
+// The same, the cancellation failing a read once the holder's Lease has
+// expired and the wait is past its deadline: the read's error is the
+// cancellation's, not an API server's, and is not reported as one ("is the
+// API server reachable").
+func TestAReadCancelledPastTheDeadlineSaysItWasCancelled(t *testing.T) {
+	f := newFake("dead", 1)
+	ctx, cancel := context.WithCancel(context.Background())
+	defer cancel()
+	f.beforeGet = func(f *fakeLeases, n int) error {
+		// From the holder's expiry on (its Lease was written at start,
+		// and is first seen later still), before any read could free it.
+		if time.Since(f.start) >= time.Second {
+			cancel()
+			return context.Canceled
+		}
+		return nil
+	}
+	holder, err := take(ctx, lockOn(f, "next"), unique(t), "next", 300*time.Millisecond, time.Second, nil)
+	if err == nil || !errors.Is(err, context.Canceled) || !strings.Contains(err.Error(), "held by dead") || strings.Contains(err.Error(), "reachable") {
+		t.Fatalf("take cancelled during a read past its deadline: holder %q, %v; want an error wrapping context.Canceled that names the holder", holder, err)
+	}
+}
