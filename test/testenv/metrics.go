@@ -32,8 +32,9 @@ func Scrape(url string) ([]*dto.MetricFamily, error) {
 	return families, nil
 }
 
-// Sum adds the values of the samples of the gauge or counter name whose
-// labels include labels; found says whether any sample matched.
+// Sum adds the values of the samples of the gauge, counter or untyped
+// metric name whose labels include labels; found says whether any sample
+// matched (a summary's or histogram's never does).
 func Sum(families []*dto.MetricFamily, name string, labels map[string]string) (sum float64, found bool) {
 	for _, f := range families {
 		if f.GetName() != name {
@@ -50,12 +51,19 @@ func Sum(families []*dto.MetricFamily, name string, labels map[string]string) (s
 					continue sample
 				}
 			}
-			found = true
-			if m.GetGauge() != nil {
+			switch {
+			case m.GetGauge() != nil:
 				sum += m.GetGauge().GetValue()
-			} else {
+			case m.GetCounter() != nil:
 				sum += m.GetCounter().GetValue()
+			case m.GetUntyped() != nil:
+				// A sample served without a TYPE line.
+				sum += m.GetUntyped().GetValue()
+			default:
+				// A summary or histogram has no one value to add.
+				continue sample
 			}
+			found = true
 		}
 	}
 	return sum, found

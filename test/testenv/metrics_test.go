@@ -51,6 +51,23 @@ func TestScrapeAndSum(t *testing.T) {
 		}
 	}
 
+	// A sample without a TYPE line is read as Prometheus reads it; a
+	// histogram has no one value.
+	untyped := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
+		w.Write([]byte("missing_nads 3\n# TYPE latency histogram\nlatency_bucket{le=\"+Inf\"} 2\nlatency_sum 1.5\nlatency_count 2\n"))
+	}))
+	defer untyped.Close()
+	families, err = Scrape(untyped.URL)
+	if err != nil {
+		t.Fatal(err)
+	}
+	if got, found := Sum(families, "missing_nads", nil); got != 3 || !found {
+		t.Errorf("Sum of an untyped sample = %v, %v; want 3, true", got, found)
+	}
+	if got, found := Sum(families, "latency", nil); found {
+		t.Errorf("Sum of a histogram = %v, %v; want it not found", got, found)
+	}
+
 	denied := httptest.NewServer(http.HandlerFunc(func(w http.ResponseWriter, _ *http.Request) {
 		http.Error(w, "Forbidden", http.StatusForbidden)
 	}))
