@@ -32,10 +32,8 @@ func gauge(t testing.TB, name string, labels map[string]string) float64 {
 }
 
 func value(m *dto.Metric) float64 {
-	if m.GetGauge() != nil {
-		return m.GetGauge().GetValue()
-	}
-	return m.GetCounter().GetValue()
+	v, _ := testenv.Value(m)
+	return v
 }
 
 func form(t testing.TB, ns, name string) (netconf.Form, *nadv1.NetworkAttachmentDefinition) {

@@ -51,20 +51,25 @@ func Sum(families []*dto.MetricFamily, name string, labels map[string]string) (s
 					continue sample
 				}
 			}
-			switch {
-			case m.GetGauge() != nil:
-				sum += m.GetGauge().GetValue()
-			case m.GetCounter() != nil:
-				sum += m.GetCounter().GetValue()
-			case m.GetUntyped() != nil:
-				// A sample served without a TYPE line.
-				sum += m.GetUntyped().GetValue()
-			default:
-				// A summary or histogram has no one value to add.
-				continue sample
+			if v, ok := Value(m); ok {
+				sum, found = sum+v, true
 			}
-			found = true
 		}
 	}
 	return sum, found
+}
+
+// Value is the value of a gauge's, counter's or untyped metric's sample;
+// ok is false for a summary's or histogram's, which have no one value.
+func Value(m *dto.Metric) (v float64, ok bool) {
+	switch {
+	case m.GetGauge() != nil:
+		return m.GetGauge().GetValue(), true
+	case m.GetCounter() != nil:
+		return m.GetCounter().GetValue(), true
+	case m.GetUntyped() != nil:
+		// A sample served without a TYPE line.
+		return m.GetUntyped().GetValue(), true
+	}
+	return 0, false
 }
